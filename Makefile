@@ -1,0 +1,53 @@
+# jobengine: `make run` (demo end to end) and `make test` work on a fresh machine.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e . --group test --group lint --group typing
+	@touch $(STAMP)
+
+system:  ## install the Debian packages we need when missing (ImageMagick for wand)
+	@if ! ldconfig -p | grep -q libMagickWand || ! convert -version 2>/dev/null | grep -q ImageMagick; then \
+	  echo "installing ImageMagick (Debian packages)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends imagemagick libmagickwand-6.q16-6 >/dev/null; \
+	fi
+
+setup: system $(STAMP)  ## create .venv and install everything
+
+run: setup  ## start the embedded stack and run the demo job end to end (Ctrl-C stops)
+	$(VENV)/bin/jobengine dev
+
+test: setup  ## run the whole test suite (SQLite and PostgreSQL, Redis, RabbitMQ when present)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: setup  ## ruff and mypy --strict
+	$(VENV)/bin/ruff check jobengine tasks config tests bench
+	$(VENV)/bin/ruff format --check jobengine tasks config tests bench
+	$(VENV)/bin/mypy
+
+worker: setup  ## a Celery worker (events on)
+	$(VENV)/bin/jobengine worker
+
+beat: setup  ## Celery beat with the store-backed scheduler
+	$(VENV)/bin/jobengine beat
+
+flower: setup  ## Flower on http://127.0.0.1:5555
+	$(VENV)/bin/jobengine flower
+
+bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
+	$(PY) bench/submit.py
+
+clean:  ## remove the venv and local data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help system setup run test lint worker beat flower bench clean

@@ -1,0 +1,1 @@
+"""Project configuration: Celery settings, the ImageMagick policy, default presets."""

@@ -1,0 +1,39 @@
+"""jobengine: the job side of an IPS (Scene7 / Dynamic Media) image production platform, on Celery.
+
+from jobengine import submit, get_job_logs
+handle = submit(open("job.xml").read())        # IPS XML, a dict with IPS names, or a model
+"""
+
+from jobengine.errors import IpsFault, JobEngineError
+from jobengine.operations import (
+    delete_job,
+    execute_job,
+    get_active_jobs,
+    get_asset_job_logs,
+    get_job_log_details,
+    get_job_logs,
+    get_scheduled_jobs,
+    pause_job,
+    resume_job,
+    stop_job,
+)
+from jobengine.settings import Settings, get_settings
+from jobengine.submission import submit
+
+__all__ = [
+    "IpsFault",
+    "JobEngineError",
+    "Settings",
+    "delete_job",
+    "execute_job",
+    "get_active_jobs",
+    "get_asset_job_logs",
+    "get_job_log_details",
+    "get_job_logs",
+    "get_scheduled_jobs",
+    "get_settings",
+    "pause_job",
+    "resume_job",
+    "stop_job",
+    "submit",
+]

@@ -1,0 +1,35 @@
+"""The Celery application.
+
+Workers: ``celery -A jobengine.celery_app worker`` (or ``jobengine worker``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.celery import celery_config
+from jobengine.settings import get_settings
+
+__all__ = ["app", "configure"]
+
+app = Celery("jobengine")
+
+
+def configure(**overrides: Any) -> Celery:
+    """(Re)apply the settings read from the environment, plus ``overrides``, to the app.
+
+    Pooled broker connections are dropped so the next message uses the new configuration.
+    """
+    app.conf.update({**celery_config(get_settings()), **overrides})
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+    return app
+
+
+configure()

@@ -1,0 +1,253 @@
+"""The ``jobengine`` command line. With no configuration it uses the embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jobengine.errors import IpsFault, JobEngineError
+
+app = typer.Typer(help="jobengine: IPS-compatible jobs on Celery.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Read job state and logs.", no_args_is_help=True)
+assets_app = typer.Typer(help="The asset catalog.", no_args_is_help=True)
+cron_app = typer.Typer(help="Quartz cron schedules.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(assets_app, name="assets")
+app.add_typer(cron_app, name="cron")
+console = Console()
+
+CompanyOpt = Annotated[str, typer.Option("--company", "-c", help="Company handle.")]
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]{exc}[/red]")
+    raise typer.Exit(2)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    console.print(table)
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="IPS submitJobParam XML, or a JSON file.")],
+    user: Annotated[str | None, typer.Option(help="Submitting user (handle or e-mail).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the job and print its log.")] = False,
+) -> None:
+    """Submit a job and print its jobHandle."""
+    from jobengine import submit as do_submit
+
+    data = file.read_bytes()
+    request: Any = json.loads(data) if file.suffix == ".json" else data
+    try:
+        handle = do_submit(request, user=user)
+    except JobEngineError as exc:
+        _fail(exc)
+    console.print(handle)
+    if wait:
+        from jobengine.devstack import wait_for_runs
+
+        company = handle.split("|", 1)[0]
+        logs = wait_for_runs(company, [handle], timeout=3600)
+        _show_logs(logs)
+        if any(log.state != "Done" or log.file_error_count for log in logs):
+            raise typer.Exit(1)
+
+
+def _show_logs(logs: list[Any]) -> None:
+    for log in logs:
+        console.print(
+            f"[bold]{log.job_name}[/bold] {log.state}: {log.file_success_count} ok, "
+            f"{log.file_error_count} errors, {log.file_warning_count} warnings "
+            f"of {log.total_file_count} {json.dumps(log.output) if log.output else ''}"
+        )
+        for d in log.details:
+            console.print(f"  {d.date_created:%H:%M:%S} {d.log_type:<28} {d.log_message}")
+
+
+@jobs_app.command("active")
+def jobs_active(company: CompanyOpt, waiting: bool = False) -> None:
+    """getActiveJobs."""
+    from jobengine.operations import get_active_jobs
+
+    rows = [j.to_dict() for j in get_active_jobs(company, include_waiting_jobs=waiting)]
+    _print_table(rows, ["job_handle", "name", "type", "state", "progress", "progress_message"])
+
+
+@jobs_app.command("scheduled")
+def jobs_scheduled(company: CompanyOpt) -> None:
+    """getScheduledJobs."""
+    from jobengine.operations import get_scheduled_jobs
+
+    rows = [j.to_dict() for j in get_scheduled_jobs(company)]
+    _print_table(
+        rows,
+        ["job_handle", "type", "exec_schedule", "next_fire_time", "time_zone", "trigger_state"],
+    )
+
+
+@jobs_app.command("logs")
+def jobs_logs(company: CompanyOpt, rows: int = 20) -> None:
+    """getJobLogs (newest first)."""
+    from jobengine.operations import get_job_logs
+
+    logs = [j.to_dict() for j in get_job_logs(company, num_rows=rows)]
+    _print_table(
+        logs,
+        [
+            "job_handle",
+            "state",
+            "start_date",
+            "file_success_count",
+            "file_error_count",
+            "file_warning_count",
+            "total_file_count",
+        ],
+    )
+
+
+@jobs_app.command("details")
+def jobs_details(company: CompanyOpt, handle: str) -> None:
+    """getJobLogDetails of a job or run handle."""
+    from jobengine.operations import get_job_log_details
+
+    try:
+        _show_logs(get_job_log_details(company, job_handle=handle))
+    except IpsFault as exc:
+        _fail(exc)
+
+
+def _control(name: str) -> None:
+    def command(company: CompanyOpt, handle: str) -> None:
+        from jobengine import operations
+
+        try:
+            result = getattr(operations, f"{name}_job")(company, handle)
+        except IpsFault as exc:
+            _fail(exc)
+        console.print(result if result else f"{name}Job {handle}: ok")
+
+    command.__doc__ = f"{name}Job."
+    app.command(name)(command)
+
+
+for _op in ("stop", "pause", "resume", "delete", "execute"):
+    _control(_op)
+
+
+@assets_app.command("import")
+def assets_import(
+    company: CompanyOpt,
+    paths: list[Path],
+    folder: str = "/",
+    ready_for_publish: bool = False,
+) -> None:
+    """Import files (or folders) as assets of a company."""
+    from jobengine.catalog import company_by_handle, import_files
+    from jobengine.runtime import get_runtime
+
+    runtime = get_runtime()
+    try:
+        with runtime.store.write() as session:
+            target = company_by_handle(session, company)
+            assets = import_files(
+                session,
+                runtime.storage,
+                target,
+                paths,
+                folder=folder,
+                ready_for_publish=ready_for_publish,
+            )
+            rows = [
+                {"handle": a.handle, "name": a.name, "type": a.type, "size": a.size} for a in assets
+            ]
+    except (JobEngineError, OSError) as exc:
+        _fail(exc)
+    _print_table(rows, ["handle", "name", "type", "size"])
+
+
+@cron_app.command("preview")
+def cron_preview(
+    expression: str,
+    count: int = 5,
+    tz: Annotated[str | None, typer.Option(help="Zone (default: the server's).")] = None,
+) -> None:
+    """Show the next fire times of a Quartz cron expression."""
+    from jobengine.cron import CronError, next_fire_times
+    from jobengine.settings import get_settings
+
+    zone = tz or get_settings().timezone
+    try:
+        times = next_fire_times(expression, zone, datetime.now(UTC), count)
+    except (CronError, ValueError) as exc:
+        _fail(exc)
+    for t in times:
+        console.print(t.isoformat())
+    if not times:
+        console.print("never fires again")
+
+
+@app.command()
+def worker(concurrency: int = 2, loglevel: str = "info") -> None:
+    """Start a Celery worker for every job kind (events on, for Flower)."""
+    from jobengine.devstack import worker_command
+
+    _exec(worker_command(concurrency, loglevel))
+
+
+@app.command()
+def beat(loglevel: str = "info") -> None:
+    """Start Celery beat with the store-backed scheduler."""
+    from jobengine.devstack import beat_command
+    from jobengine.settings import get_settings
+
+    _exec(beat_command(get_settings(), loglevel))
+
+
+@app.command()
+def flower(port: int = 5555, address: str = "127.0.0.1", basic_auth: str | None = None) -> None:
+    """Start Flower against the configured broker."""
+    from jobengine.devstack import celery_command
+
+    args = ["flower", f"--port={port}", f"--address={address}", "--max_tasks=10000"]
+    if basic_auth:
+        args.append(f"--basic-auth={basic_auth}")
+    _exec(celery_command(*args))
+
+
+def _exec(argv: list[str]) -> None:
+    from jobengine.embedded import broker_url
+    from jobengine.settings import get_settings
+
+    broker_url(get_settings())  # starts the embedded Redis when none is configured
+    os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and arguments
+
+
+@app.command()
+def dev(
+    demo: bool = True,
+    exit_after_demo: Annotated[bool, typer.Option(help="Stop after the demo job.")] = False,
+) -> None:
+    """The embedded stack: Redis, a worker and beat; seeds and runs the demo job."""
+    from jobengine.devrun import run_dev
+
+    sys.exit(run_dev(demo=demo, exit_after_demo=exit_after_demo))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

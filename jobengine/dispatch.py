@@ -1,0 +1,64 @@
+"""Sending task messages: the only place that talks to the broker.
+
+Task ids are derived from the run (``<run task id>``, ``-<seq>``, ``-finish``) so that a message
+sent twice (outbox relay, redelivery) is recognisably the same work in Flower, and the store's
+guards make the second one a no-op. Messages carry the job handle and company in their kwargs so
+that Flower shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from jobengine.errors import ServerError
+
+__all__ = ["BrokerUnavailable", "send_finish", "send_items", "send_start"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class BrokerUnavailable(ServerError):
+    """Raised when a message cannot be handed to the broker."""
+
+
+def _send(name: str, task_id: str, kwargs: dict[str, Any], eta: datetime | None = None) -> None:
+    from jobengine.celery_app import app
+
+    try:
+        app.send_task(
+            name,
+            kwargs=kwargs,
+            task_id=task_id,
+            eta=eta,
+            retry=True,
+            retry_policy=_RETRY,
+            ignore_result=True,
+        )
+    except Exception as exc:  # kombu/redis/amqp raise many types for one condition
+        logger.warning("could not send %s %s: %s", name, task_id, exc)
+        raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
+
+
+def send_start(
+    slug: str, run_id: int, task_id: str, labels: dict[str, str], eta: datetime | None = None
+) -> None:
+    """Send the message that starts a run."""
+    _send(f"jobengine.{slug}.start", task_id, {"run_id": run_id, **labels}, eta)
+
+
+def send_items(
+    slug: str, run_id: int, task_id: str, items: list[tuple[int, str]], labels: dict[str, str]
+) -> None:
+    """Send one message per item ``(seq, key)`` of a run."""
+    for seq, key in items:
+        kwargs = {"run_id": run_id, "seq": seq, "item": key, **labels}
+        _send(f"jobengine.{slug}.item", f"{task_id}-{seq}", kwargs)
+
+
+def send_finish(slug: str, run_id: int, task_id: str, labels: dict[str, str]) -> None:
+    """Send the message that joins a run's items and writes its job log."""
+    _send(f"jobengine.{slug}.finish", f"{task_id}-finish", {"run_id": run_id, **labels})

@@ -1,0 +1,194 @@
+"""The one error hierarchy of jobengine.
+
+Every failure a caller can see is an :class:`IpsFault`: it carries the IPS fault element name
+(``authenticationFault``, ``authorizationFault`` or ``ipsApiFault``), the numeric code and a reason
+written for a person. Each surface (Python, SOAP, JSON, CLI) maps it once.
+
+::
+
+    JobEngineError
+     +-- IpsFault                          fault, code, reason
+     |    +-- AuthenticationFault           10000-10002
+     |    +-- AuthorizationFault            20000-20009
+     |    |    +-- InvalidCompany           20000 unknown company
+     |    |    +-- InvalidRequestUser       20002 userHandle names no user
+     |    |    +-- NoOperationPermission    20003 role may not call the operation
+     |    |    +-- IllegalCompany           20006 company not the caller's
+     |    |    +-- IllegalRequestUser       20007 userHandle's user is not in the company
+     |    +-- IpsApiFault
+     |         +-- ServerError              30000 the engine could not do it (broker down...)
+     |         +-- InvalidParameter         30001 bad value, unknown handle, bad cron
+     |         |    +-- NotSupported        30001 a job kind or option this server cannot run yet
+     |         |    +-- LimitExceeded       30001 export size / count limits
+     |         +-- MissingParameter         30002 required element absent, no job type
+     |         +-- InvalidRequestXml        30003 malformed or hostile XML
+     +-- ConfigurationError                 settings that cannot work (not a caller fault)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AuthenticationFault",
+    "AuthorizationFault",
+    "ConfigurationError",
+    "IllegalCompany",
+    "IllegalRequestUser",
+    "InvalidCompany",
+    "InvalidParameter",
+    "InvalidRequestUser",
+    "InvalidRequestXml",
+    "IpsApiFault",
+    "IpsFault",
+    "JobEngineError",
+    "LimitExceeded",
+    "MissingParameter",
+    "NoOperationPermission",
+    "NotSupported",
+    "ServerError",
+]
+
+
+class JobEngineError(Exception):
+    """Base of every error jobengine raises on purpose."""
+
+
+class ConfigurationError(JobEngineError):
+    """Raised when settings cannot work (bad URL, unreachable service at start-up)."""
+
+
+class IpsFault(JobEngineError):
+    """Raised for every failure reported to a caller, as an IPS fault with code and reason."""
+
+    fault: ClassVar[str] = "ipsApiFault"
+    code: ClassVar[int] = 30000
+    name: ClassVar[str] = "EXCEPTION"
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return f"{self.fault} {self.code} ({self.name}): {self.reason}"
+
+    def to_dict(self) -> dict[str, object]:
+        """The fault as plain data (the shape the JSON API returns)."""
+        out: dict[str, object] = {"fault": self.fault, "code": self.code, "reason": self.reason}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class AuthenticationFault(IpsFault):
+    """Raised when credentials are missing (10000), wrong (10001) or name no user (10002)."""
+
+    fault = "authenticationFault"
+    code = 10001
+    name = "INVALID_CREDENTIALS"
+
+
+class AuthorizationFault(IpsFault):
+    """Raised when the caller may not do what it asked."""
+
+    fault = "authorizationFault"
+    code = 20009
+    name = "MISSING_PERMISSION"
+
+
+class InvalidCompany(AuthorizationFault):
+    """Raised when a company handle names no company."""
+
+    code = 20000
+    name = "INVALID_COMPANY"
+
+
+class InvalidRequestUser(AuthorizationFault):
+    """Raised when a userHandle names no user."""
+
+    code = 20002
+    name = "INVALID_REQUEST_USER"
+
+
+class IllegalRequestUser(AuthorizationFault):
+    """Raised when a userHandle's user is not a member of the request's company."""
+
+    code = 20007
+    name = "ILLEGAL_REQUEST_USER"
+
+
+class NoOperationPermission(AuthorizationFault):
+    """Raised when the caller's user type may not call the operation."""
+
+    code = 20003
+    name = "NO_OPERATION_PERMISSION"
+
+
+class IllegalCompany(AuthorizationFault):
+    """Raised when a handle belongs to a company the caller is not a member of."""
+
+    code = 20006
+    name = "ILLEGAL_COMPANY"
+
+
+class IpsApiFault(IpsFault):
+    """Raised for request and processing faults (the ipsApiFault element)."""
+
+
+class ServerError(IpsApiFault):
+    """Raised when the engine cannot carry out a valid request (for example the broker is down)."""
+
+    code = 30000
+    name = "EXCEPTION"
+
+
+class InvalidParameter(IpsApiFault):
+    """Raised for a bad value: enum, handle, cron, date, locale, two job types, both times."""
+
+    code = 30001
+    name = "INVALID_PARAMETER"
+
+
+class NotSupported(InvalidParameter):
+    """Raised when a job kind or option is valid IPS but this server does not run it yet."""
+
+
+class LimitExceeded(InvalidParameter):
+    """Raised when a request passes a documented limit (export of more than 500 assets or 1 GB)."""
+
+
+class MissingParameter(IpsApiFault):
+    """Raised when a required element is absent, including a request with no job type."""
+
+    code = 30002
+    name = "MISSING_PARAMETER"
+
+
+class InvalidRequestXml(IpsApiFault):
+    """Raised for XML that is malformed, hostile (entities, DTDs) or of the wrong shape."""
+
+    code = 30003
+    name = "INVALID_REQUEST_XML"
+
+
+# Codes by fault element, for the surfaces that map codes back to names.
+FAULT_CODE_NAMES: dict[int, str] = {
+    10000: "NO_CREDENTIALS",
+    10001: "INVALID_CREDENTIALS",
+    10002: "INVALID_USER",
+    20000: "INVALID_COMPANY",
+    20001: "INVALID_REQUEST_USERNAME",
+    20002: "INVALID_REQUEST_USER",
+    20003: "NO_OPERATION_PERMISSION",
+    20004: "NO_IMPERSONATION_PERMISSION",
+    20005: "ILLEGAL_PARAMETER_VALUE",
+    20006: "ILLEGAL_COMPANY",
+    20007: "ILLEGAL_REQUEST_USER",
+    20008: "ILLEGAL_ACCESS_GROUP",
+    20009: "MISSING_PERMISSION",
+    30000: "EXCEPTION",
+    30001: "INVALID_PARAMETER",
+    30002: "MISSING_PARAMETER",
+    30003: "INVALID_REQUEST_XML",
+}

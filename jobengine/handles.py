@@ -1,0 +1,76 @@
+"""IPS handles: how we write them, and every observed form we accept.
+
+Job handles are ``<company>|<key>|<run>[|<id>]``, optionally prefixed ``j|``:
+
+* ``47|My Test Job|``: the live job named "My Test Job" (what submitJob returns);
+* ``47|My Test Job||12``: job 12, returned for a duplicate name while the first still lives;
+* ``47||My Test Job_2026-11-23-08:30:00``: one run of a job (a job log).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from jobengine.errors import InvalidParameter
+
+__all__ = [
+    "JobRef",
+    "asset_handle",
+    "company_segment",
+    "job_handle",
+    "parse_job_handle",
+    "run_name",
+]
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The parts of a job handle: company segment, scheduler key, run name, numeric id."""
+
+    company: str
+    key: str = ""
+    run: str = ""
+    job_id: int | None = None
+
+
+def company_segment(company_handle: str) -> str:
+    """The company part of a job handle (``c|6`` -> ``6``)."""
+    return company_handle[2:] if company_handle.startswith("c|") else company_handle
+
+
+def job_handle(company_handle: str, key: str, job_id: int | None = None) -> str:
+    """The handle submitJob returns."""
+    base = f"{company_segment(company_handle)}|{key}|"
+    return base if job_id is None else f"{base}|{job_id}"
+
+
+def run_handle(company_handle: str, run: str) -> str:
+    """The handle of one run (a job log)."""
+    return f"{company_segment(company_handle)}||{run}"
+
+
+def run_name(original: str, when: datetime, attempt: int = 1) -> str:
+    """The unique per-run name: ``<jobName>_<yyyy-MM-dd-HH:mm:ss>`` (``-2``... on collisions)."""
+    name = f"{original}_{when:%Y-%m-%d-%H:%M:%S}"
+    return name if attempt == 1 else f"{name}-{attempt}"
+
+
+def asset_handle(company_id: int, type_code: int, asset_id: int) -> str:
+    """An asset handle in the IPS shape ``a|<company>|<type>|<id>``."""
+    return f"a|{company_id}|{type_code}|{asset_id}"
+
+
+def parse_job_handle(handle: str) -> JobRef:
+    """Split any accepted job handle form; InvalidParameter (30001) when it fits none."""
+    parts = handle.split("|")
+    if parts and parts[0] == "j":
+        parts = parts[1:]
+    if len(parts) not in (3, 4) or not parts[0] or not (parts[1] or parts[2]):
+        raise InvalidParameter(f"jobHandle {handle!r} is not a job handle", field="jobHandle")
+    job_id: int | None = None
+    if len(parts) == 4:
+        if not parts[3].isdigit():
+            raise InvalidParameter(f"jobHandle {handle!r} has a bad id", field="jobHandle")
+        job_id = int(parts[3])
+    return JobRef(company=parts[0], key=parts[1], run=parts[2], job_id=job_id)

@@ -1,0 +1,98 @@
+"""What a job kind is: how it checks a request, plans its items, does one item, and finishes.
+
+The runner (``jobengine.runner``) owns the lifecycle, the guards and the counters; a kind only
+says what its work is. Each kind has its own Celery task module in ``tasks/``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from jobengine.runtime import Runtime
+from jobengine.store.runs import write_log
+from jobengine.store.schema import Company, Run
+
+__all__ = ["ItemOutcome", "JobKindHandler", "PlannedItem", "RunContext"]
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """One unit of work of a run (usually one asset)."""
+
+    key: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What doing one item came to, with the log row that tells it."""
+
+    status: Literal["success", "warning", "error"]
+    log_type: str
+    message: str
+    asset_name: str | None = None
+    asset_type: str | None = None
+    asset_handle: str | None = None
+    size: int = 0
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The run a kind works on: ids, names, the parsed payload and the runtime."""
+
+    runtime: Runtime
+    run_id: int
+    job_id: int
+    company_id: int
+    company_handle: str
+    run_name: str
+    payload: dict[str, Any]
+
+    @functools.cached_property
+    def job(self) -> BaseModel:
+        """The job-type payload (e.g. the ExportJob model) of this run's request."""
+        from jobengine.model import parse_submit_job
+
+        return parse_submit_job(self.payload).job
+
+    @property
+    def staging_key(self) -> str:
+        """A private scratch folder of this run in storage."""
+        return f"_staging/run-{self.run_id}"
+
+    def log(self, session: Session, log_type: str, message: str, **asset: str | None) -> None:
+        """Write one JobLogDetail row for this run."""
+        run = session.get(Run, self.run_id)
+        assert run is not None
+        write_log(session, run, log_type, message, **asset)
+
+
+class JobKindHandler:
+    """Base of the job kinds. Subclasses set the class attributes and override the steps."""
+
+    element: ClassVar[str]  # the submitJob element, e.g. "exportJob"
+    job_type: ClassVar[str]  # the Job Types constant shown by getActiveJobs, e.g. "Export"
+    slug: ClassVar[str]  # the task name part, e.g. "export" -> jobengine.export.item
+    begin_log: ClassVar[str]
+    end_log: ClassVar[str]
+
+    def check(self, session: Session, company: Company, job: Any) -> None:
+        """Submit-time checks that need the catalog (handles exist, limits). Raise IpsFault."""
+
+    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
+        """The items of a run, in order; log rows for anything skipped. Runs once per run."""
+        raise NotImplementedError
+
+    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
+        """Do one item. Must be idempotent: it may run again after a worker dies."""
+        raise NotImplementedError
+
+    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+        """Join the items' results (runs once); returns the run's output description."""
+        return {}

@@ -1,0 +1,41 @@
+"""The process-wide runtime: settings, the job store and the asset storage, built once.
+
+Tests and the CLI call :func:`reset_runtime` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from jobengine.settings import Settings, get_settings, reset_settings
+from jobengine.storage import LocalStorage
+from jobengine.store.db import Store
+
+__all__ = ["Runtime", "get_runtime", "reset_runtime"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every operation needs."""
+
+    settings: Settings
+    store: Store
+    storage: LocalStorage
+
+
+@functools.cache
+def get_runtime() -> Runtime:
+    """The runtime for the current settings (tables are created on first use)."""
+    settings = get_settings()
+    store = Store(settings.database_url)
+    store.create_tables()
+    return Runtime(settings=settings, store=store, storage=LocalStorage(settings.storage_root))
+
+
+def reset_runtime() -> None:
+    """Drop the cached runtime and settings (closing the store's connections)."""
+    if get_runtime.cache_info().currsize:
+        get_runtime().store.dispose()
+    get_runtime.cache_clear()
+    reset_settings()

@@ -1,0 +1,267 @@
+"""The scheduler: Celery beat running our store-backed scheduler class.
+
+``celery -A jobengine.celery_app beat -S jobengine.scheduling:StoreScheduler`` (or
+``jobengine beat``). Every tick, the beat that holds the Redis leader lock:
+
+1. fires cron schedules that are due (a beat that was down fires a missed schedule once, then
+   moves on to the next fire time after now; a paused schedule does not fire);
+2. sends one-shot ``execTime`` runs as they come inside the ETA horizon;
+3. relays runs the broker did not take at submit time (the outbox);
+4. re-sends the steps of runs whose worker died and whose message was lost.
+
+Two beats never fire a schedule twice: only the lock holder ticks, and every fire also passes a
+compare-and-set on the job's next fire time and the unique ``(job, fire key)`` of its run.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from celery.beat import Scheduler
+from sqlalchemy import CursorResult, or_, select, update
+
+from jobengine import dispatch
+from jobengine.cron import parse as parse_cron
+from jobengine.embedded import redis_client
+from jobengine.kinds import kind_for
+from jobengine.runner import labels
+from jobengine.runtime import Runtime, get_runtime
+from jobengine.store.jobs import create_run, fire_key
+from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
+from jobengine.submission import send_run
+
+__all__ = ["LeaderLock", "StoreScheduler", "TickReport", "tick"]
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = "jobengine:beat:leader"
+
+_EXTEND = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+class LeaderLock:
+    """A Redis lease held by one beat at a time, extended on every tick."""
+
+    def __init__(self, client: redis.Redis, ttl: float, key: str = LOCK_KEY) -> None:
+        self.client, self.key, self.ttl_ms = client, key, int(ttl * 1000)
+        self.token = uuid.uuid4().hex
+        self._script = client.register_script(_EXTEND)
+
+    def hold(self) -> bool:
+        """Take or extend the lease; False when another beat holds it."""
+        return bool(self._script(keys=[self.key], args=[self.token, self.ttl_ms]))
+
+    def release(self) -> None:
+        if self.client.get(self.key) == self.token.encode():
+            self.client.delete(self.key)
+
+
+@dataclass
+class TickReport:
+    """What one tick sent (for logs and tests)."""
+
+    fired: list[str] = field(default_factory=list)
+    sent_at: list[str] = field(default_factory=list)
+    relayed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+
+
+def _cas(result: Any) -> bool:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount) == 1
+
+
+def _fire_schedules(runtime: Runtime, now: datetime, report: TickReport) -> None:
+    zone = runtime.settings.zone
+    with runtime.store.read() as session:
+        due = session.execute(
+            select(Job.id, Job.next_fire_at, Job.exec_schedule).where(
+                Job.trigger_state == "Normal",
+                Job.exec_schedule.is_not(None),
+                Job.deleted_at.is_(None),
+                Job.next_fire_at <= now,
+            )
+        ).all()
+    for job_id, fire_at, expression in due:
+        nxt = parse_cron(str(expression)).next_after(max(now, fire_at), zone)
+        with runtime.store.write() as session:
+            moved = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.next_fire_at == fire_at, Job.trigger_state == "Normal")
+                .values(next_fire_at=nxt, trigger_state="Normal" if nxt else "Complete")
+                .execution_options(synchronize_session=False)
+            )
+            if not _cas(moved):
+                continue  # another beat fired it
+            job = session.get(Job, job_id)
+            assert job is not None
+            run = create_run(
+                session, job, fire_key("cron", fire_at), local_now=now.astimezone(zone)
+            )
+            sent = _tags(session, job, run)
+        if sent is not None:
+            send_run(runtime, sent[0], sent[1], sent[2])
+            report.fired.append(sent[1].run_name)
+
+
+def _tags(session: Any, job: Job, run: Run | None) -> tuple[str, Run, dict[str, str]] | None:
+    if run is None:
+        return None
+    company = session.get(Company, job.company_id)
+    assert company is not None
+    return job.kind, run, labels(run, job, company)
+
+
+def _send_one_shots(runtime: Runtime, now: datetime, report: TickReport) -> None:
+    horizon = now + timedelta(seconds=runtime.settings.eta_horizon)
+    with runtime.store.read() as session:
+        due = session.execute(
+            select(Job.id, Job.next_fire_at).where(
+                Job.trigger_state == "Normal",
+                Job.exec_schedule.is_(None),
+                Job.deleted_at.is_(None),
+                Job.next_fire_at <= horizon,
+                or_(Job.fired_through.is_(None), Job.fired_through < Job.next_fire_at),
+            )
+        ).all()
+    for job_id, at in due:
+        with runtime.store.write() as session:
+            moved = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.next_fire_at == at,
+                    or_(Job.fired_through.is_(None), Job.fired_through < at),
+                )
+                .values(fired_through=at)
+                .execution_options(synchronize_session=False)
+            )
+            if not _cas(moved):
+                continue
+            job = session.get(Job, job_id)
+            assert job is not None
+            zone = runtime.settings.zone
+            run = create_run(
+                session,
+                job,
+                fire_key("at", at),
+                local_now=now.astimezone(zone),
+                eta=at if at > now else None,
+            )
+            sent = _tags(session, job, run)
+        if sent is not None:
+            send_run(runtime, sent[0], sent[1], sent[2])
+            report.sent_at.append(sent[1].run_name)
+
+
+def _relay_outbox(runtime: Runtime, now: datetime, report: TickReport) -> None:
+    cutoff = now - timedelta(seconds=runtime.settings.outbox_grace)
+    with runtime.store.read() as session:
+        rows = session.execute(
+            select(Run, Job)
+            .join(Job, Job.id == Run.job_id)
+            .where(Run.state == "Queued", Run.dispatched_at.is_(None), Run.created_at < cutoff)
+            .limit(500)
+        ).all()
+        pending = [_tags(session, job, run) for run, job in rows]
+    for sent in pending:
+        if sent is not None and send_run(runtime, *sent):
+            report.relayed.append(sent[1].run_name)
+
+
+def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> None:
+    """Re-send start, item and finish messages lost with a dead worker (guards drop extras)."""
+    stale = now - timedelta(seconds=runtime.settings.outbox_grace)
+    with runtime.store.write() as session:
+        runs = session.execute(
+            select(Run, Job)
+            .join(Job, Job.id == Run.job_id)
+            .where(
+                Run.state.in_(("Running", "Stopping")),
+                or_(Run.lease_until.is_(None), Run.lease_until < stale),
+            )
+        ).all()
+        todo: list[tuple[str, str, Run, dict[str, str], list[tuple[int, str]]]] = []
+        for run, job in runs:
+            tags = _tags(session, job, run)
+            assert tags is not None
+            slug = kind_for(job.kind).slug
+            if not run.planned and run.lease_until is not None:
+                todo.append(("start", slug, run, tags[2], []))
+            elif run.planned and run.finished_items >= run.total_items:
+                if run.finish_sent_at is None or run.finish_sent_at < stale:
+                    run.finish_sent_at = now
+                    todo.append(("finish", slug, run, tags[2], []))
+            elif run.planned:
+                items = session.execute(
+                    select(RunItem.seq, RunItem.key).where(
+                        RunItem.run_id == run.id,
+                        RunItem.state == "running",
+                        RunItem.lease_until < stale,
+                    )
+                ).all()
+                if items:
+                    todo.append(("items", slug, run, tags[2], [(s, k) for s, k in items]))
+    for step, slug, run, tags, items in todo:
+        try:
+            if step == "start":
+                dispatch.send_start(slug, run.id, run.task_id, tags)
+            elif step == "finish":
+                dispatch.send_finish(slug, run.id, run.task_id, tags)
+            else:
+                dispatch.send_items(slug, run.id, run.task_id, items, tags)
+        except dispatch.BrokerUnavailable:
+            return
+        report.resent.append(f"{run.run_name}:{step}")
+
+
+def tick(runtime: Runtime | None = None, now: datetime | None = None) -> TickReport:
+    """One scheduler pass (beat calls it every ``JOBENGINE_BEAT_INTERVAL`` seconds)."""
+    runtime = runtime or get_runtime()
+    now = now or utcnow()
+    report = TickReport()
+    _fire_schedules(runtime, now, report)
+    _send_one_shots(runtime, now, report)
+    _relay_outbox(runtime, now, report)
+    _resend_lost_steps(runtime, now, report)
+    return report
+
+
+class StoreScheduler(Scheduler):  # type: ignore[misc]
+    """Celery beat scheduler whose schedule lives in the job store, not in a shelve file."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._runtime = get_runtime()
+        interval = self._runtime.settings.beat_interval
+        self._lock = LeaderLock(redis_client(self._runtime.settings), ttl=max(5.0, interval * 5))
+        super().__init__(*args, **kwargs)
+        self.max_interval = interval
+
+    def setup_schedule(self) -> None:
+        """No static entries: every schedule is a job in the store."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        interval = float(self._runtime.settings.beat_interval)
+        try:
+            if self._lock.hold():
+                report = tick(self._runtime)
+                for name in report.fired + report.sent_at + report.relayed + report.resent:
+                    logger.info("scheduler sent %s", name)
+        except Exception:  # a bad tick must not stop beat; the next one tries again
+            logger.exception("scheduler tick failed")
+        return interval
+
+    def close(self) -> None:
+        self._lock.release()
+        super().close()

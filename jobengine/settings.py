@@ -1,0 +1,147 @@
+"""One settings object, read once from the environment, with embedded defaults.
+
+Every setting is declared once here with its default; nothing else reads ``os.environ``.
+
+=============================  ==========================================================
+variable                       meaning (default)
+=============================  ==========================================================
+``JOBENGINE_HOME``             data directory (``./var``)
+``REDIS_URL``                  Redis broker and result backend (embedded Redis when unset)
+``JOBENGINE_BROKER_URL``       broker, if not Redis (e.g. ``amqp://guest:guest@127.0.0.1//``)
+``DATABASE_URL``               job store (``sqlite:///$JOBENGINE_HOME/jobengine.db``)
+``JOBENGINE_STORAGE``          asset storage root (``$JOBENGINE_HOME/storage``)
+``JOBENGINE_TIMEZONE``         the server's zone for schedules (the machine's, else UTC)
+``JOBENGINE_ETA_HORIZON``      seconds ahead an execTime run is sent with a Celery ETA (300)
+``JOBENGINE_VISIBILITY_TIMEOUT`` Redis visibility timeout in seconds (7200)
+``JOBENGINE_TASK_TIME_LIMIT``  hard time limit per task in seconds (3600)
+``JOBENGINE_LEASE_SECONDS``    how long a claimed item stays claimed without a heartbeat (120)
+``JOBENGINE_OUTBOX_GRACE``     seconds before an unsent run is re-sent by the relay (10)
+``JOBENGINE_BEAT_INTERVAL``    seconds between scheduler ticks (1.0)
+``JOBENGINE_DEMO_USER``        demo user's e-mail (``demo@example.com``)
+``JOBENGINE_DEMO_PASSWORD``    demo user's password (``demo-password``)
+=============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jobengine.errors import ConfigurationError
+
+__all__ = ["Settings", "get_settings", "reset_settings"]
+
+
+def _local_zone_name() -> str:
+    """The machine's IANA zone name, or UTC when it cannot be told."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        target = os.readlink("/etc/localtime")
+    except OSError:
+        return "UTC"
+    marker = "zoneinfo/"
+    return target.split(marker, 1)[1] if marker in target else "UTC"
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
+    if value <= 0:
+        raise ConfigurationError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the embedded defaults a fresh machine runs on."""
+
+    home: Path
+    redis_url: str | None = None
+    broker_url: str | None = None
+    database_url: str = ""
+    storage_root: Path = field(default_factory=Path)
+    timezone: str = "UTC"
+    eta_horizon: float = 300.0
+    visibility_timeout: int = 7200
+    task_time_limit: int = 3600
+    lease_seconds: float = 120.0
+    outbox_grace: float = 10.0
+    beat_interval: float = 1.0
+    demo_user: str = "demo@example.com"
+    demo_password: str = "demo-password"  # noqa: S105 - documented demo default
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default: the process environment)."""
+        env = dict(os.environ) if env is None else env
+        home = Path(env.get("JOBENGINE_HOME") or "var").absolute()
+        settings = cls(
+            home=home,
+            redis_url=env.get("REDIS_URL") or None,
+            broker_url=env.get("JOBENGINE_BROKER_URL") or None,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'jobengine.db'}",
+            storage_root=Path(env.get("JOBENGINE_STORAGE") or home / "storage").absolute(),
+            timezone=env.get("JOBENGINE_TIMEZONE") or _local_zone_name(),
+            eta_horizon=_float(env, "JOBENGINE_ETA_HORIZON", 300.0),
+            visibility_timeout=int(_float(env, "JOBENGINE_VISIBILITY_TIMEOUT", 7200)),
+            task_time_limit=int(_float(env, "JOBENGINE_TASK_TIME_LIMIT", 3600)),
+            lease_seconds=_float(env, "JOBENGINE_LEASE_SECONDS", 120.0),
+            outbox_grace=_float(env, "JOBENGINE_OUTBOX_GRACE", 10.0),
+            beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),
+            demo_user=env.get("JOBENGINE_DEMO_USER") or "demo@example.com",
+            demo_password=env.get("JOBENGINE_DEMO_PASSWORD") or "demo-password",
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise ConfigurationError for settings that cannot work together."""
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigurationError(f"unknown time zone {self.timezone!r}") from exc
+        if self.task_time_limit >= self.visibility_timeout:
+            raise ConfigurationError(
+                "JOBENGINE_TASK_TIME_LIMIT must be below JOBENGINE_VISIBILITY_TIMEOUT, "
+                "or Redis redelivers long tasks while they still run"
+            )
+        if self.eta_horizon * 2 >= self.visibility_timeout:
+            raise ConfigurationError(
+                "JOBENGINE_ETA_HORIZON must be well below JOBENGINE_VISIBILITY_TIMEOUT, "
+                "or Redis redelivers ETA messages that are still waiting"
+            )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The server's time zone for schedules."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def embedded_redis_path(self) -> Path:
+        """Where the embedded Redis keeps its database file and socket."""
+        return self.home / "redis" / "redis.db"
+
+    def with_changes(self, **changes: object) -> Settings:
+        """A copy with some settings replaced (tests and the CLI use it)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next get_settings() reads the environment again."""
+    get_settings.cache_clear()

@@ -1,0 +1,90 @@
+"""Asset files: keys relative to a storage root, atomic writes, no path escapes.
+
+``LocalStorage`` keeps files in a local directory (``JOBENGINE_STORAGE``). A fleet points every
+worker at the same shared directory; the narrow interface (keys, atomic put, open) is what a
+shared object store implements too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+__all__ = ["LocalStorage", "StorageError", "safe_name"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class StorageError(ValueError):
+    """Raised for a key that would leave the storage root or is otherwise unusable."""
+
+
+def safe_name(name: str, *, fallback: str = "file") -> str:
+    """A file-system-safe version of ``name`` (for company folders and ZIP members)."""
+    cleaned = _UNSAFE.sub("_", name).strip(" .")
+    return cleaned[:200] or fallback
+
+
+class LocalStorage:
+    """Files under one root directory, addressed by POSIX-style relative keys."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        """The local path of ``key``; keys with ``..``, absolute paths or NULs are refused."""
+        if not key or "\x00" in key or "\\" in key:
+            raise StorageError(f"invalid storage key {key!r}")
+        pure = PurePosixPath(key)
+        if pure.is_absolute() or any(part in ("..", "") for part in pure.parts):
+            raise StorageError(f"storage key escapes the root: {key!r}")
+        return self.root.joinpath(*pure.parts)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def open(self, key: str) -> BinaryIO:
+        """Open a stored file for reading."""
+        return self.path(key).open("rb")
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """Write ``key`` atomically: readers see the old file or the whole new one, never a part."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, source: Path, key: str) -> int:
+        """Copy a local file in atomically; returns its size."""
+        with source.open("rb") as src, self.writer(key) as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        return self.size(key)
+
+    def copy(self, src_key: str, dst_key: str) -> int:
+        """Copy one stored file to another key atomically; returns its size."""
+        return self.put_file(self.path(src_key), dst_key)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_tree(self, key: str) -> None:
+        """Remove a folder of temporary files (staging areas)."""
+        shutil.rmtree(self.path(key), ignore_errors=True)

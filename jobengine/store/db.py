@@ -1,0 +1,102 @@
+"""Engines and transactions for the job store.
+
+SQLite (the default) runs in WAL mode with a busy timeout; write transactions start with
+``BEGIN IMMEDIATE`` so that two processes never deadlock upgrading a read lock. PostgreSQL runs
+at READ COMMITTED, where the conditional UPDATEs of the run-once guards are atomic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from jobengine.store.schema import Base
+
+__all__ = ["Store", "normalize_url"]
+
+
+def normalize_url(url: str) -> str:
+    """Pick the drivers we ship: psycopg 3 for PostgreSQL, the stdlib for SQLite."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Store:
+    """The job store: a read and a write session factory over one database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self._read_engine = _sqlite_engine(self.url, immediate=False)
+            self._write_engine = _sqlite_engine(self.url, immediate=True)
+        else:
+            engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            self._read_engine = self._write_engine = engine
+        self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._created = False
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The write engine (tests and migrations use it)."""
+        return self._write_engine
+
+    def create_tables(self) -> None:
+        """Create missing tables (idempotent)."""
+        with self._lock:
+            if not self._created:
+                Base.metadata.create_all(self._write_engine)
+                self._created = True
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction."""
+        with self._reader() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self._read_engine.dispose()
+        self._write_engine.dispose()

@@ -1,0 +1,252 @@
+"""Atomic state changes of runs and items: the run-once guards.
+
+Each function is one conditional UPDATE (or a short transaction of them). Whoever's UPDATE
+changes the row owns the step; a redelivered or duplicated message finds the row already moved
+and does nothing. Claims carry a lease so that the work of a killed worker is taken over once the
+lease lapses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import CursorResult, and_, case, or_, select, update
+from sqlalchemy.orm import Session
+
+from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "ItemClaim",
+    "claim_finish",
+    "claim_item",
+    "claim_start",
+    "complete_item",
+    "write_log",
+]
+
+ACTIVE_STATES = ("Queued", "Running", "Stopping")
+FINAL_STATES = ("Done", "Failed", "Stopped", "Cancelled")
+ItemFinal = Literal["done", "failed", "cancelled"]
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def claim_start(session: Session, run_id: int, worker: str, lease: float) -> bool:
+    """Queued -> Running for ``worker`` (or take over a start whose lease lapsed)."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            or_(
+                Run.state == "Queued",
+                and_(
+                    Run.state.in_(("Running", "Stopping")),
+                    Run.planned.is_(False),
+                    or_(Run.lease_until.is_(None), Run.lease_until < now),
+                ),
+            ),
+        )
+        .values(
+            state=case((Run.state == "Queued", "Running"), else_=Run.state),
+            claimed_by=worker,
+            lease_until=now + timedelta(seconds=lease),
+            started_at=now,
+            last_progress_update=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+@dataclass(frozen=True)
+class ItemClaim:
+    """The answer to an item claim: owned, already finished, or busy elsewhere until a time."""
+
+    status: Literal["owned", "finished", "busy", "missing"]
+    item: RunItem | None = None
+    busy_until: datetime | None = None
+
+
+def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: float) -> ItemClaim:
+    """pending -> running for ``worker``; a lapsed lease of a dead worker is taken over."""
+    now = utcnow()
+    result = session.execute(
+        update(RunItem)
+        .where(
+            RunItem.run_id == run_id,
+            RunItem.seq == seq,
+            or_(
+                RunItem.state == "pending",
+                and_(RunItem.state == "running", RunItem.lease_until < now),
+            ),
+        )
+        .values(
+            state="running",
+            claimed_by=worker,
+            lease_until=now + timedelta(seconds=lease),
+            attempts=RunItem.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    item = session.scalar(select(RunItem).where(RunItem.run_id == run_id, RunItem.seq == seq))
+    if item is None:
+        return ItemClaim("missing")
+    if _rowcount(result) == 1:
+        return ItemClaim("owned", item)
+    if item.state == "running":
+        return ItemClaim("busy", item, item.lease_until)
+    return ItemClaim("finished", item)
+
+
+def cancel_item(session: Session, run_id: int, seq: int) -> bool:
+    """pending -> cancelled (a stopped run's item that never started)."""
+    result = session.execute(
+        update(RunItem)
+        .where(RunItem.run_id == run_id, RunItem.seq == seq, RunItem.state == "pending")
+        .values(state="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Counter increments for one finished item."""
+
+    success: int = 0
+    error: int = 0
+    warning: int = 0
+    size: int = 0
+
+
+def complete_item(
+    session: Session,
+    run_id: int,
+    seq: int,
+    worker: str | None,
+    *,
+    final: ItemFinal,
+    counts: Counts,
+    result: dict[str, Any] | None = None,
+) -> tuple[int, int] | None:
+    """Move a claimed item to its final state and count it; None if it was not ours to finish.
+
+    Returns ``(finished_items, total_items)`` after counting, so the caller that finishes the
+    last item sends the finishing task.
+    """
+    cond = [RunItem.run_id == run_id, RunItem.seq == seq]
+    cond.append(
+        RunItem.state == "pending"
+        if worker is None
+        else and_(RunItem.state == "running", RunItem.claimed_by == worker)
+    )
+    moved = session.execute(
+        update(RunItem)
+        .where(*cond)
+        .values(state=final, result=result or {}, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(moved) != 1:
+        return None
+    return count_finished(session, run_id, counts)
+
+
+def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, int]:
+    """Add one finished item and its counters to the run; returns (finished, total)."""
+    now = utcnow()
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            finished_items=Run.finished_items + 1,
+            success_count=Run.success_count + counts.success,
+            error_count=Run.error_count + counts.error,
+            warning_count=Run.warning_count + counts.warning,
+            total_size=Run.total_size + counts.size,
+            progress=((Run.finished_items + 1) * 100) / Run.total_items,
+            progress_message=f"{counts.success + counts.error + counts.warning} file(s) processed",
+            last_progress_update=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(select(Run.finished_items, Run.total_items).where(Run.id == run_id)).one()
+    return int(row[0]), int(row[1])
+
+
+def mark_finish_sent(session: Session, run_id: int) -> bool:
+    """Record that the finishing task is being sent; True only for the one caller that should."""
+    result = session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.planned.is_(True),
+            Run.finished_items >= Run.total_items,
+            Run.finish_sent_at.is_(None),
+        )
+        .values(finish_sent_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bool:
+    """Take the finishing step of a run whose items are all finished (once)."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.state.in_(("Running", "Stopping")),
+            Run.planned.is_(True),
+            Run.finished_items >= Run.total_items,
+            or_(Run.lease_until.is_(None), Run.lease_until < now),
+        )
+        .values(claimed_by=worker, lease_until=now + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def end_run(session: Session, run: Run, state: str, *, fatal: bool = False) -> None:
+    """Give a run its final state; a one-shot job's trigger completes."""
+    now = utcnow()
+    run.state, run.ended_at, run.lease_until = state, now, None
+    run.fatal_error = run.fatal_error or fatal
+    run.last_progress_update = now
+    if state == "Done":
+        run.progress = 100
+    job = session.get(Job, run.job_id)
+    if job is not None and job.exec_schedule is None and job.trigger_state != "Paused":
+        job.trigger_state, job.next_fire_at = "Complete", None
+
+
+def write_log(
+    session: Session,
+    run: Run,
+    log_type: str,
+    message: str,
+    *,
+    asset_name: str | None = None,
+    asset_type: str | None = None,
+    asset_handle: str | None = None,
+) -> None:
+    """Add one JobLogDetail row to a run."""
+    session.add(
+        LogDetail(
+            run_id=run.id,
+            company_id=run.company_id,
+            log_type=log_type,
+            message=message[:4000],
+            asset_name=asset_name,
+            asset_type=asset_type,
+            asset_handle=asset_handle,
+        )
+    )

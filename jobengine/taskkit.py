@@ -1,0 +1,69 @@
+"""The Celery side of a job kind: three thin tasks around ``jobengine.runner``.
+
+``define_tasks(app, "export")`` registers ``jobengine.export.start``, ``jobengine.export.item``
+and ``jobengine.export.finish``. Each task calls one runner function; the runner's store guards
+make every redelivery harmless. Item tasks report progress three ways: in the store (for
+getActiveJobs), as the Celery state ``PROGRESS`` and as a ``task-progress`` event (for Flower).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery, Task
+
+from jobengine import runner
+
+__all__ = ["define_tasks", "worker_id"]
+
+_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "ignore_result": True,
+    "max_retries": 20,
+}
+
+
+def worker_id(task: Task) -> str:
+    """Who holds a claim: host, process and delivery."""
+    return f"{task.request.hostname}:{os.getpid()}:{task.request.id}"
+
+
+def _report(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
+    meta = {
+        "job": labels.get("job"),
+        "company": labels.get("company"),
+        "progress": step.progress,
+        "done": step.finished,
+        "total": step.total,
+    }
+    if task.request.id:
+        task.update_state(state="PROGRESS", meta=meta)
+    task.send_event("task-progress", **meta)
+
+
+def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
+    """Register and return the start, item and finish tasks of one job kind."""
+
+    @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[misc]
+    def start(self: Task, run_id: int, **labels: Any) -> str:
+        return runner.start(run_id, worker_id(self))
+
+    @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[misc]
+    def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
+        step = runner.run_item(run_id, seq, worker_id(self))
+        if step.status == "busy" and step.retry_at is not None:
+            # Another delivery holds the item; if its worker died, take over when the lease lapses.
+            wait = (step.retry_at - datetime.now(UTC)).total_seconds()
+            raise self.retry(countdown=max(1.0, wait + 0.5))
+        if step.status in ("done", "cancelled"):
+            _report(self, step, labels)
+        return step.status
+
+    @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[misc]
+    def finish(self: Task, run_id: int, **labels: Any) -> str:
+        return runner.finish(run_id, worker_id(self))
+
+    return start, item, finish

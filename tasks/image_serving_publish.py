@@ -1,0 +1,6 @@
+"""ImageServingPublishJob tasks: ``jobengine.image_serving_publish.start|item|finish``."""
+
+from jobengine.celery_app import app
+from jobengine.taskkit import define_tasks
+
+start, item, finish = define_tasks(app, "image_serving_publish")

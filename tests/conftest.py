@@ -1,0 +1,220 @@
+"""Real parts for the tests: Redis, a job store (SQLite and PostgreSQL), Celery worker processes.
+
+* Redis: ``REDIS_URL`` when set (its database is flushed), else the embedded server.
+* Store: every test that uses ``stack`` runs once on SQLite and once on PostgreSQL
+  (``TEST_POSTGRES_URL``, default the CI machines' server). Locally a missing PostgreSQL skips
+  those runs with the reason; under CI (``CI=true``) it fails them.
+* Workers: real ``celery worker`` processes (prefork), started per store and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+TEST_ENV = {
+    "JOBENGINE_LEASE_SECONDS": "3",
+    "JOBENGINE_OUTBOX_GRACE": "1",
+    "JOBENGINE_ETA_HORIZON": "5",
+    "JOBENGINE_VISIBILITY_TIMEOUT": "60",
+    "JOBENGINE_TASK_TIME_LIMIT": "30",
+    "JOBENGINE_BEAT_INTERVAL": "0.2",
+    "JOBENGINE_TIMEZONE": "UTC",
+}
+
+
+def unavailable(what: str, why: str) -> None:
+    """Skip locally, fail under CI: a CI machine must have every real service."""
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI: {why}")
+    pytest.skip(f"{what} not available: {why}")
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    from jobengine.celery_app import configure
+    from jobengine.runtime import reset_runtime
+
+    reset_runtime()
+    configure()
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment shared by the test process and the workers it starts."""
+    home = tmp_path_factory.mktemp("jobengine")
+    env = {"JOBENGINE_HOME": str(home), **TEST_ENV}
+    started = False
+    settings: Any = None
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    else:
+        from jobengine.embedded import start_redis
+        from jobengine.settings import Settings
+
+        settings = Settings.from_env({**os.environ, **env})
+        started = start_redis(settings)
+    _apply_env(env)
+    yield env
+    if started:
+        from jobengine.embedded import stop_redis
+
+        stop_redis(settings)
+
+
+def _store_url(backend: str, home: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{home / 'store.db'}"
+    from sqlalchemy import create_engine, text
+
+    from jobengine.store.db import normalize_url
+    from jobengine.store.schema import Base
+
+    try:
+        engine = create_engine(normalize_url(POSTGRES_URL))
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as exc:
+        unavailable("PostgreSQL", f"{POSTGRES_URL}: {exc}")
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    return POSTGRES_URL
+
+
+class Worker:
+    """A real ``celery worker`` process with our app, stopped by its PID."""
+
+    def __init__(self, env: dict[str, str], concurrency: int = 2, name: str | None = None) -> None:
+        self.name = name or f"w{uuid.uuid4().hex[:6]}"
+        self.log = Path(env["JOBENGINE_HOME"]) / f"{self.name}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "jobengine.celery_app",
+            "worker",
+            "-E",
+            "-Q",
+            "jobengine",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "info",
+            "--without-mingle",
+            "--without-gossip",
+            "-n",
+            f"{self.name}@%h",
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            if b" ready." in self.log.read_bytes():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready: {self.log.read_text()[-3000:]}")
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Stack:
+    """The running system for one store backend, with helpers for the tests."""
+
+    def __init__(self, env: dict[str, str], backend: str) -> None:
+        self.env, self.backend = env, backend
+        self.workers: list[Worker] = []
+
+    def start_worker(self, concurrency: int = 2) -> Worker:
+        worker = Worker(self.env, concurrency)
+        self.workers.append(worker)
+        return worker
+
+    def company(self, n_images: int = 3, **kwargs: Any) -> tuple[str, list[str]]:
+        """A fresh company with a user and ``n_images`` generated images; (handle, assets)."""
+        from tests.helpers import make_company
+
+        return make_company(n_images, **kwargs)
+
+    def wait(self, company: str, handle: str, timeout: float = 60) -> Any:
+        """The finished job log (with details) of the job's latest run."""
+        from jobengine.devstack import wait_for_runs
+
+        return wait_for_runs(company, [handle], timeout=timeout)[-1]
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def store_backend(
+    request: pytest.FixtureRequest,
+    base_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, str]]:
+    """The environment for one store backend (the session runs each in turn)."""
+    home = tmp_path_factory.mktemp(str(request.param))
+    env = {
+        **base_env,
+        "DATABASE_URL": _store_url(str(request.param), home),
+        "JOBENGINE_STORAGE": str(home / "storage"),
+    }
+    _apply_env(env)
+    yield env
+    from jobengine.runtime import reset_runtime
+
+    reset_runtime()
+
+
+@pytest.fixture(scope="session")
+def stack(store_backend: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A store backend with one running worker."""
+    _apply_env(store_backend)
+    backend = "postgres" if "postgresql" in store_backend["DATABASE_URL"] else "sqlite"
+    running = Stack(store_backend, backend)
+    running.start_worker()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def store_only(store_backend: dict[str, str]) -> dict[str, str]:
+    """A store backend without a worker (for tests that start their own processes)."""
+    _apply_env(store_backend)
+    return store_backend
