@@ -40,7 +40,7 @@ def _sample(path: Path, fmt: str, size: tuple[int, int], color: tuple[int, int, 
     w, h = size
     for i in range(0, w, 40):
         shade = tuple(min(255, c + i * 60 // w) for c in color)
-        draw.rectangle([i, 0, i + 20, h], fill=shade)  # type: ignore[arg-type]
+        draw.rectangle([i, 0, i + 20, h], fill=shade)
     draw.ellipse([w // 4, h // 4, 3 * w // 4, 3 * h // 4], outline=(255, 255, 255), width=8)
     img.save(path, fmt, quality=90) if fmt == "JPEG" else img.save(path, fmt)
 

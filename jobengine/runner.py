@@ -8,6 +8,7 @@ safe to run again after a worker dies in the middle of it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -17,10 +18,11 @@ from sqlalchemy.orm import Session
 
 from jobengine import dispatch
 from jobengine.kinds import JobKindHandler, kind_for
-from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
+from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.runs import (
     Counts,
+    ItemFinal,
     cancel_item,
     claim_finish,
     claim_item,
@@ -107,7 +109,7 @@ def start(run_id: int, worker: str) -> str:
 
 
 def _plan(
-    runtime: Runtime, loaded: _Loaded, existing: list[RunItem] | tuple[RunItem, ...]
+    runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]
 ) -> list[RunItem]:
     if existing:  # an earlier start died after planning: reuse its items, never re-plan
         return list(existing)
@@ -166,9 +168,8 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome:
         return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
     except Exception as exc:  # one bad file fails its own item, never the job or the worker
         logger.exception("item %s of run %s failed", key, loaded.run.id)
-        return ItemOutcome(
-            "error", "FatalError", f"{key}: {type(exc).__name__}: {exc}", asset_handle=key
-        )
+        reason = f"{key}: {type(exc).__name__}: {exc}"
+        return ItemOutcome("error", "FatalError", reason, AssetRef(handle=key))
 
 
 def _complete(
@@ -180,7 +181,7 @@ def _complete(
         warning=int(outcome.status == "warning"),
         size=outcome.size,
     )
-    final = "failed" if outcome.status == "error" else "done"
+    final: ItemFinal = "failed" if outcome.status == "error" else "done"
     with runtime.store.write() as session:
         result = complete_item(
             session, loaded.run.id, seq, worker, final=final, counts=counts, result=outcome.result
@@ -194,9 +195,9 @@ def _complete(
             run,
             outcome.log_type,
             outcome.message,
-            asset_name=outcome.asset_name,
-            asset_type=outcome.asset_type,
-            asset_handle=outcome.asset_handle,
+            asset_name=outcome.asset.name,
+            asset_type=outcome.asset.type,
+            asset_handle=outcome.asset.handle,
         )
         send = mark_finish_sent(session, run.id)
     if send:

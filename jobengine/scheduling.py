@@ -94,6 +94,8 @@ def _fire_schedules(runtime: Runtime, now: datetime, report: TickReport) -> None
             )
         ).all()
     for job_id, fire_at, expression in due:
+        if fire_at is None or expression is None:
+            continue
         nxt = parse_cron(str(expression)).next_after(max(now, fire_at), zone)
         with runtime.store.write() as session:
             moved = session.execute(
@@ -136,6 +138,8 @@ def _send_one_shots(runtime: Runtime, now: datetime, report: TickReport) -> None
             )
         ).all()
     for job_id, at in due:
+        if at is None:
+            continue
         with runtime.store.write() as session:
             moved = session.execute(
                 update(Job)
@@ -194,25 +198,25 @@ def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> N
         ).all()
         todo: list[tuple[str, str, Run, dict[str, str], list[tuple[int, str]]]] = []
         for run, job in runs:
-            tags = _tags(session, job, run)
-            assert tags is not None
-            slug = kind_for(job.kind).slug
+            tagged = _tags(session, job, run)
+            assert tagged is not None
+            tags, slug = tagged[2], kind_for(job.kind).slug
             if not run.planned and run.lease_until is not None:
-                todo.append(("start", slug, run, tags[2], []))
+                todo.append(("start", slug, run, tags, []))
             elif run.planned and run.finished_items >= run.total_items:
                 if run.finish_sent_at is None or run.finish_sent_at < stale:
                     run.finish_sent_at = now
-                    todo.append(("finish", slug, run, tags[2], []))
+                    todo.append(("finish", slug, run, tags, []))
             elif run.planned:
-                items = session.execute(
+                lost = session.execute(
                     select(RunItem.seq, RunItem.key).where(
                         RunItem.run_id == run.id,
                         RunItem.state == "running",
                         RunItem.lease_until < stale,
                     )
                 ).all()
-                if items:
-                    todo.append(("items", slug, run, tags[2], [(s, k) for s, k in items]))
+                if lost:
+                    todo.append(("items", slug, run, tags, [(s, k) for s, k in lost]))
     for step, slug, run, tags, items in todo:
         try:
             if step == "start":

@@ -47,11 +47,11 @@ def _report(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
 def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
     """Register and return the start, item and finish tasks of one job kind."""
 
-    @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[misc]
+    @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[untyped-decorator]
     def start(self: Task, run_id: int, **labels: Any) -> str:
         return runner.start(run_id, worker_id(self))
 
-    @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[misc]
+    @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
     def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
         step = runner.run_item(run_id, seq, worker_id(self))
         if step.status == "busy" and step.retry_at is not None:
@@ -62,7 +62,7 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
             _report(self, step, labels)
         return step.status
 
-    @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[misc]
+    @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[untyped-decorator]
     def finish(self: Task, run_id: int, **labels: Any) -> str:
         return runner.finish(run_id, worker_id(self))
 

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from jobengine.runtime import Runtime
 from jobengine.store.runs import write_log
-from jobengine.store.schema import Company, Run
+from jobengine.store.schema import Asset, Company, Run
 
-__all__ = ["ItemOutcome", "JobKindHandler", "PlannedItem", "RunContext"]
+__all__ = ["AssetRef", "ItemOutcome", "JobKindHandler", "PlannedItem", "RunContext"]
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,26 @@ class PlannedItem:
 
 
 @dataclass(frozen=True)
+class AssetRef:
+    """The asset a log row is about."""
+
+    name: str | None = None
+    type: str | None = None
+    handle: str | None = None
+
+    @classmethod
+    def of(cls, asset: Asset) -> AssetRef:
+        return cls(asset.name, asset.type, asset.handle)
+
+
+@dataclass(frozen=True)
 class ItemOutcome:
     """What doing one item came to, with the log row that tells it."""
 
     status: Literal["success", "warning", "error"]
     log_type: str
     message: str
-    asset_name: str | None = None
-    asset_type: str | None = None
-    asset_handle: str | None = None
+    asset: AssetRef = AssetRef()
     size: int = 0
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -59,7 +70,8 @@ class RunContext:
         """The job-type payload (e.g. the ExportJob model) of this run's request."""
         from jobengine.model import parse_submit_job
 
-        return parse_submit_job(self.payload).job
+        job: BaseModel = parse_submit_job(self.payload).job
+        return job
 
     @property
     def staging_key(self) -> str:

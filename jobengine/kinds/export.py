@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.catalog import SET_TYPES
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, NotSupported
-from jobengine.kinds.base import ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Company, Folder, RunItem
 
@@ -81,35 +81,22 @@ class ExportKind(JobKindHandler):
                 .where(Asset.handle == item.key, Asset.company_id == ctx.company_id)
             ).first()
         if row is None:
-            return ItemOutcome(
-                "error", "GetFailure", f"asset {item.key} no longer exists", asset_handle=item.key
-            )
-        asset, folder = row
-        where = {"asset_name": asset.name, "asset_type": asset.type, "asset_handle": asset.handle}
+            gone = AssetRef(handle=item.key)
+            return ItemOutcome("error", "GetFailure", f"asset {item.key} no longer exists", gone)
+        asset, folder = row.tuple()
+        ref = AssetRef.of(asset)
         if asset.type in SET_TYPES or asset.file_key is None:
-            return ItemOutcome(
-                "warning",
-                "FileCancel",
-                f"skipped {asset.name}: {asset.type} assets cannot be exported",
-                **where,
-            )
+            reason = f"skipped {asset.name}: {asset.type} assets cannot be exported"
+            return ItemOutcome("warning", "FileCancel", reason, ref)
         member = "/".join(safe_name(p) for p in folder.strip("/").split("/") if p)
         member = f"{member}/{asset.name}" if member else asset.name
         staged = f"{ctx.staging_key}/{item.key.replace('|', '_')}"
         try:
             size = ctx.runtime.storage.copy(asset.file_key, staged)
         except OSError as exc:
-            return ItemOutcome(
-                "error", "GetFailure", f"cannot read {asset.name}: {exc.strerror}", **where
-            )
-        return ItemOutcome(
-            "success",
-            "ReturnSuccess",
-            f"exported {member}",
-            size=size,
-            result={"member": member, "staged": staged},
-            **where,
-        )
+            return ItemOutcome("error", "GetFailure", f"cannot read {asset.name}: {exc}", ref)
+        result = {"member": member, "staged": staged}
+        return ItemOutcome("success", "ReturnSuccess", f"exported {member}", ref, size, result)
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         storage = ctx.runtime.storage

@@ -15,13 +15,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import NotSupported
-from jobengine.kinds.base import ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Company, Folder, ImageFormat, utcnow
 
 __all__ = ["ImageServingPublishKind"]
 
 _PUBLISHABLE = ("MarkedForPublish", "Published")
+_SUCCESS, _ERROR = "ImageServingPublishSuccess", "ImageServingPublishError"
 
 
 def _root(ctx: RunContext) -> str:
@@ -62,38 +63,22 @@ class ImageServingPublishKind(JobKindHandler):
                 .join(Folder, Folder.id == Asset.folder_id)
                 .where(Asset.handle == item.key, Asset.company_id == ctx.company_id)
             ).first()
-        if row is None or row[0].file_key is None:
-            return ItemOutcome(
-                "error",
-                "ImageServingPublishError",
-                f"asset {item.key} no longer exists",
-                asset_handle=item.key,
-            )
-        asset, folder = row
-        where = {"asset_name": asset.name, "asset_type": asset.type, "asset_handle": asset.handle}
-        target = f"{_root(ctx)}/images{folder.rstrip('/')}/{asset.name}"
+        asset, folder = row.tuple() if row is not None else (None, "")
+        if asset is None or asset.file_key is None:
+            reason = f"asset {item.key} no longer exists"
+            return ItemOutcome("error", _ERROR, reason, AssetRef(handle=item.key))
+        ref = AssetRef.of(asset)
+        path = f"{folder.rstrip('/')}/{asset.name}"
         try:
-            size = ctx.runtime.storage.copy(asset.file_key, target)
+            size = ctx.runtime.storage.copy(asset.file_key, f"{_root(ctx)}/images{path}")
         except OSError as exc:
-            return ItemOutcome(
-                "error",
-                "ImageServingPublishError",
-                f"cannot publish {asset.name}: {exc.strerror}",
-                **where,
-            )
+            return ItemOutcome("error", _ERROR, f"cannot publish {asset.name}: {exc}", ref)
         with ctx.runtime.store.write() as session:
             stored = session.get(Asset, asset.id)
             if stored is not None:
                 stored.publish_state, stored.published_at = "Published", utcnow()
-        path = f"{folder.rstrip('/')}/{asset.name}"
-        return ItemOutcome(
-            "success",
-            "ImageServingPublishSuccess",
-            f"published {path}",
-            size=size,
-            result={"path": path},
-            **where,
-        )
+        message = f"published {path}"
+        return ItemOutcome("success", _SUCCESS, message, ref, size, {"path": path})
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         if stopped:
@@ -118,7 +103,7 @@ class ImageServingPublishKind(JobKindHandler):
         self._write(storage, f"{root}/presets.mac", macros)
         out: dict[str, Any] = {"root": root, "published": len(catalog), "presets": len(presets)}
         if str(job.publish_type) == "FullWithSearch":
-            names = sorted({entry["path"].rsplit("/", 1)[-1] for entry in catalog})
+            names = sorted({a.name for a, _ in rows})
             self._write(storage, f"{root}/search.json", json.dumps(names))
             out["search"] = f"{root}/search.json"
         return out

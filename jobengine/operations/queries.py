@@ -139,7 +139,7 @@ def _runs_query(
     company_handle: str | None,
     job_handle: str | None,
     original_name: str | None,
-) -> Select[tuple[Run, Job, Company]]:
+) -> Select[Run, Job, Company]:
     query = select(Run, Job, Company).join(Job, Job.id == Run.job_id)
     query = query.join(Company, Company.id == Run.company_id)
     if company_handle is not None:

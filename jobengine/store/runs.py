@@ -20,6 +20,7 @@ from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "ItemFinal",
     "ItemClaim",
     "claim_finish",
     "claim_item",
