@@ -108,9 +108,7 @@ def start(run_id: int, worker: str) -> str:
     return "started"
 
 
-def _plan(
-    runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]
-) -> list[RunItem]:
+def _plan(runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]) -> list[RunItem]:
     if existing:  # an earlier start died after planning: reuse its items, never re-plan
         return list(existing)
     with runtime.store.read() as session:

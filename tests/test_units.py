@@ -40,7 +40,7 @@ def test_bad_job_handles_are_a_30001_fault(bad: str) -> None:
 def test_handles_and_run_names_are_written_in_one_form() -> None:
     assert job_handle("47", "My Test Job") == "47|My Test Job|"
     assert job_handle("c|47", "X", 9) == "47|X||9"
-    when = datetime(2026, 11, 23, 8, 30, 5)  # noqa: DTZ001 - a wall-clock time
+    when = datetime(2026, 11, 23, 8, 30, 5)
     assert run_name("Add", when) == "Add_2026-11-23-08:30:05"
     assert run_name("Add", when, 2) == "Add_2026-11-23-08:30:05-2"
 

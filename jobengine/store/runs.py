@@ -20,8 +20,8 @@ from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
-    "ItemFinal",
     "ItemClaim",
+    "ItemFinal",
     "claim_finish",
     "claim_item",
     "claim_start",
