@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["LocalStorage", "StorageError", "safe_name"]
@@ -41,10 +41,10 @@ class LocalStorage:
         """The local path of ``key``; keys with ``..``, absolute paths or NULs are refused."""
         if not key or "\x00" in key or "\\" in key:
             raise StorageError(f"invalid storage key {key!r}")
-        pure = PurePosixPath(key)
-        if pure.is_absolute() or any(part in ("..", "") for part in pure.parts):
+        parts = key.split("/")
+        if any(part in ("..", ".", "") for part in parts):
             raise StorageError(f"storage key escapes the root: {key!r}")
-        return self.root.joinpath(*pure.parts)
+        return self.root.joinpath(*parts)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -64,7 +64,8 @@ def test_storage_writes_are_atomic(tmp_path: Path) -> None:
 
 def test_safe_name() -> None:
     assert safe_name("My Test Job_2026-11-23-08:30:00") == "My Test Job_2026-11-23-08_30_00"
-    assert safe_name("../..") == "file"
+    assert safe_name("../..") == "_"
+    assert safe_name("...") == "file"
     assert safe_name("c|47") == "c_47"
 
 

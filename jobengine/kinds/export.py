@@ -83,7 +83,7 @@ class ExportKind(JobKindHandler):
         if row is None:
             gone = AssetRef(handle=item.key)
             return ItemOutcome("error", "GetFailure", f"asset {item.key} no longer exists", gone)
-        asset, folder = row.tuple()
+        asset, folder = row[0], row[1]
         ref = AssetRef.of(asset)
         if asset.type in SET_TYPES or asset.file_key is None:
             reason = f"skipped {asset.name}: {asset.type} assets cannot be exported"

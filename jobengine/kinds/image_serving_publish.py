@@ -63,7 +63,7 @@ class ImageServingPublishKind(JobKindHandler):
                 .join(Folder, Folder.id == Asset.folder_id)
                 .where(Asset.handle == item.key, Asset.company_id == ctx.company_id)
             ).first()
-        asset, folder = row.tuple() if row is not None else (None, "")
+        asset, folder = (row[0], row[1]) if row is not None else (None, "")
         if asset is None or asset.file_key is None:
             reason = f"asset {item.key} no longer exists"
             return ItemOutcome("error", _ERROR, reason, AssetRef(handle=item.key))

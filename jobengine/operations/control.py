@@ -89,16 +89,13 @@ def resume_job(company_handle: str, job_handle: str) -> None:
                 )
         for run in paused_runs:
             run.paused = False
-            pending = (
-                session.execute(
-                    select(RunItem.seq, RunItem.key).where(
-                        RunItem.run_id == run.id, RunItem.state == "pending"
-                    )
+            pending = session.execute(
+                select(RunItem.seq, RunItem.key).where(
+                    RunItem.run_id == run.id, RunItem.state == "pending"
                 )
-                .tuples()
-                .all()
-            )
-            resend.append((job.kind, run, labels(run, job, company), list(pending)))
+            ).all()
+            items = [(int(seq), str(key)) for seq, key in pending]
+            resend.append((job.kind, run, labels(run, job, company), items))
     _resend(runtime, resend)
 
 

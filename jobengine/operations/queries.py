@@ -70,15 +70,10 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 
 def _task_progress(session: Session, run: Run, job: Job) -> TaskProgress:
-    counts = dict(
-        session.execute(
-            select(RunItem.state, func.count())
-            .where(RunItem.run_id == run.id)
-            .group_by(RunItem.state)
-        )
-        .tuples()
-        .all()
-    )
+    rows = session.execute(
+        select(RunItem.state, func.count()).where(RunItem.run_id == run.id).group_by(RunItem.state)
+    ).all()
+    counts = {state: int(n) for state, n in rows}
     done = sum(counts.get(s, 0) for s in ("done", "failed", "cancelled"))
     return TaskProgress(
         task_type=_type_of(job),

@@ -1,0 +1,127 @@
+"""Image presets (IPS "image formats", IS macros): saveImageFormat, getImageFormats,
+deleteImageFormat.
+
+A preset is a name (unique per company, case-insensitive, letters, digits, ``-``, ``_`` and ``.``)
+and a modifier definition of at most 512 characters, validated by the modifier parser when saved.
+Handles look like ``47|301``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jobengine.catalog import company_by_handle
+from jobengine.errors import IllegalCompany, InvalidParameter, MissingParameter
+from jobengine.handles import company_segment
+from jobengine.runtime import get_runtime
+from jobengine.store.schema import Company, ImageFormat, utcnow
+
+__all__ = ["ImageFormatInfo", "delete_image_format", "get_image_formats", "save_image_format"]
+
+MAX_DEFINITION = 512
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class ImageFormatInfo:
+    """An ImageFormat as IPS returns it."""
+
+    image_format_handle: str
+    name: str
+    url_modifier: str
+
+
+def _handle(company: Company, preset: ImageFormat) -> str:
+    return f"{company_segment(company.handle)}|{preset.id}"
+
+
+def _find(session: Session, company: Company, handle: str) -> ImageFormat:
+    segment, _, number = handle.rpartition("|")
+    if not number.isdigit():
+        raise InvalidParameter(f"imageFormatHandle {handle!r} is not a preset handle",
+                               field="imageFormatHandle")  # fmt: skip
+    if segment != company_segment(company.handle):
+        raise IllegalCompany(f"preset {handle!r} is not of company {company.handle!r}",
+                             field="imageFormatHandle")  # fmt: skip
+    preset = session.get(ImageFormat, int(number))
+    if preset is None or preset.company_id != company.id:
+        raise InvalidParameter(f"unknown imageFormatHandle {handle!r}", field="imageFormatHandle")
+    return preset
+
+
+def validate_definition(definition: str) -> None:
+    """Check a preset definition: length, and every command through the modifier parser."""
+    if not definition.strip():
+        raise MissingParameter("urlModifier is empty", field="urlModifier")
+    if len(definition) > MAX_DEFINITION:
+        raise InvalidParameter(
+            f"urlModifier has {len(definition)} characters; at most {MAX_DEFINITION} are allowed",
+            field="urlModifier",
+        )
+    from jobengine.imaging.modifiers import parse_modifiers
+
+    parse_modifiers(definition, presets={}, allow_unresolved_macros=True)
+
+
+def save_image_format(
+    company_handle: str, name: str, url_modifier: str, image_format_handle: str | None = None
+) -> str:
+    """Create or update a preset; returns its handle (``<company>|<id>``)."""
+    if not _NAME.match(name):
+        raise InvalidParameter(
+            f"preset name {name!r} may only use letters, digits, '-', '_' and '.'", field="name"
+        )
+    validate_definition(url_modifier)
+    with get_runtime().store.write() as session:
+        company = company_by_handle(session, company_handle)
+        clash = session.scalar(
+            select(ImageFormat).where(
+                ImageFormat.company_id == company.id, ImageFormat.name_key == name.lower()
+            )
+        )
+        if image_format_handle:
+            preset = _find(session, company, image_format_handle)
+            if clash is not None and clash.id != preset.id:
+                raise InvalidParameter(f"a preset named {name!r} exists already", field="name")
+        elif clash is not None:
+            preset = clash  # saving under an existing name replaces its definition
+        else:
+            preset = ImageFormat(company_id=company.id)
+            session.add(preset)
+        preset.name, preset.name_key = name, name.lower()
+        preset.url_modifier, preset.updated_at = url_modifier, utcnow()
+        session.flush()
+        return _handle(company, preset)
+
+
+def get_image_formats(company_handle: str) -> list[ImageFormatInfo]:
+    """The company's presets, by name."""
+    with get_runtime().store.read() as session:
+        company = company_by_handle(session, company_handle)
+        rows = session.scalars(
+            select(ImageFormat)
+            .where(ImageFormat.company_id == company.id)
+            .order_by(ImageFormat.name_key)
+        )
+        return [ImageFormatInfo(_handle(company, p), p.name, p.url_modifier) for p in rows]
+
+
+def delete_image_format(company_handle: str, image_format_handle: str) -> None:
+    """Delete a preset."""
+    with get_runtime().store.write() as session:
+        company = company_by_handle(session, company_handle)
+        session.delete(_find(session, company, image_format_handle))
+
+
+def company_presets(session: Session, company_id: int) -> dict[str, str]:
+    """Name (lower case) -> definition, for expanding ``$name$`` macros in a conversion."""
+    rows = session.execute(
+        select(ImageFormat.name_key, ImageFormat.url_modifier).where(
+            ImageFormat.company_id == company_id
+        )
+    ).all()
+    return {str(name): str(definition) for name, definition in rows}
