@@ -52,15 +52,25 @@ def main() -> None:
     os.environ.setdefault("JOBENGINE_HOME", home)
     os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{home}/bench.db")
 
-    from celery import Celery
-
     from jobengine import submit
     from jobengine.celery_app import app, configure
+    from jobengine.embedded import start_redis, stop_redis
     from jobengine.settings import get_settings
     from tests.helpers import export_request, make_company
 
-    configure(task_default_queue="bench")
     settings = get_settings()
+    started = not settings.redis_url and start_redis(settings)
+    try:
+        _run(args, settings, app, configure, submit, export_request, make_company)
+    finally:
+        if started:
+            stop_redis(settings)
+
+
+def _run(args, settings, app, configure, submit, export_request, make_company) -> None:  # type: ignore[no-untyped-def]
+    from celery import Celery
+
+    configure(task_default_queue="bench")
     print(f"broker {app.conf.broker_url}; store {settings.database_url}")
     company, assets = make_company(3)
     bare = Celery("bare", broker=app.conf.broker_url, backend=app.conf.result_backend)

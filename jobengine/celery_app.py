@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import pools
 
 from config.celery import celery_config
 from jobengine.settings import get_settings
@@ -23,9 +24,8 @@ def configure(**overrides: Any) -> Celery:
     Pooled broker connections are dropped so the next message uses the new configuration.
     """
     app.conf.update({**celery_config(get_settings()), **overrides})
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    pools.reset()  # kombu's process-wide pools are keyed by URL: drop them all
+    app._pool = None  # Celery has no public reset for its pools
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None

@@ -41,15 +41,7 @@ def worker_command(concurrency: int = 2, loglevel: str = "info") -> list[str]:
 
 def beat_command(settings: Settings, loglevel: str = "info") -> list[str]:
     return celery_command(
-        "beat",
-        "-S",
-        "jobengine.scheduling:StoreScheduler",
-        "--loglevel",
-        loglevel,
-        "--pidfile",
-        "",
-        "--schedule",
-        str(settings.home / "beat-schedule"),
+        "beat", "-S", "jobengine.scheduling:StoreScheduler", "--loglevel", loglevel
     )
 
 

@@ -208,15 +208,9 @@ def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> N
                     run.finish_sent_at = now
                     todo.append(("finish", slug, run, tags, []))
             elif run.planned:
-                lost = session.execute(
-                    select(RunItem.seq, RunItem.key).where(
-                        RunItem.run_id == run.id,
-                        RunItem.state == "running",
-                        RunItem.lease_until < stale,
-                    )
-                ).all()
+                lost = _lost_items(session, run, now, stale, runtime.settings.stall_seconds)
                 if lost:
-                    todo.append(("items", slug, run, tags, [(s, k) for s, k in lost]))
+                    todo.append(("items", slug, run, tags, lost))
     for step, slug, run, tags, items in todo:
         try:
             if step == "start":
@@ -228,6 +222,33 @@ def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> N
         except dispatch.BrokerUnavailable:
             return
         report.resent.append(f"{run.run_name}:{step}")
+
+
+def _lost_items(
+    session: Any, run: Run, now: datetime, stale: datetime, stall: float
+) -> list[tuple[int, str]]:
+    """Items to send again: claims whose lease lapsed, and the pending items of a stalled run.
+
+    A stalled run (no progress for ``stall`` seconds) may have lost a message that a worker
+    took but never started (Celery loses such a message when the pool child dies first).
+    """
+    states = ["running"]
+    stalled = run.last_progress_update is not None and run.last_progress_update < now - timedelta(
+        seconds=stall
+    )
+    if stalled and (run.swept_at is None or run.swept_at < now - timedelta(seconds=stall)):
+        states.append("pending")
+        run.swept_at = now
+    rows = session.execute(
+        select(RunItem.seq, RunItem.key, RunItem.state, RunItem.lease_until).where(
+            RunItem.run_id == run.id, RunItem.state.in_(states)
+        )
+    ).all()
+    return [
+        (int(seq), str(key))
+        for seq, key, state, lease in rows
+        if state == "pending" or (lease is not None and lease < stale)
+    ]
 
 
 def tick(runtime: Runtime | None = None, now: datetime | None = None) -> TickReport:

@@ -16,6 +16,7 @@ variable                       meaning (default)
 ``JOBENGINE_TASK_TIME_LIMIT``  hard time limit per task in seconds (3600)
 ``JOBENGINE_LEASE_SECONDS``    how long a claimed item stays claimed without a heartbeat (120)
 ``JOBENGINE_OUTBOX_GRACE``     seconds before an unsent run is re-sent by the relay (10)
+``JOBENGINE_STALL_SECONDS``    a run with no progress this long has its pending items re-sent (600)
 ``JOBENGINE_BEAT_INTERVAL``    seconds between scheduler ticks (1.0)
 ``JOBENGINE_DEMO_USER``        demo user's e-mail (``demo@example.com``)
 ``JOBENGINE_DEMO_PASSWORD``    demo user's password (``demo-password``)
@@ -76,6 +77,7 @@ class Settings:
     task_time_limit: int = 3600
     lease_seconds: float = 120.0
     outbox_grace: float = 10.0
+    stall_seconds: float = 600.0
     beat_interval: float = 1.0
     demo_user: str = "demo@example.com"
     demo_password: str = "demo-password"  # noqa: S105 - documented demo default
@@ -97,6 +99,7 @@ class Settings:
             task_time_limit=int(_float(env, "JOBENGINE_TASK_TIME_LIMIT", 3600)),
             lease_seconds=_float(env, "JOBENGINE_LEASE_SECONDS", 120.0),
             outbox_grace=_float(env, "JOBENGINE_OUTBOX_GRACE", 10.0),
+            stall_seconds=_float(env, "JOBENGINE_STALL_SECONDS", 600.0),
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),
             demo_user=env.get("JOBENGINE_DEMO_USER") or "demo@example.com",
             demo_password=env.get("JOBENGINE_DEMO_PASSWORD") or "demo-password",

@@ -27,6 +27,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_ENV = {
     "JOBENGINE_LEASE_SECONDS": "3",
     "JOBENGINE_OUTBOX_GRACE": "1",
+    "JOBENGINE_STALL_SECONDS": "6",
     "JOBENGINE_ETA_HORIZON": "5",
     "JOBENGINE_VISIBILITY_TIMEOUT": "60",
     "JOBENGINE_TASK_TIME_LIMIT": "30",

@@ -100,19 +100,18 @@ def test_a_worker_child_killed_mid_job_still_completes_the_job_once(store_only) 
     from tests.helpers import make_company
 
     company, assets = make_company(40, pad=2_000_000)
-    worker = Worker(store_only, concurrency=1)
+    worker = Worker(store_only, concurrency=2)
     try:
         handle = submit(export_request(company, assets, "Killed"))
-        run = _wait_progress("Killed")
-        victims = worker.children()
-        assert victims, "prefork worker has no child process"
-        os.kill(victims[0], signal.SIGKILL)
+        run, victim = _wait_for_item_in(worker, "Killed")
+        os.kill(victim, signal.SIGKILL)  # mid-item: the item is claimed and half done
         from jobengine.devstack import wait_for_runs
 
-        [log] = wait_for_runs(company, [handle], timeout=120)
+        # beat's tick re-sends what the dead child held (lease lapsed); call it as beat would
+        [log] = wait_for_runs(company, [handle], timeout=100, on_poll=lambda _: tick())
     finally:
         worker.stop()
-    assert log.state == "Done"
+    assert log.state == "Done", [(d.log_type, d.log_message) for d in log.details[-5:]]
     assert log.file_success_count == 40 and log.file_error_count == 0
     with zipfile.ZipFile(get_runtime().storage.path(log.output["zip"])) as zf:
         names = zf.namelist()
@@ -130,17 +129,26 @@ def test_a_worker_child_killed_mid_job_still_completes_the_job_once(store_only) 
     assert set(successes.values()) == {1}  # every asset logged exactly once
 
 
-def _wait_progress(name: str, timeout: float = 60) -> Run:
+def _wait_for_item_in(worker: Worker, name: str, timeout: float = 60) -> tuple[Run, int]:
+    """A run and the pid of one of ``worker``'s children that holds one of its items now."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        pids = {str(pid): pid for pid in worker.children()}
         with get_runtime().store.read() as session:
             run = session.scalar(
                 select(Run).join(Job, Job.id == Run.job_id).where(Job.name == name)
             )
-            if run is not None and 0 < run.finished_items < run.total_items - 5:
-                return run
-        time.sleep(0.02)
-    raise AssertionError(f"{name} made no progress")
+            claims = session.scalars(
+                select(RunItem.claimed_by).where(
+                    RunItem.run_id == (run.id if run else -1), RunItem.state == "running"
+                )
+            ).all()
+        for claim in claims:
+            pid = (claim or "").split(":")[1] if claim and claim.count(":") >= 2 else ""
+            if run is not None and pid in pids and run.finished_items > 0:
+                return run, pids[pid]
+        time.sleep(0.005)
+    raise AssertionError(f"no item of {name} was seen running in the worker")
 
 
 @pytest.mark.slow

@@ -195,6 +195,7 @@ class Run(Base):
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     finish_sent_at: Mapped[datetime | None]
+    swept_at: Mapped[datetime | None]
     total_items: Mapped[int] = mapped_column(Integer, default=0)
     finished_items: Mapped[int] = mapped_column(Integer, default=0)
     success_count: Mapped[int] = mapped_column(Integer, default=0)

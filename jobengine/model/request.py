@@ -1,0 +1,207 @@
+"""The submitJob request: SubmitJobRequest, parse_submit_job and to_ips_dict."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Annotated, Any, Self
+
+from pydantic import AfterValidator, BaseModel, field_validator, model_validator
+
+from jobengine.errors import InvalidParameter
+from jobengine.model.base import IpsModel, NonEmptyText, Text, XsdDateTime, ips_error, show
+from jobengine.model.constants import JobKind
+from jobengine.model.faults import validate_model
+from jobengine.model.jobs import (
+    AutomatedSetGenerationJob,
+    CreateVideoSitemapJob,
+    ExportJob,
+    ImageRenderingPublishJob,
+    ImageServingPublishJob,
+    MetadataPublishJob,
+    OptimizeImagesJob,
+    ServerDirectoryPublishJob,
+    VideoPublishJob,
+)
+from jobengine.model.upload import ReprocessAssetsJob, RipPdfsJob, UploadDirectoryJob, UploadUrlsJob
+
+__all__ = [
+    "JOB_MODELS",
+    "MAX_JOB_NAME_LENGTH",
+    "SUBMIT_JOB_ROOT",
+    "JobPayload",
+    "SubmitJobRequest",
+    "SubmitJobReturn",
+    "parse_submit_job",
+    "to_ips_dict",
+]
+
+SUBMIT_JOB_ROOT = "submitJobParam"
+MAX_JOB_NAME_LENGTH = 255
+_LOCALE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
+_RESTRICTED = ("metadata_publish_job", "create_video_sitemap_job")
+
+JobPayload = (
+    ImageServingPublishJob
+    | ImageRenderingPublishJob
+    | VideoPublishJob
+    | ServerDirectoryPublishJob
+    | UploadDirectoryJob
+    | UploadUrlsJob
+    | OptimizeImagesJob
+    | RipPdfsJob
+    | ReprocessAssetsJob
+    | ExportJob
+    | AutomatedSetGenerationJob
+)
+
+JOB_MODELS: dict[JobKind, type[JobPayload]] = {
+    JobKind.IMAGE_SERVING_PUBLISH: ImageServingPublishJob,
+    JobKind.IMAGE_RENDERING_PUBLISH: ImageRenderingPublishJob,
+    JobKind.VIDEO_PUBLISH: VideoPublishJob,
+    JobKind.SERVER_DIRECTORY_PUBLISH: ServerDirectoryPublishJob,
+    JobKind.UPLOAD_DIRECTORY: UploadDirectoryJob,
+    JobKind.UPLOAD_URLS: UploadUrlsJob,
+    JobKind.OPTIMIZE_IMAGES: OptimizeImagesJob,
+    JobKind.RIP_PDFS: RipPdfsJob,
+    JobKind.REPROCESS_ASSETS: ReprocessAssetsJob,
+    JobKind.EXPORT: ExportJob,
+    JobKind.AUTOMATED_SET_GENERATION: AutomatedSetGenerationJob,
+}
+
+
+def _job_name(value: str) -> str:
+    if not value.strip():
+        raise ips_error("invalid", "must not be empty")
+    if len(value) > MAX_JOB_NAME_LENGTH:
+        raise ips_error(
+            "invalid", f"is {len(value)} characters long; at most {MAX_JOB_NAME_LENGTH} allowed"
+        )
+    if "|" in value:
+        raise ips_error("invalid", "must not contain '|', the job handle separator")
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise ips_error("invalid", f"must not contain control characters; got {control!r}")
+    return value
+
+
+def _locale(value: str) -> str:
+    if not _LOCALE.fullmatch(value):
+        raise ips_error(
+            "invalid",
+            f"must be ll or ll-CC (ISO-639 lower case, ISO-3166 upper case), e.g. en-US; "
+            f"got {show(value)}",
+        )
+    return value
+
+
+def _cron(value: str) -> str:
+    from jobengine.cron import CronError, validate
+
+    expression = value.strip()
+    try:
+        validate(expression)
+    except CronError as exc:
+        raise ips_error(
+            "invalid", f"{expression!r} is not a valid Quartz cron expression: {exc.reason}"
+        ) from exc
+    return expression
+
+
+class SubmitJobRequest(IpsModel):
+    """submitJobParam: who, when and exactly one job-type payload."""
+
+    company_handle: NonEmptyText
+    user_handle: Text | None = None
+    job_name: Annotated[Text, AfterValidator(_job_name)]
+    locale: Annotated[Text, AfterValidator(_locale)] | None = None
+    exec_time: XsdDateTime | None = None
+    exec_schedule: Annotated[Text, AfterValidator(_cron)] | None = None
+    description: Text | None = None
+    image_serving_publish_job: ImageServingPublishJob | None = None
+    image_rendering_publish_job: ImageRenderingPublishJob | None = None
+    video_publish_job: VideoPublishJob | None = None
+    server_directory_publish_job: ServerDirectoryPublishJob | None = None
+    metadata_publish_job: MetadataPublishJob | None = None
+    upload_directory_job: UploadDirectoryJob | None = None
+    upload_urls_job: UploadUrlsJob | None = None
+    optimize_images_job: OptimizeImagesJob | None = None
+    rip_pdfs_job: RipPdfsJob | None = None
+    reprocess_assets_job: ReprocessAssetsJob | None = None
+    create_video_sitemap_job: CreateVideoSitemapJob | None = None
+    export_job: ExportJob | None = None
+    automated_set_generation_job: AutomatedSetGenerationJob | None = None
+
+    @field_validator("exec_schedule", mode="before")
+    @classmethod
+    def _blank_schedule_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _one_job_and_one_time(self) -> Self:
+        fields = type(self).model_fields
+        given = [n for n in fields if n.endswith("_job") and getattr(self, n) is not None]
+        names = [fields[n].alias or n for n in given]
+        if not given:
+            allowed = ", ".join(kind.element for kind in JobKind)
+            raise ips_error("missing", f"a job type element is required, one of {allowed}")
+        if len(given) > 1:
+            raise ips_error(
+                "invalid", f"give exactly one job type element; got {' and '.join(names)}", names[1]
+            )
+        if given[0] in _RESTRICTED:
+            raise ips_error(
+                "not_supported", "is a restricted IPS job type this server does not run", names[0]
+            )
+        if self.exec_time is not None and self.exec_schedule is not None:
+            raise ips_error(
+                "invalid", "give at most one of execTime and execSchedule", "execSchedule"
+            )
+        return self
+
+    @property
+    def kind(self) -> JobKind:
+        """The job type of this request."""
+        for kind in JobKind:
+            if getattr(self, kind.attribute) is not None:
+                return kind
+        raise ValueError("the request holds no job type")  # only a model_construct() can
+
+    @property
+    def job(self) -> JobPayload:
+        """The job-type payload of this request (e.g. the ExportJob)."""
+        payload: JobPayload = getattr(self, self.kind.attribute)
+        return payload
+
+
+class SubmitJobReturn(IpsModel):
+    """submitJobReturn: the new job's handle."""
+
+    job_handle: NonEmptyText
+
+
+def parse_submit_job(data: SubmitJobRequest | Mapping[str, Any] | str | bytes) -> SubmitJobRequest:
+    """A validated SubmitJobRequest from a model, a mapping (IPS or Python names) or IPS XML.
+
+    Raises one :class:`~jobengine.errors.IpsFault` for anything invalid.
+    """
+    if isinstance(data, str | bytes):
+        from jobengine.ipsxml import parse_submit_job_xml
+
+        return parse_submit_job_xml(data)
+    if isinstance(data, SubmitJobRequest):
+        data = data.model_dump(exclude_none=True)
+    if not isinstance(data, Mapping):
+        raise InvalidParameter(
+            f"{SUBMIT_JOB_ROOT} must be a mapping or IPS XML; got {type(data).__name__}"
+        )
+    inner = data.get(SUBMIT_JOB_ROOT)
+    if len(data) == 1 and isinstance(inner, Mapping):
+        data = inner
+    return validate_model(SubmitJobRequest, dict(data), root=SUBMIT_JOB_ROOT)
+
+
+def to_ips_dict(model: BaseModel) -> dict[str, Any]:
+    """The model as JSON-safe data under IPS names; None left out, arrays as ``{"items": []}``."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,70 @@
+"""The command line and ``jobengine dev`` (what ``make run`` runs), as real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+JOBENGINE = [sys.executable, "-m", "jobengine.cli"]
+
+
+def _run(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        JOBENGINE + args,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_cron_preview_prints_quartz_fire_times(tmp_path: Path) -> None:
+    env = {"JOBENGINE_HOME": str(tmp_path), "JOBENGINE_TIMEZONE": "UTC"}
+    out = _run(["cron", "preview", "0 15 10 ? * 6L", "--count", "3"], env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert len(lines) == 3 and all(line.endswith("10:15:00+00:00") for line in lines)
+    bad = _run(["cron", "preview", "0 0 12 * * *"], env)
+    assert bad.returncode == 2 and "day-of-week" in bad.stdout.lower()
+
+
+@pytest.mark.slow
+def test_dev_runs_the_seed_example_end_to_end(tmp_path: Path) -> None:
+    """What `make run` does: embedded Redis, worker, beat, the demo jobs, their logs, clean stop."""
+    env = {"JOBENGINE_HOME": str(tmp_path / "var"), "JOBENGINE_DEMO_USER": "ops@example.com"}
+    env.pop("REDIS_URL", None)
+    full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    full_env.update(env)
+    proc = subprocess.run(  # noqa: S603
+        [*JOBENGINE, "dev", "--exit-after-demo"],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "jobHandle 47|My Test Job|" in out
+    assert "ops@example.com" in out
+    assert "My Test Job_" in out and "Done" in out
+    assert "EndImageServingPublish" in out and "ReturnSuccess" in out
+    assert not (tmp_path / "var" / "redis" / "redis.sock").exists() or not _alive(tmp_path)
+
+
+def _alive(tmp_path: Path) -> bool:
+    pidfile = tmp_path / "var" / "redis" / "redis.pid"
+    if not pidfile.exists():
+        return False
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return True
