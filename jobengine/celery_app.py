@@ -24,7 +24,8 @@ def configure(**overrides: Any) -> Celery:
     Pooled broker connections are dropped so the next message uses the new configuration.
     """
     app.conf.update({**celery_config(get_settings()), **overrides})
-    pools.reset()  # kombu's process-wide pools are keyed by URL: drop them all
+    # kombu's process-wide pools are keyed by URL: drop them all.
+    pools.reset()  # type: ignore[no-untyped-call]
     app._pool = None  # Celery has no public reset for its pools
     amqp = app.__dict__.get("amqp")
     if amqp is not None:

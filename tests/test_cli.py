@@ -15,7 +15,7 @@ JOBENGINE = [sys.executable, "-m", "jobengine.cli"]
 def _run(
     args: list[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         JOBENGINE + args,
         env={**os.environ, **env},
         capture_output=True,
@@ -42,7 +42,7 @@ def test_dev_runs_the_seed_example_end_to_end(tmp_path: Path) -> None:
     env.pop("REDIS_URL", None)
     full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     full_env.update(env)
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [*JOBENGINE, "dev", "--exit-after-demo"],
         env=full_env,
         capture_output=True,
