@@ -92,7 +92,11 @@ def _run(args, settings, app, configure, submit, export_request, make_company) -
     for r in range(args.rounds):
         print(f"round {r + 1}")
         ref.append(_measure("bare apply_async (no-op)", args.n, lambda i: noop.apply_async((i,))))
-        ours.append(_measure("jobengine submit()", args.n, lambda i: submit(request)))
+        ours.append(
+            _measure(
+                "jobengine submit()", args.n, lambda i: submit({**request, "jobName": f"B{r}-{i}"})
+            )
+        )
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("bench")
     med = {k: statistics.median(x[k] for x in ours) for k in ours[0]}

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import InvalidCompany, InvalidParameter
@@ -122,11 +122,14 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, digest)
 
 
+_COMPANY_BY_HANDLE = select(Company).where(Company.handle == bindparam("handle"))
+
+
 def company_by_handle(session: Session, handle: str) -> Company:
     """The company with ``handle`` (``47`` or ``c|47``); InvalidCompany (20000) if none."""
-    company = session.scalar(select(Company).where(Company.handle == handle))
+    company = session.scalar(_COMPANY_BY_HANDLE, {"handle": handle})
     if company is None and handle.startswith("c|"):
-        company = session.scalar(select(Company).where(Company.handle == handle[2:]))
+        company = session.scalar(_COMPANY_BY_HANDLE, {"handle": handle[2:]})
     if company is None:
         raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
     return company

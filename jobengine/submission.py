@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,9 +77,20 @@ def _user(session: Session, handle: str | None, company: Company, field: str) ->
     return user
 
 
+_LIVE_HOLDER = select(Job).where(
+    Job.company_id == bindparam("company"), Job.live_key == bindparam("name")
+)
+_JOB_INSERT = insert(Job.__table__).returning(Job.__table__.c.id)
+_MARK_SENT = (
+    update(Run.__table__)
+    .where(Run.__table__.c.id == bindparam("run_id"), Run.__table__.c.dispatched_at.is_(None))
+    .values(dispatched_at=bindparam("now"))
+)
+
+
 def _key_taken(session: Session, company: Company, name: str) -> bool:
     """Whether a live job holds ``name``; an ended holder hands the name to the new job."""
-    holder = session.scalar(select(Job).where(Job.company_id == company.id, Job.live_key == name))
+    holder = session.scalar(_LIVE_HOLDER, {"company": company.id, "name": name})
     if holder is None:
         return False
     live = holder.trigger_state in ("Normal", "Paused", "Blocked") or session.scalar(
@@ -114,10 +125,10 @@ def _record(
     kind.check(session, company, req.job)
     timing = _timing(req, settings, now)
     taken = duplicate or _key_taken(session, company, req.job_name)
-    job = Job(
+    values: dict[str, Any] = dict(
         company_id=company.id,
         live_key=None if taken else req.job_name,
-        handle="",
+        handle="" if taken else job_handle(company.handle, req.job_name),
         name=req.job_name,
         kind=element,
         payload=payload,
@@ -130,16 +141,20 @@ def _record(
         time_zone=settings.timezone,
         trigger_state=timing.trigger_state,
         next_fire_at=timing.next_fire_at,
+        fired_through=timing.next_fire_at if timing.run_now else None,
         created_at=now,
     )
-    session.add(job)
-    session.flush()
-    job.handle = job_handle(company.handle, req.job_name, job.id if taken else None)
+    conn = session.connection()  # Core INSERT: no unit-of-work cost on the hot path
+    job = Job(id=conn.execute(_JOB_INSERT, values).scalar_one(), **values)
+    if taken:
+        job.handle = job_handle(company.handle, req.job_name, job.id)
+        conn.execute(update(Job).where(Job.id == job.id).values(handle=job.handle))
     run = None
     if timing.run_now:
-        job.fired_through = timing.next_fire_at
         local_now = now.astimezone(settings.zone)
-        run = create_run(session, job, timing.fire_key, local_now=local_now, eta=timing.eta)
+        run = create_run(
+            session, job, timing.fire_key, local_now=local_now, eta=timing.eta, new_job=True
+        )
     return job, run, company
 
 
@@ -179,10 +194,5 @@ def send_run(runtime: Runtime, element: str, run: Run, tags: dict[str, str]) -> 
         logger.warning("run %s kept in the outbox: broker unavailable", run.run_name)
         return False
     with runtime.store.write() as session:
-        session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.dispatched_at.is_(None))
-            .values(dispatched_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        session.connection().execute(_MARK_SENT, {"run_id": run.id, "now": utcnow()})
     return True

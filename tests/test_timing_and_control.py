@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,6 +42,18 @@ def _runs(company: str, name: str) -> list[Run]:
                 .order_by(Run.id)
             )
         )
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except IndexError:  # the run does not exist yet
+            pass
+        time.sleep(0.005)
+    raise AssertionError("condition not reached")
 
 
 def _run_count(name: str) -> int:
@@ -155,8 +168,9 @@ def test_stop_before_start_and_between_items(stack) -> None:
     log = stack.wait(company, early)
     assert log.state == "Stopped" and "zip" not in log.output
 
-    company, assets = stack.company(60)
+    company, assets = stack.company(200)
     handle = submit(export_request(company, assets, "Stop Mid"))
+    _wait_until(lambda: 0 < _runs(company, "Stop Mid")[0].finished_items < 150)
     pause_job(company, handle)  # items halt between items until resumed
     [active] = get_active_jobs(company, include_waiting_jobs=True)
     assert active.state in ("WaitingCoordinator", "Running")

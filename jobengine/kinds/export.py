@@ -11,7 +11,7 @@ from __future__ import annotations
 import zipfile
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import SET_TYPES
@@ -24,6 +24,9 @@ __all__ = ["MAX_EXPORT_ASSETS", "MAX_EXPORT_BYTES", "ExportKind"]
 
 MAX_EXPORT_ASSETS = 500
 MAX_EXPORT_BYTES = 1024**3
+_ASSETS_BY_HANDLE = select(Asset.handle, Asset.company_id, Asset.size).where(
+    Asset.handle.in_(bindparam("handles", expanding=True))
+)
 
 
 def _unique_handles(handles: Any) -> list[str]:
@@ -51,18 +54,17 @@ class ExportKind(JobKindHandler):
                 f"an export holds at most {MAX_EXPORT_ASSETS} assets; {len(handles)} were given",
                 field="exportJob/assetHandleArray",
             )
-        assets = {
-            a.handle: a for a in session.scalars(select(Asset).where(Asset.handle.in_(handles)))
-        }
+        found = session.execute(_ASSETS_BY_HANDLE, {"handles": handles}).all()
+        assets = {str(h): (int(c), int(size)) for h, c, size in found}
         for handle in handles:
-            asset = assets.get(handle)
-            if asset is None:
+            owner = assets.get(handle)
+            if owner is None:
                 raise InvalidParameter(f"unknown assetHandle {handle!r}", field="assetHandleArray")
-            if asset.company_id != company.id:
+            if owner[0] != company.id:
                 raise IllegalCompany(
                     f"asset {handle!r} belongs to another company", field="assetHandleArray"
                 )
-        total = sum(a.size for a in assets.values())
+        total = sum(size for _, size in assets.values())
         if total > MAX_EXPORT_BYTES:
             raise LimitExceeded(
                 f"an export is at most 1 GB; these assets hold {total} bytes",
