@@ -32,7 +32,7 @@ from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.jobs import create_run, fire_key
 from jobengine.store.runs import ACTIVE_STATES
-from jobengine.store.schema import Company, Job, Membership, Run, User, utcnow
+from jobengine.store.schema import JOBS, RUNS, Company, Job, Membership, Run, User, utcnow
 
 __all__ = ["send_run", "submit"]
 
@@ -80,10 +80,10 @@ def _user(session: Session, handle: str | None, company: Company, field: str) ->
 _LIVE_HOLDER = select(Job).where(
     Job.company_id == bindparam("company"), Job.live_key == bindparam("name")
 )
-_JOB_INSERT = insert(Job.__table__).returning(Job.__table__.c.id)
+_JOB_INSERT = insert(JOBS).returning(JOBS.c.id)
 _MARK_SENT = (
-    update(Run.__table__)
-    .where(Run.__table__.c.id == bindparam("run_id"), Run.__table__.c.dispatched_at.is_(None))
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.dispatched_at.is_(None))
     .values(dispatched_at=bindparam("now"))
 )
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
-from jobengine.store.schema import Company, Job, Run, utcnow
+from jobengine.store.schema import RUNS, Company, Job, Run, utcnow
 
 __all__ = ["create_run", "find_job", "find_runs", "fire_key"]
 
@@ -25,7 +25,7 @@ _SAME_SECOND = select(func.count()).where(
     Run.run_name >= bindparam("low"),
     Run.run_name < bindparam("high"),
 )
-_RUN_INSERT = insert(Run.__table__).returning(Run.__table__.c.id)
+_RUN_INSERT = insert(RUNS).returning(RUNS.c.id)
 
 
 def create_run(

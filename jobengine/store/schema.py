@@ -8,7 +8,7 @@ JobLogDetail rows. Times are stored as naive UTC and read back as aware UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -27,6 +28,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "JOBS",
+    "RUNS",
     "Asset",
     "Base",
     "Company",
@@ -246,3 +249,8 @@ class LogDetail(Base):
     asset_type: Mapped[str | None] = mapped_column(String(32))
     asset_handle: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The plain tables, for Core statements on hot paths.
+JOBS = cast(Table, Job.__table__)
+RUNS = cast(Table, Run.__table__)
