@@ -53,10 +53,28 @@ def send_start(
 def send_items(
     slug: str, run_id: int, task_id: str, items: list[tuple[int, str]], labels: dict[str, str]
 ) -> None:
-    """Send one message per item ``(seq, key)`` of a run."""
-    for seq, key in items:
-        kwargs = {"run_id": run_id, "seq": seq, "item": key, **labels}
-        _send(f"jobengine.{slug}.item", f"{task_id}-{seq}", kwargs)
+    """Send the items ``(seq, key)`` of a run as one Celery group (one producer connection).
+
+    The group's members join in ``jobengine.<slug>.finish`` through the run's counter in the
+    store, not through a chord: a redelivered member would be counted twice by a chord.
+    """
+    if not items:
+        return
+    from celery import group
+
+    from jobengine.celery_app import app
+
+    name = f"jobengine.{slug}.item"
+    members = [
+        app.signature(name, kwargs={"run_id": run_id, "seq": seq, "item": key, **labels},
+                      task_id=f"{task_id}-{seq}", ignore_result=True)
+        for seq, key in items
+    ]  # fmt: skip
+    try:
+        group(members).apply_async(retry=True, retry_policy=_RETRY)
+    except Exception as exc:  # kombu/redis/amqp raise many types for one condition
+        logger.warning("could not send %d items of run %s: %s", len(items), run_id, exc)
+        raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
 
 
 def send_finish(slug: str, run_id: int, task_id: str, labels: dict[str, str]) -> None:
