@@ -45,7 +45,14 @@ def make_photo(path: Path, width: int, height: int) -> Path:
     from PIL import Image, ImageDraw
 
     base = Image.radial_gradient("L").resize((width, height))
-    rgb = Image.merge("RGB", (base, base.transpose(0), base.transpose(1)))
+    rgb = Image.merge(
+        "RGB",
+        (
+            base,
+            base.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            base.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        ),
+    )
     ImageDraw.Draw(rgb).ellipse((width // 4, height // 4, width // 2, height // 2), fill="red")
     noise = Image.effect_noise((width, height), 30).convert("RGB")
     Image.blend(rgb, noise, 0.2).save(path, "JPEG", quality=90)

@@ -102,9 +102,9 @@ def resume_job(company_handle: str, job_handle: str) -> None:
 def _resend(runtime: Runtime, resend: _Resend) -> None:
     for element, run, tags, pending in resend:
         slug = kind_for(element).slug
-        if run.state == "Queued" or not run.planned:
+        if run.state == "Queued":  # paused before it started: its start returned unheard
             send_run(runtime, element, run, tags)
-        elif pending:
+        if pending:  # items that saw the pause (possibly while the start was still sending)
             dispatch.send_items(slug, run.id, run.task_id, pending, tags)
 
 

@@ -1,0 +1,378 @@
+"""Isolation: conversions run in long-lived worker processes, never in the caller's process.
+
+ImageMagick can ``abort()`` or ``exit()`` on some inputs and limits (docs/imaging.md), and a
+decoder bug must not reach the job engine. Each worker is a fresh interpreter running
+:mod:`jobengine.imaging.worker` (not a fork: no inherited ImageMagick/OpenMP state, and it works
+inside Celery's daemonic prefork children) with:
+
+* a minimal environment: ``MAGICK_CONFIGURE_PATH`` -> ``config/policy.xml``, one thread, a
+  private temporary directory for ImageMagick's pixel cache, ``HOME`` there too;
+* RLIMIT_AS (``Limits.memory_bytes``), no core dumps, ImageMagick resource limits;
+* a wall-clock timeout per output image: on timeout or crash the worker is killed, whatever it
+  half-wrote is removed, and a new worker is started on the next call.
+
+Requests and replies are JSON lines (no pickle). The pool is thread-safe: ``convert`` takes an
+idle worker, or waits for one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import queue
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from jobengine.errors import ConfigurationError, IpsFault
+from jobengine.imaging.errors import FAULTS_BY_NAME, ConversionFailed, ConversionTimeout
+from jobengine.imaging.limits import Limits
+from jobengine.imaging.modifiers import CONFIG_DIR, format_query
+from jobengine.imaging.request import ImageRequest
+
+__all__ = ["ConversionPool", "convert", "default_pool", "shutdown_default_pool"]
+
+log = logging.getLogger(__name__)
+
+STARTUP_SECONDS = 30.0
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # jobengine/
+# The worker imports jobengine.imaging without running jobengine/__init__.py, which loads the
+# whole engine (SQLAlchemy, Celery: ~0.6 s and ~40 MB a worker, none of it needed to convert).
+_BOOTSTRAP = (
+    "import sys, types; pkg = types.ModuleType('jobengine'); pkg.__path__ = [sys.argv[1]]; "
+    "sys.modules['jobengine'] = pkg; from jobengine.imaging.worker import main; main(sys.argv[1:])"
+)
+_PASS_ENV = (
+    "PATH",
+    "PYTHONPATH",
+    "LD_LIBRARY_PATH",
+    "MAGICK_HOME",
+    "WAND_MAGICK_LIBRARY_SUFFIX",
+    "JOBENGINE_IMAGING_ICC_DIRS",
+)
+
+
+class _Timeout(Exception):
+    """The worker did not answer in time."""
+
+
+class _Died(Exception):
+    """The worker's stdout closed (it exited or was killed)."""
+
+
+def policy_dir() -> Path:
+    """The directory holding ``policy.xml`` (``JOBENGINE_IMAGING_POLICY_DIR`` or ``config/``)."""
+    override = os.environ.get("JOBENGINE_IMAGING_POLICY_DIR")
+    path = Path(override) if override else CONFIG_DIR
+    if not (path / "policy.xml").is_file():
+        raise ConfigurationError(f"no ImageMagick policy.xml in {path}")
+    return path
+
+
+class _Worker:
+    """One worker process and its pipes."""
+
+    def __init__(self, limits: Limits, engine: str | None, extra_env: dict[str, str]) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="jobengine-worker-"))
+        self.tasks = 0
+        self.stderr_tail: deque[str] = deque(maxlen=30)
+        self._buffer = bytearray()
+        config = json.dumps({"limits": limits.to_dict(), "engine": engine})
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603 - our interpreter, our module, no shell
+                [sys.executable, "-c", _BOOTSTRAP, str(PACKAGE_DIR), config],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env(extra_env),
+                cwd=self.tmp,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        threading.Thread(target=self._drain_stderr, daemon=True, name="imaging-stderr").start()
+        try:
+            ready = self.read(time.monotonic() + STARTUP_SECONDS)
+        except (_Timeout, _Died, ValueError):
+            self.kill()
+            raise ConfigurationError(f"imaging worker did not start: {self.last_error()}") from None
+        log.info("imaging worker %s ready (%s)", self.proc.pid, ready.get("magick"))
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+        tmp = str(self.tmp)
+        env.update(
+            LANG="C.UTF-8",
+            HOME=tmp,
+            TMPDIR=tmp,
+            MAGICK_TEMPORARY_PATH=tmp,
+            MAGICK_CONFIGURE_PATH=str(policy_dir()),
+            MAGICK_THREAD_LIMIT="1",
+            OMP_NUM_THREADS="1",
+            OMP_THREAD_LIMIT="1",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        env.update(extra)
+        root = str(PACKAGE_DIR.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.stderr_tail.append(line)
+                log.debug("worker %s: %s", self.proc.pid, line)
+        self.proc.stderr.close()
+
+    def read(self, deadline: float) -> dict[str, Any]:
+        """The next JSON line, or _Timeout at ``deadline`` / _Died on EOF."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Timeout
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                raise _Timeout
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise _Died
+            self._buffer += chunk
+        line, _, rest = self._buffer.partition(b"\n")
+        self._buffer = bytearray(rest)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def call(self, request: dict[str, Any], timeout: float, written: list[str]) -> dict[str, Any]:
+        """Send one request; wait for its answer (the deadline restarts after each file)."""
+        assert self.proc.stdin is not None
+        self.tasks += 1
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.read(deadline)
+            if reply.get("event") != "progress":
+                return reply
+            written.append(reply["path"])
+            deadline = time.monotonic() + timeout
+
+    def last_error(self) -> str:
+        """Exit status and the last stderr line, for a crash report."""
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        time.sleep(0.05)  # let the stderr thread catch the last lines
+        status = "still running" if code is None else f"exit status {code}"
+        if code is not None and code < 0:
+            status = f"killed by {signal.Signals(-code).name}"
+        tail = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        return f"{status}; {tail[:300]}" if tail else status
+
+    def kill(self) -> None:
+        """Kill the process (its whole session) and remove its temporary directory."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._cleanup()
+
+    def close(self) -> None:
+        """Let the worker finish (stdin EOF), else kill it."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def _cleanup(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ConversionPool:
+    """``size`` long-lived worker processes converting images under ``limits``.
+
+    ``engine`` (``"module:function"``, default :func:`jobengine.imaging.convert.convert_file`)
+    and ``extra_env`` exist for tests and tools. Workers start lazily, on first use.
+    """
+
+    def __init__(
+        self,
+        size: int = 1,
+        limits: Limits | None = None,
+        *,
+        engine: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        if size < 1:
+            raise ConfigurationError("a conversion pool needs at least one worker")
+        self.size = size
+        self.limits = limits or Limits()
+        self.engine = engine
+        self.extra_env = dict(extra_env or {})
+        self.pid = os.getpid()
+        self._closed = False
+        self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
+        for _ in range(size):
+            self._idle.put(None)
+
+    def convert(
+        self,
+        src: Path,
+        dst_dir: Path,
+        req: ImageRequest,
+        base_name: str,
+        *,
+        timeout: float | None = None,
+    ) -> list[Path]:
+        """Convert ``src`` into ``dst_dir`` (see ``convert_file``); returns the written paths.
+
+        Raises ConversionFailed / ConversionTimeout / InvalidParameter family faults; the pool
+        stays usable after any of them."""
+        if self._closed:
+            raise ConversionFailed("the conversion pool is closed")
+        worker = self._acquire()
+        keep: _Worker | None = worker
+        token = secrets.token_hex(8)
+        written: list[str] = []
+        request = {
+            "id": token,
+            "src": str(Path(src).absolute()),
+            "query": format_query(req),
+            "dst_dir": str(Path(dst_dir).absolute()),
+            "base_name": base_name,
+            "token": token,
+        }
+        limit = timeout or self.limits.timeout_seconds
+        try:
+            reply = worker.call(request, limit, written)
+        except _Timeout:
+            keep = None
+            self._discard(worker, Path(dst_dir), token, written)
+            raise ConversionTimeout(f"the conversion took longer than {limit:g} s") from None
+        except (_Died, OSError, ValueError):
+            keep = None
+            reason = worker.last_error()
+            self._discard(worker, Path(dst_dir), token, written)
+            raise ConversionFailed(f"the conversion worker crashed ({reason})") from None
+        finally:
+            self._idle.put(self._retire(keep))
+        return self._result(reply)
+
+    def _acquire(self) -> _Worker:
+        """An idle worker, started if its slot is empty (the slot is given back on failure)."""
+        worker = self._idle.get()
+        if worker is not None:
+            return worker
+        try:
+            return _Worker(self.limits, self.engine, self.extra_env)
+        except BaseException:
+            self._idle.put(None)
+            raise
+
+    def _discard(self, worker: _Worker, dst_dir: Path, token: str, written: list[str]) -> None:
+        """Kill ``worker`` and remove what its interrupted conversion wrote."""
+        worker.kill()
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        for tmp in dst_dir.glob(f".jobengine-{token}-*.part"):
+            tmp.unlink(missing_ok=True)
+
+    def _retire(self, worker: _Worker | None) -> _Worker | None:
+        if worker is not None and (
+            self._closed or worker.tasks >= self.limits.max_tasks_per_worker
+        ):
+            worker.close()
+            return None
+        return worker
+
+    @staticmethod
+    def _result(reply: dict[str, Any]) -> list[Path]:
+        if reply.get("event") == "done":
+            return [Path(p) for p in reply["paths"]]
+        fault: type[IpsFault] = FAULTS_BY_NAME.get(str(reply.get("type")), ConversionFailed)
+        raise fault(str(reply.get("reason") or "conversion failed"))
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the idle, running workers (for monitoring and the benchmark)."""
+        workers: list[_Worker | None] = []
+        while True:
+            try:
+                workers.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for worker in reversed(workers):
+            self._idle.put(worker)
+        return [w.proc.pid for w in workers if w is not None and w.proc.poll() is None]
+
+    def close(self) -> None:
+        """Stop every worker (waits for conversions in progress)."""
+        if self._closed:
+            return
+        self._closed = True
+        if os.getpid() != self.pid:
+            return  # a forked copy: the workers belong to the parent
+        for _ in range(self.size):
+            worker = self._idle.get()
+            if worker is not None:
+                worker.close()
+
+    def __enter__(self) -> ConversionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_default: dict[str, ConversionPool] = {}  # "pool" -> the process-wide pool
+_default_lock = threading.Lock()
+
+
+def default_pool() -> ConversionPool:
+    """The process-wide pool, created on first use: ``JOBENGINE_IMAGING_WORKERS`` workers
+    (default 1: under Celery each prefork child gets its own pool) and ``Limits.from_env()``."""
+    with _default_lock:
+        pool = _default.get("pool")
+        if pool is None or pool.pid != os.getpid():
+            size = int(os.environ.get("JOBENGINE_IMAGING_WORKERS") or 1)
+            pool = _default["pool"] = ConversionPool(size, Limits.from_env())
+            atexit.register(pool.close)
+        return pool
+
+
+def convert(
+    src: Path, dst_dir: Path, req: ImageRequest, base_name: str, *, timeout: float | None = None
+) -> list[Path]:
+    """``default_pool().convert(...)``."""
+    return default_pool().convert(src, dst_dir, req, base_name, timeout=timeout)
+
+
+def shutdown_default_pool() -> None:
+    """Close the process-wide pool (a later call to :func:`default_pool` makes a new one)."""
+    with _default_lock:
+        pool = _default.pop("pool", None)
+        if pool is not None:
+            pool.close()
