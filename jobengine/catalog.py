@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from jobengine.errors import InvalidCompany, InvalidParameter
 from jobengine.handles import asset_handle
 from jobengine.storage import LocalStorage, safe_name
-from jobengine.store.schema import Asset, Company, Folder, Membership, User, utcnow
+from jobengine.store.schema import Asset, Company, Folder, ImageFormat, Membership, User, utcnow
 
 __all__ = [
     "ASSET_TYPE_CODES",
@@ -28,6 +28,7 @@ __all__ = [
     "add_asset",
     "asset_type_of",
     "company_by_handle",
+    "company_presets",
     "create_company",
     "create_user",
     "ensure_folder",
@@ -268,3 +269,13 @@ def import_files(
                 )
             )
     return assets
+
+
+def company_presets(session: Session, company_id: int) -> dict[str, str]:
+    """Name (lower case) -> definition, for expanding ``$name$`` macros in a conversion."""
+    rows = session.execute(
+        select(ImageFormat.name_key, ImageFormat.url_modifier).where(
+            ImageFormat.company_id == company_id
+        )
+    ).all()
+    return {str(name): str(definition) for name, definition in rows}

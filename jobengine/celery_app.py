@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_shutdown
 from kombu import pools
 
 from config.celery import celery_config
@@ -31,6 +32,14 @@ def configure(**overrides: Any) -> Celery:
     if amqp is not None:
         amqp._producer_pool = None
     return app
+
+
+@worker_process_shutdown.connect
+def _close_conversion_pool(**_: Any) -> None:
+    """Stop this worker process's ImageMagick helper processes with it."""
+    from jobengine.imaging import shutdown_default_pool
+
+    shutdown_default_pool()
 
 
 configure()

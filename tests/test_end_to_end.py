@@ -113,7 +113,12 @@ def test_a_finished_jobs_name_passes_to_the_next_job(stack) -> None:
             30001,
             "unknown assetHandle",
         ),
-        (lambda r: r["exportJob"].update(fmt="convert"), errors.NotSupported, 30001, "fmt=convert"),
+        (
+            lambda r: r["exportJob"].update(fmt="convert", is_modifier="&qlt=101"),
+            errors.InvalidParameter,
+            30001,
+            "qlt=101",
+        ),
         (
             lambda r: r.update(userHandle="nobody@example.com"),
             errors.InvalidRequestUser,

@@ -1,7 +1,8 @@
-"""ExportJob: the listed assets, as originals, into one ZIP in the company's export area.
+"""ExportJob: the listed assets, as originals or converted, into one ZIP in the export area.
 
-Each asset is one item: it is copied to the run's staging folder under a name fixed by its
-position, so a retried item overwrites its own copy and can never appear twice. The finishing
+Each asset is one item: its files (an original, a converted image, or one image per PDF page)
+go to the run's staging folder under the item's own key, cleared first, so a retried item
+replaces its own files and can never appear twice. The finishing
 step writes the ZIP under a temporary name and renames it into place, then removes the staging
 folder: readers see no ZIP or the whole ZIP.
 """
@@ -9,13 +10,15 @@ folder: readers see no ZIP or the whole ZIP.
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import SET_TYPES
-from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, NotSupported
+from jobengine import imaging
+from jobengine.catalog import SET_TYPES, company_presets
+from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded
 from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Company, Folder, RunItem
@@ -24,9 +27,17 @@ __all__ = ["MAX_EXPORT_ASSETS", "MAX_EXPORT_BYTES", "ExportKind"]
 
 MAX_EXPORT_ASSETS = 500
 MAX_EXPORT_BYTES = 1024**3
+# Asset types converted with fmt=convert; others go out as originals (as DMC's export does).
+CONVERTIBLE = frozenset({"Image", "Pdf", "Illustrator"})
 _ASSETS_BY_HANDLE = select(Asset.handle, Asset.company_id, Asset.size).where(
     Asset.handle.in_(bindparam("handles", expanding=True))
 )
+
+
+def _image_request(session: Session, company_id: int, job: Any) -> imaging.ImageRequest:
+    """The conversion of an ExportJob: the company's presets over the shipped defaults."""
+    presets = {**imaging.default_presets(), **company_presets(session, company_id)}
+    return imaging.export_request(job.is_modifier, job.macro, presets)
 
 
 def _unique_handles(handles: Any) -> list[str]:
@@ -41,11 +52,8 @@ class ExportKind(JobKindHandler):
     end_log = "EndGet"
 
     def check(self, session: Session, company: Company, job: Any) -> None:
-        if str(job.fmt) != "orig":
-            raise NotSupported(
-                "exportJob/fmt=convert is not supported by this server yet; use fmt=orig",
-                field="exportJob/fmt",
-            )
+        if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token
+            _image_request(session, company.id, job)
         handles = _unique_handles(job.asset_handle_array)
         if not handles:
             raise InvalidParameter("exportJob/assetHandleArray is empty", field="assetHandleArray")
@@ -90,15 +98,40 @@ class ExportKind(JobKindHandler):
         if asset.type in SET_TYPES or asset.file_key is None:
             reason = f"skipped {asset.name}: {asset.type} assets cannot be exported"
             return ItemOutcome("warning", "FileCancel", reason, ref)
-        member = "/".join(safe_name(p) for p in folder.strip("/").split("/") if p)
-        member = f"{member}/{asset.name}" if member else asset.name
+        folder_member = "/".join(safe_name(p) for p in folder.strip("/").split("/") if p)
         staged = f"{ctx.staging_key}/{item.key.replace('|', '_')}"
+        storage = ctx.runtime.storage
+        storage.delete_tree(staged)  # a retried item starts from nothing: never two copies
+        job: Any = ctx.job
         try:
-            size = ctx.runtime.storage.copy(asset.file_key, staged)
+            if str(job.fmt) == "convert" and asset.type in CONVERTIBLE:
+                names = self._convert(ctx, job, storage.path(asset.file_key), staged, asset.name)
+                note = "converted"
+            else:
+                storage.copy(asset.file_key, f"{staged}/{asset.name}")
+                names = [asset.name]
+                note = (
+                    "exported" if str(job.fmt) == "orig" else f"exported {asset.type} as original"
+                )
+        except IpsFault as exc:
+            return ItemOutcome("error", "GetFailure", f"{asset.name}: {exc.reason}", ref)
         except OSError as exc:
             return ItemOutcome("error", "GetFailure", f"cannot read {asset.name}: {exc}", ref)
-        result = {"member": member, "staged": staged}
-        return ItemOutcome("success", "ReturnSuccess", f"exported {member}", ref, size, result)
+        files = [
+            {"member": f"{folder_member}/{n}" if folder_member else n, "staged": f"{staged}/{n}"}
+            for n in names
+        ]
+        size = sum(storage.size(f["staged"]) for f in files)
+        message = f"{note} {', '.join(f['member'] for f in files)}"
+        return ItemOutcome("success", "ReturnSuccess", message, ref, size, {"files": files})
+
+    @staticmethod
+    def _convert(ctx: RunContext, job: Any, source: Path, staged: str, name: str) -> list[str]:
+        with ctx.runtime.store.read() as session:
+            request = _image_request(session, ctx.company_id, job)
+        out_dir = ctx.runtime.storage.path(staged)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [p.name for p in imaging.convert(source, out_dir, request, name)]
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         storage = ctx.runtime.storage
@@ -110,7 +143,7 @@ class ExportKind(JobKindHandler):
                 .where(RunItem.run_id == ctx.run_id, RunItem.state == "done")
                 .order_by(RunItem.seq)
             ).all()
-            parts = [i.result for i in items if i.result.get("staged")]
+            parts = [f for i in items for f in i.result.get("files", [])]
             if not parts:
                 return {}
             key = f"{safe_name(ctx.company_handle)}/exports/{safe_name(ctx.run_name)}.zip"

@@ -115,13 +115,3 @@ def delete_image_format(company_handle: str, image_format_handle: str) -> None:
     with get_runtime().store.write() as session:
         company = company_by_handle(session, company_handle)
         session.delete(_find(session, company, image_format_handle))
-
-
-def company_presets(session: Session, company_id: int) -> dict[str, str]:
-    """Name (lower case) -> definition, for expanding ``$name$`` macros in a conversion."""
-    rows = session.execute(
-        select(ImageFormat.name_key, ImageFormat.url_modifier).where(
-            ImageFormat.company_id == company_id
-        )
-    ).all()
-    return {str(name): str(definition) for name, definition in rows}
