@@ -34,7 +34,7 @@ def configure(**overrides: Any) -> Celery:
     return app
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _close_conversion_pool(**_: Any) -> None:
     """Stop this worker process's ImageMagick helper processes with it."""
     from jobengine.imaging import shutdown_default_pool
