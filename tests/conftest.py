@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,27 +101,9 @@ class Worker:
     def __init__(self, env: dict[str, str], concurrency: int = 2, name: str | None = None) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
         self.log = Path(env["JOBENGINE_HOME"]) / f"{self.name}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "jobengine.celery_app",
-            "worker",
-            "-E",
-            "-Q",
-            "jobengine",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "info",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"{self.name}@%h",
-        ]
+        from jobengine.devstack import worker_command
+
+        argv = [*worker_command(concurrency), "-n", f"{self.name}@%h"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.runtime import Runtime
 from jobengine.store.runs import write_log
-from jobengine.store.schema import Asset, Company, Run
+from jobengine.store.schema import Asset, Company, Folder, Run
 
 __all__ = ["AssetRef", "ItemOutcome", "JobKindHandler", "PlannedItem", "RunContext"]
 
@@ -83,6 +84,17 @@ class RunContext:
         run = session.get(Run, self.run_id)
         assert run is not None
         write_log(session, run, log_type, message, **asset)
+
+
+def asset_in_folder(ctx: RunContext, handle: str) -> tuple[Asset, str] | None:
+    """The company's asset with this handle and its folder path, if it still exists."""
+    with ctx.runtime.store.read() as session:
+        row = session.execute(
+            select(Asset, Folder.path)
+            .join(Folder, Folder.id == Asset.folder_id)
+            .where(Asset.handle == handle, Asset.company_id == ctx.company_id)
+        ).first()
+    return None if row is None else (row[0], row[1])
 
 
 class JobKindHandler:

@@ -19,9 +19,16 @@ from sqlalchemy.orm import Session
 from jobengine import imaging
 from jobengine.catalog import SET_TYPES, company_presets
 from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded
-from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.base import (
+    AssetRef,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+    asset_in_folder,
+)
 from jobengine.storage import safe_name
-from jobengine.store.schema import Asset, Company, Folder, RunItem
+from jobengine.store.schema import Asset, Company, RunItem
 
 __all__ = ["MAX_EXPORT_ASSETS", "MAX_EXPORT_BYTES", "ExportKind"]
 
@@ -84,12 +91,7 @@ class ExportKind(JobKindHandler):
         return [PlannedItem(key=h) for h in _unique_handles(job.asset_handle_array)]
 
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        with ctx.runtime.store.read() as session:
-            row = session.execute(
-                select(Asset, Folder.path)
-                .join(Folder, Folder.id == Asset.folder_id)
-                .where(Asset.handle == item.key, Asset.company_id == ctx.company_id)
-            ).first()
+        row = asset_in_folder(ctx, item.key)
         if row is None:
             gone = AssetRef(handle=item.key)
             return ItemOutcome("error", "GetFailure", f"asset {item.key} no longer exists", gone)

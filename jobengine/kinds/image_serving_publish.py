@@ -15,7 +15,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import NotSupported
-from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.base import (
+    AssetRef,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+    asset_in_folder,
+)
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Company, Folder, ImageFormat, utcnow
 
@@ -57,13 +64,8 @@ class ImageServingPublishKind(JobKindHandler):
         return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
 
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        with ctx.runtime.store.read() as session:
-            row = session.execute(
-                select(Asset, Folder.path)
-                .join(Folder, Folder.id == Asset.folder_id)
-                .where(Asset.handle == item.key, Asset.company_id == ctx.company_id)
-            ).first()
-        asset, folder = (row[0], row[1]) if row is not None else (None, "")
+        row = asset_in_folder(ctx, item.key)
+        asset, folder = row if row is not None else (None, "")
         if asset is None or asset.file_key is None:
             reason = f"asset {item.key} no longer exists"
             return ItemOutcome("error", _ERROR, reason, AssetRef(handle=item.key))
