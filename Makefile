@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 system:  ## install the Debian packages we need when missing (ImageMagick for wand)
-	@if ! ldconfig -p | grep -q libMagickWand || ! convert -version 2>/dev/null | grep -q ImageMagick; then \
+	@if ! ldconfig -p | grep -q libMagickWand || ! convert -version 2>/dev/null | grep -q "^Version: ImageMagick"; then \
 	  echo "installing ImageMagick (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends imagemagick libmagickwand-6.q16-6 >/dev/null; \
