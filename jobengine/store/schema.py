@@ -199,6 +199,7 @@ class Run(Base):
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     finish_sent_at: Mapped[datetime | None]
     swept_at: Mapped[datetime | None]
+    notified_at: Mapped[datetime | None]  # the completion e-mail was sent (sent once)
     total_items: Mapped[int] = mapped_column(Integer, default=0)
     finished_items: Mapped[int] = mapped_column(Integer, default=0)
     success_count: Mapped[int] = mapped_column(Integer, default=0)
