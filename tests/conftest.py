@@ -77,22 +77,40 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
 
 def _store_url(backend: str, home: Path) -> str:
+    """A fresh store: a SQLite file, or a PostgreSQL database of this test session's own."""
     if backend == "sqlite":
         return f"sqlite:///{home / 'store.db'}"
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
     from jobengine.store.db import normalize_url
-    from jobengine.store.schema import Base
 
+    name = f"jobengine_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
-        engine = create_engine(normalize_url(POSTGRES_URL))
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
+        admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         unavailable("PostgreSQL", f"{POSTGRES_URL}: {exc}")
-    Base.metadata.drop_all(engine)
-    engine.dispose()
-    return POSTGRES_URL
+    admin.dispose()
+    _CREATED_DATABASES.append(name)
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+_CREATED_DATABASES: list[str] = []
+
+
+def _drop_databases() -> None:
+    from sqlalchemy import create_engine, text
+
+    from jobengine.store.db import normalize_url
+
+    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in _CREATED_DATABASES:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+    _CREATED_DATABASES.clear()
 
 
 class Worker:
@@ -182,6 +200,8 @@ def store_backend(
     from jobengine.runtime import reset_runtime
 
     reset_runtime()
+    if _CREATED_DATABASES:
+        _drop_databases()
 
 
 @pytest.fixture(scope="session")
