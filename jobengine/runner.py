@@ -30,6 +30,7 @@ from jobengine.store.runs import (
     complete_item,
     count_finished,
     end_run,
+    lock_job_of_run,
     mark_finish_sent,
     write_log,
 )
@@ -71,6 +72,7 @@ def start(run_id: int, worker: str) -> str:
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
     with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
         loaded = _load(runtime, session, run_id)
         if loaded is None:
             return "duplicate"
@@ -241,6 +243,7 @@ def finish(run_id: int, worker: str) -> str:
         _fail(runtime, run_id, f"the job could not finish: {exc}")
         return "failed"
     with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
         assert run is not None
         run.output = output
@@ -256,6 +259,7 @@ def finish(run_id: int, worker: str) -> str:
 
 def _fail(runtime: Runtime, run_id: int, reason: str) -> None:
     with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
         if run is None:
             return

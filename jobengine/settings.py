@@ -20,6 +20,13 @@ variable                       meaning (default)
 ``JOBENGINE_BEAT_INTERVAL``    seconds between scheduler ticks (1.0)
 ``JOBENGINE_DEMO_USER``        demo user's e-mail (``demo@example.com``)
 ``JOBENGINE_DEMO_PASSWORD``    demo user's password (``demo-password``)
+``JOBENGINE_SMTP_HOST``        SMTP server for job e-mails (``127.0.0.1``)
+``JOBENGINE_SMTP_PORT``        its port (25)
+``JOBENGINE_SMTP_USER``        SMTP login user (none: no login)
+``JOBENGINE_SMTP_PASSWORD``    SMTP login password (none)
+``JOBENGINE_SMTP_STARTTLS``    ``true`` to upgrade the connection with STARTTLS (false)
+``JOBENGINE_MAIL_FROM``        sender of job e-mails (``jobengine@localhost``)
+``JOBENGINE_PUBLIC_URL``       base URL of job output for links in e-mails (none: no links)
 =============================  ==========================================================
 """
 
@@ -81,6 +88,13 @@ class Settings:
     beat_interval: float = 1.0
     demo_user: str = "demo@example.com"
     demo_password: str = "demo-password"  # noqa: S105 - documented demo default
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "jobengine@localhost"
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -103,6 +117,13 @@ class Settings:
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),
             demo_user=env.get("JOBENGINE_DEMO_USER") or "demo@example.com",
             demo_password=env.get("JOBENGINE_DEMO_PASSWORD") or "demo-password",
+            smtp_host=env.get("JOBENGINE_SMTP_HOST") or "127.0.0.1",
+            smtp_port=int(_float(env, "JOBENGINE_SMTP_PORT", 25)),
+            smtp_user=env.get("JOBENGINE_SMTP_USER") or None,
+            smtp_password=env.get("JOBENGINE_SMTP_PASSWORD") or None,
+            smtp_starttls=env.get("JOBENGINE_SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
+            mail_from=env.get("JOBENGINE_MAIL_FROM") or "jobengine@localhost",
+            public_url=(env.get("JOBENGINE_PUBLIC_URL") or "").rstrip("/") or None,
         )
         settings.check()
         return settings

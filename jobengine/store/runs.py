@@ -26,6 +26,7 @@ __all__ = [
     "claim_item",
     "claim_start",
     "complete_item",
+    "lock_job_of_run",
     "write_log",
 ]
 
@@ -37,6 +38,17 @@ ItemFinal = Literal["done", "failed", "cancelled"]
 def _rowcount(result: Any) -> int:
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
+
+
+def lock_job_of_run(session: Session, run_id: int) -> None:
+    """Lock the run's job row first (PostgreSQL), so that every transaction touching a job and
+    its runs takes the locks in the same order: job, then runs. No deadlocks."""
+    session.execute(
+        select(Job.id)
+        .join(Run, Run.job_id == Job.id)
+        .where(Run.id == run_id)
+        .with_for_update(of=Job)
+    )
 
 
 def claim_start(session: Session, run_id: int, worker: str, lease: float) -> bool:
