@@ -45,7 +45,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_retry_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "task_time_limit": settings.task_time_limit,
-        "task_soft_time_limit": max(1, settings.task_time_limit - 30),
+        # The soft limit leaves the task time to clean up before the hard one kills it.
+        "task_soft_time_limit": max(
+            1, settings.task_time_limit - min(30, settings.task_time_limit // 10)
+        ),
         "task_ignore_result": True,
         "task_track_started": True,
         "task_send_sent_event": True,

@@ -21,7 +21,7 @@ from jobengine.operations import (
     stop_job,
 )
 from jobengine.settings import Settings, get_settings
-from jobengine.submission import submit
+from jobengine.submission import submit, submit_many
 
 __all__ = [
     "IpsFault",
@@ -42,4 +42,5 @@ __all__ = [
     "save_image_format",
     "stop_job",
     "submit",
+    "submit_many",
 ]

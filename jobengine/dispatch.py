@@ -9,12 +9,14 @@ that Flower shows them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from jobengine.errors import ServerError
 
-__all__ = ["BrokerUnavailable", "send_finish", "send_items", "send_start"]
+__all__ = ["BrokerUnavailable", "producer", "send_finish", "send_items", "send_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +27,29 @@ class BrokerUnavailable(ServerError):
     """Raised when a message cannot be handed to the broker."""
 
 
-def _send(name: str, task_id: str, kwargs: dict[str, Any], eta: datetime | None = None) -> None:
+@contextmanager
+def producer() -> Iterator[Any]:
+    """One pooled broker producer for several messages (BrokerUnavailable if none can be had)."""
+    from jobengine.celery_app import app
+
+    try:
+        acquired = app.producer_or_acquire()
+        handle = acquired.__enter__()
+    except Exception as exc:  # kombu/redis/amqp raise many types for one condition
+        raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
+    try:
+        yield handle
+    finally:
+        acquired.__exit__(None, None, None)
+
+
+def _send(
+    name: str,
+    task_id: str,
+    kwargs: dict[str, Any],
+    eta: datetime | None = None,
+    via: Any = None,
+) -> None:
     from jobengine.celery_app import app
 
     try:
@@ -37,6 +61,7 @@ def _send(name: str, task_id: str, kwargs: dict[str, Any], eta: datetime | None 
             retry=True,
             retry_policy=_RETRY,
             ignore_result=True,
+            producer=via,
         )
     except Exception as exc:  # kombu/redis/amqp raise many types for one condition
         logger.warning("could not send %s %s: %s", name, task_id, exc)
@@ -44,10 +69,16 @@ def _send(name: str, task_id: str, kwargs: dict[str, Any], eta: datetime | None 
 
 
 def send_start(
-    slug: str, run_id: int, task_id: str, labels: dict[str, str], eta: datetime | None = None
+    slug: str,
+    run_id: int,
+    task_id: str,
+    labels: dict[str, str],
+    *,
+    eta: datetime | None = None,
+    producer: Any = None,
 ) -> None:
-    """Send the message that starts a run."""
-    _send(f"jobengine.{slug}.start", task_id, {"run_id": run_id, **labels}, eta)
+    """Send the message that starts a run (through ``producer`` when given)."""
+    _send(f"jobengine.{slug}.start", task_id, {"run_id": run_id, **labels}, eta, producer)
 
 
 def send_items(

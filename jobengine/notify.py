@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 SMTP_TIMEOUT = 5.0  # seconds, for the connection and every SMTP reply
 LOG_LINES = 5  # problem log lines quoted in a mail
 NOTIFY_STATES = ("Done", "Stopped", "Failed")
-_LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,8}))?$")
+_LOCALE = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,8}))?")
 
 
 def _(message: str) -> str:
@@ -89,7 +89,7 @@ class _Notice:
 def translator(locale: str | None) -> Callable[[str], str]:
     """``gettext`` for a job locale (``de-CH`` -> de_CH, de, en; unknown or none -> en)."""
     languages = ["en"]
-    match = _LOCALE.match(locale or "")
+    match = _LOCALE.fullmatch(locale or "")
     if match:
         lang, region = match.group(1).lower(), match.group(2)
         languages[:0] = [f"{lang}_{region.upper()}", lang] if region else [lang]
@@ -245,7 +245,8 @@ def _deliver(msg: EmailMessage, recipient: str, settings: Settings) -> _Sent:
     try:
         code, reply = smtp.data(msg.as_bytes(policy=policy.SMTP))  # returns the final reply
     except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354): nothing was sent
-        code, reply = exc.smtp_code, exc.smtp_error
+        logger.warning("SMTP refused DATA for the mail to %s: %s", recipient, exc)
+        return _Sent.NO
     except (smtplib.SMTPException, OSError) as exc:
         logger.warning("SMTP broke off while sending the mail to %s: %s", recipient, exc)
         return _Sent.UNKNOWN

@@ -16,6 +16,7 @@ compare-and-set on the job's next fire time and the unique ``(job, fire key)`` o
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from jobengine import dispatch
 from jobengine.cron import parse as parse_cron
 from jobengine.embedded import redis_client
 from jobengine.kinds import kind_for
+from jobengine.notify import notify_pending
 from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import create_run, fire_key
@@ -40,6 +42,7 @@ __all__ = ["LeaderLock", "StoreScheduler", "TickReport", "tick"]
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "jobengine:beat:leader"
+MAIL_SWEEP_SECONDS = 60.0
 
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -272,6 +275,7 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
         self._lock = LeaderLock(redis_client(self._runtime.settings), ttl=max(5.0, interval * 5))
         super().__init__(*args, **kwargs)
         self.max_interval = interval
+        self._mail_swept = 0.0
 
     def setup_schedule(self) -> None:
         """No static entries: every schedule is a job in the store."""
@@ -283,6 +287,9 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
                 report = tick(self._runtime)
                 for name in report.fired + report.sent_at + report.relayed + report.resent:
                     logger.info("scheduler sent %s", name)
+                if time.monotonic() - self._mail_swept > MAIL_SWEEP_SECONDS:
+                    self._mail_swept = time.monotonic()
+                    notify_pending()  # notices held back by an SMTP outage
         except Exception:  # a bad tick must not stop beat; the next one tries again
             logger.exception("scheduler tick failed")
         return interval

@@ -12,6 +12,7 @@ When it runs: no time -> now; ``execTime`` within the ETA horizon -> a Celery ET
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from jobengine import dispatch
 from jobengine.catalog import company_by_handle, user_by_handle
 from jobengine.cron import parse as parse_cron
-from jobengine.errors import IllegalRequestUser, InvalidParameter, InvalidRequestUser
+from jobengine.errors import IllegalRequestUser, InvalidParameter, InvalidRequestUser, IpsFault
 from jobengine.handles import job_handle
 from jobengine.kinds import kind_for
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
@@ -34,7 +35,7 @@ from jobengine.store.jobs import create_run, fire_key
 from jobengine.store.runs import ACTIVE_STATES
 from jobengine.store.schema import JOBS, RUNS, Company, Job, Membership, Run, User, utcnow
 
-__all__ = ["send_run", "submit"]
+__all__ = ["send_run", "send_runs", "submit", "submit_many"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ _LIVE_HOLDER = select(Job).where(
 _JOB_INSERT = insert(JOBS).returning(JOBS.c.id)
 _MARK_SENT = (
     update(RUNS)
-    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.dispatched_at.is_(None))
+    .where(RUNS.c.id.in_(bindparam("run_ids", expanding=True)), RUNS.c.dispatched_at.is_(None))
     .values(dispatched_at=bindparam("now"))
 )
 
@@ -166,21 +167,43 @@ def submit(
     ``user`` is the submitting user's handle or e-mail (the caller, when known); it must be a
     member of the company. Raises an :class:`~jobengine.errors.IpsFault` for any bad request.
     """
-    req = parse_submit_job(request)
+    return submit_many([request], user=user)[0]
+
+
+def submit_many(
+    requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes], *, user: str | None = None
+) -> list[str]:
+    """Submit several jobs in one transaction and one broker connection; returns their handles.
+
+    All or nothing: if any request is bad, its fault is raised (the reason names its position)
+    and none of the jobs is recorded.
+    """
+    reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
     runtime = get_runtime()
     for duplicate in (False, True):
         try:
             with runtime.store.write() as session:
-                job, run, company = _record(session, runtime, req, user, duplicate)
-                handle = job.handle
-                tags = labels(run, job, company) if run is not None else {}
+                recorded = [_record(session, runtime, req, user, duplicate) for req in reqs]
+                handles = [job.handle for job, _, _ in recorded]
+                to_send = [(job.kind, run, labels(run, job, company))
+                           for job, run, company in recorded if run is not None]  # fmt: skip
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:
                 raise
-    if run is not None:
-        send_run(runtime, job.kind, run, tags)
-    return handle
+    send_runs(runtime, to_send)
+    return handles
+
+
+def _parse(request: SubmitJobRequest | dict[str, Any] | str | bytes, n: int, total: int
+           ) -> SubmitJobRequest:  # fmt: skip
+    try:
+        return parse_submit_job(request)
+    except IpsFault as fault:
+        if total > 1:
+            fault.reason = f"request {n} of {total}: {fault.reason}"
+            fault.args = (fault.reason,)
+        raise
 
 
 def send_run(runtime: Runtime, element: str, run: Run, tags: dict[str, str]) -> bool:
@@ -188,11 +211,24 @@ def send_run(runtime: Runtime, element: str, run: Run, tags: dict[str, str]) -> 
 
     Returns False when the broker is down: the run stays in the outbox for the relay.
     """
+    return send_runs(runtime, [(element, run, tags)]) == 1
+
+
+def send_runs(runtime: Runtime, runs: list[tuple[str, Run, dict[str, str]]]) -> int:
+    """Send start messages through one producer and mark them sent; returns how many went.
+
+    Runs the broker did not take stay in the outbox for the scheduler's relay.
+    """
+    sent: list[int] = []
     try:
-        dispatch.send_start(kind_for(element).slug, run.id, run.task_id, tags, eta=run.eta)
+        with dispatch.producer() as producer:
+            for element, run, tags in runs:
+                slug = kind_for(element).slug
+                dispatch.send_start(slug, run.id, run.task_id, tags, eta=run.eta, producer=producer)
+                sent.append(run.id)
     except dispatch.BrokerUnavailable:
-        logger.warning("run %s kept in the outbox: broker unavailable", run.run_name)
-        return False
-    with runtime.store.write() as session:
-        session.connection().execute(_MARK_SENT, {"run_id": run.id, "now": utcnow()})
-    return True
+        logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs) - len(sent))
+    if sent:
+        with runtime.store.write() as session:
+            session.connection().execute(_MARK_SENT, {"run_ids": sent, "now": utcnow()})
+    return len(sent)

@@ -15,14 +15,18 @@ from typing import Any
 from celery import Celery, Task
 
 from jobengine import runner
+from jobengine.notify import notify_run
 
 __all__ = ["define_tasks", "worker_id"]
 
+# default_retry_delay: a task whose worker died is re-sent after 2 s (Celery's default is 180 s);
+# the item's lease in the store decides when the re-sent task may take the work over.
 _OPTIONS: dict[str, Any] = {
     "bind": True,
     "acks_late": True,
     "ignore_result": True,
     "max_retries": 20,
+    "default_retry_delay": 2,
 }
 
 
@@ -49,7 +53,10 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
 
     @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[untyped-decorator]
     def start(self: Task, run_id: int, **labels: Any) -> str:
-        return runner.start(run_id, worker_id(self))
+        result = runner.start(run_id, worker_id(self))
+        if result in ("stopped", "failed"):  # the run ended before any item ran
+            notify_run(run_id)
+        return result
 
     @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
     def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
@@ -64,6 +71,9 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
 
     @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[untyped-decorator]
     def finish(self: Task, run_id: int, **labels: Any) -> str:
-        return runner.finish(run_id, worker_id(self))
+        result = runner.finish(run_id, worker_id(self))
+        # Also on a duplicate: a redelivered finish sends what a worker that died missed.
+        notify_run(run_id)
+        return result
 
     return start, item, finish

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from sqlalchemy import select, update
 
-from jobengine import errors, get_job_log_details, get_job_logs, submit
+from jobengine import errors, get_job_log_details, get_job_logs, submit, submit_many
 from jobengine.demo import SEED_EXAMPLE_XML
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Run
@@ -169,3 +169,21 @@ def test_export_limits(stack) -> None:
         session.execute(update(Asset).where(Asset.handle == assets[0]).values(size=1024**3))
     with pytest.raises(errors.LimitExceeded, match="at most 1 GB"):
         submit(export_request(company, assets))
+
+
+def test_submit_many_is_all_or_nothing_and_runs_every_job(stack) -> None:
+    company, assets = stack.company(2)
+    good = [export_request(company, assets, f"Batch {n}") for n in range(3)]
+    bad = export_request(company, assets, "Batch bad")
+    bad["exportJob"]["emailSetting"] = "Sometimes"
+    with get_runtime().store.read() as session:
+        before = session.scalar(select(Run.id).order_by(Run.id.desc()).limit(1))
+    with pytest.raises(errors.InvalidParameter, match="request 2 of 4"):
+        submit_many([good[0], bad, good[1], good[2]])
+    with get_runtime().store.read() as session:
+        assert session.scalar(select(Run.id).order_by(Run.id.desc()).limit(1)) == before
+    handles = submit_many([*good, good[0]])
+    assert handles[:3] == [f"{company}|Batch {n}|" for n in range(3)]
+    assert handles[3].startswith(f"{company}|Batch 0||")  # same name twice in one batch
+    logs = [stack.wait(company, h) for h in handles]
+    assert [log.state for log in logs] == ["Done"] * 4

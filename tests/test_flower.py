@@ -1,0 +1,216 @@
+"""Real Flower (``jobengine flower``) watching a real job on the test broker, over its HTTP API.
+
+Flower is started as a subprocess on 127.0.0.1 with basic auth, against the same broker as the
+``stack`` worker (the embedded Redis under ``JOBENGINE_HOME``, or ``REDIS_URL``), and stopped by
+its PID. Flower reads Celery *events* only, so the tasks it shows are those it saw since it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobengine import get_active_jobs, pause_job, resume_job, submit
+from tests.helpers import export_request, make_company
+
+USER, PASSWORD = "ops", "flower-test-password"
+ITEMS = 40
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Flower:
+    """A ``jobengine flower`` process (the CLI execs Celery's flower: same PID), and its API."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["JOBENGINE_HOME"]) / f"flower-{self.port}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "jobengine.cli",
+            "flower",
+            "--port",
+            str(self.port),
+            "--address",
+            "127.0.0.1",
+            "--basic-auth",
+            f"{USER}:{PASSWORD}",
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def request(
+        self, path: str, auth: tuple[str, str] | None = (USER, PASSWORD)
+    ) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + path)
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status), bytes(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def tasks(self, query: str = "") -> dict[str, dict[str, Any]]:
+        status, body = self.request(f"/api/tasks{query}")
+        assert status == 200, body[:500]
+        data: dict[str, dict[str, Any]] = json.loads(body)
+        return data
+
+    def metrics(self) -> str:
+        status, body = self.request("/metrics")
+        assert status == 200, body[:500]
+        return body.decode()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """``/healthcheck`` answers, then a worker heartbeat shows the event stream is live."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flower exited: {self.log.read_text()[-3000:]}")
+            try:
+                healthy = self.request("/healthcheck", auth=None) == (200, b"OK")
+            except OSError:  # not listening yet
+                healthy = False
+            if healthy and re.search(
+                r'flower_worker_online\{worker="[^"]+"\} 1\.0', self.metrics()
+            ):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"flower not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def flower(stack: Any) -> Iterator[Flower]:
+    proc = Flower(stack.env)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _poll(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _ours(tasks: dict[str, dict[str, Any]], handle: str, company: str) -> list[dict[str, Any]]:
+    """The tasks whose kwargs (Flower shows their repr) carry this job's handle and company."""
+    return [
+        t
+        for t in tasks.values()
+        if f"'job': {handle!r}" in (t.get("kwargs") or "")
+        and f"'company': {company!r}" in (t.get("kwargs") or "")
+    ]
+
+
+def test_flower_shows_a_paused_jobs_tasks_by_name_with_handle_and_company(
+    stack: Any, flower: Flower
+) -> None:
+    company, assets = make_company(ITEMS, pad=2_000_000)
+    handle = submit(export_request(company, assets, "Flower Watch"))
+    deadline = time.monotonic() + 60
+    while not (active := get_active_jobs(company)) or active[0].task_progress[0].num_processed < 1:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.005)
+    pause_job(company, handle)
+    try:
+        # Every item message was sent (task-sent events, with their kwargs) when the run fanned
+        # out; the worker takes each one and, while the run is paused, returns "paused" at once.
+        items = _poll(
+            lambda: (
+                (found := _ours(flower.tasks("?taskname=jobengine.export.item"), handle, company))
+                and len(found) >= ITEMS
+                and all(t["state"] == "SUCCESS" for t in found)
+                and found
+            ),
+            "Flower to list the job's item tasks, all handled",
+            timeout=60,
+        )
+        assert {t["name"] for t in items} == {"jobengine.export.item"}
+        assert all("'run': 'Flower Watch_" in t["kwargs"] for t in items)
+        results = {t["result"] for t in items}
+        assert "'done'" in results and "'paused'" in results, results  # halted mid-way
+        assert active[0].state == "Running"
+
+        every = _ours(flower.tasks(), handle, company)
+        names = {t["name"] for t in every}
+        assert {"jobengine.export.start", "jobengine.export.item"} <= names
+        assert "jobengine.export.finish" not in names  # paused: the run has not joined
+
+        # Flower's free-text search finds a company's tasks through their kwargs.
+        searched = flower.tasks(f"?taskname=jobengine.export.item&search={company}")
+        assert {t["uuid"] for t in items} <= set(searched)
+        assert len(_ours(searched, handle, company)) == len(searched)
+
+        # The task-type filter really filters.
+        starts = flower.tasks("?taskname=jobengine.export.start")
+        assert {t["name"] for t in starts.values()} == {"jobengine.export.start"}
+        assert len(_ours(starts, handle, company)) == 1
+
+        metrics = flower.metrics()
+        for name in ("jobengine.export.start", "jobengine.export.item"):
+            assert re.search(
+                rf'flower_events_total\{{[^}}]*task="{re.escape(name)}"[^}}]*\}} [1-9]', metrics
+            ), f"no flower_events_total for {name}"
+
+        # Basic auth guards the API: no or wrong credentials get 401.
+        assert flower.request("/api/tasks", auth=None)[0] == 401
+        assert flower.request("/api/tasks", auth=(USER, "wrong"))[0] == 401
+        assert flower.request("/api/workers", auth=None)[0] == 401
+        # Flower 2.2 serves /healthcheck and /metrics without auth: keep its port private.
+        assert flower.request("/healthcheck", auth=None) == (200, b"OK")
+    finally:
+        resume_job(company, handle)
+
+    log = stack.wait(company, handle, timeout=120)
+    assert log.state == "Done" and log.file_success_count == ITEMS
+    finishes = _poll(
+        lambda: [
+            t
+            for t in _ours(flower.tasks("?taskname=jobengine.export.finish"), handle, company)
+            if t["state"] == "SUCCESS"
+        ],
+        "Flower to see the finishing task succeed",
+    )
+    assert len(finishes) == 1
+    assert flower.proc.poll() is None
