@@ -29,7 +29,7 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False) -> int:
         stack.start()
         where = settings.redis_url or settings.broker_url or "embedded Redis"
         console.print(f"[bold]jobengine[/bold] broker: {where}; store: {settings.database_url}")
-        console.print(f"storage: {settings.storage_root}")
+        console.print(f"storage: {settings.storage_root}; logs: {settings.home / 'logs'}")
         if demo:
             _demo(settings.demo_user, settings.demo_password)
         if not exit_after_demo:
@@ -67,7 +67,25 @@ def _demo(user: str, password: str) -> None:
         user=user,
     )
     console.print(f"-> ExportJob jobHandle [bold]{export}[/bold]")
-    logs = wait_for_runs(DEMO_COMPANY, [publish, export], timeout=120)
+    convert = submit(
+        {
+            "companyHandle": DEMO_COMPANY,
+            "jobName": "Demo Convert",
+            "exportJob": {
+                "assetHandleArray": {"items": handles[:2]},
+                "fmt": "convert",
+                "is_modifier": "&fmt=png&wid=400",
+                "macro": "$test$",
+                "emailSetting": "None",
+            },
+        },
+        user=user,
+    )
+    console.print(
+        "-> ExportJob fmt=convert with is_modifier=&fmt=png&wid=400 and macro=$test$ "
+        f"(preset fmt=tif; the macro decides the format): jobHandle [bold]{convert}[/bold]"
+    )
+    logs = wait_for_runs(DEMO_COMPANY, [publish, export, convert], timeout=120)
     for log in logs:
         console.print(
             f"\n[bold]{log.job_name}[/bold] ({log.job_handle}) {log.state}: "

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from jobengine.embedded import start_redis, stop_redis
 from jobengine.operations import JobLog, get_job_log_details
@@ -57,10 +58,16 @@ class DevStack:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         if not self.settings.redis_url and not self.settings.broker_url:
             self.started_redis = start_redis(self.settings)
+        logs = self.settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         if worker:
-            self.procs.append(subprocess.Popen(worker_command()))  # noqa: S603
+            self._spawn(worker_command(), logs / "worker.log")
         if beat:
-            self.procs.append(subprocess.Popen(beat_command(self.settings)))  # noqa: S603
+            self._spawn(beat_command(self.settings), logs / "beat.log")
+
+    def _spawn(self, argv: list[str], log: Path) -> None:
+        with log.open("ab") as out:
+            self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))  # noqa: S603
 
     def stop(self, timeout: float = 20.0) -> None:
         for proc in self.procs:

@@ -1,0 +1,1 @@
+"""The durable job store: tables, engines, run-once guards, runs and handles."""
