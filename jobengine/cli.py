@@ -226,6 +226,21 @@ def flower(port: int = 5555, address: str = "127.0.0.1", basic_auth: str | None 
     _exec(celery_command(*args))
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the IPS SOAP endpoint, its WSDL and the JSON API (uvicorn)."""
+    import uvicorn
+
+    from jobengine.embedded import broker_url
+    from jobengine.settings import get_settings
+
+    broker_url(get_settings())  # starts the embedded Redis when none is configured
+    uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port)
+
+
 def _exec(argv: list[str]) -> None:
     from jobengine.embedded import broker_url
     from jobengine.settings import get_settings

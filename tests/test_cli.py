@@ -56,6 +56,7 @@ def test_dev_runs_the_seed_example_end_to_end(tmp_path: Path) -> None:
     assert "ops@example.com" in out
     assert "My Test Job_" in out and "Done" in out
     assert "EndImageServingPublish" in out and "ReturnSuccess" in out
+    assert "converted samples/ocean.tif" in out  # the macro's format wins over is_modifier's
     assert not (tmp_path / "var" / "redis" / "redis.sock").exists() or not _alive(tmp_path)
 
 
