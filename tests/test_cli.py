@@ -69,3 +69,30 @@ def _alive(tmp_path: Path) -> bool:
     except (ProcessLookupError, ValueError):
         return False
     return True
+
+
+def test_assets_import_adds_files_as_assets(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from jobengine.catalog import create_company
+    from jobengine.store.db import Store
+
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(db)
+    store.create_tables()
+    with store.write() as session:
+        create_company(session, "c9", "Nine")
+    store.dispose()
+    photos = tmp_path / "photos" / "summer"
+    photos.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "blue").save(photos / "a.jpg")
+    (tmp_path / "photos" / "notes.txt").write_text("hello")
+    env = {"JOBENGINE_HOME": str(tmp_path / "var"), "DATABASE_URL": db}
+    out = _run(
+        ["assets", "import", "-c", "c9", str(tmp_path / "photos"), "--ready-for-publish"], env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "a.jpg" in out.stdout and "Image" in out.stdout and "notes.txt" in out.stdout
+    assert (tmp_path / "var" / "storage" / "c9" / "assets" / "summer" / "a.jpg").is_file()
+    missing = _run(["assets", "import", "-c", "nope", str(photos)], env)
+    assert missing.returncode == 2 and "20000" in missing.stdout
