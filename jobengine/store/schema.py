@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "JOBS",
     "RUNS",
+    "ApiToken",
     "Asset",
     "Base",
     "Company",
@@ -255,3 +256,16 @@ class LogDetail(Base):
 # The plain tables, for Core statements on hot paths.
 JOBS = cast(Table, Job.__table__)
 RUNS = cast(Table, Run.__table__)
+
+
+class ApiToken(Base):
+    """An API token of a service user: only the SHA-256 (hex) of the secret is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,32 @@
+"""The HTTP surfaces of jobengine: IPS SOAP, the JSON API and the WSDL, as one Starlette app.
+
+``jobengine serve`` runs it with uvicorn; ``create_app()`` builds it.
+
+* ``POST /scene7/services/IpsApiService``: SOAP 1.1 document/literal (:mod:`.soap`)
+* ``GET /scene7/webservice/IpsApi.wsdl`` (and ``GET .../IpsApiService?wsdl``): the WSDL, its
+  XSD generated from the models (:mod:`.wsdl`)
+* ``POST /api/v1/<operationName>``, ``GET /api/v1/openapi.json``: JSON (:mod:`.jsonapi`)
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+__all__ = ["create_app"]
+
+
+def create_app() -> Starlette:
+    """The Starlette application with every route."""
+    from jobengine.web.jsonapi import json_endpoint, openapi_endpoint
+    from jobengine.web.soap import soap_endpoint
+    from jobengine.web.wsdl import wsdl_endpoint
+
+    routes = [
+        Route("/scene7/services/IpsApiService", soap_endpoint, methods=["POST"]),
+        Route("/scene7/services/IpsApiService", wsdl_endpoint, methods=["GET"]),  # ?wsdl
+        Route("/scene7/webservice/IpsApi.wsdl", wsdl_endpoint, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
+        Route("/api/v1/{operation}", json_endpoint, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,197 @@
+"""SOAP 1.1 document/literal: ``POST /scene7/services/IpsApiService``.
+
+The envelope is read by the hardened reader (:func:`jobengine.ipsxml.read_xml`: no DTDs or
+entities, size, depth and count limits; 30003 otherwise). The ``authHeader`` header (base IPS
+namespace; user, password, locale, faultHttpStatusCode) or HTTP Basic / Bearer authenticates.
+The Body holds one ``<op>Param`` in any IPS namespace version; the answer is ``<op>Return`` in
+the same namespace. A fault is a ``soapenv:Fault`` whose ``detail`` holds the IPS fault element
+(base namespace) with ``code`` and ``reason``; its HTTP status is 500, or
+``authHeader/faultHttpStatusCode``.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobengine.errors import InvalidRequestXml, IpsFault, ServerError
+from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace, parse_element, read_xml
+from jobengine.web.http import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    caller_from,
+    client_address,
+    read_body,
+)
+from jobengine.web.service import OPERATIONS, Operation
+
+__all__ = ["SOAP_ENV", "handle_soap", "soap_endpoint"]
+
+logger = logging.getLogger(__name__)
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+CONTENT_TYPE = "text/xml; charset=utf-8"
+FAULT_STRINGS = {
+    "authenticationFault": "AuthenticationException",
+    "authorizationFault": "AuthorizationException",
+    "ipsApiFault": "IpsApiException",
+}
+
+
+def _split(tag: object) -> tuple[str | None, str]:
+    text = str(tag)
+    if text.startswith("{"):
+        namespace, _, local = text[1:].partition("}")
+        return namespace, local
+    return None, text
+
+
+@dataclass(frozen=True)
+class _AuthHeader:
+    user: str | None = None
+    password: str | None = None
+    locale: str | None = None
+    fault_status: int | None = None
+
+
+def _auth_header(header: ET.Element | None) -> _AuthHeader:
+    if header is None:
+        return _AuthHeader()
+    for block in header:
+        namespace, local = _split(block.tag)
+        if local == "authHeader" and namespace is not None and is_ips_namespace(namespace):
+            fields = {_split(child.tag)[1]: (child.text or "") for child in block}
+            status = fields.get("faultHttpStatusCode", "").strip()
+            return _AuthHeader(
+                user=fields.get("user"),
+                password=fields.get("password"),
+                locale=fields.get("locale"),
+                fault_status=int(status)
+                if status.isdigit() and 100 <= int(status) <= 599
+                else None,
+            )
+    return _AuthHeader()
+
+
+def _envelope_parts(root: ET.Element) -> tuple[ET.Element | None, ET.Element]:
+    """The Header (or None) and the one element inside Body."""
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise InvalidRequestXml(f"the root element is {root.tag}; expected a SOAP 1.1 Envelope")
+    header = root.find(f"{{{SOAP_ENV}}}Header")
+    body = root.find(f"{{{SOAP_ENV}}}Body")
+    if body is None:
+        raise InvalidRequestXml("the SOAP envelope has no Body")
+    payload = list(body)
+    if len(payload) != 1:
+        raise InvalidRequestXml(f"the SOAP Body holds {len(payload)} elements; expected one")
+    return header, payload[0]
+
+
+def _operation(element: ET.Element) -> tuple[Operation, str]:
+    namespace, local = _split(element.tag)
+    if namespace is None or not is_ips_namespace(namespace):
+        found = f"namespace {namespace}" if namespace else "no namespace"
+        raise InvalidRequestXml(
+            f"<{local}> is in {found}; IPS requests use {IPS_NAMESPACE} or a dated version of it"
+        )
+    op = OPERATIONS.get(local.removesuffix("Param")) if local.endswith("Param") else None
+    if op is None:
+        raise InvalidRequestXml(f"<{local}> is not a known IPS job operation request")
+    return op, namespace
+
+
+def _lexical(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _put(parent: ET.Element, name: str, value: Any, namespace: str) -> None:
+    if value is None:
+        return
+    element = ET.SubElement(parent, f"{{{namespace}}}{name}")
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _put(element, key, child, namespace)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _put(element, "items", item, namespace)
+    else:
+        element.text = _lexical(value)
+
+
+def return_element(name: str, tree: dict[str, Any], namespace: str) -> bytes:
+    """``<name>`` in ``namespace`` (as default namespace) holding ``tree``, no declaration."""
+    element = ET.Element(f"{{{namespace}}}{name}")
+    for key, value in tree.items():
+        _put(element, key, value, namespace)
+    data: bytes = ET.tostring(element, encoding="utf-8", default_namespace=namespace,
+                              xml_declaration=False)  # fmt: skip
+    return data
+
+
+def envelope(body: bytes) -> bytes:
+    """A SOAP 1.1 envelope around ``body``."""
+    return (
+        b'<?xml version="1.0" encoding="utf-8"?>'
+        b'<soapenv:Envelope xmlns:soapenv="' + SOAP_ENV.encode() + b'"><soapenv:Body>'
+        + body + b"</soapenv:Body></soapenv:Envelope>"
+    )  # fmt: skip
+
+
+def fault_envelope(fault: IpsFault) -> bytes:
+    """The ``soapenv:Fault`` for ``fault``; ``detail`` holds the IPS fault element."""
+    code = "soapenv:Server" if fault.code == 30000 else "soapenv:Client"
+    name = FAULT_STRINGS.get(fault.fault, "Exception")
+    detail = return_element(fault.fault, {"code": fault.code, "reason": fault.reason},
+                            IPS_NAMESPACE)  # fmt: skip
+    return envelope(
+        f"<soapenv:Fault><faultcode>{code}</faultcode><faultstring>{name}</faultstring>".encode()
+        + b"<detail>" + detail + b"</detail></soapenv:Fault>"
+    )  # fmt: skip
+
+
+def handle_soap(body: bytes, authorization: str | None, client: str = "") -> tuple[bytes, int]:
+    """The response envelope and HTTP status for one request body (blocking: runs the op).
+
+    ``client`` (the remote address) keys the failed-login limiter with the user name.
+    """
+    status = 500
+    try:
+        header, payload = _envelope_parts(read_xml(body, max_bytes=MAX_BODY_BYTES))
+        auth = _auth_header(header)
+        status = auth.fault_status or status
+        op, namespace = _operation(payload)
+        caller = caller_from(auth.user, auth.password, authorization, client=client)
+        params, _ = parse_element(payload, root=f"{op.name}Param", model=op.param)
+        tree = op.run(caller, params)
+        return envelope(return_element(f"{op.name}Return", tree, namespace)), 200
+    except IpsFault as fault:
+        return fault_envelope(fault), status
+    except Exception:
+        logger.exception("SOAP request failed")
+        return fault_envelope(ServerError("the server could not process the request")), status
+
+
+async def soap_endpoint(request: Request) -> Response:
+    """``POST /scene7/services/IpsApiService``."""
+    try:
+        body = await read_body(request)
+    except BodyTooLarge as fault:
+        return Response(fault_envelope(fault), 413, media_type=CONTENT_TYPE,
+                        headers={"Connection": "close"})  # fmt: skip
+    content, status = await run_in_threadpool(
+        handle_soap, body, request.headers.get("authorization"), client_address(request)
+    )
+    return Response(content, status, media_type=CONTENT_TYPE)

@@ -1,0 +1,253 @@
+"""The WSDL (``GET /scene7/webservice/IpsApi.wsdl``) with its XSD generated from the models.
+
+Input types come from the pydantic models (:mod:`jobengine.web.params`, SubmitJobRequest and
+every payload and option type) through their field shapes, so the schema cannot drift from what
+the server reads: fields in declaration (XSD) order, optional fields ``minOccurs="0"``, arrays as
+``<XArray>`` of repeated ``items``, enums as string restrictions. The return types (section 5)
+are declared in :data:`RESULT_TYPES` next to what :mod:`jobengine.web.results` writes.
+Everything is in the base namespace, document/literal, with ``authHeader`` as a SOAP header.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from functools import cache
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobengine.ipsxml import IPS_NAMESPACE
+from jobengine.model import SubmitJobRequest
+from jobengine.model.fields import field_shapes
+from jobengine.web.service import OPERATIONS
+
+__all__ = ["RESULT_TYPES", "RETURNS", "wsdl_document", "wsdl_endpoint"]
+
+S, N, L, D, B, T = "xsd:string", "xsd:int", "xsd:long", "xsd:double", "xsd:boolean", "xsd:dateTime"
+_LEAVES: dict[Any, str] = {str: S, int: N, float: D, bool: B, datetime: T}
+FAULTS = ("authenticationFault", "authorizationFault", "ipsApiFault")
+
+# name -> [(element, type, required)], in XSD order; an "Array" type is generated for "tns:X[]"
+Fields = list[tuple[str, str, bool]]
+
+
+def _payload_echoes() -> Fields:
+    """The optional job payload echo of ActiveJob and ScheduledJob, in submitJob's order."""
+    return [
+        (s.alias, f"tns:{s.model.__name__}", False)
+        for s in field_shapes(SubmitJobRequest)
+        if s.model is not None
+    ]
+
+
+RESULT_TYPES: dict[str, Fields] = {
+    "TaskItemProgress": [
+        ("itemName", S, True), ("progress", D, True), ("progressMessage", S, True),
+        ("lastProgressUpdate", T, False),
+    ],
+    "TaskProgress": [
+        ("taskType", S, True), ("taskState", S, True), ("numProcessed", N, True),
+        ("numProcessing", N, True), ("numPending", N, True), ("progress", D, True),
+        ("progressMessage", S, True), ("lastProgressUpdate", T, False),
+        ("taskItemProgressArray", "tns:TaskItemProgress[]", True),
+    ],
+    "ActiveJob": [
+        ("companyHandle", S, True), ("jobHandle", S, True), ("name", S, True),
+        ("originalName", S, True), ("type", S, True), ("state", S, True),
+        ("submitUserEmail", S, True), ("locale", S, False), ("description", S, False),
+        ("serverName", S, True), ("startDate", T, False), ("triggerTime", T, False),
+        ("totalSize", L, True), ("progress", N, True), ("progressMessage", S, True),
+        ("lastProgressUpdate", T, False), ("taskProgressArray", "tns:TaskProgress[]", True),
+        *_payload_echoes(),
+    ],
+    "ScheduledJob": [
+        ("companyHandle", S, True), ("jobHandle", S, True), ("name", S, True),
+        ("originalName", S, True), ("type", S, True), ("submitUserEmail", S, True),
+        ("locale", S, False), ("description", S, False), ("execSchedule", S, False),
+        ("nextFireTime", T, False), ("timeZone", S, False), ("triggerState", S, False),
+        *_payload_echoes(),
+    ],
+    "JobLogDetail": [
+        ("logMessage", S, True), ("logType", S, True), ("dateCreated", T, True),
+        ("assetName", S, False), ("assetType", S, False), ("assetHandle", S, False),
+    ],
+    "JobLog": [
+        ("companyHandle", S, True), ("jobHandle", S, True), ("jobName", S, True),
+        ("originalJobName", S, True), ("submitUserEmail", S, True), ("logType", S, True),
+        ("jobSubType", S, True), ("startDate", T, False), ("endDate", T, False),
+        ("description", S, True), ("fileSuccessCount", N, True), ("fileErrorCount", N, True),
+        ("fileWarningCount", N, True), ("fileDuplicateCount", N, True),
+        ("fileUpdateCount", N, True), ("totalFileCount", N, True),
+        ("transferSuccessCount", N, True), ("transferErrorCount", N, True),
+        ("transferWarningCount", N, True), ("fatalError", B, True),
+        ("detailTotalRows", N, False), ("detailArray", "tns:JobLogDetail[]", False),
+    ],
+    "AssetJobLog": [
+        ("jobHandle", S, True), ("jobName", S, True), ("logMessage", S, True),
+        ("logType", S, True), ("submitUserEmail", S, True), ("logDate", T, True),
+    ],
+    "ImageFormat": [("imageFormatHandle", S, True), ("name", S, True), ("urlModifier", S, True)],
+    "AuthHeader": [
+        ("user", S, False), ("password", S, False), ("locale", S, False), ("appName", S, False),
+        ("appVersion", S, False), ("gzipResponse", B, False), ("faultHttpStatusCode", N, False),
+        ("accessToken", S, False), ("samlResponse", S, False),
+    ],
+    "Fault": [("code", N, True), ("reason", S, True)],
+}  # fmt: skip
+
+# <op>Return contents; an operation not named here returns an empty element
+RETURNS: dict[str, Fields] = {
+    "submitJob": [("jobHandle", S, True)],
+    "getActiveJobs": [("jobArray", "tns:ActiveJob[]", True)],
+    "getScheduledJobs": [("jobArray", "tns:ScheduledJob[]", True)],
+    "getJobLogs": [("jobLogArray", "tns:JobLog[]", True)],
+    "getJobLogDetails": [("jobLogArray", "tns:JobLog[]", True)],
+    "getAssetJobLogs": [("assetJobLogArray", "tns:AssetJobLog[]", True)],
+    "saveImageFormat": [("imageFormatHandle", S, True)],
+    "getImageFormats": [("imageFormatArray", "tns:ImageFormat[]", True)],
+}
+
+
+class _Schema:
+    """Collects named XSD types, generating each model's and enum's type once."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, str] = {}
+
+    def sequence(self, name: str, fields: Fields) -> str:
+        if name not in self.types:
+            self.types[name] = ""  # claimed first: a model may refer to itself
+            self.types[name] = _complex(name, [(n, self.ref(t), r) for n, t, r in fields])
+        return f"tns:{name}"
+
+    def ref(self, type_ref: str) -> str:
+        """``tns:X[]`` becomes the generated ``tns:XArray``; other refs are kept."""
+        if not type_ref.endswith("[]"):
+            return type_ref
+        item = type_ref.removesuffix("[]")
+        local = item.partition(":")[2]
+        name = f"{local[:1].upper()}{local[1:]}Array"
+        return self.sequence(name, [("items", item + "*", False)])
+
+    def enum(self, tp: type[Enum]) -> str:
+        if tp.__name__ not in self.types:
+            values = "".join(f"<xsd:enumeration value={quoteattr(str(m.value))}/>" for m in tp)
+            self.types[tp.__name__] = (
+                f'<xsd:simpleType name="{tp.__name__}"><xsd:restriction base="xsd:string">'
+                f"{values}</xsd:restriction></xsd:simpleType>"
+            )
+        return f"tns:{tp.__name__}"
+
+    def leaf(self, tp: Any) -> str:
+        if isinstance(tp, type) and issubclass(tp, Enum):
+            return self.enum(tp)
+        for base, xsd in _LEAVES.items():
+            if isinstance(tp, type) and issubclass(tp, base) and not (base is int and tp is bool):
+                return xsd
+        return S
+
+    def model(self, model: type[BaseModel], name: str | None = None) -> str:
+        if (name or model.__name__) in self.types:
+            return f"tns:{name or model.__name__}"
+        fields: Fields = []
+        for shape in field_shapes(model):
+            item = self.model(shape.model) if shape.model is not None else self.leaf(shape.target)
+            fields.append((shape.alias, item + "[]" if shape.kind == "array" else item,
+                           shape.required))  # fmt: skip
+        return self.sequence(name or model.__name__, fields)
+
+
+def _complex(name: str, fields: Fields) -> str:
+    parts = []
+    for element, type_ref, required in fields:
+        repeated = type_ref.endswith("*")
+        occurs = "" if required else ' minOccurs="0"'
+        occurs += ' maxOccurs="unbounded"' if repeated else ""
+        parts.append(f'<xsd:element name="{element}" type="{type_ref.rstrip("*")}"{occurs}/>')
+    return f'<xsd:complexType name="{name}"><xsd:sequence>{"".join(parts)}</xsd:sequence>' + (
+        "</xsd:complexType>"
+    )
+
+
+def _schema() -> str:
+    schema = _Schema()
+    header = schema.sequence("AuthHeader", RESULT_TYPES["AuthHeader"])
+    elements = [f'<xsd:element name="authHeader" type="{header}"/>']
+    fault = schema.sequence("Fault", RESULT_TYPES["Fault"])
+    elements += [f'<xsd:element name="{name}" type="{fault}"/>' for name in FAULTS]
+    for name, fields in RESULT_TYPES.items():
+        schema.sequence(name, fields)
+    for op in OPERATIONS.values():
+        param = schema.model(op.param, None if op.param is SubmitJobRequest else f"{op.name}Param")
+        result = schema.sequence(f"{op.name}Return", RETURNS.get(op.name, []))
+        elements.append(f'<xsd:element name="{op.name}Param" type="{param}"/>')
+        elements.append(f'<xsd:element name="{op.name}Return" type="{result}"/>')
+    return (
+        f'<xsd:schema targetNamespace="{IPS_NAMESPACE}" elementFormDefault="qualified">'
+        + "".join(schema.types.values())
+        + "".join(elements)
+        + "</xsd:schema>"
+    )
+
+
+def _messages() -> str:
+    out = ['<wsdl:message name="authHeader"><wsdl:part name="authHeader" element="tns:authHeader"/>'
+           "</wsdl:message>"]  # fmt: skip
+    out += [f'<wsdl:message name="{f}"><wsdl:part name="fault" element="tns:{f}"/></wsdl:message>'
+            for f in FAULTS]  # fmt: skip
+    for op in OPERATIONS:
+        for suffix, element in (("Request", "Param"), ("Response", "Return")):
+            out.append(f'<wsdl:message name="{op}{suffix}"><wsdl:part name="parameters" '
+                       f'element="tns:{op}{element}"/></wsdl:message>')  # fmt: skip
+    return "".join(out)
+
+
+def _operations(binding: bool) -> str:
+    out = []
+    for op in OPERATIONS:
+        if binding:
+            faults = "".join(f'<wsdl:fault name="{f}"><soap:fault name="{f}" use="literal"/>'
+                             "</wsdl:fault>" for f in FAULTS)  # fmt: skip
+            out.append(
+                f'<wsdl:operation name="{op}"><soap:operation soapAction="{op}"/><wsdl:input>'
+                '<soap:header message="tns:authHeader" part="authHeader" use="literal"/>'
+                '<soap:body use="literal"/></wsdl:input><wsdl:output><soap:body use="literal"/>'
+                f"</wsdl:output>{faults}</wsdl:operation>"
+            )
+        else:
+            faults = "".join(f'<wsdl:fault name="{f}" message="tns:{f}"/>' for f in FAULTS)
+            out.append(
+                f'<wsdl:operation name="{op}"><wsdl:input message="tns:{op}Request"/>'
+                f'<wsdl:output message="tns:{op}Response"/>{faults}</wsdl:operation>'
+            )
+    return "".join(out)
+
+
+@cache
+def wsdl_document(location: str) -> bytes:
+    """The WSDL, its service at ``location``."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
+        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" '
+        'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+        f'xmlns:tns="{IPS_NAMESPACE}" targetNamespace="{IPS_NAMESPACE}">'
+        f"<wsdl:types>{_schema()}</wsdl:types>{_messages()}"
+        f'<wsdl:portType name="IpsApiPortType">{_operations(binding=False)}</wsdl:portType>'
+        '<wsdl:binding name="IpsApiSoapBinding" type="tns:IpsApiPortType">'
+        '<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>'
+        f"{_operations(binding=True)}</wsdl:binding>"
+        '<wsdl:service name="IpsApiService"><wsdl:port name="IpsApiSoapPort" '
+        f'binding="tns:IpsApiSoapBinding"><soap:address location={quoteattr(location)}/>'
+        "</wsdl:port></wsdl:service></wsdl:definitions>"
+    ).encode()
+
+
+async def wsdl_endpoint(request: Request) -> Response:
+    """``GET /scene7/webservice/IpsApi.wsdl``: the service address is this server's."""
+    location = str(request.base_url).rstrip("/") + "/scene7/services/IpsApiService"
+    return Response(wsdl_document(location), media_type="text/xml; charset=utf-8")

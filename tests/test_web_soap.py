@@ -1,0 +1,430 @@
+"""The IPS SOAP endpoint against a real server process (``jobengine serve``) and a real worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jobengine.ipsxml import IPS_NAMESPACE
+from tests.conftest import Stack
+from tests.helpers import PASSWORD, export_request, make_company
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+DATED = f"{IPS_NAMESPACE}/2014-04-03"
+SERVICE = "/scene7/services/IpsApiService"
+SEED = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/xsd">
+   <companyHandle>{company}</companyHandle>
+   <jobName>My Test Job</jobName>
+   <imageServingPublishJob>
+      <publishType>Full</publishType>
+      <emailSetting>Error</emailSetting>
+   </imageServingPublishJob>
+</submitJobParam>"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class WebServer:
+    """``python -m jobengine.cli serve`` on a free port, stopped by its PID."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["JOBENGINE_HOME"]) / f"web-{self.port}.log"
+        argv = [sys.executable, "-m", "jobengine.cli", "serve", "--port", str(self.port)]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                httpx.get(f"{self.url}/api/v1/openapi.json", timeout=2).raise_for_status()
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def web(stack: Stack) -> Iterator[WebServer]:
+    server = WebServer(stack.env)
+    yield server
+    server.stop()
+
+
+def element(name: str, value: Any, ns: str) -> ET.Element:
+    """``value`` (dict, list = IPS array, or leaf) as the element ``name``."""
+    out = ET.Element(f"{{{ns}}}{name}")
+    if isinstance(value, dict) and set(value) == {"items"}:
+        value = list(value["items"])
+    if isinstance(value, dict):
+        out.extend(element(k, v, ns) for k, v in value.items())
+    elif isinstance(value, list):
+        out.extend(element("items", v, ns) for v in value)
+    else:
+        out.text = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def envelope(body: str, header: str = "") -> str:
+    return (
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Header>{header}</soapenv:Header>'
+        f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    )
+
+
+def auth_header(user: str, password: str = PASSWORD, status: int | None = None) -> str:
+    extra = f"<faultHttpStatusCode>{status}</faultHttpStatusCode>" if status else ""
+    return (
+        f'<authHeader xmlns="{IPS_NAMESPACE}"><user>{user}</user><password>{password}</password>'
+        f"<locale>en-US</locale>{extra}</authHeader>"
+    )
+
+
+@dataclass
+class Fault:
+    status: int
+    faultcode: str
+    faultstring: str
+    element: str
+    code: int
+    reason: str
+
+
+class Soap:
+    """A raw-XML SOAP client for one user."""
+
+    def __init__(self, server: WebServer, user: str) -> None:
+        self.server, self.user = server, user
+
+    def post(self, body: str | bytes, **headers: str) -> httpx.Response:
+        return httpx.post(
+            self.server.url + SERVICE,
+            content=body,
+            headers={"Content-Type": "text/xml; charset=utf-8", **headers},
+            timeout=30,
+        )
+
+    def send(self, op: str, params: dict[str, Any], ns: str = IPS_NAMESPACE) -> httpx.Response:
+        body = ET.tostring(element(f"{op}Param", params, ns), encoding="unicode")
+        return self.post(envelope(body, auth_header(self.user)), SOAPAction=op)
+
+    def call(self, op: str, params: dict[str, Any], ns: str = IPS_NAMESPACE) -> ET.Element:
+        response = self.send(op, params, ns)
+        assert response.status_code == 200, response.text
+        answer = body_child(response)
+        assert answer.tag == f"{{{ns}}}{op}Return"
+        return answer
+
+    def fault(self, op: str, params: dict[str, Any]) -> Fault:
+        return parse_fault(self.send(op, params))
+
+
+def body_child(response: httpx.Response) -> ET.Element:
+    root = ET.fromstring(response.content)
+    body = root.find(f"{{{SOAP_ENV}}}Body")
+    assert body is not None and len(body) == 1
+    return body[0]
+
+
+def parse_fault(response: httpx.Response) -> Fault:
+    fault = body_child(response)
+    assert fault.tag == f"{{{SOAP_ENV}}}Fault", response.text
+    detail = fault.find("detail")
+    assert detail is not None and len(detail) == 1
+    ips = detail[0]
+    namespace, _, local = ips.tag[1:].partition("}")
+    assert namespace == IPS_NAMESPACE
+    return Fault(
+        response.status_code,
+        fault.findtext("faultcode") or "",
+        fault.findtext("faultstring") or "",
+        local,
+        int(ips.findtext(f"{{{IPS_NAMESPACE}}}code") or 0),
+        ips.findtext(f"{{{IPS_NAMESPACE}}}reason") or "",
+    )
+
+
+def texts(parent: ET.Element, path: str, ns: str = IPS_NAMESPACE) -> list[str]:
+    q = "/".join(f"{{{ns}}}{p}" for p in path.split("/"))
+    return [e.text or "" for e in parent.findall(q)]
+
+
+def test_seed_example_end_to_end(stack: Stack, web: WebServer) -> None:
+    company, _ = make_company(0)
+    soap = Soap(web, f"{company}@example.com")
+    response = soap.post(envelope(SEED.format(company=company), auth_header(soap.user)))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/xml")
+    expected = (
+        f'<submitJobReturn xmlns="{IPS_NAMESPACE}">'
+        f"<jobHandle>{company}|My Test Job|</jobHandle></submitJobReturn>"
+    )
+    assert expected in response.text
+    log = stack.wait(company, f"{company}|My Test Job|")
+    assert log.state == "Done"
+    logs = soap.call("getJobLogs", {"companyHandle": company})
+    assert texts(logs, "jobLogArray/items/originalJobName") == ["My Test Job"]
+    assert texts(logs, "jobLogArray/items/submitUserEmail") == [soap.user]
+    assert texts(logs, "jobLogArray/items/jobSubType") == ["full"]
+
+
+def test_seed_example_verbatim_on_company_47(stack: Stack, web: WebServer) -> None:
+    from sqlalchemy import select
+
+    from jobengine.catalog import create_company, create_user
+    from jobengine.runtime import get_runtime
+    from jobengine.store.schema import Company
+
+    with get_runtime().store.write() as session:
+        company = session.scalar(select(Company).where(Company.handle == "47"))
+        if company is None:
+            company = create_company(session, "47", "Seed company")
+        create_user(session, "web-seed-47@example.com", PASSWORD, "IpsUser", [company])
+    soap = Soap(web, "web-seed-47@example.com")
+    response = soap.post(envelope(SEED.format(company="47"), auth_header(soap.user)))
+    assert response.status_code == 200, response.text
+    answer = ET.tostring(body_child(response), encoding="unicode")
+    assert answer == (
+        '<ns0:submitJobReturn xmlns:ns0="http://www.scene7.com/IpsApi/xsd">'
+        "<ns0:jobHandle>47|My Test Job|</ns0:jobHandle></ns0:submitJobReturn>"
+    )
+    assert (
+        '<submitJobReturn xmlns="http://www.scene7.com/IpsApi/xsd">'
+        "<jobHandle>47|My Test Job|</jobHandle></submitJobReturn>"
+    ) in response.text
+    assert stack.wait("47", "47|My Test Job|").state == "Done"
+
+
+def test_job_operations(stack: Stack, web: WebServer) -> None:
+    company, assets = make_company(2)
+    soap = Soap(web, f"{company}@example.com")
+    export = export_request(company, assets, "Export now")
+    handle = texts(soap.call("submitJob", export), "jobHandle")[0]
+    done = stack.wait(company, handle)
+    assert done.state == "Done"
+
+    nightly = export_request(company, assets, "Nightly", execSchedule="0 0 3 1 1 ? 2099")
+    scheduled = texts(soap.call("submitJob", nightly, ns=DATED), "jobHandle", DATED)[0]
+    jobs = soap.call("getScheduledJobs", {"companyHandle": company})
+    assert texts(jobs, "jobArray/items/jobHandle") == [scheduled]
+    assert texts(jobs, "jobArray/items/exportJob/fmt") == ["orig"]
+    assert texts(jobs, "jobArray/items/exportJob/assetHandleArray/items") == assets
+    assert texts(jobs, "jobArray/items/triggerState") == ["Normal"]
+    assert texts(jobs, "jobArray/items/nextFireTime")[0].startswith("2099-01-01T03:00:00")
+
+    params = {"companyHandle": company, "jobHandle": scheduled}
+    assert len(soap.call("pauseJob", params)) == 0
+    jobs = soap.call("getScheduledJobs", {"companyHandle": company, "jobHandle": scheduled})
+    assert texts(jobs, "jobArray/items/triggerState") == ["Paused"]
+    assert len(soap.call("resumeJob", params)) == 0
+    stopped = soap.fault("stopJob", params)
+    assert (stopped.element, stopped.code) == ("ipsApiFault", 30001)
+    assert "not running" in stopped.reason
+    assert len(soap.call("executeJob", params)) == 0
+    active = soap.call("getActiveJobs", {"companyHandle": company, "includeWaitingJobs": True})
+    assert set(texts(active, "jobArray/items/originalName")) <= {"Nightly"}
+    assert len(soap.call("deleteJob", params)) == 0
+    assert texts(soap.call("getScheduledJobs", {"companyHandle": company}), "jobArray") == [""]
+
+    details = soap.call(
+        "getJobLogDetails",
+        {"companyHandle": company, "jobHandle": handle, "logTypeArray": ["ReturnSuccess"]},
+    )
+    assert texts(details, "jobLogArray/items/detailTotalRows") == ["2"]
+    assert set(texts(details, "jobLogArray/items/detailArray/items/assetHandle")) == set(assets)
+    dates = texts(details, "jobLogArray/items/detailArray/items/dateCreated")
+    assert all(d.endswith("+00:00") for d in dates)
+    logs = soap.call("getAssetJobLogs", {"companyHandle": company, "assetHandle": assets[0]})
+    assert handle.split("|")[0] in texts(logs, "assetJobLogArray/items/jobHandle")[0]
+
+    saved = soap.call(
+        "saveImageFormat", {"companyHandle": company, "name": "thumb", "urlModifier": "wid=80"}
+    )
+    preset = texts(saved, "imageFormatHandle")[0]
+    formats = soap.call("getImageFormats", {"companyHandle": company})
+    assert texts(formats, "imageFormatArray/items/imageFormatHandle") == [preset]
+    assert texts(formats, "imageFormatArray/items/urlModifier") == ["wid=80"]
+    params = {"companyHandle": company, "imageFormatHandle": preset}
+    assert len(soap.call("deleteImageFormat", params)) == 0
+    assert texts(soap.call("getImageFormats", {"companyHandle": company}), "imageFormatArray") == [
+        ""
+    ]
+
+
+def test_http_basic_auth_and_fault_status(stack: Stack, web: WebServer) -> None:
+    company, _ = make_company(0)
+    soap = Soap(web, f"{company}@example.com")
+    body = f'<getImageFormatsParam xmlns="{IPS_NAMESPACE}"><companyHandle>{company}'
+    body += "</companyHandle></getImageFormatsParam>"
+    response = httpx.post(
+        web.url + SERVICE, content=envelope(body), auth=(soap.user, PASSWORD), timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert body_child(response).tag == f"{{{IPS_NAMESPACE}}}getImageFormatsReturn"
+    # faultHttpStatusCode chooses the status of a fault
+    bad = envelope(body, auth_header(soap.user, "wrong", status=200))
+    fault = parse_fault(soap.post(bad))
+    assert (fault.status, fault.code, fault.faultstring) == (200, 10001, "AuthenticationException")
+
+
+def test_authentication_and_authorization_faults(stack: Stack, web: WebServer) -> None:
+    mine, _ = make_company(0)
+    other, _ = make_company(0)
+    seed = SEED.format(company=mine)
+    fault = parse_fault(Soap(web, "").post(envelope(seed)))
+    assert (fault.status, fault.faultcode, fault.faultstring) == (
+        500,
+        "soapenv:Client",
+        "AuthenticationException",
+    )
+    assert (fault.element, fault.code) == ("authenticationFault", 10000)
+
+    fault = parse_fault(Soap(web, "").post(envelope(seed, auth_header(f"{mine}@example.com", "x"))))
+    assert (fault.element, fault.code) == ("authenticationFault", 10001)
+
+    foreign = envelope(SEED.format(company=other), auth_header(f"{mine}@example.com"))
+    fault = parse_fault(Soap(web, "").post(foreign))
+    assert (fault.status, fault.element, fault.code) == (500, "authorizationFault", 20006)
+    assert fault.faultstring == "AuthorizationException"
+
+
+def test_request_faults(stack: Stack, web: WebServer) -> None:
+    company, _ = make_company(0)
+    soap = Soap(web, f"{company}@example.com")
+    header = auth_header(soap.user)
+
+    def fault_of(body: str | bytes) -> Fault:
+        return parse_fault(soap.post(body))
+
+    wrong_ns = SEED.format(company=company).replace(IPS_NAMESPACE, "http://example.com/other")
+    fault = fault_of(envelope(wrong_ns, header))
+    assert (fault.element, fault.code, fault.faultstring) == (
+        "ipsApiFault",
+        30003,
+        "IpsApiException",
+    )
+    assert "not an IPS namespace" in fault.reason or "is in namespace" in fault.reason
+
+    assert fault_of(envelope("<submitJobParam", header)).code == 30003
+    assert fault_of(b"not xml at all").code == 30003
+    assert fault_of(SEED.format(company=company)).code == 30003  # no envelope
+
+    xxe = (
+        '<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        + envelope(f'<getImageFormatsParam xmlns="{IPS_NAMESPACE}"><companyHandle>&x;'
+                   "</companyHandle></getImageFormatsParam>", header)
+    )  # fmt: skip
+    fault = fault_of(xxe)
+    assert fault.code == 30003 and "root:" not in fault.reason
+    laughs = '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;">'
+    laughs += '<!ENTITY c "&b;&b;&b;&b;">]>' + envelope("<x>&c;</x>", header)
+    assert fault_of(laughs).code == 30003
+
+    unknown = envelope(f'<fooParam xmlns="{IPS_NAMESPACE}"/>', header)
+    assert fault_of(unknown).code == 30003
+    missing = soap.fault("submitJob", {"companyHandle": company, "jobName": "no type"})
+    assert (missing.element, missing.code) == ("ipsApiFault", 30002)
+    bad = soap.fault("getJobLogs", {"companyHandle": company, "startDate": "yesterday"})
+    assert (bad.code, bad.faultcode) == (30001, "soapenv:Client")
+
+
+def test_huge_body_is_refused_unread(stack: Stack, web: WebServer) -> None:
+    size = 50 * 1024 * 1024
+    head = (
+        f"POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(head + b"<" * 65536)  # far less than declared
+        answer = b""
+        while b"</soapenv:Envelope>" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert time.monotonic() - started < 5
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"<code>30003</code>" in answer
+    # the server is still there
+    assert httpx.get(web.url + "/api/v1/openapi.json", timeout=10).status_code == 200
+
+
+def test_wsdl_with_a_zeep_client(stack: Stack, web: WebServer) -> None:
+    import zeep
+    from zeep.exceptions import Fault as ZeepFault
+
+    response = httpx.get(f"{web.url}/scene7/webservice/IpsApi.wsdl", timeout=10)
+    assert response.status_code == 200
+    assert f'location="{web.url}{SERVICE}"' in response.text
+    assert httpx.get(f"{web.url}{SERVICE}?wsdl", timeout=10).content == response.content
+
+    company, assets = make_company(1)
+    client = zeep.Client(f"{web.url}/scene7/webservice/IpsApi.wsdl")
+    header = client.get_element(f"{{{IPS_NAMESPACE}}}authHeader")
+    auth = [header(user=f"{company}@example.com", password=PASSWORD)]
+    export = {"assetHandleArray": {"items": assets}, "fmt": "orig", "emailSetting": "None"}
+    handle = client.service.submitJob(
+        companyHandle=company, jobName="Zeep", exportJob=export, _soapheaders=auth
+    )
+    assert handle == f"{company}|Zeep|"
+    assert stack.wait(company, handle).state == "Done"
+
+    logs = client.service.getJobLogs(companyHandle=company, _soapheaders=auth)
+    [log] = logs  # zeep unwraps the one array of a response into a list
+    assert (log.originalJobName, log.totalFileCount, log.fatalError) == ("Zeep", 1, False)
+    assert log.startDate.tzinfo is not None
+    [detailed] = client.service.getJobLogDetails(
+        companyHandle=company, jobHandle=handle, _soapheaders=auth
+    )
+    assert detailed.detailTotalRows == len(detailed.detailArray["items"]) > 0
+
+    client.service.submitJob(
+        companyHandle=company,
+        jobName="Later",
+        execSchedule="0 0 3 1 1 ? 2099",
+        exportJob=export,
+        _soapheaders=auth,
+    )
+    [job] = client.service.getScheduledJobs(companyHandle=company, _soapheaders=auth)
+    assert (job.originalName, job.exportJob.fmt) == ("Later", "orig")
+    assert job.exportJob.assetHandleArray["items"] == assets
+
+    bad = [header(user=f"{company}@example.com", password="wrong")]
+    with pytest.raises(ZeepFault) as caught:
+        client.service.getJobLogs(companyHandle=company, _soapheaders=bad)
+    assert caught.value.message == "AuthenticationException"
+    assert caught.value.detail is not None
+    assert caught.value.detail.findtext(f".//{{{IPS_NAMESPACE}}}code") == "10001"
