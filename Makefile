@@ -41,6 +41,9 @@ worker: setup  ## a Celery worker (events on)
 beat: setup  ## Celery beat with the store-backed scheduler
 	$(VENV)/bin/jobengine beat
 
+serve: setup  ## the IPS SOAP + JSON web service on http://127.0.0.1:8080
+	$(VENV)/bin/jobengine serve
+
 flower: setup  ## Flower on http://127.0.0.1:5555
 	$(VENV)/bin/jobengine flower
 
@@ -50,4 +53,4 @@ bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
 clean:  ## remove the venv and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help system setup run test lint worker beat flower bench clean
+.PHONY: help system setup run test lint worker beat serve flower bench clean
