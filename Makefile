@@ -49,6 +49,7 @@ flower: setup  ## Flower on http://127.0.0.1:5555
 
 bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
 	$(PY) bench/submit.py
+	$(PY) bench/convert.py
 
 clean:  ## remove the venv and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
