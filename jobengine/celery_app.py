@@ -12,6 +12,7 @@ from celery.signals import worker_process_shutdown
 from kombu import pools
 
 from config.celery import celery_config
+from jobengine import logs as _logs  # noqa: F401 - connects the logging signals
 from jobengine.settings import get_settings
 
 __all__ = ["app", "configure"]

@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, Task
 
 from jobengine import runner
+from jobengine.logs import job_context
 from jobengine.notify import notify_run
 
 __all__ = ["define_tasks", "worker_id"]
@@ -53,14 +54,16 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
 
     @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[untyped-decorator]
     def start(self: Task, run_id: int, **labels: Any) -> str:
-        result = runner.start(run_id, worker_id(self))
-        if result in ("stopped", "failed"):  # the run ended before any item ran
-            notify_run(run_id)
+        with job_context(labels):
+            result = runner.start(run_id, worker_id(self))
+            if result in ("stopped", "failed"):  # the run ended before any item ran
+                notify_run(run_id)
         return result
 
     @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
     def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
-        step = runner.run_item(run_id, seq, worker_id(self))
+        with job_context(labels):
+            step = runner.run_item(run_id, seq, worker_id(self))
         if step.status == "busy" and step.retry_at is not None:
             # Another delivery holds the item; if its worker died, take over when the lease lapses.
             wait = (step.retry_at - datetime.now(UTC)).total_seconds()
@@ -71,9 +74,10 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
 
     @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[untyped-decorator]
     def finish(self: Task, run_id: int, **labels: Any) -> str:
-        result = runner.finish(run_id, worker_id(self))
-        # Also on a duplicate: a redelivered finish sends what a worker that died missed.
-        notify_run(run_id)
+        with job_context(labels):
+            result = runner.finish(run_id, worker_id(self))
+            # Also on a duplicate: a redelivered finish sends what a worker that died missed.
+            notify_run(run_id)
         return result
 
     return start, item, finish

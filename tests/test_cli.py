@@ -87,12 +87,17 @@ def test_assets_import_adds_files_as_assets(tmp_path: Path) -> None:
     photos.mkdir(parents=True)
     Image.new("RGB", (8, 8), "blue").save(photos / "a.jpg")
     (tmp_path / "photos" / "notes.txt").write_text("hello")
-    env = {"JOBENGINE_HOME": str(tmp_path / "var"), "DATABASE_URL": db}
+    storage = tmp_path / "var" / "storage"
+    env = {
+        "JOBENGINE_HOME": str(tmp_path / "var"),
+        "DATABASE_URL": db,
+        "JOBENGINE_STORAGE": str(storage),
+    }
     out = _run(
         ["assets", "import", "-c", "c9", str(tmp_path / "photos"), "--ready-for-publish"], env
     )
     assert out.returncode == 0, out.stderr
     assert "a.jpg" in out.stdout and "Image" in out.stdout and "notes.txt" in out.stdout
-    assert (tmp_path / "var" / "storage" / "c9" / "assets" / "summer" / "a.jpg").is_file()
+    assert (storage / "c9" / "assets" / "summer" / "a.jpg").is_file()
     missing = _run(["assets", "import", "-c", "nope", str(photos)], env)
     assert missing.returncode == 2 and "20000" in missing.stdout

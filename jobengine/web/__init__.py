@@ -6,6 +6,7 @@
 * ``GET /scene7/webservice/IpsApi.wsdl`` (and ``GET .../IpsApiService?wsdl``): the WSDL, its
   XSD generated from the models (:mod:`.wsdl`)
 * ``POST /api/v1/<operationName>``, ``GET /api/v1/openapi.json``: JSON (:mod:`.jsonapi`)
+* ``GET /metrics``: Prometheus metrics read from the store at scrape time (:mod:`jobengine.metrics`)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = ["create_app"]
 
 def create_app() -> Starlette:
     """The Starlette application with every route."""
+    from jobengine.metrics import make_registry, metrics_endpoint
     from jobengine.web.jsonapi import json_endpoint, openapi_endpoint
     from jobengine.web.soap import soap_endpoint
     from jobengine.web.wsdl import wsdl_endpoint
@@ -28,5 +30,6 @@ def create_app() -> Starlette:
         Route("/scene7/webservice/IpsApi.wsdl", wsdl_endpoint, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/api/v1/{operation}", json_endpoint, methods=["POST"]),
+        Route("/metrics", metrics_endpoint(make_registry()), methods=["GET"]),
     ]
     return Starlette(routes=routes)
