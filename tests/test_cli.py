@@ -40,7 +40,8 @@ def test_dev_runs_the_seed_example_end_to_end(tmp_path: Path) -> None:
     """What `make run` does: embedded Redis, worker, beat, the demo jobs, their logs, clean stop."""
     env = {"JOBENGINE_HOME": str(tmp_path / "var"), "JOBENGINE_DEMO_USER": "ops@example.com"}
     env.pop("REDIS_URL", None)
-    full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("JOBENGINE_")}
+    full_env = {k: v for k, v in keep.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     full_env.update(env)
     proc = subprocess.run(
         [*JOBENGINE, "dev", "--exit-after-demo"],
