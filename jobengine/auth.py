@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import secrets
 import threading
 import time
@@ -32,13 +31,15 @@ from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle, hash_password, user_by_handle, verify_password
 from jobengine.errors import (
-    AuthenticationFault,
-    AuthorizationFault,
     IllegalCompany,
     IllegalRequestUser,
+    InvalidCredentials,
     InvalidParameter,
     InvalidRequestUser,
+    NoCredentials,
+    NoImpersonationPermission,
     NoOperationPermission,
+    TooManyAttempts,
 )
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import ApiToken, Membership, User, utcnow
@@ -63,35 +64,6 @@ __all__ = [
     "create_token",
     "revoke_token",
 ]
-
-
-class NoCredentials(AuthenticationFault):
-    """Raised when a request carries no user name and password (or token)."""
-
-    code = 10000
-    name = "NO_CREDENTIALS"
-
-
-class InvalidCredentials(AuthenticationFault):
-    """Raised for a wrong password, an unknown user, or a bad, unknown or revoked token."""
-
-    code = 10001
-    name = "INVALID_CREDENTIALS"
-
-
-class TooManyAttempts(InvalidCredentials):
-    """Raised, without checking anything, while a user name or client is locked out."""
-
-    def __init__(self, retry_after: float) -> None:
-        self.retry_after = max(1, math.ceil(retry_after))
-        super().__init__(f"too many failed attempts; try again in {self.retry_after} s")
-
-
-class NoImpersonationPermission(AuthorizationFault):
-    """Raised when submitJob's userHandle names another user the caller may not act for."""
-
-    code = 20004
-    name = "NO_IMPERSONATION_PERMISSION"
 
 
 # Section 10 of the IPS reference, column for column. WebServiceUser is in no column.

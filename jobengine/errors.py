@@ -9,14 +9,19 @@ written for a person. Each surface (Python, SOAP, JSON, CLI) maps it once.
     JobEngineError
      +-- IpsFault                          fault, code, reason
      |    +-- AuthenticationFault           10000-10002
+     |    |    +-- NoCredentials            10000 no user and password (or token)
+     |    |    +-- InvalidCredentials       10001 wrong password, unknown user, bad token
+     |    |         +-- TooManyAttempts     10001 locked out for a while after failures
      |    +-- AuthorizationFault            20000-20009
      |    |    +-- InvalidCompany           20000 unknown company
      |    |    +-- InvalidRequestUser       20002 userHandle names no user
      |    |    +-- NoOperationPermission    20003 role may not call the operation
+     |    |    +-- NoImpersonationPermission 20004 may not act as that userHandle
      |    |    +-- IllegalCompany           20006 company not the caller's
      |    |    +-- IllegalRequestUser       20007 userHandle's user is not in the company
      |    +-- IpsApiFault
      |         +-- ServerError              30000 the engine could not do it (broker down...)
+     |         |    +-- ConversionFailed    30000 one image failed (jobengine.imaging.errors)
      |         +-- InvalidParameter         30001 bad value, unknown handle, bad cron
      |         |    +-- NotSupported        30001 a job kind or option this server cannot run yet
      |         |    +-- LimitExceeded       30001 export size / count limits
@@ -27,6 +32,7 @@ written for a person. Each surface (Python, SOAP, JSON, CLI) maps it once.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "IllegalCompany",
     "IllegalRequestUser",
     "InvalidCompany",
+    "InvalidCredentials",
     "InvalidParameter",
     "InvalidRequestUser",
     "InvalidRequestXml",
@@ -44,9 +51,12 @@ __all__ = [
     "JobEngineError",
     "LimitExceeded",
     "MissingParameter",
+    "NoCredentials",
+    "NoImpersonationPermission",
     "NoOperationPermission",
     "NotSupported",
     "ServerError",
+    "TooManyAttempts",
 ]
 
 
@@ -89,6 +99,28 @@ class AuthenticationFault(IpsFault):
     name = "INVALID_CREDENTIALS"
 
 
+class NoCredentials(AuthenticationFault):
+    """Raised when a request carries no user name and password (or token)."""
+
+    code = 10000
+    name = "NO_CREDENTIALS"
+
+
+class InvalidCredentials(AuthenticationFault):
+    """Raised for a wrong password, an unknown user, or a bad, unknown or revoked token."""
+
+    code = 10001
+    name = "INVALID_CREDENTIALS"
+
+
+class TooManyAttempts(InvalidCredentials):
+    """Raised, without checking anything, while a user name or client is locked out."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(f"too many failed attempts; try again in {self.retry_after} s")
+
+
 class AuthorizationFault(IpsFault):
     """Raised when the caller may not do what it asked."""
 
@@ -116,6 +148,13 @@ class IllegalRequestUser(AuthorizationFault):
 
     code = 20007
     name = "ILLEGAL_REQUEST_USER"
+
+
+class NoImpersonationPermission(AuthorizationFault):
+    """Raised when submitJob's userHandle names another user the caller may not act for."""
+
+    code = 20004
+    name = "NO_IMPERSONATION_PERMISSION"
 
 
 class NoOperationPermission(AuthorizationFault):
