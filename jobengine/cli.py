@@ -19,9 +19,11 @@ app = typer.Typer(help="jobengine: IPS-compatible jobs on Celery.", no_args_is_h
 jobs_app = typer.Typer(help="Read job state and logs.", no_args_is_help=True)
 assets_app = typer.Typer(help="The asset catalog.", no_args_is_help=True)
 cron_app = typer.Typer(help="Quartz cron schedules.", no_args_is_help=True)
+presets_app = typer.Typer(help="Image presets (IPS image formats).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(assets_app, name="assets")
 app.add_typer(cron_app, name="cron")
+app.add_typer(presets_app, name="presets")
 console = Console()
 
 CompanyOpt = Annotated[str, typer.Option("--company", "-c", help="Company handle.")]
@@ -59,10 +61,50 @@ def submit(
         from jobengine.devstack import wait_for_runs
 
         company = handle.split("|", 1)[0]
+        _follow_progress(company, handle)
         logs = wait_for_runs(company, [handle], timeout=3600)
         _show_logs(logs)
         if any(log.state != "Done" or log.file_error_count for log in logs):
             raise typer.Exit(1)
+
+
+def _follow_progress(company: str, handle: str, poll: float = 0.5, timeout: float = 3600.0) -> None:
+    """A live progress bar per run of the job while it is queued or running (getActiveJobs)."""
+    import time
+
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+    from jobengine.operations import get_active_jobs
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[message]}"),
+    )
+    bars: dict[str, TaskID] = {}
+    deadline = time.monotonic() + timeout
+    with Progress(*columns, console=console) as progress:
+        while time.monotonic() < deadline:
+            active = get_active_jobs(company, job_handle=handle, include_waiting_jobs=True)
+            for job in active:
+                label = escape(f"{job.name} ({job.state})")
+                if job.name not in bars:
+                    bars[job.name] = progress.add_task(label, total=100, message="")
+                progress.update(
+                    bars[job.name],
+                    description=label,
+                    completed=job.progress,
+                    message=escape(job.progress_message or ""),
+                )
+            if not active:  # every run ended (or none is due yet): the job log tells the rest
+                for name, bar in bars.items():
+                    progress.update(
+                        bar, description=escape(f"{name} (ended)"), completed=100, message=""
+                    )
+                return
+            time.sleep(poll)
 
 
 def _show_logs(logs: list[Any]) -> None:
@@ -198,11 +240,67 @@ def cron_preview(
         console.print("never fires again")
 
 
+@presets_app.command("list")
+def presets_list(company: CompanyOpt) -> None:
+    """getImageFormats: the company's presets, by name."""
+    from jobengine import get_image_formats
+
+    try:
+        presets = get_image_formats(company)
+    except JobEngineError as exc:
+        _fail(exc)
+    rows = [
+        {"handle": p.image_format_handle, "name": p.name, "url_modifier": p.url_modifier}
+        for p in presets
+    ]
+    _print_table(rows, ["handle", "name", "url_modifier"])
+
+
+@presets_app.command("save")
+def presets_save(
+    company: CompanyOpt,
+    name: Annotated[str, typer.Argument(help="Preset name (letters, digits, - _ .).")],
+    url_modifier: Annotated[str, typer.Argument(help="The modifier definition, e.g. wid=200.")],
+    handle: Annotated[
+        str | None, typer.Option("--handle", help="Update this preset (rename it).")
+    ] = None,
+) -> None:
+    """saveImageFormat: create or update a preset; prints its handle."""
+    from jobengine import save_image_format
+
+    try:
+        saved = save_image_format(company, name, url_modifier, image_format_handle=handle)
+    except JobEngineError as exc:
+        _fail(exc)
+    console.print(saved)
+
+
+@presets_app.command("delete")
+def presets_delete(company: CompanyOpt, handle: str) -> None:
+    """deleteImageFormat."""
+    from jobengine import delete_image_format
+
+    try:
+        delete_image_format(company, handle)
+    except JobEngineError as exc:
+        _fail(exc)
+    console.print(f"deleteImageFormat {handle}: ok")
+
+
 @app.command()
-def worker(concurrency: int = 2, loglevel: str = "info") -> None:
+def worker(
+    concurrency: int = 2,
+    loglevel: str = "info",
+    json_logs: Annotated[
+        bool, typer.Option(help="Log one JSON object a line (with job, company, run).")
+    ] = False,
+) -> None:
     """Start a Celery worker for every job kind (events on, for Flower)."""
     from jobengine.devstack import worker_command
+    from jobengine.logs import JSON_ENV
 
+    if json_logs:
+        os.environ[JSON_ENV] = "1"  # read by jobengine.logs in the worker (after exec)
     _exec(worker_command(concurrency, loglevel))
 
 
