@@ -176,3 +176,36 @@ def test_rabbitmq_as_the_broker(store_only) -> None:
         _apply_env(env)
     assert log.state == "Done" and log.file_success_count == 3
     assert app.conf.broker_url != AMQP_URL
+
+
+@pytest.mark.slow
+def test_a_whole_worker_killed_mid_job_is_taken_over_by_another(store_only) -> None:
+    """SIGKILL of a worker's main process and its child: the messages it held come back through
+    the scheduler (lapsed leases, stalled pending items) and another worker completes the job."""
+    from jobengine.devstack import wait_for_runs
+    from tests.helpers import make_company
+
+    company, assets = make_company(40, pad=2_000_000)
+    doomed = Worker(store_only, concurrency=1)
+    survivor = Worker(store_only, concurrency=1)
+    try:
+        handle = submit(export_request(company, assets, "Whole Worker"))
+        run, child = _wait_for_item_in(doomed, "Whole Worker")
+        os.kill(child, signal.SIGKILL)
+        doomed.proc.send_signal(signal.SIGKILL)
+        doomed.proc.wait(10)
+        [log] = wait_for_runs(company, [handle], timeout=100, on_poll=lambda _: tick())
+    finally:
+        doomed.stop()
+        survivor.stop()
+    assert log.state == "Done", [(d.log_type, d.log_message) for d in log.details[-5:]]
+    assert log.file_success_count == 40 and log.file_error_count == 0
+    with get_runtime().store.read() as session:
+        successes = Counter(
+            session.scalars(
+                select(LogDetail.asset_handle).where(
+                    LogDetail.run_id == run.id, LogDetail.log_type == "ReturnSuccess"
+                )
+            )
+        )
+    assert len(successes) == 40 and set(successes.values()) == {1}
