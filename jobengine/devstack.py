@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -110,6 +109,3 @@ def wait_for_runs(
         if time.monotonic() > deadline:
             raise TimeoutError(f"jobs not finished after {timeout:.0f}s: {sorted(finished)}")
         time.sleep(0.3)
-
-
-os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -104,10 +104,6 @@ def _key_taken(session: Session, company: Company, name: str) -> bool:
     return False
 
 
-def _element(payload: dict[str, Any]) -> str:
-    return next(k for k in payload if k.endswith("Job"))
-
-
 def _record(
     session: Session,
     runtime: Runtime,
@@ -121,7 +117,7 @@ def _record(
     run_as = _user(session, req.user_handle, company, "userHandle")
     caller = _user(session, submitter, company, "user")
     payload = to_ips_dict(req)
-    element = _element(payload)
+    element = req.kind.element
     kind = kind_for(element)
     kind.check(session, company, req.job)
     timing = _timing(req, settings, now)

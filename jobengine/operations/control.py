@@ -15,6 +15,7 @@ from jobengine import dispatch
 from jobengine.catalog import company_by_handle
 from jobengine.cron import parse as parse_cron
 from jobengine.errors import InvalidParameter
+from jobengine.handles import run_handle
 from jobengine.kinds import kind_for
 from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
@@ -140,7 +141,7 @@ def execute_job(company_handle: str, job_handle: str) -> str:
                 tags, name = labels(early, job, company), early.run_name
                 slug = kind_for(job.kind).slug
                 dispatch.send_start(slug, early.id, early.task_id, tags)
-                return f"{company.handle.removeprefix('c|')}||{name}"
+                return run_handle(company.handle, name)
             job.fired_through = job.next_fire_at
         local_now = utcnow().astimezone(runtime.settings.zone)
         run = create_run(session, job, f"manual:{uuid.uuid4().hex}", local_now=local_now)
@@ -149,4 +150,4 @@ def execute_job(company_handle: str, job_handle: str) -> str:
         element = job.kind
         name = run.run_name
     send_run(runtime, element, run, tags)
-    return f"{company.handle.removeprefix('c|')}||{name}"
+    return run_handle(company.handle, name)
