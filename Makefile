@@ -48,6 +48,7 @@ flower: setup  ## Flower on http://127.0.0.1:5555
 	$(VENV)/bin/jobengine flower
 
 bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
+	$(PY) -m pip install -q --group bench
 	$(PY) bench/submit.py
 	$(PY) bench/convert.py
 

@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/submit.py [--n 2000] [--rounds 3]
 
-Three sides, all publishing to a queue no worker reads (purged afterwards):
+Four sides, all publishing to a queue no worker reads (purged afterwards), taking turns a hundred
+calls at a time so that load from elsewhere on the machine weighs on each alike:
 
 * ``bare``: a plain Celery app's ``apply_async`` of a no-op (``ignore_result=True``);
 * ``same config``: the no-op sent through jobengine's own Celery app, so with its settings
   (the ``task-sent`` event Flower needs is a second broker round trip per message);
 * ``submit()``: everything a real submission does: parse and validate, look up the company and
-  assets, commit the job and its run (the outbox), publish, mark the run sent.
+  assets, commit the job and its run (the outbox, marked sent), publish the task message and its
+  ``task-sent`` event;
+* ``submit_many()``: the same for batches of 100 jobs (one transaction, one round trip).
 
 Prints throughput, p50/p95 latency and the ratios; record the results in BENCHMARKS.md.
 """
@@ -30,30 +33,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 Stats = dict[str, float]
 
 
-def _measure(label: str, n: int, call: Callable[[int], object]) -> Stats:
-    latencies = []
-    start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter()
-        call(i)
-        latencies.append(time.perf_counter() - t0)
-    total = time.perf_counter() - start
-    latencies.sort()
-    result = {
-        "per_s": n / total,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p95_ms": latencies[int(n * 0.95)] * 1000,
-    }
-    print(
-        f"  {label:<30} {result['per_s']:8.0f}/s  p50 {result['p50_ms']:.2f} ms  "
-        f"p95 {result['p95_ms']:.2f} ms"
-    )
-    return result
+class Side:
+    """One side of the comparison: its calls' latencies and the time they took in all."""
 
+    def __init__(self, label: str, per_call: int = 1) -> None:
+        self.label, self.per_call = label, per_call
+        self.latencies: list[float] = []
+        self.total = 0.0
 
-def _per_job(batch: Stats, size: int) -> Stats:
-    """Batch figures as per-job throughput (latencies stay per batch)."""
-    return {**batch, "per_s": batch["per_s"] * size}
+    def run(self, call: Callable[[int], object], indices: range) -> None:
+        for i in indices:
+            t0 = time.perf_counter()
+            call(i)
+            took = time.perf_counter() - t0
+            self.latencies.append(took)
+            self.total += took
+
+    def stats(self) -> Stats:
+        lat = sorted(self.latencies)
+        return {
+            "per_s": len(lat) * self.per_call / self.total,
+            "p50_ms": statistics.median(lat) * 1000,
+            "p95_ms": lat[int(len(lat) * 0.95)] * 1000,
+        }
 
 
 def _median(rounds: list[Stats]) -> Stats:
@@ -88,34 +90,43 @@ def run(n: int, rounds: int) -> None:
     submit(request)  # warm up connections, caches and the store
     plain.apply_async((0,))
     same.apply_async((0,))
-    sides: dict[str, list[Stats]] = {"bare": [], "same": [], "submit": [], "many": []}
+    labels = {
+        "bare": "bare apply_async",
+        "same": "same config",
+        "submit": "submit()",
+        "many": "submit_many()/job",
+    }
+    results: dict[str, list[Stats]] = {side: [] for side in labels}
+    chunk = 100
     for r in range(rounds):
-        print(f"round {r + 1}")
-        sides["bare"].append(_measure("bare apply_async", n, lambda i: plain.apply_async((i,))))
-        sides["same"].append(
-            _measure("apply_async, same config", n, lambda i: same.apply_async((i,)))
-        )
+        sides = {side: Side(label) for side, label in labels.items()}
+        sides["many"] = Side(labels["many"], per_call=chunk)
         named = [{**request, "jobName": f"B{r}-{i}"} for i in range(n)]  # producers name jobs
-        sides["submit"].append(
-            _measure("jobengine submit()", n, lambda i, named=named: submit(named[i]))
-        )
         batches = [
-            [{**request, "jobName": f"M{r}-{i}-{k}"} for k in range(100)] for i in range(n // 100)
+            [{**request, "jobName": f"M{r}-{i}-{k}"} for k in range(chunk)]
+            for i in range(n // chunk)
         ]
-        per_batch = _measure(
-            "submit_many() x100, per batch", len(batches), lambda i, b=batches: submit_many(b[i])
-        )
-        sides["many"].append(_per_job(per_batch, 100))
+        # The sides take turns, a hundred calls each, so that a change in the machine's load
+        # (it is shared) weighs on all of them alike.
+        for c in range(n // chunk):
+            span = range(c * chunk, (c + 1) * chunk)
+            sides["bare"].run(lambda i: plain.apply_async((i,)), span)
+            sides["same"].run(lambda i: same.apply_async((i,)), span)
+            sides["submit"].run(lambda i, named=named: submit(named[i]), span)
+            sides["many"].run(lambda i, b=batches: submit_many(b[i]), range(c, c + 1))
+        print(f"round {r + 1}")
+        for side, runner in sides.items():
+            stats = runner.stats()
+            results[side].append(stats)
+            print(
+                f"  {runner.label:<20} {stats['per_s']:8.0f}/s  p50 {stats['p50_ms']:.2f} ms  "
+                f"p95 {stats['p95_ms']:.2f} ms"
+            )
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("bench")
-    med = {side: _median(stats) for side, stats in sides.items()}
-    print("\nmedian of rounds")
-    for side, label in (
-        ("bare", "bare apply_async"),
-        ("same", "same config"),
-        ("submit", "submit()"),
-        ("many", "submit_many()/job"),
-    ):
+    med = {side: _median(stats) for side, stats in results.items()}
+    print("\nmedian of rounds (submit_many latencies are per batch of 100)")
+    for side, label in labels.items():
         m = med[side]
         print(
             f"  {label:<18} {m['per_s']:6.0f}/s  p50 {m['p50_ms']:.2f} ms  p95 {m['p95_ms']:.2f} ms"

@@ -13,12 +13,12 @@ import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import InvalidCompany, InvalidParameter
 from jobengine.handles import asset_handle
-from jobengine.storage import LocalStorage, safe_name
+from jobengine.storage import Storage, safe_name
 from jobengine.store.schema import Asset, Company, Folder, ImageFormat, Membership, User, utcnow
 
 __all__ = [
@@ -199,7 +199,7 @@ def ensure_folder(session: Session, company: Company, path: str) -> Folder:
 
 def add_asset(
     session: Session,
-    storage: LocalStorage,
+    storage: Storage,
     company: Company,
     source: Path,
     *,
@@ -248,7 +248,7 @@ def add_set(session: Session, company: Company, name: str, set_type: str) -> Ass
 
 def import_files(
     session: Session,
-    storage: LocalStorage,
+    storage: Storage,
     company: Company,
     paths: Iterable[Path],
     *,
@@ -271,9 +271,9 @@ def import_files(
     return assets
 
 
-def company_presets(session: Session, company_id: int) -> dict[str, str]:
+def company_presets(db: Session | Connection, company_id: int) -> dict[str, str]:
     """Name (lower case) -> definition, for expanding ``$name$`` macros in a conversion."""
-    rows = session.execute(
+    rows = db.execute(
         select(ImageFormat.name_key, ImageFormat.url_modifier).where(
             ImageFormat.company_id == company_id
         )

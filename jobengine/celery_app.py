@@ -32,6 +32,9 @@ def configure(**overrides: Any) -> Celery:
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+    from jobengine.dispatch import reset_sender
+
+    reset_sender()
     return app
 
 

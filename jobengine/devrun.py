@@ -29,7 +29,7 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False) -> int:
         stack.start()
         where = settings.redis_url or settings.broker_url or "embedded Redis"
         console.print(f"[bold]jobengine[/bold] broker: {where}; store: {settings.database_url}")
-        console.print(f"storage: {settings.storage_root}; logs: {settings.home / 'logs'}")
+        console.print(f"storage: {settings.storage_url}; logs: {settings.home / 'logs'}")
         if demo:
             _demo(settings.demo_user, settings.demo_password)
         if not exit_after_demo:

@@ -9,14 +9,25 @@ that Flower shows them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from jobengine.errors import ServerError
+from jobengine.redis_send import RedisSender, TaskCall, Unsupported
 
-__all__ = ["BrokerUnavailable", "producer", "send_finish", "send_items", "send_start"]
+__all__ = [
+    "BrokerUnavailable",
+    "StartMessage",
+    "producer",
+    "reset_sender",
+    "send_finish",
+    "send_items",
+    "send_start",
+    "send_starts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +60,8 @@ def _send(
     kwargs: dict[str, Any],
     eta: datetime | None = None,
     via: Any = None,
+    *,
+    retry: bool = True,
 ) -> None:
     from jobengine.celery_app import app
 
@@ -58,7 +71,7 @@ def _send(
             kwargs=kwargs,
             task_id=task_id,
             eta=eta,
-            retry=True,
+            retry=retry,
             retry_policy=_RETRY,
             ignore_result=True,
             producer=via,
@@ -79,6 +92,66 @@ def send_start(
 ) -> None:
     """Send the message that starts a run (through ``producer`` when given)."""
     _send(f"jobengine.{slug}.start", task_id, {"run_id": run_id, **labels}, eta, producer)
+
+
+@dataclass(frozen=True, slots=True)
+class StartMessage:
+    """The message that starts a run of job kind ``slug``."""
+
+    slug: str
+    run_id: int
+    task_id: str
+    labels: dict[str, str]
+    eta: datetime | None = None
+
+
+def send_starts(messages: Sequence[StartMessage]) -> None:
+    """Send start messages, with their ``task-sent`` events, in one broker round trip.
+
+    On plain Redis, :class:`~jobengine.redis_send.RedisSender` pipelines every task message and
+    its event (the one Flower shows) into a single round trip, instead of two per message plus
+    a new client. Elsewhere (RabbitMQ), and if that fails, the messages go one by one through
+    Celery with the retry policy (a message that did reach the broker the first time is then
+    sent twice, and the run-once guard makes the copy a no-op). BrokerUnavailable when the
+    broker cannot take them.
+    """
+    if not messages:
+        return
+    calls = [
+        TaskCall(f"jobengine.{m.slug}.start", m.task_id, {"run_id": m.run_id, **m.labels}, m.eta)
+        for m in messages
+    ]
+    sender = _redis_sender()
+    if sender is not None:
+        try:
+            sender.send(calls)
+            return
+        except Unsupported:
+            pass
+        except Exception as exc:  # the client's own errors: try again the slow, retrying way
+            logger.info("pipelined publish failed (%s); sending one by one with retries", exc)
+    with producer() as via:
+        for call in calls:
+            _send(call.name, call.task_id, call.kwargs, call.eta, via)
+
+
+_SENDER: list[RedisSender | None] = []
+
+
+def _redis_sender() -> RedisSender | None:
+    """The process's pipelined Redis sender, or None when the broker is not plain Redis."""
+    if not _SENDER:
+        from jobengine.celery_app import app
+
+        _SENDER.append(RedisSender(app) if RedisSender.supports(app) else None)
+    return _SENDER[0]
+
+
+def reset_sender() -> None:
+    """Forget the pipelined sender (after the broker configuration changed)."""
+    if _SENDER and _SENDER[0] is not None:
+        _SENDER[0].reset()
+    _SENDER.clear()
 
 
 def send_items(

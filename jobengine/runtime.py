@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass
 
 from jobengine.settings import Settings, get_settings, reset_settings
-from jobengine.storage import LocalStorage
+from jobengine.storage import Storage, open_storage
 from jobengine.store.db import Store
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
@@ -21,7 +21,7 @@ class Runtime:
 
     settings: Settings
     store: Store
-    storage: LocalStorage
+    storage: Storage
 
 
 @functools.cache
@@ -30,7 +30,8 @@ def get_runtime() -> Runtime:
     settings = get_settings()
     store = Store(settings.database_url)
     store.create_tables()
-    return Runtime(settings=settings, store=store, storage=LocalStorage(settings.storage_root))
+    storage = open_storage(settings.storage_url, settings.storage_options)
+    return Runtime(settings=settings, store=store, storage=storage)
 
 
 def reset_runtime() -> None:

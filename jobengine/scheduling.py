@@ -7,7 +7,10 @@
    moves on to the next fire time after now; a paused schedule does not fire);
 2. sends one-shot ``execTime`` runs as they come inside the ETA horizon;
 3. relays runs the broker did not take at submit time (the outbox);
-4. re-sends the steps of runs whose worker died and whose message was lost.
+4. re-sends the start of a queued run that has not started ``stall_seconds`` after it was sent
+   (and after its ETA): the producer died between its commit and its send, or the broker lost
+   the message (a Redis restart without persistence);
+5. re-sends the steps of runs whose worker died and whose message was lost.
 
 Two beats never fire a schedule twice: only the lock holder ticks, and every fire also passes a
 compare-and-set on the job's next fire time and the unique ``(job, fire key)`` of its run.
@@ -187,6 +190,56 @@ def _relay_outbox(runtime: Runtime, now: datetime, report: TickReport) -> None:
             report.relayed.append(sent[1].run_name)
 
 
+def _requeue_unstarted(runtime: Runtime, now: datetime, report: TickReport) -> None:
+    """Send again the start of queued runs that were sent long ago and never started.
+
+    At most once per ``stall_seconds`` per run (the CAS moves its ``dispatched_at``): a run that
+    is only waiting behind a long backlog gets one harmless duplicate per period, which its
+    run-once guard drops.
+    """
+    cutoff = now - timedelta(seconds=runtime.settings.stall_seconds)
+    with runtime.store.read() as session:
+        rows = session.execute(
+            select(Run.id, Run.dispatched_at)
+            .where(
+                Run.state == "Queued",
+                Run.paused.is_(False),
+                Run.stop_requested.is_(False),
+                Run.dispatched_at < cutoff,
+                or_(Run.eta.is_(None), Run.eta < cutoff),
+            )
+            .limit(500)
+        ).all()
+    for run_id, sent_at in rows:
+        with runtime.store.write() as session:
+            moved = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.state == "Queued", Run.dispatched_at == sent_at)
+                .values(dispatched_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if not _cas(moved):
+                continue  # it started meanwhile, or another beat took it
+            run = session.get(Run, run_id)
+            assert run is not None
+            job = session.get(Job, run.job_id)
+            assert job is not None
+            sent = _tags(session, job, run)
+        if sent is not None:
+            try:
+                dispatch.send_start(kind_for(sent[0]).slug, run_id, sent[1].task_id, sent[2])
+            except dispatch.BrokerUnavailable:  # back to the outbox: the relay sends it later
+                with runtime.store.write() as session:
+                    session.execute(
+                        update(Run)
+                        .where(Run.id == run_id)
+                        .values(dispatched_at=None)
+                        .execution_options(synchronize_session=False)
+                    )
+                return
+            report.resent.append(f"{sent[1].run_name}:start")
+
+
 def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> None:
     """Re-send start, item and finish messages lost with a dead worker (guards drop extras)."""
     stale = now - timedelta(seconds=runtime.settings.outbox_grace)
@@ -262,6 +315,7 @@ def tick(runtime: Runtime | None = None, now: datetime | None = None) -> TickRep
     _fire_schedules(runtime, now, report)
     _send_one_shots(runtime, now, report)
     _relay_outbox(runtime, now, report)
+    _requeue_unstarted(runtime, now, report)
     _resend_lost_steps(runtime, now, report)
     return report
 

@@ -9,7 +9,10 @@ variable                       meaning (default)
 ``REDIS_URL``                  Redis broker and result backend (embedded Redis when unset)
 ``JOBENGINE_BROKER_URL``       broker, if not Redis (e.g. ``amqp://guest:guest@127.0.0.1//``)
 ``DATABASE_URL``               job store (``sqlite:///$JOBENGINE_HOME/jobengine.db``)
-``JOBENGINE_STORAGE``          asset storage root (``$JOBENGINE_HOME/storage``)
+``JOBENGINE_STORAGE``          asset storage: a directory or any fsspec URL, e.g.
+                               ``s3://bucket/prefix`` (``$JOBENGINE_HOME/storage``)
+``JOBENGINE_STORAGE_OPTIONS``  fsspec storage options as a JSON object, e.g.
+                               ``{"endpoint_url": "http://127.0.0.1:9000"}`` (none)
 ``JOBENGINE_TIMEZONE``         the server's zone for schedules (the machine's, else UTC)
 ``JOBENGINE_ETA_HORIZON``      seconds ahead an execTime run is sent with a Celery ETA (300)
 ``JOBENGINE_VISIBILITY_TIMEOUT`` Redis visibility timeout in seconds (7200)
@@ -33,12 +36,15 @@ variable                       meaning (default)
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jobengine.errors import ConfigurationError
+from jobengine.storage import local_root
 
 __all__ = ["Settings", "get_settings", "reset_settings"]
 
@@ -69,6 +75,25 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _storage_url(raw: str) -> str:
+    """A local storage as its absolute directory (``file://`` URLs too), other URLs as given."""
+    root = local_root(raw)
+    return raw if root is None else str(root)
+
+
+def _json_object(env: dict[str, str], name: str) -> dict[str, Any]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{name} must be a JSON object")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the embedded defaults a fresh machine runs on."""
@@ -77,7 +102,9 @@ class Settings:
     redis_url: str | None = None
     broker_url: str | None = None
     database_url: str = ""
-    storage_root: Path = field(default_factory=Path)
+    # a local directory (absolute) or an fsspec URL; options are fsspec's (may hold secrets)
+    storage_url: str = ""
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
     timezone: str = "UTC"
     eta_horizon: float = 300.0
     visibility_timeout: int = 7200
@@ -106,7 +133,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             broker_url=env.get("JOBENGINE_BROKER_URL") or None,
             database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'jobengine.db'}",
-            storage_root=Path(env.get("JOBENGINE_STORAGE") or home / "storage").absolute(),
+            storage_url=_storage_url(env.get("JOBENGINE_STORAGE") or str(home / "storage")),
+            storage_options=_json_object(env, "JOBENGINE_STORAGE_OPTIONS"),
             timezone=env.get("JOBENGINE_TIMEZONE") or _local_zone_name(),
             eta_horizon=_float(env, "JOBENGINE_ETA_HORIZON", 300.0),
             visibility_timeout=int(_float(env, "JOBENGINE_VISIBILITY_TIMEOUT", 7200)),

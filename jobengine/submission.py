@@ -7,6 +7,11 @@ it when the broker is back; the caller still gets its handle.
 When it runs: no time -> now; ``execTime`` within the ETA horizon -> a Celery ETA message now;
 ``execTime`` further ahead -> held in the store until the scheduler brings it inside the horizon;
 ``execSchedule`` -> the scheduler fires it on its Quartz cron in the server's time zone.
+
+This is the hot path of a producer service: the job store is written with prebuilt Core
+statements on the session's connection (the ORM's unit of work and entity loading cost several
+times the SQL here), and a run's task message and its ``task-sent`` event leave in one broker
+round trip (see :mod:`jobengine.dispatch`).
 """
 
 from __future__ import annotations
@@ -15,29 +20,44 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from jobengine import dispatch
-from jobengine.catalog import company_by_handle, user_by_handle
 from jobengine.cron import parse as parse_cron
-from jobengine.errors import IllegalRequestUser, InvalidParameter, InvalidRequestUser, IpsFault
+from jobengine.errors import (
+    IllegalRequestUser,
+    InvalidCompany,
+    InvalidParameter,
+    InvalidRequestUser,
+    IpsFault,
+)
 from jobengine.handles import job_handle
 from jobengine.kinds import kind_for
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
-from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.jobs import create_run, fire_key
+from jobengine.store.hot import HotStatement
+from jobengine.store.jobs import fire_key, insert_run
 from jobengine.store.runs import ACTIVE_STATES
-from jobengine.store.schema import JOBS, RUNS, Company, Job, Membership, Run, User, utcnow
+from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 
-__all__ = ["send_run", "send_runs", "submit", "submit_many"]
+__all__ = ["Outgoing", "send_run", "send_runs", "submit", "submit_many"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A run's start message, ready to send: the job kind's element, the run and its labels."""
+
+    element: str
+    run_id: int
+    task_id: str
+    eta: datetime | None
+    labels: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -65,72 +85,123 @@ def _timing(req: SubmitJobRequest, settings: Settings, now: datetime) -> _Timing
     return _Timing("None", None, True, None, "now")
 
 
-def _user(session: Session, handle: str | None, company: Company, field: str) -> User | None:
-    if not handle:
-        return None
-    user = user_by_handle(session, handle)
-    if user is None:
-        raise InvalidRequestUser(f"unknown user {handle!r}", field=field)
-    if session.get(Membership, (user.id, company.id)) is None:
-        raise IllegalRequestUser(
-            f"user {handle!r} is not a member of company {company.handle!r}", field=field
-        )
-    return user
-
-
-_LIVE_HOLDER = select(Job).where(
-    Job.company_id == bindparam("company"), Job.live_key == bindparam("name")
+_COMPANIES = cast(Table, Company.__table__)
+_USERS = cast(Table, User.__table__)
+_MEMBERS = cast(Table, Membership.__table__)
+_COMPANY = HotStatement(
+    select(_COMPANIES.c.id, _COMPANIES.c.handle).where(_COMPANIES.c.handle == bindparam("handle"))
 )
-_JOB_INSERT = insert(JOBS).returning(JOBS.c.id)
-_MARK_SENT = (
+_USER = HotStatement(
+    select(_USERS.c.id).where(
+        (_USERS.c.handle == bindparam("handle")) | (_USERS.c.email == bindparam("handle"))
+    )
+)
+_MEMBER = HotStatement(
+    select(_MEMBERS.c.user_id).where(
+        _MEMBERS.c.user_id == bindparam("user"), _MEMBERS.c.company_id == bindparam("company")
+    )
+)
+_LIVE_HOLDER = HotStatement(
+    select(JOBS.c.id, JOBS.c.trigger_state).where(
+        JOBS.c.company_id == bindparam("company"), JOBS.c.live_key == bindparam("name")
+    )
+)
+_HOLDER_ACTIVE = HotStatement(
+    select(RUNS.c.id)
+    .where(RUNS.c.job_id == bindparam("job"), or_(*(RUNS.c.state == s for s in ACTIVE_STATES)))
+    .limit(1)
+)
+_RELEASE_NAME = HotStatement(
+    update(JOBS).where(JOBS.c.id == bindparam("job")).values(live_key=None)
+)
+_JOB_KEYS = ("company_id", "live_key", "handle", "name", "kind", "payload", "submit_user_id",
+             "run_as_user_id", "locale", "description", "exec_time", "exec_schedule", "time_zone",
+             "trigger_state", "next_fire_at", "fired_through", "created_at")  # fmt: skip
+_JOB_INSERT = HotStatement(insert(JOBS).returning(JOBS.c.id), insert_keys=_JOB_KEYS)
+_SET_HANDLE = HotStatement(
+    update(JOBS).where(JOBS.c.id == bindparam("job")).values(handle=bindparam("h"))
+)
+_UNMARK_SENT = HotStatement(
+    update(RUNS).where(RUNS.c.id == bindparam("run")).values(dispatched_at=None)
+)
+_MARK_SENT = HotStatement(
     update(RUNS)
-    .where(RUNS.c.id.in_(bindparam("run_ids", expanding=True)), RUNS.c.dispatched_at.is_(None))
+    .where(RUNS.c.id == bindparam("run"), RUNS.c.dispatched_at.is_(None))
     .values(dispatched_at=bindparam("now"))
 )
 
 
-def _key_taken(session: Session, company: Company, name: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class _CompanyRef:
+    id: int
+    handle: str
+
+
+def _company(conn: Connection, handle: str) -> _CompanyRef:
+    """The company with ``handle`` (``47`` or ``c|47``), detached; InvalidCompany if none."""
+    row = _COMPANY.first(conn, {"handle": handle})
+    if row is None and handle.startswith("c|"):
+        row = _COMPANY.first(conn, {"handle": handle[2:]})
+    if row is None:
+        raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
+    return _CompanyRef(int(row[0]), str(row[1]))
+
+
+def _user(conn: Connection, handle: str | None, company: _CompanyRef, field: str) -> int | None:
+    """The id of the user with this handle or e-mail, who must be a member of ``company``."""
+    if not handle:
+        return None
+    user_id = _USER.scalar(conn, {"handle": handle})
+    if user_id is None:
+        raise InvalidRequestUser(f"unknown user {handle!r}", field=field)
+    if _MEMBER.first(conn, {"user": user_id, "company": company.id}) is None:
+        raise IllegalRequestUser(
+            f"user {handle!r} is not a member of company {company.handle!r}", field=field
+        )
+    return int(user_id)
+
+
+def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
     """Whether a live job holds ``name``; an ended holder hands the name to the new job."""
-    holder = session.scalar(_LIVE_HOLDER, {"company": company.id, "name": name})
+    holder = _LIVE_HOLDER.first(conn, {"company": company_id, "name": name})
     if holder is None:
         return False
-    live = holder.trigger_state in ("Normal", "Paused", "Blocked") or session.scalar(
-        select(Run.id).where(Run.job_id == holder.id, Run.state.in_(ACTIVE_STATES)).limit(1)
-    )
-    if live:
+    job_id, trigger_state = holder
+    if trigger_state in ("Normal", "Paused", "Blocked"):
         return True
-    holder.live_key = None
-    session.flush()
+    if _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None:
+        return True
+    _RELEASE_NAME.execute(conn, {"job": job_id})
     return False
 
 
 def _record(
-    session: Session,
+    conn: Connection,
     runtime: Runtime,
     req: SubmitJobRequest,
     submitter: str | None,
     duplicate: bool,
-) -> tuple[Job, Run | None, Company]:
+) -> tuple[str, Outgoing | None]:
+    """Write one job (and its run when it starts now); returns its handle and start message."""
     settings = runtime.settings
     now = utcnow()
-    company = company_by_handle(session, req.company_handle)
-    run_as = _user(session, req.user_handle, company, "userHandle")
-    caller = _user(session, submitter, company, "user")
-    payload = to_ips_dict(req)
+    company = _company(conn, req.company_handle)
+    run_as = _user(conn, req.user_handle, company, "userHandle")
+    caller = _user(conn, submitter, company, "user")
     element = req.kind.element
-    kind = kind_for(element)
-    kind.check(session, company, req.job)
+    kind_for(element).check(conn, company.id, req.job)
     timing = _timing(req, settings, now)
-    taken = duplicate or _key_taken(session, company, req.job_name)
+    taken = duplicate or _key_taken(conn, company.id, req.job_name)
+    handle = "" if taken else job_handle(company.handle, req.job_name)
     values: dict[str, Any] = dict(
         company_id=company.id,
         live_key=None if taken else req.job_name,
-        handle="" if taken else job_handle(company.handle, req.job_name),
+        handle=handle,
         name=req.job_name,
         kind=element,
-        payload=payload,
-        submit_user_id=caller.id if caller else None,
-        run_as_user_id=run_as.id if run_as else None,
+        payload=to_ips_dict(req),
+        submit_user_id=caller,
+        run_as_user_id=run_as,
         locale=req.locale,
         description=req.description,
         exec_time=req.exec_time,
@@ -141,18 +212,24 @@ def _record(
         fired_through=timing.next_fire_at if timing.run_now else None,
         created_at=now,
     )
-    conn = session.connection()  # Core INSERT: no unit-of-work cost on the hot path
-    job = Job(id=conn.execute(_JOB_INSERT, values).scalar_one(), **values)
+    job_id = int(_JOB_INSERT.scalar(conn, values))
     if taken:
-        job.handle = job_handle(company.handle, req.job_name, job.id)
-        conn.execute(update(Job).where(Job.id == job.id).values(handle=job.handle))
-    run = None
-    if timing.run_now:
-        local_now = now.astimezone(settings.zone)
-        run = create_run(
-            session, job, timing.fire_key, local_now=local_now, eta=timing.eta, new_job=True
-        )
-    return job, run, company
+        handle = job_handle(company.handle, req.job_name, job_id)
+        _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
+    if not timing.run_now:
+        return handle, None
+    run = insert_run(
+        conn,
+        job_id=job_id,
+        company_id=company.id,
+        job_name=req.job_name,
+        fire_key=timing.fire_key,
+        local_now=now.astimezone(settings.zone),
+        eta=timing.eta,
+        dispatched_at=now,  # sent right after the commit; unmarked if the broker refuses it
+    )
+    labels = {"job": handle, "company": company.handle, "run": run["run_name"]}
+    return handle, Outgoing(element, run["id"], run["task_id"], run["eta"], labels)
 
 
 def submit(
@@ -169,7 +246,7 @@ def submit(
 def submit_many(
     requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes], *, user: str | None = None
 ) -> list[str]:
-    """Submit several jobs in one transaction and one broker connection; returns their handles.
+    """Submit several jobs in one transaction and one broker round trip; returns their handles.
 
     All or nothing: if any request is bad, its fault is raised (the reason names its position)
     and none of the jobs is recorded.
@@ -178,17 +255,14 @@ def submit_many(
     runtime = get_runtime()
     for duplicate in (False, True):
         try:
-            with runtime.store.write() as session:
-                recorded = [_record(session, runtime, req, user, duplicate) for req in reqs]
-                handles = [job.handle for job, _, _ in recorded]
-                to_send = [(job.kind, run, labels(run, job, company))
-                           for job, run, company in recorded if run is not None]  # fmt: skip
+            with runtime.store.connect() as conn:
+                recorded = [_record(conn, runtime, req, user, duplicate) for req in reqs]
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:
                 raise
-    send_runs(runtime, to_send)
-    return handles
+    send_runs(runtime, [out for _, out in recorded if out is not None], marked=True)
+    return [handle for handle, _ in recorded]
 
 
 def _parse(request: SubmitJobRequest | dict[str, Any] | str | bytes, n: int, total: int
@@ -202,29 +276,46 @@ def _parse(request: SubmitJobRequest | dict[str, Any] | str | bytes, n: int, tot
         raise
 
 
-def send_run(runtime: Runtime, element: str, run: Run, tags: dict[str, str]) -> bool:
+def send_run(runtime: Runtime, element: str, run: Run, labels: dict[str, str]) -> bool:
     """Send a run's start message and mark it sent.
 
     Returns False when the broker is down: the run stays in the outbox for the relay.
     """
-    return send_runs(runtime, [(element, run, tags)]) == 1
+    return send_runs(runtime, [Outgoing(element, run.id, run.task_id, run.eta, labels)]) == 1
 
 
-def send_runs(runtime: Runtime, runs: list[tuple[str, Run, dict[str, str]]]) -> int:
-    """Send start messages through one producer and mark them sent; returns how many went.
+def send_runs(runtime: Runtime, runs: Sequence[Outgoing], *, marked: bool = False) -> int:
+    """Send start messages in one broker round trip and mark them sent; returns how many went.
 
-    Runs the broker did not take stay in the outbox for the scheduler's relay.
+    Runs the broker did not take stay in the outbox for the scheduler's relay. A run whose
+    message went but whose marking did not is sent again by the relay: the run-once guard makes
+    the second message a no-op.
+
+    ``marked``: the runs were committed already marked sent (submit's hot path saves a
+    transaction so). If the broker refuses them they are unmarked, for the relay; if this process
+    dies before sending, the scheduler sends a queued run again once it has waited
+    ``stall_seconds`` without starting.
     """
-    sent: list[int] = []
+    if not runs:
+        return 0
+    messages = [
+        dispatch.StartMessage(kind_for(out.element).slug, out.run_id, out.task_id, out.labels,
+                              out.eta)
+        for out in runs
+    ]  # fmt: skip
     try:
-        with dispatch.producer() as producer:
-            for element, run, tags in runs:
-                slug = kind_for(element).slug
-                dispatch.send_start(slug, run.id, run.task_id, tags, eta=run.eta, producer=producer)
-                sent.append(run.id)
+        dispatch.send_starts(messages)
     except dispatch.BrokerUnavailable:
-        logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs) - len(sent))
-    if sent:
-        with runtime.store.write() as session:
-            session.connection().execute(_MARK_SENT, {"run_ids": sent, "now": utcnow()})
-    return len(sent)
+        logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs))
+        if marked:
+            with runtime.store.connect() as conn:
+                for out in runs:
+                    _UNMARK_SENT.execute(conn, {"run": out.run_id})
+        return 0
+    if marked:
+        return len(runs)
+    now = utcnow()
+    with runtime.store.connect() as conn:
+        for out in runs:
+            _MARK_SENT.execute(conn, {"run": out.run_id, "now": now})
+    return len(runs)

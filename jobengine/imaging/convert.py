@@ -14,7 +14,6 @@ process you can afford to lose (ImageMagick can ``abort()`` on hostile input). T
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ from wand.image import Image
 
 from jobengine.imaging.encode import OutputFiles, require_encoder
 from jobengine.imaging.errors import ConversionFailed
-from jobengine.imaging.geometry import Plan, check_plan, plan
+from jobengine.imaging.geometry import check_plan, jpeg_size_hint, plan
 from jobengine.imaging.limits import Limits
 from jobengine.imaging.pdf import open_pdf, render_page
 from jobengine.imaging.request import ImageRequest, output_name, page_name
@@ -148,16 +147,6 @@ def _plain_path(src: Path) -> Iterator[Path]:
         yield plain
 
 
-def _jpeg_hint(sniffed: Sniffed, req: ImageRequest, p: Plan, raw: tuple[int, int]) -> str | None:
-    """``jpeg:size`` for libjpeg's reduced-size decoding, when shrinking by 2x or more."""
-    if sniffed.kind != "jpeg" or req.crop is not None or req.rotate % 360:
-        return None
-    factor = max(p.scaled[0] / p.rotated[0], p.scaled[1] / p.rotated[1])
-    if factor > 0.5:
-        return None
-    return f"{math.ceil(raw[0] * factor)}x{math.ceil(raw[1] * factor)}"
-
-
 def _convert_raster(
     src: Path, sniffed: Sniffed, req: ImageRequest, *, limits: Limits, name: str, out: OutputFiles
 ) -> None:
@@ -171,9 +160,9 @@ def _convert_raster(
         p = plan(*(raw[::-1] if swapped else raw), req)
         check_plan(p, limits)
         with Image() as img:
-            hint = _jpeg_hint(sniffed, req, p, raw)
+            hint = jpeg_size_hint(p, req, raw) if sniffed.kind == "jpeg" else None
             if hint:
-                img.options["jpeg:size"] = hint
+                img.options["jpeg:size"] = f"{hint[0]}x{hint[1]}"
             img.read(filename=spec)
             log.debug(
                 "decoded %s %sx%s (hint %s) -> %sx%s",

@@ -21,7 +21,7 @@ from jobengine.imaging.errors import ConversionFailed
 from jobengine.imaging.limits import Limits
 from jobengine.imaging.request import Crop, ImageRequest
 
-__all__ = ["Box", "Plan", "check_plan", "plan"]
+__all__ = ["Box", "Plan", "check_plan", "jpeg_size_hint", "plan"]
 
 
 @dataclass(frozen=True)
@@ -165,3 +165,23 @@ def check_plan(p: Plan, limits: Limits) -> None:
                 f"{what} image {ow}x{oh} = {ow * oh} pixels is larger than MaxPix "
                 f"{limits.max_output_pixels} (max_output_pixels)"
             )
+
+
+def jpeg_size_hint(p: Plan, req: ImageRequest, raw: tuple[int, int]) -> tuple[int, int] | None:
+    """ImageMagick's ``jpeg:size`` read hint (shrink-on-load) for a JPEG of ``raw`` pixels as
+    stored (before EXIF orientation), or None when it must not be used.
+
+    With the hint, libjpeg decodes at a reduced scale (DCT scaling): ImageMagick 6 picks
+    1/floor(min(raw_w / hint_w, raw_h / hint_h)) and libjpeg-turbo rounds that up to the next
+    M/8, so the decoded image is never smaller than the hint. The hint is the scaled size
+    expressed in stored pixels (one factor for both axes, the larger one), so the resize step
+    always shrinks and never upscales: same size, no loss of detail. It is only given when the
+    plan shrinks by 2x or more (above that the scale would be 1 anyway), and not with ``crop``
+    or ``rotate``, whose steps work in full-resolution source pixels.
+    """
+    if req.crop is not None or req.rotate % 360:
+        return None
+    factor = max(p.scaled[0] / p.rotated[0], p.scaled[1] / p.rotated[1])
+    if factor > 0.5:
+        return None
+    return math.ceil(raw[0] * factor), math.ceil(raw[1] * factor)

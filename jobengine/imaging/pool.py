@@ -62,6 +62,14 @@ _PASS_ENV = (
     "WAND_MAGICK_LIBRARY_SUFFIX",
     "JOBENGINE_IMAGING_ICC_DIRS",
 )
+# glibc malloc in a long-lived worker: serve ImageMagick's pixel caches and codec buffers (up to
+# 32 MiB each, glibc's ceiling for this knob; a 3000x2000 Q16 image is 48 MB) from the heap and
+# keep up to 64 MiB of freed memory for the next image, instead of mmap/munmap per image. That
+# removes ~5,000 page faults (zeroing 20 MB) per 1200-wide conversion; RLIMIT_AS still caps it.
+_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(64 * 1024 * 1024),
+}
 
 
 class _Timeout(Exception):
@@ -125,6 +133,7 @@ class _Worker:
             OMP_NUM_THREADS="1",
             OMP_THREAD_LIMIT="1",
             PYTHONDONTWRITEBYTECODE="1",
+            **_MALLOC_ENV,
         )
         env.update(extra)
         root = str(PACKAGE_DIR.parent)

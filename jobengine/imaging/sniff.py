@@ -177,17 +177,16 @@ def sniff_file(path: Path) -> Sniffed:
         return sniff(f.read(HEAD_BYTES))
 
 
+# 0xFF followed by anything but a stuffed zero, a restart marker (RST0-7) or another 0xFF (fill):
+# the first marker after entropy-coded data. One regex scan in C instead of a Python loop over
+# every 0xFF byte (a 3000x2000 photo has ~10,000 of them, a 100 MP one ~100 times more).
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
 def _skip_entropy(data: bytes | mmap.mmap, i: int) -> int:
     """Index of the first marker after entropy-coded data starting at ``i`` (-1 if none)."""
-    while True:
-        j = data.find(b"\xff", i)
-        if j < 0 or j + 1 >= len(data):
-            return -1
-        following = data[j + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
-            i = j + 1  # stuffed byte, restart marker or fill byte: still inside the scan
-            continue
-        return j
+    found = _MARKER_AFTER_SCAN.search(data, i)
+    return -1 if found is None else found.start()
 
 
 def _jpeg_complete(data: bytes | mmap.mmap) -> bool:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from jobengine.runtime import Runtime
 from jobengine.store.runs import write_log
-from jobengine.store.schema import Asset, Company, Folder, Run
+from jobengine.store.schema import Asset, Folder, Run
 
 __all__ = ["AssetRef", "ItemOutcome", "JobKindHandler", "PlannedItem", "RunContext"]
 
@@ -106,8 +106,11 @@ class JobKindHandler:
     begin_log: ClassVar[str]
     end_log: ClassVar[str]
 
-    def check(self, session: Session, company: Company, job: Any) -> None:
-        """Submit-time checks that need the catalog (handles exist, limits). Raise IpsFault."""
+    def check(self, db: Connection, company_id: int, job: Any) -> None:
+        """Submit-time checks that need the catalog (handles exist, limits). Raise IpsFault.
+
+        ``db`` is the submit transaction's connection: Core statements only (hot path).
+        """
 
     def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
         """The items of a run, in order; log rows for anything skipped. Runs once per run."""

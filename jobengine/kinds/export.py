@@ -3,8 +3,9 @@
 Each asset is one item: its files (an original, a converted image, or one image per PDF page)
 go to the run's staging folder under the item's own key, cleared first, so a retried item
 replaces its own files and can never appear twice. The finishing
-step writes the ZIP under a temporary name and renames it into place, then removes the staging
-folder: readers see no ZIP or the whole ZIP.
+step streams the ZIP into an atomic storage write (a temporary file renamed into place, or an
+object-store upload completed only at the end), then removes the staging folder: readers see no
+ZIP or the whole ZIP.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from jobengine import imaging
@@ -28,7 +29,7 @@ from jobengine.kinds.base import (
     asset_in_folder,
 )
 from jobengine.storage import safe_name
-from jobengine.store.schema import Asset, Company, RunItem
+from jobengine.store.schema import Asset, RunItem
 
 __all__ = ["MAX_EXPORT_ASSETS", "MAX_EXPORT_BYTES", "ExportKind"]
 
@@ -41,9 +42,9 @@ _ASSETS_BY_HANDLE = select(Asset.handle, Asset.company_id, Asset.size).where(
 )
 
 
-def _image_request(session: Session, company_id: int, job: Any) -> imaging.ImageRequest:
+def _image_request(db: Session | Connection, company_id: int, job: Any) -> imaging.ImageRequest:
     """The conversion of an ExportJob: the company's presets over the shipped defaults."""
-    presets = {**imaging.default_presets(), **company_presets(session, company_id)}
+    presets = {**imaging.default_presets(), **company_presets(db, company_id)}
     return imaging.export_request(job.is_modifier, job.macro, presets)
 
 
@@ -58,9 +59,9 @@ class ExportKind(JobKindHandler):
     begin_log = "BeginGet"
     end_log = "EndGet"
 
-    def check(self, session: Session, company: Company, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: Any) -> None:
         if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token
-            _image_request(session, company.id, job)
+            _image_request(db, company_id, job)
         handles = _unique_handles(job.asset_handle_array)
         if not handles:
             raise InvalidParameter("exportJob/assetHandleArray is empty", field="assetHandleArray")
@@ -69,13 +70,13 @@ class ExportKind(JobKindHandler):
                 f"an export holds at most {MAX_EXPORT_ASSETS} assets; {len(handles)} were given",
                 field="exportJob/assetHandleArray",
             )
-        found = session.execute(_ASSETS_BY_HANDLE, {"handles": handles}).all()
+        found = db.execute(_ASSETS_BY_HANDLE, {"handles": handles}).all()
         assets = {str(h): (int(c), int(size)) for h, c, size in found}
         for handle in handles:
             owner = assets.get(handle)
             if owner is None:
                 raise InvalidParameter(f"unknown assetHandle {handle!r}", field="assetHandleArray")
-            if owner[0] != company.id:
+            if owner[0] != company_id:
                 raise IllegalCompany(
                     f"asset {handle!r} belongs to another company", field="assetHandleArray"
                 )
@@ -107,7 +108,10 @@ class ExportKind(JobKindHandler):
         job: Any = ctx.job
         try:
             if str(job.fmt) == "convert" and asset.type in CONVERTIBLE:
-                names = self._convert(ctx, job, storage.path(asset.file_key), staged, asset.name)
+                # the isolated converter needs local paths: local storage gives its own files,
+                # remote storage a downloaded copy and a folder uploaded after a success
+                with storage.local_file(asset.file_key) as source, storage.local_dir(staged) as out:
+                    names = self._convert(ctx, job, source, out, asset.name)
                 note = "converted"
             else:
                 storage.copy(asset.file_key, f"{staged}/{asset.name}")
@@ -128,11 +132,9 @@ class ExportKind(JobKindHandler):
         return ItemOutcome("success", "ReturnSuccess", message, ref, size, {"files": files})
 
     @staticmethod
-    def _convert(ctx: RunContext, job: Any, source: Path, staged: str, name: str) -> list[str]:
+    def _convert(ctx: RunContext, job: Any, source: Path, out_dir: Path, name: str) -> list[str]:
         with ctx.runtime.store.read() as session:
             request = _image_request(session, ctx.company_id, job)
-        out_dir = ctx.runtime.storage.path(staged)
-        out_dir.mkdir(parents=True, exist_ok=True)
         return [p.name for p in imaging.convert(source, out_dir, request, name)]
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
@@ -167,4 +169,5 @@ class ExportKind(JobKindHandler):
                     n += 1
                     name = f"{stem}-{n}{dot}{ext}" if dot else f"{ext}-{n}"
                 seen.add(name)
-                zf.write(storage.path(str(part["staged"])), arcname=name)
+                with storage.local_file(str(part["staged"])) as staged:
+                    zf.write(staged, arcname=name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import NotSupported
@@ -23,8 +23,8 @@ from jobengine.kinds.base import (
     RunContext,
     asset_in_folder,
 )
-from jobengine.storage import safe_name
-from jobengine.store.schema import Asset, Company, Folder, ImageFormat, utcnow
+from jobengine.storage import Storage, safe_name
+from jobengine.store.schema import Asset, Folder, ImageFormat, utcnow
 
 __all__ = ["ImageServingPublishKind"]
 
@@ -43,7 +43,7 @@ class ImageServingPublishKind(JobKindHandler):
     begin_log = "BeginImageServingPublish"
     end_log = "EndImageServingPublish"
 
-    def check(self, session: Session, company: Company, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: Any) -> None:
         if getattr(job, "http_completion_url", None):
             raise NotSupported(
                 "imageServingPublishJob/httpCompletionUrl is not supported by this server yet",
@@ -111,6 +111,6 @@ class ImageServingPublishKind(JobKindHandler):
         return out
 
     @staticmethod
-    def _write(storage: Any, key: str, text: str) -> None:
+    def _write(storage: Storage, key: str, text: str) -> None:
         with storage.writer(key) as fh:
             fh.write(text.encode())

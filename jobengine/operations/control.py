@@ -20,7 +20,7 @@ from jobengine.kinds import kind_for
 from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import create_run, find_job, find_runs
-from jobengine.store.runs import ACTIVE_STATES, write_log
+from jobengine.store.runs import ACTIVE_STATES, lock_job, write_log
 from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
 from jobengine.submission import send_run
 
@@ -34,6 +34,9 @@ def _target(
 ) -> tuple[Job, list[Run], Company]:
     company = company_by_handle(session, company_handle)
     job, run = find_job(session, company, job_handle)
+    lock_job(session, job)
+    if run is not None:
+        session.refresh(run)  # read before the lock
     runs = [run] if run is not None else find_runs(session, job, ACTIVE_STATES)
     return job, [r for r in runs if r.state in ACTIVE_STATES], company
 
@@ -132,6 +135,7 @@ def execute_job(company_handle: str, job_handle: str) -> str:
     with runtime.store.write() as session:
         company = company_by_handle(session, company_handle)
         job, _ = find_job(session, company, job_handle)
+        lock_job(session, job)
         if not _scheduled(job):
             raise InvalidParameter(f"job {job_handle!r} is not a scheduled job", field="jobHandle")
         if job.exec_schedule is None:  # a one-shot runs once: now instead of later

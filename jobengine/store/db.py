@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -89,6 +89,12 @@ class Store:
         """A write transaction: committed on success, rolled back on any exception."""
         with self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A write transaction on a bare connection, for Core statements on hot paths."""
+        with self._write_engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -26,6 +26,7 @@ __all__ = [
     "claim_item",
     "claim_start",
     "complete_item",
+    "lock_job",
     "lock_job_of_run",
     "write_log",
 ]
@@ -38,6 +39,13 @@ ItemFinal = Literal["done", "failed", "cancelled"]
 def _rowcount(result: Any) -> int:
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
+
+
+def lock_job(session: Session, job: Job) -> None:
+    """Lock a job's row (PostgreSQL) before touching its runs, and read it afresh: the control
+    operations take the locks in the same order as the workers (job, then runs)."""
+    session.execute(select(Job.id).where(Job.id == job.id).with_for_update())
+    session.refresh(job)
 
 
 def lock_job_of_run(session: Session, run_id: int) -> None:

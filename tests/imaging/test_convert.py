@@ -10,7 +10,7 @@ from pathlib import Path
 import pypdfium2 as pdfium
 import pytest
 from conftest import Samples
-from PIL import Image, JpegImagePlugin
+from PIL import Image, ImageChops, ImageStat, JpegImagePlugin
 
 from jobengine.imaging import ConversionPool, export_request, parse_modifiers
 
@@ -238,3 +238,36 @@ def test_awkward_names_are_never_interpreted(
     assert path.name == "text:%d[0].png"
     assert opened(path).size == (20, 15)
     assert sorted(p.name for p in out_dir.iterdir()) == ["in [0] %d @x", "text:%d[0].png"]
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute difference per channel value (0..255) of two same-size RGB images."""
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+    return max(ImageStat.Stat(diff).mean)
+
+
+@pytest.mark.parametrize(
+    ("query", "fmt", "size"),
+    [
+        ("fmt=png&wid=1200", "PNG", (1200, 800)),  # decoded at 1/2, then Lanczos
+        ("fmt=webp&wid=700", "WEBP", (700, 467)),  # 3/8, then Lanczos
+        ("fmt=tif&wid=1500", "TIFF", (1500, 1000)),  # exactly 1/2
+        ("fmt=jpeg&hei=100&qlt=95", "JPEG", (150, 100)),  # 1/8
+        ("fmt=png&wid=300&hei=300&fit=crop", "PNG", (300, 300)),
+    ],
+)
+def test_shrink_on_load_keeps_size_format_and_quality(
+    run: Run, samples: Samples, query: str, fmt: str, size: tuple[int, int]
+) -> None:
+    """A JPEG shrunk by 2x or more is decoded at reduced scale (``jpeg:size``): the result has the
+    exact requested size and format, and matches the same conversion from a full-size decode
+    (an identity ``crop`` turns the hint off) and Pillow's Lanczos from the full image."""
+    hinted = opened(run(samples.big_jpeg, query))
+    full = opened(run(samples.big_jpeg, query + "&crop=0,0,3000,2000", "full.jpg"))
+    assert (hinted.format, hinted.size) == (fmt, size)
+    assert (full.format, full.size) == (fmt, size)
+    assert mean_difference(hinted, full) < 1.5
+    with Image.open(samples.big_jpeg) as source:
+        if size[0] * 2 == size[1] * 3:  # same aspect ratio: compare with Pillow's resize
+            reference = source.resize(size, Image.Resampling.LANCZOS)
+            assert mean_difference(hinted, reference) < 4.0  # lossy outputs included

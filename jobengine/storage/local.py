@@ -1,14 +1,8 @@
-"""Asset files: keys relative to a storage root, atomic writes, no path escapes.
-
-``LocalStorage`` keeps files in a local directory (``JOBENGINE_STORAGE``). A fleet points every
-worker at the same shared directory; the narrow interface (keys, atomic put, open) is what a
-shared object store implements too.
-"""
+"""``LocalStorage``: files under one local (or shared, e.g. NFS) directory, with atomic renames."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,19 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["LocalStorage", "StorageError", "safe_name"]
+from jobengine.storage.base import check_key
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-
-
-class StorageError(ValueError):
-    """Raised for a key that would leave the storage root or is otherwise unusable."""
-
-
-def safe_name(name: str, *, fallback: str = "file") -> str:
-    """A file-system-safe version of ``name`` (for company folders and ZIP members)."""
-    cleaned = _UNSAFE.sub("_", name).strip(" .")
-    return cleaned[:200] or fallback
+__all__ = ["LocalStorage"]
 
 
 class LocalStorage:
@@ -37,14 +21,13 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
     def path(self, key: str) -> Path:
         """The local path of ``key``; keys with ``..``, absolute paths or NULs are refused."""
-        if not key or "\x00" in key or "\\" in key:
-            raise StorageError(f"invalid storage key {key!r}")
-        parts = key.split("/")
-        if any(part in ("..", ".", "") for part in parts):
-            raise StorageError(f"storage key escapes the root: {key!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_key(key))
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -88,3 +71,15 @@ class LocalStorage:
     def delete_tree(self, key: str) -> None:
         """Remove a folder of temporary files (staging areas)."""
         shutil.rmtree(self.path(key), ignore_errors=True)
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        """The stored file's own path (no copy)."""
+        yield self.path(key)
+
+    @contextmanager
+    def local_dir(self, key: str) -> Iterator[Path]:
+        """The folder ``key`` itself, created if missing: files written there are stored."""
+        folder = self.path(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder

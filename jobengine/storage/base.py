@@ -1,0 +1,95 @@
+"""What every storage is: the ``Storage`` protocol, key rules and errors.
+
+Keys are POSIX-style paths relative to the storage root (``47/assets/pics/a.jpg``). The same key
+rules hold for every backend, so a key that a local root refuses is refused by S3 too.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+__all__ = ["Storage", "StorageError", "check_key", "safe_name"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class StorageError(ValueError):
+    """Raised for a key that would leave the storage root or is otherwise unusable."""
+
+
+def safe_name(name: str, *, fallback: str = "file") -> str:
+    """A file-system-safe version of ``name`` (for company folders and ZIP members)."""
+    cleaned = _UNSAFE.sub("_", name).strip(" .")
+    return cleaned[:200] or fallback
+
+
+def check_key(key: str) -> list[str]:
+    """The parts of a valid key: ``..``, absolute paths, NULs and backslashes are refused."""
+    if not key or "\x00" in key or "\\" in key:
+        raise StorageError(f"invalid storage key {key!r}")
+    parts = key.split("/")
+    if any(part in ("..", ".", "") for part in parts):
+        raise StorageError(f"storage key escapes the root: {key!r}")
+    return parts
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Files addressed by keys, with atomic writes: a local directory or any fsspec file system.
+
+    Every method validates its keys with :func:`check_key`. Reading a missing key raises
+    ``FileNotFoundError``; other I/O failures raise ``OSError`` subclasses.
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the files are: the root directory or the fsspec URL (never credentials)."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether a file is stored under ``key``."""
+        ...
+
+    def size(self, key: str) -> int:
+        """The size in bytes of the file under ``key``."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open a stored file for reading."""
+        ...
+
+    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """Write ``key`` atomically: readers see the old file or the whole new one, never a part;
+        a block that raises leaves nothing new under ``key``."""
+        ...
+
+    def put_file(self, source: Path, key: str) -> int:
+        """Store a local file under ``key`` atomically; returns its size."""
+        ...
+
+    def copy(self, src_key: str, dst_key: str) -> int:
+        """Copy one stored file to another key atomically; returns its size."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the file under ``key`` (nothing happens if there is none)."""
+        ...
+
+    def delete_tree(self, key: str) -> None:
+        """Remove everything under the folder ``key`` (staging areas); best effort."""
+        ...
+
+    def local_file(self, key: str) -> AbstractContextManager[Path]:
+        """A local path holding the file under ``key`` for the block (for tools that need a path).
+
+        The path is only to be read. Local storage gives the stored file's own path, without a
+        copy (a missing file fails when read); others download it (FileNotFoundError at once)."""
+        ...
+
+    def local_dir(self, key: str) -> AbstractContextManager[Path]:
+        """A local directory whose files are stored under the folder ``key`` when the block ends
+        without an error (for tools that write files). Local storage gives the folder itself."""
+        ...

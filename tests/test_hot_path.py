@@ -1,0 +1,247 @@
+"""The submit hot path: statements on the DBAPI cursor, pipelined Redis sends, lost-start requeue.
+
+* ``HotStatement`` must store exactly what the ORM stores (types, defaults) on both stores, and
+  raise SQLAlchemy's own exception classes.
+* ``RedisSender`` must write, byte for byte apart from ids, the task message and ``task-sent``
+  event that Celery and kombu write, so workers and Flower read them as their own.
+* A run committed as sent whose message never reached a worker is sent again by the scheduler.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Exchange, Queue
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from jobengine import submit
+from jobengine.celery_app import app, configure
+from jobengine.embedded import redis_url
+from jobengine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.runtime import get_runtime
+from jobengine.scheduling import tick
+from jobengine.settings import get_settings
+from jobengine.store.hot import HotStatement
+from jobengine.store.jobs import create_run
+from jobengine.store.schema import JOBS, RUNS, Job, Run, utcnow
+from tests.helpers import export_request, make_company
+
+# --- HotStatement ------------------------------------------------------------------------------
+
+_COLUMNS_SET_BY_ORM_DEFAULTS = (
+    "planned", "stop_requested", "paused", "total_items", "finished_items", "success_count",
+    "error_count", "warning_count", "duplicate_count", "update_count", "total_size", "progress",
+    "progress_message", "fatal_error", "output",
+)  # fmt: skip
+
+
+def _a_job(name: str) -> Job:
+    company, _ = make_company(0)
+    with get_runtime().store.write() as session:
+        from jobengine.catalog import company_by_handle
+
+        owner = company_by_handle(session, company)
+        job = Job(
+            company_id=owner.id,
+            live_key=None,
+            handle=f"{company}|{name}|",
+            name=name,
+            kind="exportJob",
+            payload={"k": ["v", 1]},
+            time_zone="UTC",
+            trigger_state="None",
+        )
+        session.add(job)
+        session.flush()
+        session.expunge(job)
+    return job
+
+
+def test_hot_insert_stores_what_the_orm_stores(store_only: dict[str, str]) -> None:
+    job = _a_job("Hot Insert")
+    eta = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    store = get_runtime().store
+    with store.connect() as conn:  # through HotStatement (create_run's path)
+        hot = create_run(conn, job, "hot", local_now=utcnow(), eta=eta, dispatched_at=eta)
+    with store.write() as session:  # through the ORM, with the same values
+        orm = Run(
+            job_id=job.id, company_id=job.company_id, run_name="orm-run", fire_key="orm",
+            task_id="t", state="Queued", eta=eta, dispatched_at=eta,
+        )  # fmt: skip
+        session.add(orm)
+    assert hot is not None
+    with store.read() as session:
+        a, b = session.get(Run, hot.id), session.get(Run, orm.id)
+        assert a is not None and b is not None
+        for column in _COLUMNS_SET_BY_ORM_DEFAULTS:
+            assert getattr(a, column) == getattr(b, column), column
+        assert a.eta == b.eta == eta  # UTCDateTime: naive UTC stored, aware UTC read back
+        assert a.dispatched_at == eta
+        assert a.created_at.tzinfo is UTC and abs(a.created_at - utcnow()) < timedelta(minutes=1)
+        # and the database itself holds the same representation for both rows
+        raw = (
+            session.connection()
+            .execute(
+                select(RUNS.c.eta, RUNS.c.output, RUNS.c.planned).where(RUNS.c.id.in_([a.id, b.id]))
+            )
+            .all()
+        )
+        assert raw[0] == raw[1]
+
+
+def test_hot_statement_raises_sqlalchemy_errors_and_refuses_expanding_lists(
+    store_only: dict[str, str],
+) -> None:
+    job = _a_job("Hot Errors")
+    store = get_runtime().store
+    with store.connect() as conn:
+        create_run(conn, job, "twice", local_now=utcnow())
+    name_clash = HotStatement(
+        insert(RUNS).returning(RUNS.c.id),
+        insert_keys=("job_id", "company_id", "run_name", "fire_key", "task_id", "state"),
+    )
+    values = {"job_id": job.id, "company_id": job.company_id, "fire_key": "twice",
+              "run_name": "other", "task_id": "x", "state": "Queued"}  # fmt: skip
+    with pytest.raises(IntegrityError), store.connect() as conn:  # (job, fire_key) is unique
+        name_clash.scalar(conn, values)
+    with pytest.raises(ValueError, match="insert values"), store.connect() as conn:
+        name_clash.scalar(conn, {"job_id": job.id})
+    listed = HotStatement(select(JOBS.c.id).where(JOBS.c.id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(ValueError, match="expanding"), store.connect() as conn:
+        listed.first(conn, {"ids": [1]})
+    literal = HotStatement(select(JOBS.c.id).where(JOBS.c.name == "Hot Errors").limit(1))
+    with store.connect() as conn:
+        assert literal.scalar(conn, {}) == job.id
+
+
+# --- RedisSender -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def contract_app(store_only: dict[str, str]) -> Any:
+    """A Celery app on the test Redis with jobengine's settings and a queue no worker reads."""
+    probe = Celery("contract", set_as_current=False)
+    probe.conf.update(
+        {k: v for k, v in app.conf.items() if k.startswith(("broker_", "task_", "result_"))}
+    )
+    probe.conf.update(task_default_queue="contract-queue", task_send_sent_event=True)
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    client.delete("contract-queue")
+    yield probe
+    client.delete("contract-queue")
+    client.close()
+    probe.close()
+
+
+def _pop(client: redis.Redis, key: str) -> dict[str, Any]:
+    raw = client.rpop(key)
+    assert raw is not None, f"nothing in {key}"
+    return dict(json.loads(raw))
+
+
+def _normalised(envelope: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """The envelope, body decoded, with the per-message parts made comparable."""
+    out = dict(envelope)
+    out["properties"] = dict(out["properties"])
+    out["properties"].pop("delivery_tag")
+    body = json.loads(base64.b64decode(out.pop("body")))
+    if isinstance(body, dict):  # an event: its timing fields differ by nature
+        for key in ("timestamp", "clock", "utcoffset"):
+            body.pop(key, None)
+    out["decoded_body"] = body
+    return dict(json.loads(json.dumps(out).replace(task_id, "TASK")))
+
+
+def _send_both_ways(probe: Any, eta: datetime | None) -> tuple[list[Any], list[Any]]:
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    pubsub = client.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    while pubsub.get_message(timeout=0.2) is not None:  # the subscribe confirmations
+        pass
+    kwargs = {"run_id": 7, "job": "47|Name|", "company": "47", "run": "Name_2026"}
+    name = "jobengine.export.start"
+    results: list[list[Any]] = []
+    for way in ("celery", "pipelined"):
+        task_id = str(uuid.uuid4())
+        if way == "celery":
+            probe.send_task(name, kwargs=kwargs, task_id=task_id, eta=eta, ignore_result=True)
+        else:
+            RedisSender(probe).send([TaskCall(name, task_id, kwargs, eta)])
+        message = _normalised(_pop(client, "contract-queue"), task_id)
+        event = None
+        deadline = time.monotonic() + 5
+        while event is None and time.monotonic() < deadline:
+            got = pubsub.get_message(timeout=0.5)
+            if got and got["type"] == "pmessage":
+                event = (got["channel"], _normalised(json.loads(got["data"]), task_id))
+        assert event is not None, f"no task-sent event from the {way} path"
+        results.append([message, event])
+    pubsub.close()
+    client.close()
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("eta", [None, datetime(2030, 1, 1, tzinfo=UTC)], ids=["now", "eta"])
+def test_pipelined_messages_are_kombus_own(contract_app: Any, eta: datetime | None) -> None:
+    celery_way, pipelined = _send_both_ways(contract_app, eta)
+    assert pipelined[0] == celery_way[0]  # the task message, envelope and body
+    assert pipelined[1][0] == celery_way[1][0]  # the event topic
+    assert pipelined[1][1] == celery_way[1][1]  # the event envelope and fields
+    event = pipelined[1][1]["decoded_body"]
+    assert event["type"] == "task-sent" and event["uuid"] == "TASK"
+    assert event["name"] == "jobengine.export.start" and event["queue"] == "contract-queue"
+
+
+def test_pipelined_sender_refuses_what_it_does_not_cover(contract_app: Any) -> None:
+    topic = Exchange("elsewhere", type="topic")
+    contract_app.conf.task_routes = {
+        "jobengine.export.start": {"queue": Queue("contract-queue", topic, routing_key="x")}
+    }
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    with pytest.raises(Unsupported, match="elsewhere"):
+        RedisSender(contract_app).send([TaskCall("jobengine.export.start", "id-1", {})])
+    assert client.llen("contract-queue") == 0  # all or nothing: nothing was written
+    client.close()
+    assert RedisSender.supports(contract_app)
+    contract_app.conf.broker_transport_options = {"global_keyprefix": "p:"}
+    assert not RedisSender.supports(contract_app)
+    contract_app.conf.broker_url = "amqp://guest:guest@127.0.0.1:5672//"
+    assert not RedisSender.supports(contract_app)
+
+
+# --- requeue of a start that never arrived -----------------------------------------------------
+
+
+def test_a_start_message_that_never_arrived_is_sent_again(stack: Any) -> None:
+    company, assets = stack.company(1)
+    configure(task_default_queue="nobody-reads-this")  # the message is lost to the workers
+    try:
+        handle = submit(export_request(company, assets, "Lost Start"))
+    finally:
+        configure()
+    with get_runtime().store.read() as session:
+        run = session.scalar(
+            select(Run).join(Job, Job.id == Run.job_id).where(Job.name == "Lost Start")
+        )
+    assert run is not None and run.state == "Queued" and run.dispatched_at is not None
+    assert tick().resent == []  # not yet: it was sent moments ago
+    stall = get_runtime().settings.stall_seconds
+    later = utcnow() + timedelta(seconds=stall + 1)
+    report = tick(now=later)
+    assert f"{run.run_name}:start" in report.resent
+    with get_runtime().store.read() as session:  # its clock restarts: once per period at most
+        again = session.get(Run, run.id)
+        assert again is not None and again.dispatched_at == later
+    log = stack.wait(company, handle)
+    assert log.state == "Done" and log.file_success_count == 1
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("nobody-reads-this")
