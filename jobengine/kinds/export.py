@@ -10,6 +10,7 @@ ZIP or the whole ZIP.
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from jobengine.kinds.base import (
     asset_in_folder,
 )
 from jobengine.storage import safe_name
+from jobengine.store.hot import HotStatement
 from jobengine.store.schema import Asset, RunItem
 
 __all__ = ["MAX_EXPORT_ASSETS", "MAX_EXPORT_BYTES", "ExportKind"]
@@ -40,6 +42,23 @@ CONVERTIBLE = frozenset({"Image", "Pdf", "Illustrator"})
 _ASSETS_BY_HANDLE = select(Asset.handle, Asset.company_id, Asset.size).where(
     Asset.handle.in_(bindparam("handles", expanding=True))
 )
+
+
+@functools.lru_cache(maxsize=32)
+def _assets_by_handles(count: int) -> HotStatement:
+    """The same query for exactly ``count`` handles, as a HotStatement (submit's hot path)."""
+    return HotStatement(
+        select(Asset.handle, Asset.company_id, Asset.size).where(
+            Asset.handle.in_([bindparam(f"h{n}") for n in range(count)])
+        )
+    )
+
+
+def _find_assets(db: Connection, handles: list[str]) -> list[tuple[Any, ...]]:
+    if len(handles) <= 32:
+        params = {f"h{n}": handle for n, handle in enumerate(handles)}
+        return _assets_by_handles(len(handles)).all(db, params)
+    return [tuple(row) for row in db.execute(_ASSETS_BY_HANDLE, {"handles": handles})]
 
 
 def _image_request(db: Session | Connection, company_id: int, job: Any) -> imaging.ImageRequest:
@@ -70,7 +89,7 @@ class ExportKind(JobKindHandler):
                 f"an export holds at most {MAX_EXPORT_ASSETS} assets; {len(handles)} were given",
                 field="exportJob/assetHandleArray",
             )
-        found = db.execute(_ASSETS_BY_HANDLE, {"handles": handles}).all()
+        found = _find_assets(db, handles)
         assets = {str(h): (int(c), int(size)) for h, c, size in found}
         for handle in handles:
             owner = assets.get(handle)

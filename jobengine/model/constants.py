@@ -53,17 +53,22 @@ class JobKind(StrEnum):
     @property
     def element(self) -> str:
         """The submitJobParam element name, e.g. ``exportJob``."""
-        return self.value[:1].lower() + self.value[1:]
+        return _ELEMENTS[self]
 
     @property
     def attribute(self) -> str:
         """The SubmitJobRequest attribute name, e.g. ``export_job``."""
-        return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", self.value).lower()
+        return _ATTRIBUTES[self]
 
     @classmethod
     def from_element(cls, element: str) -> JobKind:
         """The kind of a submitJobParam element name; ValueError for any other name."""
         return cls(element[:1].upper() + element[1:])
+
+
+# Computed once: ``kind`` and ``job`` of every request ask for these (submit's hot path).
+_ELEMENTS = {kind: kind.value[:1].lower() + kind.value[1:] for kind in JobKind}
+_ATTRIBUTES = {kind: re.sub(r"(?<=[a-z])(?=[A-Z])", "_", kind.value).lower() for kind in JobKind}
 
 
 class JobType(StrEnum):

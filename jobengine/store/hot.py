@@ -130,6 +130,14 @@ class HotStatement:
         finally:
             cursor.close()
 
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row."""
+        cursor = self._run(conn, params)
+        try:
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None."""
         row = self.first(conn, params)
