@@ -15,11 +15,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e . --group test --group lint --group typing
 	@touch $(STAMP)
 
-system:  ## install the Debian packages we need when missing (ImageMagick for wand)
+system:  ## install the Debian packages we need when missing (ImageMagick; docker-compose by docker)
 	@if ! ldconfig -p | grep -q libMagickWand || ! convert -version 2>/dev/null | grep -q "^Version: ImageMagick"; then \
 	  echo "installing ImageMagick (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends imagemagick libmagickwand-6.q16-6 >/dev/null; \
+	fi
+# A docker client without compose (no plugin, no docker-compose): Debian's docker-compose, so
+# tests/test_docker_files.py can check docker/compose.yaml (`config` needs no Docker engine).
+	@if command -v docker >/dev/null && ! docker compose version >/dev/null 2>&1 \
+	    && ! docker-compose version >/dev/null 2>&1; then \
+	  echo "installing docker-compose (Debian package) to check docker/compose.yaml"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null && echo sudo; } ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null \
+	    || echo "could not install docker-compose: the compose check will be skipped"; \
 	fi
 
 setup: system $(STAMP)  ## create .venv and install everything

@@ -6,9 +6,11 @@
   nothing about which users exist.
 * Failed attempts are limited per user name and per client (:data:`LIMITER`): after
   :data:`MAX_FAILURES` attempts within :data:`FAILURE_WINDOW` seconds further attempts fail fast
-  (no scrypt, no database) for the rest of the window. The limiter lives in this process and is
-  thread-safe; a fleet of web processes multiplies the allowance by the process count and should
-  move it to Redis (an ``INCR`` + ``EXPIRE`` per key does the same job).
+  (no scrypt, no database) for the rest of the window. :data:`LIMITER` counts in Redis (the
+  result backend's server), so the limits hold across every web process of a fleet
+  (:class:`RedisFailureLimiter`: one Lua script per attempt, keys with the window as TTL). While
+  Redis does not answer it counts in this process (:class:`FailureLimiter`) and logs it: a login
+  never fails because Redis is down, and an error of the limiter never skips the limit.
 * :func:`authenticate_token` accepts ``je_...`` API tokens for services; only the SHA-256 of the
   secret is stored (:class:`jobengine.store.schema.ApiToken`).
 * :data:`OPERATIONS` is section 10 of the IPS reference, literally (its slips included);
@@ -18,14 +20,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,6 +50,7 @@ from jobengine.errors import (
     TooManyAttempts,
 )
 from jobengine.runtime import get_runtime
+from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, Membership, User, utcnow
 
 __all__ = [
@@ -56,6 +65,7 @@ __all__ = [
     "InvalidCredentials",
     "NoCredentials",
     "NoImpersonationPermission",
+    "RedisFailureLimiter",
     "TooManyAttempts",
     "authenticate",
     "authenticate_token",
@@ -108,6 +118,8 @@ _MAX_NAME = 320  # longer user names cannot exist (e-mail limit); not looked up
 _MAX_TOKEN = 128
 _LAST_USED_RESOLUTION = 60.0  # seconds; a token's last_used_at is written at most this often
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -159,6 +171,15 @@ class FailureLimiter:
                 self._entries[key] = (start, count + 1)
             self._trim(now)
 
+    def check(self, keys: Sequence[str]) -> None:
+        """TooManyAttempts if one of the keys is locked; counts nothing."""
+        with self._lock:
+            now = self.clock()
+            live = (self._live(key, now) for key in keys)
+            locked = [start for start, count in live if count >= self.max_failures]
+            if locked:
+                raise TooManyAttempts(max(locked) + self.window - now)
+
     def give_back(self, keys: Sequence[str]) -> None:
         """Uncount the attempt begun on these keys (it succeeded, or never got to check)."""
         with self._lock:
@@ -191,7 +212,201 @@ class FailureLimiter:
             del self._entries[next(iter(self._entries))]
 
 
-LIMITER = FailureLimiter()
+# One attempt on every key, atomically: nothing is counted if one key is locked, and then the
+# longest remaining lock (ms) is returned; -1 once every key is counted. A key's window starts
+# at its first attempt (PEXPIRE when INCR creates it); a key found without a TTL gets one.
+_BEGIN_SCRIPT = """
+local max, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local locked = -1
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= max then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      redis.call('PEXPIRE', key, window)
+      ttl = window
+    end
+    locked = math.max(locked, ttl)
+  end
+end
+if locked >= 0 then
+  return locked
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 or redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIRE', key, window)
+  end
+end
+return -1
+"""
+# Uncount one attempt per key (never below zero, never creating a key; DECR keeps the TTL).
+_GIVE_BACK_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then
+    redis.call('DECR', key)
+  end
+end
+return 0
+"""
+
+
+def _settings_redis() -> redis.Redis:
+    """A client of the result backend's Redis (``REDIS_URL``, else the embedded server).
+
+    Short timeouts and no retries: a login waits at most about a second for an unreachable
+    Redis, and an attempt is never counted twice by a retried script.
+    """
+    from jobengine.embedded import redis_url
+
+    return redis.Redis.from_url(
+        redis_url(get_settings()),
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class RedisFailureLimiter:
+    """:class:`FailureLimiter`'s limits, counted in Redis: shared by every process using it.
+
+    ``connect`` makes the client (default: the result backend's Redis, made again when the
+    settings change). The keys (``user:<name>``, ``client:<address>``) are stored hashed under
+    ``prefix``, with the window as their TTL, so nothing is left behind. Each call tries Redis
+    (one Lua script: checked and counted atomically across processes); when Redis fails
+    (down, timeout, out of memory, any error) the same call goes to ``fallback``, an in-process
+    :class:`FailureLimiter`, and Redis is tried again after ``retry_interval`` seconds. Locks
+    that the fallback took during an outage still hold once Redis answers again. The outage and
+    the recovery are logged once each.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        window: float = FAILURE_WINDOW,
+        *,
+        connect: Callable[[], redis.Redis] = _settings_redis,
+        prefix: str = "jobengine:{login-failures}:",
+        retry_interval: float = 5.0,
+        fallback: FailureLimiter | None = None,
+    ) -> None:
+        self.max_failures, self.window, self.prefix = max_failures, window, prefix
+        self.retry_interval = retry_interval
+        self.fallback = FailureLimiter(max_failures, window) if fallback is None else fallback
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._client_settings: object = None
+        self._down_until = 0.0  # monotonic time before which Redis is not tried
+        self._outage = False
+
+    def begin(self, keys: Sequence[str]) -> None:
+        """Count an attempt on every key; TooManyAttempts (counting nothing) if one is locked."""
+        self.fallback.check(keys)  # a lock taken while Redis was down
+        client = self._redis()
+        if client is not None:
+            try:
+                locked = self._run(client, _BEGIN_SCRIPT, keys, self.max_failures, self._ms())
+            except Exception as exc:  # any failure of the shared count: count here instead
+                self._failed(exc)
+            else:
+                self._answered()
+                if locked >= 0:
+                    raise TooManyAttempts(locked / 1000)
+                return
+        self.fallback.begin(keys)
+
+    def give_back(self, keys: Sequence[str]) -> None:
+        """Uncount the attempt begun on these keys (it succeeded, or never got to check)."""
+        if not self._shared(_GIVE_BACK_SCRIPT, keys):
+            self.fallback.give_back(keys)
+
+    def clear(self, key: str | None = None) -> None:
+        """Forget one key, or every key of this limiter (here and in Redis)."""
+        self.fallback.clear(key)
+        client = self._redis()
+        if client is None:
+            return
+        try:
+            if key is not None:
+                client.delete(self._key(key))
+            else:
+                for found in client.scan_iter(match=self._glob() + "*", count=500):
+                    client.delete(found)
+        except Exception as exc:
+            self._failed(exc)
+        else:
+            self._answered()
+
+    def _shared(self, script: str, keys: Sequence[str]) -> bool:
+        """Run a script on the shared counts; False if Redis did not do it."""
+        client = self._redis()
+        if client is None:
+            return False
+        try:
+            self._run(client, script, keys)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self._answered()
+        return True
+
+    def _run(self, client: redis.Redis, script: str, keys: Sequence[str], *args: int) -> int:
+        # EVALSHA, loading the script when the server does not have it (redis-py's Script)
+        return int(cast("int", client.register_script(script)([self._key(k) for k in keys], args)))
+
+    def _ms(self) -> int:
+        return max(1, round(self.window * 1000))
+
+    def _key(self, key: str) -> str:
+        """``<prefix><kind>:<sha256 of the rest>``: a password typed as user name is not kept."""
+        kind, _, value = key.partition(":")
+        return f"{self.prefix}{kind}:{hashlib.sha256(value.encode()).hexdigest()}"
+
+    def _glob(self) -> str:
+        return "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)  # Redis glob
+
+    def _redis(self) -> redis.Redis | None:
+        """The client for the current settings, or None while Redis is taken to be down."""
+        with self._lock:
+            if time.monotonic() < self._down_until:
+                return None
+            settings = get_settings()
+            if self._client is None or self._client_settings is not settings:
+                old, self._client = self._client, None
+                if old is not None:
+                    with contextlib.suppress(Exception):
+                        old.close()
+                try:
+                    self._client = self._connect()
+                except Exception as exc:  # the embedded Redis would not start, a bad URL...
+                    self._down_until = time.monotonic() + self.retry_interval
+                    self._log_outage(exc)
+                    return None
+                self._client_settings = settings
+            return self._client
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + self.retry_interval
+            self._log_outage(exc)
+
+    def _log_outage(self, exc: Exception) -> None:
+        if not self._outage:
+            self._outage = True
+            logger.warning(
+                "failed-login limits are counted per process: Redis is unavailable (%s: %s)",
+                type(exc).__name__,
+                exc,
+            )
+
+    def _answered(self) -> None:
+        if self._outage:
+            with self._lock:
+                if self._outage:
+                    self._outage = False
+                    logger.warning("failed-login limits are shared through Redis again")
+
+
+LIMITER: FailureLimiter | RedisFailureLimiter = RedisFailureLimiter()
 
 
 @functools.cache

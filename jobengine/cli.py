@@ -108,14 +108,18 @@ def _follow_progress(company: str, handle: str, poll: float = 0.5, timeout: floa
 
 
 def _show_logs(logs: list[Any]) -> None:
+    from rich.markup import escape  # names and messages are data, never rich markup
+
     for log in logs:
+        output = json.dumps(log.output) if log.output else ""
         console.print(
-            f"[bold]{log.job_name}[/bold] {log.state}: {log.file_success_count} ok, "
+            f"[bold]{escape(log.job_name)}[/bold] {log.state}: {log.file_success_count} ok, "
             f"{log.file_error_count} errors, {log.file_warning_count} warnings "
-            f"of {log.total_file_count} {json.dumps(log.output) if log.output else ''}"
+            f"of {log.total_file_count} {escape(output)}"
         )
         for d in log.details:
-            console.print(f"  {d.date_created:%H:%M:%S} {d.log_type:<28} {d.log_message}")
+            line = f"{d.date_created:%H:%M:%S} {d.log_type:<28} {d.log_message}"
+            console.print(f"  {escape(line)}")
 
 
 @jobs_app.command("active")
@@ -160,12 +164,19 @@ def jobs_logs(company: CompanyOpt, rows: int = 20) -> None:
 
 
 @jobs_app.command("details")
-def jobs_details(company: CompanyOpt, handle: str) -> None:
+def jobs_details(
+    company: CompanyOpt,
+    handle: str,
+    locale: Annotated[
+        str | None,
+        typer.Option(help="Language of the log messages (ll or ll-CC); default: the job's."),
+    ] = None,
+) -> None:
     """getJobLogDetails of a job or run handle."""
     from jobengine.operations import get_job_log_details
 
     try:
-        _show_logs(get_job_log_details(company, job_handle=handle))
+        _show_logs(get_job_log_details(company, job_handle=handle, locale=locale))
     except IpsFault as exc:
         _fail(exc)
 

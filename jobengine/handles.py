@@ -14,7 +14,10 @@ from datetime import datetime
 
 from jobengine.errors import InvalidParameter
 
+# Job ids are 32-bit integers in the job store; a larger one names no job.
+MAX_JOB_ID = 2**31 - 1
 __all__ = [
+    "MAX_JOB_ID",
     "JobRef",
     "asset_handle",
     "company_segment",
@@ -70,7 +73,7 @@ def parse_job_handle(handle: str) -> JobRef:
         raise InvalidParameter(f"jobHandle {handle!r} is not a job handle", field="jobHandle")
     job_id: int | None = None
     if len(parts) == 4:
-        if not parts[3].isdigit():
+        if not (parts[3].isascii() and parts[3].isdigit()) or int(parts[3]) > MAX_JOB_ID:
             raise InvalidParameter(f"jobHandle {handle!r} has a bad id", field="jobHandle")
         job_id = int(parts[3])
     return JobRef(company=parts[0], key=parts[1], run=parts[2], job_id=job_id)

@@ -53,11 +53,23 @@ def job_context(labels: Mapping[str, Any]) -> Iterator[None]:
         _context.reset(token)
 
 
+def _task_labels() -> dict[str, str]:
+    """The labels of the Celery task this thread is running, from its message's kwargs: for
+    Celery's own lines about our tasks (``Task ... succeeded in ...``), logged around them."""
+    from celery import current_task
+
+    request = getattr(current_task, "request", None) if current_task else None
+    kwargs = getattr(request, "kwargs", None)
+    if not isinstance(kwargs, dict):
+        return {}
+    return {k: str(kwargs[k]) for k in CONTEXT_FIELDS if kwargs.get(k) is not None}
+
+
 class JobContextFilter(logging.Filter):
     """Sets ``record.job``, ``record.company`` and ``record.run`` (None outside a task)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _context.get() or {}
+        fields = _context.get() or _task_labels()
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None) is None:  # an explicit extra= wins
                 setattr(record, name, fields.get(name))

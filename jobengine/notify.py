@@ -3,8 +3,9 @@
 ``emailSetting`` (IPS): ``All`` and ``JobCompletion`` always mail; ``Error`` only when the run
 had errors or a fatal error; ``ErrorAndWarning`` also for warnings; ``None`` never. ``All``,
 ``Error`` and ``ErrorAndWarning`` list the last few problem log lines, ``JobCompletion`` is the
-notice alone. The recipient is the job's ``userHandle`` user, else the submitter; the language
-is the job's ``locale`` (``ll`` or ``ll-CC``: ``de-CH`` falls back to ``de``, then to English).
+notice alone. The recipient is the job's ``userHandle`` user, else the submitter; the language,
+of the mail and of the log lines it quotes, is the job's ``locale`` (``ll`` or ``ll-CC``: ``de-CH``
+falls back to ``de``, then to English; see :mod:`jobengine.i18n`).
 
 Sent at most once. The sender claims the run first (``runs.notified_at`` NULL -> now, a
 conditional UPDATE), so a retried finishing task, two workers or a sweep never send twice. Then:
@@ -24,10 +25,7 @@ touched. Links to output are ``JOBENGINE_PUBLIC_URL`` + ``/`` + the storage key 
 from __future__ import annotations
 
 import contextlib
-import functools
-import gettext
 import logging
-import re
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -45,7 +43,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from config.locale import DOMAIN, LOCALE_DIR
+from jobengine.i18n import log_message, translator
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
 from jobengine.store.schema import Job, LogDetail, Run, User, utcnow
@@ -57,7 +55,6 @@ logger = logging.getLogger(__name__)
 SMTP_TIMEOUT = 5.0  # seconds, for the connection and every SMTP reply
 LOG_LINES = 5  # problem log lines quoted in a mail
 NOTIFY_STATES = ("Done", "Stopped", "Failed")
-_LOCALE = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,8}))?")
 
 
 def _(message: str) -> str:
@@ -85,18 +82,6 @@ class _Notice:
     lines: list[str]
 
 
-@functools.lru_cache(maxsize=64)
-def translator(locale: str | None) -> Callable[[str], str]:
-    """``gettext`` for a job locale (``de-CH`` -> de_CH, de, en; unknown or none -> en)."""
-    languages = ["en"]
-    match = _LOCALE.fullmatch(locale or "")
-    if match:
-        lang, region = match.group(1).lower(), match.group(2)
-        languages[:0] = [f"{lang}_{region.upper()}", lang] if region else [lang]
-    catalog = gettext.translation(DOMAIN, LOCALE_DIR, languages=languages, fallback=True)
-    return catalog.gettext
-
-
 def _email_setting(job: Job) -> str:
     element = job.payload.get(job.kind)
     value = element.get("emailSetting") if isinstance(element, dict) else None
@@ -114,7 +99,7 @@ def _wanted(setting: str, run: Run) -> bool:
     return False
 
 
-def _problem_lines(session: Session, run_id: int, setting: str) -> list[str]:
+def _problem_lines(session: Session, run_id: int, setting: str, locale: str | None) -> list[str]:
     if setting == "JobCompletion":
         return []
     kinds: list[ColumnElement[bool]] = [
@@ -129,7 +114,11 @@ def _problem_lines(session: Session, run_id: int, setting: str) -> list[str]:
         .order_by(LogDetail.id.desc())
         .limit(LOG_LINES)
     ).all()
-    return [f"[{row.log_type}] {row.message[:300]}" for row in reversed(rows)]
+    texts = [
+        (row.log_type, log_message(row.message, row.message_id, row.message_args, locale))
+        for row in reversed(rows)
+    ]
+    return [f"[{log_type}] {text[:300]}" for log_type, text in texts]
 
 
 def _load(session: Session, run_id: int) -> _Notice | None:
@@ -145,7 +134,7 @@ def _load(session: Session, run_id: int) -> _Notice | None:
     if user is None or not user.email:
         logger.info("run %s (%s): no recipient for emailSetting %s", run_id, run.run_name, setting)
         return None
-    return _Notice(run, job, user, setting, _problem_lines(session, run_id, setting))
+    return _Notice(run, job, user, setting, _problem_lines(session, run_id, setting, job.locale))
 
 
 def _subject(notice: _Notice, tr: Callable[[str], str]) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
+from jobengine.i18n import LogMessage
 from jobengine.kinds import JobKindHandler, kind_for
 from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
 from jobengine.runtime import Runtime, get_runtime
@@ -89,12 +90,12 @@ def start(run_id: int, worker: str) -> str:
             job.trigger_state, job.next_fire_at = "Complete", None
         existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
         if not existing:
-            write_log(session, loaded.run, loaded.kind.begin_log, f"job {job.name} started")
+            write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
     try:
         items = _plan(runtime, loaded, existing)
     except Exception as exc:
         logger.exception("planning run %s failed", run_id)
-        _fail(runtime, run_id, f"the job could not start: {exc}")
+        _fail(runtime, run_id, "the job could not start: {error}", error=exc)
         return "failed"
     tags = labels(loaded.run, loaded.job, loaded.company)
     pending = [(i.seq, i.key) for i in items if i.state == "pending"]
@@ -144,6 +145,7 @@ def run_item(run_id: int, seq: int, worker: str) -> ItemStep:
         if loaded is None:
             return ItemStep("duplicate")
         if loaded.run.stop_requested:
+            lock_job_of_run(session, run_id)  # before the run's rows: see _complete
             step, send = _cancel(session, loaded, seq)
         elif loaded.run.paused:
             return ItemStep("paused")
@@ -168,8 +170,14 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome:
         return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
     except Exception as exc:  # one bad file fails its own item, never the job or the worker
         logger.exception("item %s of run %s failed", key, loaded.run.id)
-        reason = f"{key}: {type(exc).__name__}: {exc}"
-        return ItemOutcome("error", "FatalError", reason, AssetRef(handle=key))
+        error = f"{type(exc).__name__}: {exc}"
+        return ItemOutcome(
+            "error",
+            "FatalError",
+            "cannot process {item}: {error}",
+            AssetRef(handle=key),
+            args={"item": key, "error": error},
+        )
 
 
 def _complete(
@@ -183,6 +191,10 @@ def _complete(
     )
     final: ItemFinal = "failed" if outcome.status == "error" else "done"
     with runtime.store.write() as session:
+        # The job row first, as everywhere: updating the run row twice in one transaction makes
+        # PostgreSQL re-check the run's foreign key to its job (FOR KEY SHARE), which would wait
+        # on a control operation holding the job while it waits on this run: a deadlock.
+        lock_job_of_run(session, loaded.run.id)
         result = complete_item(
             session, loaded.run.id, seq, worker, final=final, counts=counts, result=outcome.result
         )
@@ -194,10 +206,11 @@ def _complete(
             session,
             run,
             outcome.log_type,
-            outcome.message,
+            outcome.message_id,
             asset_name=outcome.asset.name,
             asset_type=outcome.asset.type,
             asset_handle=outcome.asset.handle,
+            **outcome.args,
         )
         send = mark_finish_sent(session, run.id)
     if send:
@@ -215,7 +228,8 @@ def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool
     run = session.get(Run, loaded.run.id)
     assert run is not None
     item = session.scalar(select(RunItem).where(RunItem.run_id == run.id, RunItem.seq == seq))
-    write_log(session, run, "FileCancel", f"{item.key if item else seq} cancelled: job stopped")
+    key = item.key if item else seq
+    write_log(session, run, "FileCancel", "{item} cancelled: job stopped", item=key)
     step = ItemStep("cancelled", finished=result[0], total=result[1])
     return step, mark_finish_sent(session, run.id)
 
@@ -240,7 +254,7 @@ def finish(run_id: int, worker: str) -> str:
             output = loaded.kind.finish(loaded.ctx, session, stopped)
     except Exception as exc:
         logger.exception("finishing run %s failed", run_id)
-        _fail(runtime, run_id, f"the job could not finish: {exc}")
+        _fail(runtime, run_id, "the job could not finish: {error}", error=exc)
         return "failed"
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
@@ -248,20 +262,32 @@ def finish(run_id: int, worker: str) -> str:
         assert run is not None
         run.output = output
         state = "Stopped" if stopped else "Done"
-        summary = (
-            f"job {state.lower()}: {run.success_count} succeeded, {run.error_count} failed, "
-            f"{run.warning_count} warnings of {run.total_items} file(s)"
+        summary: LogMessage = (
+            "job stopped: {success} succeeded, {errors} failed, "
+            "{warnings} warnings of {total} file(s)"
+            if stopped
+            else "job done: {success} succeeded, {errors} failed, "
+            "{warnings} warnings of {total} file(s)"
         )
-        write_log(session, run, loaded.kind.end_log, summary)
+        write_log(
+            session,
+            run,
+            loaded.kind.end_log,
+            summary,
+            success=run.success_count,
+            errors=run.error_count,
+            warnings=run.warning_count,
+            total=run.total_items,
+        )
         end_run(session, run, state)
     return state.lower()
 
 
-def _fail(runtime: Runtime, run_id: int, reason: str) -> None:
+def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exception) -> None:
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
         if run is None:
             return
-        write_log(session, run, "FatalError", reason)
+        write_log(session, run, "FatalError", message_id, error=error)
         end_run(session, run, "Failed", fatal=True)

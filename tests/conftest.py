@@ -76,6 +76,26 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         stop_redis(settings)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_login_limits(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Failed logins of one test do not lock out the next.
+
+    jobengine.auth counts failed logins in Redis, shared by this process and the web servers the
+    tests start, all calling from 127.0.0.1: after a test that used the session's Redis, its
+    counts are dropped (as a window's end would).
+    """
+    yield
+    if "base_env" in request.fixturenames:
+        from jobengine.auth import RedisFailureLimiter
+
+        if not _LOGIN_LIMITS:
+            _LOGIN_LIMITS.append(RedisFailureLimiter())  # one client, for the whole session
+        _LOGIN_LIMITS[0].clear()
+
+
+_LOGIN_LIMITS: list[Any] = []
+
+
 def _store_url(backend: str, home: Path) -> str:
     """A fresh store: a SQLite file, or a PostgreSQL database of this test session's own."""
     if backend == "sqlite":

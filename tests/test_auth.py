@@ -6,20 +6,28 @@ Every test that touches the database runs on SQLite and on PostgreSQL (``store_o
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import select
 
 from jobengine import auth
 from jobengine.auth import (
     Caller,
     FailureLimiter,
+    RedisFailureLimiter,
     authenticate,
     authenticate_token,
     authorize,
@@ -28,11 +36,14 @@ from jobengine.auth import (
     revoke_token,
 )
 from jobengine.catalog import USER_TYPES, create_company, create_user, verify_password
-from jobengine.errors import IpsFault
+from jobengine.embedded import redis_client
+from jobengine.errors import IpsFault, TooManyAttempts
 from jobengine.runtime import get_runtime
+from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, User
 
 PASSWORD = "correct horse battery staple"
+DEFAULT_LIMITER = auth.LIMITER  # as imported, before any test replaces it
 
 # Section 10 of the IPS reference, written out independently of jobengine.auth: the user types
 # each operation refuses. WebServiceUser is listed for no operation.
@@ -401,6 +412,255 @@ def test_store_failure_is_not_counted_against_the_caller(monkeypatch: pytest.Mon
     for _ in range(3):  # never TooManyAttempts: the broken store's attempts were given back
         with pytest.raises(RuntimeError):
             authenticate("someone@example.com", "pw", client="c")
+
+
+# -- the limit across a fleet: counts in Redis ----------------------------------------------------
+#
+# Two RedisFailureLimiter instances are what two web processes have: their own Redis client and
+# their own fallback. The Redis is the test session's (tests/conftest.py base_env).
+
+
+@pytest.fixture
+def redis_prefix(base_env: dict[str, str]) -> Iterator[str]:
+    """A key prefix of this test's own on the session's Redis; its keys are deleted after."""
+    prefix = f"jobengine:test-login-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = redis_client(get_settings())
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+    client.close()
+
+
+def _raw(prefix: str) -> dict[str, tuple[int, int]]:
+    """The limiter's keys in Redis: key -> (count, TTL in ms)."""
+    client = redis_client(get_settings())
+    try:
+        return {
+            key.decode(): (int(client.get(key) or 0), int(client.pttl(key)))
+            for key in client.scan_iter(match=prefix + "*")
+        }
+    finally:
+        client.close()
+
+
+def _locked_reason(limiter: FailureLimiter | RedisFailureLimiter, keys: list[str]) -> str:
+    with pytest.raises(TooManyAttempts) as exc:
+        limiter.begin(keys)
+    return exc.value.reason
+
+
+def _down_redis(path: Path) -> Callable[[], redis.Redis]:
+    """A client of a Redis that does not run (yet): a Unix socket nothing listens on."""
+    return lambda: redis.Redis(
+        unix_socket_path=str(path), socket_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def test_the_default_limiter_counts_in_redis() -> None:
+    assert isinstance(DEFAULT_LIMITER, RedisFailureLimiter)
+    assert (DEFAULT_LIMITER.max_failures, DEFAULT_LIMITER.window) == (
+        auth.MAX_FAILURES,
+        auth.FAILURE_WINDOW,
+    )
+
+
+def test_two_limiters_share_the_count(redis_prefix: str) -> None:
+    one = RedisFailureLimiter(3, 60.0, prefix=redis_prefix)
+    two = RedisFailureLimiter(3, 60.0, prefix=redis_prefix)
+    one.begin(["user:ann@example.com", "client:10.0.0.1"])
+    two.begin(["user:ann@example.com"])
+    one.begin(["user:ann@example.com"])
+    assert _locked_reason(two, ["user:ann@example.com"]) == (
+        "too many failed attempts; try again in 60 s"
+    )
+    assert _locked_reason(one, ["user:ann@example.com", "client:10.0.0.2"]).startswith("too many")
+    two.begin(["user:bob@example.com", "client:10.0.0.1"])  # other keys: not locked
+    # in Redis: hashed keys (no user name kept), counted once each, the window as TTL
+    ann, bob, client = (
+        f"{redis_prefix}{kind}:{hashlib.sha256(value.encode()).hexdigest()}"
+        for kind, value in (
+            ("user", "ann@example.com"),
+            ("user", "bob@example.com"),
+            ("client", "10.0.0.1"),
+        )
+    )
+    raw = _raw(redis_prefix)
+    assert set(raw) == {ann, bob, client}  # nothing counted for 10.0.0.2: the attempt was locked
+    assert (raw[ann][0], raw[bob][0], raw[client][0]) == (3, 1, 2)
+    assert all(0 < ttl <= 60_000 for _, ttl in raw.values())
+    # a given-back attempt (a success) frees one for both; clearing the user frees it for both
+    one.give_back(["user:ann@example.com"])
+    two.begin(["user:ann@example.com"])
+    assert _locked_reason(one, ["user:ann@example.com"]).startswith("too many")
+    two.clear("user:ann@example.com")
+    one.begin(["user:ann@example.com"])
+    # nothing was counted in the processes themselves
+    assert one.fallback._entries == {} and two.fallback._entries == {}
+
+
+def test_logins_on_two_processes_share_the_lockout(
+    world: World, monkeypatch: pytest.MonkeyPatch, redis_prefix: str
+) -> None:
+    processes = [RedisFailureLimiter(5, 60.0, prefix=redis_prefix) for _ in range(2)]
+    email = world.emails["ImagePortalUser"]
+    for i in range(5):  # a load balancer alternates between the two web processes
+        monkeypatch.setattr(auth, "LIMITER", processes[i % 2])
+        assert _fail(email.upper() if i else email, client="10.9.9.9").reason == (
+            "invalid user name or password"
+        )
+    spy = VerifySpy()
+    monkeypatch.setattr(auth, "verify_password", spy)
+    for limiter in processes:
+        monkeypatch.setattr(auth, "LIMITER", limiter)
+        for user, client in ((email, "10.1.1.1"), (world.emails["IpsUser"], "10.9.9.9")):
+            with pytest.raises(IpsFault) as exc:
+                authenticate(user, PASSWORD, client=client)  # the user name, then the client
+            assert fault_of(exc) == (
+                "authenticationFault",
+                10001,
+                "too many failed attempts; try again in 60 s",
+            )
+        # an unknown user is locked out the same way on either process (no oracle)
+        for _ in range(5):
+            _fail("ghost-of-the-fleet@example.com")
+        assert _fail("ghost-of-the-fleet@example.com").reason.startswith("too many")
+    assert len(spy.calls) == 5  # the unknown user's first five, against the dummy hash
+    assert authenticate(world.emails["IpsUser"], PASSWORD, client="10.1.1.1").user_type
+
+
+def test_concurrent_guesses_on_many_processes_cannot_pass_the_limit(redis_prefix: str) -> None:
+    processes = [RedisFailureLimiter(5, 60.0, prefix=redis_prefix) for _ in range(4)]
+    outcomes: list[bool] = []
+    lock = threading.Lock()
+
+    def guess(limiter: RedisFailureLimiter) -> None:
+        try:
+            limiter.begin(["user:target@example.com", "client:10.6.6.6"])
+            ok = True
+        except TooManyAttempts:
+            ok = False
+        with lock:
+            outcomes.append(ok)
+
+    threads = [threading.Thread(target=guess, args=(random.choice(processes),)) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False] * 35 + [True] * 5
+    assert {count for count, _ in _raw(redis_prefix).values()} == {5}
+
+
+def test_the_shared_window_expires(
+    world: World, monkeypatch: pytest.MonkeyPatch, redis_prefix: str
+) -> None:
+    one = RedisFailureLimiter(2, 1.0, prefix=redis_prefix)
+    two = RedisFailureLimiter(2, 1.0, prefix=redis_prefix)
+    email = world.emails["ImagePortalContribUser"]
+    monkeypatch.setattr(auth, "LIMITER", one)
+    _fail(email)
+    monkeypatch.setattr(auth, "LIMITER", two)
+    _fail(email)
+    assert _fail(email).reason == "too many failed attempts; try again in 1 s"
+    monkeypatch.setattr(auth, "LIMITER", one)
+    assert _fail(email).reason == "too many failed attempts; try again in 1 s"
+    assert all(0 < ttl <= 1000 for _, ttl in _raw(redis_prefix).values())
+    deadline = time.monotonic() + 3
+    while _raw(redis_prefix) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _raw(redis_prefix) == {}  # expired in Redis: nothing left behind
+    assert authenticate(email, PASSWORD).user_type == "ImagePortalContribUser"
+
+
+def test_redis_down_counts_in_the_process_and_logins_work(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    connects: list[int] = []
+
+    def connect() -> redis.Redis:
+        connects.append(1)
+        return _down_redis(tmp_path / "nothing.sock")()
+
+    limiter = RedisFailureLimiter(3, 60.0, connect=connect, retry_interval=60.0)
+    monkeypatch.setattr(auth, "LIMITER", limiter)
+    email = world.emails["IpsUser"]
+    with caplog.at_level(logging.WARNING, logger="jobengine.auth"):
+        assert authenticate(email, PASSWORD).email == email  # never fails because of Redis
+        for _ in range(3):
+            assert _fail(email, client="10.3.3.3").reason == "invalid user name or password"
+        started = time.monotonic()
+        with pytest.raises(IpsFault) as exc:  # the limit holds, in this process
+            authenticate(email, PASSWORD, client="10.3.3.4")
+        assert exc.value.reason == "too many failed attempts; try again in 60 s"
+        assert time.monotonic() - started < 0.5  # Redis is not tried again before the interval
+    assert connects == [1]
+    outage = [r for r in caplog.records if "Redis is unavailable" in r.getMessage()]
+    assert len(outage) == 1 and outage[0].levelno == logging.WARNING  # once per outage
+
+
+class _OutOfMemory(redis.Redis):
+    """A real Redis whose scripts fail as under ``maxmemory`` with ``noeviction``."""
+
+    def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        raise redis.exceptions.ResponseError(
+            "OOM command not allowed when used memory > 'maxmemory'."
+        )
+
+
+def test_a_failing_limiter_never_lifts_the_limit(
+    world: World, monkeypatch: pytest.MonkeyPatch, redis_prefix: str
+) -> None:
+    from jobengine.embedded import redis_url
+
+    limiter = RedisFailureLimiter(
+        2,
+        60.0,
+        prefix=redis_prefix,
+        retry_interval=0.0,  # Redis is asked every time, and fails every time
+        connect=lambda: _OutOfMemory.from_url(redis_url(get_settings())),
+    )
+    monkeypatch.setattr(auth, "LIMITER", limiter)
+    email = world.emails["TrialSiteUser"]
+    _fail(email)
+    _fail(email)
+    with pytest.raises(IpsFault) as exc:
+        authenticate(email, PASSWORD)
+    assert exc.value.reason.startswith("too many failed attempts")
+    assert authenticate(world.emails["TrialSiteAdmin"], PASSWORD).user_type == "TrialSiteAdmin"
+
+
+def test_redis_coming_back_shares_the_count_again_and_keeps_outage_locks(
+    base_env: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from jobengine.embedded import _server_binary
+
+    sock = tmp_path / "r.sock"
+    one = RedisFailureLimiter(2, 60.0, connect=_down_redis(sock), retry_interval=0.0)
+    two = RedisFailureLimiter(2, 60.0, connect=_down_redis(sock), retry_interval=0.0)
+    with caplog.at_level(logging.WARNING, logger="jobengine.auth"):
+        one.begin(["user:a"])  # Redis down: counted in process one only
+        one.begin(["user:a"])
+        two.begin(["user:b"])
+        assert _locked_reason(one, ["user:a"]).startswith("too many")
+        two.begin(["user:a"])  # process two never saw those
+        argv = [_server_binary(), "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp_path)]
+        server = subprocess.Popen([*argv, "--save", ""], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            one.begin(["user:b"])  # Redis back: counted there, shared
+            two.begin(["user:b"])
+            assert _locked_reason(one, ["user:b"]).startswith("too many")
+            assert _locked_reason(two, ["user:b"]).startswith("too many")
+            assert _locked_reason(one, ["user:a"]).startswith("too many")  # the outage's lock
+            two.begin(["user:a"])  # in Redis: 1 (process two's own outage count stays local)
+        finally:
+            server.terminate()
+            server.wait(10)
+    messages = [r.getMessage() for r in caplog.records if r.name == "jobengine.auth"]
+    assert sum("Redis is unavailable" in m for m in messages) == 2  # once per process
+    assert sum("shared through Redis again" in m for m in messages) == 2
 
 
 # -- API tokens ----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The compose file is parsed with PyYAML and checked against the real CLI (its commands and options
 are parsed by the CLI's own click command), the Celery configuration and the scheduler's leader
-lock. ``docker compose config`` runs only where the compose plugin answers.
+lock. Then a real compose reads it: ``docker compose config`` where the plugin answers, else
+``docker-compose config`` (``make system`` installs Debian's next to a docker client), and its
+output (services, interpolated values, exit status) is checked.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -187,42 +190,192 @@ def test_dockerfile_uses_our_policy_and_a_non_root_user(dockerfile: list[str]) -
                 assert (ROOT / source).exists(), source
 
 
-def _compose_available() -> str | None:
+# -- a real compose reads the file -----------------------------------------------------------------
+
+_KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_CONFIG")
+_TOP_NAME = re.compile(r"^name:[ \t]*([a-z0-9][a-z0-9_-]*)[ \t]*\n", re.MULTILINE)
+
+
+def _probe(argv: list[str]) -> tuple[bool, str]:
+    """Whether ``<argv> version`` exits 0; the version it prints, or the first line of why not."""
+    try:
+        done = subprocess.run(
+            [*argv, "version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    out = done.stdout.strip() or done.stderr.strip()
+    version = re.search(r"\bv?(\d+\.\d+\.\d+)", out)
+    if done.returncode == 0 and version is not None:
+        return True, version.group(1)
+    return False, " ".join(out.splitlines()[:1])[:200]
+
+
+@dataclass(frozen=True)
+class Compose:
+    """A compose that answers: the plugin (``docker compose``) or ``docker-compose``."""
+
+    argv: tuple[str, ...]
+    version: str
+
+    @property
+    def v1(self) -> bool:
+        """Compose 1.x (Debian bookworm's ``docker-compose`` 1.29): no top-level ``name``."""
+        return self.version.startswith("1.")
+
+
+@pytest.fixture(scope="module")
+def real_compose() -> Compose:
+    """``docker compose`` when the plugin answers, else ``docker-compose``.
+
+    Skipped (with what was tried) only when neither answers. With a docker client present,
+    ``make system`` installs Debian's docker-compose, so there that skip is a failure under CI.
+    """
+    tried = []
     docker = shutil.which("docker")
-    if docker is None:
-        return "the docker CLI is not installed"
-    probe = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    if probe.returncode != 0:
-        first = (probe.stderr or probe.stdout).strip().splitlines()[:1]
-        return f"`docker compose version` failed: {' '.join(first)[:200]}"
-    return None
+    if docker is not None:
+        ok, out = _probe([docker, "compose"])
+        if ok:
+            return Compose((docker, "compose"), out)
+        tried.append(f"`docker compose version`: {out}")
+    else:
+        tried.append("no docker client")
+    legacy = shutil.which("docker-compose")
+    if legacy is not None:
+        ok, out = _probe([legacy])
+        if ok:
+            return Compose((legacy,), out)
+        tried.append(f"`docker-compose version`: {out}")
+    else:
+        tried.append("no docker-compose")
+    why = "; ".join(tried)
+    if docker is not None:  # `make system` provides docker-compose next to a docker client
+        from tests.conftest import unavailable
+
+        unavailable("a compose (plugin or docker-compose)", f"{why} (run `make system`)")
+    pytest.skip(f"no compose to check docker/compose.yaml with: {why}")
 
 
-def test_docker_compose_accepts_the_file() -> None:
-    why = _compose_available()
-    if why:
-        pytest.skip(f"docker compose plugin not available: {why}")
-    docker = str(shutil.which("docker"))
-    env = {**os.environ, **COMPOSE_ENV}
-    ok = subprocess.run(
-        [docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def _compose_config(
+    compose: Compose, tmp_path: Path, variables: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``<compose> config`` of docker/compose.yaml with exactly ``variables`` set.
+
+    No other variable of this process reaches compose (the tests' own JOBENGINE_TIMEZONE would
+    be interpolated), and an empty ``--env-file`` keeps a developer's docker/.env out.
+
+    Compose 1.x predates the Compose Specification's top-level ``name`` (compose v2 reads it)
+    and refuses the file for it alone. For 1.x that one line is taken out of a copy and given
+    as ``--project-name``, which is what it means; the rest of the file is checked unchanged,
+    with ``--project-directory docker`` so relative paths resolve as in the original.
+    """
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV} | variables
+    argv = [*compose.argv, "--env-file", str(env_file), "--project-directory", str(DOCKER)]
+    source = DOCKER / "compose.yaml"
+    if compose.v1:
+        text = source.read_text()
+        match = _TOP_NAME.search(text)
+        assert match is not None, "compose.yaml names its project (top-level `name:`)"
+        source = tmp_path / "compose.yaml"
+        source.write_text(text[: match.start()] + text[match.end() :])
+        argv += ["--project-name", match.group(1)]
+    argv += ["-f", str(source), "config"]
+    return subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
     )
-    assert ok.returncode == 0, ok.stderr
-    bare = {k: v for k, v in env.items() if k not in COMPOSE_ENV}
-    missing = subprocess.run(
-        [docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
-        env=bare,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=DOCKER.parent,
-    )
-    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|ns)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
+def _seconds(value: Any) -> float:
+    """A compose duration in seconds: ``60s`` (compose 1.x) or ``1m0s`` (compose v2, Go)."""
+    text = str(value)
+    parts = _DURATION.findall(text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host ip, published, target) of each port: short syntax (1.x) or long syntax (v2)."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((str(port.get("host_ip", "")), str(port["published"]), str(port["target"])))
+        else:
+            *host, published, target = str(port).split("/")[0].split(":")
+            out.append((":".join(host), published, target))
+    return out
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of each mount: ``src:target:mode`` (1.x) or long syntax (v2)."""
+    out = {}
+    for mount in service.get("volumes", []):
+        if isinstance(mount, dict):
+            out[str(mount["target"])] = str(mount["source"])
+        else:
+            source, target, *_ = str(mount).split(":")
+            out[target] = source
+    return out
+
+
+def test_compose_config_interpolates_the_fleet(real_compose: Compose, tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    done = _compose_config(real_compose, tmp_path, COMPOSE_ENV)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    services = config["services"]
+    assert set(services) == {"redis", "postgres", *APP_SERVICES}
+    if not real_compose.v1:  # compose v2 prints the project name and its volumes' names
+        assert config["name"] == "jobengine"
+        assert config["volumes"]["storage"]["name"] == "jobengine_storage"
+    shared = {
+        "REDIS_URL": "redis://redis:6379/0",
+        "DATABASE_URL": "postgresql://jobengine:compose-test@postgres:5432/jobengine",
+        "JOBENGINE_STORAGE": "/var/lib/jobengine/storage",
+        "JOBENGINE_TIMEZONE": "UTC",
+    }
+    for name in APP_SERVICES:
+        service = services[name]
+        extra = {"FLOWER_BASIC_AUTH": "ops:compose-test"} if name == "flower" else {}
+        assert _env(service) == shared | extra, name
+        assert service["image"] == "jobengine:latest"
+        assert service["build"]["context"] == str(ROOT)  # `..` of docker/
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert _mounts(service) == {"/var/lib/jobengine/storage": "storage"}
+        assert {k: v["condition"] for k, v in service["depends_on"].items()} == {
+            "redis": "service_healthy",
+            "postgres": "service_healthy",
+        }
+    assert _env(services["postgres"])["POSTGRES_PASSWORD"] == "compose-test"
+    assert [str(a) for a in services["worker"]["command"]] == ["worker", "--concurrency", "2"]
+    assert _seconds(services["worker"]["stop_grace_period"]) == 60
+    # `$$HOSTNAME` is the container's own, not interpolated away (printed escaped or not)
+    assert re.search(r"celery@\$\$?HOSTNAME ", " ".join(services["worker"]["healthcheck"]["test"]))
+    assert _ports(services["flower"]) == [("127.0.0.1", "5555", "5555")]
+    assert all("ports" not in services[name] for name in ("redis", "postgres", "worker", "beat"))
+
+
+def test_compose_config_takes_the_optional_variables(real_compose: Compose, tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    variables = {**COMPOSE_ENV, "WORKER_CONCURRENCY": "5", "JOBENGINE_TIMEZONE": "Europe/Paris"}
+    done = _compose_config(real_compose, tmp_path, variables)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert [str(a) for a in services["worker"]["command"]] == ["worker", "--concurrency", "5"]
+    assert {_env(services[name])["JOBENGINE_TIMEZONE"] for name in APP_SERVICES} == {"Europe/Paris"}
+
+
+@pytest.mark.parametrize("missing", sorted(COMPOSE_ENV))
+def test_compose_config_refuses_without_a_required_variable(
+    real_compose: Compose, tmp_path: Path, missing: str
+) -> None:
+    variables = {k: v for k, v in COMPOSE_ENV.items() if k != missing}
+    done = _compose_config(real_compose, tmp_path, variables)
+    assert done.returncode != 0
+    assert f"set {missing}" in done.stderr  # the file's own message (`${VAR:?set VAR...}`)
+    assert not done.stdout.strip()

@@ -206,3 +206,27 @@ def test_celery_logging_signals_install_the_filter_and_json(
         assert isinstance(handler.formatter, JsonFormatter)
     finally:
         logger.handlers.clear()
+
+
+def test_celerys_own_lines_about_a_task_carry_its_job_labels() -> None:
+    # Celery logs "Task ... succeeded" after our job_context has closed, while the task's
+    # request is still pushed: the filter reads the labels from the message's kwargs.
+    import tasks.export  # noqa: F401  (registers jobengine.export.*)
+    from jobengine.celery_app import app
+    from jobengine.logs import JobContextFilter
+
+    task = app.tasks["jobengine.export.start"]
+    record = logging.LogRecord("celery.app.trace", logging.INFO, __file__, 1, "done", (), None)
+    from celery._state import _task_stack  # what Celery's tracer pushes around a task
+
+    _task_stack.push(task)
+    task.push_request(id="t-1", kwargs={"run_id": 1, "job": "47|J|", "company": "47"})
+    try:
+        assert JobContextFilter().filter(record)
+    finally:
+        task.pop_request()
+        _task_stack.pop()
+    assert (record.job, record.company, record.run) == ("47|J|", "47", None)
+    outside = logging.LogRecord("celery", logging.INFO, __file__, 1, "idle", (), None)
+    JobContextFilter().filter(outside)
+    assert outside.job is None

@@ -1070,3 +1070,39 @@ def test_public_names_are_exported() -> None:
     assert set(model.__all__) <= set(dir(model))
     for name in ("SubmitJobRequest", "parse_submit_job", "to_ips_dict", "JobKind", "UploadUrl"):
         assert name in model.__all__
+
+
+# Found by fuzzing the JSON API (tests/test_jsonapi_fuzz.py): each was a 500, not a fault.
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+01:00",  # before datetime.min in UTC: OverflowError in the store
+        "0001-01-01T00:00:00Z",  # in range in UTC, but not in a zone west of it
+        "9999-12-31T23:59:59-01:00",
+        "9999-12-31T12:00:00Z",
+    ],
+)
+def test_datetimes_every_zone_cannot_hold_are_a_30001_fault(when: str) -> None:
+    with pytest.raises(errors.InvalidParameter) as caught:
+        parse_submit_job(request(execTime=when))
+    assert "is out of range" in caught.value.reason
+    assert caught.value.field == "execTime"
+    assert parse_submit_job(request(execTime="0001-01-02T00:00:00Z")).exec_time is not None
+    assert parse_submit_job(request(execTime="9999-12-30T23:59:59Z")).exec_time is not None
+
+
+def test_a_schedule_longer_than_the_store_keeps_is_a_30001_fault() -> None:
+    long = "0 0 0 " + ",".join(["1"] * 200) + " * ?"  # a valid expression, 409 characters
+    with pytest.raises(errors.InvalidParameter, match="409 characters long; at most 255"):
+        parse_submit_job(request(execSchedule=long))
+
+
+def test_a_lone_surrogate_key_in_an_array_is_a_fault_that_renders() -> None:
+    body = request(exportJob={"assetHandleArray": {"\ud800": 1}, "fmt": "orig",
+                              "emailSetting": "None"})  # fmt: skip
+    with pytest.raises(errors.InvalidParameter) as caught:
+        parse_submit_job(body)
+    assert "an array holds only 'items'; got '\\ud800'" in caught.value.reason
+    caught.value.reason.encode()  # the JSON API sends it as UTF-8

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from config.locale import LOCALE_DIR, catalogs, compile_po, parse_po
 from jobengine import notify, submit
 from jobengine.catalog import company_by_handle, create_user
+from jobengine.i18n import LOG_MESSAGES
 from jobengine.notify import notify_pending, notify_run, translator
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
@@ -120,10 +121,22 @@ def finished_run(
         run.total_items = success + errors + warnings
         run.output = output or {}
         for n in range(errors):
-            write_log(session, run, "GetFailure", f"img{n}.jpg: cannot read")
+            name = f"img{n}.jpg"
+            write_log(session, run, "GetFailure", "cannot read {name}: {error}", name=name, error=5)
         for n in range(warnings):
-            write_log(session, run, "FileCancel", f"set{n} is an ImageSet: skipped")
-        write_log(session, run, "EndExport", "job done")
+            skipped = "skipped {name}: {type} assets cannot be exported"
+            write_log(session, run, "FileCancel", skipped, name=f"set{n}", type="ImageSet")
+        write_log(
+            session,
+            run,
+            "EndExport",
+            "job done: {success} succeeded, {errors} failed, "
+            "{warnings} warnings of {total} file(s)",
+            success=success,
+            errors=errors,
+            warnings=warnings,
+            total=success + errors + warnings,
+        )
         return run.id, company
 
 
@@ -183,8 +196,8 @@ def test_body_has_counts_times_link_and_last_errors(store_only, smtp) -> None:
     assert f"Output: {link}" in body
     quoted = body.split("Last log entries:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert len(quoted) == notify.LOG_LINES  # the last five problem lines, oldest first
-    assert quoted[:-1] == [f"[GetFailure] img{n}.jpg: cannot read" for n in (3, 4, 5, 6)]
-    assert quoted[-1] == "[FileCancel] set0 is an ImageSet: skipped"
+    assert quoted[:-1] == [f"[GetFailure] cannot read img{n}.jpg: 5" for n in (3, 4, 5, 6)]
+    assert quoted[-1] == "[FileCancel] skipped set0: ImageSet assets cannot be exported"
     assert "EndExport" not in body
     assert "emailSetting is All" in body
 
@@ -282,6 +295,19 @@ def test_japanese_subject_is_encoded_utf8_on_the_wire(store_only, smtp) -> None:
     assert "ファイル: 全 2 件中 成功 1 件、失敗 1 件、警告 0 件" in _body(raw)
 
 
+def test_quoted_log_lines_follow_the_job_locale(store_only, smtp) -> None:
+    inbox, settings = smtp
+    run_id, _ = finished_run("ErrorAndWarning", counts=(1, 1, 1), locale="de-AT")
+    assert notify_run(run_id, settings=settings)
+    body = _body(inbox.only())
+    assert "Letzte Protokolleinträge:" in body
+    assert "[GetFailure] img0.jpg kann nicht gelesen werden: 5" in body
+    skipped = (
+        "[FileCancel] set0 übersprungen: Assets vom Typ ImageSet können nicht exportiert werden"
+    )
+    assert skipped in body
+
+
 def test_translator_fallbacks() -> None:
     assert translator("de-CH")("Failed") == "Fehlgeschlagen"
     assert translator("de_AT")("Failed") == "Fehlgeschlagen"
@@ -297,11 +323,21 @@ def test_translator_fallbacks() -> None:
 
 def test_sent_once_when_called_twice(store_only, smtp) -> None:
     inbox, settings = smtp
+    _settle_other_tests_notices()  # the sweep below is store-wide
     run_id, _ = finished_run("All")
     assert notify_run(run_id, settings=settings) is True
     assert notify_run(run_id, settings=settings) is False
     assert notify_pending(settings=settings) == 0
     assert len(inbox.messages) == 1
+
+
+def _settle_other_tests_notices() -> None:
+    from sqlalchemy import update
+
+    from jobengine.store.schema import Run, utcnow
+
+    with get_runtime().store.write() as session:
+        session.execute(update(Run).where(Run.notified_at.is_(None)).values(notified_at=utcnow()))
 
 
 def test_sent_once_from_concurrent_threads(store_only, smtp) -> None:
@@ -393,8 +429,9 @@ def test_real_run_then_notice(stack, smtp) -> None:
 
 
 def _messages_in_code() -> set[str]:
+    """The e-mail texts marked with ``_()`` in jobengine/notify.py, and the job log messages."""
     tree = ast.parse(Path(notify.__file__).read_text(encoding="utf-8"))
-    return {
+    return set(LOG_MESSAGES) | {
         node.args[0].value
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)

@@ -97,3 +97,18 @@ def test_scheduled_jobs_echo_the_payload(stack) -> None:
     assert scheduled.job["exportJob"]["fmt"] == "orig"
     assert scheduled.next_fire_time is not None and scheduled.next_fire_time.year == 2099
     assert scheduled.exec_schedule is None and scheduled.trigger_state == "Normal"
+
+
+@pytest.mark.parametrize("number", ["2147483648", "9" * 30, "\u00b2", "\u0663"])
+def test_preset_handles_the_store_cannot_hold_are_a_30001_fault(store_only, number) -> None:
+    # Found by fuzzing: a huge id overflowed the store's integer, "²" passed isdigit().
+    from jobengine import delete_image_format, save_image_format
+    from tests.helpers import make_company
+
+    company, _ = make_company(0)
+    handle = f"{company}|{number}"
+    with pytest.raises(errors.InvalidParameter) as caught:
+        delete_image_format(company, handle)
+    assert caught.value.field == "imageFormatHandle"
+    with pytest.raises(errors.InvalidParameter):
+        save_image_format(company, "p", "wid=8", image_format_handle=handle)

@@ -23,7 +23,7 @@ from jobengine import (
 )
 from jobengine.runtime import get_runtime
 from jobengine.scheduling import tick
-from jobengine.store.schema import Job, Run
+from jobengine.store.schema import Company, Job, Run
 from tests.helpers import export_request
 
 
@@ -37,7 +37,8 @@ def _runs(company: str, name: str) -> list[Run]:
             session.scalars(
                 select(Run)
                 .join(Job, Job.id == Run.job_id)
-                .where(Job.name == name, Run.run_name.like(f"{name}_%"))
+                .join(Company, Company.id == Job.company_id)
+                .where(Job.name == name, Run.run_name.like(f"{name}_%"), Company.handle == company)
                 .where(Job.company_id == Run.company_id)
                 .order_by(Run.id)
             )

@@ -37,6 +37,14 @@ def test_bad_job_handles_are_a_30001_fault(bad: str) -> None:
     assert caught.value.code == 30001
 
 
+@pytest.mark.parametrize("bad_id", ["2147483648", "9" * 30, "\u00b2", "\u0663"])
+def test_job_ids_are_ascii_and_fit_the_store(bad_id: str) -> None:
+    # Found by fuzzing: "²" passed isdigit() and failed int(); a huge id overflowed the store.
+    with pytest.raises(InvalidParameter, match="has a bad id"):
+        parse_job_handle(f"47|x||{bad_id}")
+    assert parse_job_handle("47|x||2147483647").job_id == 2**31 - 1
+
+
 def test_handles_and_run_names_are_written_in_one_form() -> None:
     assert job_handle("47", "My Test Job") == "47|My Test Job|"
     assert job_handle("c|47", "X", 9) == "47|X||9"

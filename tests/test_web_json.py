@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jobengine import submit
 from tests.conftest import Stack
 from tests.helpers import PASSWORD, export_request, make_company, publish_request
 from tests.test_web_soap import WebServer
@@ -194,3 +197,117 @@ def test_openapi_document(web: WebServer) -> None:
     assert {"companyHandle", "jobName", "exportJob"} <= set(schema["properties"])
     assert set(schema["required"]) == {"companyHandle", "jobName"}
     assert "Fault" in doc["components"]["schemas"]
+
+
+# Found by fuzzing the JSON API (tests/test_jsonapi_fuzz.py): each of these was a 500 (30000).
+def _hostile(company: str) -> list[tuple[str, bytes, int, int, str | None]]:
+    """(operation, raw body, status, code, field) for the fuzzer's findings."""
+
+    def body(**fields: Any) -> bytes:
+        return json.dumps({"companyHandle": company, **fields}).encode()
+
+    cron = "0 0 0 " + ",".join(["1"] * 200) + " * ?"
+    publish = {"publishType": "Full", "emailSetting": "None"}
+    return [
+        ("getJobLogs", body(startDate="0001-01-01T00:00:00+01:00"), 400, 30001, "startDate"),
+        ("getJobLogs", body(endDate="9999-12-31T23:59:59-01:00"), 400, 30001, "endDate"),
+        ("submitJob", body(jobName="j", execSchedule=cron, imageServingPublishJob=publish),
+         400, 30001, "execSchedule"),
+        ("deleteImageFormat", body(imageFormatHandle=f"{company}|{'9' * 30}"),
+         400, 30001, "imageFormatHandle"),
+        ("deleteImageFormat", body(imageFormatHandle=f"{company}|\u00b2"),
+         400, 30001, "imageFormatHandle"),
+        ("stopJob", body(jobHandle=f"{company}|x||{'9' * 30}"), 400, 30001, "jobHandle"),
+        ("getJobLogs", b"[" * 100_000 + b"]" * 100_000, 400, 30003, None),
+        ("getJobLogs", b'{"a": ' + b"[" * 100 + b"]" * 100 + b"}", 400, 30003, None),
+        ("submitJob", body(exportJob={"assetHandleArray": {"\ud800": 1}}), 400, 30003, None),
+    ]  # fmt: skip
+
+
+def test_fuzzer_findings_are_faults_not_server_errors(stack: Stack, web: WebServer) -> None:
+    company, _ = make_company(0)
+    api = Api(web, company)
+    for op, content, status, code, field in _hostile(company):
+        response = httpx.post(f"{web.url}/api/v1/{op}", content=content, auth=api.auth)
+        assert (response.status_code, response.json()["code"]) == (status, code), op
+        assert response.json().get("field") == field, response.json()
+    # a Basic header that is not ASCII is no credentials, not a crash
+    response = httpx.post(
+        f"{web.url}/api/v1/getJobLogs", json={}, headers={"Authorization": b"Basic \xe9"}
+    )
+    assert (response.status_code, response.json()["code"]) == (401, 10000)
+
+
+def test_json_reader_limits() -> None:
+    from jobengine.errors import InvalidRequestXml
+    from jobengine.web.jsonapi import MAX_JSON_DEPTH, read_json
+
+    nested: Any = {}
+    for _ in range(MAX_JSON_DEPTH - 1):
+        nested = {"a": nested}
+    assert read_json(json.dumps(nested).encode()) == nested
+    for bad in (
+        json.dumps({"a": nested}).encode(),  # one level too deep
+        b"[" * 5000 + b"]" * 5000,  # deeper than the parser's own stack
+        b'{"a": "\\udfff"}',
+        b'{"\\ud800": 1}',
+        b'{"a": [' + b"0," * 200_000 + b"0]}",
+    ):
+        with pytest.raises(InvalidRequestXml):
+            read_json(bad)
+    assert read_json(b"") == {}
+    assert read_json('{"a": "\U0001f600"}'.encode()) == {"a": "\U0001f600"}
+
+
+def test_basic_credentials_that_are_not_ascii_are_none() -> None:
+    from jobengine.web.http import _basic
+
+    assert _basic("Basic \u00e9") is None
+    assert _basic("Basic " + base64.b64encode(b"\xff:\xfe").decode()) is None
+    assert _basic("Basic " + base64.b64encode(b"u:p").decode()) == ("u", "p")
+
+
+def test_openapi_document_describes_every_answer() -> None:
+    from jobengine.web.jsonapi import openapi_document
+
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        op = path.removeprefix("/api/v1/")
+        responses = item["post"]["responses"]
+        assert set(responses) == {"200", "400", "401", "403", "413", "500"}
+        ok = responses["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert ok == f"#/components/schemas/{op}Return"
+        for status in ("400", "401", "403", "413", "500"):
+            fault = responses[status]["content"]["application/json"]["schema"]
+            assert fault == {"$ref": "#/components/schemas/Fault"}
+    assert schemas["submitJobReturn"]["required"] == ["jobHandle"]
+    assert schemas["stopJobReturn"] == {
+        "type": "object", "properties": {}, "required": [], "additionalProperties": False
+    }  # fmt: skip
+    jobs = schemas["getActiveJobsReturn"]["properties"]["jobArray"]
+    assert jobs["properties"]["items"]["items"] == {"$ref": "#/components/schemas/ActiveJob"}
+    assert schemas["ActiveJob"]["properties"]["exportJob"] == {
+        "$ref": "#/components/schemas/ExportJob"
+    }
+    assert schemas["Fault"]["additionalProperties"] is False
+    # IPS arrays are documented in both forms the server reads: a list or {"items": [...]}
+    array = schemas["ExportJob"]["properties"]["assetHandleArray"]["anyOf"]
+    assert array[0]["type"] == "array" and array[1]["required"] == ["items"]
+
+
+def test_log_messages_follow_accept_language(stack: Stack, web: WebServer) -> None:
+    company, assets = make_company(1)
+    handle = submit(export_request(company, assets, "Sprache"))
+    stack.wait(company, handle)
+    client = Api(web, company)
+    body = {"companyHandle": company, "jobHandle": handle}
+
+    def messages(language: str) -> list[str]:
+        response = client.post("getJobLogDetails", body, headers={"Accept-Language": language})
+        assert response.status_code == 200, response.text
+        logs = response.json()["jobLogArray"]["items"]
+        return [d["logMessage"] for log in logs for d in log["detailArray"]["items"]]
+
+    assert "Job Sprache gestartet" in messages("de-CH, en;q=0.5")
+    assert "job Sprache started" in messages("xx")

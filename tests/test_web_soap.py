@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jobengine import submit
 from jobengine.ipsxml import IPS_NAMESPACE
 from tests.conftest import Stack
 from tests.helpers import PASSWORD, export_request, make_company
@@ -428,3 +429,53 @@ def test_wsdl_with_a_zeep_client(stack: Stack, web: WebServer) -> None:
     assert caught.value.message == "AuthenticationException"
     assert caught.value.detail is not None
     assert caught.value.detail.findtext(f".//{{{IPS_NAMESPACE}}}code") == "10001"
+
+
+def test_log_messages_follow_the_auth_header_locale(stack: Stack, web: WebServer) -> None:
+    company, assets = make_company(1)
+    handle = submit(export_request(company, assets, "Localized"))
+    stack.wait(company, handle)
+    soap = Soap(web, f"{company}@example.com")
+    params = {"companyHandle": company, "jobHandle": handle}
+    body = ET.tostring(element("getJobLogDetailsParam", params, IPS_NAMESPACE), encoding="unicode")
+
+    def messages(header: str, **headers: str) -> list[str]:
+        response = soap.post(envelope(body, header), SOAPAction="getJobLogDetails", **headers)
+        assert response.status_code == 200, response.text
+        return texts(body_child(response), "jobLogArray/items/detailArray/items/logMessage")
+
+    german = auth_header(soap.user).replace("<locale>en-US</locale>", "<locale>de-DE</locale>")
+    assert "Job Localized gestartet" in messages(german)
+    assert "job Localized started" in messages(auth_header(soap.user))
+    no_locale = auth_header(soap.user).replace("<locale>en-US</locale>", "")
+    assert "Tâche Localized démarrée" in messages(no_locale, **{"Accept-Language": "fr;q=0.9"})
+
+
+def test_dated_wsdl_with_a_zeep_client(stack: Stack, web: WebServer) -> None:
+    import zeep
+
+    dated = f"{IPS_NAMESPACE}/2014-04-03"
+    url = f"{web.url}/scene7/webservice/IpsApi-2014-04-03.wsdl"
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200 and f'targetNamespace="{dated}"' in response.text
+    missing = httpx.get(f"{web.url}/scene7/webservice/IpsApi-latest.wsdl", timeout=10)
+    assert missing.status_code == 404
+
+    company, assets = make_company(1)
+    client = zeep.Client(url)
+    header = client.get_element(f"{{{IPS_NAMESPACE}}}authHeader")  # always the base namespace
+    auth = [header(user=f"{company}@example.com", password=PASSWORD, locale="de")]
+    export = {"assetHandleArray": {"items": assets}, "fmt": "orig", "emailSetting": "None"}
+    handle = client.service.submitJob(
+        companyHandle=company, jobName="Datiert", exportJob=export, _soapheaders=auth
+    )
+    assert handle == f"{company}|Datiert|"
+    stack.wait(company, handle)
+    [detailed] = client.service.getJobLogDetails(
+        companyHandle=company, jobHandle=handle, _soapheaders=auth
+    )
+    messages = [d.logMessage for d in detailed.detailArray["items"]]
+    assert "Job Datiert gestartet" in messages  # authHeader/locale, through zeep
+    with client.settings(raw_response=True):
+        raw = client.service.getJobLogs(companyHandle=company, _soapheaders=auth)
+    assert f'<getJobLogsReturn xmlns="{dated}">' in raw.text  # answered in the asked namespace

@@ -1,4 +1,5 @@
-"""gettext catalogs of job e-mails (``<lang>/LC_MESSAGES/jobengine.po``) and their compiler.
+"""gettext catalogs (``<lang>/LC_MESSAGES/jobengine.po``) of job e-mails (``jobengine.notify``) and
+job log messages (``jobengine.i18n.LogMessage``), and their compiler.
 
 The ``.mo`` files are generated from the ``.po`` files and shipped next to them; after editing a
 ``.po`` file run ``python -m config.locale`` (stdlib only, no Babel or GNU gettext needed). A test

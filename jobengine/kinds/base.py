@@ -7,6 +7,7 @@ says what its work is. Each kind has its own Celery task module in ``tasks/``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from jobengine.i18n import LogMessage
 from jobengine.runtime import Runtime
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Asset, Folder, Run
@@ -44,14 +46,16 @@ class AssetRef:
 
 @dataclass(frozen=True)
 class ItemOutcome:
-    """What doing one item came to, with the log row that tells it."""
+    """What doing one item came to, with the log row that tells it: a message id and its
+    arguments (see :func:`jobengine.store.runs.write_log`)."""
 
     status: Literal["success", "warning", "error"]
     log_type: str
-    message: str
+    message_id: LogMessage
     asset: AssetRef = AssetRef()
     size: int = 0
     result: dict[str, Any] = field(default_factory=dict)
+    args: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,29 @@ class RunContext:
         """A private scratch folder of this run in storage."""
         return f"_staging/run-{self.run_id}"
 
-    def log(self, session: Session, log_type: str, message: str, **asset: str | None) -> None:
-        """Write one JobLogDetail row for this run."""
+    def log(
+        self,
+        session: Session,
+        log_type: str,
+        message_id: LogMessage,
+        *,
+        asset: AssetRef | None = None,
+        **args: object,
+    ) -> None:
+        """Write one JobLogDetail row for this run (``args`` fill ``message_id``)."""
         run = session.get(Run, self.run_id)
         assert run is not None
-        write_log(session, run, log_type, message, **asset)
+        asset = asset or AssetRef()
+        write_log(
+            session,
+            run,
+            log_type,
+            message_id,
+            asset_name=asset.name,
+            asset_type=asset.type,
+            asset_handle=asset.handle,
+            **args,
+        )
 
 
 def asset_in_folder(ctx: RunContext, handle: str) -> tuple[Asset, str] | None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from jobengine import imaging
 from jobengine.catalog import SET_TYPES, company_presets
 from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded
+from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
     AssetRef,
     ItemOutcome,
@@ -113,13 +114,16 @@ class ExportKind(JobKindHandler):
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         row = asset_in_folder(ctx, item.key)
         if row is None:
-            gone = AssetRef(handle=item.key)
-            return ItemOutcome("error", "GetFailure", f"asset {item.key} no longer exists", gone)
+            gone, args = AssetRef(handle=item.key), {"asset": item.key}
+            return ItemOutcome(
+                "error", "GetFailure", "asset {asset} no longer exists", gone, args=args
+            )
         asset, folder = row[0], row[1]
         ref = AssetRef.of(asset)
         if asset.type in SET_TYPES or asset.file_key is None:
-            reason = f"skipped {asset.name}: {asset.type} assets cannot be exported"
-            return ItemOutcome("warning", "FileCancel", reason, ref)
+            skipped = {"name": asset.name, "type": asset.type}
+            reason: LogMessage = "skipped {name}: {type} assets cannot be exported"
+            return ItemOutcome("warning", "FileCancel", reason, ref, args=skipped)
         folder_member = "/".join(safe_name(p) for p in folder.strip("/").split("/") if p)
         staged = f"{ctx.staging_key}/{item.key.replace('|', '_')}"
         storage = ctx.runtime.storage
@@ -131,24 +135,29 @@ class ExportKind(JobKindHandler):
                 # remote storage a downloaded copy and a folder uploaded after a success
                 with storage.local_file(asset.file_key) as source, storage.local_dir(staged) as out:
                     names = self._convert(ctx, job, source, out, asset.name)
-                note = "converted"
+                note: LogMessage = "converted {files}"
             else:
                 storage.copy(asset.file_key, f"{staged}/{asset.name}")
                 names = [asset.name]
-                note = (
-                    "exported" if str(job.fmt) == "orig" else f"exported {asset.type} as original"
-                )
+                original = str(job.fmt) == "orig"
+                note = "exported {files}" if original else "exported {type} as original {files}"
         except IpsFault as exc:
-            return ItemOutcome("error", "GetFailure", f"{asset.name}: {exc.reason}", ref)
+            failed = {"name": asset.name, "reason": exc.reason}
+            return ItemOutcome(
+                "error", "GetFailure", "cannot convert {name}: {reason}", ref, args=failed
+            )
         except OSError as exc:
-            return ItemOutcome("error", "GetFailure", f"cannot read {asset.name}: {exc}", ref)
+            unread = {"name": asset.name, "error": exc}
+            return ItemOutcome(
+                "error", "GetFailure", "cannot read {name}: {error}", ref, args=unread
+            )
         files = [
             {"member": f"{folder_member}/{n}" if folder_member else n, "staged": f"{staged}/{n}"}
             for n in names
         ]
         size = sum(storage.size(f["staged"]) for f in files)
-        message = f"{note} {', '.join(f['member'] for f in files)}"
-        return ItemOutcome("success", "ReturnSuccess", message, ref, size, {"files": files})
+        done = {"files": ", ".join(f["member"] for f in files), "type": asset.type}
+        return ItemOutcome("success", "ReturnSuccess", note, ref, size, {"files": files}, done)
 
     @staticmethod
     def _convert(ctx: RunContext, job: Any, source: Path, out_dir: Path, name: str) -> list[str]:

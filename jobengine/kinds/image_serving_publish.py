@@ -67,20 +67,21 @@ class ImageServingPublishKind(JobKindHandler):
         row = asset_in_folder(ctx, item.key)
         asset, folder = row if row is not None else (None, "")
         if asset is None or asset.file_key is None:
-            reason = f"asset {item.key} no longer exists"
-            return ItemOutcome("error", _ERROR, reason, AssetRef(handle=item.key))
+            gone, args = AssetRef(handle=item.key), {"asset": item.key}
+            return ItemOutcome("error", _ERROR, "asset {asset} no longer exists", gone, args=args)
         ref = AssetRef.of(asset)
         path = f"{folder.rstrip('/')}/{asset.name}"
         try:
             size = ctx.runtime.storage.copy(asset.file_key, f"{_root(ctx)}/images{path}")
         except OSError as exc:
-            return ItemOutcome("error", _ERROR, f"cannot publish {asset.name}: {exc}", ref)
+            failed = {"name": asset.name, "error": exc}
+            return ItemOutcome("error", _ERROR, "cannot publish {name}: {error}", ref, args=failed)
         with ctx.runtime.store.write() as session:
             stored = session.get(Asset, asset.id)
             if stored is not None:
                 stored.publish_state, stored.published_at = "Published", utcnow()
-        message = f"published {path}"
-        return ItemOutcome("success", _SUCCESS, message, ref, size, {"path": path})
+        result = {"path": path}
+        return ItemOutcome("success", _SUCCESS, "published {path}", ref, size, result, dict(result))
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         if stopped:

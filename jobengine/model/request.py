@@ -7,10 +7,18 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 
 from jobengine.errors import InvalidParameter
-from jobengine.model.base import IpsModel, NonEmptyText, Text, XsdDateTime, ips_error, show
+from jobengine.model.base import (
+    IpsModel,
+    JsonSchemaHint,
+    NonEmptyText,
+    Text,
+    XsdDateTime,
+    ips_error,
+    show,
+)
 from jobengine.model.constants import JobKind
 from jobengine.model.faults import validate_model
 from jobengine.model.jobs import (
@@ -29,6 +37,7 @@ from jobengine.model.upload import ReprocessAssetsJob, RipPdfsJob, UploadDirecto
 __all__ = [
     "JOB_MODELS",
     "MAX_JOB_NAME_LENGTH",
+    "MAX_SCHEDULE_LENGTH",
     "SUBMIT_JOB_ROOT",
     "JobPayload",
     "SubmitJobRequest",
@@ -39,7 +48,14 @@ __all__ = [
 
 SUBMIT_JOB_ROOT = "submitJobParam"
 MAX_JOB_NAME_LENGTH = 255
+MAX_SCHEDULE_LENGTH = 255  # what the job store keeps of an execSchedule
 _LOCALE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
+# _job_name's rules as a JSON Schema pattern: no control character, no '|', not blank.
+_NAME_CHAR = "[^|\\u0000-\\u001F\\u007F-\\u009F\\uFFFE\\uFFFF]"
+_NAME_SOLID = "[^|\\s\\u0000-\\u001F\\u007F-\\u009F\\uFFFE\\uFFFF]"
+_JOB_NAME_SCHEMA = JsonSchemaHint(
+    pattern=f"^{_NAME_CHAR}*{_NAME_SOLID}{_NAME_CHAR}*$", maxLength=MAX_JOB_NAME_LENGTH
+)
 _RESTRICTED = ("metadata_publish_job", "create_video_sitemap_job")
 
 JobPayload = (
@@ -100,6 +116,11 @@ def _cron(value: str) -> str:
     from jobengine.cron import CronError, validate
 
     expression = value.strip()
+    if len(expression) > MAX_SCHEDULE_LENGTH:
+        raise ips_error(
+            "invalid",
+            f"is {len(expression)} characters long; at most {MAX_SCHEDULE_LENGTH} allowed",
+        )
     try:
         validate(expression)
     except CronError as exc:
@@ -109,15 +130,31 @@ def _cron(value: str) -> str:
     return expression
 
 
+def _one_job_schema(schema: dict[str, Any]) -> None:
+    """_one_job_and_one_time's rules in the JSON schema: one job type, not both times."""
+    jobs = [name for name in schema.get("properties", {}) if name.endswith("Job")]
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"type": "object"}}} for name in jobs
+    ]
+    schema["not"] = {"required": ["execTime", "execSchedule"]}
+
+
 class SubmitJobRequest(IpsModel):
     """submitJobParam: who, when and exactly one job-type payload."""
 
+    model_config = ConfigDict(json_schema_extra=_one_job_schema)
+
     company_handle: NonEmptyText
     user_handle: Text | None = None
-    job_name: Annotated[Text, AfterValidator(_job_name)]
-    locale: Annotated[Text, AfterValidator(_locale)] | None = None
+    job_name: Annotated[Text, AfterValidator(_job_name), _JOB_NAME_SCHEMA]
+    locale: (
+        Annotated[Text, AfterValidator(_locale), JsonSchemaHint(pattern=f"^{_LOCALE.pattern}$")]
+        | None
+    ) = None
     exec_time: XsdDateTime | None = None
-    exec_schedule: Annotated[Text, AfterValidator(_cron)] | None = None
+    exec_schedule: (
+        Annotated[Text, AfterValidator(_cron), JsonSchemaHint(maxLength=MAX_SCHEDULE_LENGTH)] | None
+    ) = None
     description: Text | None = None
     image_serving_publish_job: ImageServingPublishJob | None = None
     image_rendering_publish_job: ImageRenderingPublishJob | None = None

@@ -15,15 +15,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
-from jobengine.errors import IllegalCompany, InvalidParameter, MissingParameter
+from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, MissingParameter
 from jobengine.handles import company_segment
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, ImageFormat, utcnow
 
-__all__ = ["ImageFormatInfo", "delete_image_format", "get_image_formats", "save_image_format"]
+__all__ = [
+    "MAX_DEFINITION",
+    "NAME_PATTERN",
+    "ImageFormatInfo",
+    "delete_image_format",
+    "get_image_formats",
+    "save_image_format",
+]
 
 MAX_DEFINITION = 512
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+_MAX_ID = 2**31 - 1  # preset ids are 32-bit integers in the store
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,255}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -41,13 +50,13 @@ def _handle(company: Company, preset: ImageFormat) -> str:
 
 def _find(session: Session, company: Company, handle: str) -> ImageFormat:
     segment, _, number = handle.rpartition("|")
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         raise InvalidParameter(f"imageFormatHandle {handle!r} is not a preset handle",
                                field="imageFormatHandle")  # fmt: skip
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"preset {handle!r} is not of company {company.handle!r}",
                              field="imageFormatHandle")  # fmt: skip
-    preset = session.get(ImageFormat, int(number))
+    preset = session.get(ImageFormat, int(number)) if int(number) <= _MAX_ID else None
     if preset is None or preset.company_id != company.id:
         raise InvalidParameter(f"unknown imageFormatHandle {handle!r}", field="imageFormatHandle")
     return preset
@@ -64,7 +73,11 @@ def validate_definition(definition: str) -> None:
         )
     from jobengine.imaging.modifiers import parse_modifiers
 
-    parse_modifiers(definition, presets={}, allow_unresolved_macros=True)
+    try:
+        parse_modifiers(definition, presets={}, allow_unresolved_macros=True)
+    except IpsFault as fault:
+        fault.field = fault.field or "urlModifier"  # the parser names the token, not the field
+        raise
 
 
 def save_image_format(

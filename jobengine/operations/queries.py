@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, aliased
 from jobengine.catalog import company_by_handle
 from jobengine.errors import InvalidParameter, MissingParameter
 from jobengine.handles import run_handle
+from jobengine.i18n import log_message
 from jobengine.kinds import KINDS
 from jobengine.operations.shapes import (
     ActiveJob,
@@ -281,8 +282,14 @@ def get_job_log_details(
     results_page: int = 1,
     sort_by: str = "Date",
     sort_direction: str = "Ascending",
+    locale: str | None = None,
 ) -> list[JobLog]:
-    """The job logs of a job (or run, or original name), each with one page of detail rows."""
+    """The job logs of a job (or run, or original name), each with one page of detail rows.
+
+    ``locale`` is the operation locale (``ll`` or ``ll-CC``: ``authHeader/locale``, else
+    ``Accept-Language``, see :func:`jobengine.i18n.operation_locale`): each ``logMessage`` is
+    in it, else in the job's own ``locale`` (submitJob.locale), else in the server default.
+    """
     if not job_handle and not original_name:
         raise MissingParameter("jobHandle or originalName is required", field="jobHandle")
     if not 1 <= records_per_page <= 1000:
@@ -310,9 +317,15 @@ def get_job_log_details(
                 .offset((results_page - 1) * records_per_page)
                 .limit(records_per_page)
             ).all()
+            language = locale or job.locale
             details = tuple(
                 JobLogDetail(
-                    d.message, d.log_type, d.created_at, d.asset_name, d.asset_type, d.asset_handle
+                    _message(d, language),
+                    d.log_type,
+                    d.created_at,
+                    d.asset_name,
+                    d.asset_type,
+                    d.asset_handle,
                 )
                 for d in page
             )
@@ -325,8 +338,18 @@ def _with_details(log: JobLog, total: int, details: tuple[JobLogDetail, ...]) ->
     return replace(log, detail_total_rows=total, details=details)
 
 
-def get_asset_job_logs(company_handle: str, asset_handle: str) -> list[AssetJobLog]:
-    """Every log row about one asset, across jobs, oldest first."""
+def _message(row: LogDetail, locale: str | None) -> str:
+    return log_message(row.message, row.message_id, row.message_args, locale)
+
+
+def get_asset_job_logs(
+    company_handle: str, asset_handle: str, *, locale: str | None = None
+) -> list[AssetJobLog]:
+    """Every log row about one asset, across jobs, oldest first.
+
+    ``logMessage`` is in ``locale`` (the operation locale), else in each job's own ``locale``,
+    else in the server default (see :func:`get_job_log_details`).
+    """
     with get_runtime().store.read() as session:
         company = company_by_handle(session, company_handle)
         rows = session.execute(
@@ -340,7 +363,7 @@ def get_asset_job_logs(company_handle: str, asset_handle: str) -> list[AssetJobL
             AssetJobLog(
                 run_handle(company.handle, run.run_name),
                 run.run_name,
-                d.message,
+                _message(d, locale or job.locale),
                 d.log_type,
                 _email(session, job),
                 d.created_at,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -78,11 +78,33 @@ class Store:
         return self._write_engine
 
     def create_tables(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables, and add missing nullable columns to existing ones (idempotent).
+
+        There are no migrations: a column added to a table later must be nullable, and a store
+        made before it gets it here (``ALTER TABLE ... ADD COLUMN``, checked inside the write
+        transaction, so concurrent starts add it once).
+        """
         with self._lock:
             if not self._created:
                 Base.metadata.create_all(self._write_engine)
+                self._add_missing_columns()
                 self._created = True
+
+    def _add_missing_columns(self) -> None:
+        with self._write_engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, one writer
+            inspector = inspect(conn)
+            preparer = conn.dialect.identifier_preparer
+            for table in Base.metadata.sorted_tables:
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in present or not column.nullable:
+                        continue
+                    kind = column.type.compile(dialect=conn.dialect)
+                    guard = "" if self.is_sqlite else "IF NOT EXISTS "
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {guard}"
+                        f"{preparer.format_column(column)} {kind}"
+                    )
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import CursorResult, and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
+from jobengine.i18n import LogMessage, english, message_args
 from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
 
 __all__ = [
@@ -253,19 +254,25 @@ def write_log(
     session: Session,
     run: Run,
     log_type: str,
-    message: str,
+    message_id: LogMessage,
     *,
     asset_name: str | None = None,
     asset_type: str | None = None,
     asset_handle: str | None = None,
+    **args: object,
 ) -> None:
-    """Add one JobLogDetail row to a run."""
+    """Add one JobLogDetail row to a run: ``message_id`` with its ``args`` (stringified), and
+    the English text they make, e.g. ``write_log(s, run, "ReturnSuccess", "published {path}",
+    path=p)``. Arguments (names, paths, exception texts) are never translated."""
+    values = message_args(args)
     session.add(
         LogDetail(
             run_id=run.id,
             company_id=run.company_id,
             log_type=log_type,
-            message=message[:4000],
+            message=english(message_id, values)[:4000],
+            message_id=message_id,
+            message_args=values,
             asset_name=asset_name,
             asset_type=asset_type,
             asset_handle=asset_handle,

@@ -235,7 +235,12 @@ class RunItem(Base):
 
 
 class LogDetail(Base):
-    """A JobLogDetail row."""
+    """A JobLogDetail row.
+
+    ``message`` is the English text. ``message_id`` (a :data:`jobengine.i18n.LogMessage`) and
+    ``message_args`` (its arguments, strings) let the read operations render it in the caller's
+    language; rows written before they existed have neither and show ``message``.
+    """
 
     __tablename__ = "log_details"
     __table_args__ = (
@@ -247,6 +252,8 @@ class LogDetail(Base):
     company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"))
     log_type: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    message_args: Mapped[dict[str, Any] | None]
     asset_name: Mapped[str | None] = mapped_column(String(512))
     asset_type: Mapped[str | None] = mapped_column(String(32))
     asset_handle: Mapped[str | None] = mapped_column(String(128))

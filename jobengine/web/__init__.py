@@ -28,6 +28,7 @@ def create_app() -> Starlette:
         Route("/scene7/services/IpsApiService", soap_endpoint, methods=["POST"]),
         Route("/scene7/services/IpsApiService", wsdl_endpoint, methods=["GET"]),  # ?wsdl
         Route("/scene7/webservice/IpsApi.wsdl", wsdl_endpoint, methods=["GET"]),
+        Route("/scene7/webservice/IpsApi-{version}.wsdl", wsdl_endpoint, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/api/v1/{operation}", json_endpoint, methods=["POST"]),
         Route("/metrics", metrics_endpoint(make_registry()), methods=["GET"]),

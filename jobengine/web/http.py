@@ -8,7 +8,6 @@ no user and raises authenticationFault 10000.
 from __future__ import annotations
 
 import base64
-import binascii
 
 from starlette.requests import Request
 
@@ -53,7 +52,7 @@ def _basic(value: str) -> tuple[str, str] | None:
         user, sep, password = (
             base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
         )
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 inside
         return None
     return (user, password) if sep else None
 

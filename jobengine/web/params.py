@@ -8,7 +8,19 @@ submitJob's input is :class:`~jobengine.model.SubmitJobRequest` itself; every ot
 
 from __future__ import annotations
 
-from jobengine.model.base import Array, IpsModel, NonEmptyText, Text, XsdBool, XsdDateTime, XsdInt
+from typing import Annotated
+
+from jobengine.model.base import (
+    Array,
+    IpsModel,
+    JsonSchemaHint,
+    NonEmptyText,
+    Text,
+    XsdBool,
+    XsdDateTime,
+    XsdInt,
+)
+from jobengine.operations.presets import MAX_DEFINITION, NAME_PATTERN
 
 __all__ = [
     "DeleteImageFormatParam",
@@ -84,8 +96,8 @@ class SaveImageFormatParam(IpsModel):
 
     company_handle: NonEmptyText
     image_format_handle: Text | None = None
-    name: NonEmptyText
-    url_modifier: Text
+    name: Annotated[NonEmptyText, JsonSchemaHint(pattern=NAME_PATTERN)]
+    url_modifier: Annotated[Text, JsonSchemaHint(maxLength=MAX_DEFINITION)]
 
 
 class GetImageFormatsParam(IpsModel):

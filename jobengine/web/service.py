@@ -10,6 +10,7 @@ of them for an IpsAdmin). submitJob's userHandle is checked with
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -106,6 +107,11 @@ def _get_job_logs(caller: Caller, p: GetJobLogsParam) -> Tree:
     return {"jobLogArray": [results.job_log(j) for j in visible]}
 
 
+# The request's operation locale (authHeader/locale, else Accept-Language): set by the SOAP and
+# JSON endpoints around each operation; it localizes logMessage (IPS section 9).
+OPERATION_LOCALE: ContextVar[str | None] = ContextVar("operation_locale", default=None)
+
+
 def _get_job_log_details(caller: Caller, p: GetJobLogDetailsParam) -> Tree:
     authorize(caller, "getJobLogDetails", p.company_handle)
     logs = jobengine.get_job_log_details(
@@ -117,13 +123,16 @@ def _get_job_log_details(caller: Caller, p: GetJobLogDetailsParam) -> Tree:
         results_page=p.results_page or 1,
         sort_by=p.sort_by or "Date",
         sort_direction=p.sort_direction or "Ascending",
+        locale=OPERATION_LOCALE.get(),
     )
     return {"jobLogArray": [results.job_log(j, details=True) for j in logs]}
 
 
 def _get_asset_job_logs(caller: Caller, p: GetAssetJobLogsParam) -> Tree:
     authorize(caller, "getAssetJobLogs", p.company_handle)
-    logs = jobengine.get_asset_job_logs(p.company_handle, p.asset_handle)
+    logs = jobengine.get_asset_job_logs(
+        p.company_handle, p.asset_handle, locale=OPERATION_LOCALE.get()
+    )
     return {"assetJobLogArray": [results.asset_job_log(j) for j in logs]}
 
 

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobengine.errors import InvalidRequestXml, IpsFault, ServerError
+from jobengine.i18n import operation_locale
 from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace, parse_element, read_xml
 from jobengine.web.http import (
     MAX_BODY_BYTES,
@@ -30,7 +31,7 @@ from jobengine.web.http import (
     client_address,
     read_body,
 )
-from jobengine.web.service import OPERATIONS, Operation
+from jobengine.web.service import OPERATION_LOCALE, OPERATIONS, Operation
 
 __all__ = ["SOAP_ENV", "handle_soap", "soap_endpoint"]
 
@@ -162,10 +163,13 @@ def fault_envelope(fault: IpsFault) -> bytes:
     )  # fmt: skip
 
 
-def handle_soap(body: bytes, authorization: str | None, client: str = "") -> tuple[bytes, int]:
+def handle_soap(
+    body: bytes, authorization: str | None, client: str = "", accept_language: str | None = None
+) -> tuple[bytes, int]:
     """The response envelope and HTTP status for one request body (blocking: runs the op).
 
-    ``client`` (the remote address) keys the failed-login limiter with the user name.
+    ``client`` (the remote address) keys the failed-login limiter with the user name; the
+    operation locale is ``authHeader/locale``, else ``accept_language``.
     """
     status = 500
     try:
@@ -175,7 +179,11 @@ def handle_soap(body: bytes, authorization: str | None, client: str = "") -> tup
         op, namespace = _operation(payload)
         caller = caller_from(auth.user, auth.password, authorization, client=client)
         params, _ = parse_element(payload, root=f"{op.name}Param", model=op.param)
-        tree = op.run(caller, params)
+        token = OPERATION_LOCALE.set(operation_locale(auth.locale, accept_language))
+        try:
+            tree = op.run(caller, params)
+        finally:
+            OPERATION_LOCALE.reset(token)
         return envelope(return_element(f"{op.name}Return", tree, namespace)), 200
     except IpsFault as fault:
         return fault_envelope(fault), status
@@ -192,6 +200,10 @@ async def soap_endpoint(request: Request) -> Response:
         return Response(fault_envelope(fault), 413, media_type=CONTENT_TYPE,
                         headers={"Connection": "close"})  # fmt: skip
     content, status = await run_in_threadpool(
-        handle_soap, body, request.headers.get("authorization"), client_address(request)
+        handle_soap,
+        body,
+        request.headers.get("authorization"),
+        client_address(request),
+        request.headers.get("accept-language"),
     )
     return Response(content, status, media_type=CONTENT_TYPE)

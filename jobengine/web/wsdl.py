@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobengine.ipsxml import IPS_NAMESPACE
+from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace
 from jobengine.model import SubmitJobRequest
 from jobengine.model.fields import field_shapes
 from jobengine.web.service import OPERATIONS
@@ -173,32 +173,53 @@ def _complex(name: str, fields: Fields) -> str:
     )
 
 
-def _schema() -> str:
-    schema = _Schema()
+def _base_parts(schema: _Schema) -> list[str]:
+    """authHeader and the fault elements: always in the base namespace (section 1)."""
     header = schema.sequence("AuthHeader", RESULT_TYPES["AuthHeader"])
     elements = [f'<xsd:element name="authHeader" type="{header}"/>']
     fault = schema.sequence("Fault", RESULT_TYPES["Fault"])
     elements += [f'<xsd:element name="{name}" type="{fault}"/>' for name in FAULTS]
+    return elements
+
+
+def _schema(namespace: str = IPS_NAMESPACE) -> str:
+    """The types: one schema in the base namespace; for a dated namespace, the operations in
+    a schema of their own, beside the base one that holds authHeader and the faults."""
+    schema = _Schema()
+    dated = namespace != IPS_NAMESPACE
+    elements = [] if dated else _base_parts(schema)
     for name, fields in RESULT_TYPES.items():
-        schema.sequence(name, fields)
+        if not (dated and name in ("AuthHeader", "Fault")):
+            schema.sequence(name, fields)
     for op in OPERATIONS.values():
         param = schema.model(op.param, None if op.param is SubmitJobRequest else f"{op.name}Param")
         result = schema.sequence(f"{op.name}Return", RETURNS.get(op.name, []))
         elements.append(f'<xsd:element name="{op.name}Param" type="{param}"/>')
         elements.append(f'<xsd:element name="{op.name}Return" type="{result}"/>')
-    return (
-        f'<xsd:schema targetNamespace="{IPS_NAMESPACE}" elementFormDefault="qualified">'
+    ops = (
+        f'<xsd:schema targetNamespace="{namespace}" elementFormDefault="qualified">'
         + "".join(schema.types.values())
         + "".join(elements)
         + "</xsd:schema>"
     )
+    if not dated:
+        return ops
+    base = _Schema()
+    parts = _base_parts(base)
+    base_schema = (
+        f'<xsd:schema targetNamespace="{IPS_NAMESPACE}" elementFormDefault="qualified">'
+        + "".join(base.types.values())
+        + "".join(parts)
+        + "</xsd:schema>"
+    ).replace('"tns:', '"ips:')
+    return base_schema + ops
 
 
-def _messages() -> str:
-    out = ['<wsdl:message name="authHeader"><wsdl:part name="authHeader" element="tns:authHeader"/>'
-           "</wsdl:message>"]  # fmt: skip
-    out += [f'<wsdl:message name="{f}"><wsdl:part name="fault" element="tns:{f}"/></wsdl:message>'
-            for f in FAULTS]  # fmt: skip
+def _messages(base: str = "tns") -> str:
+    out = [f'<wsdl:message name="authHeader"><wsdl:part name="authHeader" '
+           f'element="{base}:authHeader"/></wsdl:message>']  # fmt: skip
+    out += [f'<wsdl:message name="{f}"><wsdl:part name="fault" element="{base}:{f}"/>'
+            "</wsdl:message>" for f in FAULTS]  # fmt: skip
     for op in OPERATIONS:
         for suffix, element in (("Request", "Param"), ("Response", "Return")):
             out.append(f'<wsdl:message name="{op}{suffix}"><wsdl:part name="parameters" '
@@ -228,15 +249,17 @@ def _operations(binding: bool) -> str:
 
 
 @cache
-def wsdl_document(location: str) -> bytes:
-    """The WSDL, its service at ``location``."""
+def wsdl_document(location: str, namespace: str = IPS_NAMESPACE) -> bytes:
+    """The WSDL, its service at ``location``; ``namespace`` is the base or a dated IPS one
+    (``IpsApi-2014-04-03.wsdl``), in which the operations' elements then are."""
+    base = "tns" if namespace == IPS_NAMESPACE else "ips"
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
         'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" '
         'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
-        f'xmlns:tns="{IPS_NAMESPACE}" targetNamespace="{IPS_NAMESPACE}">'
-        f"<wsdl:types>{_schema()}</wsdl:types>{_messages()}"
+        f'xmlns:ips="{IPS_NAMESPACE}" xmlns:tns="{namespace}" targetNamespace="{namespace}">'
+        f"<wsdl:types>{_schema(namespace)}</wsdl:types>{_messages(base)}"
         f'<wsdl:portType name="IpsApiPortType">{_operations(binding=False)}</wsdl:portType>'
         '<wsdl:binding name="IpsApiSoapBinding" type="tns:IpsApiPortType">'
         '<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>'
@@ -248,6 +271,11 @@ def wsdl_document(location: str) -> bytes:
 
 
 async def wsdl_endpoint(request: Request) -> Response:
-    """``GET /scene7/webservice/IpsApi.wsdl``: the service address is this server's."""
+    """``GET /scene7/webservice/IpsApi.wsdl`` (or ``IpsApi-<yyyy-mm-dd>.wsdl`` for a dated
+    namespace): the service address is this server's."""
     location = str(request.base_url).rstrip("/") + "/scene7/services/IpsApiService"
-    return Response(wsdl_document(location), media_type="text/xml; charset=utf-8")
+    version = request.path_params.get("version")
+    namespace = IPS_NAMESPACE if version is None else f"{IPS_NAMESPACE}/{version}"
+    if not is_ips_namespace(namespace):
+        return Response(f"no WSDL for IPS version {version!r}\n", 404, media_type="text/plain")
+    return Response(wsdl_document(location, namespace), media_type="text/xml; charset=utf-8")
