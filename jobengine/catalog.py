@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import InvalidCompany, InvalidParameter
-from jobengine.handles import asset_handle
+from jobengine.handles import asset_handle, company_handle_forms
 from jobengine.storage import Storage, safe_name
 from jobengine.store.schema import Asset, Company, Folder, ImageFormat, Membership, User, utcnow
 
@@ -128,12 +128,11 @@ _COMPANY_BY_HANDLE = select(Company).where(Company.handle == bindparam("handle")
 
 def company_by_handle(session: Session, handle: str) -> Company:
     """The company with ``handle`` (``47`` or ``c|47``); InvalidCompany (20000) if none."""
-    company = session.scalar(_COMPANY_BY_HANDLE, {"handle": handle})
-    if company is None and handle.startswith("c|"):
-        company = session.scalar(_COMPANY_BY_HANDLE, {"handle": handle[2:]})
-    if company is None:
-        raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
-    return company
+    for form in company_handle_forms(handle):
+        company = session.scalar(_COMPANY_BY_HANDLE, {"handle": form})
+        if company is not None:
+            return company
+    raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
 
 
 def user_by_handle(session: Session, handle: str) -> User | None:

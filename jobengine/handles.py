@@ -14,12 +14,13 @@ from datetime import datetime
 
 from jobengine.errors import InvalidParameter
 
-# Job ids are 32-bit integers in the job store; a larger one names no job.
-MAX_JOB_ID = 2**31 - 1
+# Row ids (jobs, presets) are 32-bit integers in the job store; a larger one names nothing.
+MAX_ROW_ID = 2**31 - 1
 __all__ = [
-    "MAX_JOB_ID",
+    "MAX_ROW_ID",
     "JobRef",
     "asset_handle",
+    "company_handle_forms",
     "company_segment",
     "job_handle",
     "parse_job_handle",
@@ -40,6 +41,12 @@ class JobRef:
 def company_segment(company_handle: str) -> str:
     """The company part of a job handle (``c|6`` -> ``6``)."""
     return company_handle[2:] if company_handle.startswith("c|") else company_handle
+
+
+def company_handle_forms(handle: str) -> tuple[str, ...]:
+    """The stored company handles ``handle`` may name, in order: itself, then without ``c|``."""
+    bare = company_segment(handle)
+    return (handle,) if bare == handle else (handle, bare)
 
 
 def job_handle(company_handle: str, key: str, job_id: int | None = None) -> str:
@@ -73,7 +80,7 @@ def parse_job_handle(handle: str) -> JobRef:
         raise InvalidParameter(f"jobHandle {handle!r} is not a job handle", field="jobHandle")
     job_id: int | None = None
     if len(parts) == 4:
-        if not (parts[3].isascii() and parts[3].isdigit()) or int(parts[3]) > MAX_JOB_ID:
+        if not (parts[3].isascii() and parts[3].isdigit()) or int(parts[3]) > MAX_ROW_ID:
             raise InvalidParameter(f"jobHandle {handle!r} has a bad id", field="jobHandle")
         job_id = int(parts[3])
     return JobRef(company=parts[0], key=parts[1], run=parts[2], job_id=job_id)

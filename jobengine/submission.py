@@ -34,7 +34,7 @@ from jobengine.errors import (
     InvalidRequestUser,
     IpsFault,
 )
-from jobengine.handles import job_handle
+from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import kind_for
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
@@ -44,20 +44,9 @@ from jobengine.store.jobs import fire_key, insert_run
 from jobengine.store.runs import ACTIVE_STATES
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 
-__all__ = ["Outgoing", "send_run", "send_runs", "submit", "submit_many"]
+__all__ = ["send_run", "send_runs", "submit", "submit_many"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A run's start message, ready to send: the job kind's element, the run and its labels."""
-
-    element: str
-    run_id: int
-    task_id: str
-    eta: datetime | None
-    labels: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -139,12 +128,11 @@ class _CompanyRef:
 
 def _company(conn: Connection, handle: str) -> _CompanyRef:
     """The company with ``handle`` (``47`` or ``c|47``), detached; InvalidCompany if none."""
-    row = _COMPANY.first(conn, {"handle": handle})
-    if row is None and handle.startswith("c|"):
-        row = _COMPANY.first(conn, {"handle": handle[2:]})
-    if row is None:
-        raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
-    return _CompanyRef(int(row[0]), str(row[1]))
+    for form in company_handle_forms(handle):
+        row = _COMPANY.first(conn, {"handle": form})
+        if row is not None:
+            return _CompanyRef(int(row[0]), str(row[1]))
+    raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
 
 
 def _user(conn: Connection, handle: str | None, company: _CompanyRef, field: str) -> int | None:
@@ -181,7 +169,7 @@ def _record(
     req: SubmitJobRequest,
     submitter: str | None,
     duplicate: bool,
-) -> tuple[str, Outgoing | None]:
+) -> tuple[str, dispatch.StartMessage | None]:
     """Write one job (and its run when it starts now); returns its handle and start message."""
     settings = runtime.settings
     now = utcnow()
@@ -189,7 +177,8 @@ def _record(
     run_as = _user(conn, req.user_handle, company, "userHandle")
     caller = _user(conn, submitter, company, "user")
     element = req.kind.element
-    kind_for(element).check(conn, company.id, req.job)
+    kind = kind_for(element)
+    kind.check(conn, company.id, req.job)
     timing = _timing(req, settings, now)
     taken = duplicate or _key_taken(conn, company.id, req.job_name)
     handle = "" if taken else job_handle(company.handle, req.job_name)
@@ -229,7 +218,7 @@ def _record(
         dispatched_at=now,  # sent right after the commit; unmarked if the broker refuses it
     )
     labels = {"job": handle, "company": company.handle, "run": run["run_name"]}
-    return handle, Outgoing(element, run["id"], run["task_id"], run["eta"], labels)
+    return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
 
 
 def submit(
@@ -281,10 +270,13 @@ def send_run(runtime: Runtime, element: str, run: Run, labels: dict[str, str]) -
 
     Returns False when the broker is down: the run stays in the outbox for the relay.
     """
-    return send_runs(runtime, [Outgoing(element, run.id, run.task_id, run.eta, labels)]) == 1
+    message = dispatch.StartMessage(kind_for(element).slug, run.id, run.task_id, labels, run.eta)
+    return send_runs(runtime, [message]) == 1
 
 
-def send_runs(runtime: Runtime, runs: Sequence[Outgoing], *, marked: bool = False) -> int:
+def send_runs(
+    runtime: Runtime, runs: Sequence[dispatch.StartMessage], *, marked: bool = False
+) -> int:
     """Send start messages in one broker round trip and mark them sent; returns how many went.
 
     Runs the broker did not take stay in the outbox for the scheduler's relay. A run whose
@@ -298,13 +290,8 @@ def send_runs(runtime: Runtime, runs: Sequence[Outgoing], *, marked: bool = Fals
     """
     if not runs:
         return 0
-    messages = [
-        dispatch.StartMessage(kind_for(out.element).slug, out.run_id, out.task_id, out.labels,
-                              out.eta)
-        for out in runs
-    ]  # fmt: skip
     try:
-        dispatch.send_starts(messages)
+        dispatch.send_starts(runs)
     except dispatch.BrokerUnavailable:
         logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs))
         if marked:

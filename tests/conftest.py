@@ -11,14 +11,29 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.procs import Service
+
+# Test modules import jobengine.celery_app at collection, and configuring the app without
+# REDIS_URL starts the embedded Redis of JOBENGINE_HOME: give this session a home of its own,
+# so that it never touches a developer's ./var, and stop that server at the end.
+_COLLECTION_HOME = tempfile.mkdtemp(prefix="jobengine-tests-")
+os.environ.setdefault("JOBENGINE_HOME", _COLLECTION_HOME)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from jobengine.embedded import stop_redis
+    from jobengine.settings import Settings
+
+    stop_redis(Settings.from_env({"JOBENGINE_HOME": _COLLECTION_HOME}))  # ours only: its pidfile
+
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -133,43 +148,28 @@ def _drop_databases() -> None:
     _CREATED_DATABASES.clear()
 
 
-class Worker:
+class Worker(Service):
     """A real ``celery worker`` process with our app, stopped by its PID."""
+
+    what = "worker"
 
     def __init__(self, env: dict[str, str], concurrency: int = 2, name: str | None = None) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
-        self.log = Path(env["JOBENGINE_HOME"]) / f"{self.name}.log"
         from jobengine.devstack import worker_command
 
         argv = [*worker_command(concurrency), "-n", f"{self.name}@%h"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-            )
-        self._wait_ready()
+        self.start(argv, Path(env["JOBENGINE_HOME"]) / f"{self.name}.log", env)
+        self.wait_ready()
 
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            if b" ready." in self.log.read_bytes():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready: {self.log.read_text()[-3000:]}")
+    def ready(self) -> bool:
+        return b" ready." in self.log.read_bytes()
 
     def children(self) -> list[int]:
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in path.read_text().split()] if path.exists() else []
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop(sig, timeout)
 
 
 class Stack:

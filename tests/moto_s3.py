@@ -7,36 +7,29 @@ its S3-compatible store through ``JOBENGINE_STORAGE_OPTIONS``.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.procs import Service, free_port
 
 
-class MotoS3:
+class MotoS3(Service):
     """``python -m moto.server`` on 127.0.0.1, with one bucket made for the tests."""
+
+    what = "moto server"
 
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.bucket = f"jobengine-{uuid.uuid4().hex[:10]}"
-        self.log = log_dir / f"moto-{self.port}.log"
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        self.start(argv, log_dir / f"moto-{self.port}.log")
         try:
-            self._wait_ready()
+            self.wait_ready()
             self.fs().mkdir(self.bucket)
         except BaseException:
             self.stop()
@@ -53,23 +46,9 @@ class MotoS3:
 
         return s3fs.S3FileSystem(skip_instance_cache=True, **self.options, **extra)
 
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
-                    return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        raise RuntimeError(f"moto server not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False

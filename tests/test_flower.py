@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -26,24 +22,20 @@ import pytest
 
 from jobengine import get_active_jobs, pause_job, resume_job, submit
 from tests.helpers import export_request, make_company
+from tests.procs import Service, free_port
 
 USER, PASSWORD = "ops", "flower-test-password"
 ITEMS = 40
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Flower:
+class Flower(Service):
     """A ``jobengine flower`` process (the CLI execs Celery's flower: same PID), and its API."""
 
+    what = "flower"
+
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = Path(env["JOBENGINE_HOME"]) / f"flower-{self.port}.log"
         argv = [
             sys.executable,
             "-m",
@@ -56,10 +48,7 @@ class Flower:
             "--basic-auth",
             f"{USER}:{PASSWORD}",
         ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-            )
+        self.start(argv, Path(env["JOBENGINE_HOME"]) / f"flower-{self.port}.log", env)
 
     def request(
         self, path: str, auth: tuple[str, str] | None = (USER, PASSWORD)
@@ -85,38 +74,21 @@ class Flower:
         assert status == 200, body[:500]
         return body.decode()
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def ready(self) -> bool:
         """``/healthcheck`` answers, then a worker heartbeat shows the event stream is live."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"flower exited: {self.log.read_text()[-3000:]}")
-            try:
-                healthy = self.request("/healthcheck", auth=None) == (200, b"OK")
-            except OSError:  # not listening yet
-                healthy = False
-            if healthy and re.search(
-                r'flower_worker_online\{worker="[^"]+"\} 1\.0', self.metrics()
-            ):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"flower not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            healthy = self.request("/healthcheck", auth=None) == (200, b"OK")
+        except OSError:  # not listening yet
+            return False
+        online = r'flower_worker_online\{worker="[^"]+"\} 1\.0'
+        return healthy and re.search(online, self.metrics()) is not None
 
 
 @pytest.fixture
 def flower(stack: Any) -> Iterator[Flower]:
     proc = Flower(stack.env)
     try:
-        proc.wait_ready()
+        proc.wait_ready(timeout=60, interval=0.2)
         yield proc
     finally:
         proc.stop()

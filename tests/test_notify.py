@@ -29,14 +29,9 @@ from jobengine.store.jobs import create_run, find_job
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Run, utcnow
 from tests.helpers import PASSWORD, export_request, make_company
+from tests.procs import free_port
 
 FAR = "2099-01-01T00:00:00Z"  # execTime far ahead: submit() stores the job, no run, no message
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -63,7 +58,7 @@ class Inbox:
 def smtp() -> Iterator[tuple[Inbox, Settings]]:
     """A real SMTP server on a free port, and settings that point at it."""
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     settings = get_runtime().settings.with_changes(
         smtp_port=controller.port, public_url="https://files.example.com", timezone="UTC"
@@ -366,7 +361,7 @@ def test_smtp_down_returns_false_and_a_later_sweep_sends(store_only, smtp, caplo
     inbox, settings = smtp
     run_id, _ = finished_run("All")
     before = _run(run_id)
-    down = settings.with_changes(smtp_port=_free_port())  # nothing listens there
+    down = settings.with_changes(smtp_port=free_port())  # nothing listens there
     with caplog.at_level("WARNING", logger="jobengine.notify"):
         assert notify_run(run_id, settings=down) is False
     assert "unavailable" in caplog.text

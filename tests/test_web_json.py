@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 from jobengine import submit
 from tests.conftest import Stack
 from tests.helpers import PASSWORD, export_request, make_company, publish_request
-from tests.test_web_soap import WebServer
+from tests.test_web_soap import WebServer, send_truncated
 
 OPERATIONS = {
     "submitJob",
@@ -173,16 +171,8 @@ def test_huge_body_is_refused_unread(stack: Stack, web: WebServer) -> None:
         "POST /api/v1/submitJob HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n"
     ).encode()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
-        sock.sendall(head + b" " * 65536)
-        answer = b""
-        while b"}" not in answer:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    assert time.monotonic() - started < 5
+    answer, took = send_truncated(web, head + b" " * 65536, b"}")
+    assert took < 5
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"code":30003' in answer
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -20,6 +18,7 @@ from jobengine import submit
 from jobengine.ipsxml import IPS_NAMESPACE
 from tests.conftest import Stack
 from tests.helpers import PASSWORD, export_request, make_company
+from tests.procs import Service, free_port
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 DATED = f"{IPS_NAMESPACE}/2014-04-03"
@@ -34,47 +33,39 @@ SEED = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/xsd">
 </submitJobParam>"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class WebServer:
+class WebServer(Service):
     """``python -m jobengine.cli serve`` on a free port, stopped by its PID."""
+
+    what = "server"
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(env["JOBENGINE_HOME"]) / f"web-{self.port}.log"
         argv = [sys.executable, "-m", "jobengine.cli", "serve", "--port", str(self.port)]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-            )
-        self._wait_ready()
+        self.start(argv, Path(env["JOBENGINE_HOME"]) / f"web-{self.port}.log", env)
+        self.wait_ready()
 
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                httpx.get(f"{self.url}/api/v1/openapi.json", timeout=2).raise_for_status()
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server not ready: {self.log.read_text()[-3000:]}")
+    def ready(self) -> bool:
+        try:
+            httpx.get(f"{self.url}/api/v1/openapi.json", timeout=2).raise_for_status()
+        except httpx.HTTPError:
+            return False
+        return True
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+
+def send_truncated(web: WebServer, data: bytes, until: bytes) -> tuple[bytes, float]:
+    """Send ``data`` (a request whose body is far shorter than its Content-Length) on a raw
+    socket and read the answer up to ``until``; returns it and the seconds it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while until not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer, time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -367,16 +358,8 @@ def test_huge_body_is_refused_unread(stack: Stack, web: WebServer) -> None:
         f"POST {SERVICE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
         f"Content-Length: {size}\r\n\r\n"
     ).encode()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
-        sock.sendall(head + b"<" * 65536)  # far less than declared
-        answer = b""
-        while b"</soapenv:Envelope>" not in answer:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    assert time.monotonic() - started < 5
+    answer, took = send_truncated(web, head + b"<" * 65536, b"</soapenv:Envelope>")
+    assert took < 5
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"<code>30003</code>" in answer
     # the server is still there

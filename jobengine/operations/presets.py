@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
 from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, MissingParameter
-from jobengine.handles import company_segment
+from jobengine.handles import MAX_ROW_ID, company_segment
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, ImageFormat, utcnow
 
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 MAX_DEFINITION = 512
-_MAX_ID = 2**31 - 1  # preset ids are 32-bit integers in the store
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,255}$"
 _NAME = re.compile(NAME_PATTERN)
 
@@ -56,7 +55,7 @@ def _find(session: Session, company: Company, handle: str) -> ImageFormat:
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"preset {handle!r} is not of company {company.handle!r}",
                              field="imageFormatHandle")  # fmt: skip
-    preset = session.get(ImageFormat, int(number)) if int(number) <= _MAX_ID else None
+    preset = session.get(ImageFormat, int(number)) if int(number) <= MAX_ROW_ID else None
     if preset is None or preset.company_id != company.id:
         raise InvalidParameter(f"unknown imageFormatHandle {handle!r}", field="imageFormatHandle")
     return preset
