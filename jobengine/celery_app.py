@@ -1,6 +1,11 @@
 """The Celery application.
 
 Workers: ``celery -A jobengine.celery_app worker`` (or ``jobengine worker``).
+
+Importing this module configures the app but connects to nothing. Without ``REDIS_URL`` the
+broker and result backend are the embedded Redis of ``JOBENGINE_HOME``, which is started (unless
+it runs already) when Celery first loads its configuration: the first time anything reads
+``app.conf``, as sending a task, a worker, beat, Flower or ``celery inspect`` do.
 """
 
 from __future__ import annotations
@@ -13,19 +18,26 @@ from kombu import pools
 
 from config.celery import celery_config
 from jobengine import logs as _logs  # noqa: F401 - connects the logging signals
-from jobengine.settings import get_settings
+from jobengine.embedded import ensure_redis
+from jobengine.settings import Settings, get_settings
 
 __all__ = ["app", "configure"]
 
 app = Celery("jobengine")
+_applied: list[Settings] = []  # the settings of the last configure()
 
 
 def configure(**overrides: Any) -> Celery:
     """(Re)apply the settings read from the environment, plus ``overrides``, to the app.
 
-    Pooled broker connections are dropped so the next message uses the new configuration.
+    Pooled broker connections are dropped so the next message uses the new configuration. The
+    embedded Redis is started now if the app's configuration is loaded already, else when it is.
     """
-    app.conf.update({**celery_config(get_settings()), **overrides})
+    settings = get_settings()
+    _applied[:] = [settings]
+    if app.configured:
+        ensure_redis(settings)
+    app.conf.update({**celery_config(settings), **overrides})
     # kombu's process-wide pools are keyed by URL: drop them all.
     pools.reset()  # type: ignore[no-untyped-call]
     app._pool = None  # Celery has no public reset for its pools
@@ -36,6 +48,13 @@ def configure(**overrides: Any) -> Celery:
 
     reset_sender()
     return app
+
+
+@app.on_configure.connect  # type: ignore[untyped-decorator]
+def _start_embedded_redis(**_: Any) -> None:
+    """Celery is loading its configuration, so it is about to connect: start the embedded Redis
+    if the configured settings use it."""
+    ensure_redis(_applied[0] if _applied else get_settings())
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]

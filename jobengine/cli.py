@@ -122,12 +122,19 @@ def _show_logs(logs: list[Any]) -> None:
             console.print(f"  {escape(line)}")
 
 
+LocaleOpt = Annotated[
+    str | None,
+    typer.Option(help="Language of the messages (ll or ll-CC); default: each job's own."),
+]
+
+
 @jobs_app.command("active")
-def jobs_active(company: CompanyOpt, waiting: bool = False) -> None:
+def jobs_active(company: CompanyOpt, waiting: bool = False, locale: LocaleOpt = None) -> None:
     """getActiveJobs."""
     from jobengine.operations import get_active_jobs
 
-    rows = [j.to_dict() for j in get_active_jobs(company, include_waiting_jobs=waiting)]
+    jobs = get_active_jobs(company, include_waiting_jobs=waiting, locale=locale)
+    rows = [j.to_dict() for j in jobs]
     _print_table(rows, ["job_handle", "name", "type", "state", "progress", "progress_message"])
 
 
@@ -167,10 +174,7 @@ def jobs_logs(company: CompanyOpt, rows: int = 20) -> None:
 def jobs_details(
     company: CompanyOpt,
     handle: str,
-    locale: Annotated[
-        str | None,
-        typer.Option(help="Language of the log messages (ll or ll-CC); default: the job's."),
-    ] = None,
+    locale: LocaleOpt = None,
 ) -> None:
     """getJobLogDetails of a job or run handle."""
     from jobengine.operations import get_job_log_details
@@ -343,18 +347,18 @@ def serve(
     """Serve the IPS SOAP endpoint, its WSDL and the JSON API (uvicorn)."""
     import uvicorn
 
-    from jobengine.embedded import broker_url
+    from jobengine.embedded import ensure_redis
     from jobengine.settings import get_settings
 
-    broker_url(get_settings())  # starts the embedded Redis when none is configured
+    ensure_redis(get_settings())
     uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port)
 
 
 def _exec(argv: list[str]) -> None:
-    from jobengine.embedded import broker_url
+    from jobengine.embedded import ensure_redis
     from jobengine.settings import get_settings
 
-    broker_url(get_settings())  # starts the embedded Redis when none is configured
+    ensure_redis(get_settings())
     os.execv(argv[0], argv)  # noqa: S606 - our own interpreter and arguments
 
 

@@ -2,8 +2,10 @@
 
 With no ``REDIS_URL`` every jobengine process on the machine shares one embedded server per
 ``JOBENGINE_HOME``: the first process that needs it starts it (daemonized, with a pid file), the
-others find it by its socket. ``stop_redis`` ends it; ``jobengine dev`` does that on Ctrl-C when it
-was the one that started it.
+others find it by its socket. Importing jobengine never starts it: :func:`ensure_redis` does, when
+a process first reads Celery's configuration (see :mod:`jobengine.celery_app`), asks for a Redis
+client, or starts a worker, beat, Flower or the web service. ``stop_redis`` ends it;
+``jobengine dev`` does that on Ctrl-C when it was the one that started it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ import redis
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings
 
-__all__ = ["broker_url", "redis_client", "redis_url", "start_redis", "stop_redis"]
+__all__ = [
+    "backend_url",
+    "broker_url",
+    "ensure_redis",
+    "redis_client",
+    "redis_url",
+    "start_redis",
+    "stop_redis",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +117,12 @@ def stop_redis(settings: Settings, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def ensure_redis(settings: Settings) -> bool:
+    """Start the embedded server when ``settings`` need it (no ``REDIS_URL``) and none answers;
+    True if this call started it."""
+    return False if settings.redis_url else start_redis(settings)
+
+
 def redis_url(settings: Settings) -> str:
     """The Redis URL for redis-py: ``REDIS_URL`` or the embedded server (started on demand)."""
     if settings.redis_url:
@@ -116,17 +132,17 @@ def redis_url(settings: Settings) -> str:
 
 
 def broker_url(settings: Settings) -> str:
-    """The Celery broker URL: ``JOBENGINE_BROKER_URL``, ``REDIS_URL`` or the embedded Redis."""
+    """The Celery broker URL: ``JOBENGINE_BROKER_URL``, ``REDIS_URL`` or the embedded Redis
+    (its address only: :func:`ensure_redis` starts it)."""
     if settings.broker_url:
         return settings.broker_url
     return backend_url(settings)
 
 
 def backend_url(settings: Settings) -> str:
-    """The Celery result backend URL (always Redis)."""
+    """The Celery result backend URL (always Redis; the embedded server's address only)."""
     if settings.redis_url:
         return settings.redis_url
-    start_redis(settings)
     return f"redis+socket://{_socket(settings)}"
 
 

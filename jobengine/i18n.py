@@ -22,14 +22,16 @@ import gettext
 import re
 import string
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from config.locale import DOMAIN, LOCALE_DIR
 
 __all__ = [
+    "CATALOG_MESSAGES",
     "DEFAULT_LOCALE",
     "LOG_MESSAGES",
     "MAX_ARG_CHARS",
+    "PROGRESS_MESSAGE",
     "LogMessage",
     "english",
     "fill",
@@ -37,6 +39,7 @@ __all__ = [
     "log_message",
     "message_args",
     "operation_locale",
+    "progress_message",
     "translator",
 ]
 
@@ -72,6 +75,12 @@ LogMessage = Literal[
     "published {path}",
 ]
 LOG_MESSAGES: tuple[str, ...] = get_args(LogMessage)
+
+# A run's progressMessage (getActiveJobs): stored in English, rendered at read time.
+PROGRESS_MESSAGE: Final = "{done} of {total} file(s) processed"
+
+# Every message of the catalogs that is not an e-mail text (those are marked in notify.py).
+CATALOG_MESSAGES: tuple[str, ...] = (*LOG_MESSAGES, PROGRESS_MESSAGE)
 
 
 def _languages(locale: str | None) -> tuple[str, ...]:
@@ -145,6 +154,13 @@ def log_message(message: str, message_id: str | None, args: Any, locale: str | N
         return message
     text = fill(template, {str(k): str(v) for k, v in args.items()})
     return message if text is None else text
+
+
+def progress_message(done: int, total: int, locale: str | None = DEFAULT_LOCALE) -> str:
+    """A planned run's progressMessage, ``done`` of its ``total`` items finished, in ``locale``."""
+    args = {"done": str(done), "total": str(total)}
+    text = fill(translator(locale)(PROGRESS_MESSAGE), args)
+    return english(PROGRESS_MESSAGE, args) if text is None else text
 
 
 def _accepted(accept_language: str) -> list[str]:

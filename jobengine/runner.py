@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
-from jobengine.i18n import LogMessage
+from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
 from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
 from jobengine.runtime import Runtime, get_runtime
@@ -122,7 +122,7 @@ def _plan(runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]) -> lis
         run = session.get(Run, loaded.run.id)
         assert run is not None
         run.total_items = len(rows)
-        run.progress_message = f"0 of {len(rows)} file(s) processed"
+        run.progress_message = progress_message(0, len(rows))
     return rows
 
 

@@ -21,9 +21,9 @@ import pytest
 
 from tests.procs import Service
 
-# Test modules import jobengine.celery_app at collection, and configuring the app without
-# REDIS_URL starts the embedded Redis of JOBENGINE_HOME: give this session a home of its own,
-# so that it never touches a developer's ./var, and stop that server at the end.
+# Without REDIS_URL, anything that reads Celery's configuration before base_env applies starts
+# the embedded Redis of JOBENGINE_HOME: give this session a home of its own, so that such a
+# server never lands in a developer's ./var, and stop it at the end.
 _COLLECTION_HOME = tempfile.mkdtemp(prefix="jobengine-tests-")
 os.environ.setdefault("JOBENGINE_HOME", _COLLECTION_HOME)
 

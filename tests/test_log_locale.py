@@ -57,6 +57,15 @@ def test_fill_replaces_plain_fields_and_never_interprets_arguments() -> None:
         assert fill(bad, {"path": "p"}) is None, bad
 
 
+def test_progress_message_follows_the_locale_and_falls_back_to_english() -> None:
+    assert i18n.progress_message(3, 10) == "3 of 10 file(s) processed"
+    assert i18n.progress_message(3, 10, "de-AT") == "3 von 10 Datei(en) verarbeitet"
+    assert i18n.progress_message(3, 10, "fr") == "3 fichier(s) traité(s) sur 10"
+    assert i18n.progress_message(0, 2, "ja_JP") == "2 件中 0 件のファイルを処理しました"
+    for other in ("xx", "", None, "../de", "de\x00"):
+        assert i18n.progress_message(1, 1, other) == "1 of 1 file(s) processed", other
+
+
 def test_english_text_is_the_filled_message_id() -> None:
     assert english("published {path}", {"path": HOSTILE}) == f"published {HOSTILE}"
     # a call site that misses an argument still stores everything it has, and never raises

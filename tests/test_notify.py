@@ -21,7 +21,7 @@ from sqlalchemy import select
 from config.locale import LOCALE_DIR, catalogs, compile_po, parse_po
 from jobengine import notify, submit
 from jobengine.catalog import company_by_handle, create_user
-from jobengine.i18n import LOG_MESSAGES
+from jobengine.i18n import CATALOG_MESSAGES
 from jobengine.notify import notify_pending, notify_run, translator
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
@@ -426,7 +426,7 @@ def test_real_run_then_notice(stack, smtp) -> None:
 def _messages_in_code() -> set[str]:
     """The e-mail texts marked with ``_()`` in jobengine/notify.py, and the job log messages."""
     tree = ast.parse(Path(notify.__file__).read_text(encoding="utf-8"))
-    return set(LOG_MESSAGES) | {
+    return set(CATALOG_MESSAGES) | {
         node.args[0].value
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy import select
 
 from jobengine import (
     errors,
@@ -16,6 +17,8 @@ from jobengine import (
     resume_job,
     submit,
 )
+from jobengine.runtime import get_runtime
+from jobengine.store.schema import Run
 from tests.helpers import export_request
 
 
@@ -84,6 +87,19 @@ def test_active_jobs_show_progress_of_a_paused_run(stack) -> None:
     assert task.num_processed + task.num_pending + task.num_processing == 150
     assert task.progress == pytest.approx(job.progress / 100)
     assert job.job == {"exportJob": job.job["exportJob"]}
+    # progressMessage: stored in English, rendered in the reader's language from the counters
+    done = task.num_processed
+    assert job.progress_message == task.progress_message == f"{done} of 150 file(s) processed"
+    with get_runtime().store.read() as session:
+        stored = session.scalar(select(Run.progress_message).where(Run.run_name == job.name))
+    assert stored == job.progress_message
+    [german] = get_active_jobs(company, locale="de-CH")
+    assert german.progress_message == f"{done} von 150 Datei(en) verarbeitet"
+    assert german.task_progress[0].progress_message == german.progress_message
+    [japanese] = get_active_jobs(company, locale="ja")
+    assert japanese.progress_message == f"150 件中 {done} 件のファイルを処理しました"
+    [unknown] = get_active_jobs(company, locale="xx")
+    assert unknown.progress_message == job.progress_message
     resume_job(company, handle)
     log = stack.wait(company, handle)
     assert log.state == "Done" and log.file_success_count == 150

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, aliased
 from jobengine.catalog import company_by_handle
 from jobengine.errors import InvalidParameter, MissingParameter
 from jobengine.handles import run_handle
-from jobengine.i18n import log_message
+from jobengine.i18n import log_message, progress_message
 from jobengine.kinds import KINDS
 from jobengine.operations.shapes import (
     ActiveJob,
@@ -70,7 +70,14 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     return value
 
 
-def _task_progress(session: Session, run: Run, job: Job) -> TaskProgress:
+def _progress_message(run: Run, language: str | None) -> str:
+    """The run's progressMessage in ``language``: rendered from its counters once planned."""
+    if run.planned:
+        return progress_message(run.finished_items, run.total_items, language)
+    return run.progress_message
+
+
+def _task_progress(session: Session, run: Run, job: Job, language: str | None) -> TaskProgress:
     rows = session.execute(
         select(RunItem.state, func.count()).where(RunItem.run_id == run.id).group_by(RunItem.state)
     ).all()
@@ -83,7 +90,7 @@ def _task_progress(session: Session, run: Run, job: Job) -> TaskProgress:
         num_processing=counts.get("running", 0),
         num_pending=counts.get("pending", 0),
         progress=run.progress / 100,
-        progress_message=run.progress_message,
+        progress_message=_progress_message(run, language),
         last_progress_update=run.last_progress_update,
     )
 
@@ -94,8 +101,13 @@ def get_active_jobs(
     job_handle: str | None = None,
     original_name: str | None = None,
     include_waiting_jobs: bool = False,
+    locale: str | None = None,
 ) -> list[ActiveJob]:
-    """Runs in progress (and, with ``include_waiting_jobs``, runs queued for a worker)."""
+    """Runs in progress (and, with ``include_waiting_jobs``, runs queued for a worker).
+
+    ``progressMessage`` is in ``locale`` (the operation locale), else in the job's own
+    ``locale``, else in the server default, as for the log messages.
+    """
     states = ("Running", "Stopping") + (("Queued",) if include_waiting_jobs else ())
     with get_runtime().store.read() as session:
         query = _runs_query(session, company_handle, job_handle, original_name)
@@ -116,9 +128,9 @@ def get_active_jobs(
                 trigger_time=run.eta or run.created_at,
                 total_size=run.total_size,
                 progress=run.progress,
-                progress_message=run.progress_message,
+                progress_message=_progress_message(run, locale or job.locale),
                 last_progress_update=run.last_progress_update,
-                task_progress=(_task_progress(session, run, job),),
+                task_progress=(_task_progress(session, run, job, locale or job.locale),),
                 job=_echo(job),
             )
             for run, job, company in rows

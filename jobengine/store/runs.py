@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import CursorResult, and_, case, or_, select, update
+from sqlalchemy import CursorResult, String, and_, case, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from jobengine.i18n import LogMessage, english, message_args
@@ -194,7 +194,11 @@ def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, 
             warning_count=Run.warning_count + counts.warning,
             total_size=Run.total_size + counts.size,
             progress=((Run.finished_items + 1) * 100) / Run.total_items,
-            progress_message=f"{counts.success + counts.error + counts.warning} file(s) processed",
+            # i18n.PROGRESS_MESSAGE in English (queries render it in the reader's locale)
+            progress_message=cast(Run.finished_items + 1, String)
+            + " of "
+            + cast(Run.total_items, String)
+            + " file(s) processed",
             last_progress_update=now,
         )
         .execution_options(synchronize_session=False)

@@ -64,6 +64,11 @@ def _visible(caller: Caller, asked: str | None, rows: Iterable[R], company: Call
     return [row for row in rows if company(row) in mine]
 
 
+# The request's operation locale (authHeader/locale, else Accept-Language): set by the SOAP and
+# JSON endpoints around each operation; it localizes logMessage and progressMessage.
+OPERATION_LOCALE: ContextVar[str | None] = ContextVar("operation_locale", default=None)
+
+
 def _submit_job(caller: Caller, p: SubmitJobRequest) -> Tree:
     company_id = authorize(caller, "submitJob", p.company_handle)
     if p.user_handle and company_id is not None:
@@ -78,6 +83,7 @@ def _get_active_jobs(caller: Caller, p: GetActiveJobsParam) -> Tree:
         job_handle=p.job_handle,
         original_name=p.original_name,
         include_waiting_jobs=bool(p.include_waiting_jobs),
+        locale=OPERATION_LOCALE.get(),
     )
     visible = _visible(caller, p.company_handle, jobs, lambda j: j.company_handle)
     return {"jobArray": [results.active_job(j) for j in visible]}
@@ -105,11 +111,6 @@ def _get_job_logs(caller: Caller, p: GetJobLogsParam) -> Tree:
     )
     visible = _visible(caller, p.company_handle, logs, lambda j: j.company_handle)
     return {"jobLogArray": [results.job_log(j) for j in visible]}
-
-
-# The request's operation locale (authHeader/locale, else Accept-Language): set by the SOAP and
-# JSON endpoints around each operation; it localizes logMessage (IPS section 9).
-OPERATION_LOCALE: ContextVar[str | None] = ContextVar("operation_locale", default=None)
 
 
 def _get_job_log_details(caller: Caller, p: GetJobLogDetailsParam) -> Tree:
