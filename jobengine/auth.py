@@ -13,6 +13,10 @@
   never fails because Redis is down, and an error of the limiter never skips the limit.
 * :func:`authenticate_token` accepts ``je_...`` API tokens for services; only the SHA-256 of the
   secret is stored (:class:`jobengine.store.schema.ApiToken`).
+* :func:`authenticate_saml` accepts a SAML 2.0 response or assertion signed by the configured
+  identity provider (:mod:`jobengine.saml` checks the XML, the signature and the conditions); its
+  NameID is a user's e-mail, compared without regard to case. Failed attempts count against the
+  client in :data:`LIMITER`, as failed passwords do.
 * :data:`OPERATIONS` is section 10 of the IPS reference, literally (its slips included);
   :func:`authorize` applies it and the caller's company memberships, and
   :func:`check_impersonation` rules submitJob's ``userHandle``.
@@ -29,12 +33,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle, hash_password, user_by_handle, verify_password
@@ -53,6 +57,9 @@ from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, Membership, User, utcnow
 
+if TYPE_CHECKING:
+    from jobengine.saml import SamlConfig
+
 __all__ = [
     "ADMIN_TYPES",
     "FAILURE_WINDOW",
@@ -68,6 +75,7 @@ __all__ = [
     "RedisFailureLimiter",
     "TooManyAttempts",
     "authenticate",
+    "authenticate_saml",
     "authenticate_token",
     "authorize",
     "check_impersonation",
@@ -509,6 +517,69 @@ def authenticate_token(token: str) -> Caller:
             fresh = session.get(ApiToken, token_id)
             if fresh is not None:
                 fresh.last_used_at = now
+    return caller
+
+
+def _saml_config() -> SamlConfig | None:
+    """The SAML settings, None when sign-on is off; ConfigurationError for an unreadable cert."""
+    from jobengine.saml import SamlConfig, load_certificates  # lxml and signxml: load on use
+
+    settings = get_settings()
+    if not settings.saml_idp_cert:
+        return None
+    return SamlConfig(
+        certificates=load_certificates(settings.saml_idp_cert),
+        entity_id=settings.saml_idp_entity_id or "",
+        audience=settings.saml_audience or "",
+        clock_skew=settings.saml_clock_skew,
+    )
+
+
+def _user_by_email(email: str) -> Caller | None:
+    """The caller whose e-mail is ``email`` (exactly, else ignoring case; None if not one)."""
+    with get_runtime().store.read() as session:
+        user = session.scalar(select(User).where(User.email == email))
+        if user is None:
+            found = session.scalars(
+                select(User).where(func.lower(User.email) == func.lower(email)).limit(2)
+            ).all()
+            user = found[0] if len(found) == 1 else None  # two e-mails differing in case: none
+        return None if user is None else _caller(session, user)
+
+
+def authenticate_saml(text: str, *, client: str = "") -> Caller:
+    """The user a signed SAML 2.0 response (base64, as in ``authHeader/samlResponse``) names.
+
+    InvalidCredentials (10001) when SAML sign-on is not configured, when any check of
+    :func:`jobengine.saml.verify_saml` fails (its reason is the fault's), or when the NameID is
+    no user's e-mail; TooManyAttempts (10001) while ``client`` is locked out. Failures count
+    against ``client`` in :data:`LIMITER` (there is no user name to count them on). A server
+    whose certificate file cannot be read raises ConfigurationError (a server fault, logged).
+    """
+    from jobengine.saml import SamlError, verify_saml
+
+    if not text or not text.strip():
+        raise NoCredentials("no SAML response was given")
+    config = _saml_config()
+    if config is None:
+        raise InvalidCredentials("SAML sign-on is not configured on this server")
+    keys = [f"client:{client[:_MAX_NAME]}"] if client else []
+    if keys:
+        LIMITER.begin(keys)
+    try:
+        identity = verify_saml(text, config)
+        caller = _user_by_email(identity.name_id)
+    except SamlError as exc:
+        raise InvalidCredentials(f"SAML sign-on failed: {exc.reason}") from None
+    except BaseException:
+        if keys:
+            LIMITER.give_back(keys)  # the store failed: not the caller's failure
+        raise
+    if caller is None:
+        logger.info("SAML sign-on of an unknown user refused (issuer %s)", identity.issuer)
+        raise InvalidCredentials("SAML sign-on failed: the asserted user is not known here")
+    if keys:
+        LIMITER.give_back(keys)
     return caller
 
 

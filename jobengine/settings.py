@@ -30,6 +30,14 @@ variable                       meaning (default)
 ``JOBENGINE_SMTP_STARTTLS``    ``true`` to upgrade the connection with STARTTLS (false)
 ``JOBENGINE_MAIL_FROM``        sender of job e-mails (``jobengine@localhost``)
 ``JOBENGINE_PUBLIC_URL``       base URL of job output for links in e-mails (none: no links)
+``JOBENGINE_SAML_IDP_CERT``    PEM file with the X.509 certificate(s) of the SAML identity
+                               provider's signing key(s); set, SOAP ``authHeader/samlResponse``
+                               sign-on is on (none: off). Read again when the file changes
+``JOBENGINE_SAML_IDP_ENTITY_ID`` the IdP's entity id, the assertions' required ``Issuer``
+                               (required with the certificate)
+``JOBENGINE_SAML_AUDIENCE``    our service provider entity id, required in the assertions'
+                               ``AudienceRestriction`` (required with the certificate)
+``JOBENGINE_SAML_CLOCK_SKEW``  seconds of clock difference allowed on SAML time limits (120)
 =============================  ==========================================================
 """
 
@@ -72,6 +80,20 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
     if value <= 0:
         raise ConfigurationError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    """A duration that may be zero."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
+    if not 0 <= value <= 86400:
+        raise ConfigurationError(f"{name}={raw!r} must be from 0 to 86400 seconds")
     return value
 
 
@@ -122,6 +144,10 @@ class Settings:
     smtp_starttls: bool = False
     mail_from: str = "jobengine@localhost"
     public_url: str | None = None
+    saml_idp_cert: str | None = None  # a PEM file; None: SAML sign-on is off
+    saml_idp_entity_id: str | None = None
+    saml_audience: str | None = None
+    saml_clock_skew: float = 120.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -152,6 +178,10 @@ class Settings:
             smtp_starttls=env.get("JOBENGINE_SMTP_STARTTLS", "").lower() in ("1", "true", "yes"),
             mail_from=env.get("JOBENGINE_MAIL_FROM") or "jobengine@localhost",
             public_url=(env.get("JOBENGINE_PUBLIC_URL") or "").rstrip("/") or None,
+            saml_idp_cert=env.get("JOBENGINE_SAML_IDP_CERT") or None,
+            saml_idp_entity_id=(env.get("JOBENGINE_SAML_IDP_ENTITY_ID") or "").strip() or None,
+            saml_audience=(env.get("JOBENGINE_SAML_AUDIENCE") or "").strip() or None,
+            saml_clock_skew=_seconds(env, "JOBENGINE_SAML_CLOCK_SKEW", 120.0),
         )
         settings.check()
         return settings
@@ -171,6 +201,11 @@ class Settings:
             raise ConfigurationError(
                 "JOBENGINE_ETA_HORIZON must be well below JOBENGINE_VISIBILITY_TIMEOUT, "
                 "or Redis redelivers ETA messages that are still waiting"
+            )
+        if self.saml_idp_cert and not (self.saml_idp_entity_id and self.saml_audience):
+            raise ConfigurationError(
+                "JOBENGINE_SAML_IDP_CERT needs JOBENGINE_SAML_IDP_ENTITY_ID and "
+                "JOBENGINE_SAML_AUDIENCE: an assertion's issuer and audience are always checked"
             )
 
     @property

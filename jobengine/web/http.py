@@ -1,8 +1,10 @@
 """What the SOAP and JSON surfaces share: the capped body reader and the caller's credentials.
 
-Credentials, first found wins: the SOAP ``authHeader`` (user, password), HTTP Basic, or
-``Authorization: Bearer <token>``. With none, :func:`jobengine.auth.authenticate` is asked with
-no user and raises authenticationFault 10000.
+Credentials, first found wins: the SOAP ``authHeader``'s user and password, its accessToken (an
+API token, as Bearer), its samlResponse (:func:`jobengine.auth.authenticate_saml`), then the HTTP
+``Authorization`` header: Basic, or ``Bearer <token>``. An empty field counts as absent. With
+none, :func:`jobengine.auth.authenticate` is asked with no user and raises authenticationFault
+10000.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import base64
 
 from starlette.requests import Request
 
-from jobengine.auth import Caller, authenticate, authenticate_token
+from jobengine.auth import Caller, authenticate, authenticate_saml, authenticate_token
 from jobengine.errors import InvalidRequestXml
 from jobengine.ipsxml import MAX_DOCUMENT_BYTES
 
@@ -58,14 +60,28 @@ def _basic(value: str) -> tuple[str, str] | None:
 
 
 def caller_from(
-    user: str | None, password: str | None, authorization: str | None, *, client: str
+    user: str | None,
+    password: str | None,
+    authorization: str | None,
+    *,
+    client: str,
+    access_token: str | None = None,
+    saml_response: str | None = None,
 ) -> Caller:
     """The authenticated caller; authenticationFault 10000/10001 when it cannot be.
 
-    ``client`` is the remote address: :func:`jobengine.auth.authenticate` limits failed
-    attempts per user name and per client.
+    In this order: ``user``/``password`` (either given), ``access_token``, ``saml_response``,
+    then the HTTP ``authorization`` header (Basic or Bearer). ``client`` is the remote address:
+    :func:`jobengine.auth.authenticate` limits failed attempts per user name and per client,
+    :func:`jobengine.auth.authenticate_saml` per client.
     """
-    if user is None and password is None and authorization:
+    if user or password:
+        return authenticate(user, password, client=client)
+    if access_token and access_token.strip():
+        return authenticate_token(access_token.strip())
+    if saml_response and saml_response.strip():
+        return authenticate_saml(saml_response, client=client)
+    if authorization:
         basic = _basic(authorization)
         if basic is not None:
             user, password = basic

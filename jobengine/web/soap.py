@@ -1,16 +1,31 @@
 """SOAP 1.1 document/literal: ``POST /scene7/services/IpsApiService``.
 
 The envelope is read by the hardened reader (:func:`jobengine.ipsxml.read_xml`: no DTDs or
-entities, size, depth and count limits; 30003 otherwise). The ``authHeader`` header (base IPS
-namespace; user, password, locale, faultHttpStatusCode) or HTTP Basic / Bearer authenticates.
-The Body holds one ``<op>Param`` in any IPS namespace version; the answer is ``<op>Return`` in
-the same namespace. A fault is a ``soapenv:Fault`` whose ``detail`` holds the IPS fault element
-(base namespace) with ``code`` and ``reason``; its HTTP status is 500, or
-``authHeader/faultHttpStatusCode``.
+entities, size, depth and count limits; 30003 otherwise). The Body holds one ``<op>Param`` in any
+IPS namespace version; the answer is ``<op>Return`` in the same namespace. A fault is a
+``soapenv:Fault`` whose ``detail`` holds the IPS fault element (base namespace) with ``code`` and
+``reason``; its HTTP status is 500, or ``authHeader/faultHttpStatusCode``.
+
+The ``authHeader`` header (base IPS namespace) is read for ``user``, ``password``, ``locale``,
+``gzipResponse``, ``faultHttpStatusCode``, ``accessToken`` and ``samlResponse`` (``appName`` and
+``appVersion`` are ignored). The caller is authenticated by the first of these that is given
+(an empty element counts as absent), the others are not looked at:
+
+1. ``user`` / ``password``: :func:`jobengine.auth.authenticate` (a header with a user *and* an
+   accessToken is fine: the user and password are used);
+2. ``accessToken``: an API token (``je_...``), as ``Authorization: Bearer``;
+3. ``samlResponse``: a base64 SAML 2.0 Response or Assertion signed by the configured identity
+   provider (:func:`jobengine.auth.authenticate_saml`, :mod:`jobengine.saml`);
+4. the HTTP ``Authorization`` header: Basic, or Bearer with an API token.
+
+``gzipResponse`` true (``true`` or ``1``, the xsd:boolean forms; anything else is false)
+gzip-compresses the answer, a fault too, with ``Content-Encoding: gzip``, once the header could
+be read.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -33,7 +48,7 @@ from jobengine.web.http import (
 )
 from jobengine.web.service import OPERATION_LOCALE, OPERATIONS, Operation
 
-__all__ = ["SOAP_ENV", "handle_soap", "soap_endpoint"]
+__all__ = ["SOAP_ENV", "SoapAnswer", "handle_soap", "soap_endpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +75,14 @@ class _AuthHeader:
     password: str | None = None
     locale: str | None = None
     fault_status: int | None = None
+    gzip: bool = False
+    access_token: str | None = None
+    saml_response: str | None = None
+
+
+def _boolean(value: str | None) -> bool:
+    """xsd:boolean: ``true`` or ``1`` (whitespace collapsed) is true, anything else false."""
+    return value is not None and value.strip() in ("true", "1")
 
 
 def _auth_header(header: ET.Element | None) -> _AuthHeader:
@@ -77,6 +100,9 @@ def _auth_header(header: ET.Element | None) -> _AuthHeader:
                 fault_status=int(status)
                 if status.isdigit() and 100 <= int(status) <= 599
                 else None,
+                gzip=_boolean(fields.get("gzipResponse")),
+                access_token=fields.get("accessToken"),
+                saml_response=fields.get("samlResponse"),
             )
     return _AuthHeader()
 
@@ -163,33 +189,65 @@ def fault_envelope(fault: IpsFault) -> bytes:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SoapAnswer:
+    """One response: the envelope (uncompressed), its HTTP status, and whether to gzip it."""
+
+    body: bytes
+    status: int
+    gzip: bool = False
+
+    def encoded(self) -> tuple[bytes, dict[str, str]]:
+        """The bytes to send and the headers that describe them (``Content-Encoding``)."""
+        if not self.gzip:
+            return self.body, {}
+        return gzip.compress(self.body, compresslevel=6), {"Content-Encoding": "gzip"}
+
+
 def handle_soap(
     body: bytes, authorization: str | None, client: str = "", accept_language: str | None = None
-) -> tuple[bytes, int]:
+) -> SoapAnswer:
     """The response envelope and HTTP status for one request body (blocking: runs the op).
 
     ``client`` (the remote address) keys the failed-login limiter with the user name; the
-    operation locale is ``authHeader/locale``, else ``accept_language``.
+    operation locale is ``authHeader/locale``, else ``accept_language``. The answer is to be
+    gzipped when ``authHeader/gzipResponse`` asked for it (a fault too, once the header is read).
     """
-    status = 500
+    auth = _AuthHeader()
     try:
         header, payload = _envelope_parts(read_xml(body, max_bytes=MAX_BODY_BYTES))
         auth = _auth_header(header)
-        status = auth.fault_status or status
         op, namespace = _operation(payload)
-        caller = caller_from(auth.user, auth.password, authorization, client=client)
+        caller = caller_from(
+            auth.user,
+            auth.password,
+            authorization,
+            client=client,
+            access_token=auth.access_token,
+            saml_response=auth.saml_response,
+        )
         params, _ = parse_element(payload, root=f"{op.name}Param", model=op.param)
         token = OPERATION_LOCALE.set(operation_locale(auth.locale, accept_language))
         try:
             tree = op.run(caller, params)
         finally:
             OPERATION_LOCALE.reset(token)
-        return envelope(return_element(f"{op.name}Return", tree, namespace)), 200
+        answer = envelope(return_element(f"{op.name}Return", tree, namespace))
+        return SoapAnswer(answer, 200, auth.gzip)
     except IpsFault as fault:
-        return fault_envelope(fault), status
+        return SoapAnswer(fault_envelope(fault), auth.fault_status or 500, auth.gzip)
     except Exception:
         logger.exception("SOAP request failed")
-        return fault_envelope(ServerError("the server could not process the request")), status
+        unexpected = ServerError("the server could not process the request")
+        return SoapAnswer(fault_envelope(unexpected), auth.fault_status or 500, auth.gzip)
+
+
+def _answer(
+    body: bytes, authorization: str | None, client: str, accept_language: str | None
+) -> tuple[bytes, int, dict[str, str]]:
+    answer = handle_soap(body, authorization, client, accept_language)
+    content, headers = answer.encoded()
+    return content, answer.status, headers
 
 
 async def soap_endpoint(request: Request) -> Response:
@@ -199,11 +257,11 @@ async def soap_endpoint(request: Request) -> Response:
     except BodyTooLarge as fault:
         return Response(fault_envelope(fault), 413, media_type=CONTENT_TYPE,
                         headers={"Connection": "close"})  # fmt: skip
-    content, status = await run_in_threadpool(
-        handle_soap,
+    content, status, headers = await run_in_threadpool(
+        _answer,
         body,
         request.headers.get("authorization"),
         client_address(request),
         request.headers.get("accept-language"),
     )
-    return Response(content, status, media_type=CONTENT_TYPE)
+    return Response(content, status, media_type=CONTENT_TYPE, headers=headers)
