@@ -67,6 +67,7 @@ MP100 = (12240, 8160)  # 99.9 megapixels, 3:2, under max_source_pixels (100,000,
 MEMORY_CASES = (
     "fmt=webp&qlt=80&wid=1200",
     "fmt=jpeg&qlt=85&wid=3000",
+    "fmt=jpeg&qlt=85&wid=8000",  # shrink under 2x: no shrink-on-load, three 100 MP-class caches
     "fmt=jpeg&qlt=85",
     "fmt=tif,rgb,lzw",
     "fmt=webp&qlt=80",
@@ -317,23 +318,54 @@ def profile(src: Path, root: Path) -> list[str]:
     return lines
 
 
-def peak_memory(src: Path, small: Path, out: Path, query: str) -> tuple[float, float, object]:
-    """(seconds, peak RSS MiB, output size) of a fresh worker converting ``src``."""
+class Memory(NamedTuple):
+    """A conversion's seconds, the worker's peak RSS (VmHWM), its peak anonymous RSS (heap:
+    what cannot be paged out but to swap), and the output size."""
+
+    seconds: float
+    peak_mib: float
+    anon_mib: float
+    size: object
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_memory(src: Path, small: Path, out: Path, query: str) -> Memory:
+    """A fresh worker converting ``src``; its anonymous RSS is sampled every 10 ms."""
+    import threading
+
     with ConversionPool(1, Limits(timeout_seconds=900)) as pool:
         pool.convert(small, out, parse_modifiers("wid=8"), "start.jpg")
         (pid,) = pool.worker_pids()
+        anon = [_rss_kib(pid, "RssAnon")]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.01):
+                anon.append(_rss_kib(pid, "RssAnon"))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
         start = time.perf_counter()
-        (result,) = pool.convert(src, out, parse_modifiers(query), "mp100.jpg")
-        seconds = time.perf_counter() - start
-        status = Path(f"/proc/{pid}/status").read_text()
-    hwm = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        try:
+            (result,) = pool.convert(src, out, parse_modifiers(query), "mp100.jpg")
+        finally:
+            seconds = time.perf_counter() - start
+            done.set()
+            sampler.join()
+        hwm = _rss_kib(pid, "VmHWM")
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # our own output, read for its header only
     with Image.open(result) as img:
         size = img.size
     result.unlink()
-    return seconds, int(hwm.split()[1]) / 1024, size
+    return Memory(seconds, hwm / 1024, max(anon) / 1024, size)
 
 
 def main() -> None:
@@ -341,7 +373,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16, help="images per case, side and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated")
+    parser.add_argument("--cases", default=",".join(CASES), help='comma-separated; "" for none')
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--skip-100mp", action="store_true", help="skip the 100 MP memory test")
     args = parser.parse_args()
@@ -350,13 +382,17 @@ def main() -> None:
         src = make_photo(root / "photo.jpg", *SIZE)
         small = make_photo(root / "small.jpg", 64, 48)
         pyvips = load_pyvips()
-        vips = f"pyvips {pyvips.__version__} (libvips {pyvips.version(0)}.{pyvips.version(1)})"
+        vips = (
+            f"pyvips {pyvips.__version__} (libvips {pyvips.version(0)}.{pyvips.version(1)})"
+            if pyvips
+            else "pyvips not installed"
+        )
         print(f"{SIZE[0]}x{SIZE[1]} JPEG -> {TARGET[0]} wide, n={args.n}, {args.rounds} rounds "
               f"(medians), {args.workers} parallel, {os.cpu_count()} CPUs; {CONVERT}; "
-              f"{vips if pyvips else 'pyvips not installed'}")  # fmt: skip
+              f"{vips}")  # fmt: skip
         with ConversionPool(args.workers) as pool:
             sides = Sides(root, src, pool, args.workers)
-            for case in args.cases.split(","):
+            for case in filter(None, args.cases.split(",")):
                 rates = run_case(sides, case, args.n, args.rounds)
                 sizes = {side: mean_kb(sides.out / name, "")
                          for side, name in (("pool", "pool"), ("cli", "cli-False-1"),
@@ -371,11 +407,12 @@ def main() -> None:
             out = root / "out" / "mp100"
             out.mkdir(parents=True)
             print(f"  {MP100[0]}x{MP100[1]} JPEG ({big.stat().st_size / 1e6:.0f} MB), one fresh "
-                  "worker per case, peak RSS = VmHWM of the worker:")  # fmt: skip
+                  "worker per case; peak RSS = VmHWM of the worker (with the page cache of "
+                  "its memory-mapped pixel caches), anon = peak anonymous RSS:")  # fmt: skip
             for query in MEMORY_CASES:
-                seconds, mib, size = peak_memory(big, small, out, query)
-                print(f"    {query:<26} {seconds:6.1f} s -> {size}, peak RSS {mib:5.0f} MiB",
-                      flush=True)  # fmt: skip
+                m = peak_memory(big, small, out, query)
+                print(f"    {query:<26} {m.seconds:6.1f} s -> {m.size}, peak RSS "
+                      f"{m.peak_mib:5.0f} MiB, anon {m.anon_mib:5.0f} MiB", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

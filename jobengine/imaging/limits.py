@@ -30,10 +30,14 @@ class Limits:
     max_pdf_pages: int = 500  # more pages fail fast with LimitExceeded
     pdf_dpi: float = 150.0  # page raster resolution (lowered to stay under max_source_pixels)
     timeout_seconds: float = 120.0  # wall clock per output image (each PDF page gets its own)
-    memory_bytes: int = 3072 * MiB  # RLIMIT_AS of a worker process
-    magick_memory_bytes: int = 256 * MiB  # ImageMagick pixel cache in heap, then map, then disk
-    magick_map_bytes: int = 512 * MiB
-    magick_disk_bytes: int = 2048 * MiB
+    memory_bytes: int = 5120 * MiB  # RLIMIT_AS of a worker process (address space, maps too)
+    # ImageMagick's pixel cache: on the heap up to magick_memory_bytes, then in memory-mapped
+    # temporary files (page cache) up to magick_map_bytes, then read and written row by row on
+    # disk, far slower; magick_disk_bytes bounds all file-backed caches. A 100 MP resize holds
+    # about 2.4 GB of Q16 caches (source, filtered pass, result): it must fit the map.
+    magick_memory_bytes: int = 256 * MiB
+    magick_map_bytes: int = 4096 * MiB
+    magick_disk_bytes: int = 4096 * MiB
     max_tasks_per_worker: int = 500  # a worker is replaced after this many conversions
 
     def __post_init__(self) -> None:

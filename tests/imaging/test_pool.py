@@ -196,3 +196,45 @@ def test_limits_from_env() -> None:
         Limits.from_env({"JOBENGINE_IMAGING_TIMEOUT_SECONDS": "soon"})
     with pytest.raises(ConfigurationError, match="positive"):
         Limits(max_pdf_pages=0)
+
+
+# A resize holds the source, one filtered pass and the result in ImageMagick's Q16 pixel cache,
+# up to 8 bytes per pixel each; past the memory limit they must fit the memory-mapped cache, or
+# ImageMagick reads and writes them row by row on disk, hundreds of times slower.
+WORST_RESIZE_CACHE = 3 * 100_000_000 * 8
+
+
+def _policy_bytes(name: str) -> int:
+    import re
+
+    text = (pool_module.policy_dir() / "policy.xml").read_text()
+    match = re.search(rf'name="{name}" value="(\d+)GiB"', text)
+    assert match, name
+    return int(match.group(1)) * 1024 * MiB
+
+
+def test_default_limits_hold_a_100_megapixel_resize_in_the_mapped_cache() -> None:
+    limits = Limits()
+    assert limits.max_source_pixels == limits.max_output_pixels == 100_000_000
+    for name, mine in (("map", limits.magick_map_bytes), ("disk", limits.magick_disk_bytes)):
+        assert min(mine, _policy_bytes(name)) >= WORST_RESIZE_CACHE, name
+    assert limits.memory_bytes >= limits.magick_map_bytes + 768 * MiB  # maps count in RLIMIT_AS
+
+
+@pytest.mark.slow
+def test_a_100_megapixel_jpeg_shrinks_by_less_than_2x_with_default_limits(
+    tmp_path: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    src = tmp_path / "mp100.jpg"
+    gradient = Image.linear_gradient("L").resize((12240, 8160))
+    Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_180), gradient)).save(
+        src, "JPEG", quality=85
+    )
+    del gradient
+    with ConversionPool(1, Limits()) as p:  # the default 120 s timeout per image
+        (result,) = p.convert(src, out_dir, parse_modifiers("fmt=jpeg&wid=8000"), "mp100.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # our own output, read for its size
+    with Image.open(result) as img:
+        assert img.size == (8000, 5333)
