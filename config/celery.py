@@ -22,6 +22,16 @@ from jobengine.settings import Settings
 TASK_MODULES = [
     "tasks.export",
     "tasks.image_serving_publish",
+    # RipPdfsJob, OptimizeImagesJob and ReprocessAssetsJob
+    "tasks.rip_pdfs",
+    "tasks.optimize_images",
+    "tasks.reprocess_assets",
+    # VideoPublishJob and ServerDirectoryPublishJob
+    "tasks.video_publish",
+    "tasks.server_directory_publish",
+    # UploadUrlsJob and UploadDirectoryJob
+    "tasks.upload_urls",
+    "tasks.upload_directory",
 ]
 
 

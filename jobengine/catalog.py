@@ -13,19 +13,29 @@ import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import InvalidCompany, InvalidParameter
 from jobengine.handles import asset_handle, company_handle_forms
 from jobengine.storage import Storage, safe_name
-from jobengine.store.schema import Asset, Company, Folder, ImageFormat, Membership, User, utcnow
+from jobengine.store.schema import (
+    Asset,
+    Company,
+    Folder,
+    ImageFormat,
+    Membership,
+    SetMember,
+    User,
+    utcnow,
+)
 
 __all__ = [
     "ASSET_TYPE_CODES",
     "SET_TYPES",
     "USER_TYPES",
     "add_asset",
+    "asset_named",
     "asset_type_of",
     "company_by_handle",
     "company_presets",
@@ -34,6 +44,12 @@ __all__ = [
     "ensure_folder",
     "hash_password",
     "import_files",
+    "mark_for_publish",
+    "put_asset_file",
+    "record_file",
+    "remove_assets",
+    "save_set",
+    "set_members",
     "user_by_handle",
     "verify_password",
 ]
@@ -213,23 +229,34 @@ def add_asset(
     asset_name = safe_name(name or source.name)
     key = f"{safe_name(company.handle)}/assets{target_folder.path.rstrip('/')}/{asset_name}"
     size = storage.put_file(source, key)
-    asset = session.scalar(
-        select(Asset).where(
-            Asset.company_id == company.id,
-            Asset.folder_id == target_folder.id,
-            Asset.name == asset_name,
-        )
-    )
-    if asset is None:
-        asset = Asset(company_id=company.id, folder_id=target_folder.id, name=asset_name)
-        asset.handle = f"pending-{secrets.token_hex(8)}"
-        session.add(asset)
-    asset.type, asset.file_key, asset.size, asset.updated_at = kind, key, size, utcnow()
+    asset, _, _ = record_file(session, target_folder, asset_name, kind, key=key, size=size)
     if ready_for_publish:
         asset.publish_state = "MarkedForPublish"
     session.flush()
-    asset.handle = asset_handle(company.id, ASSET_TYPE_CODES[kind], asset.id)
     return asset
+
+
+# The asset row of a stored file, shared by add_asset (imports) and jobengine.ingest (uploads).
+def asset_named(session: Session, folder: Folder, name: str) -> Asset | None:
+    """The asset called ``name`` in ``folder``, if any."""
+    return _same_named(session, folder, name)
+
+
+def record_file(
+    session: Session, folder: Folder, name: str, asset_type: str, *, key: str, size: int
+) -> tuple[Asset, str | None, bool]:
+    """Point the asset ``name`` in ``folder`` at the stored file ``key``: created when missing,
+    else replaced in place (same handle, its type, size and ``updated_at`` renewed, publish
+    state untouched). Returns the asset, the file key it held before if another (to delete
+    once committed) and whether it was created."""
+    asset = _same_named(session, folder, name)
+    created = asset is None
+    if asset is None:
+        asset = _new_asset(session, folder, name, asset_type)
+    old_key = asset.file_key if asset.file_key not in (None, key) else None
+    asset.type, asset.file_key, asset.size, asset.updated_at = asset_type, key, size, utcnow()
+    session.flush()
+    return asset, old_key, created
 
 
 def add_set(session: Session, company: Company, name: str, set_type: str) -> Asset:
@@ -243,6 +270,134 @@ def add_set(session: Session, company: Company, name: str, set_type: str) -> Ass
     session.flush()
     asset.handle = asset_handle(company.id, ASSET_TYPE_CODES[set_type], asset.id)
     return asset
+
+
+def _same_named(session: Session, folder: Folder, name: str) -> Asset | None:
+    return session.scalar(
+        select(Asset).where(
+            Asset.company_id == folder.company_id, Asset.folder_id == folder.id, Asset.name == name
+        )
+    )
+
+
+def _new_asset(session: Session, folder: Folder, name: str, asset_type: str) -> Asset:
+    asset = Asset(company_id=folder.company_id, folder_id=folder.id, name=name, type=asset_type)
+    asset.handle = f"pending-{secrets.token_hex(8)}"
+    session.add(asset)
+    session.flush()
+    asset.handle = asset_handle(folder.company_id, ASSET_TYPE_CODES[asset_type], asset.id)
+    return asset
+
+
+def mark_for_publish(asset: Asset) -> None:
+    """readyForPublish: an asset not marked becomes ``MarkedForPublish`` (``Published`` stays)."""
+    if asset.publish_state not in ("MarkedForPublish", "Published"):
+        asset.publish_state = "MarkedForPublish"
+
+
+def put_asset_file(
+    session: Session,
+    folder: Folder,
+    name: str,
+    asset_type: str,
+    *,
+    key: str,
+    size: int,
+    derived_from: int | None = None,
+    ready_for_publish: bool = False,
+) -> tuple[Asset, str | None]:
+    """Record the stored file ``key`` as the asset ``name`` in ``folder``; returns the asset and
+    the file key it held before, if another (for the caller to delete once committed).
+
+    A same-named asset of the same type is replaced in place (same handle, publish state kept
+    unless ``ready_for_publish``); one of another type is in the way: InvalidParameter.
+    """
+    asset = _same_named(session, folder, name)
+    if asset is None:
+        asset = _new_asset(session, folder, name, asset_type)
+    elif asset.type != asset_type:
+        raise InvalidParameter(
+            f"an asset named {name!r} of type {asset.type} is in the way", field="name"
+        )
+    old_key = asset.file_key if asset.file_key != key else None
+    asset.file_key, asset.size, asset.updated_at = key, size, utcnow()
+    asset.derived_from = derived_from
+    if ready_for_publish:
+        mark_for_publish(asset)
+    session.flush()
+    return asset, old_key
+
+
+def save_set(
+    session: Session,
+    folder: Folder,
+    name: str,
+    set_type: str,
+    members: Sequence[Asset],
+    *,
+    derived_from: int | None = None,
+    ready_for_publish: bool = False,
+) -> Asset:
+    """Create the set ``name`` in ``folder``, or replace the members of the one there, with
+    ``members`` in this order. A same-named asset that is not such a set: InvalidParameter."""
+    if set_type not in SET_TYPES:
+        raise InvalidParameter(f"{set_type!r} is not a set type", field="type")
+    found = _same_named(session, folder, name)
+    if found is not None and found.type != set_type:
+        raise InvalidParameter(
+            f"an asset named {name!r} of type {found.type} is in the way", field="name"
+        )
+    asset = found or _new_asset(session, folder, name, set_type)
+    session.execute(delete(SetMember).where(SetMember.set_id == asset.id))
+    session.add_all(
+        SetMember(set_id=asset.id, position=n, member_id=m.id) for n, m in enumerate(members)
+    )
+    asset.updated_at, asset.derived_from = utcnow(), derived_from
+    if ready_for_publish:
+        mark_for_publish(asset)
+    session.flush()
+    return asset
+
+
+def set_members(session: Session, set_asset: Asset) -> list[Asset]:
+    """The members of a set asset, in order."""
+    return list(
+        session.scalars(
+            select(Asset)
+            .join(SetMember, SetMember.member_id == Asset.id)
+            .where(SetMember.set_id == set_asset.id)
+            .order_by(SetMember.position)
+        )
+    )
+
+
+def remove_assets(session: Session, assets: Sequence[Asset]) -> list[str]:
+    """Delete these assets and their set memberships (the sets close up the gaps); returns their
+    file keys, for the caller to delete from storage once committed."""
+    ids = [a.id for a in assets]
+    if not ids:
+        return []
+    touched = set(
+        session.scalars(select(SetMember.set_id).where(SetMember.member_id.in_(ids)).distinct())
+    )
+    session.execute(
+        delete(SetMember).where(or_(SetMember.member_id.in_(ids), SetMember.set_id.in_(ids)))
+    )
+    for set_id in sorted(touched - set(ids)):
+        kept = session.scalars(
+            select(SetMember.member_id)
+            .where(SetMember.set_id == set_id)
+            .order_by(SetMember.position)
+        ).all()
+        session.execute(delete(SetMember).where(SetMember.set_id == set_id))
+        session.add_all(
+            SetMember(set_id=set_id, position=n, member_id=m) for n, m in enumerate(kept)
+        )
+    keys = [a.file_key for a in assets if a.file_key]
+    for asset in assets:
+        session.delete(asset)
+    session.flush()
+    return keys
 
 
 def import_files(

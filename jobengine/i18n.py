@@ -73,6 +73,27 @@ LogMessage = Literal[
     "exported {type} as original {files}",
     "cannot publish {name}: {error}",
     "published {path}",
+    # UploadUrlsJob, UploadDirectoryJob (jobengine/kinds/uploading.py, upload_*.py, follow_on.py)
+    "uploaded {source} as {path}",
+    "replaced {path} with {source}",
+    "skipped {path}: an asset of that name exists and overwrite is false",
+    "cannot upload {source}: {reason}",
+    "no files to upload in {folder}",
+    "submitted follow-on job {kind} {handle}",
+    "follow-on job {kind} not submitted: no files were processed",
+    "follow-on job {kind} not submitted: {reason}",
+    # RipPdfsJob, OptimizeImagesJob, ReprocessAssetsJob (jobengine/kinds/rip_pdfs.py...)
+    "cannot rip {name}: {reason}",
+    "{name} is managed only: pdfOptions/process is None",
+    "ripped {name} into {pages} page(s)",
+    "ripped {name} into {pages} page(s) and the eCatalog {catalog}",
+    "skipped {name}: {type} assets are not optimized",
+    "{name} is already optimized",
+    "cannot optimize {name}: {reason}",
+    "optimized {name}",
+    "skipped {name}: {type} assets have nothing to reprocess",
+    # the publish kinds (jobengine/kinds/publish.py)
+    "skipped {name}: its type or publish state changed since the job started",
 ]
 LOG_MESSAGES: tuple[str, ...] = get_args(LogMessage)
 

@@ -188,6 +188,8 @@ def _complete(
         error=int(outcome.status == "error"),
         warning=int(outcome.status == "warning"),
         size=outcome.size,
+        duplicate=int(outcome.tally == "duplicate"),
+        update=int(outcome.tally == "update"),
     )
     final: ItemFinal = "failed" if outcome.status == "error" else "done"
     with runtime.store.write() as session:

@@ -13,6 +13,9 @@ variable                       meaning (default)
                                ``s3://bucket/prefix`` (``$JOBENGINE_HOME/storage``)
 ``JOBENGINE_STORAGE_OPTIONS``  fsspec storage options as a JSON object, e.g.
                                ``{"endpoint_url": "http://127.0.0.1:9000"}`` (none)
+``JOBENGINE_SERVER_DIRECTORY_ROOT`` ServerDirectoryPublishJob's directory: a directory or any
+                               fsspec URL (none: ``_serverdir/`` in the asset storage)
+``JOBENGINE_SERVER_DIRECTORY_OPTIONS`` its fsspec storage options, a JSON object (none)
 ``JOBENGINE_TIMEZONE``         the server's zone for schedules (the machine's, else UTC)
 ``JOBENGINE_ETA_HORIZON``      seconds ahead an execTime run is sent with a Celery ETA (300)
 ``JOBENGINE_VISIBILITY_TIMEOUT`` Redis visibility timeout in seconds (7200)
@@ -38,6 +41,14 @@ variable                       meaning (default)
 ``JOBENGINE_SAML_AUDIENCE``    our service provider entity id, required in the assertions'
                                ``AudienceRestriction`` (required with the certificate)
 ``JOBENGINE_SAML_CLOCK_SKEW``  seconds of clock difference allowed on SAML time limits (120)
+``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` UploadUrlsJob: comma list of hosts, ``host:port`` or CIDRs
+                               that may be fetched although their address is loopback, private,
+                               link-local... (none: only public addresses)
+``JOBENGINE_UPLOAD_MAX_BYTES``  UploadUrlsJob: largest file fetched, in bytes (536870912)
+``JOBENGINE_UPLOAD_CONNECT_TIMEOUT`` UploadUrlsJob: seconds to resolve and connect (10)
+``JOBENGINE_UPLOAD_READ_TIMEOUT`` UploadUrlsJob: seconds one read may wait for bytes (30)
+``JOBENGINE_UPLOAD_DEADLINE``  UploadUrlsJob: seconds one file may take in all, redirects
+                               included (600; at most 80 % of the task time limit is used)
 =============================  ==========================================================
 """
 
@@ -116,6 +127,11 @@ def _json_object(env: dict[str, str], name: str) -> dict[str, Any]:
     return value
 
 
+def _comma_list(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated setting as its non-blank entries."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the embedded defaults a fresh machine runs on."""
@@ -127,6 +143,9 @@ class Settings:
     # a local directory (absolute) or an fsspec URL; options are fsspec's (may hold secrets)
     storage_url: str = ""
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
+    # ServerDirectoryPublishJob: where it publishes (None: _serverdir/ in the storage above)
+    server_directory_root: str | None = None
+    server_directory_options: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
     timezone: str = "UTC"
     eta_horizon: float = 300.0
     visibility_timeout: int = 7200
@@ -148,6 +167,12 @@ class Settings:
     saml_idp_entity_id: str | None = None
     saml_audience: str | None = None
     saml_clock_skew: float = 120.0
+    # UploadUrlsJob (jobengine/fetch.py)
+    upload_allowed_hosts: tuple[str, ...] = ()
+    upload_max_bytes: int = 512 * 1024 * 1024
+    upload_connect_timeout: float = 10.0
+    upload_read_timeout: float = 30.0
+    upload_deadline: float = 600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -161,6 +186,10 @@ class Settings:
             database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'jobengine.db'}",
             storage_url=_storage_url(env.get("JOBENGINE_STORAGE") or str(home / "storage")),
             storage_options=_json_object(env, "JOBENGINE_STORAGE_OPTIONS"),
+            server_directory_root=_storage_url(env["JOBENGINE_SERVER_DIRECTORY_ROOT"])
+            if env.get("JOBENGINE_SERVER_DIRECTORY_ROOT")
+            else None,
+            server_directory_options=_json_object(env, "JOBENGINE_SERVER_DIRECTORY_OPTIONS"),
             timezone=env.get("JOBENGINE_TIMEZONE") or _local_zone_name(),
             eta_horizon=_float(env, "JOBENGINE_ETA_HORIZON", 300.0),
             visibility_timeout=int(_float(env, "JOBENGINE_VISIBILITY_TIMEOUT", 7200)),
@@ -182,6 +211,11 @@ class Settings:
             saml_idp_entity_id=(env.get("JOBENGINE_SAML_IDP_ENTITY_ID") or "").strip() or None,
             saml_audience=(env.get("JOBENGINE_SAML_AUDIENCE") or "").strip() or None,
             saml_clock_skew=_seconds(env, "JOBENGINE_SAML_CLOCK_SKEW", 120.0),
+            upload_allowed_hosts=_comma_list(env, "JOBENGINE_UPLOAD_ALLOWED_HOSTS"),
+            upload_max_bytes=int(_float(env, "JOBENGINE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)),
+            upload_connect_timeout=_float(env, "JOBENGINE_UPLOAD_CONNECT_TIMEOUT", 10.0),
+            upload_read_timeout=_float(env, "JOBENGINE_UPLOAD_READ_TIMEOUT", 30.0),
+            upload_deadline=_float(env, "JOBENGINE_UPLOAD_DEADLINE", 600.0),
         )
         settings.check()
         return settings
@@ -202,6 +236,10 @@ class Settings:
                 "JOBENGINE_ETA_HORIZON must be well below JOBENGINE_VISIBILITY_TIMEOUT, "
                 "or Redis redelivers ETA messages that are still waiting"
             )
+        if self.upload_allowed_hosts:  # UploadUrlsJob's allow list must parse
+            from jobengine.fetch import AddressPolicy
+
+            AddressPolicy.parse(self.upload_allowed_hosts)
         if self.saml_idp_cert and not (self.saml_idp_entity_id and self.saml_audience):
             raise ConfigurationError(
                 "JOBENGINE_SAML_IDP_CERT needs JOBENGINE_SAML_IDP_ENTITY_ID and "

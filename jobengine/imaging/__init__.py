@@ -2,7 +2,9 @@
 
 * :mod:`.modifiers` parses Image Serving modifiers and macros into an :class:`ImageRequest`
   (``parse_modifiers``, ``export_request``, ``format_query``); :func:`output_name` names files.
-* :mod:`.pool` converts in isolated worker processes (``ConversionPool``, ``convert``).
+* :mod:`.pool` converts in isolated worker processes (``ConversionPool``, ``convert``); the same
+  workers rip PDFs into page images (``rip_pdf``, :mod:`.rip`) and write pyramid TIFFs
+  (``pyramid``, :mod:`.ptif`).
 * :mod:`.sniff`, :mod:`.convert`, :mod:`.steps`, :mod:`.encode`, :mod:`.pdf` do the work inside a
   worker; importing this package does not load ImageMagick.
 """
@@ -15,7 +17,14 @@ from jobengine.imaging.modifiers import (
     format_query,
     parse_modifiers,
 )
-from jobengine.imaging.pool import ConversionPool, convert, default_pool, shutdown_default_pool
+from jobengine.imaging.pool import (
+    ConversionPool,
+    convert,
+    default_pool,
+    pyramid,
+    rip_pdf,
+    shutdown_default_pool,
+)
 from jobengine.imaging.request import ImageRequest, output_name, page_name
 
 __all__ = [
@@ -33,5 +42,7 @@ __all__ = [
     "output_name",
     "page_name",
     "parse_modifiers",
+    "pyramid",
+    "rip_pdf",
     "shutdown_default_pool",
 ]

@@ -168,10 +168,14 @@ class OutputFiles:
 
     def write(self, img: Image, req: ImageRequest, name: str) -> Path:
         """Encode ``img`` as ``req`` says into ``dst_dir/name``, atomically."""
+        return self.write_with(name, lambda tmp: ENCODERS[req.spec.encoder](img, req, tmp))
+
+    def write_with(self, name: str, encode: Callable[[Path], None]) -> Path:
+        """``encode(tmp)`` writes a file; it becomes ``dst_dir/name`` atomically."""
         tmp = self.dst_dir / f".jobengine-{self.token}-{len(self.paths)}.part"
         final = self.dst_dir / name
         try:
-            ENCODERS[req.spec.encoder](img, req, tmp)
+            encode(tmp)
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, final)

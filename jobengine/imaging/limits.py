@@ -14,10 +14,13 @@ from typing import Any
 
 from jobengine.errors import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "Limits"]
+__all__ = ["ENV_PREFIX", "MAX_RIP_DPI", "MIN_RIP_DPI", "Limits"]
 
 ENV_PREFIX = "JOBENGINE_IMAGING_"
 MiB = 1024 * 1024
+# The resolutions a PDF rip may ask for (PDFOptions/resolution): a quarter of 72 dpi to print
+# resolution; the page raster is lowered further to stay under max_source_pixels.
+MIN_RIP_DPI, MAX_RIP_DPI = 18.0, 600.0
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,14 @@ from jobengine.imaging.limits import Limits
 from jobengine.imaging.modifiers import CONFIG_DIR, format_query
 from jobengine.imaging.request import ImageRequest
 
-__all__ = ["ConversionPool", "convert", "default_pool", "shutdown_default_pool"]
+__all__ = [
+    "ConversionPool",
+    "convert",
+    "default_pool",
+    "pyramid",
+    "rip_pdf",
+    "shutdown_default_pool",
+]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +268,42 @@ class ConversionPool:
 
         Raises ConversionFailed / ConversionTimeout / InvalidParameter family faults; the pool
         stays usable after any of them."""
+        query = {"query": format_query(req)}
+        return self._run("convert", src, dst_dir, base_name, query, timeout=timeout)
+
+    def pyramid(self, src: Path, dst_dir: Path, name: str, *, timeout: float | None = None) -> Path:
+        """Write the pyramid TIFF of the image ``src`` as ``dst_dir/name`` (see
+        :func:`jobengine.imaging.ptif.make_pyramid`); the same faults as :meth:`convert`."""
+        (path,) = self._run("pyramid", src, dst_dir, name, {"params": {}}, timeout=timeout)
+        return path
+
+    def rip_pdf(
+        self,
+        src: Path,
+        dst_dir: Path,
+        base_name: str,
+        *,
+        dpi: float = 150.0,
+        gray: bool = False,
+        first_page_only: bool = False,
+        timeout: float | None = None,
+    ) -> list[Path]:
+        """Write the PDF's pages as ``dst_dir/<base_name>-<n>.jpg`` (see
+        :func:`jobengine.imaging.rip.rip_pdf`); ``timeout`` applies to each page."""
+        params = {"dpi": dpi, "gray": gray, "first_page_only": first_page_only}
+        return self._run("rip_pdf", src, dst_dir, base_name, {"params": params}, timeout=timeout)
+
+    def _run(
+        self,
+        op: str,
+        src: Path,
+        dst_dir: Path,
+        base_name: str,
+        fields: dict[str, Any],
+        *,
+        timeout: float | None,
+    ) -> list[Path]:
+        """Send operation ``op`` to an idle worker and wait for its files."""
         if self._closed:
             raise ConversionFailed("the conversion pool is closed")
         worker = self._acquire()
@@ -269,11 +312,12 @@ class ConversionPool:
         written: list[str] = []
         request = {
             "id": token,
+            "op": op,
             "src": str(Path(src).absolute()),
-            "query": format_query(req),
             "dst_dir": str(Path(dst_dir).absolute()),
             "base_name": base_name,
             "token": token,
+            **fields,
         }
         limit = timeout or self.limits.timeout_seconds
         try:
@@ -377,6 +421,33 @@ def convert(
 ) -> list[Path]:
     """``default_pool().convert(...)``."""
     return default_pool().convert(src, dst_dir, req, base_name, timeout=timeout)
+
+
+def pyramid(src: Path, dst_dir: Path, name: str, *, timeout: float | None = None) -> Path:
+    """``default_pool().pyramid(...)``."""
+    return default_pool().pyramid(src, dst_dir, name, timeout=timeout)
+
+
+def rip_pdf(
+    src: Path,
+    dst_dir: Path,
+    base_name: str,
+    *,
+    dpi: float = 150.0,
+    gray: bool = False,
+    first_page_only: bool = False,
+    timeout: float | None = None,
+) -> list[Path]:
+    """``default_pool().rip_pdf(...)``."""
+    return default_pool().rip_pdf(
+        src,
+        dst_dir,
+        base_name,
+        dpi=dpi,
+        gray=gray,
+        first_page_only=first_page_only,
+        timeout=timeout,
+    )
 
 
 def shutdown_default_pool() -> None:

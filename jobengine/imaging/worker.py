@@ -1,11 +1,12 @@
 """A conversion worker process (started by :class:`~jobengine.imaging.pool.ConversionPool`).
 
-Protocol: JSON lines. The parent writes ``{"id", "src", "dst_dir", "query", "base_name",
-"token"}`` on stdin; the worker answers on its original stdout with ``progress`` lines (one per
-file written), then ``done`` (``paths``) or ``error`` (``type``, ``reason``). Anything a library
-prints goes to stderr, which the parent keeps for crash reports. The worker sets its memory cap
-(RLIMIT_AS) and no core dumps before ImageMagick is loaded, then checks that the project policy is
-in force (the ``XC`` coder must be refused) and says ``ready``.
+Protocol: JSON lines. The parent writes ``{"id", "op", "src", "dst_dir", "base_name", "token"}``
+plus ``query`` (op ``convert``, the default) or ``params`` (the keyword arguments of the other
+operations, :data:`OPERATIONS`) on stdin; the worker answers on its original stdout with
+``progress`` lines (one per file written), then ``done`` (``paths``) or ``error`` (``type``,
+``reason``). Anything a library prints goes to stderr, which the parent keeps for crash reports.
+The worker sets its memory cap (RLIMIT_AS) and no core dumps before ImageMagick is loaded, then
+checks that the project policy is in force (the ``XC`` coder must be refused) and says ``ready``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ from jobengine.errors import IpsFault
 from jobengine.imaging.errors import FAULTS_BY_NAME
 from jobengine.imaging.limits import Limits
 
-__all__ = ["DEFAULT_ENGINE", "main"]
+__all__ = ["DEFAULT_ENGINE", "OPERATIONS", "main"]
 
 DEFAULT_ENGINE = "jobengine.imaging.convert:convert_file"
+# The operations besides ``convert``: each is f(src, dst_dir, base_name, limits, *, token,
+# progress, **params) -> written paths.
+OPERATIONS = {
+    "pyramid": "jobengine.imaging.ptif:make_pyramid",
+    "rip_pdf": "jobengine.imaging.rip:rip_pdf",
+}
 log = logging.getLogger("jobengine.imaging.worker")
 
 
@@ -90,16 +97,23 @@ class _Server:
             self.send({"id": rid, "event": "progress", "path": str(path)})
 
         try:
-            req = parse_modifiers(msg["query"])
-            paths = self.engine(
-                Path(msg["src"]),
-                Path(msg["dst_dir"]),
-                req,
-                msg["base_name"],
-                self.limits,
-                token=msg["token"],
-                progress=progress,
-            )
+            src, dst_dir, base_name = Path(msg["src"]), Path(msg["dst_dir"]), msg["base_name"]
+            op = msg.get("op", "convert")
+            if op == "convert":
+                req = parse_modifiers(msg["query"])
+                paths = self.engine(
+                    src, dst_dir, req, base_name, self.limits, token=msg["token"], progress=progress
+                )
+            else:
+                paths = _load(OPERATIONS[op])(
+                    src,
+                    dst_dir,
+                    base_name,
+                    self.limits,
+                    token=msg["token"],
+                    progress=progress,
+                    **msg.get("params", {}),
+                )
         except IpsFault as fault:
             kind = (
                 type(fault).__name__

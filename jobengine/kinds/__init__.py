@@ -10,6 +10,13 @@ from jobengine.errors import NotSupported
 from jobengine.kinds.base import ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.kinds.export import ExportKind
 from jobengine.kinds.image_serving_publish import ImageServingPublishKind
+from jobengine.kinds.optimize_images import OptimizeImagesKind
+from jobengine.kinds.reprocess_assets import ReprocessAssetsKind
+from jobengine.kinds.rip_pdfs import RipPdfsKind
+from jobengine.kinds.server_directory_publish import ServerDirectoryPublishKind
+from jobengine.kinds.upload_directory import UploadDirectoryKind
+from jobengine.kinds.upload_urls import UploadUrlsKind
+from jobengine.kinds.video_publish import VideoPublishKind
 
 __all__ = [
     "KINDS",
@@ -22,7 +29,21 @@ __all__ = [
 ]
 
 KINDS: dict[str, JobKindHandler] = {
-    kind.element: kind for kind in (ExportKind(), ImageServingPublishKind())
+    kind.element: kind
+    for kind in (
+        ExportKind(),
+        ImageServingPublishKind(),
+        # RipPdfsJob, OptimizeImagesJob and ReprocessAssetsJob
+        RipPdfsKind(),
+        OptimizeImagesKind(),
+        ReprocessAssetsKind(),
+        # VideoPublishJob and ServerDirectoryPublishJob
+        VideoPublishKind(),
+        ServerDirectoryPublishKind(),
+        # UploadUrlsJob and UploadDirectoryJob
+        UploadUrlsKind(),
+        UploadDirectoryKind(),
+    )
 }
 _BY_SLUG = {kind.slug: kind for kind in KINDS.values()}
 

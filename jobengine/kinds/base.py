@@ -56,6 +56,8 @@ class ItemOutcome:
     size: int = 0
     result: dict[str, Any] = field(default_factory=dict)
     args: Mapping[str, object] = field(default_factory=dict)
+    # also counted as a duplicate (JobLog fileDuplicateCount) or an update (fileUpdateCount)
+    tally: Literal["duplicate", "update"] | None = None
 
 
 @dataclass(frozen=True)

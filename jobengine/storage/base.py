@@ -93,3 +93,17 @@ class Storage(Protocol):
         """A local directory whose files are stored under the folder ``key`` when the block ends
         without an error (for tools that write files). Local storage gives the folder itself."""
         ...
+
+    def list_files(self, key: str, *, recursive: bool = False) -> list[str]:
+        """The keys of the files in the folder ``key`` (and its subfolders when ``recursive``),
+        sorted; a missing folder holds none. Names that are not valid keys are left out.
+
+        Local storage lists regular files only: special files (FIFOs, sockets, devices),
+        symlinked folders and symlinks that lead out of the folder ``key`` are left out."""
+        ...
+
+    def open_within(self, folder: str, key: str) -> BinaryIO:
+        """Open ``key`` for reading only if it is a regular file inside the folder ``folder``
+        (local storage: after resolving symlinks); PermissionError if it leads elsewhere or is
+        not a regular file, FileNotFoundError if missing."""
+        ...

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from jobengine.storage.base import check_key
+from jobengine.storage.base import StorageError, check_key
 
 __all__ = ["LocalStorage"]
 
@@ -83,3 +84,70 @@ class LocalStorage:
         folder = self.path(key)
         folder.mkdir(parents=True, exist_ok=True)
         yield folder
+
+    def list_files(self, key: str, *, recursive: bool = False) -> list[str]:
+        """The regular files in the folder ``key``, as sorted keys; symlinks only when they
+        resolve to a regular file inside that folder, symlinked folders never."""
+        folder = self.path(key)
+        try:
+            base = folder.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return []
+        if not base.is_dir():
+            return []
+        found: list[str] = []
+        self._walk(folder, base, "/".join(check_key(key)), recursive, found)
+        return sorted(found)
+
+    def _walk(self, here: Path, base: Path, prefix: str, recursive: bool, found: list[str]) -> None:
+        try:
+            with os.scandir(here) as scan:
+                entries = list(scan)
+        except OSError:
+            return
+        for entry in entries:
+            key = f"{prefix}/{entry.name}"
+            try:
+                check_key(key)
+            except StorageError:
+                continue
+            if entry.is_symlink():
+                if _regular_inside(Path(entry.path), base):
+                    found.append(key)
+            elif entry.is_dir(follow_symlinks=False):
+                if recursive:
+                    self._walk(Path(entry.path), base, key, recursive, found)
+            elif entry.is_file(follow_symlinks=False):  # regular files only: no FIFOs, devices
+                found.append(key)
+
+    def open_within(self, folder: str, key: str) -> BinaryIO:
+        """Open ``key`` if it resolves to a regular file inside ``folder`` (no FIFO can block
+        the open, and a symlink swapped in after the check fails it)."""
+        if not key.startswith(folder.rstrip("/") + "/"):
+            raise PermissionError(f"{key!r} is not inside {folder!r}")
+        try:
+            base = self.path(folder).resolve(strict=True)
+            real = self.path(key).resolve(strict=True)
+        except RuntimeError:  # a symlink loop (pathlib's error before 3.13)
+            raise PermissionError(f"{key!r} is a symlink loop") from None
+        if not real.is_relative_to(base):
+            raise PermissionError(f"{key!r} leads out of {folder!r}")
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionError(f"{key!r} is not a regular file")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def _regular_inside(link: Path, base: Path) -> bool:
+    """Whether a symlink resolves to a regular file inside ``base``."""
+    try:
+        real = link.resolve(strict=True)
+        return real.is_relative_to(base) and stat.S_ISREG(real.stat().st_mode)
+    except (OSError, RuntimeError):  # dangling, a loop, unreadable
+        return False

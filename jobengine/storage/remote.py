@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from jobengine.errors import ConfigurationError
-from jobengine.storage.base import check_key
+from jobengine.storage.base import StorageError, check_key
 
 __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecStorage"]
 
@@ -188,6 +188,41 @@ class FsspecStorage:
             local = Path(tmp) / path.rpartition("/")[2]
             fs.get_file(path, str(local))
             yield local
+
+    def list_files(self, key: str, *, recursive: bool = False) -> list[str]:
+        """The files under the folder ``key`` as sorted keys (listed afresh: no cached listing);
+        object names that are not valid keys (``a//b``, ``..``) are left out."""
+        fs, path = self._target(key)
+        prefix = "/".join(check_key(key))
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)
+        try:
+            if recursive:
+                names = [str(n) for n in fs.find(path, withdirs=False)]
+            else:
+                entries = fs.ls(path, detail=True)
+                names = [str(e["name"]) for e in entries if e.get("type") == "file"]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        keys: list[str] = []
+        base = path.strip("/") + "/"
+        for name in names:
+            relative = name.strip("/")
+            if not relative.startswith(base) or name.endswith("/"):
+                continue
+            candidate = f"{prefix}/{relative.removeprefix(base)}"
+            try:
+                check_key(candidate)
+            except StorageError:
+                continue
+            keys.append(candidate)
+        return sorted(set(keys))
+
+    def open_within(self, folder: str, key: str) -> BinaryIO:
+        """Open ``key`` if it is inside ``folder`` (object stores have no symlinks)."""
+        if not key.startswith(folder.rstrip("/") + "/"):
+            raise PermissionError(f"{key!r} is not inside {folder!r}")
+        return self.open(key)
 
     @contextmanager
     def local_dir(self, key: str) -> Iterator[Path]:

@@ -147,6 +147,8 @@ class Counts:
     error: int = 0
     warning: int = 0
     size: int = 0
+    duplicate: int = 0  # JobLog fileDuplicateCount
+    update: int = 0  # JobLog fileUpdateCount
 
 
 def complete_item(
@@ -192,6 +194,8 @@ def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, 
             success_count=Run.success_count + counts.success,
             error_count=Run.error_count + counts.error,
             warning_count=Run.warning_count + counts.warning,
+            duplicate_count=Run.duplicate_count + counts.duplicate,
+            update_count=Run.update_count + counts.update,
             total_size=Run.total_size + counts.size,
             progress=((Run.finished_items + 1) * 100) / Run.total_items,
             # i18n.PROGRESS_MESSAGE in English (queries render it in the reader's locale)

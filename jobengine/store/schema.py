@@ -41,6 +41,7 @@ __all__ = [
     "Membership",
     "Run",
     "RunItem",
+    "SetMember",
     "User",
     "utcnow",
 ]
@@ -126,6 +127,24 @@ class Asset(Base):
     published_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # UploadUrlsJob / UploadDirectoryJob (jobengine/ingest.py): the upload item that last wrote
+    # the file, so that an item run again after its worker died knows its own asset.
+    ingest_ref: Mapped[str | None] = mapped_column(String(64))
+    # OptimizeImagesJob / ReprocessAssetsJob: the pyramid TIFF and the updated_at of the file
+    # version it was made from (it is stale once updated_at differs).
+    optimized_key: Mapped[str | None] = mapped_column(String(1024))
+    optimized_version: Mapped[datetime | None]
+    # RipPdfsJob / ReprocessAssetsJob: the PDF asset a page image or eCatalog was ripped from.
+    derived_from: Mapped[int | None] = mapped_column(Integer)
+
+
+class SetMember(Base):
+    """One member of a set asset (an eCatalog's pages...), at its position (0-based) in the set."""
+
+    __tablename__ = "set_members"
+    set_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("assets.id"), index=True)
 
 
 class ImageFormat(Base):

@@ -1,0 +1,484 @@
+"""Fetching http(s) URLs for UploadUrlsJob, hardened against server-side request forgery.
+
+A source URL is hostile. :func:`fetch` streams its body and holds to these rules:
+
+* **Addresses.** The host is resolved once (with a timeout). Every address it resolves to must be
+  public: loopback, private, link-local, site-local, multicast, reserved, unspecified and other
+  non-global addresses are refused, IPv4 and IPv6 alike, including IPv4 addresses carried
+  inside IPv6 ones (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, Teredo, NAT64).
+  ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` lists exceptions (:class:`AddressPolicy`): host names,
+  ``host:port``, IP addresses or CIDRs.
+* **No second lookup.** The connection goes to the vetted address itself, with the URL's host
+  in the ``Host`` header and, for https, in SNI and in the certificate check: a DNS answer that
+  changes between the check and the connection (DNS rebinding) changes nothing.
+* **Redirects.** At most :data:`MAX_REDIRECTS`, http and https only; each target is checked
+  again the same way. Credentials of the URL (``user:password@``, sent as HTTP Basic) are never
+  sent to a redirect target.
+* **Limits** (:class:`FetchLimits`): a connect timeout, a timeout on each read, a deadline for
+  the whole file (redirects included) and a maximum size, enforced while streaming whatever
+  ``Content-Length`` says; a body shorter than its ``Content-Length`` is an error.
+* **Logs.** Failures are :class:`FetchError` with a reason meant for a job log row; URLs in it
+  are shown by :func:`display_url`, without credentials or query string.
+
+No proxy from the environment is used: the connection is always the vetted one.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+from jobengine.errors import ConfigurationError
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "AddressPolicy",
+    "FetchError",
+    "FetchLimits",
+    "address_refusal",
+    "display_url",
+    "fetch",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_REDIRECTS = 5
+CHUNK = 64 * 1024
+USER_AGENT = "jobengine-upload/1"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+class FetchError(Exception):
+    """A URL that could not be fetched; ``reason`` is written for a job log row."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo client, NAT64), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def address_refusal(address: IPAddress) -> str | None:
+    """Why an address may not be fetched from (``"loopback"``, ``"private"``...), or None when
+    it is public."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            why = address_refusal(inner)
+            if why is not None:
+                return f"{why} (IPv4 {inner} inside IPv6)"
+        if address.is_site_local:
+            return "site-local"
+    checks = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("not public", not address.is_global),
+    )
+    return next((name for name, hit in checks if hit), None)
+
+
+def _split_host_port(entry: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("unbalanced brackets")
+        return host, int(rest[1:]) if rest else None
+    if entry.count(":") == 1:
+        host, port = entry.split(":")
+        return host, int(port)
+    return entry, None
+
+
+def _host_key(host: str) -> str:
+    return host.strip().rstrip(".").lower()
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses may be fetched: public ones, plus the allow list's exceptions."""
+
+    hosts: frozenset[tuple[str, int | None]] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> AddressPolicy:
+        """The policy of ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` entries; ConfigurationError for a
+        malformed one."""
+        hosts: set[tuple[str, int | None]] = set()
+        networks: list[IPNetwork] = []
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                continue
+            try:
+                if "/" in entry:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                    continue
+                host, port = _split_host_port(entry)
+                if not host or (port is not None and not 0 < port < 65536):
+                    raise ValueError("bad host or port")
+                key = _host_key(host)
+                with contextlib.suppress(ValueError):  # an IP address in its canonical form
+                    key = str(ipaddress.ip_address(key))
+                hosts.add((key, port))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"JOBENGINE_UPLOAD_ALLOWED_HOSTS: {entry!r} is not a host, host:port or CIDR "
+                    f"({exc})"
+                ) from None
+        return cls(frozenset(hosts), tuple(networks))
+
+    def _listed(self, key: str, port: int) -> bool:
+        return (key, None) in self.hosts or (key, port) in self.hosts
+
+    def allowed(self, host: str, port: int, address: IPAddress) -> bool:
+        """Whether the allow list names this host, this address or a network holding it."""
+        if self._listed(_host_key(host), port) or self._listed(str(address), port):
+            return True
+        return any(address.version == net.version and address in net for net in self.networks)
+
+    def refusal(self, host: str, port: int, address: IPAddress) -> str | None:
+        """Why ``host`` at ``address`` may not be fetched from, or None."""
+        if self.allowed(host, port, address):
+            return None
+        return address_refusal(address)
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Timeouts and the size limit of one file."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    deadline: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> FetchLimits:
+        """The limits of :class:`jobengine.settings.Settings`; the deadline stays inside the
+        task's time limit, so a slow file fails its own item before Celery kills the task."""
+        deadline = min(settings.upload_deadline, settings.task_time_limit * 0.8)
+        return cls(
+            max_bytes=settings.upload_max_bytes,
+            connect_timeout=settings.upload_connect_timeout,
+            read_timeout=settings.upload_read_timeout,
+            deadline=deadline,
+        )
+
+
+def display_url(url: str) -> str:
+    """A URL fit for a log: no ``user:password@`` and no query string (signed URLs carry
+    secrets there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(an invalid URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    query = "?..." if parts.query else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}"
+
+
+def _without_userinfo(url: str) -> str:
+    """A redirect target without ``user:password@``: credentials go to the URL given only."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str  # ASCII (IDNA) host name or IP literal, without brackets
+    port: int
+    path: str  # the request target: path and query
+    authorization: str | None
+
+
+def _target(url: str) -> _Target:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise FetchError(f"{display_url(url)} is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise FetchError(f"only http and https URLs are fetched; got {scheme or 'none'}")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise FetchError(f"{display_url(url)} names no host")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise FetchError(f"{display_url(url)} has an invalid host name") from None
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    # the request target, percent-encoded where the URL was not (no spaces or controls)
+    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+    if parts.query:
+        path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
+    authorization = None
+    if parts.username is not None:
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(secret.encode()).decode("ascii")
+    return _Target(scheme, host, port, path, authorization)
+
+
+def _getaddrinfo(host: str, port: int, timeout: float) -> list[Any]:
+    """``socket.getaddrinfo`` bounded by ``timeout``: it runs in a daemon thread, which a
+    resolver that never answers leaves behind without holding up the item or the process."""
+    answer: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        raise FetchError(f"looking up {host} took longer than {timeout:.0f} s")
+    if isinstance(answer[0], Exception):
+        raise FetchError(f"cannot resolve {host}: {answer[0]}")
+    infos: list[Any] = answer[0]
+    return infos
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[IPAddress]:
+    """The addresses of ``host`` (one lookup, bounded by ``timeout``)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = _getaddrinfo(host, port, max(timeout, 0.001))
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise FetchError(f"cannot resolve {host}: no addresses")
+    return addresses
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to a vetted address, whatever the host name resolves to now."""
+
+    def __init__(self, host: str, port: int, address: IPAddress, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((str(self.address), self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection to a vetted address; SNI and the certificate check use the URL's
+    host name."""
+
+    def __init__(
+        self, host: str, port: int, address: IPAddress, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((str(self.address), self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+class _Clock:
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self.end = time.monotonic() + limits.deadline
+
+    def left(self, cap: float) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.overdue()
+        return min(cap, left)
+
+    def overdue(self) -> FetchError:
+        return FetchError(f"took longer than {self.limits.deadline:.0f} s")
+
+    def timed_out(self, url: str) -> FetchError:
+        """The error of a socket timeout: the deadline's, once it has passed."""
+        if time.monotonic() >= self.end:
+            return self.overdue()
+        return FetchError(f"{display_url(url)} timed out")
+
+
+def _connect(
+    target: _Target, policy: AddressPolicy, clock: _Clock, tls: ssl.SSLContext | None
+) -> http.client.HTTPConnection:
+    """A connection to the first vetted address of the target's host that answers."""
+    timeout = clock.left(clock.limits.connect_timeout)
+    addresses = _resolve(target.host, target.port, timeout)
+    for address in addresses:  # every address must be allowed: a mixed answer is refused
+        why = policy.refusal(target.host, target.port, address)
+        if why is not None:
+            raise FetchError(f"refused to connect to {target.host} ({address}): {why} address")
+    failure: OSError | None = None
+    for address in addresses:
+        timeout = clock.left(clock.limits.connect_timeout)
+        conn: http.client.HTTPConnection
+        if target.scheme == "https":
+            context = tls or ssl.create_default_context()
+            conn = _PinnedHTTPSConnection(target.host, target.port, address, timeout, context)
+        else:
+            conn = _PinnedHTTPConnection(target.host, target.port, address, timeout)
+        try:
+            conn.connect()
+            return conn
+        except ssl.SSLError:
+            conn.close()
+            raise
+        except OSError as exc:
+            conn.close()
+            failure = exc
+    raise FetchError(f"cannot connect to {target.host}: {failure}")
+
+
+def _request(
+    target: _Target, policy: AddressPolicy, clock: _Clock, tls: ssl.SSLContext | None
+) -> tuple[http.client.HTTPConnection, socket.socket, http.client.HTTPResponse]:
+    """The connection, its socket (the response reads from it even once http.client has let go
+    of it, for a ``Connection: close`` answer) and the response."""
+    conn = _connect(target, policy, clock, tls)
+    try:
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "*/*",
+            "Accept-Encoding": "identity",
+            "Connection": "close",
+        }
+        if target.authorization:
+            headers["Authorization"] = target.authorization
+        sock = conn.sock
+        assert isinstance(sock, socket.socket)
+        sock.settimeout(clock.left(clock.limits.read_timeout))
+        conn.request("GET", target.path, headers=headers)
+        return conn, sock, conn.getresponse()
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _body(
+    sock: socket.socket, response: http.client.HTTPResponse, clock: _Clock
+) -> Iterator[bytes]:
+    limits = clock.limits
+    declared = response.length  # None when chunked or not given
+    if declared is not None and declared > limits.max_bytes:
+        raise FetchError(
+            f"the file is {declared} bytes (Content-Length); at most {limits.max_bytes} allowed"
+        )
+    total = 0
+    while True:
+        sock.settimeout(clock.left(limits.read_timeout))
+        chunk = response.read1(CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise FetchError(f"the file is larger than {limits.max_bytes} bytes")
+        clock.left(limits.read_timeout)  # the deadline holds however the bytes trickle in
+        yield chunk
+    if declared is not None and total < declared:
+        raise FetchError(f"the transfer was cut off after {total} of {declared} bytes")
+    if total == 0:
+        raise FetchError("the server sent an empty file")
+
+
+def fetch(
+    url: str,
+    *,
+    policy: AddressPolicy,
+    limits: FetchLimits,
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[bytes]:
+    """The body of ``url``, in chunks, following up to :data:`MAX_REDIRECTS` redirects.
+
+    Raises :class:`FetchError` (while iterating) for a refused address, a failed connection or
+    TLS check, a non-2xx answer, a redirect loop, a timeout, a body over the size limit or cut
+    short. ``tls`` replaces the default certificate check (tests use their own CA).
+    """
+    clock = _Clock(limits)
+    current = url
+    for hop in range(MAX_REDIRECTS + 1):
+        target = _target(current)
+        try:
+            conn, sock, response = _request(target, policy, clock, tls)
+        except TimeoutError:
+            raise clock.timed_out(current) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise FetchError(f"TLS check of {target.host} failed: {exc.verify_message}") from None
+        except (ssl.SSLError, http.client.HTTPException, OSError) as exc:
+            raise FetchError(f"cannot fetch {display_url(current)}: {exc}") from None
+        try:
+            status = response.status
+            if status in _REDIRECTS:
+                location = response.getheader("Location")
+                if not location:
+                    raise FetchError(f"HTTP {status} from {display_url(current)} without Location")
+                if hop == MAX_REDIRECTS:
+                    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+                current = _without_userinfo(urljoin(current, location.strip()))
+                continue
+            if not 200 <= status < 300:
+                said = f"HTTP {status} {response.reason or ''}".strip()
+                raise FetchError(f"{said} from {display_url(current)}")
+            try:
+                yield from _body(sock, response, clock)
+            except TimeoutError:
+                raise clock.timed_out(current) from None
+            except (http.client.HTTPException, OSError) as exc:
+                raise FetchError(
+                    f"the transfer from {display_url(current)} failed: {exc!r}"
+                ) from None
+            return
+        finally:
+            response.close()
+            conn.close()
+    raise AssertionError("unreachable")  # pragma: no cover

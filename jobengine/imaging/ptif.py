@@ -1,0 +1,90 @@
+"""Optimize an image into a pyramid TIFF (OptimizeImagesJob, ReprocessAssetsJob), in a pool worker.
+
+The source goes through the same gate as a conversion (:mod:`jobengine.imaging.convert`): a
+regular file under ``max_file_bytes``, its format sniffed from the bytes (PDFs are refused: rip
+them), header and ``ping`` sizes under ``max_source_pixels`` before any pixel is decoded, a
+truncated JPEG refused, an explicit coder prefix, first frame only. The image is oriented (EXIF),
+made 8-bit, stripped of metadata except its ICC profile, and written with ImageMagick's PTIF
+coder: the full image, then each level half the size of the one before down to 64 pixels, every
+level in 256x256 tiles, JPEG-compressed (quality 90), or Deflate when the image has alpha. The
+file is written atomically; on failure nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from wand.exceptions import CorruptImageWarning
+from wand.image import Image
+
+from jobengine.imaging.convert import _check_file, _check_header_size, _magick_errors, _plain_path
+from jobengine.imaging.encode import OutputFiles
+from jobengine.imaging.errors import ConversionFailed, UnsupportedInput
+from jobengine.imaging.limits import Limits
+from jobengine.imaging.sniff import jpeg_is_complete, sniff_file
+
+__all__ = ["JPEG_QUALITY", "TILE", "make_pyramid"]
+
+TILE = 256
+JPEG_QUALITY = 90
+
+
+def make_pyramid(
+    src: Path,
+    dst_dir: Path,
+    name: str,
+    limits: Limits | None = None,
+    *,
+    token: str = "",
+    progress: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Write the pyramid TIFF of the image ``src`` as ``dst_dir/name``; returns ``[path]``."""
+    limits = limits or Limits()
+    if not dst_dir.is_dir():
+        raise ConversionFailed("the destination directory does not exist")
+    _check_file(src, limits)
+    sniffed = sniff_file(src)
+    if sniffed.kind == "pdf":
+        raise UnsupportedInput("a PDF is not an image: rip it into pages first")
+    if sniffed.size is not None:
+        _check_header_size(sniffed.size, limits)
+    if sniffed.kind == "jpeg" and not jpeg_is_complete(src):
+        raise ConversionFailed("the JPEG file is truncated or corrupt (no end-of-image marker)")
+    out = OutputFiles(dst_dir, token, progress)
+    try:
+        with _magick_errors(), warnings.catch_warnings(), _plain_path(src) as path:
+            warnings.simplefilter("error", CorruptImageWarning)
+            spec = f"{sniffed.coder}:{path}[0]"
+            with Image.ping(filename=spec) as probe:
+                width, height = probe.width, probe.height
+            if min(width, height) < 1:
+                raise ConversionFailed("the image has no size (corrupt header)")
+            _check_header_size((width, height), limits)
+            with Image(filename=spec) as img:
+                out.write_with(name, lambda tmp: _write_ptif(img, tmp))
+    except BaseException:
+        out.discard()
+        raise
+    return out.paths
+
+
+def _write_ptif(img: Image, path: Path) -> None:
+    img.auto_orient()
+    img.depth = 8
+    if img.type == "bilevel":  # JPEG in TIFF needs 8-bit samples
+        img.type = "grayscale"
+    elif img.type.startswith("palette"):
+        img.type = "truecoloralpha" if img.alpha_channel else "truecolor"
+    icc = img.profiles["icc"]
+    img.strip()
+    if icc:
+        img.profiles["icc"] = icc
+    if img.alpha_channel:
+        img.compression = "zip"
+    else:
+        img.compression = "jpeg"
+        img.compression_quality = JPEG_QUALITY
+    img.options["tiff:tile-geometry"] = f"{TILE}x{TILE}"
+    img.save(filename=f"ptif:{path}")

@@ -1,0 +1,139 @@
+"""OptimizeImagesJob: a pyramid TIFF of each of the company's images not yet optimized.
+
+The plan takes the company's Image assets with no pyramid, or whose file changed since theirs
+was made (``Asset.optimized_version``, the ``updated_at`` of the file version the pyramid was
+made from, differs from ``updated_at``). Each is one item: the conversion pool writes the pyramid
+(:mod:`jobengine.imaging.ptif`, never in this process) atomically to
+``<company>/optimized/<asset id>.ptif``, then the asset row records it. A re-run, or a retried
+item whose first attempt got that far, finds it up to date and skips it; a corrupt image fails
+its own item with an error row and the run goes on.
+
+:func:`optimize_asset` is also how ReprocessAssetsJob re-optimizes an image (``force``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy import Connection, or_, select
+from sqlalchemy.orm import Session
+
+from jobengine import imaging
+from jobengine.catalog import mark_for_publish
+from jobengine.errors import IpsFault
+from jobengine.i18n import LogMessage
+from jobengine.kinds.base import (
+    AssetRef,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+    asset_in_folder,
+)
+from jobengine.storage import safe_name
+from jobengine.store.schema import Asset, RunItem
+
+__all__ = [
+    "OptimizeImagesKind",
+    "is_optimized",
+    "optimize_asset",
+    "optimize_summary",
+    "optimized_key",
+]
+
+_SUCCESS, _FAILURE = "ReoptimizeSuccess", "ReoptimizeFailure"
+
+
+def optimized_key(company_handle: str, asset_id: int) -> str:
+    """Where an asset's pyramid TIFF is stored."""
+    return f"{safe_name(company_handle)}/optimized/{asset_id}.ptif"
+
+
+def is_optimized(asset: Asset) -> bool:
+    """Whether the asset's pyramid was made from its current file."""
+    return asset.optimized_key is not None and asset.optimized_version == asset.updated_at
+
+
+def optimize_asset(
+    ctx: RunContext, asset: Asset, *, force: bool, ready: bool = False
+) -> ItemOutcome:
+    """Write the pyramid TIFF of one Image asset (unless it is up to date and not ``force``);
+    ``ready`` marks the image for publish."""
+    ref = AssetRef.of(asset)
+    if asset.type != "Image" or asset.file_key is None:
+        skipped = {"name": asset.name, "type": asset.type}
+        note: LogMessage = "skipped {name}: {type} assets are not optimized"
+        return ItemOutcome("warning", "FileCancel", note, ref, args=skipped)
+    storage = ctx.runtime.storage
+    key = optimized_key(ctx.company_handle, asset.id)
+    if not force and is_optimized(asset) and storage.exists(key):
+        current = {"name": asset.name}
+        return ItemOutcome("success", _SUCCESS, "{name} is already optimized", ref, args=current)
+    folder, name = key.rsplit("/", 1)
+    try:
+        with storage.local_file(asset.file_key) as src, storage.local_dir(folder) as out:
+            imaging.pyramid(src, out, name)
+    except IpsFault as exc:
+        failed = {"name": asset.name, "reason": exc.reason}
+        return ItemOutcome("error", _FAILURE, "cannot optimize {name}: {reason}", ref, args=failed)
+    except OSError as exc:
+        unread = {"name": asset.name, "error": exc}
+        return ItemOutcome("error", _FAILURE, "cannot read {name}: {error}", ref, args=unread)
+    with ctx.runtime.store.write() as session:
+        stored = session.get(Asset, asset.id)
+        if stored is not None:
+            # the version read above: if the file changed meanwhile, the next run redoes it
+            stored.optimized_key, stored.optimized_version = key, asset.updated_at
+            if ready:
+                mark_for_publish(stored)
+    if stored is None:  # deleted while its pyramid was made
+        with contextlib.suppress(OSError):
+            storage.delete(key)
+        gone, args = AssetRef(handle=asset.handle), {"asset": asset.handle}
+        return ItemOutcome("error", _FAILURE, "asset {asset} no longer exists", gone, args=args)
+    done = {"name": asset.name}
+    size = storage.size(key)
+    return ItemOutcome("success", _SUCCESS, "optimized {name}", ref, size, {"optimized": key}, done)
+
+
+class OptimizeImagesKind(JobKindHandler):
+    element = "optimizeImagesJob"
+    job_type = "ImageOptimization"
+    slug = "optimize_images"
+    begin_log = "BeginReoptimize"
+    end_log = "endReoptimize"  # sic: the IPS constant
+
+    def check(self, db: Connection, company_id: int, job: Any) -> None:
+        """Nothing to check: the payload is emailSetting only."""
+
+    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
+        query = select(Asset.handle).where(
+            Asset.company_id == ctx.company_id,
+            Asset.type == "Image",
+            Asset.file_key.is_not(None),
+            or_(
+                Asset.optimized_key.is_(None),
+                Asset.optimized_version.is_(None),
+                Asset.optimized_version != Asset.updated_at,
+            ),
+        )
+        return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
+
+    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
+        row = asset_in_folder(ctx, item.key)
+        if row is None:
+            gone, args = AssetRef(handle=item.key), {"asset": item.key}
+            return ItemOutcome("error", _FAILURE, "asset {asset} no longer exists", gone, args=args)
+        return optimize_asset(ctx, row[0], force=False)
+
+    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+        return optimize_summary(session, ctx.run_id)
+
+
+def optimize_summary(session: Session, run_id: int) -> dict[str, Any]:
+    """The output of a run that optimized images: how many pyramids it wrote."""
+    results = session.scalars(
+        select(RunItem.result).where(RunItem.run_id == run_id, RunItem.state == "done")
+    ).all()
+    return {"optimized": sum(1 for r in results if r.get("optimized"))}

@@ -1,0 +1,85 @@
+"""ReprocessAssetsJob: the listed assets processed again.
+
+One item per asset of ``assetHandleArray``: an Image gets a new pyramid TIFF even when its
+pyramid is up to date (:func:`~jobengine.kinds.optimize_images.optimize_asset` with ``force``),
+a PDF is ripped again with the job's ``pdfOptions``
+(:func:`~jobengine.kinds.rip_pdfs.rip_asset`), any other type gets a warning row: there is
+nothing to reprocess. ``readyForPublish`` marks the results (the image; the pages and eCatalog)
+for publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from jobengine.kinds.base import (
+    AssetRef,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+    asset_in_folder,
+)
+from jobengine.kinds.optimize_images import optimize_asset, optimize_summary
+from jobengine.kinds.processing_options import refuse_unsupported
+from jobengine.kinds.rip_pdfs import (
+    RipOptions,
+    check_asset_handles,
+    check_pdf_options,
+    rip_asset,
+    rip_summary,
+    unique_handles,
+)
+
+__all__ = ["ReprocessAssetsKind"]
+
+
+class ReprocessAssetsKind(JobKindHandler):
+    element = "reprocessAssetsJob"
+    job_type = "ReprocessAssets"
+    slug = "reprocess_assets"
+    begin_log = "BeginReoptimize"
+    end_log = "endReoptimize"  # sic: the IPS constant
+    honoured: Collection[str] = frozenset(
+        {"asset_handle_array", "ready_for_publish", "pdf_options", "email_setting"}
+    )
+
+    def check(self, db: Connection, company_id: int, job: Any) -> None:
+        refuse_unsupported(self.element, job, self.honoured)
+        check_pdf_options(self.element, job.pdf_options)
+        handles = unique_handles(job.asset_handle_array)
+        check_asset_handles(db, company_id, handles, f"{self.element}/assetHandleArray")
+
+    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
+        job: Any = ctx.job
+        return [PlannedItem(key=h) for h in unique_handles(job.asset_handle_array)]
+
+    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
+        row = asset_in_folder(ctx, item.key)
+        if row is None:
+            gone, args = AssetRef(handle=item.key), {"asset": item.key}
+            return ItemOutcome(
+                "error", "ReoptimizeFailure", "asset {asset} no longer exists", gone, args=args
+            )
+        asset = row[0]
+        job: Any = ctx.job
+        ready = job.ready_for_publish is True
+        if asset.type == "Image":
+            return optimize_asset(ctx, asset, force=True, ready=ready)
+        if asset.type == "Pdf":
+            return rip_asset(ctx, asset, RipOptions.of(job.pdf_options), ready=ready)
+        skipped = {"name": asset.name, "type": asset.type}
+        return ItemOutcome(
+            "warning",
+            "FileCancel",
+            "skipped {name}: {type} assets have nothing to reprocess",
+            AssetRef.of(asset),
+            args=skipped,
+        )
+
+    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+        return {**optimize_summary(session, ctx.run_id), **rip_summary(session, ctx.run_id)}

@@ -1,0 +1,151 @@
+"""What UploadUrlsJob and UploadDirectoryJob share: submit checks, one file stored as an asset
+with its log row, and the follow-on publish job when the run ends.
+
+* **Submit.** Options this server does not carry out are refused with NotSupported naming the
+  field (:func:`jobengine.kinds.processing_options.refuse_unsupported`); a follow-on job must be
+  of a kind this server runs (:func:`jobengine.kinds.follow_on.check_follow_on`).
+* **One file.** :func:`jobengine.ingest.ingest` stores it under the job's ``overwrite``,
+  ``readyForPublish`` and ``preservePublishState``; the row is ``UploadSuccess`` (created or
+  replaced; a replacement also counts in the JobLog's ``fileUpdateCount``),
+  ``DuplicateSkipped`` (a warning, counted in ``fileDuplicateCount``: a same-named asset exists
+  and overwrite is false) or ``UploadError`` naming the source and the reason.
+* **Finish.** The follow-on job, if any (:func:`jobengine.kinds.follow_on.submit_follow_on`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from jobengine.fetch import FetchError
+from jobengine.ingest import BadPath, UploadRules, ingest, ingest_ref
+from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.follow_on import FOLLOW_ON_FIELDS, check_follow_on, submit_follow_on
+from jobengine.kinds.processing_options import refuse_unsupported
+from jobengine.storage import StorageError
+from jobengine.store.schema import Run
+
+__all__ = ["UploadKind", "upload_error"]
+
+SUCCESS, ERROR, SKIPPED, WARNING = (
+    "UploadSuccess",
+    "UploadError",
+    "DuplicateSkipped",
+    "UploadWarning",
+)
+# Fields both upload kinds carry out themselves (the rest are judged by processing_options).
+COMMON_FIELDS = frozenset(
+    {
+        "overwrite",
+        "ready_for_publish",
+        "preserve_publish_state",
+        "email_setting",
+        "post_job_only_if_files",
+        *FOLLOW_ON_FIELDS,
+    }
+)
+
+
+def upload_error(source: str, reason: str, name: str | None = None) -> ItemOutcome:
+    """The error row of a file that was not uploaded."""
+    return ItemOutcome(
+        "error",
+        ERROR,
+        "cannot upload {source}: {reason}",
+        AssetRef(name=name),
+        args={"source": source, "reason": reason},
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FetchError | BadPath):
+        return exc.reason
+    if isinstance(exc, FileNotFoundError):
+        return "the file is gone"
+    if isinstance(exc, PermissionError):
+        return f"refused: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class UploadKind(JobKindHandler):
+    """Base of the upload kinds."""
+
+    honoured: ClassVar[frozenset[str]] = COMMON_FIELDS
+
+    def check(self, db: Connection, company_id: int, job: Any) -> None:
+        refuse_unsupported(self.element, job, self.honoured)
+        check_follow_on(db, company_id, self.element, job)
+
+    @staticmethod
+    def rules(job: Any) -> UploadRules:
+        return UploadRules(
+            overwrite=bool(job.overwrite),
+            ready_for_publish=bool(job.ready_for_publish),
+            preserve_publish_state=job.preserve_publish_state,
+        )
+
+    def store(
+        self,
+        ctx: RunContext,
+        item: PlannedItem,
+        destination: tuple[str, str],
+        source: str,
+        chunks: Callable[[], Iterable[bytes]],
+    ) -> ItemOutcome:
+        """Store one file (``chunks()`` gives its bytes) at ``destination`` (clean folder and
+        name); ``source`` names where it came from in the log row."""
+        folder, name = destination
+        try:
+            done = ingest(
+                ctx.runtime,
+                ctx.company_id,
+                folder,
+                name,
+                chunks,
+                rules=self.rules(ctx.job),
+                ref=ingest_ref(ctx.run_id, item.key),
+            )
+        except (FetchError, BadPath, OSError, StorageError) as exc:
+            return upload_error(source, _reason(exc), name)
+        ref = AssetRef(done.name, done.type, done.handle)
+        result = {"handle": done.handle, "path": done.path, "outcome": done.outcome}
+        if done.outcome == "skipped":
+            return ItemOutcome(
+                "warning",
+                SKIPPED,
+                "skipped {path}: an asset of that name exists and overwrite is false",
+                ref,
+                result=result,
+                args={"path": done.path},
+                tally="duplicate",
+            )
+        if done.outcome == "replaced":
+            return ItemOutcome(
+                "success",
+                SUCCESS,
+                "replaced {path} with {source}",
+                ref,
+                done.size,
+                result,
+                args={"path": done.path, "source": source},
+                tally="update",
+            )
+        return ItemOutcome(
+            "success",
+            SUCCESS,
+            "uploaded {source} as {path}",
+            ref,
+            done.size,
+            result,
+            args={"source": source, "path": done.path},
+        )
+
+    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+        if stopped:
+            return {}
+        run = session.get(Run, ctx.run_id)
+        files = run.success_count if run is not None else 0
+        return submit_follow_on(ctx, files=files, warning_type=WARNING)
