@@ -6,8 +6,8 @@ A source URL is hostile. :func:`fetch` streams its body and holds to these rules
   public: loopback, private, link-local, site-local, multicast, reserved, unspecified and other
   non-global addresses are refused, IPv4 and IPv6 alike, including IPv4 addresses carried
   inside IPv6 ones (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, Teredo, NAT64).
-  ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` lists exceptions (:class:`AddressPolicy`): host names,
-  ``host:port``, IP addresses or CIDRs.
+  ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` lists exceptions (:class:`jobengine.netpolicy.AddressPolicy`):
+  host names, ``host:port``, IP addresses or CIDRs.
 * **No second lookup.** The connection goes to the vetted address itself, with the URL's host
   in the ``Host`` header and, for https, in SNI and in the certificate check: a DNS answer that
   changes between the check and the connection (DNS rebinding) changes nothing.
@@ -26,38 +26,25 @@ No proxy from the environment is used: the connection is always the vetted one.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
-from jobengine.errors import ConfigurationError
+from jobengine.netpolicy import AddressPolicy, IPAddress
 
-__all__ = [
-    "MAX_REDIRECTS",
-    "AddressPolicy",
-    "FetchError",
-    "FetchLimits",
-    "address_refusal",
-    "display_url",
-    "fetch",
-]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["MAX_REDIRECTS", "FetchError", "FetchLimits", "display_url", "fetch"]
 
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 USER_AGENT = "jobengine-upload/1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 class FetchError(Exception):
@@ -66,110 +53,6 @@ class FetchError(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo client, NAT64), if any."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if any(address in net for net in _NAT64):
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def address_refusal(address: IPAddress) -> str | None:
-    """Why an address may not be fetched from (``"loopback"``, ``"private"``...), or None when
-    it is public."""
-    if isinstance(address, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(address)
-        if inner is not None:
-            why = address_refusal(inner)
-            if why is not None:
-                return f"{why} (IPv4 {inner} inside IPv6)"
-        if address.is_site_local:
-            return "site-local"
-    checks = (
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
-        ("private", address.is_private),
-        ("not public", not address.is_global),
-    )
-    return next((name for name, hit in checks if hit), None)
-
-
-def _split_host_port(entry: str) -> tuple[str, int | None]:
-    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
-    if entry.startswith("["):
-        host, sep, rest = entry[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError("unbalanced brackets")
-        return host, int(rest[1:]) if rest else None
-    if entry.count(":") == 1:
-        host, port = entry.split(":")
-        return host, int(port)
-    return entry, None
-
-
-def _host_key(host: str) -> str:
-    return host.strip().rstrip(".").lower()
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which addresses may be fetched: public ones, plus the allow list's exceptions."""
-
-    hosts: frozenset[tuple[str, int | None]] = frozenset()
-    networks: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def parse(cls, entries: Iterable[str]) -> AddressPolicy:
-        """The policy of ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` entries; ConfigurationError for a
-        malformed one."""
-        hosts: set[tuple[str, int | None]] = set()
-        networks: list[IPNetwork] = []
-        for raw in entries:
-            entry = raw.strip()
-            if not entry:
-                continue
-            try:
-                if "/" in entry:
-                    networks.append(ipaddress.ip_network(entry, strict=False))
-                    continue
-                host, port = _split_host_port(entry)
-                if not host or (port is not None and not 0 < port < 65536):
-                    raise ValueError("bad host or port")
-                key = _host_key(host)
-                with contextlib.suppress(ValueError):  # an IP address in its canonical form
-                    key = str(ipaddress.ip_address(key))
-                hosts.add((key, port))
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"JOBENGINE_UPLOAD_ALLOWED_HOSTS: {entry!r} is not a host, host:port or CIDR "
-                    f"({exc})"
-                ) from None
-        return cls(frozenset(hosts), tuple(networks))
-
-    def _listed(self, key: str, port: int) -> bool:
-        return (key, None) in self.hosts or (key, port) in self.hosts
-
-    def allowed(self, host: str, port: int, address: IPAddress) -> bool:
-        """Whether the allow list names this host, this address or a network holding it."""
-        if self._listed(_host_key(host), port) or self._listed(str(address), port):
-            return True
-        return any(address.version == net.version and address in net for net in self.networks)
-
-    def refusal(self, host: str, port: int, address: IPAddress) -> str | None:
-        """Why ``host`` at ``address`` may not be fetched from, or None."""
-        if self.allowed(host, port, address):
-            return None
-        return address_refusal(address)
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ class Settings:
                 "or Redis redelivers ETA messages that are still waiting"
             )
         if self.upload_allowed_hosts:  # UploadUrlsJob's allow list must parse
-            from jobengine.fetch import AddressPolicy
+            from jobengine.netpolicy import AddressPolicy
 
             AddressPolicy.parse(self.upload_allowed_hosts)
         if self.saml_idp_cert and not (self.saml_idp_entity_id and self.saml_audience):

@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from jobengine.errors import ConfigurationError, NotSupported
-from jobengine.fetch import AddressPolicy, FetchLimits, address_refusal, display_url
+from jobengine.fetch import FetchLimits, display_url
 from jobengine.ingest import (
     MAX_NAME_CHARS,
     BadPath,
@@ -22,6 +22,7 @@ from jobengine.kinds.processing_options import refuse_unsupported, unsupported_f
 from jobengine.kinds.upload_directory import UploadDirectoryKind, clean_server_dir, upload_root
 from jobengine.kinds.upload_urls import UploadUrlsKind
 from jobengine.model import UploadDirectoryJob, UploadUrlsJob
+from jobengine.netpolicy import AddressPolicy, address_refusal
 from jobengine.settings import Settings
 
 # --- the address policy ------------------------------------------------------------------------

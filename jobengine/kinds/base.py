@@ -20,7 +20,15 @@ from jobengine.runtime import Runtime
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Asset, Folder, Run
 
-__all__ = ["AssetRef", "ItemOutcome", "JobKindHandler", "PlannedItem", "RunContext"]
+__all__ = [
+    "AssetRef",
+    "ItemOutcome",
+    "JobKindHandler",
+    "PlannedItem",
+    "RunContext",
+    "asset_gone",
+    "asset_in_folder",
+]
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,14 @@ class RunContext:
             asset_handle=asset.handle,
             **args,
         )
+
+
+def asset_gone(handle: str, log_type: str) -> ItemOutcome:
+    """The error outcome of an item whose asset was deleted after the run was planned."""
+    args = {"asset": handle}
+    return ItemOutcome(
+        "error", log_type, "asset {asset} no longer exists", AssetRef(handle=handle), args=args
+    )
 
 
 def asset_in_folder(ctx: RunContext, handle: str) -> tuple[Asset, str] | None:

@@ -28,6 +28,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    asset_gone,
     asset_in_folder,
 )
 from jobengine.storage import safe_name
@@ -114,10 +115,7 @@ class ExportKind(JobKindHandler):
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         row = asset_in_folder(ctx, item.key)
         if row is None:
-            gone, args = AssetRef(handle=item.key), {"asset": item.key}
-            return ItemOutcome(
-                "error", "GetFailure", "asset {asset} no longer exists", gone, args=args
-            )
+            return asset_gone(item.key, "GetFailure")
         asset, folder = row[0], row[1]
         ref = AssetRef.of(asset)
         if asset.type in SET_TYPES or asset.file_key is None:

@@ -29,6 +29,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    asset_gone,
     asset_in_folder,
 )
 from jobengine.storage import safe_name
@@ -90,8 +91,7 @@ def optimize_asset(
     if stored is None:  # deleted while its pyramid was made
         with contextlib.suppress(OSError):
             storage.delete(key)
-        gone, args = AssetRef(handle=asset.handle), {"asset": asset.handle}
-        return ItemOutcome("error", _FAILURE, "asset {asset} no longer exists", gone, args=args)
+        return asset_gone(asset.handle, _FAILURE)
     done = {"name": asset.name}
     size = storage.size(key)
     return ItemOutcome("success", _SUCCESS, "optimized {name}", ref, size, {"optimized": key}, done)
@@ -123,8 +123,7 @@ class OptimizeImagesKind(JobKindHandler):
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         row = asset_in_folder(ctx, item.key)
         if row is None:
-            gone, args = AssetRef(handle=item.key), {"asset": item.key}
-            return ItemOutcome("error", _FAILURE, "asset {asset} no longer exists", gone, args=args)
+            return asset_gone(item.key, _FAILURE)
         return optimize_asset(ctx, row[0], force=False)
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:

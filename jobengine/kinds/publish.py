@@ -30,6 +30,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    asset_gone,
     asset_in_folder,
 )
 from jobengine.storage import Storage, StorageError, check_key
@@ -160,10 +161,7 @@ class PublishKind(JobKindHandler):
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         found = asset_in_folder(ctx, item.key)
         if found is None:
-            gone, args = AssetRef(handle=item.key), {"asset": item.key}
-            return ItemOutcome(
-                "error", self.error_log, "asset {asset} no longer exists", gone, args=args
-            )
+            return asset_gone(item.key, self.error_log)
         asset, folder = found
         ref, path = AssetRef.of(asset), asset_path(folder, asset.name)
         if asset.type not in self.types or asset.publish_state not in PUBLISHABLE:

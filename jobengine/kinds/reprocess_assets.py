@@ -22,6 +22,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    asset_gone,
     asset_in_folder,
 )
 from jobengine.kinds.optimize_images import optimize_asset, optimize_summary
@@ -61,10 +62,7 @@ class ReprocessAssetsKind(JobKindHandler):
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         row = asset_in_folder(ctx, item.key)
         if row is None:
-            gone, args = AssetRef(handle=item.key), {"asset": item.key}
-            return ItemOutcome(
-                "error", "ReoptimizeFailure", "asset {asset} no longer exists", gone, args=args
-            )
+            return asset_gone(item.key, "ReoptimizeFailure")
         asset = row[0]
         job: Any = ctx.job
         ready = job.ready_for_publish is True

@@ -36,6 +36,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    asset_gone,
     asset_in_folder,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
@@ -315,8 +316,7 @@ class RipPdfsKind(JobKindHandler):
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         row = asset_in_folder(ctx, item.key)
         if row is None:
-            gone, args = AssetRef(handle=item.key), {"asset": item.key}
-            return ItemOutcome("error", _ERROR, "asset {asset} no longer exists", gone, args=args)
+            return asset_gone(item.key, _ERROR)
         job: Any = ctx.job
         return rip_asset(ctx, row[0], RipOptions.of(job.pdf_options), ready=False)
 

@@ -19,10 +19,11 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from jobengine.errors import InvalidParameter, LimitExceeded
-from jobengine.fetch import AddressPolicy, FetchLimits, display_url, fetch
+from jobengine.fetch import FetchLimits, display_url, fetch
 from jobengine.ingest import BadPath, split_dest_path
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
 from jobengine.kinds.uploading import COMMON_FIELDS, UploadKind, upload_error
+from jobengine.netpolicy import AddressPolicy
 
 __all__ = ["MAX_UPLOAD_URLS", "UploadUrlsKind"]
 
