@@ -10,6 +10,8 @@ Why each setting (see docs/architecture.md and the Celery pitfalls it avoids):
 * ``visibility_timeout`` set in all three places, above the hard time limit and well above the
   ETA horizon, so Redis never redelivers a message that is still being worked on or waiting.
 * events on (``-E`` equivalent, sent and started): Flower sees every task.
+* one queue, ``jobengine``, unless ``JOBENGINE_QUEUES`` puts job kinds on queues of their own
+  (all three tasks of a kind: ``jobengine.<kind>.*``); workers consume :func:`worker_queues`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from jobengine.embedded import backend_url, broker_url
+from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings
+
+DEFAULT_QUEUE = "jobengine"
 
 TASK_MODULES = [
     "tasks.export",
@@ -33,6 +38,29 @@ TASK_MODULES = [
     "tasks.upload_urls",
     "tasks.upload_directory",
 ]
+
+
+def kind_slugs() -> list[str]:
+    """The task name part of every job kind (``export``: ``jobengine.export.*``)."""
+    return [module.removeprefix("tasks.") for module in TASK_MODULES]
+
+
+def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
+    """``JOBENGINE_QUEUES`` as Celery routes; ConfigurationError for a kind that does not exist."""
+    known = kind_slugs()
+    routes: dict[str, dict[str, str]] = {}
+    for slug, queue in settings.queues:
+        if slug not in known:
+            raise ConfigurationError(
+                f"JOBENGINE_QUEUES: no job kind {slug!r}; the kinds are {', '.join(known)}"
+            )
+        routes[f"jobengine.{slug}.*"] = {"queue": queue}
+    return routes
+
+
+def worker_queues(settings: Settings) -> list[str]:
+    """What a worker consumes by default: ``jobengine`` and every queue of JOBENGINE_QUEUES."""
+    return [DEFAULT_QUEUE, *sorted({q for _, q in settings.queues} - {DEFAULT_QUEUE})]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -73,6 +101,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "beat_scheduler": "jobengine.scheduling:StoreScheduler",
         "beat_max_loop_interval": settings.beat_interval,
-        "task_default_queue": "jobengine",
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": task_routes(settings),
         "include": TASK_MODULES,
     }

@@ -309,14 +309,22 @@ def worker(
     json_logs: Annotated[
         bool, typer.Option(help="Log one JSON object a line (with job, company, run).")
     ] = False,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated queues to consume (default: jobengine and every queue of "
+            "JOBENGINE_QUEUES), e.g. --queues convert for a worker of heavy conversions only."
+        ),
+    ] = None,
 ) -> None:
-    """Start a Celery worker for every job kind (events on, for Flower)."""
+    """Start a Celery worker (events on, for Flower): every job kind, or those of ``--queues``."""
     from jobengine.devstack import worker_command
     from jobengine.logs import JSON_ENV
 
     if json_logs:
         os.environ[JSON_ENV] = "1"  # read by jobengine.logs in the worker (after exec)
-    _exec(worker_command(concurrency, loglevel))
+    chosen = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
+    _exec(worker_command(concurrency, loglevel, chosen))
 
 
 @app.command()

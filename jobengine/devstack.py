@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobengine.embedded import start_redis, stop_redis
 from jobengine.operations import JobLog, get_job_log_details
-from jobengine.settings import Settings
+from jobengine.settings import Settings, get_settings
 
 __all__ = ["DevStack", "wait_for_runs"]
 
@@ -22,12 +22,17 @@ def celery_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "jobengine.celery_app", *args]
 
 
-def worker_command(concurrency: int = 2, loglevel: str = "info") -> list[str]:
+def worker_command(
+    concurrency: int = 2, loglevel: str = "info", queues: Sequence[str] | None = None
+) -> list[str]:
+    """The worker's command line; ``queues`` by default: every queue (see worker_queues)."""
+    from config.celery import worker_queues
+
     return celery_command(
         "worker",
         "-E",
         "-Q",
-        "jobengine",
+        ",".join(queues or worker_queues(get_settings())),
         "--pool",
         "prefork",
         "--concurrency",

@@ -24,6 +24,9 @@ variable                       meaning (default)
 ``JOBENGINE_OUTBOX_GRACE``     seconds before an unsent run is re-sent by the relay (10)
 ``JOBENGINE_STALL_SECONDS``    a run with no progress this long has its pending items re-sent (600)
 ``JOBENGINE_BEAT_INTERVAL``    seconds between scheduler ticks (1.0)
+``JOBENGINE_QUEUES``           job kinds on queues of their own, ``kind=queue`` by task name
+                               part: ``export=convert,rip_pdfs=convert``; every other kind
+                               uses the queue ``jobengine`` (none)
 ``JOBENGINE_DEMO_USER``        demo user's e-mail (``demo@example.com``)
 ``JOBENGINE_DEMO_PASSWORD``    demo user's password (``demo-password``)
 ``JOBENGINE_SMTP_HOST``        SMTP server for job e-mails (``127.0.0.1``)
@@ -49,6 +52,11 @@ variable                       meaning (default)
 ``JOBENGINE_UPLOAD_READ_TIMEOUT`` UploadUrlsJob: seconds one read may wait for bytes (30)
 ``JOBENGINE_UPLOAD_DEADLINE``  UploadUrlsJob: seconds one file may take in all, redirects
                                included (600; at most 80 % of the task time limit is used)
+``JOBENGINE_CALLBACK_ALLOWED_HOSTS`` completion callbacks (httpCompletionUrl, postHttpUrl): comma
+                               list of hosts, ``host:port`` or CIDRs that may be called although
+                               their address is loopback, private... (none: only public ones)
+``JOBENGINE_CALLBACK_TIMEOUT`` completion callbacks: seconds one POST may take in all, lookup,
+                               connection and answer included (10, at most 60)
 =============================  ==========================================================
 """
 
@@ -57,6 +65,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -132,6 +141,23 @@ def _comma_list(env: dict[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _queue_routes(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """``JOBENGINE_QUEUES`` as (kind slug, queue) pairs, sorted; ConfigurationError if malformed."""
+    routes: dict[str, str] = {}
+    for entry in _comma_list(env, "JOBENGINE_QUEUES"):
+        slug, sep, queue = (part.strip() for part in entry.partition("="))
+        if not sep or not _QUEUE_NAME.fullmatch(slug) or not _QUEUE_NAME.fullmatch(queue):
+            raise ConfigurationError(
+                f"JOBENGINE_QUEUES: {entry!r} is not kind=queue (letters, digits, _ . -)"
+            )
+        if routes.setdefault(slug, queue) != queue:
+            raise ConfigurationError(f"JOBENGINE_QUEUES names two queues for {slug!r}")
+    return tuple(sorted(routes.items()))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with the embedded defaults a fresh machine runs on."""
@@ -154,6 +180,7 @@ class Settings:
     outbox_grace: float = 10.0
     stall_seconds: float = 600.0
     beat_interval: float = 1.0
+    queues: tuple[tuple[str, str], ...] = ()  # (kind slug, queue); the rest: DEFAULT_QUEUE
     demo_user: str = "demo@example.com"
     demo_password: str = "demo-password"  # noqa: S105 - documented demo default
     smtp_host: str = "127.0.0.1"
@@ -173,6 +200,9 @@ class Settings:
     upload_connect_timeout: float = 10.0
     upload_read_timeout: float = 30.0
     upload_deadline: float = 600.0
+    # completion callbacks (jobengine/callbacks.py)
+    callback_allowed_hosts: tuple[str, ...] = ()
+    callback_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -211,11 +241,14 @@ class Settings:
             saml_idp_entity_id=(env.get("JOBENGINE_SAML_IDP_ENTITY_ID") or "").strip() or None,
             saml_audience=(env.get("JOBENGINE_SAML_AUDIENCE") or "").strip() or None,
             saml_clock_skew=_seconds(env, "JOBENGINE_SAML_CLOCK_SKEW", 120.0),
+            queues=_queue_routes(env),
             upload_allowed_hosts=_comma_list(env, "JOBENGINE_UPLOAD_ALLOWED_HOSTS"),
             upload_max_bytes=int(_float(env, "JOBENGINE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)),
             upload_connect_timeout=_float(env, "JOBENGINE_UPLOAD_CONNECT_TIMEOUT", 10.0),
             upload_read_timeout=_float(env, "JOBENGINE_UPLOAD_READ_TIMEOUT", 30.0),
             upload_deadline=_float(env, "JOBENGINE_UPLOAD_DEADLINE", 600.0),
+            callback_allowed_hosts=_comma_list(env, "JOBENGINE_CALLBACK_ALLOWED_HOSTS"),
+            callback_timeout=_float(env, "JOBENGINE_CALLBACK_TIMEOUT", 10.0),
         )
         settings.check()
         return settings
@@ -240,6 +273,15 @@ class Settings:
             from jobengine.netpolicy import AddressPolicy
 
             AddressPolicy.parse(self.upload_allowed_hosts)
+        if self.callback_timeout > 60:
+            raise ConfigurationError(
+                "JOBENGINE_CALLBACK_TIMEOUT must be at most 60 seconds: a callback is sent by the "
+                "task that finishes a run, which must not wait long"
+            )
+        if self.callback_allowed_hosts:  # the completion callbacks' allow list must parse
+            from jobengine.netpolicy import AddressPolicy
+
+            AddressPolicy.parse(self.callback_allowed_hosts, "JOBENGINE_CALLBACK_ALLOWED_HOSTS")
         if self.saml_idp_cert and not (self.saml_idp_entity_id and self.saml_audience):
             raise ConfigurationError(
                 "JOBENGINE_SAML_IDP_CERT needs JOBENGINE_SAML_IDP_ENTITY_ID and "

@@ -157,11 +157,17 @@ class Worker(Service):
 
     what = "worker"
 
-    def __init__(self, env: dict[str, str], concurrency: int = 2, name: str | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        concurrency: int = 2,
+        name: str | None = None,
+        queues: list[str] | None = None,
+    ) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
         from jobengine.devstack import worker_command
 
-        argv = [*worker_command(concurrency), "-n", f"{self.name}@%h"]
+        argv = [*worker_command(concurrency, queues=queues), "-n", f"{self.name}@%h"]
         self.start(argv, Path(env["JOBENGINE_HOME"]) / f"{self.name}.log", env)
         self.wait_ready()
 

@@ -22,8 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
-APP_SERVICES = ("worker", "beat", "flower")
-SHARED_ENV = ("REDIS_URL", "DATABASE_URL", "JOBENGINE_STORAGE", "JOBENGINE_TIMEZONE")
+APP_SERVICES = ("api", "worker", "beat", "flower")
+SHARED_ENV = (
+    "REDIS_URL", "DATABASE_URL", "JOBENGINE_STORAGE", "JOBENGINE_TIMEZONE", "JOBENGINE_QUEUES",
+)  # fmt: skip
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "compose-test", "FLOWER_BASIC_AUTH": "ops:compose-test"}
 
 
@@ -94,6 +96,9 @@ def test_services_are_the_real_parts_only(compose: dict[str, Any]) -> None:
     _cli_parse(services["beat"]["command"])
     flower = _cli_parse(services["flower"]["command"])
     assert flower["address"] == "0.0.0.0" and flower["port"] == 5555
+    api = _cli_parse(services["api"]["command"])
+    assert api["host"] == "0.0.0.0" and api["port"] == 8080
+    assert "/scene7/webservice/IpsApi.wsdl" in " ".join(services["api"]["healthcheck"]["test"])
 
 
 def test_app_services_share_image_env_and_storage(compose: dict[str, Any]) -> None:
@@ -338,6 +343,7 @@ def test_compose_config_interpolates_the_fleet(real_compose: Compose, tmp_path: 
         "DATABASE_URL": "postgresql://jobengine:compose-test@postgres:5432/jobengine",
         "JOBENGINE_STORAGE": "/var/lib/jobengine/storage",
         "JOBENGINE_TIMEZONE": "UTC",
+        "JOBENGINE_QUEUES": "",
     }
     for name in APP_SERVICES:
         service = services[name]
@@ -357,17 +363,23 @@ def test_compose_config_interpolates_the_fleet(real_compose: Compose, tmp_path: 
     # `$$HOSTNAME` is the container's own, not interpolated away (printed escaped or not)
     assert re.search(r"celery@\$\$?HOSTNAME ", " ".join(services["worker"]["healthcheck"]["test"]))
     assert _ports(services["flower"]) == [("127.0.0.1", "5555", "5555")]
+    assert _ports(services["api"]) == [("127.0.0.1", "8080", "8080")]
     assert all("ports" not in services[name] for name in ("redis", "postgres", "worker", "beat"))
 
 
 def test_compose_config_takes_the_optional_variables(real_compose: Compose, tmp_path: Path) -> None:
     yaml = pytest.importorskip("yaml")
-    variables = {**COMPOSE_ENV, "WORKER_CONCURRENCY": "5", "JOBENGINE_TIMEZONE": "Europe/Paris"}
+    variables = {
+        **COMPOSE_ENV, "WORKER_CONCURRENCY": "5", "JOBENGINE_TIMEZONE": "Europe/Paris",
+        "JOBENGINE_QUEUES": "export=convert", "API_PUBLISH": "0.0.0.0:9090",
+    }  # fmt: skip
     done = _compose_config(real_compose, tmp_path, variables)
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
     assert [str(a) for a in services["worker"]["command"]] == ["worker", "--concurrency", "5"]
     assert {_env(services[name])["JOBENGINE_TIMEZONE"] for name in APP_SERVICES} == {"Europe/Paris"}
+    assert {_env(services[name])["JOBENGINE_QUEUES"] for name in APP_SERVICES} == {"export=convert"}
+    assert _ports(services["api"]) == [("0.0.0.0", "9090", "8080")]
 
 
 @pytest.mark.parametrize("missing", sorted(COMPOSE_ENV))
