@@ -6,7 +6,8 @@ whichever web process answers and never drift after a restart.
 * ``jobengine_runs{state,kind}``: runs by state and job kind (gauge).
 * ``jobengine_run_duration_seconds{kind,state}``: ``ended_at - started_at`` of the runs that
   ended in the last hour (a histogram over that window: read its values, do not ``rate()`` it).
-* ``jobengine_queue_depth{queue}``: messages waiting in the Celery queue (Redis brokers only).
+* ``jobengine_queue_depth{queue}``: messages waiting in each Celery queue: ``jobengine`` and
+  every queue of ``JOBENGINE_QUEUES`` (Redis brokers only).
 * ``jobengine_triggers{state,kind}``: scheduled jobs (execTime or execSchedule) by trigger state.
 * ``jobengine_scrape_errors{source}``: 1 when a source could not be read in this scrape.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -106,8 +107,9 @@ def _buckets(values: list[float]) -> list[tuple[str, float]]:
     return [*cumulative, ("+Inf", float(len(values)))]
 
 
-def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
-    """Messages waiting in ``queue`` (all priority lists), or None when the broker is not Redis."""
+def queue_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int] | None:
+    """Messages waiting in each of ``queues`` (all priority lists), in one round trip; None when
+    the broker is not Redis."""
     import redis
 
     from jobengine.embedded import redis_url
@@ -118,14 +120,24 @@ def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
     client = redis.Redis.from_url(
         url or redis_url(settings), socket_timeout=2, socket_connect_timeout=2
     )
+    lists = [q for q in queues for _ in range(1 + len(_PRIORITY_STEPS))]
     try:
-        keys = [queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)]
         pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
-        return sum(int(n) for n in pipe.execute())
+        for queue in queues:
+            for key in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
+                pipe.llen(key)
+        depths = dict.fromkeys(queues, 0)
+        for queue, n in zip(lists, pipe.execute(), strict=True):
+            depths[queue] += int(n)
+        return depths
     finally:
         client.close()
+
+
+def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
+    """Messages waiting in ``queue`` (all priority lists), or None when the broker is not Redis."""
+    depths = queue_depths(settings, [queue])
+    return None if depths is None else depths[queue]
 
 
 class JobStoreCollector(Collector):
@@ -195,16 +207,20 @@ class JobStoreCollector(Collector):
     def _queue(self) -> Metric | None:
         import redis
 
+        from config.celery import worker_queues
+
+        settings = self._settings or get_settings()
         try:
-            depth = queue_depth(self._settings or get_settings())
+            depths = queue_depths(settings, worker_queues(settings))
         except redis.RedisError as exc:
             raise ConnectionError(str(exc)) from exc
-        if depth is None:
+        if depths is None:
             return None
         gauge = GaugeMetricFamily(
             "jobengine_queue_depth", "Messages waiting in the Celery queue.", labels=["queue"]
         )
-        gauge.add_metric([QUEUE], float(depth))
+        for queue, depth in depths.items():
+            gauge.add_metric([queue], float(depth))
         return gauge
 
 

@@ -106,6 +106,29 @@ def test_queue_depth_counts_waiting_messages_of_every_priority(stack: Stack) -> 
     assert queue_depth(amqp, queue) is None
 
 
+def test_queue_depth_is_reported_for_every_queue_of_the_routes(stack: Stack) -> None:
+    from prometheus_client import generate_latest
+
+    from jobengine.embedded import redis_client
+    from jobengine.metrics import make_registry, queue_depths
+    from jobengine.settings import get_settings
+
+    routed = "jobengine-metrics-routed"
+    settings = get_settings().with_changes(queues=(("export", routed),))
+    client = redis_client(settings)
+    client.delete(routed)
+    client.rpush(routed, "a", "b")
+    try:
+        assert queue_depths(settings, [routed, "jobengine-metrics-none"]) == {
+            routed: 2, "jobengine-metrics-none": 0,
+        }  # fmt: skip
+        text = generate_latest(make_registry(settings)).decode()
+    finally:
+        client.delete(routed)
+    assert f'jobengine_queue_depth{{queue="{routed}"}} 2.0' in text
+    assert 'jobengine_queue_depth{queue="jobengine"}' in text
+
+
 # --- logs ------------------------------------------------------------------------------------
 
 
