@@ -37,6 +37,8 @@ TASK_MODULES = [
     # UploadUrlsJob and UploadDirectoryJob
     "tasks.upload_urls",
     "tasks.upload_directory",
+    # AutomatedSetGenerationJob
+    "tasks.automated_set_generation",
 ]
 
 

@@ -24,6 +24,10 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(assets_app, name="assets")
 app.add_typer(cron_app, name="cron")
 app.add_typer(presets_app, name="presets")
+set_presets_app = typer.Typer(
+    help="Batch set presets (the scripts of AutomatedSetGenerationJob).", no_args_is_help=True
+)
+app.add_typer(set_presets_app, name="set-presets")
 console = Console()
 
 CompanyOpt = Annotated[str, typer.Option("--company", "-c", help="Company handle.")]
@@ -300,6 +304,88 @@ def presets_delete(company: CompanyOpt, handle: str) -> None:
     except JobEngineError as exc:
         _fail(exc)
     console.print(f"deleteImageFormat {handle}: ok")
+
+
+@set_presets_app.command("list")
+def set_presets_list(company: CompanyOpt) -> None:
+    """The company's batch set presets, by name."""
+    from jobengine.operations.set_presets import get_set_presets
+
+    try:
+        presets = get_set_presets(company)
+    except JobEngineError as exc:
+        _fail(exc)
+    rows = [
+        {
+            "handle": p.set_preset_handle,
+            "name": p.name,
+            "type": p.set_type,
+            "pattern": p.pattern,
+            "order": p.order,
+            "views": ",".join(p.views),
+            "name_template": p.name_template,
+        }
+        for p in presets
+    ]
+    from rich.text import Text
+
+    columns = ["handle", "name", "type", "pattern", "order", "views", "name_template"]
+    table = Table(*columns)
+    for row in rows:  # as plain text: a pattern's [a-z] is not rich markup
+        table.add_row(*(Text(str(row[c])) for c in columns))
+    console.print(table)
+
+
+@set_presets_app.command("save")
+def set_presets_save(
+    company: CompanyOpt,
+    name: Annotated[str, typer.Argument(help="Preset name (letters, digits, - _ .).")],
+    set_type: Annotated[str, typer.Argument(help="ImageSet or SpinSet.")],
+    pattern: Annotated[
+        str, typer.Argument(help="Regular expression with a group 'base', on the name stem.")
+    ],
+    *,
+    order: Annotated[str, typer.Option(help="view, sequence or name.")] = "name",
+    views: Annotated[
+        str, typer.Option(help="With --order view: the views in order, comma-separated.")
+    ] = "",
+    name_template: Annotated[str, typer.Option(help="The set's name, e.g. {base}_set.")] = (
+        "{base}"
+    ),
+    handle: Annotated[
+        str | None, typer.Option("--handle", help="Update this preset (rename it).")
+    ] = None,
+) -> None:
+    """Create or update a batch set preset; prints its handle."""
+    from jobengine.operations.set_presets import save_set_preset
+
+    listed = [v for v in views.split(",") if v.strip()] if views else []
+    try:
+        saved = save_set_preset(
+            company,
+            name,
+            set_type,
+            pattern,
+            order=order,
+            views=listed,
+            name_template=name_template,
+            set_preset_handle_=handle,
+        )
+    except JobEngineError as exc:
+        _fail(exc)
+    console.print(saved, markup=False, highlight=False)
+
+
+@set_presets_app.command("delete")
+def set_presets_delete(company: CompanyOpt, handle: str) -> None:
+    """Delete a batch set preset (the sets it made stay)."""
+    from jobengine.operations.set_presets import delete_set_preset
+
+    try:
+        delete_set_preset(company, handle)
+    except JobEngineError as exc:
+        _fail(exc)
+    console.print(f"deleted set preset {handle}", markup=False, highlight=False)
 
 
 @app.command()

@@ -21,6 +21,12 @@ A source URL is hostile. :func:`fetch` streams its body and holds to these rules
   are shown by :func:`display_url`, without credentials or query string.
 
 No proxy from the environment is used: the connection is always the vetted one.
+
+:func:`post` sends one small POST (completion callbacks, :mod:`jobengine.callbacks`) under the
+same address, pinning, TLS, credential and log rules, and these of its own: no redirect is
+followed (a 3xx is returned as it is, for the caller to count as a failure), the whole exchange
+has the limits' deadline, and at most ``max_bytes`` of the answer's body are read and dropped.
+A failure tells whether the request may have reached the server (:attr:`PostError.sent`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import base64
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -39,12 +46,25 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from jobengine.netpolicy import AddressPolicy, IPAddress
 
-__all__ = ["MAX_REDIRECTS", "FetchError", "FetchLimits", "display_url", "fetch"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "AddressRefused",
+    "FetchError",
+    "FetchLimits",
+    "PostError",
+    "PostResponse",
+    "check_url",
+    "display_url",
+    "fetch",
+    "post",
+]
 
 MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 USER_AGENT = "jobengine-upload/1"
+POST_USER_AGENT = "jobengine-callback/1"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class FetchError(Exception):
@@ -53,6 +73,29 @@ class FetchError(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class AddressRefused(FetchError):
+    """The URL's host resolves to an address the policy refuses: nothing was connected to."""
+
+
+class PostError(FetchError):
+    """A POST that got no answer. ``sent`` is False when the request certainly did not reach
+    the server (bad URL, refused address, no connection, TLS failure), True when it may have
+    (the connection broke, or the answer did not come, after the request was sent)."""
+
+    def __init__(self, reason: str, *, sent: bool, refused: bool = False) -> None:
+        super().__init__(reason)
+        self.sent = sent
+        self.refused = refused  # the policy refused the address
+
+
+@dataclass(frozen=True)
+class PostResponse:
+    """The status line of a POST's answer (any status: no redirect is followed)."""
+
+    status: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -137,6 +180,20 @@ def _target(url: str) -> _Target:
         secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         authorization = "Basic " + base64.b64encode(secret.encode()).decode("ascii")
     return _Target(scheme, host, port, path, authorization)
+
+
+def check_url(url: str) -> None:
+    """FetchError when ``url`` could never be fetched or posted to: not http(s), no host, an
+    invalid host name or port (port 0 included). The address policy is applied when connecting,
+    not here: what a name resolves to may change."""
+    target = _target(url)
+    if target.port == 0:
+        raise FetchError(f"{display_url(url)} names port 0")
+    if not _HOST_NAME.fullmatch(target.host):
+        try:
+            ipaddress.ip_address(target.host)
+        except ValueError:
+            raise FetchError(f"{display_url(url)} has an invalid host name") from None
 
 
 def _getaddrinfo(host: str, port: int, timeout: float) -> list[Any]:
@@ -241,7 +298,7 @@ def _connect(
     for address in addresses:  # every address must be allowed: a mixed answer is refused
         why = policy.refusal(target.host, target.port, address)
         if why is not None:
-            raise FetchError(f"refused to connect to {target.host} ({address}): {why} address")
+            raise AddressRefused(f"refused to connect to {target.host} ({address}): {why} address")
     failure: OSError | None = None
     for address in addresses:
         timeout = clock.left(clock.limits.connect_timeout)
@@ -365,3 +422,89 @@ def fetch(
             response.close()
             conn.close()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _drain(
+    sock: socket.socket, response: http.client.HTTPResponse, clock: _Clock, limit: int
+) -> None:
+    """Read at most ``limit`` bytes of an answer's body and drop them (errors do not matter:
+    the status is known)."""
+    left = limit
+    try:
+        while left > 0:
+            sock.settimeout(clock.left(clock.limits.read_timeout))
+            chunk = response.read1(left)
+            if not chunk:
+                break
+            left -= len(chunk)
+    except (FetchError, http.client.HTTPException, OSError):
+        pass
+
+
+def post(
+    url: str,
+    body: bytes,
+    *,
+    policy: AddressPolicy,
+    limits: FetchLimits,
+    content_type: str = "application/json",
+    tls: ssl.SSLContext | None = None,
+) -> PostResponse:
+    """POST ``body`` to ``url`` once; returns the answer's status, whatever it is.
+
+    The address rules, the pinned connection and the TLS check are :func:`fetch`'s;
+    ``user:password@`` goes as HTTP Basic. No redirect is followed. ``limits``: connect and read
+    timeouts, a deadline for the whole exchange, and ``max_bytes`` of the answer's body read at
+    most (then dropped). Raises :class:`PostError` when no answer came, saying whether the
+    request may have reached the server.
+    """
+    clock = _Clock(limits)
+    try:
+        check_url(url)
+        target = _target(url)
+    except FetchError as exc:
+        raise PostError(exc.reason, sent=False) from None
+    try:
+        conn = _connect(target, policy, clock, tls)
+    except AddressRefused as exc:
+        raise PostError(exc.reason, sent=False, refused=True) from None
+    except FetchError as exc:
+        raise PostError(exc.reason, sent=False) from None
+    except ssl.SSLCertVerificationError as exc:
+        reason = f"TLS check of {target.host} failed: {exc.verify_message}"
+        raise PostError(reason, sent=False) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise PostError(f"cannot connect to {display_url(url)}: {exc}", sent=False) from None
+    try:
+        headers = {
+            "User-Agent": POST_USER_AGENT,
+            "Content-Type": content_type,
+            "Accept": "*/*",
+            "Connection": "close",
+        }
+        if target.authorization:
+            headers["Authorization"] = target.authorization
+        sock = conn.sock
+        assert isinstance(sock, socket.socket)
+        try:
+            sock.settimeout(clock.left(limits.read_timeout))
+        except FetchError as exc:  # the deadline passed while connecting: nothing sent
+            raise PostError(exc.reason, sent=False) from None
+        try:
+            conn.request("POST", target.path, body=body, headers=headers)
+            sock.settimeout(clock.left(limits.read_timeout))
+            response = conn.getresponse()
+        except FetchError as exc:  # the deadline, once the request went
+            raise PostError(exc.reason, sent=True) from None
+        except TimeoutError:
+            raise PostError(f"no answer from {display_url(url)} in time", sent=True) from None
+        except (http.client.HTTPException, OSError) as exc:
+            reason = f"the exchange with {display_url(url)} broke off: {exc!r}"
+            raise PostError(reason, sent=True) from None
+        try:
+            _drain(sock, response, clock, limits.max_bytes)
+            return PostResponse(response.status, (response.reason or "").strip()[:200])
+        finally:
+            response.close()
+    finally:
+        conn.close()

@@ -92,8 +92,20 @@ LogMessage = Literal[
     "cannot optimize {name}: {reason}",
     "optimized {name}",
     "skipped {name}: {type} assets have nothing to reprocess",
+    # upload crops (jobengine/crops.py): uploads and ReprocessAssetsJob
+    "{name} is not cropped: {reason}",
     # the publish kinds (jobengine/kinds/publish.py)
     "skipped {name}: its type or publish state changed since the job started",
+    # AutomatedSetGenerationJob (jobengine/kinds/automated_set_generation.py)
+    "no set preset matches {name}",
+    "skipped {name}: {type} assets cannot be set members",
+    "skipped {handle}: the asset no longer exists",
+    "cannot run set preset {preset}: {reason}",
+    "skipped set {name} of set preset {preset}: an earlier preset of the job makes it",
+    "set {name} has no members left",
+    "cannot make set {name}: {reason}",
+    "made {type} {name} with {members} member(s)",
+    "replaced {type} {name} with {members} member(s)",
 ]
 LOG_MESSAGES: tuple[str, ...] = get_args(LogMessage)
 

@@ -14,6 +14,10 @@ the job (:class:`UploadRules`) and a source of bytes, and:
    created, or replaced in place (same handle, new file, ``updated_at`` bumped), with its publish
    state set by ``readyForPublish`` and ``preservePublishState``; the rules are checked again
    inside it, so a same-named asset created meanwhile is never overwritten against the rules;
+   Its upload crop (:mod:`jobengine.crops`) is set in that same transaction: an Image the job
+   crops is measured in the conversion pool between steps 2 and 4 (a corrupt or oversized image
+   then fails the upload and nothing is recorded), and ``preserveCrop`` decides what a replaced
+   asset keeps;
 5. deletes, once committed, the file a replaced asset held (or the new file, if the asset was
    skipped after all).
 
@@ -43,6 +47,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from jobengine.catalog import asset_named, asset_type_of, ensure_folder, record_file
+from jobengine.crops import NO_CROP, CropOrder, Measured, measure
 from jobengine.runtime import Runtime
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Company, Folder
@@ -154,6 +159,7 @@ class UploadRules:
     overwrite: bool
     ready_for_publish: bool
     preserve_publish_state: bool | None = None  # None: the company default, which is "keep"
+    crop: CropOrder = NO_CROP  # the upload crop and preserveCrop (jobengine/crops.py)
 
     def publish_state(self, existing: str | None) -> str:
         """The publish state of an asset created (``existing`` None) or replaced."""
@@ -177,15 +183,21 @@ class Ingested:
     name: str
     type: str
     size: int
+    crop: str | None = None  # the asset's crop once recorded
+    crop_warning: str | None = None  # why the job's crop was not set
 
 
 def _path(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}"
 
 
-def _ingested(outcome: Outcome, folder: str, asset: Asset) -> Ingested:
+def _ingested(
+    outcome: Outcome, folder: str, asset: Asset, crop_warning: str | None = None
+) -> Ingested:
     path = _path(folder, asset.name)
-    return Ingested(outcome, path, asset.handle, asset.name, asset.type, asset.size)
+    return Ingested(
+        outcome, path, asset.handle, asset.name, asset.type, asset.size, asset.crop, crop_warning
+    )
 
 
 def _existing(runtime: Runtime, company_id: int, folder: str, name: str) -> Asset | None:
@@ -238,8 +250,21 @@ def ingest(
     head, size = _store(source(), runtime, key)
     try:
         kind = asset_type_of(head)
+        measured = None
+        if kind == "Image" and rules.crop.decide(found.crop if found else None) == "compute":
+            with runtime.storage.local_file(key) as local:
+                measured = measure(rules.crop, local)  # in the conversion pool
         result, garbage = _record(
-            runtime, company_id, folder, name, rules, ref=ref, kind=kind, key=key, size=size
+            runtime,
+            company_id,
+            folder,
+            name,
+            rules,
+            ref=ref,
+            kind=kind,
+            key=key,
+            size=size,
+            measured=measured,
         )
     except BaseException:
         _delete_quietly(runtime, key)
@@ -260,6 +285,7 @@ def _record(
     kind: str,
     key: str,
     size: int,
+    measured: Measured | None = None,
 ) -> tuple[Ingested, str | None]:
     """The asset row, in one transaction (tried again when a concurrent upload created the same
     folder or name first); returns the result and a file key to delete once committed."""
@@ -275,13 +301,20 @@ def _record(
                 if existing is not None and not rules.overwrite:
                     return _ingested("skipped", folder, existing), key
                 before = None if existing is None else existing.publish_state
+                decision = rules.crop.decide(None if existing is None else existing.crop)
                 asset, old_key, created = record_file(
                     session, folder_row, name, kind, key=key, size=size
                 )
                 asset.publish_state = rules.publish_state(before)
                 asset.ingest_ref = ref
+                warning = None
+                if kind != "Image" or decision == "clear":
+                    asset.crop = None
+                elif decision == "compute" and measured is not None:
+                    asset.crop, warning = measured.crop, measured.warning
                 session.flush()
-                return _ingested("created" if created else "replaced", folder, asset), old_key
+                outcome: Outcome = "created" if created else "replaced"
+                return _ingested(outcome, folder, asset, warning), old_key
         except IntegrityError:
             if attempt + 1 == _ATTEMPTS:
                 raise

@@ -4,9 +4,10 @@ forgery): public addresses only, plus an operator's allow list.
 :func:`address_refusal` names why an address is not public (loopback, private, link-local,
 site-local, multicast, reserved, unspecified, or otherwise not global), IPv4 and IPv6 alike,
 including IPv4 addresses carried inside IPv6 ones (IPv4-mapped ``::ffff:a.b.c.d``, 6to4, Teredo,
-NAT64). :class:`AddressPolicy` adds the exceptions of ``JOBENGINE_UPLOAD_ALLOWED_HOSTS``: host
-names, ``host:port``, IP addresses or CIDRs. :mod:`jobengine.fetch` applies it to every address
-a URL's host resolves to, and again after each redirect.
+NAT64). :class:`AddressPolicy` adds the exceptions of an allow list
+(``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` for UploadUrlsJob, ``JOBENGINE_CALLBACK_ALLOWED_HOSTS`` for
+completion callbacks): host names, ``host:port``, IP addresses or CIDRs. :mod:`jobengine.fetch`
+applies it to every address a URL's host resolves to, and again after each redirect.
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ class AddressPolicy:
     networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
-    def parse(cls, entries: Iterable[str]) -> AddressPolicy:
-        """The policy of ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` entries; ConfigurationError for a
-        malformed one."""
+    def parse(
+        cls, entries: Iterable[str], setting: str = "JOBENGINE_UPLOAD_ALLOWED_HOSTS"
+    ) -> AddressPolicy:
+        """The policy of an allow list's entries (``setting`` names it in errors);
+        ConfigurationError for a malformed one."""
         hosts: set[tuple[str, int | None]] = set()
         networks: list[IPNetwork] = []
         for raw in entries:
@@ -109,8 +112,7 @@ class AddressPolicy:
                 hosts.add((key, port))
             except ValueError as exc:
                 raise ConfigurationError(
-                    f"JOBENGINE_UPLOAD_ALLOWED_HOSTS: {entry!r} is not a host, host:port or CIDR "
-                    f"({exc})"
+                    f"{setting}: {entry!r} is not a host, host:port or CIDR ({exc})"
                 ) from None
         return cls(frozenset(hosts), tuple(networks))
 

@@ -12,6 +12,9 @@
    the message (a Redis restart without persistence);
 5. re-sends the steps of runs whose worker died and whose message was lost.
 
+Every minute it also sends the e-mail notices an SMTP outage held back and, in a thread of its
+own, the completion callbacks that are due (:func:`jobengine.callbacks.callbacks_pending`).
+
 Two beats never fire a schedule twice: only the lock holder ticks, and every fire also passes a
 compare-and-set on the job's next fire time and the unique ``(job, fire key)`` of its run.
 """
@@ -30,6 +33,7 @@ from celery.beat import Scheduler
 from sqlalchemy import CursorResult, or_, select, update
 
 from jobengine import dispatch
+from jobengine.callbacks import sweep_in_background
 from jobengine.cron import parse as parse_cron
 from jobengine.embedded import redis_client
 from jobengine.kinds import kind_for
@@ -344,6 +348,7 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
                 if time.monotonic() - self._mail_swept > MAIL_SWEEP_SECONDS:
                     self._mail_swept = time.monotonic()
                     notify_pending()  # notices held back by an SMTP outage
+                    sweep_in_background()  # completion callbacks to retry (a thread of its own)
         except Exception:  # a bad tick must not stop beat; the next one tries again
             logger.exception("scheduler tick failed")
         return interval

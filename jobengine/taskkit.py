@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, Task
 
 from jobengine import runner
+from jobengine.callbacks import send_callback
 from jobengine.logs import job_context
 from jobengine.notify import notify_run
 
@@ -58,6 +59,7 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
             result = runner.start(run_id, worker_id(self))
             if result in ("stopped", "failed"):  # the run ended before any item ran
                 notify_run(run_id)
+                send_callback(run_id)
         return result
 
     @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
@@ -78,6 +80,7 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
             result = runner.finish(run_id, worker_id(self))
             # Also on a duplicate: a redelivered finish sends what a worker that died missed.
             notify_run(run_id)
+            send_callback(run_id)  # httpCompletionUrl / postHttpUrl, at most once too
         return result
 
     return start, item, finish

@@ -187,16 +187,22 @@ def _job(request: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("element", ["imageServingPublishJob", "videoPublishJob"])
-def test_publish_context_and_completion_url_are_not_supported(element: str) -> None:
+def test_publish_context_is_not_supported_and_completion_url_is_checked(element: str) -> None:
     kind = KINDS[element]
     extra = {"publishType": "Full"} if element == "imageServingPublishJob" else {}
     base = {"companyHandle": "47", "jobName": "j", element: {"emailSetting": "None", **extra}}
-    for field, value in (("contextHandle", "ctx|47|live"), ("httpCompletionUrl", "https://x/y")):
+    for field, value, fault in (
+        ("contextHandle", "ctx|47|live", errors.NotSupported),
+        ("httpCompletionUrl", "https://x:0/y", errors.InvalidParameter),  # never callable
+    ):
         request = json.loads(json.dumps(base))
         request[element][field] = value
-        with pytest.raises(errors.NotSupported) as caught:
+        with pytest.raises(fault) as caught:
             kind.check(None, 1, _job(request))  # type: ignore[arg-type]
         assert caught.value.field == f"{element}/{field}"
+    request = json.loads(json.dumps(base))  # a completion URL is called (tests/test_callbacks.py)
+    request[element]["httpCompletionUrl"] = "https://x/y"
+    kind.check(None, 1, _job(request))  # type: ignore[arg-type]
     for nothing in ("", "  "):  # a context that asks for nothing is the default context
         request = json.loads(json.dumps(base))
         request[element]["contextHandle"] = nothing
@@ -308,18 +314,24 @@ def test_video_publish_errors_are_per_asset(stack) -> None:
 def test_publish_options_are_refused_at_submit(stack) -> None:
     company, _ = stack.company(0)
     refused = (
-        (video_request(company, "a", contextHandle="ctx|v"), "videoPublishJob/contextHandle"),
         (
-            video_request(company, "b", httpCompletionUrl="https://hooks.example.com/v"),
+            video_request(company, "a", contextHandle="ctx|v"),
+            errors.NotSupported,
+            "videoPublishJob/contextHandle",
+        ),
+        (  # a completion URL is honoured (tests/test_callbacks.py), but it must be callable
+            video_request(company, "b", httpCompletionUrl="https://hooks.example.com:0/v"),
+            errors.InvalidParameter,
             "videoPublishJob/httpCompletionUrl",
         ),
         (
-            sd_request(company, "c", httpCompletionUrl="https://hooks.example.com/s"),
+            sd_request(company, "c", httpCompletionUrl="https://hooks.exa mple.com/s"),
+            errors.InvalidParameter,
             "serverDirectoryPublishJob/httpCompletionUrl",
         ),
     )
-    for request, field in refused:
-        with pytest.raises(errors.NotSupported) as caught:
+    for request, fault, field in refused:
+        with pytest.raises(fault) as caught:
             submit(request)
         assert caught.value.code == 30001 and caught.value.field == field
     log = stack.wait(company, submit(video_request(company, "Empty context", contextHandle="")))

@@ -254,8 +254,8 @@ def test_a_name_in_the_way_fails_the_item_and_records_nothing(stack: Stack) -> N
             "ripPdfsJob/projectHandleArray",
         ),
         (
-            {"postHttpUrl": "https://example.com/done"},
-            errors.NotSupported,
+            {"postHttpUrl": "https://example.com:0/done"},  # a URL is honoured; this one is bad
+            errors.InvalidParameter,
             "ripPdfsJob/postHttpUrl",
         ),
         (

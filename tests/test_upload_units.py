@@ -235,9 +235,6 @@ def _urls_job(**options: object) -> UploadUrlsJob:
 
 REFUSED_OPTIONS = {
     "createMask": True,
-    "manualCropOptions": {"left": 1, "right": 0, "top": 0, "bottom": 0},
-    "autoColorCropOptions": {"corner": "UpperLeft", "tolerance": 0.1},
-    "autoTransparentCropOptions": {"tolerance": 0.1},
     "knockoutBackgroundOptions": {"corner": "UpperLeft", "fillMethod": "FloodFill"},
     "autoSmartCropOptionsArray": {"items": [{"name": "sq", "width": 1, "height": 1, "type": "x"}]},
     "photoshopOptions": {"process": "MaintainLayers"},
@@ -249,7 +246,6 @@ REFUSED_OPTIONS = {
     "cssOptions": {"forceStaticImages": True},
     "autoSetCreationOptions": {"autoSetsArray": {"items": ["s|1"]}},
     "projectHandleArray": {"items": ["p|1"]},
-    "postHttpUrl": "https://hooks.example/done",
     "mediaOptions": {"generateThumbnail": True},
     "xmpKeywords": "red,blue",
     "unsharpMaskOptions": {"amount": 1.0},
@@ -260,7 +256,9 @@ REFUSED_OPTIONS = {
     "apikey": "k",
 }
 ACCEPTED_OPTIONS = {
+    "postHttpUrl": "https://hooks.example/done",  # called when the run ends (test_callbacks.py)
     "manualCropOptions": {"left": 0, "right": 0, "top": 0, "bottom": 0},
+    # (the other crop options are honoured: tests/test_upload_crops.py; at most one per job)
     "photoshopOptions": {"process": "None"},
     "pdfOptions": {"process": "None"},
     "postScriptOptions": {"process": "None"},

@@ -565,13 +565,14 @@ def test_submit_refuses_what_this_server_does_not_do(stack) -> None:
     company, _ = stack.company(0)
     url = "https://files.example/a.jpg"
     cases = [
-        ({"manualCropOptions": {"left": 5, "right": 0, "top": 0, "bottom": 0}},
-         errors.NotSupported, "uploadUrlsJob/manualCropOptions"),
+        ({"autoSmartCropOptionsArray": {"items": [{"name": "sq", "width": 1, "height": 1,
+                                                   "type": "x"}]}},
+         errors.NotSupported, "uploadUrlsJob/autoSmartCropOptionsArray"),
         ({"createMask": True}, errors.NotSupported, "uploadUrlsJob/createMask"),
         ({"pdfOptions": {"process": "Rasterize"}}, errors.NotSupported, "uploadUrlsJob/pdfOptions"),
         ({"postImageServingPublishJob": {"publishType": "Full", "emailSetting": "None",
-                                         "httpCompletionUrl": "https://hooks.example/x"}},
-         errors.NotSupported, "uploadUrlsJob/postImageServingPublishJob/httpCompletionUrl"),
+                                         "httpCompletionUrl": "https://hooks.example:0/x"}},
+         errors.InvalidParameter, "uploadUrlsJob/postImageServingPublishJob/httpCompletionUrl"),
         ({"numUrls": 2}, errors.InvalidParameter, "uploadUrlsJob/numUrls"),
     ]  # fmt: skip
     for options, fault, field in cases:

@@ -4,7 +4,8 @@
   (``parse_modifiers``, ``export_request``, ``format_query``); :func:`output_name` names files.
 * :mod:`.pool` converts in isolated worker processes (``ConversionPool``, ``convert``); the same
   workers rip PDFs into page images (``rip_pdf``, :mod:`.rip`) and write pyramid TIFFs
-  (``pyramid``, :mod:`.ptif`).
+  (``pyramid``, :mod:`.ptif`) and measure images for upload crops (``trim_box``,
+  :mod:`.trim`).
 * :mod:`.sniff`, :mod:`.convert`, :mod:`.steps`, :mod:`.encode`, :mod:`.pdf` do the work inside a
   worker; importing this package does not load ImageMagick.
 """
@@ -24,6 +25,7 @@ from jobengine.imaging.pool import (
     pyramid,
     rip_pdf,
     shutdown_default_pool,
+    trim_box,
 )
 from jobengine.imaging.request import ImageRequest, output_name, page_name
 
@@ -45,4 +47,5 @@ __all__ = [
     "pyramid",
     "rip_pdf",
     "shutdown_default_pool",
+    "trim_box",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "pyramid",
     "rip_pdf",
     "shutdown_default_pool",
+    "trim_box",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,11 +272,41 @@ class ConversionPool:
         query = {"query": format_query(req)}
         return self._run("convert", src, dst_dir, base_name, query, timeout=timeout)
 
-    def pyramid(self, src: Path, dst_dir: Path, name: str, *, timeout: float | None = None) -> Path:
-        """Write the pyramid TIFF of the image ``src`` as ``dst_dir/name`` (see
-        :func:`jobengine.imaging.ptif.make_pyramid`); the same faults as :meth:`convert`."""
-        (path,) = self._run("pyramid", src, dst_dir, name, {"params": {}}, timeout=timeout)
+    def pyramid(
+        self,
+        src: Path,
+        dst_dir: Path,
+        name: str,
+        *,
+        crop: tuple[int, int, int, int] | None = None,
+        timeout: float | None = None,
+    ) -> Path:
+        """Write the pyramid TIFF of the image ``src`` (of its part ``crop``, x, y, w, h) as
+        ``dst_dir/name`` (see :func:`jobengine.imaging.ptif.make_pyramid`); the same faults as
+        :meth:`convert`."""
+        params: dict[str, Any] = {} if crop is None else {"crop": list(crop)}
+        (path,) = self._run("pyramid", src, dst_dir, name, {"params": params}, timeout=timeout)
         return path
+
+    def trim_box(
+        self,
+        src: Path,
+        *,
+        mode: str = "size",
+        corner: str = "UpperLeft",
+        fuzz: float = 0.0,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Measure the image ``src`` for an upload crop (see
+        :func:`jobengine.imaging.trim.trim_box`): ``{"width", "height", "alpha", "box"}``; the
+        same faults as :meth:`convert`."""
+        params = {"mode": mode, "corner": corner, "fuzz": fuzz}
+        with tempfile.TemporaryDirectory(prefix="jobengine-trim-") as scratch:
+            (path,) = self._run(
+                "trim_box", src, Path(scratch), "box.json", {"params": params}, timeout=timeout
+            )
+            answer: dict[str, Any] = json.loads(path.read_bytes())
+        return answer
 
     def rip_pdf(
         self,
@@ -423,9 +454,28 @@ def convert(
     return default_pool().convert(src, dst_dir, req, base_name, timeout=timeout)
 
 
-def pyramid(src: Path, dst_dir: Path, name: str, *, timeout: float | None = None) -> Path:
+def pyramid(
+    src: Path,
+    dst_dir: Path,
+    name: str,
+    *,
+    crop: tuple[int, int, int, int] | None = None,
+    timeout: float | None = None,
+) -> Path:
     """``default_pool().pyramid(...)``."""
-    return default_pool().pyramid(src, dst_dir, name, timeout=timeout)
+    return default_pool().pyramid(src, dst_dir, name, crop=crop, timeout=timeout)
+
+
+def trim_box(
+    src: Path,
+    *,
+    mode: str = "size",
+    corner: str = "UpperLeft",
+    fuzz: float = 0.0,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """``default_pool().trim_box(...)``."""
+    return default_pool().trim_box(src, mode=mode, corner=corner, fuzz=fuzz, timeout=timeout)
 
 
 def rip_pdf(

@@ -39,8 +39,11 @@ def make_pyramid(
     *,
     token: str = "",
     progress: Callable[[Path], None] | None = None,
+    crop: list[int] | None = None,
 ) -> list[Path]:
-    """Write the pyramid TIFF of the image ``src`` as ``dst_dir/name``; returns ``[path]``."""
+    """Write the pyramid TIFF of the image ``src`` as ``dst_dir/name``; returns ``[path]``.
+    ``crop`` (``[x, y, w, h]`` in pixels of the oriented image, the asset's upload crop) makes
+    the pyramid of that part only, clipped to the image."""
     limits = limits or Limits()
     if not dst_dir.is_dir():
         raise ConversionFailed("the destination directory does not exist")
@@ -63,15 +66,28 @@ def make_pyramid(
                 raise ConversionFailed("the image has no size (corrupt header)")
             _check_header_size((width, height), limits)
             with Image(filename=spec) as img:
-                out.write_with(name, lambda tmp: _write_ptif(img, tmp))
+                out.write_with(name, lambda tmp: _write_ptif(img, tmp, crop))
     except BaseException:
         out.discard()
         raise
     return out.paths
 
 
-def _write_ptif(img: Image, path: Path) -> None:
+def _apply_crop(img: Image, crop: list[int]) -> None:
+    x, y, w, h = (int(v) for v in crop)
+    left, top = max(0, x), max(0, y)
+    right, bottom = min(img.width, x + w), min(img.height, y + h)
+    if right <= left or bottom <= top:
+        raise ConversionFailed(f"the crop {x},{y},{w},{h} leaves nothing of the image")
+    if (left, top, right, bottom) != (0, 0, img.width, img.height):
+        img.crop(left, top, right, bottom)
+    img.reset_coords()
+
+
+def _write_ptif(img: Image, path: Path, crop: list[int] | None = None) -> None:
     img.auto_orient()
+    if crop is not None:
+        _apply_crop(img, crop)
     img.depth = 8
     if img.type == "bilevel":  # JPEG in TIFF needs 8-bit samples
         img.type = "grayscale"

@@ -34,6 +34,7 @@ DEFAULT_ENGINE = "jobengine.imaging.convert:convert_file"
 OPERATIONS = {
     "pyramid": "jobengine.imaging.ptif:make_pyramid",
     "rip_pdf": "jobengine.imaging.rip:rip_pdf",
+    "trim_box": "jobengine.imaging.trim:trim_box",
 }
 log = logging.getLogger("jobengine.imaging.worker")
 

@@ -7,6 +7,7 @@ A job type that is valid IPS but not in this table is refused at submit with Not
 from __future__ import annotations
 
 from jobengine.errors import NotSupported
+from jobengine.kinds.automated_set_generation import AutomatedSetGenerationKind
 from jobengine.kinds.base import ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.kinds.export import ExportKind
 from jobengine.kinds.image_serving_publish import ImageServingPublishKind
@@ -43,6 +44,8 @@ KINDS: dict[str, JobKindHandler] = {
         # UploadUrlsJob and UploadDirectoryJob
         UploadUrlsKind(),
         UploadDirectoryKind(),
+        # AutomatedSetGenerationJob
+        AutomatedSetGenerationKind(),
     )
 }
 _BY_SLUG = {kind.slug: kind for kind in KINDS.values()}

@@ -2,10 +2,11 @@
 
 Each asset is one item: its files (an original, a converted image, or one image per PDF page)
 go to the run's staging folder under the item's own key, cleared first, so a retried item
-replaces its own files and can never appear twice. The finishing
-step streams the ZIP into an atomic storage write (a temporary file renamed into place, or an
-object-store upload completed only at the end), then removes the staging folder: readers see no
-ZIP or the whole ZIP.
+replaces its own files and can never appear twice. ``fmt=convert`` applies an image's upload
+crop (:mod:`jobengine.crops`) before the modifiers; ``fmt=orig`` exports the file as uploaded.
+The finishing step streams the ZIP into an atomic storage write (a temporary file renamed into
+place, or an object-store upload completed only at the end), then removes the staging folder:
+readers see no ZIP or the whole ZIP.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from jobengine import imaging
 from jobengine.catalog import SET_TYPES, company_presets
+from jobengine.crops import parse_crop, with_crop
 from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
@@ -132,7 +134,7 @@ class ExportKind(JobKindHandler):
                 # the isolated converter needs local paths: local storage gives its own files,
                 # remote storage a downloaded copy and a folder uploaded after a success
                 with storage.local_file(asset.file_key) as source, storage.local_dir(staged) as out:
-                    names = self._convert(ctx, job, source, out, asset.name)
+                    names = self._convert(ctx, job, source, out, asset)
                 note: LogMessage = "converted {files}"
             else:
                 storage.copy(asset.file_key, f"{staged}/{asset.name}")
@@ -158,10 +160,12 @@ class ExportKind(JobKindHandler):
         return ItemOutcome("success", "ReturnSuccess", note, ref, size, {"files": files}, done)
 
     @staticmethod
-    def _convert(ctx: RunContext, job: Any, source: Path, out_dir: Path, name: str) -> list[str]:
+    def _convert(ctx: RunContext, job: Any, source: Path, out_dir: Path, asset: Asset) -> list[str]:
         with ctx.runtime.store.read() as session:
             request = _image_request(session, ctx.company_id, job)
-        return [p.name for p in imaging.convert(source, out_dir, request, name)]
+        if asset.type == "Image":  # its upload crop first (jobengine/crops.py)
+            request = with_crop(request, parse_crop(asset.crop))
+        return [p.name for p in imaging.convert(source, out_dir, request, asset.name)]
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         storage = ctx.runtime.storage

@@ -4,6 +4,8 @@ The publish root is ``_publish/<company>/`` in storage: the images under their f
 ``catalog.json`` describing them and ``presets.mac`` with the company's image presets (what an IS
 publish pushes to the image servers). ``Incremental`` publishes what is new or changed since its
 last publish, ``Full`` every marked image, ``FullWithSearch`` also writes ``search.json``.
+An image with an upload crop (:mod:`jobengine.crops`) has it in its catalog entry (``crop``,
+``x,y,w,h`` in source pixels, as IS ``crop=``); its file is published as uploaded.
 Planning, the atomic copy and the ``Published`` mark are the publish kinds' (``publish.py``).
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jobengine.crops import parse_crop
 from jobengine.kinds.base import RunContext
 from jobengine.kinds.publish import (
     PublishKind,
@@ -25,7 +28,7 @@ from jobengine.kinds.publish import (
 from jobengine.model.constants import JobType
 from jobengine.model.logtypes import JobLogType
 from jobengine.storage import Storage, safe_name
-from jobengine.store.schema import ImageFormat
+from jobengine.store.schema import Asset, ImageFormat
 
 __all__ = ["ImageServingPublishKind", "publish_root"]
 
@@ -33,6 +36,20 @@ __all__ = ["ImageServingPublishKind", "publish_root"]
 def publish_root(ctx: RunContext) -> str:
     """The company's publish root in storage (Image Serving and video publishes)."""
     return f"_publish/{safe_name(ctx.company_handle)}"
+
+
+def _entry(asset: Asset, folder: str) -> dict[str, Any]:
+    """An image's catalog.json entry; ``crop`` (``x,y,w,h`` in source pixels, IS ``crop=``) when
+    it has an upload crop (jobengine/crops.py)."""
+    entry: dict[str, Any] = {
+        "handle": asset.handle,
+        "path": asset_path(folder, asset.name),
+        "size": asset.size,
+    }
+    box = parse_crop(asset.crop)
+    if box is not None:
+        entry["crop"] = box.text()
+    return entry
 
 
 class ImageServingPublishKind(PublishKind):
@@ -57,9 +74,7 @@ class ImageServingPublishKind(PublishKind):
             return {}
         job: Any = ctx.job
         rows = published_catalog(session, ctx.company_id, self.file_types)
-        catalog = [
-            {"handle": a.handle, "path": asset_path(p, a.name), "size": a.size} for a, p in rows
-        ]
+        catalog = [_entry(a, p) for a, p in rows]
         presets = session.scalars(
             select(ImageFormat).where(ImageFormat.company_id == ctx.company_id)
         ).all()

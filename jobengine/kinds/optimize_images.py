@@ -2,7 +2,9 @@
 
 The plan takes the company's Image assets with no pyramid, or whose file changed since theirs
 was made (``Asset.optimized_version``, the ``updated_at`` of the file version the pyramid was
-made from, differs from ``updated_at``). Each is one item: the conversion pool writes the pyramid
+made from, differs from ``updated_at``), or whose upload crop changed since (``Asset.crop``
+against ``Asset.optimized_crop``: the pyramid is of the cropped view, :mod:`jobengine.crops`).
+Each is one item: the conversion pool writes the pyramid
 (:mod:`jobengine.imaging.ptif`, never in this process) atomically to
 ``<company>/optimized/<asset id>.ptif``, then the asset row records it. A re-run, or a retried
 item whose first attempt got that far, finds it up to date and skips it; a corrupt image fails
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from jobengine import imaging
 from jobengine.catalog import mark_for_publish
+from jobengine.crops import parse_crop
 from jobengine.errors import IpsFault
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
@@ -52,8 +55,12 @@ def optimized_key(company_handle: str, asset_id: int) -> str:
 
 
 def is_optimized(asset: Asset) -> bool:
-    """Whether the asset's pyramid was made from its current file."""
-    return asset.optimized_key is not None and asset.optimized_version == asset.updated_at
+    """Whether the asset's pyramid was made from its current file and crop."""
+    return (
+        asset.optimized_key is not None
+        and asset.optimized_version == asset.updated_at
+        and asset.optimized_crop == asset.crop
+    )
 
 
 def optimize_asset(
@@ -72,9 +79,10 @@ def optimize_asset(
         current = {"name": asset.name}
         return ItemOutcome("success", _SUCCESS, "{name} is already optimized", ref, args=current)
     folder, name = key.rsplit("/", 1)
+    box = parse_crop(asset.crop)
     try:
         with storage.local_file(asset.file_key) as src, storage.local_dir(folder) as out:
-            imaging.pyramid(src, out, name)
+            imaging.pyramid(src, out, name, crop=None if box is None else box.as_tuple())
     except IpsFault as exc:
         failed = {"name": asset.name, "reason": exc.reason}
         return ItemOutcome("error", _FAILURE, "cannot optimize {name}: {reason}", ref, args=failed)
@@ -86,6 +94,7 @@ def optimize_asset(
         if stored is not None:
             # the version read above: if the file changed meanwhile, the next run redoes it
             stored.optimized_key, stored.optimized_version = key, asset.updated_at
+            stored.optimized_crop = asset.crop
             if ready:
                 mark_for_publish(stored)
     if stored is None:  # deleted while its pyramid was made
@@ -116,6 +125,7 @@ class OptimizeImagesKind(JobKindHandler):
                 Asset.optimized_key.is_(None),
                 Asset.optimized_version.is_(None),
                 Asset.optimized_version != Asset.updated_at,
+                Asset.optimized_crop.is_distinct_from(Asset.crop),
             ),
         )
         return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]

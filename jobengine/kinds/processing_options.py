@@ -9,6 +9,9 @@ model later cannot slip through unnoticed.
 
 UploadUrlsJob and UploadDirectoryJob use it too (their own fields are in the same tables);
 :func:`unsupported_fields` lists every refused field of a payload.
+
+``postHttpUrl`` is honoured by every payload that has it (:data:`CALLBACK`): the run's end calls
+it (:mod:`jobengine.callbacks`); :func:`refuse_unsupported` checks the URL.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from jobengine.callbacks import check_completion_url
 from jobengine.errors import NotSupported
 
-__all__ = ["IGNORED", "REFUSED", "refuse_unsupported", "unsupported_fields"]
+__all__ = ["CALLBACK", "IGNORED", "REFUSED", "refuse_unsupported", "unsupported_fields"]
 
 
 def _given(value: Any) -> bool:
@@ -71,9 +75,11 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "create_mask": (_true, "masks are not made"),
     "overwrite_avs": (_true, "adaptive video sets are not made"),
     "knockout_background_options": (_given, "backgrounds are not knocked out"),
-    "manual_crop_options": (_crops, "crops are not applied"),
-    "auto_color_crop_options": (_given, "crops are not applied"),
-    "auto_transparent_crop_options": (_given, "crops are not applied"),
+    # Upload crops are honoured by UploadUrlsJob, UploadDirectoryJob and ReprocessAssetsJob
+    # (jobengine/crops.py); only RipPdfsJob, whose pages they would crop, still refuses them.
+    "manual_crop_options": (_crops, "crops are not applied to ripped pages"),
+    "auto_color_crop_options": (_given, "crops are not applied to ripped pages"),
+    "auto_transparent_crop_options": (_given, "crops are not applied to ripped pages"),
     "auto_smart_crop_options_array": (_given, "smart crops are not made"),
     "photoshop_options": (_keeps_layers, "Photoshop layers are not kept"),
     "post_script_options": (_rasterizes, "PostScript/EPS files are not rasterized"),
@@ -84,7 +90,6 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "auto_set_creation_options": (_given, "set-generation scripts are not run"),
     "media_options": (_given, "video is not encoded"),
     "project_handle_array": (_given, "projects are not kept"),
-    "post_http_url": (_given, "completion URLs are not notified"),
     "post_image_serving_publish_job": (_given, "follow-on publish jobs are not run here"),
     "post_image_rendering_publish_job": (_given, "follow-on publish jobs are not run here"),
     "post_video_publish_job": (_given, "follow-on publish jobs are not run here"),
@@ -100,12 +105,14 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "un_compress_options": (_uncompresses, "archives are not extracted"),
 }
 
+# The completion URL, called when a run ends (jobengine/callbacks.py), whatever the kind.
+CALLBACK = frozenset({"post_http_url"})
+
 # Flags that ask for nothing this server would do differently (see docs/jobs.md).
 IGNORED = frozenset(
     {
         "synchronization_complete",
         "preserve_publish_state",
-        "preserve_crop",
         "post_job_only_if_files",
         "exclude_master_video_from_avs",
         "ignore_smart_crop_generation",
@@ -122,7 +129,7 @@ def unsupported_fields(
     found: list[tuple[str, str]] = []
     for name, info in type(job).model_fields.items():
         value = getattr(job, name)
-        if name in honoured or name in IGNORED or value is None:
+        if name in honoured or name in IGNORED or name in CALLBACK or value is None:
             continue
         path = f"{element}/{info.alias or name}"
         asks, why = REFUSED.get(name, (_given, "this field is not handled"))
@@ -133,6 +140,8 @@ def unsupported_fields(
 
 def refuse_unsupported(element: str, job: BaseModel, honoured: Collection[str]) -> None:
     """NotSupported for the first field of ``job`` (the ``element`` payload) that asks for work
-    this server does not do; ``honoured`` names the fields the kind itself handles."""
+    this server does not do; ``honoured`` names the fields the kind itself handles. Then
+    InvalidParameter for a ``postHttpUrl`` that could never be called."""
     for path, reason in unsupported_fields(element, job, honoured):
         raise NotSupported(reason, field=path)
+    check_completion_url(element, job)

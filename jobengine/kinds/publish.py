@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
+from jobengine.callbacks import check_completion_url
 from jobengine.errors import NotSupported
 from jobengine.kinds.base import (
     AssetRef,
@@ -131,11 +132,7 @@ class PublishKind(JobKindHandler):
     # --- submit ---------------------------------------------------------------------------
 
     def check(self, db: Connection, company_id: int, job: Any) -> None:
-        if getattr(job, "http_completion_url", None):
-            raise NotSupported(
-                f"{self.element}/httpCompletionUrl is not supported by this server yet",
-                field=f"{self.element}/httpCompletionUrl",
-            )
+        check_completion_url(self.element, job)  # called when a run ends (jobengine.callbacks)
         context = getattr(job, "context_handle", None)
         if context is not None and context.strip():
             raise NotSupported(

@@ -4,7 +4,11 @@ One item per asset of ``assetHandleArray``: an Image gets a new pyramid TIFF eve
 pyramid is up to date (:func:`~jobengine.kinds.optimize_images.optimize_asset` with ``force``),
 a PDF is ripped again with the job's ``pdfOptions``
 (:func:`~jobengine.kinds.rip_pdfs.rip_asset`), any other type gets a warning row: there is
-nothing to reprocess. ``readyForPublish`` marks the results (the image; the pages and eCatalog)
+nothing to reprocess. An Image first gets its upload crop (:mod:`jobengine.crops`): the job's
+``manualCropOptions``, ``autoColorCropOptions`` or ``autoTransparentCropOptions`` under
+``preserveCrop`` (measured in the conversion pool; a crop that cannot be set is an
+``UploadWarning`` row and no crop), so the new pyramid is of the cropped view.
+``readyForPublish`` marks the results (the image; the pages and eCatalog)
 for publish.
 """
 
@@ -16,6 +20,9 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from jobengine.crops import CROP_FIELDS, CropOrder, measure
+from jobengine.errors import IpsFault
+from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
     AssetRef,
     ItemOutcome,
@@ -35,6 +42,7 @@ from jobengine.kinds.rip_pdfs import (
     rip_summary,
     unique_handles,
 )
+from jobengine.store.schema import Asset
 
 __all__ = ["ReprocessAssetsKind"]
 
@@ -46,7 +54,14 @@ class ReprocessAssetsKind(JobKindHandler):
     begin_log = "BeginReoptimize"
     end_log = "endReoptimize"  # sic: the IPS constant
     honoured: Collection[str] = frozenset(
-        {"asset_handle_array", "ready_for_publish", "pdf_options", "email_setting"}
+        {
+            "asset_handle_array",
+            "ready_for_publish",
+            "pdf_options",
+            "email_setting",
+            "preserve_crop",
+            *CROP_FIELDS,
+        }
     )
 
     def check(self, db: Connection, company_id: int, job: Any) -> None:
@@ -67,7 +82,10 @@ class ReprocessAssetsKind(JobKindHandler):
         job: Any = ctx.job
         ready = job.ready_for_publish is True
         if asset.type == "Image":
-            return optimize_asset(ctx, asset, force=True, ready=ready)
+            cropped = self._crop(ctx, asset)
+            if isinstance(cropped, ItemOutcome):
+                return cropped
+            return optimize_asset(ctx, cropped, force=True, ready=ready)
         if asset.type == "Pdf":
             return rip_asset(ctx, asset, RipOptions.of(job.pdf_options), ready=ready)
         skipped = {"name": asset.name, "type": asset.type}
@@ -78,6 +96,47 @@ class ReprocessAssetsKind(JobKindHandler):
             AssetRef.of(asset),
             args=skipped,
         )
+
+    @staticmethod
+    def _crop(ctx: RunContext, asset: Asset) -> Asset | ItemOutcome:
+        """The image with its upload crop set as the job says, or the error outcome of an image
+        that cannot be measured for it."""
+        order = CropOrder.of(ctx.job)
+        decision = order.decide(asset.crop)
+        if decision == "keep":
+            return asset
+        ref = AssetRef.of(asset)
+        crop, warning = None, None
+        if decision == "compute" and asset.file_key is not None:
+            try:
+                with ctx.runtime.storage.local_file(asset.file_key) as src:
+                    measured = measure(order, src)  # in the conversion pool
+            except IpsFault as exc:
+                why = f"the image cannot be cropped: {exc.reason}"
+                failed: LogMessage = "cannot optimize {name}: {reason}"
+                bad = {"name": asset.name, "reason": why}
+                return ItemOutcome("error", "ReoptimizeFailure", failed, ref, args=bad)
+            except OSError as exc:
+                unread: LogMessage = "cannot read {name}: {error}"
+                gone = {"name": asset.name, "error": str(exc)}
+                return ItemOutcome("error", "ReoptimizeFailure", unread, ref, args=gone)
+            crop, warning = measured.crop, measured.warning
+        with ctx.runtime.store.write() as session:
+            stored = session.get(Asset, asset.id)
+            if stored is None:
+                return asset_gone(asset.handle, "ReoptimizeFailure")
+            stored.crop = crop
+            if warning:
+                ctx.log(
+                    session,
+                    "UploadWarning",
+                    "{name} is not cropped: {reason}",
+                    asset=ref,
+                    name=asset.name,
+                    reason=warning,
+                )
+        asset.crop = crop
+        return asset
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         return {**optimize_summary(session, ctx.run_id), **rip_summary(session, ctx.run_id)}

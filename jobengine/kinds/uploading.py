@@ -5,8 +5,12 @@ with its log row, and the follow-on publish job when the run ends.
   field (:func:`jobengine.kinds.processing_options.refuse_unsupported`); a follow-on job must be
   of a kind this server runs (:func:`jobengine.kinds.follow_on.check_follow_on`).
 * **One file.** :func:`jobengine.ingest.ingest` stores it under the job's ``overwrite``,
-  ``readyForPublish`` and ``preservePublishState``; the row is ``UploadSuccess`` (created or
-  replaced; a replacement also counts in the JobLog's ``fileUpdateCount``),
+  ``readyForPublish`` and ``preservePublishState``, and sets its upload crop
+  (``manualCropOptions``, ``autoColorCropOptions``, ``autoTransparentCropOptions``,
+  ``preserveCrop``: :mod:`jobengine.crops`; a crop that cannot be set is an extra
+  ``UploadWarning`` row, an image that cannot be measured for it an ``UploadError``); the row is
+  ``UploadSuccess`` (created or replaced; a replacement also counts in the JobLog's
+  ``fileUpdateCount``),
   ``DuplicateSkipped`` (a warning, counted in ``fileDuplicateCount``: a same-named asset exists
   and overwrite is false) or ``UploadError`` naming the source and the reason.
 * **Finish.** The follow-on job, if any (:func:`jobengine.kinds.follow_on.submit_follow_on`).
@@ -20,6 +24,8 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from jobengine.crops import CROP_FIELDS, CropOrder
+from jobengine.errors import IpsFault
 from jobengine.fetch import FetchError
 from jobengine.ingest import BadPath, UploadRules, ingest, ingest_ref
 from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
@@ -44,6 +50,8 @@ COMMON_FIELDS = frozenset(
         "preserve_publish_state",
         "email_setting",
         "post_job_only_if_files",
+        "preserve_crop",
+        *CROP_FIELDS,
         *FOLLOW_ON_FIELDS,
     }
 )
@@ -85,6 +93,7 @@ class UploadKind(JobKindHandler):
             overwrite=bool(job.overwrite),
             ready_for_publish=bool(job.ready_for_publish),
             preserve_publish_state=job.preserve_publish_state,
+            crop=CropOrder.of(job),
         )
 
     def store(
@@ -110,8 +119,22 @@ class UploadKind(JobKindHandler):
             )
         except (FetchError, BadPath, OSError, StorageError) as exc:
             return upload_error(source, _reason(exc), name)
+        except IpsFault as exc:  # the image could not be measured for its crop
+            return upload_error(source, f"the image cannot be cropped: {exc.reason}", name)
         ref = AssetRef(done.name, done.type, done.handle)
         result = {"handle": done.handle, "path": done.path, "outcome": done.outcome}
+        if done.crop:
+            result["crop"] = done.crop
+        if done.crop_warning:
+            with ctx.runtime.store.write() as log:
+                ctx.log(
+                    log,
+                    WARNING,
+                    "{name} is not cropped: {reason}",
+                    asset=ref,
+                    name=done.path,
+                    reason=done.crop_warning,
+                )
         if done.outcome == "skipped":
             return ItemOutcome(
                 "warning",

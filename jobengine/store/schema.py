@@ -42,6 +42,7 @@ __all__ = [
     "Run",
     "RunItem",
     "SetMember",
+    "SetPreset",
     "User",
     "utcnow",
 ]
@@ -136,6 +137,11 @@ class Asset(Base):
     optimized_version: Mapped[datetime | None]
     # RipPdfsJob / ReprocessAssetsJob: the PDF asset a page image or eCatalog was ripped from.
     derived_from: Mapped[int | None] = mapped_column(Integer)
+    # Upload crop (UploadUrlsJob, UploadDirectoryJob, ReprocessAssetsJob; jobengine/crops.py):
+    # "x,y,w,h" in pixels of the (oriented) image, applied by export convert, optimize and
+    # publish; and the crop the pyramid was made with (it is stale once they differ).
+    crop: Mapped[str | None] = mapped_column(String(64))
+    optimized_crop: Mapped[str | None] = mapped_column(String(64))
 
 
 class SetMember(Base):
@@ -157,6 +163,24 @@ class ImageFormat(Base):
     name: Mapped[str] = mapped_column(String(255))
     name_key: Mapped[str] = mapped_column(String(255))
     url_modifier: Mapped[str] = mapped_column(String(512))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SetPreset(Base):
+    """A batch set preset (AutomatedSetGenerationJob): name unique per company (case-insensitive)
+    and its rule, see :mod:`jobengine.setrules`. ``views`` is a JSON list of strings."""
+
+    __tablename__ = "set_presets"
+    __table_args__ = (UniqueConstraint("company_id", "name_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(255))
+    set_type: Mapped[str] = mapped_column(String(32))
+    pattern: Mapped[str] = mapped_column(String(512))
+    member_order: Mapped[str] = mapped_column(String(16))
+    views: Mapped[list[str]] = mapped_column(JSON, default=list)
+    name_template: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -220,6 +244,13 @@ class Run(Base):
     finish_sent_at: Mapped[datetime | None]
     swept_at: Mapped[datetime | None]
     notified_at: Mapped[datetime | None]  # the completion e-mail was sent (sent once)
+    # The completion callback (jobengine/callbacks.py): NULL not looked at yet, none, sending
+    # (claimed), retry (at callback_next_at), delivered, unknown, refused, failed.
+    callback_state: Mapped[str | None] = mapped_column(String(16))
+    callback_attempts: Mapped[int | None] = mapped_column(Integer)
+    callback_sent_at: Mapped[datetime | None]  # the last claim (the attempt's start)
+    callback_next_at: Mapped[datetime | None]
+    callback_result: Mapped[str | None] = mapped_column(String(300))  # the last outcome, in words
     total_items: Mapped[int] = mapped_column(Integer, default=0)
     finished_items: Mapped[int] = mapped_column(Integer, default=0)
     success_count: Mapped[int] = mapped_column(Integer, default=0)
