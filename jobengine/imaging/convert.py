@@ -28,7 +28,7 @@ from wand.exceptions import CorruptImageWarning, PolicyError, WandException
 from wand.image import Image
 
 from jobengine.imaging.encode import OutputFiles, require_encoder
-from jobengine.imaging.errors import ConversionFailed
+from jobengine.imaging.errors import ConversionFailed, UnsupportedInput
 from jobengine.imaging.geometry import check_plan, jpeg_size_hint, plan
 from jobengine.imaging.limits import Limits
 from jobengine.imaging.pdf import open_pdf, render_page
@@ -36,7 +36,7 @@ from jobengine.imaging.request import ImageRequest, output_name, page_name
 from jobengine.imaging.sniff import Sniffed, jpeg_is_complete, sniff_file
 from jobengine.imaging.steps import Job, run_pipeline
 
-__all__ = ["convert_file"]
+__all__ = ["convert_file", "open_raster"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,34 @@ def _plain_path(src: Path) -> Iterator[Path]:
         except OSError:
             shutil.copyfile(path, plain)
         yield plain
+
+
+@contextmanager
+def open_raster(src: Path, limits: Limits, *, pdf_refusal: str) -> Iterator[Image]:
+    """The first frame of the raster image ``src``, decoded only after the conversion gate: a
+    regular file under ``max_file_bytes``, its format sniffed from the bytes (a PDF raises
+    UnsupportedInput with ``pdf_refusal``), header and ``ping`` sizes under
+    ``max_source_pixels``, a truncated JPEG refused, an explicit coder prefix. ImageMagick errors
+    and corrupt-image warnings, also those of the caller's work on the image, become
+    ConversionFailed."""
+    _check_file(src, limits)
+    sniffed = sniff_file(src)
+    if sniffed.kind == "pdf":
+        raise UnsupportedInput(pdf_refusal)
+    if sniffed.size is not None:
+        _check_header_size(sniffed.size, limits)
+    if sniffed.kind == "jpeg" and not jpeg_is_complete(src):
+        raise ConversionFailed("the JPEG file is truncated or corrupt (no end-of-image marker)")
+    with _magick_errors(), warnings.catch_warnings(), _plain_path(src) as path:
+        warnings.simplefilter("error", CorruptImageWarning)
+        spec = f"{sniffed.coder}:{path}[0]"
+        with Image.ping(filename=spec) as probe:
+            width, height = probe.width, probe.height
+        if min(width, height) < 1:
+            raise ConversionFailed("the image has no size (corrupt header)")
+        _check_header_size((width, height), limits)
+        with Image(filename=spec) as img:
+            yield img
 
 
 def _convert_raster(

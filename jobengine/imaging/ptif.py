@@ -12,18 +12,15 @@ file is written atomically; on failure nothing is left behind.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from wand.exceptions import CorruptImageWarning
 from wand.image import Image
 
-from jobengine.imaging.convert import _check_file, _check_header_size, _magick_errors, _plain_path
+from jobengine.imaging.convert import open_raster
 from jobengine.imaging.encode import OutputFiles
-from jobengine.imaging.errors import ConversionFailed, UnsupportedInput
+from jobengine.imaging.errors import ConversionFailed
 from jobengine.imaging.limits import Limits
-from jobengine.imaging.sniff import jpeg_is_complete, sniff_file
 
 __all__ = ["JPEG_QUALITY", "TILE", "make_pyramid"]
 
@@ -47,26 +44,11 @@ def make_pyramid(
     limits = limits or Limits()
     if not dst_dir.is_dir():
         raise ConversionFailed("the destination directory does not exist")
-    _check_file(src, limits)
-    sniffed = sniff_file(src)
-    if sniffed.kind == "pdf":
-        raise UnsupportedInput("a PDF is not an image: rip it into pages first")
-    if sniffed.size is not None:
-        _check_header_size(sniffed.size, limits)
-    if sniffed.kind == "jpeg" and not jpeg_is_complete(src):
-        raise ConversionFailed("the JPEG file is truncated or corrupt (no end-of-image marker)")
     out = OutputFiles(dst_dir, token, progress)
+    refusal = "a PDF is not an image: rip it into pages first"
     try:
-        with _magick_errors(), warnings.catch_warnings(), _plain_path(src) as path:
-            warnings.simplefilter("error", CorruptImageWarning)
-            spec = f"{sniffed.coder}:{path}[0]"
-            with Image.ping(filename=spec) as probe:
-                width, height = probe.width, probe.height
-            if min(width, height) < 1:
-                raise ConversionFailed("the image has no size (corrupt header)")
-            _check_header_size((width, height), limits)
-            with Image(filename=spec) as img:
-                out.write_with(name, lambda tmp: _write_ptif(img, tmp, crop))
+        with open_raster(src, limits, pdf_refusal=refusal) as img:
+            out.write_with(name, lambda tmp: _write_ptif(img, tmp, crop))
     except BaseException:
         out.discard()
         raise

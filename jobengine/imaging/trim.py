@@ -24,21 +24,18 @@ nothing, or null when there is nothing to trim (or ``mode`` is ``size``).
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from wand.api import library
 from wand.color import Color
-from wand.exceptions import CorruptImageWarning
 from wand.image import Image
 
-from jobengine.imaging.convert import _check_file, _check_header_size, _magick_errors, _plain_path
+from jobengine.imaging.convert import open_raster
 from jobengine.imaging.encode import OutputFiles
-from jobengine.imaging.errors import ConversionFailed, UnsupportedInput
+from jobengine.imaging.errors import ConversionFailed
 from jobengine.imaging.limits import Limits
-from jobengine.imaging.sniff import jpeg_is_complete, sniff_file
 
 __all__ = ["CORNERS", "MODES", "trim_box"]
 
@@ -68,26 +65,10 @@ def trim_box(
         raise ConversionFailed(f"fuzz {fuzz!r} is outside 0..1")
     if not dst_dir.is_dir():
         raise ConversionFailed("the destination directory does not exist")
-    _check_file(src, limits)
-    sniffed = sniff_file(src)
-    if sniffed.kind == "pdf":
-        raise UnsupportedInput("a PDF is not an image")
-    if sniffed.size is not None:
-        _check_header_size(sniffed.size, limits)
-    if sniffed.kind == "jpeg" and not jpeg_is_complete(src):
-        raise ConversionFailed("the JPEG file is truncated or corrupt (no end-of-image marker)")
     out = OutputFiles(dst_dir, token, progress)
     try:
-        with _magick_errors(), warnings.catch_warnings(), _plain_path(src) as path:
-            warnings.simplefilter("error", CorruptImageWarning)
-            spec = f"{sniffed.coder}:{path}[0]"
-            with Image.ping(filename=spec) as probe:
-                width, height = probe.width, probe.height
-            if min(width, height) < 1:
-                raise ConversionFailed("the image has no size (corrupt header)")
-            _check_header_size((width, height), limits)
-            with Image(filename=spec) as img:
-                answer = _measure(img, mode, corner, fuzz)
+        with open_raster(src, limits, pdf_refusal="a PDF is not an image") as img:
+            answer = _measure(img, mode, corner, fuzz)
             data = json.dumps(answer).encode()
             out.write_with(base_name, lambda tmp: _write(tmp, data))
     except BaseException:
