@@ -38,9 +38,16 @@ from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitEx
 from jobengine.handles import company_segment
 from jobengine.i18n import LogMessage
 from jobengine.ingest import BadPath, clean_folder, clean_name
-from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.base import (
+    AssetRef,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+    check_asset_handles,
+    unique_handles,
+)
 from jobengine.kinds.processing_options import refuse_unsupported
-from jobengine.kinds.rip_pdfs import check_asset_handles, unique_handles
 from jobengine.setrules import SetRule, group_assets, parse_set_preset_handle, rule_of
 from jobengine.store.schema import Asset, Company, LogDetail, RunItem, SetPreset
 

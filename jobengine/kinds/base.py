@@ -7,20 +7,22 @@ says what its work is. Each kind has its own Celery task module in ``tasks/``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
+from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded
 from jobengine.i18n import LogMessage
 from jobengine.runtime import Runtime
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Asset, Folder, Run
 
 __all__ = [
+    "MAX_HANDLES",
     "AssetRef",
     "ItemOutcome",
     "JobKindHandler",
@@ -28,6 +30,8 @@ __all__ = [
     "RunContext",
     "asset_gone",
     "asset_in_folder",
+    "check_asset_handles",
+    "unique_handles",
 ]
 
 
@@ -116,6 +120,38 @@ class RunContext:
             asset_handle=asset.handle,
             **args,
         )
+
+
+MAX_HANDLES = 1000  # assets in one job's handle list (IPS's default for asset lists)
+_OWNERS = select(Asset.handle, Asset.company_id, Asset.type).where(
+    Asset.handle.in_(bindparam("handles", expanding=True))
+)
+
+
+def unique_handles(handles: Iterable[Any]) -> list[str]:
+    """The handles in order, each once."""
+    return list(dict.fromkeys(str(h) for h in handles))
+
+
+def check_asset_handles(
+    db: Connection, company_id: int, handles: list[str], path: str, *, asset_type: str | None = None
+) -> None:
+    """Submit-time: every handle names an asset of the company (of ``asset_type`` if given)."""
+    if len(handles) > MAX_HANDLES:
+        raise LimitExceeded(
+            f"{path} holds {len(handles)} assets; at most {MAX_HANDLES} are allowed", field=path
+        )
+    found = {str(h): (int(c), str(t)) for h, c, t in db.execute(_OWNERS, {"handles": handles})}
+    for handle in handles:
+        owner = found.get(handle)
+        if owner is None:
+            raise InvalidParameter(f"unknown assetHandle {handle!r}", field=path)
+        if owner[0] != company_id:
+            raise IllegalCompany(f"asset {handle!r} belongs to another company", field=path)
+        if asset_type is not None and owner[1] != asset_type:
+            raise InvalidParameter(
+                f"asset {handle!r} is of type {owner[1]}, not {asset_type}", field=path
+            )
 
 
 def asset_gone(handle: str, log_type: str) -> ItemOutcome:

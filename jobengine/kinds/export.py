@@ -32,6 +32,7 @@ from jobengine.kinds.base import (
     RunContext,
     asset_gone,
     asset_in_folder,
+    unique_handles,
 )
 from jobengine.storage import safe_name
 from jobengine.store.hot import HotStatement
@@ -71,10 +72,6 @@ def _image_request(db: Session | Connection, company_id: int, job: Any) -> imagi
     return imaging.export_request(job.is_modifier, job.macro, presets)
 
 
-def _unique_handles(handles: Any) -> list[str]:
-    return list(dict.fromkeys(str(h) for h in handles))
-
-
 class ExportKind(JobKindHandler):
     element = "exportJob"
     job_type = "Export"
@@ -85,7 +82,7 @@ class ExportKind(JobKindHandler):
     def check(self, db: Connection, company_id: int, job: Any) -> None:
         if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token
             _image_request(db, company_id, job)
-        handles = _unique_handles(job.asset_handle_array)
+        handles = unique_handles(job.asset_handle_array)
         if not handles:
             raise InvalidParameter("exportJob/assetHandleArray is empty", field="assetHandleArray")
         if len(handles) > MAX_EXPORT_ASSETS:
@@ -112,7 +109,7 @@ class ExportKind(JobKindHandler):
 
     def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
         job: Any = ctx.job
-        return [PlannedItem(key=h) for h in _unique_handles(job.asset_handle_array)]
+        return [PlannedItem(key=h) for h in unique_handles(job.asset_handle_array)]
 
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
         row = asset_in_folder(ctx, item.key)

@@ -31,17 +31,12 @@ from jobengine.kinds.base import (
     RunContext,
     asset_gone,
     asset_in_folder,
+    check_asset_handles,
+    unique_handles,
 )
 from jobengine.kinds.optimize_images import optimize_asset, optimize_summary
 from jobengine.kinds.processing_options import refuse_unsupported
-from jobengine.kinds.rip_pdfs import (
-    RipOptions,
-    check_asset_handles,
-    check_pdf_options,
-    rip_asset,
-    rip_summary,
-    unique_handles,
-)
+from jobengine.kinds.rip_pdfs import RipOptions, check_pdf_options, rip_asset, rip_summary
 from jobengine.store.schema import Asset
 
 __all__ = ["ReprocessAssetsKind"]

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobengine import imaging
 from jobengine.catalog import put_asset_file, remove_assets, save_set
-from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded, NotSupported
+from jobengine.errors import InvalidParameter, IpsFault, LimitExceeded, NotSupported
 from jobengine.i18n import LogMessage
 from jobengine.imaging.limits import MAX_RIP_DPI, MIN_RIP_DPI
 from jobengine.kinds.base import (
@@ -38,6 +38,8 @@ from jobengine.kinds.base import (
     RunContext,
     asset_gone,
     asset_in_folder,
+    check_asset_handles,
+    unique_handles,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
 from jobengine.model.options import PdfOptions
@@ -45,51 +47,18 @@ from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Folder, RunItem
 
 __all__ = [
-    "MAX_HANDLES",
     "RipOptions",
     "RipPdfsKind",
     "catalog_name",
-    "check_asset_handles",
     "check_pdf_options",
     "page_name",
     "pdf_stem",
     "rip_asset",
     "rip_summary",
-    "unique_handles",
 ]
 
-MAX_HANDLES = 1000  # assets per rip or reprocess job (IPS's default for asset lists)
 MAX_STEM = 400  # page names stay under the 512 characters of an asset name
 _SUCCESS, _ERROR, _WARNING = "UploadSuccess", "PdfRipError", "UploadWarning"
-_OWNERS = select(Asset.handle, Asset.company_id, Asset.type).where(
-    Asset.handle.in_(bindparam("handles", expanding=True))
-)
-
-
-def unique_handles(handles: Iterable[Any]) -> list[str]:
-    """The handles in order, each once."""
-    return list(dict.fromkeys(str(h) for h in handles))
-
-
-def check_asset_handles(
-    db: Connection, company_id: int, handles: list[str], path: str, *, asset_type: str | None = None
-) -> None:
-    """Submit-time: every handle names an asset of the company (of ``asset_type`` if given)."""
-    if len(handles) > MAX_HANDLES:
-        raise LimitExceeded(
-            f"{path} holds {len(handles)} assets; at most {MAX_HANDLES} are allowed", field=path
-        )
-    found = {str(h): (int(c), str(t)) for h, c, t in db.execute(_OWNERS, {"handles": handles})}
-    for handle in handles:
-        owner = found.get(handle)
-        if owner is None:
-            raise InvalidParameter(f"unknown assetHandle {handle!r}", field=path)
-        if owner[0] != company_id:
-            raise IllegalCompany(f"asset {handle!r} belongs to another company", field=path)
-        if asset_type is not None and owner[1] != asset_type:
-            raise InvalidParameter(
-                f"asset {handle!r} is of type {owner[1]}, not {asset_type}", field=path
-            )
 
 
 @dataclass(frozen=True)
