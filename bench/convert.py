@@ -286,8 +286,8 @@ def profile(src: Path, root: Path) -> list[str]:
                 jpeg_is_complete(src)
                 t = lap("sniff", t)
                 with Image.ping(filename=f"jpeg:{src}[0]") as probe:
-                    raw = probe.size
-                p = plan(*raw, req)
+                    raw = (int(probe.width), int(probe.height))
+                p = plan(raw[0], raw[1], req)
                 t = lap("ping", t)
                 with Image() as img:
                     hint = jpeg_size_hint(p, req, raw)

@@ -106,14 +106,27 @@ def run(n: int, rounds: int) -> None:
             [{**request, "jobName": f"M{r}-{i}-{k}"} for k in range(chunk)]
             for i in range(n // chunk)
         ]
+
         # The sides take turns, a hundred calls each, so that a change in the machine's load
         # (it is shared) weighs on all of them alike.
+        def bare_call(i: int) -> object:
+            return plain.apply_async((i,))
+
+        def same_call(i: int) -> object:
+            return same.apply_async((i,))
+
+        def submit_call(i: int, named: list[dict[str, Any]] = named) -> object:
+            return submit(named[i])
+
+        def many_call(i: int, batches: list[list[dict[str, Any]]] = batches) -> object:
+            return submit_many(batches[i])
+
         for c in range(n // chunk):
             span = range(c * chunk, (c + 1) * chunk)
-            sides["bare"].run(lambda i: plain.apply_async((i,)), span)
-            sides["same"].run(lambda i: same.apply_async((i,)), span)
-            sides["submit"].run(lambda i, named=named: submit(named[i]), span)
-            sides["many"].run(lambda i, b=batches: submit_many(b[i]), range(c, c + 1))
+            sides["bare"].run(bare_call, span)
+            sides["same"].run(same_call, span)
+            sides["submit"].run(submit_call, span)
+            sides["many"].run(many_call, range(c, c + 1))
         print(f"round {r + 1}")
         for side, runner in sides.items():
             stats = runner.stats()

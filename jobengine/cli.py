@@ -259,6 +259,26 @@ def cron_preview(
         console.print("never fires again")
 
 
+@app.command()
+def janitor(
+    dry_run: Annotated[bool, typer.Option(help="Only print what would be deleted.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Files deleted at most.")] = 1000,
+) -> None:
+    """Delete stored uploads, PDF pages and pyramids no asset refers to, older than
+    JOBENGINE_ORPHAN_GRACE (what beat does every hour), printing each key."""
+    from jobengine.janitor import sweep
+
+    try:
+        report = sweep(dry_run=dry_run, limit=limit)
+    except (JobEngineError, OSError) as exc:
+        _fail(exc)
+    verb = "would delete" if dry_run else "deleted"
+    for key in report.deleted:
+        typer.echo(f"{verb} {key}")  # not rich: a long key must stay on one line
+    more = " (limit reached: run again for more)" if report.capped else ""
+    typer.echo(f"{verb} {len(report.deleted)} file(s){more}")
+
+
 @presets_app.command("list")
 def presets_list(company: CompanyOpt) -> None:
     """getImageFormats: the company's presets, by name."""

@@ -13,7 +13,9 @@
 5. re-sends the steps of runs whose worker died and whose message was lost.
 
 Every minute it also sends the e-mail notices an SMTP outage held back and, in a thread of its
-own, the completion callbacks that are due (:func:`jobengine.callbacks.callbacks_pending`).
+own, the completion callbacks that are due (:func:`jobengine.callbacks.callbacks_pending`). At
+most once an hour (across beats: a Redis key with a TTL), again in a thread of its own, the
+janitor deletes stored files no asset refers to (:mod:`jobengine.janitor`).
 
 Two beats never fire a schedule twice: only the lock holder ticks, and every fire also passes a
 compare-and-set on the job's next fire time and the unique ``(job, fire key)`` of its run.
@@ -32,7 +34,7 @@ import redis
 from celery.beat import Scheduler
 from sqlalchemy import CursorResult, or_, select, update
 
-from jobengine import dispatch
+from jobengine import dispatch, janitor
 from jobengine.callbacks import sweep_in_background
 from jobengine.cron import parse as parse_cron
 from jobengine.embedded import redis_client
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 LOCK_KEY = "jobengine:beat:leader"
 MAIL_SWEEP_SECONDS = 60.0
+JANITOR_KEY = "jobengine:beat:janitor"
+JANITOR_SECONDS = 3600
 
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -334,6 +338,7 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.max_interval = interval
         self._mail_swept = 0.0
+        self._janitor_tried = 0.0
 
     def setup_schedule(self) -> None:
         """No static entries: every schedule is a job in the store."""
@@ -349,9 +354,21 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
                     self._mail_swept = time.monotonic()
                     notify_pending()  # notices held back by an SMTP outage
                     sweep_in_background()  # completion callbacks to retry (a thread of its own)
+                self._janitor()
         except Exception:  # a bad tick must not stop beat; the next one tries again
             logger.exception("scheduler tick failed")
         return interval
+
+    def _janitor(self) -> None:
+        """Start the janitor's sweep if no beat started one in the last hour (never raises)."""
+        if self._janitor_tried and time.monotonic() - self._janitor_tried < MAIL_SWEEP_SECONDS:
+            return
+        self._janitor_tried = time.monotonic()
+        try:
+            if self._lock.client.set(JANITOR_KEY, self._lock.token, nx=True, ex=JANITOR_SECONDS):
+                janitor.sweep_in_background()
+        except Exception:
+            logger.exception("could not start the janitor")
 
     def close(self) -> None:
         self._lock.release()

@@ -57,6 +57,9 @@ variable                       meaning (default)
                                their address is loopback, private... (none: only public ones)
 ``JOBENGINE_CALLBACK_TIMEOUT`` completion callbacks: seconds one POST may take in all, lookup,
                                connection and answer included (10, at most 60)
+``JOBENGINE_ORPHAN_GRACE``     the janitor (jobengine/janitor.py): seconds a stored upload,
+                               PDF page or pyramid no asset refers to is kept before it is
+                               deleted; keep it above the task time limit (86400)
 =============================  ==========================================================
 """
 
@@ -114,6 +117,20 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
     if not 0 <= value <= 86400:
         raise ConfigurationError(f"{name}={raw!r} must be from 0 to 86400 seconds")
+    return value
+
+
+def _grace(env: dict[str, str], name: str, default: float) -> float:
+    """A duration of zero or more seconds, without an upper bound."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
+    if not 0 <= value < float("inf"):
+        raise ConfigurationError(f"{name}={raw!r} must be zero or more seconds")
     return value
 
 
@@ -203,6 +220,8 @@ class Settings:
     # completion callbacks (jobengine/callbacks.py)
     callback_allowed_hosts: tuple[str, ...] = ()
     callback_timeout: float = 10.0
+    # the janitor (jobengine/janitor.py): how old an unreferenced file must be to go
+    orphan_grace: float = 86400.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -249,6 +268,7 @@ class Settings:
             upload_deadline=_float(env, "JOBENGINE_UPLOAD_DEADLINE", 600.0),
             callback_allowed_hosts=_comma_list(env, "JOBENGINE_CALLBACK_ALLOWED_HOSTS"),
             callback_timeout=_float(env, "JOBENGINE_CALLBACK_TIMEOUT", 10.0),
+            orphan_grace=_grace(env, "JOBENGINE_ORPHAN_GRACE", 86400.0),
         )
         settings.check()
         return settings

@@ -7,11 +7,12 @@ rules hold for every backend, so a key that a local root refuses is refused by S
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["Storage", "StorageError", "check_key", "safe_name"]
+__all__ = ["Storage", "StorageError", "StoredFile", "check_key", "safe_name"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
@@ -36,6 +37,14 @@ def check_key(key: str) -> list[str]:
     return parts
 
 
+class StoredFile(NamedTuple):
+    """A file found by :meth:`Storage.iter_files`: its key and modification time (POSIX
+    seconds; ``None`` when the storage does not tell)."""
+
+    key: str
+    modified: float | None
+
+
 @runtime_checkable
 class Storage(Protocol):
     """Files addressed by keys, with atomic writes: a local directory or any fsspec file system.
@@ -55,6 +64,11 @@ class Storage(Protocol):
 
     def size(self, key: str) -> int:
         """The size in bytes of the file under ``key``."""
+        ...
+
+    def modified(self, key: str) -> float | None:
+        """When the file under ``key`` was last written (POSIX seconds), ``None`` when the
+        storage does not tell; FileNotFoundError if there is none."""
         ...
 
     def open(self, key: str) -> BinaryIO:
@@ -106,4 +120,11 @@ class Storage(Protocol):
         """Open ``key`` for reading only if it is a regular file inside the folder ``folder``
         (local storage: after resolving symlinks); PermissionError if it leads elsewhere or is
         not a regular file, FileNotFoundError if missing."""
+        ...
+
+    def iter_files(self, key: str) -> Iterator[StoredFile]:
+        """The files under the folder ``key`` and its subfolders with their modification times,
+        streamed folder by folder in no set order (for sweeps over many files); a missing folder
+        holds none. Names that are not valid keys are left out; local storage yields regular
+        files only (no symlinks, FIFOs or devices) and never enters symlinked folders."""
         ...

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from jobengine.storage.base import StorageError, check_key
+from jobengine.storage.base import StorageError, StoredFile, check_key
 
 __all__ = ["LocalStorage"]
 
@@ -35,6 +35,9 @@ class LocalStorage:
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
+
+    def modified(self, key: str) -> float | None:
+        return self.path(key).stat().st_mtime
 
     def open(self, key: str) -> BinaryIO:
         """Open a stored file for reading."""
@@ -119,6 +122,30 @@ class LocalStorage:
                     self._walk(Path(entry.path), base, key, recursive, found)
             elif entry.is_file(follow_symlinks=False):  # regular files only: no FIFOs, devices
                 found.append(key)
+
+    def iter_files(self, key: str) -> Iterator[StoredFile]:
+        """The regular files under the folder ``key``, one folder read at a time; symlinks
+        (to files or folders) are neither yielded nor followed."""
+        pending = ["/".join(check_key(key))]
+        while pending:
+            prefix = pending.pop()
+            try:
+                with os.scandir(self.path(prefix)) as scan:
+                    entries = list(scan)
+            except OSError:  # missing, not a folder, unreadable
+                continue
+            for entry in entries:
+                child = f"{prefix}/{entry.name}"
+                try:
+                    check_key(child)
+                    if entry.is_symlink():
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(child)
+                    elif entry.is_file(follow_symlinks=False):
+                        yield StoredFile(child, entry.stat(follow_symlinks=False).st_mtime)
+                except (StorageError, OSError):  # a bad name, or gone meanwhile
+                    continue
 
     def open_within(self, folder: str, key: str) -> BinaryIO:
         """Open ``key`` if it resolves to a regular file inside ``folder`` (no FIFO can block

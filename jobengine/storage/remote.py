@@ -22,11 +22,12 @@ import secrets
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from jobengine.errors import ConfigurationError
-from jobengine.storage.base import StorageError, check_key
+from jobengine.storage.base import StorageError, StoredFile, check_key
 
 __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecStorage"]
 
@@ -42,6 +43,21 @@ def _discard(out: Any) -> None:
         out.discard()
     # AbstractBufferedFile: marking it closed keeps close() (and __del__) from committing.
     out.closed = True
+
+
+def _mtime(info: Mapping[str, Any]) -> float | None:
+    """The modification time in an fsspec info dict (s3fs ``LastModified``, SFTP ``mtime``,
+    memory ``created``...) as POSIX seconds; None when it has none."""
+    for name in ("LastModified", "last_modified", "mtime", "modified", "updated", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
 
 
 class FsspecStorage:
@@ -116,6 +132,12 @@ class FsspecStorage:
     def size(self, key: str) -> int:
         fs, path = self._target(key)
         return int(fs.size(path))
+
+    def modified(self, key: str) -> float | None:
+        fs, path = self._target(key)
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)
+        return _mtime(fs.info(path))  # FileNotFoundError when missing
 
     def open(self, key: str) -> BinaryIO:
         """Open a stored file for reading."""
@@ -217,6 +239,29 @@ class FsspecStorage:
                 continue
             keys.append(candidate)
         return sorted(set(keys))
+
+    def iter_files(self, key: str) -> Iterator[StoredFile]:
+        """The files under the folder ``key``, listed afresh one folder at a time (``fs.walk``)."""
+        fs, path = self._target(key)
+        prefix = "/".join(check_key(key))
+        base = path.strip("/") + "/"
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)
+        try:
+            for _, _, files in fs.walk(path, detail=True):
+                for info in files.values():
+                    name = str(info.get("name", ""))
+                    relative = name.strip("/")
+                    if not relative.startswith(base) or name.endswith("/"):
+                        continue
+                    candidate = f"{prefix}/{relative.removeprefix(base)}"
+                    try:
+                        check_key(candidate)
+                    except StorageError:
+                        continue
+                    yield StoredFile(candidate, _mtime(info))
+        except (FileNotFoundError, NotADirectoryError):
+            return
 
     def open_within(self, folder: str, key: str) -> BinaryIO:
         """Open ``key`` if it is inside ``folder`` (object stores have no symlinks)."""
