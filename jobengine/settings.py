@@ -93,44 +93,43 @@ def _local_zone_name() -> str:
     return target.split(marker, 1)[1] if marker in target else "UTC"
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _parsed(env: dict[str, str], name: str, *, blank_is_unset: bool = True) -> float | None:
+    """The number ``name`` holds; None when it is unset, empty, or (``blank_is_unset``) blank."""
     raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+    if raw is None or (raw.strip() if blank_is_unset else raw) == "":
+        return None
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError as exc:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    value = _parsed(env, name, blank_is_unset=False)  # blanks are "not a number" here
+    if value is None:
+        return default
     if value <= 0:
-        raise ConfigurationError(f"{name}={raw!r} must be positive")
+        raise ConfigurationError(f"{name}={env[name]!r} must be positive")
     return value
 
 
 def _seconds(env: dict[str, str], name: str, default: float) -> float:
     """A duration that may be zero."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    value = _parsed(env, name)
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
     if not 0 <= value <= 86400:
-        raise ConfigurationError(f"{name}={raw!r} must be from 0 to 86400 seconds")
+        raise ConfigurationError(f"{name}={env[name]!r} must be from 0 to 86400 seconds")
     return value
 
 
 def _grace(env: dict[str, str], name: str, default: float) -> float:
     """A duration of zero or more seconds, without an upper bound."""
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
+    value = _parsed(env, name)
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
     if not 0 <= value < float("inf"):
-        raise ConfigurationError(f"{name}={raw!r} must be zero or more seconds")
+        raise ConfigurationError(f"{name}={env[name]!r} must be zero or more seconds")
     return value
 
 
