@@ -20,9 +20,7 @@ from typing import Any
 
 from jobengine.embedded import backend_url, broker_url
 from jobengine.errors import ConfigurationError
-from jobengine.settings import Settings
-
-DEFAULT_QUEUE = "jobengine"
+from jobengine.settings import DEFAULT_QUEUE, Settings
 
 TASK_MODULES = [
     "tasks.export",
@@ -62,7 +60,7 @@ def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
 
 def worker_queues(settings: Settings) -> list[str]:
     """What a worker consumes by default: ``jobengine`` and every queue of JOBENGINE_QUEUES."""
-    return [DEFAULT_QUEUE, *sorted({q for _, q in settings.queues} - {DEFAULT_QUEUE})]
+    return settings.all_queues
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

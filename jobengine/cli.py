@@ -265,7 +265,8 @@ def janitor(
     limit: Annotated[int, typer.Option(min=1, help="Files deleted at most.")] = 1000,
 ) -> None:
     """Delete stored uploads, PDF pages and pyramids no asset refers to, older than
-    JOBENGINE_ORPHAN_GRACE (what beat does every hour), printing each key."""
+    JOBENGINE_ORPHAN_GRACE, stale temporary files of interrupted writes, and the staging of
+    ended runs (what beat does every hour), printing each key."""
     from jobengine.janitor import sweep
 
     try:
@@ -273,10 +274,11 @@ def janitor(
     except (JobEngineError, OSError) as exc:
         _fail(exc)
     verb = "would delete" if dry_run else "deleted"
-    for key in report.deleted:
+    for key in [*report.temp_files, *report.staging, *report.deleted]:
         typer.echo(f"{verb} {key}")  # not rich: a long key must stay on one line
     more = " (limit reached: run again for more)" if report.capped else ""
-    typer.echo(f"{verb} {len(report.deleted)} file(s){more}")
+    removed = len(report.deleted) + len(report.temp_files) + len(report.staging)
+    typer.echo(f"{verb} {removed} file(s){more}")
 
 
 @presets_app.command("list")
@@ -422,6 +424,13 @@ def worker(
             "JOBENGINE_QUEUES), e.g. --queues convert for a worker of heavy conversions only."
         ),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The worker's node name (Celery's -n), e.g. w1 or w1@%h: unique in a "
+            "fleet, so that Flower tells its workers apart."
+        ),
+    ] = None,
 ) -> None:
     """Start a Celery worker (events on, for Flower): every job kind, or those of ``--queues``."""
     from jobengine.devstack import worker_command
@@ -430,7 +439,7 @@ def worker(
     if json_logs:
         os.environ[JSON_ENV] = "1"  # read by jobengine.logs in the worker (after exec)
     chosen = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
-    _exec(worker_command(concurrency, loglevel, chosen))
+    _exec(worker_command(concurrency, loglevel, chosen, name))
 
 
 @app.command()
@@ -488,7 +497,11 @@ def dev(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except JobEngineError as exc:  # an outage, or a fault no command caught: one line, no trace
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

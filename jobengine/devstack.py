@@ -23,11 +23,16 @@ def celery_command(*args: str) -> list[str]:
 
 
 def worker_command(
-    concurrency: int = 2, loglevel: str = "info", queues: Sequence[str] | None = None
+    concurrency: int = 2,
+    loglevel: str = "info",
+    queues: Sequence[str] | None = None,
+    name: str | None = None,
 ) -> list[str]:
-    """The worker's command line; ``queues`` by default: every queue (see worker_queues)."""
+    """The worker's command line; ``queues`` by default: every queue (see worker_queues);
+    ``name`` its node name (Celery's ``-n``, e.g. ``w1@%h``)."""
     from config.celery import worker_queues
 
+    named = ["-n", name if "@" in name else f"{name}@%h"] if name else []
     return celery_command(
         "worker",
         "-E",
@@ -41,6 +46,7 @@ def worker_command(
         loglevel,
         "--without-mingle",
         "--without-gossip",
+        *named,
     )
 
 

@@ -4,11 +4,20 @@ Task ids are derived from the run (``<run task id>``, ``-<seq>``, ``-finish``) s
 sent twice (outbox relay, redelivery) is recognisably the same work in Flower, and the store's
 guards make the second one a no-op. Messages carry the job handle and company in their kwargs so
 that Flower shows them.
+
+Once the broker refuses a message, this process sends nothing for ``JOBENGINE_OUTBOX_GRACE``
+seconds (:func:`broker_known_down`): submits record their runs in the outbox at once instead of
+each waiting on a connect timeout, and the scheduler's relay sends them when the broker is back.
+
+:func:`queue_depths` tells how many messages wait in each queue (the scheduler uses it to tell a
+run waiting behind a backlog from one whose message was lost).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,11 +26,14 @@ from typing import Any
 
 from jobengine.errors import ServerError
 from jobengine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.settings import Settings, get_settings
 
 __all__ = [
     "BrokerUnavailable",
     "StartMessage",
+    "broker_known_down",
     "producer",
+    "queue_depths",
     "reset_sender",
     "send_finish",
     "send_items",
@@ -38,15 +50,50 @@ class BrokerUnavailable(ServerError):
     """Raised when a message cannot be handed to the broker."""
 
 
+class _Breaker:
+    """Remembers, per process, that the broker refused a message, for a short while."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._reason = ""
+
+    def check(self) -> None:
+        """BrokerUnavailable, without trying, while the broker is known to be down."""
+        if time.monotonic() < self._until:
+            raise BrokerUnavailable(f"the message broker is unavailable: {self._reason}")
+
+    def down(self, error: Exception) -> None:
+        with self._lock:
+            self._until = time.monotonic() + get_settings().outbox_grace
+            self._reason = str(error) or type(error).__name__
+
+    def up(self) -> None:
+        self._until = 0.0
+
+    def is_down(self) -> bool:
+        return time.monotonic() < self._until
+
+
+_BREAKER = _Breaker()
+
+
+def broker_known_down() -> bool:
+    """Whether this process saw the broker refuse a message in the last outbox grace period."""
+    return _BREAKER.is_down()
+
+
 @contextmanager
 def producer() -> Iterator[Any]:
     """One pooled broker producer for several messages (BrokerUnavailable if none can be had)."""
     from jobengine.celery_app import app
 
+    _BREAKER.check()
     try:
         acquired = app.producer_or_acquire()
         handle = acquired.__enter__()
     except Exception as exc:  # kombu/redis/amqp raise many types for one condition
+        _BREAKER.down(exc)
         raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
     try:
         yield handle
@@ -65,6 +112,7 @@ def _send(
 ) -> None:
     from jobengine.celery_app import app
 
+    _BREAKER.check()
     try:
         app.send_task(
             name,
@@ -78,7 +126,9 @@ def _send(
         )
     except Exception as exc:  # kombu/redis/amqp raise many types for one condition
         logger.warning("could not send %s %s: %s", name, task_id, exc)
+        _BREAKER.down(exc)
         raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
+    _BREAKER.up()
 
 
 def send_start(
@@ -117,6 +167,7 @@ def send_starts(messages: Sequence[StartMessage]) -> None:
     """
     if not messages:
         return
+    _BREAKER.check()
     calls = [
         TaskCall(f"jobengine.{m.slug}.start", m.task_id, {"run_id": m.run_id, **m.labels}, m.eta)
         for m in messages
@@ -125,6 +176,7 @@ def send_starts(messages: Sequence[StartMessage]) -> None:
     if sender is not None:
         try:
             sender.send(calls)
+            _BREAKER.up()
             return
         except Unsupported:
             pass
@@ -148,10 +200,11 @@ def _redis_sender() -> RedisSender | None:
 
 
 def reset_sender() -> None:
-    """Forget the pipelined sender (after the broker configuration changed)."""
+    """Forget the pipelined sender and any refusal (after the broker configuration changed)."""
     if _SENDER and _SENDER[0] is not None:
         _SENDER[0].reset()
     _SENDER.clear()
+    _BREAKER.up()
 
 
 def send_items(
@@ -174,13 +227,48 @@ def send_items(
                       task_id=f"{task_id}-{seq}", ignore_result=True)
         for seq, key in items
     ]  # fmt: skip
+    _BREAKER.check()
     try:
         group(members).apply_async(retry=True, retry_policy=_RETRY)
     except Exception as exc:  # kombu/redis/amqp raise many types for one condition
         logger.warning("could not send %d items of run %s: %s", len(items), run_id, exc)
+        _BREAKER.down(exc)
         raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
+    _BREAKER.up()
 
 
 def send_finish(slug: str, run_id: int, task_id: str, labels: dict[str, str]) -> None:
     """Send the message that joins a run's items and writes its job log."""
     _send(f"jobengine.{slug}.finish", f"{task_id}-finish", {"run_id": run_id, **labels})
+
+
+# kombu's Redis transport keeps priority messages in sibling lists: "<queue>\x06\x16<priority>".
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+
+def queue_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int] | None:
+    """Messages waiting in each of ``queues`` (all priority lists), in one round trip; None when
+    the broker is not Redis or does not answer within two seconds."""
+    import redis
+
+    from jobengine.embedded import redis_url
+
+    url = settings.broker_url
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        return None  # AMQP and other brokers: ask the broker's own tooling
+    client = redis.Redis.from_url(
+        url or redis_url(settings), socket_timeout=2, socket_connect_timeout=2
+    )
+    lists = [q for q in queues for _ in range(1 + len(_PRIORITY_STEPS))]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            for key in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
+                pipe.llen(key)
+        depths = dict.fromkeys(queues, 0)
+        for queue, n in zip(lists, pipe.execute(), strict=True):
+            depths[queue] += int(n)
+        return depths
+    finally:
+        client.close()

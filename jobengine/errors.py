@@ -27,13 +27,22 @@ written for a person. Each surface (Python, SOAP, JSON, CLI) maps it once.
      |         |    +-- LimitExceeded       30001 export size / count limits
      |         +-- MissingParameter         30002 required element absent, no job type
      |         +-- InvalidRequestXml        30003 malformed or hostile XML
+     +-- Unavailable                        a service is down for now: retried, never a verdict
+     |    +-- StoreUnavailable              the job store cannot be reached (or is locked, full)
      +-- ConfigurationError                 settings that cannot work (not a caller fault)
+
+``Unavailable`` is deliberately not an ``IpsFault``: code that turns faults into per-asset log
+rows (``except IpsFault``) must never record an outage as a failed file. The worker waits and
+tries the step again; the public operations (:func:`caller_faults`) and the web surfaces give
+callers the IPS fault ``ServerError`` (30000) with the reason.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, ParamSpec, TypeVar
 
 __all__ = [
     "AuthenticationFault",
@@ -56,7 +65,10 @@ __all__ = [
     "NoOperationPermission",
     "NotSupported",
     "ServerError",
+    "StoreUnavailable",
     "TooManyAttempts",
+    "Unavailable",
+    "caller_faults",
 ]
 
 
@@ -209,6 +221,39 @@ class InvalidRequestXml(IpsApiFault):
 
     code = 30003
     name = "INVALID_REQUEST_XML"
+
+
+class Unavailable(JobEngineError):
+    """Raised when a service the engine needs is down for now (retried; see the module doc)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def as_fault(self) -> ServerError:
+        """What a caller is told: the IPS server error, with the reason."""
+        return ServerError(self.reason)
+
+
+class StoreUnavailable(Unavailable):
+    """Raised when the job store cannot be reached, or stays locked or full past its timeout."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def caller_faults(operation: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a public operation: an outage reaches its caller as the IPS fault ServerError."""
+
+    @functools.wraps(operation)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return operation(*args, **kwargs)
+        except Unavailable as exc:
+            raise exc.as_fault() from exc
+
+    return wrapper
 
 
 # Codes by fault element, for the surfaces that map codes back to names.

@@ -68,6 +68,7 @@ LogMessage = Literal[
     "skipped {name}: {type} assets cannot be exported",
     "cannot convert {name}: {reason}",
     "cannot read {name}: {error}",
+    "no space left on device writing {name}",
     "converted {files}",
     "exported {files}",
     "exported {type} as original {files}",

@@ -19,6 +19,17 @@ asset held before, leaves a file no row points at. :func:`sweep` deletes such fi
   has just written and is about to record, is never touched. The age is checked again per file
   right before its deletion (a pyramid is rewritten in place).
 
+It also removes what interrupted writes and finishes leave, wherever they are:
+
+* temporary files of atomic writes (``.tmp-*``: :meth:`~jobengine.storage.Storage.writer`
+  writes beside the target, then renames) under a company's ``exports`` and ``assets`` and
+  under ``_publish`` and ``_serverdir``, once they were last written more than the task time
+  limit (plus a minute) ago: no live writer can be that old, since its task would have been
+  killed (the uploads, pages and pyramids folders get theirs removed by the rule above);
+* the staging folders of ended runs (``_staging/run-<id>``, the inputs of a finishing step):
+  a finish removes them once the end of its run is committed, so only a worker killed between
+  that commit and the removal leaves one (or a run deleted from the store).
+
 The listing is streamed and at most ``limit`` files (1000) go per sweep; the next sweep goes on
 from there (the files already deleted are no longer listed). Beat runs it at most once an hour
 on the leader, in a thread of its own (:func:`sweep_in_background`); ``jobengine janitor
@@ -38,7 +49,8 @@ from sqlalchemy import select
 
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.storage import Storage, safe_name
-from jobengine.store.schema import Asset, Company
+from jobengine.store.runs import ACTIVE_STATES
+from jobengine.store.schema import Asset, Company, Run
 
 __all__ = [
     "BATCH",
@@ -48,10 +60,12 @@ __all__ = [
     "SweepReport",
     "old_files",
     "remove_orphans",
+    "stale_temp_files",
     "sweep",
     "sweep_in_background",
     "swept_prefixes",
     "unreferenced",
+    "unused_staging",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +74,9 @@ SWEPT_FOLDERS = ("uploads", "pages", "optimized")  # under <company>/
 RESERVED_TOP = frozenset({"ftp", "_publish", "_serverdir", "_staging"})  # other features' roots
 MAX_DELETIONS = 1000  # files deleted per sweep at most
 BATCH = 500  # keys looked up in one query
+TEMP_PREFIX = ".tmp-"  # the storages' temporary files of atomic writes
+TEMP_FOLDERS = ("exports", "assets")  # under <company>/, besides the swept folders
+STAGING = "_staging"
 
 
 @dataclass
@@ -71,6 +88,8 @@ class SweepReport:
     deleted: list[str] = field(default_factory=list)
     scanned: int = 0
     capped: bool = False
+    temp_files: list[str] = field(default_factory=list)  # stale .tmp-* files removed
+    staging: list[str] = field(default_factory=list)  # staging folders of ended runs removed
 
 
 def swept_prefixes(runtime: Runtime) -> list[str]:
@@ -145,13 +164,18 @@ def sweep(
     limit: int = MAX_DELETIONS,
     grace: float | None = None,
     now: float | None = None,
+    temp_grace: float | None = None,
 ) -> SweepReport:
     """One pass: delete at most ``limit`` unreferenced files older than ``grace`` seconds
-    (default ``JOBENGINE_ORPHAN_GRACE``) from the swept prefixes."""
+    (default ``JOBENGINE_ORPHAN_GRACE``) from the swept prefixes; then the ``.tmp-*`` files
+    older than ``temp_grace`` (default: the task time limit and a minute) and the staging of
+    ended runs."""
     runtime = runtime or get_runtime()
     grace = runtime.settings.orphan_grace if grace is None else grace
-    cutoff = (time.time() if now is None else now) - grace
+    now = time.time() if now is None else now
+    cutoff = now - grace
     report = SweepReport(dry_run=dry_run)
+    _remove_leftovers(runtime, report, now, limit, temp_grace)
     listing = old_files(runtime.storage, swept_prefixes(runtime), cutoff)
     while len(report.deleted) < limit:
         batch = list(islice(listing, BATCH))
@@ -164,14 +188,75 @@ def sweep(
     return report
 
 
+def _company_keys(runtime: Runtime) -> list[str]:
+    with runtime.store.read() as session:
+        handles = session.scalars(select(Company.handle)).all()
+    return sorted({safe_name(str(h)) for h in handles} - RESERVED_TOP)
+
+
+def stale_temp_files(runtime: Runtime, cutoff: float) -> Iterator[str]:
+    """The ``.tmp-*`` files last written before ``cutoff`` under the folders of writes that the
+    orphan rule does not sweep (exports, imported assets, publish trees), streamed."""
+    prefixes = [f"{c}/{sub}" for c in _company_keys(runtime) for sub in TEMP_FOLDERS]
+    for found in old_files(runtime.storage, [*prefixes, "_publish", "_serverdir"], cutoff):
+        if found.rpartition("/")[2].startswith(TEMP_PREFIX):
+            yield found
+
+
+def unused_staging(runtime: Runtime) -> list[str]:
+    """The staging folders (``_staging/run-<id>``) of runs that have ended or are gone."""
+    folders: set[str] = set()
+    for found in runtime.storage.iter_files(STAGING):
+        folder = found.key.split("/")[1]
+        if folder.startswith("run-") and folder[4:].isdigit():
+            folders.add(folder)
+    if not folders:
+        return []
+    ids = {int(f[4:]): f for f in folders}
+    with runtime.store.read() as session:
+        active = set(
+            session.scalars(
+                select(Run.id).where(Run.id.in_(list(ids)), Run.state.in_(ACTIVE_STATES))
+            )
+        )
+    return sorted(f"{STAGING}/{name}" for run_id, name in ids.items() if run_id not in active)
+
+
+def _remove_leftovers(
+    runtime: Runtime, report: SweepReport, now: float, limit: int, temp_grace: float | None
+) -> None:
+    """Remove stale temporary files and the staging of ended runs (up to ``limit`` each)."""
+    storage = runtime.storage
+    grace = runtime.settings.task_time_limit + 60.0 if temp_grace is None else temp_grace
+    for key in islice(stale_temp_files(runtime, now - grace), limit):
+        try:
+            if _still_old(storage, key, now - grace):
+                if not report.dry_run:
+                    storage.delete(key)
+                report.temp_files.append(key)
+        except Exception:
+            logger.warning("janitor: could not delete %s", key, exc_info=True)
+    for folder in unused_staging(runtime)[:limit]:
+        if not report.dry_run:
+            storage.delete_tree(folder)
+        report.staging.append(folder)
+    for key in [*report.temp_files, *report.staging]:
+        logger.info("janitor: %s %s", "would delete" if report.dry_run else "deleted", key)
+
+
 def _sweep_quietly() -> None:
     try:
         report = sweep()
     except Exception:  # the next sweep tries again
         logger.exception("janitor sweep failed")
         return
-    if report.deleted:
-        logger.info("janitor deleted %d unreferenced file(s)", len(report.deleted))
+    if report.deleted or report.temp_files or report.staging:
+        logger.info(
+            "janitor deleted %d unreferenced file(s), %d temporary file(s), %d staging folder(s)",
+            len(report.deleted),
+            len(report.temp_files),
+            len(report.staging),
+        )
 
 
 _SWEEPER: list[threading.Thread] = []  # the last sweep's thread

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from jobengine.dispatch import queue_depths
 from jobengine.settings import Settings, get_settings
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "make_registry",
     "metrics_endpoint",
     "queue_depth",
+    "queue_depths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,9 +50,6 @@ QUEUE = "jobengine"  # task_default_queue (config/celery.py)
 RUN_STATES = ("Queued", "Running", "Stopping", "Done", "Failed", "Stopped", "Cancelled")
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_WINDOW = timedelta(hours=1)
-# kombu's Redis transport keeps priority messages in sibling lists: "<queue>\x06\x16<priority>".
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 
 
 def _known_kinds() -> list[str]:
@@ -105,33 +104,6 @@ def _buckets(values: list[float]) -> list[tuple[str, float]]:
     cumulative = [(str(bound), float(sum(1 for v in values if v <= bound))) for bound in
                   DURATION_BUCKETS]  # fmt: skip
     return [*cumulative, ("+Inf", float(len(values)))]
-
-
-def queue_depths(settings: Settings, queues: Sequence[str]) -> dict[str, int] | None:
-    """Messages waiting in each of ``queues`` (all priority lists), in one round trip; None when
-    the broker is not Redis."""
-    import redis
-
-    from jobengine.embedded import redis_url
-
-    url = settings.broker_url
-    if url and not url.startswith(("redis://", "rediss://", "unix://")):
-        return None  # AMQP and other brokers: ask the broker's own tooling
-    client = redis.Redis.from_url(
-        url or redis_url(settings), socket_timeout=2, socket_connect_timeout=2
-    )
-    lists = [q for q in queues for _ in range(1 + len(_PRIORITY_STEPS))]
-    try:
-        pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for key in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
-                pipe.llen(key)
-        depths = dict.fromkeys(queues, 0)
-        for queue, n in zip(lists, pipe.execute(), strict=True):
-            depths[queue] += int(n)
-        return depths
-    finally:
-        client.close()
 
 
 def queue_depth(settings: Settings, queue: str = QUEUE) -> int | None:
@@ -207,11 +179,9 @@ class JobStoreCollector(Collector):
     def _queue(self) -> Metric | None:
         import redis
 
-        from config.celery import worker_queues
-
         settings = self._settings or get_settings()
         try:
-            depths = queue_depths(settings, worker_queues(settings))
+            depths = queue_depths(settings, settings.all_queues)
         except redis.RedisError as exc:
             raise ConnectionError(str(exc)) from exc
         if depths is None:

@@ -3,6 +3,19 @@
 Tasks call these three functions and nothing else. Each step passes a run-once guard in the
 store first, so a redelivered, duplicated or re-sent message does nothing twice; every step is
 safe to run again after a worker dies in the middle of it.
+
+* A step that works keeps its lease alive (:class:`~jobengine.heartbeat.Heartbeat`): a live
+  worker is never doubled, a dead one is taken over one lease after its last beat.
+* An outage of the store (:class:`~jobengine.errors.Unavailable`) is never an outcome: it
+  leaves the step, which the task runs again from the top once the store answers (the claims
+  are re-entrant for their holder). Nothing is recorded as failed because the store was down.
+* Finishing is idempotent. The kind writes its output (atomically), then the end of the run is
+  committed by a compare-and-set on its state, and only then are the staged inputs removed
+  (:meth:`~jobengine.kinds.base.JobKindHandler.cleanup`). A finish killed before its commit is
+  re-sent and writes the same output again from the same inputs; one killed after it finds the
+  run ended and only cleans up.
+* A message that cannot be sent after a commit (the broker is down) is not an error of the
+  step: the scheduler sends it once the broker is back (see :mod:`jobengine.scheduling`).
 """
 
 from __future__ import annotations
@@ -17,11 +30,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
+from jobengine.errors import IpsFault, Unavailable
+from jobengine.heartbeat import Heartbeat
 from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
 from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.runs import (
+    FINAL_STATES,
     Counts,
     ItemFinal,
     cancel_item,
@@ -31,6 +47,8 @@ from jobengine.store.runs import (
     complete_item,
     count_finished,
     end_run,
+    extend_item_lease,
+    extend_run_lease,
     lock_job_of_run,
     mark_finish_sent,
     write_log,
@@ -72,6 +90,41 @@ def start(run_id: int, worker: str) -> str:
     """Claim a queued run, plan its items and send them; returns what happened."""
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
+    claimed = _claim_start(runtime, run_id, worker)
+    if isinstance(claimed, str):
+        return claimed
+    loaded, existing = claimed
+    try:
+        with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+            items = _plan(runtime, loaded, existing)
+    except Unavailable:
+        raise  # not the job's fault: the task tries again once the store answers
+    except Exception as exc:
+        logger.exception("planning run %s failed", run_id)
+        _fail(runtime, run_id, "the job could not start: {error}", error=exc)
+        return "failed"
+    tags = labels(loaded.run, loaded.job, loaded.company)
+    pending = [(i.seq, i.key) for i in items if i.state == "pending"]
+    try:
+        dispatch.send_items(loaded.kind.slug, run_id, loaded.run.task_id, pending, tags)
+    except dispatch.BrokerUnavailable:
+        _release_start(runtime, run_id, worker)
+        return "broker down"
+    with runtime.store.write() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.planned, run.lease_until = True, None
+        session.flush()
+        all_done = mark_finish_sent(session, run_id)
+    if all_done:
+        _send_finish(loaded)
+    return "started"
+
+
+def _claim_start(
+    runtime: Runtime, run_id: int, worker: str
+) -> tuple[_Loaded, Sequence[RunItem]] | str:
+    """Claim the start; the run and the items an earlier start planned, or what happened."""
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
         loaded = _load(runtime, session, run_id)
@@ -79,7 +132,8 @@ def start(run_id: int, worker: str) -> str:
             return "duplicate"
         if loaded.run.paused and loaded.run.state == "Queued":
             return "paused"  # resumeJob sends it again
-        if not claim_start(session, run_id, worker, lease):
+        first = loaded.run.state == "Queued"  # not a start taken over or taken back
+        if not claim_start(session, run_id, worker, runtime.settings.lease_seconds):
             return "duplicate"
         job = loaded.job
         if loaded.run.stop_requested and not loaded.run.planned:
@@ -89,26 +143,17 @@ def start(run_id: int, worker: str) -> str:
         if job.exec_schedule is None and job.trigger_state == "Normal":
             job.trigger_state, job.next_fire_at = "Complete", None
         existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
-        if not existing:
+        if first:
             write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
-    try:
-        items = _plan(runtime, loaded, existing)
-    except Exception as exc:
-        logger.exception("planning run %s failed", run_id)
-        _fail(runtime, run_id, "the job could not start: {error}", error=exc)
-        return "failed"
-    tags = labels(loaded.run, loaded.job, loaded.company)
-    pending = [(i.seq, i.key) for i in items if i.state == "pending"]
-    dispatch.send_items(loaded.kind.slug, run_id, loaded.run.task_id, pending, tags)
+    return loaded, existing
+
+
+def _release_start(runtime: Runtime, run_id: int, worker: str) -> None:
+    """Give up a planned start whose items could not be sent: its lease lapses now, and the
+    scheduler sends the start again (which re-sends the same items) once the broker is back."""
+    logger.warning("run %s: its items could not be sent; the scheduler will start it again", run_id)
     with runtime.store.write() as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        run.planned, run.lease_until = True, None
-        session.flush()
-        all_done = mark_finish_sent(session, run_id)
-    if all_done:
-        dispatch.send_finish(loaded.kind.slug, run_id, loaded.run.task_id, tags)
-    return "started"
+        session.execute(extend_run_lease(run_id, worker, 0))  # lapsed as of now
 
 
 def _plan(runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]) -> list[RunItem]:
@@ -161,13 +206,17 @@ def run_item(run_id: int, seq: int, worker: str) -> ItemStep:
         if send:
             _send_finish(loaded)
         return step
-    outcome = _process(loaded, key)
+    lease = runtime.settings.lease_seconds
+    with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
+        outcome = _process(loaded, key)
     return _complete(runtime, loaded, seq, worker, outcome)
 
 
 def _process(loaded: _Loaded, key: str) -> ItemOutcome:
     try:
         return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
+    except Unavailable:
+        raise  # an outage is no outcome of the file: the task does the item again later
     except Exception as exc:  # one bad file fails its own item, never the job or the worker
         logger.exception("item %s of run %s failed", key, loaded.run.id)
         error = f"{type(exc).__name__}: {exc}"
@@ -237,33 +286,51 @@ def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool
 
 
 def _send_finish(loaded: _Loaded) -> None:
+    """Send the finishing step (its sending is recorded already: ``finish_sent_at``)."""
     tags = labels(loaded.run, loaded.job, loaded.company)
-    dispatch.send_finish(loaded.kind.slug, loaded.run.id, loaded.run.task_id, tags)
+    try:
+        dispatch.send_finish(loaded.kind.slug, loaded.run.id, loaded.run.task_id, tags)
+    except dispatch.BrokerUnavailable:  # the scheduler re-sends a finish sent long ago
+        logger.warning("run %s: the finish could not be sent; the scheduler will", loaded.run.id)
 
 
 def finish(run_id: int, worker: str) -> str:
     """Join a run whose items are all finished: write its output and final job log, once."""
     runtime = get_runtime()
+    lease = runtime.settings.lease_seconds
     with runtime.store.write() as session:
         loaded = _load(runtime, session, run_id)
-        if loaded is None or not claim_finish(
-            session, run_id, worker, runtime.settings.lease_seconds
-        ):
+        if loaded is None:
             return "duplicate"
+        claimed = claim_finish(session, run_id, worker, lease)
+        ended = loaded.run.state in FINAL_STATES
         stopped = loaded.run.stop_requested
+    if not claimed:
+        if ended:  # a finish killed after its commit: what it left staged goes now
+            _cleanup(loaded)
+        return "duplicate"
     try:
-        with runtime.store.read() as session:
+        with (
+            Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease),
+            runtime.store.read() as session,
+        ):
             output = loaded.kind.finish(loaded.ctx, session, stopped)
+    except Unavailable:
+        raise  # the task finishes again once the store answers; the inputs are still staged
     except Exception as exc:
         logger.exception("finishing run %s failed", run_id)
-        _fail(runtime, run_id, "the job could not finish: {error}", error=exc)
-        return "failed"
+        ended = _fail(runtime, run_id, "the job could not finish: {error}", error=exc)
+        if ended:
+            _cleanup(loaded)
+        return "failed" if ended else "duplicate"
+    state = "Stopped" if stopped else "Done"
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
         assert run is not None
+        if not end_run(session, run, state):
+            return "duplicate"  # another finish (a re-sent one) committed the end first
         run.output = output
-        state = "Stopped" if stopped else "Done"
         summary: LogMessage = (
             "job stopped: {success} succeeded, {errors} failed, "
             "{warnings} warnings of {total} file(s)"
@@ -281,15 +348,29 @@ def finish(run_id: int, worker: str) -> str:
             warnings=run.warning_count,
             total=run.total_items,
         )
-        end_run(session, run, state)
+    _cleanup(loaded)
     return state.lower()
 
 
-def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exception) -> None:
+def _cleanup(loaded: _Loaded) -> None:
+    """Remove what the run staged (after its end is committed; the janitor sweeps leftovers)."""
+    try:
+        loaded.kind.cleanup(loaded.ctx)
+    except Exception:
+        logger.warning("run %s: could not remove its staged files", loaded.run.id, exc_info=True)
+
+
+def _describe(error: Exception) -> str:
+    """An error as a job log shows it: a fault's reason, else the error's own text."""
+    return error.reason if isinstance(error, IpsFault) else str(error) or type(error).__name__
+
+
+def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exception) -> bool:
+    """End an active run as Failed, with the error in its log; False if it had ended already."""
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
-        if run is None:
-            return
-        write_log(session, run, "FatalError", message_id, error=error)
-        end_run(session, run, "Failed", fatal=True)
+        if run is None or not end_run(session, run, "Failed", fatal=True):
+            return False
+        write_log(session, run, "FatalError", message_id, error=_describe(error))
+    return True

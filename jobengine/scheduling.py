@@ -3,14 +3,25 @@
 ``celery -A jobengine.celery_app beat -S jobengine.scheduling:StoreScheduler`` (or
 ``jobengine beat``). Every tick, the beat that holds the Redis leader lock:
 
-1. fires cron schedules that are due (a beat that was down fires a missed schedule once, then
-   moves on to the next fire time after now; a paused schedule does not fire);
+1. fires cron schedules that are due, as Quartz does: every fire time late by less than the
+   misfire threshold (``JOBENGINE_MISFIRE_THRESHOLD``, 60 s) fires once, however many a slow
+   tick or a leader change let pass; one later than that (a beat that was down) is a misfire
+   and fires once, then the schedule goes on from the next fire time after now (Quartz's
+   "fire once now"); a paused schedule does not fire;
 2. sends one-shot ``execTime`` runs as they come inside the ETA horizon;
 3. relays runs the broker did not take at submit time (the outbox);
-4. re-sends the start of a queued run that has not started ``stall_seconds`` after it was sent
-   (and after its ETA): the producer died between its commit and its send, or the broker lost
-   the message (a Redis restart without persistence);
-5. re-sends the steps of runs whose worker died and whose message was lost.
+4. re-sends the start of a queued run that waits on nothing: its queue is empty and it has not
+   started ``JOBENGINE_IDLE_SECONDS`` after it was sent and after its ETA (the producer died
+   between its commit and its send, the broker lost the message in a restart without
+   persistence, the worker holding its ETA was killed). While its queue holds messages, a run
+   may only be waiting its turn: then only after ``JOBENGINE_STALL_SECONDS``;
+5. re-sends the steps of runs whose worker died and whose message was lost: claims whose lease
+   lapsed (live steps keep theirs alive, :mod:`jobengine.heartbeat`), finishes sent long ago,
+   and the pending items of a run that waits on nothing (same rule as 4).
+
+Ticks keep to the wall clock: each starts just after a multiple of ``JOBENGINE_BEAT_INTERVAL``
+(for a 1 s interval, just after each second, when cron fire times fall due), however long the
+last one took.
 
 Every minute it also sends the e-mail notices an SMTP outage held back and, in a thread of its
 own, the completion callbacks that are due (:func:`jobengine.callbacks.callbacks_pending`). At
@@ -36,8 +47,10 @@ from sqlalchemy import CursorResult, or_, select, update
 
 from jobengine import dispatch, janitor
 from jobengine.callbacks import sweep_in_background
+from jobengine.cron import CronExpression
 from jobengine.cron import parse as parse_cron
 from jobengine.embedded import redis_client
+from jobengine.errors import Unavailable
 from jobengine.kinds import kind_for
 from jobengine.notify import notify_pending
 from jobengine.runner import labels
@@ -97,7 +110,6 @@ def _cas(result: Any) -> bool:
 
 
 def _fire_schedules(runtime: Runtime, now: datetime, report: TickReport) -> None:
-    zone = runtime.settings.zone
     with runtime.store.read() as session:
         due = session.execute(
             select(Job.id, Job.next_fire_at, Job.exec_schedule).where(
@@ -107,28 +119,61 @@ def _fire_schedules(runtime: Runtime, now: datetime, report: TickReport) -> None
                 Job.next_fire_at <= now,
             )
         ).all()
-    for job_id, fire_at, expression in due:
-        if fire_at is None or expression is None:
+    for job_id, first, expression in due:
+        if first is None or expression is None:
             continue
-        nxt = parse_cron(str(expression)).next_after(max(now, fire_at), zone)
-        with runtime.store.write() as session:
-            moved = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.next_fire_at == fire_at, Job.trigger_state == "Normal")
-                .values(next_fire_at=nxt, trigger_state="Normal" if nxt else "Complete")
-                .execution_options(synchronize_session=False)
-            )
-            if not _cas(moved):
-                continue  # another beat fired it
-            job = session.get(Job, job_id)
-            assert job is not None
-            run = create_run(
-                session, job, fire_key("cron", fire_at), local_now=now.astimezone(zone)
-            )
-            sent = _tags(session, job, run)
-        if sent is not None:
-            send_run(runtime, sent[0], sent[1], sent[2])
-            report.fired.append(sent[1].run_name)
+        cron = parse_cron(str(expression))
+        fire_at: datetime | None = first
+        for _ in range(MAX_FIRES_PER_TICK):  # catch-up of a short gap: each fire time once
+            if fire_at is None or fire_at > now:
+                break
+            nxt = _next_fire(runtime, cron, fire_at, now)
+            if not _fire(runtime, job_id, (fire_at, nxt), now, report):
+                break
+            fire_at = nxt
+
+
+MAX_FIRES_PER_TICK = 1000  # one schedule's late fire times fired in one tick (the rest next tick)
+
+
+def _next_fire(
+    runtime: Runtime, cron: CronExpression, fire_at: datetime, now: datetime
+) -> datetime | None:
+    """The fire time after ``fire_at``: the next one in the schedule when ``fire_at`` is late by
+    less than the misfire threshold, else (a misfire: it fires once now) the next after now."""
+    late = (now - fire_at).total_seconds()
+    after = now if late >= runtime.settings.misfire_threshold else fire_at
+    return cron.next_after(after, runtime.settings.zone)
+
+
+def _fire(
+    runtime: Runtime,
+    job_id: int,
+    times: tuple[datetime, datetime | None],
+    now: datetime,
+    report: TickReport,
+) -> bool:
+    """Fire a schedule's fire time once, moving it on to the next (a CAS on its next fire
+    time); False if another beat did, or the schedule was paused or deleted meanwhile."""
+    fire_at, nxt = times
+    zone = runtime.settings.zone
+    with runtime.store.write() as session:
+        moved = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.next_fire_at == fire_at, Job.trigger_state == "Normal")
+            .values(next_fire_at=nxt, trigger_state="Normal" if nxt else "Complete")
+            .execution_options(synchronize_session=False)
+        )
+        if not _cas(moved):
+            return False  # another beat fired it
+        job = session.get(Job, job_id)
+        assert job is not None
+        run = create_run(session, job, fire_key("cron", fire_at), local_now=now.astimezone(zone))
+        sent = _tags(session, job, run)
+    if sent is not None:
+        send_run(runtime, sent[0], sent[1], sent[2])
+        report.fired.append(sent[1].run_name)
+    return True
 
 
 def _tags(session: Any, job: Job, run: Run | None) -> tuple[str, Run, dict[str, str]] | None:
@@ -198,57 +243,99 @@ def _relay_outbox(runtime: Runtime, now: datetime, report: TickReport) -> None:
             report.relayed.append(sent[1].run_name)
 
 
-def _requeue_unstarted(runtime: Runtime, now: datetime, report: TickReport) -> None:
-    """Send again the start of queued runs that were sent long ago and never started.
+class _Queues:
+    """The depth of each queue, read from the broker once per tick and only when needed."""
 
-    At most once per ``stall_seconds`` per run (the CAS moves its ``dispatched_at``): a run that
-    is only waiting behind a long backlog gets one harmless duplicate per period, which its
-    run-once guard drops.
+    def __init__(self, runtime: Runtime) -> None:
+        self._settings = runtime.settings
+        self._depths: dict[str, int] | None = None
+        self._read = False
+
+    def empty(self, element: str) -> bool:
+        """Whether the queue of job kind ``element`` holds no message (False when unknown)."""
+        if not self._read:
+            self._read = True
+            try:
+                self._depths = dispatch.queue_depths(self._settings, self._settings.all_queues)
+            except Exception as exc:  # the broker is down: nothing is known to be lost
+                logger.info("scheduler: cannot read the queues: %s", exc)
+        if self._depths is None:
+            return False
+        return self._depths.get(self._settings.queue_of(kind_for(element).slug), 1) == 0
+
+
+def _requeue_unstarted(
+    runtime: Runtime, now: datetime, report: TickReport, queues: _Queues
+) -> None:
+    """Send again the start of queued runs that wait on nothing (see the module doc, step 4).
+
+    At most once per period per run (the CAS moves its ``dispatched_at``): a run waiting behind
+    a backlog gets one harmless duplicate per ``stall_seconds``, which its run-once guard drops.
     """
-    cutoff = now - timedelta(seconds=runtime.settings.stall_seconds)
+    idle = now - timedelta(seconds=runtime.settings.idle_seconds)
+    stall = now - timedelta(seconds=runtime.settings.stall_seconds)
     with runtime.store.read() as session:
         rows = session.execute(
-            select(Run.id, Run.dispatched_at)
+            select(Run.id, Run.dispatched_at, Run.eta, Job.kind)
+            .join(Job, Job.id == Run.job_id)
             .where(
                 Run.state == "Queued",
                 Run.paused.is_(False),
                 Run.stop_requested.is_(False),
-                Run.dispatched_at < cutoff,
-                or_(Run.eta.is_(None), Run.eta < cutoff),
+                Run.dispatched_at < idle,
+                or_(Run.eta.is_(None), Run.eta < idle),
             )
             .limit(500)
         ).all()
-    for run_id, sent_at in rows:
+    for run_id, sent_at, eta, element in rows:
+        if sent_at is None:
+            continue
+        waited_out = sent_at < stall and (eta is None or eta < stall)
+        if not waited_out and not queues.empty(str(element)):
+            continue  # waiting its turn behind other messages
+        name = _resend_start(runtime, run_id, sent_at, now)
+        if name is None:
+            return  # the broker is down: the relay sends it later
+        if name:
+            report.resent.append(f"{name}:start")
+
+
+def _resend_start(runtime: Runtime, run_id: int, sent_at: datetime, now: datetime) -> str | None:
+    """Send a queued run's start again, once per period: its run name, "" when it was not to be
+    sent (it started meanwhile, another beat sent it), None when the broker refused it."""
+    with runtime.store.write() as session:
+        moved = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.state == "Queued", Run.dispatched_at == sent_at)
+            .values(dispatched_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if not _cas(moved):
+            return ""  # it started meanwhile, or another beat took it
+        run = session.get(Run, run_id)
+        assert run is not None
+        job = session.get(Job, run.job_id)
+        assert job is not None
+        sent = _tags(session, job, run)
+    if sent is None:
+        return ""
+    try:
+        dispatch.send_start(kind_for(sent[0]).slug, run_id, sent[1].task_id, sent[2])
+    except dispatch.BrokerUnavailable:  # back to the outbox: the relay sends it later
         with runtime.store.write() as session:
-            moved = session.execute(
+            session.execute(
                 update(Run)
-                .where(Run.id == run_id, Run.state == "Queued", Run.dispatched_at == sent_at)
-                .values(dispatched_at=now)
+                .where(Run.id == run_id)
+                .values(dispatched_at=None)
                 .execution_options(synchronize_session=False)
             )
-            if not _cas(moved):
-                continue  # it started meanwhile, or another beat took it
-            run = session.get(Run, run_id)
-            assert run is not None
-            job = session.get(Job, run.job_id)
-            assert job is not None
-            sent = _tags(session, job, run)
-        if sent is not None:
-            try:
-                dispatch.send_start(kind_for(sent[0]).slug, run_id, sent[1].task_id, sent[2])
-            except dispatch.BrokerUnavailable:  # back to the outbox: the relay sends it later
-                with runtime.store.write() as session:
-                    session.execute(
-                        update(Run)
-                        .where(Run.id == run_id)
-                        .values(dispatched_at=None)
-                        .execution_options(synchronize_session=False)
-                    )
-                return
-            report.resent.append(f"{sent[1].run_name}:start")
+        return None
+    return sent[1].run_name
 
 
-def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> None:
+def _resend_lost_steps(
+    runtime: Runtime, now: datetime, report: TickReport, queues: _Queues
+) -> None:
     """Re-send start, item and finish messages lost with a dead worker (guards drop extras)."""
     stale = now - timedelta(seconds=runtime.settings.outbox_grace)
     with runtime.store.write() as session:
@@ -272,7 +359,7 @@ def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> N
                     run.finish_sent_at = now
                     todo.append(("finish", slug, run, tags, []))
             elif run.planned:
-                lost = _lost_items(session, run, now, stale, runtime.settings.stall_seconds)
+                lost = _lost_items(session, run, now, stale, _sweep_after(runtime, job, queues))
                 if lost:
                     todo.append(("items", slug, run, tags, lost))
     for step, slug, run, tags, items in todo:
@@ -288,13 +375,23 @@ def _resend_lost_steps(runtime: Runtime, now: datetime, report: TickReport) -> N
         report.resent.append(f"{run.run_name}:{step}")
 
 
+def _sweep_after(runtime: Runtime, job: Job, queues: _Queues) -> float:
+    """Seconds without progress after which a run's pending items are sent again: the idle
+    time while its queue is empty (nothing is coming for them), else the stall time."""
+    settings = runtime.settings
+    if settings.idle_seconds < settings.stall_seconds and queues.empty(job.kind):
+        return settings.idle_seconds
+    return settings.stall_seconds
+
+
 def _lost_items(
     session: Any, run: Run, now: datetime, stale: datetime, stall: float
 ) -> list[tuple[int, str]]:
     """Items to send again: claims whose lease lapsed, and the pending items of a stalled run.
 
     A stalled run (no progress for ``stall`` seconds) may have lost a message that a worker
-    took but never started (Celery loses such a message when the pool child dies first).
+    took but never started (Celery loses such a message when the pool child dies first), or
+    that a broker restart without persistence dropped.
     """
     states = ["running"]
     stalled = run.last_progress_update is not None and run.last_progress_update < now - timedelta(
@@ -320,12 +417,24 @@ def tick(runtime: Runtime | None = None, now: datetime | None = None) -> TickRep
     runtime = runtime or get_runtime()
     now = now or utcnow()
     report = TickReport()
+    queues = _Queues(runtime)
     _fire_schedules(runtime, now, report)
     _send_one_shots(runtime, now, report)
     _relay_outbox(runtime, now, report)
-    _requeue_unstarted(runtime, now, report)
-    _resend_lost_steps(runtime, now, report)
+    _requeue_unstarted(runtime, now, report, queues)
+    _resend_lost_steps(runtime, now, report, queues)
     return report
+
+
+TICK_OFFSET = 0.005  # seconds after the boundary: a fire time due at a whole second is due
+
+
+def until_next_tick(interval: float, now: float | None = None) -> float:
+    """Seconds from ``now`` (wall clock) to just after the next multiple of ``interval``: ticks
+    that keep to the clock instead of drifting by their own duration."""
+    now = time.time() if now is None else now
+    wait = interval - ((now - TICK_OFFSET) % interval)
+    return wait if wait >= 0.0005 else wait + interval  # at the boundary: the next one
 
 
 class StoreScheduler(Scheduler):  # type: ignore[misc]
@@ -355,9 +464,11 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
                     notify_pending()  # notices held back by an SMTP outage
                     sweep_in_background()  # completion callbacks to retry (a thread of its own)
                 self._janitor()
+        except Unavailable as exc:  # the store is down: the next tick tries again
+            logger.warning("scheduler tick skipped: %s", exc.reason)
         except Exception:  # a bad tick must not stop beat; the next one tries again
             logger.exception("scheduler tick failed")
-        return interval
+        return until_next_tick(interval)
 
     def _janitor(self) -> None:
         """Start the janitor's sweep if no beat started one in the last hour (never raises)."""

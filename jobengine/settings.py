@@ -20,10 +20,19 @@ variable                       meaning (default)
 ``JOBENGINE_ETA_HORIZON``      seconds ahead an execTime run is sent with a Celery ETA (300)
 ``JOBENGINE_VISIBILITY_TIMEOUT`` Redis visibility timeout in seconds (7200)
 ``JOBENGINE_TASK_TIME_LIMIT``  hard time limit per task in seconds (3600)
-``JOBENGINE_LEASE_SECONDS``    how long a claimed item stays claimed without a heartbeat (120)
-``JOBENGINE_OUTBOX_GRACE``     seconds before an unsent run is re-sent by the relay (10)
-``JOBENGINE_STALL_SECONDS``    a run with no progress this long has its pending items re-sent (600)
-``JOBENGINE_BEAT_INTERVAL``    seconds between scheduler ticks (1.0)
+``JOBENGINE_LEASE_SECONDS``    how long a claim (an item, a run's start or finish) holds without a
+                               heartbeat; a live step extends it every quarter lease, a dead
+                               worker's claim is taken over one lease after its last beat (30)
+``JOBENGINE_OUTBOX_GRACE``     seconds before an unsent run is re-sent by the relay; also how long
+                               a process sends nothing after the broker refused a message (10)
+``JOBENGINE_IDLE_SECONDS``     a queued run, or a run's pending items, whose queue is empty and
+                               that made no progress this long wait on a lost message: sent again
+                               (5)
+``JOBENGINE_STALL_SECONDS``    a run with no progress this long has its pending items re-sent even
+                               while its queue holds messages (600)
+``JOBENGINE_MISFIRE_THRESHOLD`` a cron fire time late by less than this fires as if on time; one
+                               later fires once, then the schedule goes on from now (60, Quartz's)
+``JOBENGINE_BEAT_INTERVAL``    seconds between scheduler ticks, on the wall clock (1.0)
 ``JOBENGINE_QUEUES``           job kinds on queues of their own, ``kind=queue`` by task name
                                part: ``export=convert,rip_pdfs=convert``; every other kind
                                uses the queue ``jobengine`` (none)
@@ -77,7 +86,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jobengine.errors import ConfigurationError
 from jobengine.storage import local_root
 
-__all__ = ["Settings", "get_settings", "reset_settings"]
+__all__ = ["DEFAULT_QUEUE", "Settings", "get_settings", "reset_settings"]
+
+DEFAULT_QUEUE = "jobengine"  # every job kind's queue unless JOBENGINE_QUEUES routes it
 
 
 def _local_zone_name() -> str:
@@ -192,9 +203,11 @@ class Settings:
     eta_horizon: float = 300.0
     visibility_timeout: int = 7200
     task_time_limit: int = 3600
-    lease_seconds: float = 120.0
+    lease_seconds: float = 30.0
     outbox_grace: float = 10.0
+    idle_seconds: float = 5.0
     stall_seconds: float = 600.0
+    misfire_threshold: float = 60.0
     beat_interval: float = 1.0
     queues: tuple[tuple[str, str], ...] = ()  # (kind slug, queue); the rest: DEFAULT_QUEUE
     demo_user: str = "demo@example.com"
@@ -242,9 +255,11 @@ class Settings:
             eta_horizon=_float(env, "JOBENGINE_ETA_HORIZON", 300.0),
             visibility_timeout=int(_float(env, "JOBENGINE_VISIBILITY_TIMEOUT", 7200)),
             task_time_limit=int(_float(env, "JOBENGINE_TASK_TIME_LIMIT", 3600)),
-            lease_seconds=_float(env, "JOBENGINE_LEASE_SECONDS", 120.0),
+            lease_seconds=_float(env, "JOBENGINE_LEASE_SECONDS", 30.0),
             outbox_grace=_float(env, "JOBENGINE_OUTBOX_GRACE", 10.0),
+            idle_seconds=_float(env, "JOBENGINE_IDLE_SECONDS", 5.0),
             stall_seconds=_float(env, "JOBENGINE_STALL_SECONDS", 600.0),
+            misfire_threshold=_seconds(env, "JOBENGINE_MISFIRE_THRESHOLD", 60.0),
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),
             demo_user=env.get("JOBENGINE_DEMO_USER") or "demo@example.com",
             demo_password=env.get("JOBENGINE_DEMO_PASSWORD") or "demo-password",
@@ -306,6 +321,15 @@ class Settings:
                 "JOBENGINE_SAML_IDP_CERT needs JOBENGINE_SAML_IDP_ENTITY_ID and "
                 "JOBENGINE_SAML_AUDIENCE: an assertion's issuer and audience are always checked"
             )
+
+    def queue_of(self, slug: str) -> str:
+        """The queue of a job kind's tasks (``export``: ``jobengine`` unless routed)."""
+        return dict(self.queues).get(slug, DEFAULT_QUEUE)
+
+    @property
+    def all_queues(self) -> list[str]:
+        """``jobengine`` and every queue of ``JOBENGINE_QUEUES`` (what workers consume)."""
+        return [DEFAULT_QUEUE, *sorted({q for _, q in self.queues} - {DEFAULT_QUEUE})]
 
     @property
     def zone(self) -> ZoneInfo:

@@ -4,6 +4,13 @@ An accepted job is never lost: the job and its run are committed before anything
 broker is down, the run stays unsent in the store (the outbox) and the scheduler's relay sends
 it when the broker is back; the caller still gets its handle.
 
+While this process knows the broker to be down (it refused a message in the last
+``JOBENGINE_OUTBOX_GRACE`` seconds), runs go straight to the outbox: the caller gets its handle
+at once instead of waiting on a connect timeout.
+
+An unreachable job store raises the IPS fault ServerError (30000) with the reason; nothing is
+recorded then, and the caller may submit again.
+
 When it runs: no time -> now; ``execTime`` within the ETA horizon -> a Celery ETA message now;
 ``execTime`` further ahead -> held in the store until the scheduler brings it inside the horizon;
 ``execSchedule`` -> the scheduler fires it on its Quartz cron in the server's time zone.
@@ -33,6 +40,8 @@ from jobengine.errors import (
     InvalidParameter,
     InvalidRequestUser,
     IpsFault,
+    Unavailable,
+    caller_faults,
 )
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import kind_for
@@ -168,7 +177,9 @@ def _record(
     runtime: Runtime,
     req: SubmitJobRequest,
     submitter: str | None,
+    *,
     duplicate: bool,
+    sending: bool,
 ) -> tuple[str, dispatch.StartMessage | None]:
     """Write one job (and its run when it starts now); returns its handle and start message."""
     settings = runtime.settings
@@ -215,12 +226,14 @@ def _record(
         fire_key=timing.fire_key,
         local_now=now.astimezone(settings.zone),
         eta=timing.eta,
-        dispatched_at=now,  # sent right after the commit; unmarked if the broker refuses it
+        # sent right after the commit (unmarked if the broker refuses it), or left to the relay
+        dispatched_at=now if sending else None,
     )
     labels = {"job": handle, "company": company.handle, "run": run["run_name"]}
     return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
 
 
+@caller_faults
 def submit(
     request: SubmitJobRequest | dict[str, Any] | str | bytes, *, user: str | None = None
 ) -> str:
@@ -232,6 +245,7 @@ def submit(
     return submit_many([request], user=user)[0]
 
 
+@caller_faults
 def submit_many(
     requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes], *, user: str | None = None
 ) -> list[str]:
@@ -242,15 +256,20 @@ def submit_many(
     """
     reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
     runtime = get_runtime()
+    sending = not dispatch.broker_known_down()
     for duplicate in (False, True):
         try:
             with runtime.store.connect() as conn:
-                recorded = [_record(conn, runtime, req, user, duplicate) for req in reqs]
+                recorded = [
+                    _record(conn, runtime, req, user, duplicate=duplicate, sending=sending)
+                    for req in reqs
+                ]
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:
                 raise
-    send_runs(runtime, [out for _, out in recorded if out is not None], marked=True)
+    if sending:
+        send_runs(runtime, [out for _, out in recorded if out is not None], marked=True)
     return [handle for handle, _ in recorded]
 
 
@@ -295,9 +314,12 @@ def send_runs(
     except dispatch.BrokerUnavailable:
         logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs))
         if marked:
-            with runtime.store.connect() as conn:
-                for out in runs:
-                    _UNMARK_SENT.execute(conn, {"run": out.run_id})
+            try:
+                with runtime.store.connect() as conn:
+                    for out in runs:
+                        _UNMARK_SENT.execute(conn, {"run": out.run_id})
+            except Unavailable:  # recorded all the same: the scheduler re-sends an idle run
+                logger.warning("could not move %d run(s) to the outbox: store down", len(runs))
         return 0
     if marked:
         return len(runs)

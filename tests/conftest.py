@@ -42,6 +42,7 @@ TEST_ENV = {
     "JOBENGINE_LEASE_SECONDS": "3",
     "JOBENGINE_OUTBOX_GRACE": "1",
     "JOBENGINE_STALL_SECONDS": "6",
+    "JOBENGINE_IDLE_SECONDS": "2",
     "JOBENGINE_ETA_HORIZON": "5",
     "JOBENGINE_VISIBILITY_TIMEOUT": "60",
     "JOBENGINE_TASK_TIME_LIMIT": "30",
@@ -251,3 +252,17 @@ def store_only(store_backend: dict[str, str]) -> dict[str, str]:
     """A store backend without a worker (for tests that start their own processes)."""
     _apply_env(store_backend)
     return store_backend
+
+
+@pytest.fixture
+def private_queue(store_only: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
+    """This process routes ExportJob to a queue of its own (a fresh name) for one test: its
+    messages wait there, read by no worker of the session."""
+    queue = f"convert-{uuid.uuid4().hex[:8]}"
+    env = {**store_only, "JOBENGINE_QUEUES": f"export={queue}"}
+    _apply_env(env)
+    try:
+        yield env, queue
+    finally:
+        os.environ.pop("JOBENGINE_QUEUES", None)
+        _apply_env(store_only)

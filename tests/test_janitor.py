@@ -14,12 +14,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from jobengine import janitor
 from jobengine.catalog import create_company, ensure_folder, record_file
@@ -27,7 +28,8 @@ from jobengine.errors import ConfigurationError
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.storage import LocalStorage, Storage, open_storage
-from jobengine.store.schema import Asset, Company
+from jobengine.store.jobs import create_run
+from jobengine.store.schema import Asset, Company, Job, Run
 from tests.moto_s3 import MotoS3
 
 DAY = 86400.0
@@ -118,7 +120,7 @@ def test_sweeps_old_unreferenced_files_of_the_three_prefixes_only(runtime: Runti
         _put(storage, f"_publish/{handle}/images/pics/a.jpg"),
         _put(storage, f"ftp/{handle}/incoming/a.jpg"),
         _put(storage, "ftp/uploads/0a1e/a.jpg"),  # company "uploads"'s FTP root, not "ftp"'s
-        _put(storage, "_staging/run-1/a.jpg"),
+        _put(storage, f"_staging/run-{_active_run(runtime)}/a.jpg"),
         _put(storage, "_serverdir/a.jpg"),
     ]
     young = (
@@ -134,6 +136,59 @@ def test_sweeps_old_unreferenced_files_of_the_three_prefixes_only(runtime: Runti
     assert _exists(storage, orphans) == [False] * len(orphans)
     assert all(_exists(storage, referenced + elsewhere + young))
     assert ftp_company and "ftp/uploads" not in janitor.swept_prefixes(runtime)
+
+
+def _job(runtime: Runtime, name: str) -> Job:
+    """A scheduled job (it fires in 2099) of a fresh company of the shared store."""
+    from jobengine import submit
+    from tests.helpers import export_request, make_company
+
+    company, assets = make_company(1)
+    submit(export_request(company, assets, name, execSchedule="0 0 0 1 1 ? 2099"))
+    with runtime.store.read() as session:
+        job = session.scalar(select(Job).join(Company).where(Company.handle == company))
+    assert job is not None
+    return job
+
+
+def _active_run(runtime: Runtime, state: str = "Running") -> int:
+    """The id of a new run in ``state`` (never sent to a worker)."""
+    job = _job(runtime, f"Staged {uuid.uuid4().hex[:6]}")
+    with runtime.store.write() as session:
+        run = create_run(session, job, f"manual:{uuid.uuid4().hex}", local_now=datetime.now(UTC))
+        assert run is not None
+        session.execute(update(Run).where(Run.id == run.id).values(state=state))
+        return run.id
+
+
+def test_the_staging_of_ended_runs_and_stale_temporary_files_go(runtime: Runtime) -> None:
+    """What a finish killed after its commit leaves (the staging of an ended run) and what a
+    write killed mid-way leaves (a .tmp- file beside its target) go; the rest stays."""
+    storage = runtime.storage
+    _, handle = _company(runtime)
+    running, ended = _active_run(runtime), _active_run(runtime, "Done")
+    gone = [
+        _put(storage, f"_staging/run-{ended}/x/a.jpg"),
+        _put(storage, "_staging/run-999999999/a.jpg"),  # a run no longer in the store
+        _put(storage, f"{handle}/exports/.tmp-k2f9.zip"),
+        _put(storage, f"{handle}/assets/pics/.tmp-77a.jpg"),
+        _put(storage, f"_publish/{handle}/images/.tmp-3c1.jpg"),
+    ]
+    kept = [
+        _put(storage, f"_staging/run-{running}/x/a.jpg"),
+        _put(storage, f"{handle}/exports/Export.zip"),
+        _put(storage, "_staging/notes/a.txt"),  # not a run's folder
+    ]
+    if isinstance(storage, LocalStorage):  # a live write (S3 objects cannot be aged)
+        kept.append(_put(storage, f"{handle}/exports/.tmp-live.zip", age=10))
+
+    report = _sweep(runtime)
+
+    assert _exists(storage, gone) == [False] * len(gone)
+    assert all(_exists(storage, kept))
+    assert f"_staging/run-{ended}" in report.staging
+    assert f"_staging/run-{running}" not in report.staging
+    assert {k for k in gone if ".tmp-" in k} <= set(report.temp_files)
 
 
 def test_files_inside_the_grace_are_kept(runtime: Runtime) -> None:

@@ -3,10 +3,7 @@ consumes the queues it is given (by default every one)."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,7 +13,7 @@ from jobengine import get_active_jobs, submit
 from jobengine.devstack import worker_command
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings, get_settings
-from tests.conftest import Worker, _apply_env
+from tests.conftest import Worker
 from tests.helpers import export_request, make_company
 
 
@@ -63,23 +60,10 @@ def test_a_kind_that_does_not_exist_is_refused_with_the_list() -> None:
         task_routes(_settings("exports=convert"))
 
 
-@pytest.fixture
-def routed(store_only: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
-    """This process routes ExportJob to a queue of its own (a fresh name) for one test."""
-    queue = f"convert-{uuid.uuid4().hex[:8]}"
-    env = {**store_only, "JOBENGINE_QUEUES": f"export={queue}"}
-    _apply_env(env)
-    try:
-        yield env, queue
-    finally:
-        os.environ.pop("JOBENGINE_QUEUES", None)
-        _apply_env(store_only)
-
-
 def test_a_kind_on_its_own_queue_waits_for_a_worker_of_that_queue(
-    routed: tuple[dict[str, str], str],
+    private_queue: tuple[dict[str, str], str],
 ) -> None:
-    env, queue = routed
+    env, queue = private_queue
     from jobengine.embedded import redis_client
 
     client: redis.Redis = redis_client(get_settings())

@@ -110,14 +110,22 @@ def test_naive_exec_time_and_bad_cron_are_refused(stack) -> None:
     assert "day-of-week" in caught.value.reason.lower()
 
 
+def _tick_just_after_next_fire(company: str) -> None:
+    """Wait for the schedule's next fire time, then tick as beat would just after it (so that
+    exactly that one fire time is due: every fire time due in a tick fires)."""
+    due = get_scheduled_jobs(company)[0].next_fire_time
+    assert due is not None
+    time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.05)
+    tick(now=due + timedelta(seconds=0.05))
+
+
 def test_schedule_fires_pauses_resumes_executes_and_deletes(stack) -> None:
     company, assets = stack.company(1)
     handle = submit(export_request(company, assets, "Every Second", execSchedule="* * * * * ?"))
     [scheduled] = get_scheduled_jobs(company)
     assert scheduled.trigger_state == "Normal" and scheduled.exec_schedule == "* * * * * ?"
     assert scheduled.next_fire_time is not None and scheduled.time_zone == "UTC"
-    time.sleep(1.1)
-    tick()
+    _tick_just_after_next_fire(company)
     assert _run_count("Every Second") == 1
     paused_at = datetime.now(UTC)
     pause_job(company, handle)
@@ -128,8 +136,7 @@ def test_schedule_fires_pauses_resumes_executes_and_deletes(stack) -> None:
     resumed_at = datetime.now(UTC)
     resume_job(company, handle)
     assert get_scheduled_jobs(company)[0].next_fire_time > resumed_at  # no catch-up
-    time.sleep(1.1)
-    tick()
+    _tick_just_after_next_fire(company)
     assert _run_count("Every Second") == 2
     fired = [
         datetime.fromisoformat(r.fire_key.split(":", 1)[1]) for r in _runs(company, "Every Second")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded
 from jobengine.i18n import LogMessage
 from jobengine.runtime import Runtime
+from jobengine.storage import StorageFull
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Asset, Folder, Run
 
@@ -31,6 +32,7 @@ __all__ = [
     "asset_gone",
     "asset_in_folder",
     "check_asset_handles",
+    "io_failure",
     "unique_handles",
 ]
 
@@ -154,6 +156,18 @@ def check_asset_handles(
             )
 
 
+def io_failure(log_type: str, ref: AssetRef, name: str, error: OSError) -> ItemOutcome:
+    """The error outcome of a file that could not be copied, read or stored: a full storage is
+    told as what it is, a failed write (not "cannot read")."""
+    if isinstance(error, StorageFull):
+        full = {"name": name}
+        return ItemOutcome(
+            "error", log_type, "no space left on device writing {name}", ref, args=full
+        )
+    unread = {"name": name, "error": error}
+    return ItemOutcome("error", log_type, "cannot read {name}: {error}", ref, args=unread)
+
+
 def asset_gone(handle: str, log_type: str) -> ItemOutcome:
     """The error outcome of an item whose asset was deleted after the run was planned."""
     args = {"asset": handle}
@@ -197,5 +211,14 @@ class JobKindHandler:
         raise NotImplementedError
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
-        """Join the items' results (runs once); returns the run's output description."""
+        """Join the items' results; returns the run's output description.
+
+        Must be idempotent: a finish killed before the end of its run was committed runs again,
+        with the same inputs (nothing staged is removed before that commit). Write outputs
+        atomically under a name of the run's own, so that a second write replaces the first.
+        """
         return {}
+
+    def cleanup(self, ctx: RunContext) -> None:
+        """Remove what the run staged; called once its end is committed (best effort: the
+        janitor sweeps what a killed worker left)."""

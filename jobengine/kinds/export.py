@@ -32,6 +32,7 @@ from jobengine.kinds.base import (
     RunContext,
     asset_gone,
     asset_in_folder,
+    io_failure,
     unique_handles,
 )
 from jobengine.storage import safe_name
@@ -144,10 +145,7 @@ class ExportKind(JobKindHandler):
                 "error", "GetFailure", "cannot convert {name}: {reason}", ref, args=failed
             )
         except OSError as exc:
-            unread = {"name": asset.name, "error": exc}
-            return ItemOutcome(
-                "error", "GetFailure", "cannot read {name}: {error}", ref, args=unread
-            )
+            return io_failure("GetFailure", ref, asset.name, exc)
         files = [
             {"member": f"{folder_member}/{n}" if folder_member else n, "staged": f"{staged}/{n}"}
             for n in names
@@ -165,23 +163,28 @@ class ExportKind(JobKindHandler):
         return [p.name for p in imaging.convert(source, out_dir, request, asset.name)]
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+        if stopped:
+            return {}
+        items = session.scalars(
+            select(RunItem)
+            .where(RunItem.run_id == ctx.run_id, RunItem.state == "done")
+            .order_by(RunItem.seq)
+        ).all()
+        parts = [f for i in items for f in i.result.get("files", [])]
+        if not parts:
+            return {}
         storage = ctx.runtime.storage
-        try:
-            if stopped:
-                return {}
-            items = session.scalars(
-                select(RunItem)
-                .where(RunItem.run_id == ctx.run_id, RunItem.state == "done")
-                .order_by(RunItem.seq)
-            ).all()
-            parts = [f for i in items for f in i.result.get("files", [])]
-            if not parts:
-                return {}
-            key = f"{safe_name(ctx.company_handle)}/exports/{safe_name(ctx.run_name)}.zip"
-            self._write_zip(ctx, key, parts)
-            return {"zip": key, "files": len(parts), "bytes": storage.size(key)}
-        finally:
-            storage.delete_tree(ctx.staging_key)
+        key = f"{safe_name(ctx.company_handle)}/exports/{safe_name(ctx.run_name)}.zip"
+        staged = all(storage.exists(str(p["staged"])) for p in parts)
+        if staged or not storage.exists(key):
+            self._write_zip(ctx, key, parts)  # atomic: a second finish replaces the first's ZIP
+        # else: an earlier finish wrote the whole ZIP (the name is the run's own, the write
+        # atomic) and its staged files went before its end was committed (a store outage
+        # between the two on a version that cleaned up first): the output is there, use it.
+        return {"zip": key, "files": len(parts), "bytes": storage.size(key)}
+
+    def cleanup(self, ctx: RunContext) -> None:
+        ctx.runtime.storage.delete_tree(ctx.staging_key)
 
     @staticmethod
     def _write_zip(ctx: RunContext, key: str, parts: list[dict[str, Any]]) -> None:

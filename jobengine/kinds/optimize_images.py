@@ -34,6 +34,7 @@ from jobengine.kinds.base import (
     RunContext,
     asset_gone,
     asset_in_folder,
+    io_failure,
 )
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, RunItem
@@ -87,8 +88,7 @@ def optimize_asset(
         failed = {"name": asset.name, "reason": exc.reason}
         return ItemOutcome("error", _FAILURE, "cannot optimize {name}: {reason}", ref, args=failed)
     except OSError as exc:
-        unread = {"name": asset.name, "error": exc}
-        return ItemOutcome("error", _FAILURE, "cannot read {name}: {error}", ref, args=unread)
+        return io_failure(_FAILURE, ref, asset.name, exc)
     with ctx.runtime.store.write() as session:
         stored = session.get(Asset, asset.id)
         if stored is not None:

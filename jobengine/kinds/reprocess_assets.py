@@ -32,6 +32,7 @@ from jobengine.kinds.base import (
     asset_gone,
     asset_in_folder,
     check_asset_handles,
+    io_failure,
     unique_handles,
 )
 from jobengine.kinds.optimize_images import optimize_asset, optimize_summary
@@ -112,9 +113,7 @@ class ReprocessAssetsKind(JobKindHandler):
                 bad = {"name": asset.name, "reason": why}
                 return ItemOutcome("error", "ReoptimizeFailure", failed, ref, args=bad)
             except OSError as exc:
-                unread: LogMessage = "cannot read {name}: {error}"
-                gone = {"name": asset.name, "error": str(exc)}
-                return ItemOutcome("error", "ReoptimizeFailure", unread, ref, args=gone)
+                return io_failure("ReoptimizeFailure", ref, asset.name, exc)
             crop, warning = measured.crop, measured.warning
         with ctx.runtime.store.write() as session:
             stored = session.get(Asset, asset.id)

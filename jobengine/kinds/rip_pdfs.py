@@ -39,6 +39,7 @@ from jobengine.kinds.base import (
     asset_gone,
     asset_in_folder,
     check_asset_handles,
+    io_failure,
     unique_handles,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
@@ -229,8 +230,7 @@ def rip_asset(ctx: RunContext, asset: Asset, opts: RipOptions, *, ready: bool) -
         failed = {"name": asset.name, "reason": exc.reason}
         return ItemOutcome("error", _ERROR, "cannot rip {name}: {reason}", ref, args=failed)
     except OSError as exc:
-        unread = {"name": asset.name, "error": exc}
-        return ItemOutcome("error", _ERROR, "cannot read {name}: {error}", ref, args=unread)
+        return io_failure(_ERROR, ref, asset.name, exc)
     for key in done.old_keys:
         with contextlib.suppress(OSError):
             storage.delete(key)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from jobengine import dispatch
 from jobengine.catalog import company_by_handle
 from jobengine.cron import parse as parse_cron
-from jobengine.errors import InvalidParameter
+from jobengine.errors import InvalidParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.kinds import kind_for
 from jobengine.runner import labels
@@ -49,6 +49,7 @@ def _scheduled(job: Job) -> bool:
     )
 
 
+@caller_faults
 def stop_job(company_handle: str, job_handle: str) -> None:
     """Stop a job in progress: it shows Stopping, then halts between items."""
     with get_runtime().store.write() as session:
@@ -62,6 +63,7 @@ def stop_job(company_handle: str, job_handle: str) -> None:
                 write_log(session, run, "FileCancel", "stop requested")
 
 
+@caller_faults
 def pause_job(company_handle: str, job_handle: str) -> None:
     """Pause a job: its trigger stops firing, and running runs halt between items."""
     with get_runtime().store.write() as session:
@@ -76,6 +78,7 @@ def pause_job(company_handle: str, job_handle: str) -> None:
             run.paused = True
 
 
+@caller_faults
 def resume_job(company_handle: str, job_handle: str) -> None:
     """Resume a paused job; a schedule waits for its next fire time after now (no catch-up)."""
     runtime = get_runtime()
@@ -112,6 +115,7 @@ def _resend(runtime: Runtime, resend: _Resend) -> None:
             dispatch.send_items(slug, run.id, run.task_id, pending, tags)
 
 
+@caller_faults
 def delete_job(company_handle: str, job_handle: str) -> None:
     """Delete a scheduled, queued or current job; a current run is stopped between items."""
     with get_runtime().store.write() as session:
@@ -129,6 +133,7 @@ def delete_job(company_handle: str, job_handle: str) -> None:
                 write_log(session, run, "FileCancel", "job deleted: stopping")
 
 
+@caller_faults
 def execute_job(company_handle: str, job_handle: str) -> str:
     """Run a scheduled job now, without changing its schedule; returns the new run's handle."""
     runtime = get_runtime()

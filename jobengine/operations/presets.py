@@ -15,7 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
-from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, MissingParameter
+from jobengine.errors import (
+    IllegalCompany,
+    InvalidParameter,
+    IpsFault,
+    MissingParameter,
+    caller_faults,
+)
 from jobengine.handles import MAX_ROW_ID, company_segment
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, ImageFormat, utcnow
@@ -79,6 +85,7 @@ def validate_definition(definition: str) -> None:
         raise
 
 
+@caller_faults
 def save_image_format(
     company_handle: str, name: str, url_modifier: str, image_format_handle: str | None = None
 ) -> str:
@@ -110,6 +117,7 @@ def save_image_format(
         return _handle(company, preset)
 
 
+@caller_faults
 def get_image_formats(company_handle: str) -> list[ImageFormatInfo]:
     """The company's presets, by name."""
     with get_runtime().store.read() as session:
@@ -122,6 +130,7 @@ def get_image_formats(company_handle: str) -> list[ImageFormatInfo]:
         return [ImageFormatInfo(_handle(company, p), p.name, p.url_modifier) for p in rows]
 
 
+@caller_faults
 def delete_image_format(company_handle: str, image_format_handle: str) -> None:
     """Delete a preset."""
     with get_runtime().store.write() as session:

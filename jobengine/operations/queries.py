@@ -13,7 +13,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from jobengine.catalog import company_by_handle
-from jobengine.errors import InvalidParameter, MissingParameter
+from jobengine.errors import InvalidParameter, MissingParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.i18n import log_message, progress_message
 from jobengine.kinds import KINDS
@@ -71,8 +71,9 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 
 def _progress_message(run: Run, language: str | None) -> str:
-    """The run's progressMessage in ``language``: rendered from its counters once planned."""
-    if run.planned:
+    """The run's progressMessage in ``language``: rendered from its counters once its items are
+    recorded (before they are all sent: a reader sees the same counts as the store's)."""
+    if run.planned or run.total_items:
         return progress_message(run.finished_items, run.total_items, language)
     return run.progress_message
 
@@ -95,6 +96,7 @@ def _task_progress(session: Session, run: Run, job: Job, language: str | None) -
     )
 
 
+@caller_faults
 def get_active_jobs(
     company_handle: str | None = None,
     *,
@@ -163,6 +165,7 @@ def _runs_query(
     return query
 
 
+@caller_faults
 def get_scheduled_jobs(
     company_handle: str | None = None,
     *,
@@ -243,6 +246,7 @@ def _job_log(session: Session, run: Run, job: Job, company: Company) -> JobLog:
     )
 
 
+@caller_faults
 def get_job_logs(
     company_handle: str | None = None,
     *,
@@ -284,6 +288,7 @@ def get_job_logs(
         return [_job_log(session, r, j, c) for r, j, c in session.execute(query).all()]
 
 
+@caller_faults
 def get_job_log_details(
     company_handle: str,
     *,
@@ -354,6 +359,7 @@ def _message(row: LogDetail, locale: str | None) -> str:
     return log_message(row.message, row.message_id, row.message_args, locale)
 
 
+@caller_faults
 def get_asset_job_logs(
     company_handle: str, asset_handle: str, *, locale: str | None = None
 ) -> list[AssetJobLog]:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
-from jobengine.errors import IllegalCompany, InvalidParameter
+from jobengine.errors import IllegalCompany, InvalidParameter, caller_faults
 from jobengine.handles import company_segment
 from jobengine.operations.presets import NAME_PATTERN
 from jobengine.runtime import get_runtime
@@ -71,6 +71,7 @@ def _find(session: Session, company: Company, handle: str) -> SetPreset:
     return preset
 
 
+@caller_faults
 def save_set_preset(
     company_handle: str,
     name: str,
@@ -120,6 +121,7 @@ def save_set_preset(
         return set_preset_handle(company.handle, preset.id)
 
 
+@caller_faults
 def get_set_presets(company_handle: str) -> list[SetPresetInfo]:
     """The company's batch set presets, by name."""
     with get_runtime().store.read() as session:
@@ -130,6 +132,7 @@ def get_set_presets(company_handle: str) -> list[SetPresetInfo]:
         return [_info(company, p) for p in rows]
 
 
+@caller_faults
 def delete_set_preset(company_handle: str, handle: str) -> None:
     """Delete a batch set preset (the sets it made stay)."""
     with get_runtime().store.write() as session:

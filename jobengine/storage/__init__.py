@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobengine.storage.base import Storage, StorageError, StoredFile, check_key, safe_name
+from jobengine.storage.base import (
+    Storage,
+    StorageError,
+    StorageFull,
+    StoredFile,
+    check_key,
+    safe_name,
+)
 from jobengine.storage.local import LocalStorage
 from jobengine.storage.remote import FsspecStorage
 
@@ -22,6 +29,7 @@ __all__ = [
     "LocalStorage",
     "Storage",
     "StorageError",
+    "StorageFull",
     "StoredFile",
     "check_key",
     "local_root",

@@ -6,19 +6,56 @@ rules hold for every backend, so a key that a local root refuses is refused by S
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["Storage", "StorageError", "StoredFile", "check_key", "safe_name"]
+__all__ = [
+    "Storage",
+    "StorageError",
+    "StorageFull",
+    "StoredFile",
+    "check_key",
+    "reporting_full",
+    "safe_name",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 class StorageError(ValueError):
     """Raised for a key that would leave the storage root or is otherwise unusable."""
+
+
+# a full disk, a full quota, a file past the file system's size limit
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StorageFull(OSError):
+    """Raised when a write finds the storage full: says so, and names the key being written."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on device writing {key}")
+        self.key = key
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextmanager
+def reporting_full(key: str) -> Iterator[None]:
+    """Raise :class:`StorageFull` for ``key`` when a write in the block runs out of space."""
+    try:
+        yield
+    except StorageFull:
+        raise
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StorageFull(key) from exc
+        raise
 
 
 def safe_name(name: str, *, fallback: str = "file") -> str:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from jobengine.storage.base import StorageError, StoredFile, check_key
+from jobengine.storage.base import StorageError, StoredFile, check_key, reporting_full
 
 __all__ = ["LocalStorage"]
 
@@ -45,19 +45,24 @@ class LocalStorage:
 
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
-        """Write ``key`` atomically: readers see the old file or the whole new one, never a part."""
+        """Write ``key`` atomically: readers see the old file or the whole new one, never a part.
+
+        The temporary file (``.tmp-*`` beside the target) goes on any error; one a killed
+        process leaves is swept by the janitor. A full disk raises StorageFull naming ``key``.
+        """
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                yield out
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with reporting_full(key):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    yield out
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     def put_file(self, source: Path, key: str) -> int:
         """Copy a local file in atomically; returns its size."""

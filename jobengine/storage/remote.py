@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from jobengine.errors import ConfigurationError
-from jobengine.storage.base import StorageError, StoredFile, check_key
+from jobengine.storage.base import StorageError, StoredFile, check_key, reporting_full
 
 __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecStorage"]
 
@@ -148,6 +148,10 @@ class FsspecStorage:
     def writer(self, key: str) -> Iterator[BinaryIO]:
         """Write ``key`` atomically: nothing appears under it unless the block completes."""
         fs, target = self._target(key)
+        with reporting_full(key):
+            yield from self._writing(fs, target)
+
+    def _writing(self, fs: Any, target: str) -> Iterator[BinaryIO]:
         if self.object_store:
             out = fs.open(target, "wb")
             try:
@@ -171,20 +175,22 @@ class FsspecStorage:
         """Upload a local file atomically; returns its size."""
         fs, target = self._target(key)
         size = source.stat().st_size
-        if self.object_store:
-            fs.put_file(str(source), target)  # s3fs aborts its multipart upload on failure
-        else:
-            self._via_temp(fs, target, lambda temp: fs.put_file(str(source), temp))
+        with reporting_full(key):
+            if self.object_store:
+                fs.put_file(str(source), target)  # s3fs aborts its multipart upload on failure
+            else:
+                self._via_temp(fs, target, lambda temp: fs.put_file(str(source), temp))
         return size
 
     def copy(self, src_key: str, dst_key: str) -> int:
         """Copy one stored file to another key atomically (server-side); returns its size."""
         fs, src = self._target(src_key)
         _, dst = self._target(dst_key)
-        if self.object_store:
-            fs.cp_file(src, dst)
-        else:
-            self._via_temp(fs, dst, lambda temp: fs.cp_file(src, temp))
+        with reporting_full(dst_key):
+            if self.object_store:
+                fs.cp_file(src, dst)
+            else:
+                self._via_temp(fs, dst, lambda temp: fs.cp_file(src, temp))
         return int(fs.size(dst))
 
     def delete(self, key: str) -> None:

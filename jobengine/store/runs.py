@@ -3,7 +3,10 @@
 Each function is one conditional UPDATE (or a short transaction of them). Whoever's UPDATE
 changes the row owns the step; a redelivered or duplicated message finds the row already moved
 and does nothing. Claims carry a lease so that the work of a killed worker is taken over once the
-lease lapses.
+lease lapses; a live worker extends its lease while it works (:func:`extend_item_lease`,
+:func:`extend_run_lease`, called by :mod:`jobengine.heartbeat`), so a long step is never taken
+over. A claim is re-entrant for its holder: a step that met an outage of the store starts again
+from the top and takes its own claim back.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ __all__ = [
     "claim_item",
     "claim_start",
     "complete_item",
+    "end_run",
+    "extend_item_lease",
+    "extend_run_lease",
     "lock_job",
     "lock_job_of_run",
     "write_log",
@@ -61,7 +67,8 @@ def lock_job_of_run(session: Session, run_id: int) -> None:
 
 
 def claim_start(session: Session, run_id: int, worker: str, lease: float) -> bool:
-    """Queued -> Running for ``worker`` (or take over a start whose lease lapsed)."""
+    """Queued -> Running for ``worker`` (or take over a start whose lease lapsed, or take back
+    ``worker``'s own)."""
     now = utcnow()
     result = session.execute(
         update(Run)
@@ -72,7 +79,11 @@ def claim_start(session: Session, run_id: int, worker: str, lease: float) -> boo
                 and_(
                     Run.state.in_(("Running", "Stopping")),
                     Run.planned.is_(False),
-                    or_(Run.lease_until.is_(None), Run.lease_until < now),
+                    or_(
+                        Run.lease_until.is_(None),
+                        Run.lease_until < now,
+                        Run.claimed_by == worker,
+                    ),
                 ),
             ),
         )
@@ -98,7 +109,8 @@ class ItemClaim:
 
 
 def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: float) -> ItemClaim:
-    """pending -> running for ``worker``; a lapsed lease of a dead worker is taken over."""
+    """pending -> running for ``worker``; a lapsed lease of a dead worker is taken over, and
+    ``worker``'s own claim taken back (after an outage interrupted its step)."""
     now = utcnow()
     result = session.execute(
         update(RunItem)
@@ -107,7 +119,10 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
             RunItem.seq == seq,
             or_(
                 RunItem.state == "pending",
-                and_(RunItem.state == "running", RunItem.lease_until < now),
+                and_(
+                    RunItem.state == "running",
+                    or_(RunItem.lease_until < now, RunItem.claimed_by == worker),
+                ),
             ),
         )
         .values(
@@ -228,7 +243,8 @@ def mark_finish_sent(session: Session, run_id: int) -> bool:
 
 
 def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bool:
-    """Take the finishing step of a run whose items are all finished (once)."""
+    """Take the finishing step of a run whose items are all finished (once; or take back
+    ``worker``'s own claim)."""
     now = utcnow()
     result = session.execute(
         update(Run)
@@ -237,7 +253,7 @@ def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bo
             Run.state.in_(("Running", "Stopping")),
             Run.planned.is_(True),
             Run.finished_items >= Run.total_items,
-            or_(Run.lease_until.is_(None), Run.lease_until < now),
+            or_(Run.lease_until.is_(None), Run.lease_until < now, Run.claimed_by == worker),
         )
         .values(claimed_by=worker, lease_until=now + timedelta(seconds=lease))
         .execution_options(synchronize_session=False)
@@ -245,17 +261,60 @@ def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bo
     return _rowcount(result) == 1
 
 
-def end_run(session: Session, run: Run, state: str, *, fatal: bool = False) -> None:
-    """Give a run its final state; a one-shot job's trigger completes."""
+def end_run(session: Session, run: Run, state: str, *, fatal: bool = False) -> bool:
+    """Give an active run its final state, once: a compare-and-set on its state, so that two
+    finishing steps (a re-sent one, one whose lease was taken over) never both end it, and a
+    failure never overwrites an end already committed. False when the run had ended already.
+    A one-shot job's trigger completes with its run."""
     now = utcnow()
-    run.state, run.ended_at, run.lease_until = state, now, None
-    run.fatal_error = run.fatal_error or fatal
-    run.last_progress_update = now
+    values: dict[str, Any] = {
+        "state": state,
+        "ended_at": now,
+        "lease_until": None,
+        "last_progress_update": now,
+    }
+    if fatal:
+        values["fatal_error"] = True
     if state == "Done":
-        run.progress = 100
+        values["progress"] = 100
+    moved = session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.state.in_(ACTIVE_STATES))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(moved) != 1:
+        return False
+    session.refresh(run)
     job = session.get(Job, run.job_id)
     if job is not None and job.exec_schedule is None and job.trigger_state != "Paused":
         job.trigger_state, job.next_fire_at = "Complete", None
+    return True
+
+
+def extend_item_lease(run_id: int, seq: int, worker: str, lease: float) -> Any:
+    """The statement that extends ``worker``'s claim of an item (nothing if it lost it)."""
+    return (
+        update(RunItem)
+        .where(
+            RunItem.run_id == run_id,
+            RunItem.seq == seq,
+            RunItem.state == "running",
+            RunItem.claimed_by == worker,
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def extend_run_lease(run_id: int, worker: str, lease: float) -> Any:
+    """The statement that extends ``worker``'s claim of a run's start or finish."""
+    return (
+        update(Run)
+        .where(Run.id == run_id, Run.state.in_(ACTIVE_STATES), Run.claimed_by == worker)
+        .values(lease_until=utcnow() + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def write_log(

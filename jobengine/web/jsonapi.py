@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from jobengine.errors import InvalidRequestXml, IpsFault, ServerError
+from jobengine.errors import InvalidRequestXml, IpsFault, ServerError, Unavailable
 from jobengine.i18n import operation_locale
 from jobengine.ipsxml import MAX_DEPTH, MAX_ELEMENTS
 from jobengine.model import validate_model
@@ -134,6 +134,8 @@ def _run_safely(op: Operation, body: bytes, authorization: str | None, client: s
         return JSONResponse(_run(op, body, authorization, client, language))
     except IpsFault as fault:
         return _fault_response(fault)
+    except Unavailable as outage:  # the store is down (e.g. while authenticating)
+        return _fault_response(outage.as_fault())
     except Exception:
         logger.exception("JSON request %s failed", op.name)
         return _fault_response(ServerError("the server could not process the request"))

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobengine.errors import InvalidRequestXml, IpsFault, ServerError
+from jobengine.errors import InvalidRequestXml, IpsFault, ServerError, Unavailable
 from jobengine.i18n import operation_locale
 from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace, parse_element, read_xml
 from jobengine.web.http import (
@@ -236,6 +236,8 @@ def handle_soap(
         return SoapAnswer(answer, 200, auth.gzip)
     except IpsFault as fault:
         return SoapAnswer(fault_envelope(fault), auth.fault_status or 500, auth.gzip)
+    except Unavailable as outage:  # the store is down (e.g. while authenticating)
+        return SoapAnswer(fault_envelope(outage.as_fault()), auth.fault_status or 500, auth.gzip)
     except Exception:
         logger.exception("SOAP request failed")
         unexpected = ServerError("the server could not process the request")
