@@ -21,6 +21,13 @@ system:  ## install the Debian packages we need when missing (ImageMagick; docke
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends imagemagick libmagickwand-6.q16-6 >/dev/null; \
 	fi
+# The fault suite (tests/faults) starts its own redis-server and PostgreSQL clusters (initdb,
+# pg_ctl) to kill and stop them: Debian's packages when missing.
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  echo "installing redis-server and postgresql (Debian packages) for the fault suite"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server postgresql >/dev/null; \
+	fi
 # A docker client without compose (no plugin, no docker-compose): Debian's docker-compose, so
 # tests/test_docker_files.py can check docker/compose.yaml (`config` needs no Docker engine).
 	@if command -v docker >/dev/null && ! docker compose version >/dev/null 2>&1 \

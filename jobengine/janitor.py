@@ -204,12 +204,13 @@ def stale_temp_files(runtime: Runtime, cutoff: float) -> Iterator[str]:
 
 
 def unused_staging(runtime: Runtime) -> list[str]:
-    """The staging folders (``_staging/run-<id>``) of runs that have ended or are gone."""
-    folders: set[str] = set()
-    for found in runtime.storage.iter_files(STAGING):
-        folder = found.key.split("/")[1]
-        if folder.startswith("run-") and folder[4:].isdigit():
-            folders.add(folder)
+    """The staging folders (``_staging/run-<id>``) of runs that have ended or are gone (empty
+    ones too: a removal killed half way leaves its folders)."""
+    folders = [
+        name
+        for name in runtime.storage.list_folders(STAGING)
+        if name.startswith("run-") and name[4:].isdigit()
+    ]
     if not folders:
         return []
     ids = {int(f[4:]): f for f in folders}

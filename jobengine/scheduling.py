@@ -355,7 +355,7 @@ def _resend_lost_steps(
             if not run.planned and run.lease_until is not None:
                 todo.append(("start", slug, run, tags, []))
             elif run.planned and run.finished_items >= run.total_items:
-                if run.finish_sent_at is None or run.finish_sent_at < stale:
+                if _finish_lost(runtime, run, job, queues, now):
                     run.finish_sent_at = now
                     todo.append(("finish", slug, run, tags, []))
             elif run.planned:
@@ -373,6 +373,17 @@ def _resend_lost_steps(
         except dispatch.BrokerUnavailable:
             return
         report.resent.append(f"{run.run_name}:{step}")
+
+
+def _finish_lost(runtime: Runtime, run: Run, job: Job, queues: _Queues, now: datetime) -> bool:
+    """Whether a run's finish is to be sent again: its claim lapsed (the finisher died), or it
+    was never claimed and waited long enough (the idle time while its queue is empty, else the
+    stall time: behind a backlog it is only waiting its turn)."""
+    if run.finish_sent_at is None:
+        return True
+    claimed = run.lease_until is not None  # the query keeps only lapsed leases
+    wait = runtime.settings.outbox_grace if claimed else _sweep_after(runtime, job, queues)
+    return run.finish_sent_at < now - timedelta(seconds=wait)
 
 
 def _sweep_after(runtime: Runtime, job: Job, queues: _Queues) -> float:
@@ -466,6 +477,8 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
                 self._janitor()
         except Unavailable as exc:  # the store is down: the next tick tries again
             logger.warning("scheduler tick skipped: %s", exc.reason)
+        except redis.RedisError as exc:  # the leader lock's Redis is down: the same
+            logger.warning("scheduler tick skipped: Redis is unreachable: %s", exc)
         except Exception:  # a bad tick must not stop beat; the next one tries again
             logger.exception("scheduler tick failed")
         return until_next_tick(interval)

@@ -83,6 +83,14 @@ def through_outages(task: Task, step: Callable[[], _T]) -> _T:
 
 
 def _report(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
+    """Progress for Flower and result readers; best effort (the store has the truth)."""
+    try:
+        _send_progress(task, step, labels)
+    except Exception as exc:  # the broker or backend is down: the item is done all the same
+        logger.info("%s: progress not reported: %s", task.name, exc)
+
+
+def _send_progress(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
     meta = {
         "job": labels.get("job"),
         "company": labels.get("company"),

@@ -35,6 +35,7 @@ def make_company(
     sets: int = 0,
     pad: int = 0,
     user_type: str = "IpsUser",
+    size: tuple[int, int] = (64, 48),
 ) -> tuple[str, list[str]]:
     """A fresh company (unique handle) with a user ``<handle>@example.com``; (handle, assets)."""
     runtime = get_runtime()
@@ -42,7 +43,7 @@ def make_company(
     with tempfile.TemporaryDirectory() as tmp, runtime.store.write() as session:
         company = create_company(session, handle, f"Test {handle}")
         create_user(session, f"{handle}@example.com", PASSWORD, user_type, [company])
-        files = make_images(Path(tmp), n_images, pad=pad)
+        files = make_images(Path(tmp), n_images, size=size, pad=pad)
         assets = import_files(
             session, runtime.storage, company, files, folder="/pics", ready_for_publish=ready
         )

@@ -179,8 +179,11 @@ def test_the_staging_of_ended_runs_and_stale_temporary_files_go(runtime: Runtime
         _put(storage, f"{handle}/exports/Export.zip"),
         _put(storage, "_staging/notes/a.txt"),  # not a run's folder
     ]
+    emptied = None
     if isinstance(storage, LocalStorage):  # a live write (S3 objects cannot be aged)
         kept.append(_put(storage, f"{handle}/exports/.tmp-live.zip", age=10))
+        emptied = f"_staging/run-{_active_run(runtime, 'Stopped')}"  # a removal cut short
+        storage.path(f"{emptied}/x/y").mkdir(parents=True)
 
     report = _sweep(runtime)
 
@@ -189,6 +192,9 @@ def test_the_staging_of_ended_runs_and_stale_temporary_files_go(runtime: Runtime
     assert f"_staging/run-{ended}" in report.staging
     assert f"_staging/run-{running}" not in report.staging
     assert {k for k in gone if ".tmp-" in k} <= set(report.temp_files)
+    assert storage.list_folders("_staging") == sorted([f"run-{running}", "notes"])
+    if emptied is not None:
+        assert emptied in report.staging
 
 
 def test_files_inside_the_grace_are_kept(runtime: Runtime) -> None:

@@ -153,6 +153,12 @@ class Storage(Protocol):
         symlinked folders and symlinks that lead out of the folder ``key`` are left out."""
         ...
 
+    def list_folders(self, key: str) -> list[str]:
+        """The names of the folders directly in the folder ``key``, sorted; a missing folder
+        holds none (an object store has folders only where files are). Local storage lists
+        real folders only, empty ones too, never symlinks."""
+        ...
+
     def open_within(self, folder: str, key: str) -> BinaryIO:
         """Open ``key`` for reading only if it is a regular file inside the folder ``folder``
         (local storage: after resolving symlinks); PermissionError if it leads elsewhere or is

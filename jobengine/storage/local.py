@@ -128,6 +128,14 @@ class LocalStorage:
             elif entry.is_file(follow_symlinks=False):  # regular files only: no FIFOs, devices
                 found.append(key)
 
+    def list_folders(self, key: str) -> list[str]:
+        """The real folders (empty ones too, no symlinks) directly in the folder ``key``."""
+        try:
+            with os.scandir(self.path(key)) as scan:
+                return sorted(e.name for e in scan if e.is_dir(follow_symlinks=False))
+        except OSError:  # missing, not a folder, unreadable
+            return []
+
     def iter_files(self, key: str) -> Iterator[StoredFile]:
         """The regular files under the folder ``key``, one folder read at a time; symlinks
         (to files or folders) are neither yielded nor followed."""

@@ -246,6 +246,19 @@ class FsspecStorage:
             keys.append(candidate)
         return sorted(set(keys))
 
+    def list_folders(self, key: str) -> list[str]:
+        """The folders (prefixes that hold files, on an object store) directly in ``key``."""
+        fs, path = self._target(key)
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)
+        try:
+            entries = fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = {str(e["name"]).rstrip("/").rpartition("/")[2] for e in entries
+                 if e.get("type") == "directory"}  # fmt: skip
+        return sorted(n for n in names if n not in ("", ".", ".."))
+
     def iter_files(self, key: str) -> Iterator[StoredFile]:
         """The files under the folder ``key``, listed afresh one folder at a time (``fs.walk``)."""
         fs, path = self._target(key)

@@ -1,6 +1,6 @@
-"""Whole workers SIGKILLed: during a batch, in the middle of writing a ZIP, and between a written
-ZIP and the commit of its run's end. Nothing is lost, nothing fails, every ZIP is there once,
-and the janitor leaves no temporary file or staging folder behind.
+"""Whole workers SIGKILLed: during a batch (holding an ETA message), in the middle of writing a
+ZIP, and between a written ZIP and the commit of its run's end. Nothing is lost, nothing fails,
+every ZIP is there once, and the janitor leaves no temporary file or staging folder behind.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sqlite3
 import time
 import zipfile
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,11 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
         fleet.beat()
         handles = [submit(export_request(small, [asset], f"Small {n}")) for n in range(SMALL_JOBS)]
 
-        # 1. a whole worker killed in the middle of the batch
+        # 1. a whole worker killed in the middle of the batch, holding an ETA message
         wait_until(lambda: _states()["Done"] >= 20, 60, "20 runs done")
+        at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+        handles.append(submit(export_request(small, [asset], "ETA Held", execTime=at)))
+        time.sleep(0.5)  # the worker takes the message and holds it until its time
         worker = _replace(fleet, worker)
 
         # 2. killed while writing a ZIP: its temporary file is left behind
@@ -119,8 +123,8 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
         killed_at = time.monotonic()
         fleet.worker()
 
-        logs = wait_for_runs(small, handles[:SMALL_JOBS], timeout=180)
-        logs += wait_for_runs(big, handles[SMALL_JOBS:], timeout=180)
+        logs = wait_for_runs(small, handles[: SMALL_JOBS + 1], timeout=180)
+        logs += wait_for_runs(big, handles[SMALL_JOBS + 1 :], timeout=180)
         figures.recovery_seconds = time.monotonic() - killed_at
         janitor.sweep(get_runtime(), temp_grace=0)  # the leftovers of the killed writes go
         storage = get_runtime().storage
@@ -128,6 +132,9 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
         leftovers = [p for p in storage.root.rglob("*") if p.name.startswith(".tmp-")]
         staging = list((storage.root / "_staging").glob("run-*"))
         duplicated = _duplicated_assets()
+        held = _run_of("ETA Held")
+        assert held.started_at is not None and held.eta is not None
+        eta_late = round((held.started_at - held.eta).total_seconds(), 1)
         zips = {log.output.get("zip") for log in logs} - {None}
         members = [_members(storage, str(log.output["zip"])) for log in logs if log.output]
 
@@ -136,14 +143,14 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
     figures.failed = sum(log.state == "Failed" for log in logs)
     figures.lost = len(handles) - len(logs)
     figures.duplicated = duplicated
-    figures.notes = {"kills": 3, "orphan_tmp_swept": len(orphans)}
+    figures.notes = {"kills": 3, "orphan_tmp_swept": len(orphans), "eta_late_s": eta_late}
     figures.record()
     failures = [(log.job_name, log.details[-1].log_message) for log in logs if log.state != "Done"]
     assert figures.failed == 0 and figures.lost == 0, failures
     assert figures.done == len(handles)
     assert duplicated == 0
     assert len(zips) == len(handles)  # every run its own ZIP, once
-    assert members == [1] * SMALL_JOBS + [BIG_ASSETS, BIG_ASSETS]
+    assert members == [1] * (SMALL_JOBS + 1) + [BIG_ASSETS, BIG_ASSETS]
     assert orphans and leftovers == [] and staging == []
 
 

@@ -1,0 +1,149 @@
+"""Services that go away under running work, with the shipped timings: PostgreSQL stopped for
+10 s, Redis killed and restarted with and without persistence. Nothing is dropped or failed,
+and everything is done soon after the service is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from jobengine import errors, submit
+from jobengine.devstack import wait_for_runs
+from jobengine.runtime import get_runtime
+from jobengine.store.schema import LogDetail, Run
+from tests.faults.conftest import (
+    Figures,
+    Fleet,
+    PostgresCluster,
+    RedisServer,
+    fleet_env,
+    scenario,
+    wait_until,
+)
+from tests.helpers import export_request, make_company
+
+pytestmark = pytest.mark.slow
+
+BIG = 40  # assets of the export that runs through the outage
+SMALL = 10  # one-asset jobs besides it
+
+
+def _convert(company: str, assets: list[str], name: str) -> dict[str, Any]:
+    request = export_request(company, assets, name)
+    request["exportJob"].update(fmt="convert", is_modifier="fmt=png&wid=1600")
+    return request
+
+
+def _done_items() -> int:
+    with get_runtime().store.read() as session:
+        return sum(session.scalars(select(Run.finished_items)))
+
+
+def _repeats() -> int:
+    """Success rows beyond one per (run, asset): work done and counted twice."""
+    with get_runtime().store.read() as session:
+        rows = session.execute(
+            select(LogDetail.run_id, LogDetail.asset_handle).where(
+                LogDetail.log_type == "ReturnSuccess"
+            )
+        ).all()
+    return sum(n - 1 for n in Counter(rows).values() if n > 1)
+
+
+def _submit_work(tag: str) -> tuple[list[tuple[str, str]], int]:
+    """A big conversion and small jobs; ((company, handle) of each, items in all)."""
+    big, assets = make_company(BIG, size=(2400, 1800))
+    small, [asset] = make_company(1)
+    jobs = [(big, submit(_convert(big, assets, f"{tag} Big")))]
+    jobs += [(small, submit(export_request(small, [asset], f"{tag} Small {n}"))) for n in
+             range(SMALL)]  # fmt: skip
+    return jobs, BIG + SMALL
+
+
+def _wait_all(jobs: list[tuple[str, str]], timeout: float) -> list[Any]:
+    logs: list[Any] = []
+    for company in dict.fromkeys(c for c, _ in jobs):
+        logs += wait_for_runs(company, [h for c, h in jobs if c == company], timeout=timeout)
+    return logs
+
+
+def _figures(name: str, jobs: list[tuple[str, str]], logs: list[Any], recovery: float) -> Figures:
+    figures = Figures(name, accepted=len(jobs), recovery_seconds=recovery)
+    figures.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
+    figures.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
+    figures.lost = len(jobs) - len(logs)
+    figures.duplicated = _repeats()
+    return figures
+
+
+def test_a_database_outage_of_10_s_drops_nothing_and_is_done_within_60_s_of_its_return(
+    fault_home: Path, fleet_parts: list[object]
+) -> None:
+    database = PostgresCluster()
+    fleet_parts.append(database)
+    redis = RedisServer(fault_home)
+    fleet_parts.append(redis)
+    env = fleet_env(fault_home, redis, database.url)  # the shipped timings
+    fleet = Fleet(env, fault_home)
+    fleet_parts.append(fleet)
+    with scenario(env):
+        fleet.worker()
+        fleet.beat()
+        jobs, items = _submit_work("Outage")
+        wait_until(lambda: _done_items() >= 5, 120, "five items done")
+        database.stop()
+        stopped = time.monotonic()
+        with pytest.raises(errors.ServerError, match="the job store is unreachable"):
+            submit(export_request("47", ["a|1"], "During The Outage"))
+        time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
+        database.start()
+        back = time.monotonic()
+        before = _done_items()
+        resumed = wait_until(lambda: _done_items() > before, 60, "progress after the outage")
+        logs = _wait_all(jobs, timeout=120)
+        recovery = time.monotonic() - back
+        figures = _figures("PostgreSQL stopped 10 s, shipped timings", jobs, logs, recovery)
+        figures.notes = {"items": items, "first_item_after_s": round(resumed, 2)}
+    figures.record()
+    assert figures.failed == 0 and figures.lost == 0 and figures.duplicated == 0
+    assert figures.done == len(jobs)
+    assert recovery <= 60, f"done {recovery:.1f} s after the database came back"
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "no-persistence"])
+def test_a_redis_restart_loses_no_job(
+    persistent: bool, fault_home: Path, fleet_parts: list[object]
+) -> None:
+    redis = RedisServer(fault_home, persistent=persistent)
+    fleet_parts.append(redis)
+    env = fleet_env(fault_home, redis, f"sqlite:///{fault_home / 'store.db'}")  # shipped timings
+    fleet = Fleet(env, fault_home)
+    fleet_parts.append(fleet)
+    with scenario(env):
+        fleet.worker()
+        fleet.beat()
+        jobs, items = _submit_work("Restart")
+        wait_until(lambda: _done_items() >= 5, 120, "five items done")
+        redis.kill()
+        time.sleep(2)
+        redis.start_server()
+        back = time.monotonic()
+        before = _done_items()
+        resumed = wait_until(lambda: _done_items() > before, 60, "progress after the restart")
+        logs = _wait_all(jobs, timeout=180)
+        recovery = time.monotonic() - back
+        kind = "with" if persistent else "without"
+        figures = _figures(
+            f"Redis SIGKILLed and restarted {kind} persistence", jobs, logs, recovery
+        )
+        figures.notes = {"items": items, "first_item_after_s": round(resumed, 2)}
+    figures.record()
+    assert figures.failed == 0 and figures.lost == 0 and figures.duplicated == 0
+    assert figures.done == len(jobs)
+    assert recovery <= 60, f"done {recovery:.1f} s after Redis came back"
