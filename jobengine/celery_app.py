@@ -30,7 +30,8 @@ _applied: list[Settings] = []  # the settings of the last configure()
 def configure(**overrides: Any) -> Celery:
     """(Re)apply the settings read from the environment, plus ``overrides``, to the app.
 
-    Pooled broker connections are dropped so the next message uses the new configuration. The
+    Pooled broker connections and the result backend are dropped so the next message uses the
+    new configuration. The
     embedded Redis is started now if the app's configuration is loaded already, else when it is.
     """
     settings = get_settings()
@@ -44,6 +45,10 @@ def configure(**overrides: Any) -> Celery:
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+    # The result backend is built once and kept: a new result_backend (another Redis) needs a
+    # new one, or progress and results go on to the old server.
+    app._backend_cache = None
+    vars(app._local).pop("backend", None)
     from jobengine.dispatch import reset_sender
 
     reset_sender()

@@ -100,13 +100,13 @@ def _staged(run_id: int) -> list[str]:
 def test_a_finish_killed_before_its_commit_is_completed_by_the_next_one(
     private_queue: Queue,
 ) -> None:
-    company, run = _items_done("Killed Finish")
+    company, run = _items_done("Run Once Killed Finish")
     zip_key = _finish_killed_before_commit(run, company)
-    assert _run("Killed Finish").state == "Running" and _staged(run.id)
+    assert _run("Run Once Killed Finish").state == "Running" and _staged(run.id)
 
     assert runner.finish(run.id, "worker-b") == "done"  # the re-sent finish
 
-    done = _run("Killed Finish")
+    done = _run("Run Once Killed Finish")
     assert done.state == "Done" and not done.fatal_error
     assert done.output["zip"] == zip_key and done.success_count == 2
     storage = get_runtime().storage
@@ -115,49 +115,49 @@ def test_a_finish_killed_before_its_commit_is_completed_by_the_next_one(
         assert len(zf.namelist()) == 2
     assert _staged(run.id) == []  # removed once the end was committed
     assert runner.finish(run.id, "worker-c") == "duplicate"  # a third copy changes nothing
-    assert _run("Killed Finish").state == "Done" and _summaries(run.id) == 1
+    assert _run("Run Once Killed Finish").state == "Done" and _summaries(run.id) == 1
 
 
 def test_a_finish_whose_staging_is_gone_uses_the_zip_already_written(
     private_queue: Queue,
 ) -> None:
-    company, run = _items_done("Zip Already There")
+    company, run = _items_done("Run Once Zip Already There")
     zip_key = _finish_killed_before_commit(run, company)
     get_runtime().storage.delete_tree(f"_staging/run-{run.id}")
 
     assert runner.finish(run.id, "worker-b") == "done"
-    done = _run("Zip Already There")
+    done = _run("Run Once Zip Already There")
     assert done.state == "Done" and done.output["zip"] == zip_key and done.output["files"] == 2
 
 
 def test_a_finish_killed_after_its_commit_leaves_nothing_staged(private_queue: Queue) -> None:
-    _, run = _items_done("Killed After Commit")
+    _, run = _items_done("Run Once Killed After Commit")
     assert runner.finish(run.id, "worker-b") == "done"
     with get_runtime().storage.writer(f"_staging/run-{run.id}/left/over.jpg") as out:
         out.write(b"x")  # as if the worker died between the commit and the removal
 
     assert runner.finish(run.id, "worker-c") == "duplicate"  # the re-sent finish cleans up
     assert _staged(run.id) == []
-    assert _run("Killed After Commit").state == "Done"
+    assert _run("Run Once Killed After Commit").state == "Done"
 
 
 def test_an_end_is_committed_once_and_a_failure_never_overwrites_it(
     private_queue: Queue,
 ) -> None:
-    _, run = _items_done("Ended Once")
+    _, run = _items_done("Run Once Ended Once")
     assert runner.finish(run.id, "worker-b") == "done"
     with get_runtime().store.write() as session:
         stored = session.get(Run, run.id)
         assert stored is not None
         assert end_run(session, stored, "Failed", fatal=True) is False
-    ended = _run("Ended Once")
+    ended = _run("Run Once Ended Once")
     assert ended.state == "Done" and not ended.fatal_error
 
 
 def test_a_claim_is_taken_back_by_its_holder_only(private_queue: Queue) -> None:
     company, assets = make_company(1)
-    submit(export_request(company, assets, "Claims"))
-    run = _run("Claims")
+    submit(export_request(company, assets, "Run Once Claims"))
+    run = _run("Run Once Claims")
     assert runner.start(run.id, "starter") == "started"
     store = get_runtime().store
     with store.write() as session:
@@ -170,8 +170,8 @@ def test_a_claim_is_taken_back_by_its_holder_only(private_queue: Queue) -> None:
 
 def test_a_live_step_keeps_its_lease_and_a_dead_one_loses_it(private_queue: Queue) -> None:
     company, assets = make_company(1)
-    submit(export_request(company, assets, "Heartbeat"))
-    run = _run("Heartbeat")
+    submit(export_request(company, assets, "Run Once Heartbeat"))
+    run = _run("Run Once Heartbeat")
     assert runner.start(run.id, "starter") == "started"
     runtime, lease = get_runtime(), 0.4
     with runtime.store.write() as session:
@@ -189,8 +189,8 @@ def test_a_live_step_keeps_its_lease_and_a_dead_one_loses_it(private_queue: Queu
 
 def test_a_heartbeat_that_finds_its_claim_taken_stops(private_queue: Queue) -> None:
     company, assets = make_company(1)
-    submit(export_request(company, assets, "Lost Claim"))
-    run = _run("Lost Claim")
+    submit(export_request(company, assets, "Run Once Lost Claim"))
+    run = _run("Run Once Lost Claim")
     assert runner.start(run.id, "starter") == "started"
     runtime = get_runtime()
     with runtime.store.write() as session:
@@ -331,21 +331,21 @@ def test_once_the_broker_is_known_down_submits_go_straight_to_the_outbox(
     stack, dead_broker: _CountingListener
 ) -> None:
     company, assets = stack.company(1)
-    submit(export_request(company, assets, "Breaker 0"))
+    submit(export_request(company, assets, "Run Once Breaker 0"))
     tried = dead_broker.accepted
     assert tried > 0 and dispatch.broker_known_down()
     for n in range(1, 6):
-        submit(export_request(company, assets, f"Breaker {n}"))
+        submit(export_request(company, assets, f"Run Once Breaker {n}"))
     assert dead_broker.accepted == tried  # not one more connection attempt
     for n in range(6):
-        run = _run(f"Breaker {n}")
+        run = _run(f"Run Once Breaker {n}")
         assert run.state == "Queued" and run.dispatched_at is None  # in the outbox
     configure()  # the broker is back (and this process forgets the refusal)
     time.sleep(1.2)  # the test outbox grace is 1 s
     report = tick()
-    assert len([r for r in report.relayed if r.startswith("Breaker")]) == 6
+    assert len([r for r in report.relayed if r.startswith("Run Once Breaker")]) == 6
     for n in range(6):
-        handle = f"{company}|Breaker {n}|"
+        handle = f"{company}|Run Once Breaker {n}|"
         assert stack.wait(company, handle).state == "Done"
 
 
@@ -364,12 +364,12 @@ def test_a_queued_run_whose_message_is_lost_is_sent_again_once_its_queue_is_empt
 ) -> None:
     _, queue = private_queue
     company, assets = make_company(1)
-    submit(export_request(company, assets, "Lost Start"))
-    run = _run("Lost Start")
+    submit(export_request(company, assets, "Run Once Lost Start"))
+    run = _run("Run Once Lost Start")
     settings = get_runtime().settings
     later = run.dispatched_at + timedelta(seconds=settings.idle_seconds + 1)
     # its message waits in the queue: the run is only waiting its turn
-    assert "Lost Start" not in " ".join(tick(now=later).resent)
+    assert "Run Once Lost Start" not in " ".join(tick(now=later).resent)
     _lose_messages(queue)  # a Redis restart without persistence, a producer killed in between
     report = tick(now=later)
     assert f"{run.run_name}:start" in report.resent
@@ -381,8 +381,8 @@ def test_pending_items_of_a_run_that_waits_on_nothing_are_sent_again(
 ) -> None:
     _, queue = private_queue
     company, assets = make_company(3)
-    submit(export_request(company, assets, "Lost Items"))
-    run = _run("Lost Items")
+    submit(export_request(company, assets, "Run Once Lost Items"))
+    run = _run("Run Once Lost Items")
     assert runner.start(run.id, "starter") == "started"
     assert runner.run_item(run.id, 0, "worker-a").status == "done"
     settings = get_runtime().settings
@@ -417,13 +417,13 @@ def _next_fire(name: str) -> datetime:
 
 def test_every_fire_time_a_slow_tick_passed_fires_once(private_queue: Queue) -> None:
     due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
-    _schedule("Late Ticks", due)
+    _schedule("Run Once Late Ticks", due)
     tick(now=due + timedelta(seconds=3.2))  # a tick that lands three periods late
-    assert _fires("Late Ticks") == [f"cron:{(due + timedelta(seconds=n)).isoformat()}"
+    assert _fires("Run Once Late Ticks") == [f"cron:{(due + timedelta(seconds=n)).isoformat()}"
                                     for n in range(4)]  # fmt: skip
-    assert _next_fire("Late Ticks") == due + timedelta(seconds=4)
+    assert _next_fire("Run Once Late Ticks") == due + timedelta(seconds=4)
     tick(now=due + timedelta(seconds=3.9))  # nothing new is due
-    assert len(_fires("Late Ticks")) == 4
+    assert len(_fires("Run Once Late Ticks")) == 4
 
 
 def test_a_fire_time_past_the_misfire_threshold_fires_once_then_goes_on_from_now(
@@ -431,11 +431,11 @@ def test_a_fire_time_past_the_misfire_threshold_fires_once_then_goes_on_from_now
 ) -> None:
     threshold = get_runtime().settings.misfire_threshold
     due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=threshold + 120)
-    _schedule("Misfired", due)
+    _schedule("Run Once Misfired", due)
     now = due + timedelta(seconds=threshold + 100.5)
     tick(now=now)
-    assert _fires("Misfired") == [f"cron:{due.isoformat()}"]  # once, for the missed time
-    assert _next_fire("Misfired") == now.replace(microsecond=0) + timedelta(seconds=1)
+    assert _fires("Run Once Misfired") == [f"cron:{due.isoformat()}"]  # once, for the missed time
+    assert _next_fire("Run Once Misfired") == now.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def test_ticks_keep_to_the_wall_clock() -> None:
