@@ -5,7 +5,16 @@ day-of-month month day-of-week [year]``, exactly one day field ``?``, day-of-wee
 We are stricter than Quartz and refuse what it accepts leniently (and then evaluates oddly):
 extra fields, long names (``MONDAY``), empty list items, step 0 or a step on a name, junk after
 ``?``, ``W`` with a list or range, ``#`` or ``L`` in a list, ``L`` outside the day fields, years
-outside 1970-2099 and ``C`` (calendar) values, which Quartz parses but does not evaluate.
+outside 1970 to this year + 100 (Quartz accepts them and never fires them: it searches up to
+``MAX_YEAR``, the year it was loaded + 100, as we do) and ``C`` (calendar) values, which Quartz
+parses but does not evaluate.
+
+``nW`` for a day the month lacks (``31W`` in April, ``29W`` or ``30W`` in February) is
+evaluated as Quartz 2.3.2 evaluates it, on a lenient calendar: the day rolls over into the next
+month, the nearest-weekday rule is applied to that date, and the month fires only when the
+result is back inside it. In practice: on its last day, when that is a Friday (the rolled-over
+day being a Saturday, whose nearest weekday is the Friday before); otherwise the month is
+skipped.
 
 DST policy (Quartz's, on the wall clock of the zone given):
 
@@ -35,8 +44,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["CronError", "CronExpression", "next_fire_times", "parse", "validate"]
 
-MIN_YEAR, MAX_YEAR = 1970, 2099
-SEARCH_YEARS = 100  # like Quartz: a schedule on every year gives up 100 years ahead
+MIN_YEAR = 1970
+# Quartz's CronExpression.MAX_YEAR: the year it is loaded + 100; no fire time is ever later
+MAX_YEAR = datetime.now(UTC).year + 100
 MAX_LENGTH = 1000
 _MIDNIGHT = (0, 0, 0)
 _ONE_SECOND = timedelta(seconds=1)
@@ -225,7 +235,13 @@ class _NearestWeekday:  # nW
 
     def days(self, year: int, month: int) -> tuple[int, ...]:
         last = calendar.monthrange(year, month)[1]
-        return (_nearest_weekday(year, month, self.day, last),) if self.day <= last else ()
+        if self.day <= last:
+            return (_nearest_weekday(year, month, self.day, last),)
+        # Quartz 2.3.2: the day rolls over into the next month (its lenient Calendar); a
+        # Saturday goes back one day, a Sunday forward one; it fires if that is this month's.
+        rolled = (_weekday(year, month, last) + self.day - last - 1) % 7 + 1
+        day = self.day - 1 if rolled == 7 else self.day + 1 if rolled == 1 else self.day
+        return (day,) if day <= last else ()
 
 
 @dataclass(frozen=True)
@@ -446,13 +462,14 @@ class CronExpression:
     def next_after(self, after: datetime, tz: tzinfo) -> datetime | None:
         """The first fire time strictly after aware ``after`` on ``tz``'s wall clock, in ``tz``.
 
-        None when the schedule never fires again (searching up to 100 years ahead).
+        None when the schedule never fires again (searching up to ``MAX_YEAR``, this year + 100,
+        as Quartz does).
         """
         if after.tzinfo is None or after.utcoffset() is None:
             raise ValueError(f"naive datetime {after.isoformat()}: give it a time zone")
         local = after.astimezone(tz)
         start = _start_wall(local, tz)
-        last_year = min(max(local.year + SEARCH_YEARS, MAX_YEAR), 9999)
+        last_year = MAX_YEAR
         while (wall := self._spec.next_wall(start, last_year)) is not None:
             fire = _instant(wall, tz)
             if fire is not None:

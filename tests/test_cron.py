@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobengine.cron import CronError, CronExpression, next_fire_times, parse, validate
+from jobengine.cron import MAX_YEAR, CronError, CronExpression, next_fire_times, parse, validate
 
 LA = ZoneInfo("America/Los_Angeles")
 
@@ -53,8 +53,20 @@ MEASURED = [
     ("0 0 0 1W * ?", "2026-02-02", utc("2026-03-02", "2026-04-01", "2026-05-01", "2026-06-01")),
     ("0 0 0 1W * ?", "2026-07-02", utc("2026-08-03", "2026-09-01", "2026-10-01", "2026-11-02")),
     ("0 0 0 15W * ?", "2026-08-01", utc("2026-08-14", "2026-09-15", "2026-10-15", "2026-11-16")),
-    # 29W in February only in leap years; a Sunday 29th that is the last day goes back to Friday
-    ("0 0 0 29W 2 ?", "2026-01-01", utc("2028-02-29", "2032-02-27", "2036-02-29", "2040-02-29")),
+    # 29W in February: leap years (a Sunday 29th, the last day, goes back to Friday); in common
+    # years only when Feb 28 is a Friday (Quartz rolls the 29th over to Saturday, March 1st,
+    # whose nearest weekday is the Friday before: measured with Quartz 2.3.2's CronExpression)
+    (
+        "0 0 0 29W 2 ?",
+        "2026-01-01",
+        utc("2028-02-29", "2031-02-28", "2032-02-27", "2036-02-29"),
+    ),
+    ("0 0 0 30W 2 ?", "2026-01-01", utc("2036-02-29", "2064-02-29", "2092-02-29", "2104-02-29")),
+    (
+        "0 0 0 31W 4,6,9,11 ?",
+        "2026-01-01",
+        utc("2027-04-30", "2028-06-30", "2029-11-30", "2032-04-30"),
+    ),
     # L-30 exists only in 31-day months
     ("0 0 0 L-30 * ?", "2026-01-02", utc("2026-03-01", "2026-05-01", "2026-07-01", "2026-08-01")),
     ("0 0 0 L-3W * ?", "2026-05-01", utc("2026-05-28", "2026-06-26", "2026-07-28", "2026-08-28")),
@@ -109,9 +121,10 @@ MEASURED = [
         "2026-03-02",
         utc("2026-03-27 12:00", "2026-04-24 12:00", "2026-05-29 12:00", "2026-06-26 12:00"),
     ),
-    # years: up to 2099; a year range ending there fires once; far years are found
-    ("0 0 12 29 2 ? 2096-2099", "2026-01-01", utc("2096-02-29 12:00")),
+    # years: up to this year + 100 (Quartz's MAX_YEAR); ranges past 2099 fire; far years are found
+    ("0 0 12 29 2 ? 2096-2104", "2026-01-01", utc("2096-02-29 12:00", "2104-02-29 12:00")),
     ("0 0 0 1 1 ? 2099", "2026-03-02", utc("2099-01-01")),
+    (f"0 0 0 1 1 ? {MAX_YEAR}", "2026-03-02", utc(f"{MAX_YEAR}-01-01")),
     (
         "0 0 0 1 1 ? 2026/5",
         "2026-06-01",
@@ -495,9 +508,9 @@ INVALID = [
     ("0 0 0 1/ * ?", "A number must follow '/'"),
     ("0 0 0 ? * MON/2", "A step ('/') cannot follow a name"),
     ("0 0 0 ? JAN-3 *", "A range must be two numbers or two names"),
-    ("0 0 0 * * ? 1969", "Year values must be between 1970 and 2099"),
-    ("0 0 0 * * ? 2096-2104", "Year values must be between 1970 and 2099"),
-    ("0 0 0 * * ? 99", "Year values must be between 1970 and 2099"),
+    ("0 0 0 * * ? 1969", f"Year values must be between 1970 and {MAX_YEAR}"),
+    (f"0 0 0 * * ? 2096-{MAX_YEAR + 1}", f"Year values must be between 1970 and {MAX_YEAR}"),
+    ("0 0 0 * * ? 99", f"Year values must be between 1970 and {MAX_YEAR}"),
     ("0 0 0 * * ? 2027-2026", "Start year must be less than stop year"),
     ("0 0 24 * * ?", "Hour values must be between 0 and 23 (field 3: '24')"),
     ("60 0 0 * * ?", "Second values must be between 0 and 59"),
@@ -600,8 +613,12 @@ def _nearest(target: int) -> DayTest:
     """Brute force: the weekday of the month closest to ``target`` (if the month has it)."""
 
     def test(d: date) -> bool:
-        if target > _last(d) or target < 1:
+        if target < 1:
             return False
+        if target > _last(d):  # Quartz's lenient Calendar: the day lies in the next month
+            rolled = d.replace(day=_last(d)) + timedelta(days=target - _last(d))
+            moved = {6: target - 1, 7: target + 1}.get(rolled.isoweekday(), target)
+            return d.day == moved <= _last(d)
         weekdays = [n for n in range(1, _last(d) + 1) if d.replace(day=n).isoweekday() <= 5]
         return d.day == min(weekdays, key=lambda n: abs(n - target))
 
