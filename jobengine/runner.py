@@ -87,7 +87,9 @@ def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
 
 
 def start(run_id: int, worker: str) -> str:
-    """Claim a queued run, plan its items and send them; returns what happened."""
+    """Claim a queued run, plan its items and send them (or, for a small run, do them and its
+    finish here); returns what happened: ``done``, ``stopped`` or ``failed`` when the run
+    ended in this task."""
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
     claimed = _claim_start(runtime, run_id, worker)
@@ -103,6 +105,14 @@ def start(run_id: int, worker: str) -> str:
         logger.exception("planning run %s failed", run_id)
         _fail(runtime, run_id, "the job could not start: {error}", error=exc)
         return "failed"
+    if len(items) <= runtime.settings.inline_items:
+        return _run_inline(runtime, loaded, worker, items)
+    return _fan_out(runtime, loaded, worker, items)
+
+
+def _fan_out(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[RunItem]) -> str:
+    """Send the pending items as messages of their own; the last one sends the finish."""
+    run_id = loaded.run.id
     tags = labels(loaded.run, loaded.job, loaded.company)
     pending = [(i.seq, i.key) for i in items if i.state == "pending"]
     try:
@@ -119,6 +129,30 @@ def start(run_id: int, worker: str) -> str:
     if all_done:
         _send_finish(loaded)
     return "started"
+
+
+def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[RunItem]) -> str:
+    """Do a small run's items and its finish right here, in its start task: one message for the
+    whole job instead of one per step, the same guards. The start's lease is kept alive while
+    it works, so a worker killed here has its start sent again (which takes the items that are
+    left); the run is marked planned, with its finish claimed, only once every item is done."""
+    run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+        for n, item in enumerate(items):
+            step = run_item(run_id, item.seq, worker, send_finish=False)
+            if step.status in ("paused", "busy"):  # the rest goes on as a fanned-out run would
+                return _fan_out(runtime, loaded, worker, items[n:])
+    with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.planned, run.lease_until = True, None
+        session.flush()
+        claimed = mark_finish_sent(session, run_id) and claim_finish(session, run_id, worker, lease)
+        stopped = run.stop_requested
+    if not claimed:
+        return "started"  # another delivery finishes it
+    return _finish_claimed(runtime, loaded, worker, stopped)
 
 
 def _claim_start(
@@ -182,8 +216,9 @@ class ItemStep:
     total: int = 0
 
 
-def run_item(run_id: int, seq: int, worker: str) -> ItemStep:
-    """Do item ``seq`` of a run once; counts it and sends the finish after the last item."""
+def run_item(run_id: int, seq: int, worker: str, *, send_finish: bool = True) -> ItemStep:
+    """Do item ``seq`` of a run once; counts it and sends the finish after the last item
+    (unless ``send_finish`` is false: a run done inline finishes in its start task)."""
     runtime = get_runtime()
     with runtime.store.write() as session:
         loaded = _load(runtime, session, run_id)
@@ -203,13 +238,13 @@ def run_item(run_id: int, seq: int, worker: str) -> ItemStep:
             key = claim.item.key
             step = None
     if step is not None:
-        if send:
+        if send and send_finish:
             _send_finish(loaded)
         return step
     lease = runtime.settings.lease_seconds
     with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
         outcome = _process(loaded, key)
-    return _complete(runtime, loaded, seq, worker, outcome)
+    return _complete(runtime, loaded, seq, worker, outcome, send_finish=send_finish)
 
 
 def _process(loaded: _Loaded, key: str) -> ItemOutcome:
@@ -230,7 +265,13 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome:
 
 
 def _complete(
-    runtime: Runtime, loaded: _Loaded, seq: int, worker: str, outcome: ItemOutcome
+    runtime: Runtime,
+    loaded: _Loaded,
+    seq: int,
+    worker: str,
+    outcome: ItemOutcome,
+    *,
+    send_finish: bool = True,
 ) -> ItemStep:
     counts = Counts(
         success=int(outcome.status == "success"),
@@ -263,7 +304,7 @@ def _complete(
             asset_handle=outcome.asset.handle,
             **outcome.args,
         )
-        send = mark_finish_sent(session, run.id)
+        send = send_finish and mark_finish_sent(session, run.id)
     if send:
         _send_finish(loaded)
     finished, total = result
@@ -309,6 +350,12 @@ def finish(run_id: int, worker: str) -> str:
         if ended:  # a finish killed after its commit: what it left staged goes now
             _cleanup(loaded)
         return "duplicate"
+    return _finish_claimed(runtime, loaded, worker, stopped)
+
+
+def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str, stopped: bool) -> str:
+    """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up."""
+    run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     try:
         with (
             Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease),

@@ -25,6 +25,10 @@ variable                       meaning (default)
                                worker's claim is taken over one lease after its last beat (30)
 ``JOBENGINE_OUTBOX_GRACE``     seconds before an unsent run is re-sent by the relay; also how long
                                a process sends nothing after the broker refused a message (10)
+``JOBENGINE_INLINE_ITEMS``    runs of at most this many items do them, and their finish, in their
+                               start task: one message a job instead of one a step (1; 0: every
+                               run fans out). Raise it for many tiny multi-file jobs; a run done
+                               inline uses one worker process, so heavy items fan out better
 ``JOBENGINE_IDLE_SECONDS``     a queued run, or a run's pending items, whose queue is empty and
                                that made no progress this long wait on a lost message: sent again
                                (5)
@@ -206,6 +210,7 @@ class Settings:
     lease_seconds: float = 30.0
     outbox_grace: float = 10.0
     idle_seconds: float = 5.0
+    inline_items: int = 1
     stall_seconds: float = 600.0
     misfire_threshold: float = 60.0
     beat_interval: float = 1.0
@@ -258,6 +263,7 @@ class Settings:
             lease_seconds=_float(env, "JOBENGINE_LEASE_SECONDS", 30.0),
             outbox_grace=_float(env, "JOBENGINE_OUTBOX_GRACE", 10.0),
             idle_seconds=_float(env, "JOBENGINE_IDLE_SECONDS", 5.0),
+            inline_items=int(_grace(env, "JOBENGINE_INLINE_ITEMS", 1)),
             stall_seconds=_float(env, "JOBENGINE_STALL_SECONDS", 600.0),
             misfire_threshold=_seconds(env, "JOBENGINE_MISFIRE_THRESHOLD", 60.0),
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),

@@ -110,7 +110,7 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
     def start(self: Task, run_id: int, **labels: Any) -> str:
         with job_context(labels):
             result = through_outages(self, lambda: runner.start(run_id, worker_id(self)))
-            if result in ("stopped", "failed"):  # the run ended before any item ran
+            if result in ("done", "stopped", "failed"):  # ended here (or before any item ran)
                 notify_run(run_id)
                 send_callback(run_id)
         return result

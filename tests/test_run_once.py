@@ -141,6 +141,25 @@ def test_a_finish_killed_after_its_commit_leaves_nothing_staged(private_queue: Q
     assert _run("Run Once Killed After Commit").state == "Done"
 
 
+def test_a_one_item_run_is_done_in_its_start_task_with_no_other_message(
+    private_queue: Queue,
+) -> None:
+    from jobengine.embedded import redis_client
+
+    _, queue = private_queue
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Run Once Inline"))
+    client = redis_client(get_runtime().settings)
+    client.delete(queue)  # its start message: this process plays the worker
+    run = _run("Run Once Inline")
+    assert runner.start(run.id, "worker-a") == "done"
+    done = _run("Run Once Inline")
+    assert done.state == "Done" and done.success_count == 1 and done.output["files"] == 1
+    assert client.llen(queue) == 0  # no item or finish message was needed
+    assert runner.start(run.id, "worker-b") == "duplicate" and _summaries(run.id) == 1
+    assert _staged(run.id) == []
+
+
 def test_an_end_is_committed_once_and_a_failure_never_overwrites_it(
     private_queue: Queue,
 ) -> None:
@@ -155,7 +174,7 @@ def test_an_end_is_committed_once_and_a_failure_never_overwrites_it(
 
 
 def test_a_claim_is_taken_back_by_its_holder_only(private_queue: Queue) -> None:
-    company, assets = make_company(1)
+    company, assets = make_company(2)  # two items: fanned out (one would run inline)
     submit(export_request(company, assets, "Run Once Claims"))
     run = _run("Run Once Claims")
     assert runner.start(run.id, "starter") == "started"
@@ -169,7 +188,7 @@ def test_a_claim_is_taken_back_by_its_holder_only(private_queue: Queue) -> None:
 
 
 def test_a_live_step_keeps_its_lease_and_a_dead_one_loses_it(private_queue: Queue) -> None:
-    company, assets = make_company(1)
+    company, assets = make_company(2)  # two items: fanned out (one would run inline)
     submit(export_request(company, assets, "Run Once Heartbeat"))
     run = _run("Run Once Heartbeat")
     assert runner.start(run.id, "starter") == "started"
@@ -188,7 +207,7 @@ def test_a_live_step_keeps_its_lease_and_a_dead_one_loses_it(private_queue: Queu
 
 
 def test_a_heartbeat_that_finds_its_claim_taken_stops(private_queue: Queue) -> None:
-    company, assets = make_company(1)
+    company, assets = make_company(2)  # two items: fanned out (one would run inline)
     submit(export_request(company, assets, "Run Once Lost Claim"))
     run = _run("Run Once Lost Claim")
     assert runner.start(run.id, "starter") == "started"

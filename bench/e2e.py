@@ -1,0 +1,167 @@
+"""End to end: small jobs through a real worker, beside a bare Celery worker draining no-ops.
+
+    .venv/bin/python bench/e2e.py [--n 1000] [--rounds 3] [--concurrency 2]
+
+Both sides run one worker process tree (prefork, ``--concurrency`` children, ``acks_late``,
+prefetch 1) on the same Redis, with their queue filled before the worker starts, and are timed
+from the first piece of work done (start-up excluded) to the last:
+
+* reference: ``n`` no-op tasks of a bare Celery app (``bench/noop_app.py``; each counts itself
+  with one Redis ``INCR``);
+* jobengine: ``n`` one-asset ExportJobs (``fmt=orig``), submitted with ``submit_many``, run by
+  ``jobengine worker``: each run copies its asset, writes its ZIP and its job log; done when
+  the store has ``n`` runs ``Done``.
+
+Prints each round, then the medians and the ratio (jobs/s over tasks/s). ``BENCH_DATABASE_URL``
+picks the store (default: a SQLite file of the run's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+HERE = Path(__file__).resolve().parent
+JOBENGINE = str(Path(sys.executable).parent / "jobengine")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
+    """Tasks per second of a bare Celery worker draining ``n`` no-ops."""
+    import redis
+
+    env = {**os.environ, "BENCH_BROKER_URL": broker, "PYTHONPATH": str(HERE)}
+    redis_url = broker.replace("redis+socket://", "unix://")
+    os.environ["BENCH_BROKER_URL"] = broker
+    sys.path.insert(0, str(HERE))
+    import noop_app
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete("bench:noop:done", "bench-noop")
+    with noop_app.app.producer_or_acquire() as producer:
+        for i in range(n):
+            noop_app.noop.apply_async((i,), producer=producer)
+    log = home / f"noop-{time.monotonic_ns()}.log"
+    argv = [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "--pool", "prefork",
+            "--concurrency", str(concurrency), "--loglevel", "warning", "-n", "noop@%h",
+            "--without-mingle", "--without-gossip"]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=HERE)
+    try:  # timed from the first task done (the worker's start-up is not the work)
+        while int(client.get("bench:noop:done") or 0) < 1:
+            if proc.poll() is not None:
+                raise RuntimeError(log.read_text()[-2000:])
+            time.sleep(0.001)
+        start = time.perf_counter()
+        first = 1
+        while int(client.get("bench:noop:done") or 0) < n:
+            time.sleep(0.005)
+        took = time.perf_counter() - start
+    finally:
+        _stop(proc)
+    return (n - first) / took
+
+
+def ours(n: int, concurrency: int, home: Path) -> float:
+    """Jobs per second of ``jobengine worker`` running ``n`` one-asset exports."""
+    from sqlalchemy import func, select
+
+    from jobengine import submit_many
+    from jobengine.runtime import get_runtime
+    from jobengine.store.schema import Run
+    from tests.helpers import export_request, make_company
+
+    company, [asset] = make_company(1)
+    requests = [export_request(company, [asset], f"E2E {time.monotonic_ns()} {i}")
+                for i in range(n)]  # fmt: skip
+    for i in range(0, n, 100):
+        submit_many(requests[i : i + 100])
+    store = get_runtime().store
+
+    def done() -> int:
+        with store.read() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(Run).where(
+                        Run.state == "Done", Run.company_id == _company_id(company)
+                    )
+                )
+                or 0
+            )
+
+    log = home / f"worker-{time.monotonic_ns()}.log"
+    argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning"]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while done() < 1:
+            if proc.poll() is not None:
+                raise RuntimeError(log.read_text()[-2000:])
+            time.sleep(0.002)
+        start, first = time.perf_counter(), done()
+        while done() < n:
+            time.sleep(0.02)
+        took = time.perf_counter() - start
+    finally:
+        _stop(proc)
+    return (n - first) / took
+
+
+def _company_id(handle: str) -> int:
+    from jobengine.catalog import company_by_handle
+    from jobengine.runtime import get_runtime
+
+    with get_runtime().store.read() as session:
+        return company_by_handle(session, handle).id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="jobengine-bench-e2e-"))
+    os.environ.setdefault("JOBENGINE_HOME", str(home))
+    os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{home}/e2e.db")
+    from jobengine.embedded import broker_url, start_redis, stop_redis
+    from jobengine.settings import get_settings
+
+    settings = get_settings()
+    started = not settings.redis_url and start_redis(settings)
+    broker = broker_url(settings)
+    print(f"broker {broker}; store {settings.database_url}; n {args.n}, c{args.concurrency}")
+    refs, jobs = [], []
+    try:
+        for r in range(args.rounds):
+            refs.append(reference(args.n, args.concurrency, broker, home))
+            jobs.append(ours(args.n, args.concurrency, home))
+            print(f"round {r + 1}: bare Celery no-ops {refs[-1]:7.0f} tasks/s   "
+                  f"jobengine one-asset exports {jobs[-1]:6.1f} jobs/s   "
+                  f"ratio {jobs[-1] / refs[-1]:.3f}")  # fmt: skip
+    finally:
+        if started:
+            stop_redis(settings)
+    ref, job = statistics.median(refs), statistics.median(jobs)
+    print(f"median: bare {ref:.0f} tasks/s, jobengine {job:.1f} jobs/s, ratio {job / ref:.3f} "
+          f"(target >= 0.3)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
