@@ -48,6 +48,9 @@ TEST_ENV = {
     "JOBENGINE_TASK_TIME_LIMIT": "30",
     "JOBENGINE_BEAT_INTERVAL": "0.2",
     "JOBENGINE_TIMEZONE": "UTC",
+    # the suite's stores are new databases its processes share: migrate them at start (the
+    # PostgreSQL default, check, is tested in tests/test_migrations.py)
+    "JOBENGINE_DB_UPGRADE": "auto",
     # UploadUrlsJob fetches from the tests' own HTTP servers (tests/test_upload_urls.py)
     "JOBENGINE_UPLOAD_ALLOWED_HOSTS": "127.0.0.1",
     "JOBENGINE_UPLOAD_MAX_BYTES": "1048576",
