@@ -74,7 +74,6 @@ if SKIP_REASON is None:
 def engine() -> Iterator[Any]:
     """A docker-py client of the engine; dangling images of our test builds go at the end."""
     import docker
-
     from tests.smoke.images import prune_test_images
 
     client = docker.from_env(timeout=600)

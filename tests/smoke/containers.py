@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 import urllib.request
 from typing import Any
+
+
+def logs_of(container: Any) -> str:
+    """A container's logs as text (docker-py gives bytes, pytest-celery's wrappers text)."""
+    logs = container.logs()
+    return logs.decode(errors="replace") if isinstance(logs, bytes) else str(logs)
 
 
 def wait_for_log(container: Any, pattern: str, timeout: float = 90) -> str:
@@ -14,7 +19,7 @@ def wait_for_log(container: Any, pattern: str, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     logs = ""
     while time.monotonic() < deadline:
-        logs = container.logs().decode(errors="replace")
+        logs = logs_of(container)
         if re.search(pattern, logs):
             return logs
         container.reload()
@@ -37,10 +42,10 @@ def http_get(url: str, timeout: float = 60, headers: dict[str, str] | None = Non
     deadline = time.monotonic() + timeout
     while True:
         try:
-            request = urllib.request.Request(url, headers=headers or {})  # noqa: S310
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return bytes(response.read())
-        except (OSError, socket.timeout):
+        except (TimeoutError, OSError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)

@@ -46,7 +46,7 @@ def base_image(client: Any, name: str) -> str:
         try:
             client.images.get(candidate)
             return candidate
-        except Exception:  # noqa: S112 - not on this engine: the next one
+        except Exception:
             continue
     return PUBLIC[name]  # the engine pulls it (Docker Hub reachable)
 

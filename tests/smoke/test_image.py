@@ -157,7 +157,7 @@ def test_flower_answers_with_basic_auth_on_the_loopback(fleet: Fleet) -> None:
     port = host_port(flower, "5555/tcp")
     assert http_get(f"http://127.0.0.1:{port}/healthcheck", timeout=90) == b"OK"
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)  # noqa: S310
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
     assert refused.value.code == 401
     token = base64.b64encode(FLOWER_AUTH.encode()).decode()
     page = http_get(f"http://127.0.0.1:{port}/workers", headers={"Authorization": f"Basic {token}"})
