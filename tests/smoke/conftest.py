@@ -75,8 +75,11 @@ def engine() -> Iterator[Any]:
     """A docker-py client of the engine; dangling images of our test builds go at the end."""
     import docker
     from tests.smoke.images import prune_test_images
+    from tests.smoke.stale import sweep
 
     client = docker.from_env(timeout=600)
+    for leftover in sweep(client):
+        print(f"removed {leftover}, left by an interrupted earlier run")
     yield client
     prune_test_images(client)
     client.close()

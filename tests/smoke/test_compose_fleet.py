@@ -44,6 +44,7 @@ from tests.smoke.images import (  # noqa: E402
     old_release_source,
 )
 from tests.smoke.soap import Soap, export_param, finished_whole  # noqa: E402
+from tests.smoke.stale import project_name  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 USER, PASSWORD = "ops@example.com", "fleet-test-password"
@@ -123,7 +124,7 @@ def fleet(
         "PYTHON_IMAGE": base_image(engine, "python"), "REDIS_IMAGE": base_image(engine, "redis"),
         "POSTGRES_IMAGE": base_image(engine, "postgres"),
     }  # fmt: skip
-    name = f"jobengine-test-{uuid.uuid4().hex[:8]}"
+    name = project_name(uuid.uuid4().hex[:8])  # with our PID: see tests/smoke/stale.py
     project = Project(compose, name, tmp_path_factory.mktemp("fleet"), env)
     project.use(_old_compose(env["REDIS_IMAGE"], env["POSTGRES_IMAGE"], flower_port), "0.1.0")
     try:

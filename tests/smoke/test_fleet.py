@@ -42,6 +42,7 @@ from pytest_docker_tools import container, fxtr  # noqa: E402
 
 from tests.smoke.containers import host_port, logs_of, wait_for_log  # noqa: E402
 from tests.smoke.images import ROOT, base_image  # noqa: E402
+from tests.smoke.stale import run_labels  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a first run builds the image
 COMPOSE_WORKER = ["worker", "--concurrency", "2"]  # docker/compose.yaml, WORKER_CONCURRENCY=2
@@ -127,6 +128,7 @@ default_redis_broker = container(
     wrapper_class=LoopbackRedis,
     timeout=REDIS_CONTAINER_TIMEOUT,
     command=fxtr("default_redis_broker_command"),
+    labels=run_labels(),
 )
 
 
@@ -180,6 +182,7 @@ _WORKER = {
     "wrapper_class": JobengineWorker,
     "timeout": 120,
     "command": JobengineWorker.command(),
+    "labels": run_labels(),
 }
 default_worker_container = container(**_WORKER)
 second_worker_container = container(**_WORKER)  # started by the test that asks for it

@@ -24,6 +24,7 @@ skip_or_fail_module()
 
 from tests.smoke.containers import host_port, http_get, wait_for_log  # noqa: E402
 from tests.smoke.images import base_image  # noqa: E402
+from tests.smoke.stale import run_labels  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a first run builds the image
 FLOWER_AUTH = "ops:image-test"
@@ -44,6 +45,7 @@ class Fleet:
             name=f"{self.network}-{name}",
             network=self.network,
             environment={**self.env, **kwargs.pop("environment", {})},
+            labels=run_labels(),
             detach=True,
             **kwargs,
         )
@@ -53,13 +55,15 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(engine: Any, jobengine_image: Any) -> Iterator[Fleet]:
-    network = engine.networks.create(f"jobengine-image-{uuid.uuid4().hex[:8]}", driver="bridge")
+    network = engine.networks.create(
+        f"jobengine-image-{uuid.uuid4().hex[:8]}", driver="bridge", labels=run_labels()
+    )
     redis = None
     running: Fleet | None = None
     try:
         redis = engine.containers.run(
             base_image(engine, "redis"), ["redis-server"], name=f"{network.name}-redis",
-            network=network.name, detach=True,
+            network=network.name, labels=run_labels(), detach=True,
         )  # fmt: skip
         wait_for_log(redis, "Ready to accept connections")
         running = Fleet(engine, jobengine_image, network.name, redis)
