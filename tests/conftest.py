@@ -26,6 +26,10 @@ from tests.procs import Service
 # server never lands in a developer's ./var, and stop it at the end.
 _COLLECTION_HOME = tempfile.mkdtemp(prefix="jobengine-tests-")
 os.environ.setdefault("JOBENGINE_HOME", _COLLECTION_HOME)
+# The suite's stores are new databases that its processes (this one, the workers it starts)
+# share: they migrate them at start, on PostgreSQL too (whose default, check, and the upgrade
+# itself are tested in tests/test_migrations.py).
+os.environ.setdefault("JOBENGINE_DB_UPGRADE", "auto")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -48,9 +52,6 @@ TEST_ENV = {
     "JOBENGINE_TASK_TIME_LIMIT": "30",
     "JOBENGINE_BEAT_INTERVAL": "0.2",
     "JOBENGINE_TIMEZONE": "UTC",
-    # the suite's stores are new databases its processes share: migrate them at start (the
-    # PostgreSQL default, check, is tested in tests/test_migrations.py)
-    "JOBENGINE_DB_UPGRADE": "auto",
     # UploadUrlsJob fetches from the tests' own HTTP servers (tests/test_upload_urls.py)
     "JOBENGINE_UPLOAD_ALLOWED_HOSTS": "127.0.0.1",
     "JOBENGINE_UPLOAD_MAX_BYTES": "1048576",
