@@ -78,7 +78,8 @@ bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
 	$(PY) bench/submit.py
 	$(PY) bench/convert.py
 
-clean:  ## remove the venv and local data
+clean:  ## remove the venv and local data (after stopping a dockerd we started: its PID is in var/)
+	@bash docker/local/engine.sh down
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: help system setup docker-engine docker-engine-stop run test lint worker beat serve flower bench clean
