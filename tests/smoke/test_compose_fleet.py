@@ -57,8 +57,8 @@ SEED = (
 class Fleet:
     """The compose project of this module, and what the tests learn about it."""
 
-    def __init__(self, project: Project, engine: Any, api_port: int) -> None:
-        self.project, self.engine = project, engine
+    def __init__(self, project: Project, engine: Any, api_port: int, flower_port: int) -> None:
+        self.project, self.engine, self.flower_port = project, engine, flower_port
         self.soap = Soap(f"http://127.0.0.1:{api_port}", USER, PASSWORD)
         self.api = f"http://127.0.0.1:{api_port}"
         self.assets: list[str] = []
@@ -67,6 +67,14 @@ class Fleet:
     def up(self, *args: str, **env: str) -> None:
         self.project("up", "-d", "--no-build", *args, **env)
         http_get(f"{self.api}/scene7/webservice/IpsApi.wsdl", timeout=180)
+
+    def running(self) -> list[str]:
+        """The services of the running containers, one entry per container, sorted."""
+        return sorted(
+            c.labels["com.docker.compose.service"]
+            for c in self.project.containers(self.engine)
+            if c.status == "running"
+        )
 
     def workers(self) -> list[Any]:
         return [c for c in self.project.containers(self.engine, "worker") if c.status == "running"]
@@ -128,7 +136,7 @@ def fleet(
     project = Project(compose, name, tmp_path_factory.mktemp("fleet"), env)
     project.use(_old_compose(env["REDIS_IMAGE"], env["POSTGRES_IMAGE"], flower_port), "0.1.0")
     try:
-        yield Fleet(project, engine, api_port)
+        yield Fleet(project, engine, api_port, flower_port)
     finally:
         project("down", "--volumes", "--remove-orphans", "--timeout", "30")
         assert project.leftovers(engine) == []
@@ -146,8 +154,10 @@ def test_the_0_1_0_fleet_runs_the_documented_example(fleet: Fleet) -> None:
     fleet.project("up", "-d", "--no-build", "redis", "postgres")
     fleet.assets = _seed_0_1_0(fleet)  # the store's tables made by one process, see below
     fleet.up("--scale", "worker=2")
-    assert len(fleet.workers()) == 2
+    assert fleet.running() == ["api", "beat", "flower", "postgres", "redis", "worker", "worker"]
     _published_on_loopback_only(fleet)
+    flower = f"http://127.0.0.1:{fleet.flower_port}/healthcheck"
+    assert http_get(flower, timeout=120) == b"OK"
     handle = fleet.soap.submit(SEED_EXAMPLE_XML)  # verbatim: company 47
     assert handle == f"{DEMO_COMPANY}|My Test Job|"
     fleet.submitted.append("My Test Job")
@@ -183,7 +193,8 @@ def test_an_upgrade_to_this_image_keeps_every_job(fleet: Fleet) -> None:
     fleet.up("--scale", "worker=2", JOBENGINE_IMAGE=TAG)
     images = {c.image.id for c in fleet.project.containers(fleet.engine) if c.status == "running"}
     assert images <= {fleet.engine.images.get(TAG).id, *_base_ids(fleet)}, images
-    [migrate] = fleet.project.containers(fleet.engine, "migrate")
+    assert fleet.running() == ["api", "beat", "flower", "postgres", "redis", "worker", "worker"]
+    [migrate] = fleet.project.containers(fleet.engine, "migrate")  # ran, exited
     assert migrate.attrs["State"]["ExitCode"] == 0
     assert f"no revision -> {head()}" in logs_of(migrate)  # 0.1.0's store, adopted
     logs = fleet.soap.wait_for_jobs(DEMO_COMPANY, ["My Test Job", *queued])
