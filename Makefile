@@ -43,8 +43,18 @@ setup: system $(STAMP)  ## create .venv and install everything
 run: setup  ## start the embedded stack and run the demo job end to end (Ctrl-C stops)
 	$(VENV)/bin/jobengine dev
 
-test: setup  ## run the whole test suite (SQLite and PostgreSQL, Redis, RabbitMQ when present)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+# The container tests (tests/smoke) need a Docker engine and local base images: `up` installs
+# docker.io and debootstrap when missing, starts dockerd when no engine answers and builds the
+# bases once (docker/local/engine.sh); `down` stops only a dockerd that `up` started.
+docker-engine:  ## a Docker engine and the local base images for tests/smoke (left running)
+	@bash docker/local/engine.sh up
+
+docker-engine-stop:  ## stop the dockerd that `make docker-engine` started (nothing else)
+	@bash docker/local/engine.sh down
+
+test: setup  ## run the whole test suite (SQLite and PostgreSQL, Redis, RabbitMQ, Docker when present)
+	@bash docker/local/engine.sh up
+	@rc=0; $(VENV)/bin/pytest $(PYTEST_ARGS) || rc=$$?; bash docker/local/engine.sh down; exit $$rc
 
 lint: setup  ## ruff and mypy --strict
 	$(VENV)/bin/ruff check jobengine tasks config tests bench
@@ -68,7 +78,8 @@ bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
 	$(PY) bench/submit.py
 	$(PY) bench/convert.py
 
-clean:  ## remove the venv and local data
+clean:  ## remove the venv and local data (after stopping a dockerd we started: its PID is in var/)
+	@bash docker/local/engine.sh down
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help system setup run test lint worker beat serve flower bench clean
+.PHONY: help system setup docker-engine docker-engine-stop run test lint worker beat serve flower bench clean

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jobengine.cli_db import db_app, require_store
 from jobengine.errors import IpsFault, JobEngineError
 
 app = typer.Typer(help="jobengine: IPS-compatible jobs on Celery.", no_args_is_help=True)
@@ -28,6 +29,7 @@ set_presets_app = typer.Typer(
     help="Batch set presets (the scripts of AutomatedSetGenerationJob).", no_args_is_help=True
 )
 app.add_typer(set_presets_app, name="set-presets")
+app.add_typer(db_app, name="db")
 console = Console()
 
 CompanyOpt = Annotated[str, typer.Option("--company", "-c", help="Company handle.")]
@@ -439,6 +441,7 @@ def worker(
     if json_logs:
         os.environ[JSON_ENV] = "1"  # read by jobengine.logs in the worker (after exec)
     chosen = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
+    require_store()
     _exec(worker_command(concurrency, loglevel, chosen, name))
 
 
@@ -448,6 +451,7 @@ def beat(loglevel: str = "info") -> None:
     from jobengine.devstack import beat_command
     from jobengine.settings import get_settings
 
+    require_store()
     _exec(beat_command(get_settings(), loglevel))
 
 
@@ -474,6 +478,7 @@ def serve(
     from jobengine.settings import get_settings
 
     ensure_redis(get_settings())
+    require_store()
     uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port)
 
 

@@ -26,10 +26,11 @@ class Runtime:
 
 @functools.cache
 def get_runtime() -> Runtime:
-    """The runtime for the current settings (tables are created on first use)."""
+    """The runtime for the current settings (the store's schema is prepared on first use:
+    migrated or checked, by ``JOBENGINE_DB_UPGRADE``)."""
     settings = get_settings()
     store = Store(settings.database_url)
-    store.create_tables()
+    store.prepare_schema(settings.db_upgrade)
     storage = open_storage(settings.storage_url, settings.storage_options)
     return Runtime(settings=settings, store=store, storage=storage)
 

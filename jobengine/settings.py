@@ -197,6 +197,9 @@ class Settings:
     redis_url: str | None = None
     broker_url: str | None = None
     database_url: str = ""
+    # the store's migrations at start: "auto" applies them, "check" refuses a store behind
+    # (jobengine/store/migrate.py); default auto on SQLite, check elsewhere (a fleet's store)
+    db_upgrade: str = "auto"
     # a local directory (absolute) or an fsspec URL; options are fsspec's (may hold secrets)
     storage_url: str = ""
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
@@ -245,11 +248,14 @@ class Settings:
         """Read the settings from ``env`` (default: the process environment)."""
         env = dict(os.environ) if env is None else env
         home = Path(env.get("JOBENGINE_HOME") or "var").absolute()
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{home / 'jobengine.db'}"
         settings = cls(
             home=home,
             redis_url=env.get("REDIS_URL") or None,
             broker_url=env.get("JOBENGINE_BROKER_URL") or None,
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{home / 'jobengine.db'}",
+            database_url=database_url,
+            db_upgrade=env.get("JOBENGINE_DB_UPGRADE")
+            or ("auto" if database_url.startswith("sqlite") else "check"),
             storage_url=_storage_url(env.get("JOBENGINE_STORAGE") or str(home / "storage")),
             storage_options=_json_object(env, "JOBENGINE_STORAGE_OPTIONS"),
             server_directory_root=_storage_url(env["JOBENGINE_SERVER_DIRECTORY_ROOT"])
@@ -295,6 +301,10 @@ class Settings:
 
     def check(self) -> None:
         """Raise ConfigurationError for settings that cannot work together."""
+        if self.db_upgrade not in ("auto", "check"):
+            raise ConfigurationError(
+                f"JOBENGINE_DB_UPGRADE must be auto or check, not {self.db_upgrade!r}"
+            )
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:

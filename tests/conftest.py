@@ -26,6 +26,10 @@ from tests.procs import Service
 # server never lands in a developer's ./var, and stop it at the end.
 _COLLECTION_HOME = tempfile.mkdtemp(prefix="jobengine-tests-")
 os.environ.setdefault("JOBENGINE_HOME", _COLLECTION_HOME)
+# The suite's stores are new databases that its processes (this one, the workers it starts)
+# share: they migrate them at start, on PostgreSQL too (whose default, check, and the upgrade
+# itself are tested in tests/test_migrations.py).
+os.environ.setdefault("JOBENGINE_DB_UPGRADE", "auto")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

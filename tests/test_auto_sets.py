@@ -189,7 +189,7 @@ def test_cli_saves_lists_and_deletes_set_presets(tmp_path: Path) -> None:
 
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(db)
-    store.create_tables()
+    store.prepare_schema()
     with store.write() as session:
         create_company(session, "c7", "Seven")
     store.dispose()

@@ -80,7 +80,7 @@ def test_assets_import_adds_files_as_assets(tmp_path: Path) -> None:
 
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(db)
-    store.create_tables()
+    store.prepare_schema()
     with store.write() as session:
         create_company(session, "c9", "Nine")
     store.dispose()

@@ -23,8 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 APP_SERVICES = ("api", "worker", "beat", "flower")
+ONE_SHOT = ("migrate",)  # `jobengine db upgrade`, run to completion before the app services
 SHARED_ENV = (
     "REDIS_URL", "DATABASE_URL", "JOBENGINE_STORAGE", "JOBENGINE_TIMEZONE", "JOBENGINE_QUEUES",
+    "JOBENGINE_DB_UPGRADE",
 )  # fmt: skip
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "compose-test", "FLOWER_BASIC_AUTH": "ops:compose-test"}
 
@@ -88,8 +90,8 @@ def _cli_parse(args: list[str]) -> dict[str, Any]:
 
 def test_services_are_the_real_parts_only(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", *APP_SERVICES}
-    assert all("healthcheck" in s for s in services.values())
+    assert set(services) == {"redis", "postgres", *APP_SERVICES, *ONE_SHOT}
+    assert all("healthcheck" in s for name, s in services.items() if name not in ONE_SHOT)
     # The image runs the CLI: each app service's command is a real command with real options.
     assert _cli_parse(services["worker"]["command"])["concurrency"] == 2  # WORKER_CONCURRENCY
     assert services["beat"]["command"] == ["beat"]
@@ -103,7 +105,7 @@ def test_services_are_the_real_parts_only(compose: dict[str, Any]) -> None:
 
 def test_app_services_share_image_env_and_storage(compose: dict[str, Any]) -> None:
     services, volumes = compose["services"], compose["volumes"]
-    apps = [services[name] for name in APP_SERVICES]
+    apps = [services[name] for name in (*APP_SERVICES, *ONE_SHOT)]
     assert len({s["image"] for s in apps}) == 1
     assert all(s["build"]["dockerfile"] == "docker/Dockerfile" for s in apps)
     assert all((DOCKER / s["build"]["context"] / s["build"]["dockerfile"]).is_file() for s in apps)
@@ -115,8 +117,23 @@ def test_app_services_share_image_env_and_storage(compose: dict[str, Any]) -> No
         mounts = [v.split(":") for v in service["volumes"]]
         [volume] = [src for src, target, *_ in mounts if target == storage]
         assert volume in volumes  # a named volume, shared by every worker on this host
-        assert set(service["depends_on"]) == {"redis", "postgres"}
-        assert all(d["condition"] == "service_healthy" for d in service["depends_on"].values())
+    for service in apps[: len(APP_SERVICES)]:
+        assert {k: d["condition"] for k, d in service["depends_on"].items()} == {
+            "redis": "service_healthy",
+            "postgres": "service_healthy",
+            "migrate": "service_completed_successfully",
+        }
+        assert _env(service)["JOBENGINE_DB_UPGRADE"] == "check"  # only migrate upgrades
+
+
+def test_migrate_upgrades_the_store_once_before_the_fleet_starts(compose: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert migrate["command"] == ["db", "upgrade"]
+    _cli_parse(migrate["command"])
+    assert migrate["restart"] == "no"  # a one-shot: it exits 0 when the store is current
+    assert {k: d["condition"] for k, d in migrate["depends_on"].items()} == {
+        "postgres": "service_healthy"
+    }
 
 
 def test_urls_point_at_the_fleets_redis_and_postgres(compose: dict[str, Any]) -> None:
@@ -165,17 +182,28 @@ def test_beat_health_is_the_schedulers_leader_lock(compose: dict[str, Any]) -> N
 def test_flower_has_basic_auth_and_a_loopback_port(compose: dict[str, Any]) -> None:
     flower = compose["services"]["flower"]
     assert _env(flower)["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
-    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert [_interpolate(p) for p in flower["ports"]] == ["127.0.0.1:5555:5555"]
     assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])
 
 
 def test_dockerfile_builds_the_package_with_debian_imagemagick(dockerfile: list[str]) -> None:
-    assert dockerfile[0] == "FROM python:3.11-slim-bookworm"
+    # the public base by default; a local stand-in where Docker Hub is out of reach
+    assert dockerfile[:2] == ["ARG PYTHON_IMAGE=python:3.11-slim-bookworm", "FROM ${PYTHON_IMAGE}"]
     [apt] = [line for line in dockerfile if "apt-get install" in line]
     assert "--no-install-recommends" in apt
     assert "imagemagick" in apt.split() and re.search(r"\blibmagickwand-6\.q16-\d", apt)
     assert "rm -rf /var/lib/apt/lists/*" in apt
-    assert any(re.match(r"RUN pip install \.( |$)", line) for line in dockerfile)
+    # the dependencies (from pyproject.toml alone) in a layer before the code's
+    deps = next(i for i, line in enumerate(dockerfile) if "pip install -r requirements" in line)
+    code = next(
+        i for i, ln in enumerate(dockerfile) if ln.startswith("RUN pip install --no-deps .")
+    )
+    assert (
+        dockerfile.index("COPY pyproject.toml ./")
+        < deps
+        < dockerfile.index("COPY jobengine ./jobengine")
+        < code
+    )
 
 
 def test_dockerfile_uses_our_policy_and_a_non_root_user(dockerfile: list[str]) -> None:
@@ -334,7 +362,7 @@ def test_compose_config_interpolates_the_fleet(real_compose: Compose, tmp_path: 
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     services = config["services"]
-    assert set(services) == {"redis", "postgres", *APP_SERVICES}
+    assert set(services) == {"redis", "postgres", *APP_SERVICES, *ONE_SHOT}
     if not real_compose.v1:  # compose v2 prints the project name and its volumes' names
         assert config["name"] == "jobengine"
         assert config["volumes"]["storage"]["name"] == "jobengine_storage"
@@ -344,19 +372,29 @@ def test_compose_config_interpolates_the_fleet(real_compose: Compose, tmp_path: 
         "JOBENGINE_STORAGE": "/var/lib/jobengine/storage",
         "JOBENGINE_TIMEZONE": "UTC",
         "JOBENGINE_QUEUES": "",
+        "JOBENGINE_DB_UPGRADE": "check",
     }
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, *ONE_SHOT):
         service = services[name]
         extra = {"FLOWER_BASIC_AUTH": "ops:compose-test"} if name == "flower" else {}
         assert _env(service) == shared | extra, name
         assert service["image"] == "jobengine:latest"
         assert service["build"]["context"] == str(ROOT)  # `..` of docker/
         assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        assert service["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim-bookworm"}
         assert _mounts(service) == {"/var/lib/jobengine/storage": "storage"}
-        assert {k: v["condition"] for k, v in service["depends_on"].items()} == {
-            "redis": "service_healthy",
-            "postgres": "service_healthy",
-        }
+        depends = {k: v["condition"] for k, v in service["depends_on"].items()}
+        assert depends == (
+            {"postgres": "service_healthy"}
+            if name in ONE_SHOT
+            else {
+                "redis": "service_healthy",
+                "postgres": "service_healthy",
+                "migrate": "service_completed_successfully",
+            }
+        ), name
+    assert services["redis"]["image"] == "redis:7.4-bookworm"  # the public images by default
+    assert services["postgres"]["image"] == "postgres:16-bookworm"
     assert _env(services["postgres"])["POSTGRES_PASSWORD"] == "compose-test"
     assert [str(a) for a in services["worker"]["command"]] == ["worker", "--concurrency", "2"]
     assert _seconds(services["worker"]["stop_grace_period"]) == 60
@@ -364,7 +402,9 @@ def test_compose_config_interpolates_the_fleet(real_compose: Compose, tmp_path: 
     assert re.search(r"celery@\$\$?HOSTNAME ", " ".join(services["worker"]["healthcheck"]["test"]))
     assert _ports(services["flower"]) == [("127.0.0.1", "5555", "5555")]
     assert _ports(services["api"]) == [("127.0.0.1", "8080", "8080")]
-    assert all("ports" not in services[name] for name in ("redis", "postgres", "worker", "beat"))
+    assert all(
+        "ports" not in services[name] for name in ("redis", "postgres", "worker", "beat", *ONE_SHOT)
+    )
 
 
 def test_compose_config_takes_the_optional_variables(real_compose: Compose, tmp_path: Path) -> None:
@@ -372,6 +412,9 @@ def test_compose_config_takes_the_optional_variables(real_compose: Compose, tmp_
     variables = {
         **COMPOSE_ENV, "WORKER_CONCURRENCY": "5", "JOBENGINE_TIMEZONE": "Europe/Paris",
         "JOBENGINE_QUEUES": "export=convert", "API_PUBLISH": "0.0.0.0:9090",
+        "FLOWER_PUBLISH": "127.0.0.1:5601", "JOBENGINE_IMAGE": "registry.example/jobengine:1.2",
+        "PYTHON_IMAGE": "base/python:3.11", "REDIS_IMAGE": "base/redis:7",
+        "POSTGRES_IMAGE": "base/postgres:16",
     }  # fmt: skip
     done = _compose_config(real_compose, tmp_path, variables)
     assert done.returncode == 0, done.stderr
@@ -380,6 +423,14 @@ def test_compose_config_takes_the_optional_variables(real_compose: Compose, tmp_
     assert {_env(services[name])["JOBENGINE_TIMEZONE"] for name in APP_SERVICES} == {"Europe/Paris"}
     assert {_env(services[name])["JOBENGINE_QUEUES"] for name in APP_SERVICES} == {"export=convert"}
     assert _ports(services["api"]) == [("0.0.0.0", "9090", "8080")]
+    assert _ports(services["flower"]) == [("127.0.0.1", "5601", "5555")]
+    apps = (*APP_SERVICES, *ONE_SHOT)
+    assert {services[name]["image"] for name in apps} == {"registry.example/jobengine:1.2"}
+    assert {services[name]["build"]["args"]["PYTHON_IMAGE"] for name in apps} == {
+        "base/python:3.11"
+    }
+    assert services["redis"]["image"] == "base/redis:7"
+    assert services["postgres"]["image"] == "base/postgres:16"
 
 
 @pytest.mark.parametrize("missing", sorted(COMPOSE_ENV))

@@ -19,13 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from jobengine.errors import StoreUnavailable
-from jobengine.store.schema import Base
 
 __all__ = ["Store", "normalize_url", "outage", "outage_reason"]
 
@@ -130,7 +129,7 @@ class Store:
             self._read_engine = self._write_engine = engine
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
-        self._created = False
+        self._prepared = False
         self._lock = threading.Lock()
 
     @property
@@ -138,34 +137,21 @@ class Store:
         """The write engine (tests and migrations use it)."""
         return self._write_engine
 
-    def create_tables(self) -> None:
-        """Create missing tables, and add missing nullable columns to existing ones (idempotent).
+    @property
+    def read_engine(self) -> Engine:
+        """The read engine (on SQLite, its transactions take no write lock)."""
+        return self._read_engine
 
-        There are no migrations: a column added to a table later must be nullable, and a store
-        made before it gets it here (``ALTER TABLE ... ADD COLUMN``, checked inside the write
-        transaction, so concurrent starts add it once).
-        """
+    def prepare_schema(self, mode: str = "auto") -> None:
+        """Bring the store to this code's schema, once per Store: apply the missing migrations
+        (``auto``) or raise StoreSchemaError unless they are applied (``check``); see
+        :mod:`jobengine.store.migrate`."""
         with self._lock, outage():
-            if not self._created:
-                Base.metadata.create_all(self._write_engine)
-                self._add_missing_columns()
-                self._created = True
+            if not self._prepared:
+                from jobengine.store import migrate
 
-    def _add_missing_columns(self) -> None:
-        with self._write_engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, one writer
-            inspector = inspect(conn)
-            preparer = conn.dialect.identifier_preparer
-            for table in Base.metadata.sorted_tables:
-                present = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name in present or not column.nullable:
-                        continue
-                    kind = column.type.compile(dialect=conn.dialect)
-                    guard = "" if self.is_sqlite else "IF NOT EXISTS "
-                    conn.exec_driver_sql(
-                        f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {guard}"
-                        f"{preparer.format_column(column)} {kind}"
-                    )
+                migrate.prepare(self, mode)
+                self._prepared = True
 
     @contextmanager
     def write(self) -> Iterator[Session]:

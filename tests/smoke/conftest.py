@@ -1,10 +1,14 @@
-"""pytest-celery for tests/smoke only, and only when a Docker engine answers.
+"""The container tests: a Docker engine, our image, and pytest-celery for tests/smoke only.
+
+``make test`` (and CI) first runs docker/local/engine.sh: it installs docker.io when missing,
+starts dockerd when no engine answers and builds the local base images. When Docker cannot be
+had on a machine it says why in var/docker/unavailable, and these tests skip with that reason.
+Under CI, a machine that did not say so must run them: a missing engine there is an error.
 
 pytest-celery's plugin is disabled for the whole suite (``-p no:celery`` in pyproject.toml):
 importing it registers its demo tasks (``pytest_celery.vendors.worker.tasks.*``) in every Celery
 app of the process, jobengine's included. Here its fixtures are imported into this conftest, so
-they exist for tests/smoke only, and only once a Docker engine has answered; otherwise nothing of
-it is imported and the smoke tests skip with :data:`SKIP_REASON`.
+they exist for tests/smoke only, and only once a Docker engine has answered.
 
 pytest-docker-tools' plugin (pytest-celery's dependency: the ``docker_client`` fixture, the
 ``--reuse-containers`` option its container factories read) stays auto-loaded: importing it
@@ -13,11 +17,21 @@ changes nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import IN_CI
+
+ROOT = Path(__file__).resolve().parents[2]
+MACHINE_SAID = ROOT / "var" / "docker" / "unavailable"  # written by docker/local/engine.sh
 
 
 def _skip_reason() -> str | None:
-    """Why the smoke tests cannot run here, or None."""
+    """Why the container tests cannot run here, or None."""
     if find_spec("pytest_celery") is None:
         return "pytest-celery is not installed (pip install 'pytest-celery[redis]')"
     import docker
@@ -29,11 +43,53 @@ def _skip_reason() -> str | None:
         finally:
             client.close()
     except Exception as exc:
-        return f"no Docker engine answers: {type(exc).__name__}: {exc}"
+        why = f"no Docker engine answers: {type(exc).__name__}: {exc}"
+        if MACHINE_SAID.is_file():
+            why += f" (make docker-engine: {MACHINE_SAID.read_text().strip()})"
+        else:
+            why += " (run `make docker-engine`)"
+        return why
     return None
 
 
 SKIP_REASON = _skip_reason()
+# Under CI the tests run unless this machine cannot have Docker (engine.sh said why).
+MUST_RUN = IN_CI and not MACHINE_SAID.is_file()
+
+
+def skip_or_fail_module() -> None:
+    """At the top of each container test module: skip it with the reason, or fail under CI."""
+    if SKIP_REASON is None:
+        return
+    if MUST_RUN:
+        pytest.fail(f"the container tests must run under CI: {SKIP_REASON}", pytrace=False)
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
 
 if SKIP_REASON is None:
     from pytest_celery import *  # noqa: F403 (its fixtures, for this directory only)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    """A docker-py client of the engine; dangling images of our test builds go at the end."""
+    import docker
+    from tests.smoke.images import prune_test_images
+    from tests.smoke.stale import sweep
+
+    client = docker.from_env(timeout=600)
+    for leftover in sweep(client):
+        print(f"removed {leftover}, left by an interrupted earlier run")
+    yield client
+    prune_test_images(client)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def jobengine_image(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """docker/Dockerfile of this tree, built from a context holding only what it copies."""
+    from tests.smoke.images import TAG, build
+
+    image, seconds = build(engine, ROOT, tmp_path_factory.mktemp("context"), TAG)
+    print(f"\nbuilt {TAG} in {seconds:.1f} s")
+    return image
