@@ -54,7 +54,8 @@ def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
 
     client = redis.Redis.from_url(redis_url)
     client.delete("bench:noop:done", "bench-noop")
-    with noop_app.app.producer_or_acquire() as producer:
+    with noop_app.app.connection_for_write() as conn:  # its own: jobengine resets the pools
+        producer = noop_app.app.amqp.Producer(conn)
         for i in range(n):
             noop_app.noop.apply_async((i,), producer=producer)
     log = home / f"noop-{time.monotonic_ns()}.log"
@@ -92,18 +93,13 @@ def ours(n: int, concurrency: int, home: Path) -> float:
                 for i in range(n)]  # fmt: skip
     for i in range(0, n, 100):
         submit_many(requests[i : i + 100])
-    store = get_runtime().store
+    store, company_id = get_runtime().store, _company_id(company)
+    count = select(func.count()).select_from(Run)
+    count = count.where(Run.state == "Done", Run.company_id == company_id)
 
     def done() -> int:
         with store.read() as session:
-            return int(
-                session.scalar(
-                    select(func.count()).select_from(Run).where(
-                        Run.state == "Done", Run.company_id == _company_id(company)
-                    )
-                )
-                or 0
-            )
+            return int(session.scalar(count) or 0)
 
     log = home / f"worker-{time.monotonic_ns()}.log"
     argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning"]

@@ -21,7 +21,9 @@ app.conf.update(
     task_ignore_result=True,
     worker_hijack_root_logger=False,
 )
-_COUNTER = redis.Redis.from_url(os.environ["BENCH_BROKER_URL"].replace("redis+socket://", "unix://"))
+_COUNTER = redis.Redis.from_url(
+    os.environ["BENCH_BROKER_URL"].replace("redis+socket://", "unix://")
+)
 
 
 @app.task(name="bench.noop")  # type: ignore[untyped-decorator]

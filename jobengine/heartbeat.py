@@ -2,10 +2,14 @@
 
 A claim (an item's, or a run's start or finish) carries a lease of ``JOBENGINE_LEASE_SECONDS``.
 The scheduler re-sends the step of a lease that lapsed, for the claim of a worker that died. A
-step that works longer than the lease must therefore say it is alive: :class:`Heartbeat` extends
-the lease from a thread of the task's process every quarter lease while the step runs, so four
-beats in a row must fail before a live step can be taken over, and a dead worker's claim still
-lapses one lease after its last beat.
+step that works longer than the lease must therefore say it is alive: while a :class:`Heartbeat`
+block runs, its lease is extended every quarter lease, so four beats in a row must fail before a
+live step can be taken over, and a dead worker's claim still lapses one lease after its last
+beat.
+
+One thread per process beats for every block in progress (started on first use, again in a
+forked child): entering and leaving a block costs a dictionary update, not a thread, so the
+steps of small jobs, which end long before their first beat, pay nothing for it.
 
 A beat that fails (the store is down or busy) is logged and the next one tries again; a beat
 that finds the claim gone (taken over after an outage) stops beating. The step itself goes on:
@@ -15,7 +19,9 @@ its completion is refused by the store's guard and counted by the new holder onl
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -41,11 +47,12 @@ class Heartbeat:
         self.interval = max(0.05, lease / 4)
         self.beats = 0  # leases extended (for tests and logs)
         self.lost = False  # the claim was found taken over
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobengine heartbeat", daemon=True)
+        self.active = False
+        self.due = 0.0
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self.active, self.due = True, time.monotonic() + self.interval
+        _KEEPER.add(self)
         return self
 
     def __exit__(
@@ -54,22 +61,68 @@ class Heartbeat:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 35)  # a beat waits at most SQLite's busy time
+        self.active = False
+        _KEEPER.remove(self)
+
+    def beat(self) -> None:
+        """Extend the lease once (the keeper's thread calls it when due)."""
+        try:
+            with self._runtime.store.write() as session:
+                result = session.execute(self._statement())
+                assert isinstance(result, CursorResult)
+                extended = int(result.rowcount) == 1
+        except Exception as exc:  # the store is down or busy: the next beat tries again
+            logger.warning("lease heartbeat failed: %s", exc)
+            return
+        if not extended and self.active:
+            self.lost = True
+            logger.warning("lease heartbeat: the claim was taken over; this step's result "
+                           "will not be counted")  # fmt: skip
+            _KEEPER.remove(self)
+        elif extended:
+            self.beats += 1
+
+
+class _Keeper:
+    """The process's one heartbeat thread and the blocks it beats for."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._blocks: dict[int, Heartbeat] = {}
+        self._pid = 0
+
+    def add(self, block: Heartbeat) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # first use here, or a forked child: a thread of ours
+                self._pid = os.getpid()
+                self._blocks.clear()
+                threading.Thread(target=self._run, name="jobengine heartbeat", daemon=True).start()
+            self._blocks[id(block)] = block
+            self._cond.notify()
+
+    def remove(self, block: Heartbeat) -> None:
+        with self._cond:
+            self._blocks.pop(id(block), None)
+
+    def _due(self) -> list[Heartbeat]:
+        """Wait until a block is due (or one comes); those due, their next time set."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                due = [b for b in self._blocks.values() if b.due <= now]
+                if due:
+                    for block in due:
+                        block.due = now + block.interval
+                    return due
+                nearest = min((b.due for b in self._blocks.values()), default=now + 60.0)
+                self._cond.wait(timeout=max(0.01, nearest - now))
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                with self._runtime.store.write() as session:
-                    result = session.execute(self._statement())
-                    assert isinstance(result, CursorResult)
-                    extended = int(result.rowcount) == 1
-            except Exception as exc:  # the store is down or busy: the next beat tries again
-                logger.warning("lease heartbeat failed: %s", exc)
-                continue
-            if not extended:
-                self.lost = True
-                logger.warning("lease heartbeat: the claim was taken over; this step's result "
-                               "will not be counted")  # fmt: skip
-                return
-            self.beats += 1
+        pid = os.getpid()
+        while self._pid == pid:
+            for block in self._due():
+                if block.active:
+                    block.beat()
+
+
+_KEEPER = _Keeper()

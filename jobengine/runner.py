@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
@@ -36,12 +36,14 @@ from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
 from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
 from jobengine.runtime import Runtime, get_runtime
+from jobengine.settings import Settings
 from jobengine.store.runs import (
     FINAL_STATES,
     Counts,
     ItemFinal,
     cancel_item,
     claim_finish,
+    claim_inline_finish,
     claim_item,
     claim_start,
     complete_item,
@@ -53,7 +55,7 @@ from jobengine.store.runs import (
     mark_finish_sent,
     write_log,
 )
-from jobengine.store.schema import Company, Job, Run, RunItem
+from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
 
 __all__ = ["ItemStep", "finish", "labels", "run_item", "start"]
 
@@ -74,13 +76,19 @@ class _Loaded:
     ctx: RunContext
 
 
+_LOAD = (
+    select(Run, Job, Company)
+    .join(Job, Job.id == Run.job_id)
+    .join(Company, Company.id == Run.company_id)
+    .where(Run.id == bindparam("run_id"))
+)
+
+
 def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
-    run = session.get(Run, run_id)
-    if run is None:
+    row = session.execute(_LOAD, {"run_id": run_id}).first()
+    if row is None:
         return None
-    job = session.get(Job, run.job_id)
-    company = session.get(Company, run.company_id)
-    assert job is not None and company is not None
+    run, job, company = row
     kind = kind_for(job.kind)
     ctx = RunContext(runtime, run.id, job.id, company.id, company.handle, run.run_name, job.payload)
     return _Loaded(run, job, company, kind, ctx)
@@ -135,24 +143,34 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
     """Do a small run's items and its finish right here, in its start task: one message for the
     whole job instead of one per step, the same guards. The start's lease is kept alive while
     it works, so a worker killed here has its start sent again (which takes the items that are
-    left); the run is marked planned, with its finish claimed, only once every item is done."""
+    left); the run is marked planned, with its finish claimed, only once every item is done
+    (in the transaction that counts the last one)."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    claimed = False
     with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
         for n, item in enumerate(items):
-            step = run_item(run_id, item.seq, worker, send_finish=False)
+            last = n == len(items) - 1
+            if item.state == "running" and item.claimed_by == worker:  # claimed when planned
+                step = _work_item(
+                    runtime,
+                    loaded,
+                    (item.seq, item.key),
+                    worker,
+                    send_finish=False,
+                    finish_here=last,
+                )
+            else:
+                step = run_item(run_id, item.seq, worker, send_finish=False, finish_here=last)
             if step.status in ("paused", "busy"):  # the rest goes on as a fanned-out run would
                 return _fan_out(runtime, loaded, worker, items[n:])
-    with runtime.store.write() as session:
-        lock_job_of_run(session, run_id)
-        run = session.get(Run, run_id)
-        assert run is not None
-        run.planned, run.lease_until = True, None
-        session.flush()
-        claimed = mark_finish_sent(session, run_id) and claim_finish(session, run_id, worker, lease)
-        stopped = run.stop_requested
+            claimed = step.finish_claimed
+    if not claimed:  # no item counted last here (stopped, or done by another delivery)
+        with runtime.store.write() as session:
+            lock_job_of_run(session, run_id)
+            claimed = claim_inline_finish(session, run_id, worker, lease)
     if not claimed:
         return "started"  # another delivery finishes it
-    return _finish_claimed(runtime, loaded, worker, stopped)
+    return _finish_claimed(runtime, loaded, worker)
 
 
 def _claim_start(
@@ -179,7 +197,36 @@ def _claim_start(
         existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
         if first:
             write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
+        if not existing and loaded.kind.plans_from_request:  # no I/O: planned right here
+            planned = loaded.kind.plan(loaded.ctx, session)
+            inline = len(planned) <= runtime.settings.inline_items
+            holder = worker if inline else None
+            existing = _record_items(session, loaded, planned, holder, runtime.settings)
     return loaded, existing
+
+
+def _record_items(
+    session: Session,
+    loaded: _Loaded,
+    planned: Sequence[PlannedItem],
+    holder: str | None,
+    settings: Settings,
+) -> list[RunItem]:
+    """Add a run's planned items (claimed already by ``holder``, who does them inline)."""
+    claim: dict[str, Any] = {}
+    if holder is not None:
+        until = utcnow() + timedelta(seconds=settings.lease_seconds)
+        claim = {"state": "running", "claimed_by": holder, "lease_until": until, "attempts": 1}
+    rows = [RunItem(run_id=loaded.run.id, seq=n, key=p.key, **claim) for n, p in
+            enumerate(planned)]  # fmt: skip
+    session.add_all(rows)
+    session.execute(
+        update(Run)
+        .where(Run.id == loaded.run.id)
+        .values(total_items=len(rows), progress_message=progress_message(0, len(rows)))
+        .execution_options(synchronize_session=False)
+    )
+    return rows
 
 
 def _release_start(runtime: Runtime, run_id: int, worker: str) -> None:
@@ -196,13 +243,7 @@ def _plan(runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]) -> lis
     with runtime.store.read() as session:
         planned = loaded.kind.plan(loaded.ctx, session)
     with runtime.store.write() as session:
-        rows = [RunItem(run_id=loaded.run.id, seq=n, key=p.key) for n, p in enumerate(planned)]
-        session.add_all(rows)
-        run = session.get(Run, loaded.run.id)
-        assert run is not None
-        run.total_items = len(rows)
-        run.progress_message = progress_message(0, len(rows))
-    return rows
+        return _record_items(session, loaded, planned, None, runtime.settings)
 
 
 @dataclass(frozen=True)
@@ -214,11 +255,25 @@ class ItemStep:
     progress: int = 0
     finished: int = 0
     total: int = 0
+    finish_claimed: bool = False  # the run's finish is this worker's now (an inline run)
 
 
-def run_item(run_id: int, seq: int, worker: str, *, send_finish: bool = True) -> ItemStep:
+@dataclass(frozen=True)
+class _Done:
+    """An item's outcome, for the transaction that counts it (and what else that does)."""
+
+    worker: str
+    outcome: ItemOutcome
+    send_finish: bool = True  # send the finish if this was the last item
+    finish_here: bool = False  # else claim it here, for the worker doing the run inline
+
+
+def run_item(
+    run_id: int, seq: int, worker: str, *, send_finish: bool = True, finish_here: bool = False
+) -> ItemStep:
     """Do item ``seq`` of a run once; counts it and sends the finish after the last item
-    (unless ``send_finish`` is false: a run done inline finishes in its start task)."""
+    (unless ``send_finish`` is false: a run done inline finishes in its start task, and with
+    ``finish_here`` the last item's transaction claims that finish too)."""
     runtime = get_runtime()
     with runtime.store.write() as session:
         loaded = _load(runtime, session, run_id)
@@ -241,10 +296,26 @@ def run_item(run_id: int, seq: int, worker: str, *, send_finish: bool = True) ->
         if send and send_finish:
             _send_finish(loaded)
         return step
-    lease = runtime.settings.lease_seconds
+    return _work_item(
+        runtime, loaded, (seq, key), worker, send_finish=send_finish, finish_here=finish_here
+    )
+
+
+def _work_item(
+    runtime: Runtime,
+    loaded: _Loaded,
+    item: tuple[int, str],
+    worker: str,
+    *,
+    send_finish: bool,
+    finish_here: bool,
+) -> ItemStep:
+    """Do an item ``worker`` has claimed, keeping its lease alive, and count it."""
+    (seq, key), run_id, lease = item, loaded.run.id, runtime.settings.lease_seconds
     with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
         outcome = _process(loaded, key)
-    return _complete(runtime, loaded, seq, worker, outcome, send_finish=send_finish)
+    done = _Done(worker, outcome, send_finish, finish_here)
+    return _complete(runtime, loaded, seq, done)
 
 
 def _process(loaded: _Loaded, key: str) -> ItemOutcome:
@@ -264,15 +335,8 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome:
         )
 
 
-def _complete(
-    runtime: Runtime,
-    loaded: _Loaded,
-    seq: int,
-    worker: str,
-    outcome: ItemOutcome,
-    *,
-    send_finish: bool = True,
-) -> ItemStep:
+def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemStep:
+    outcome, worker = done.outcome, done.worker
     counts = Counts(
         success=int(outcome.status == "success"),
         error=int(outcome.status == "error"),
@@ -292,11 +356,9 @@ def _complete(
         )
         if result is None:  # our lease lapsed and another worker took the item over
             return ItemStep("duplicate")
-        run = session.get(Run, loaded.run.id)
-        assert run is not None
         write_log(
             session,
-            run,
+            loaded.run,  # its id and company: read when the step began, never changed
             outcome.log_type,
             outcome.message_id,
             asset_name=outcome.asset.name,
@@ -304,13 +366,16 @@ def _complete(
             asset_handle=outcome.asset.handle,
             **outcome.args,
         )
-        send = send_finish and mark_finish_sent(session, run.id)
+        last = result[0] >= result[1]
+        lease = runtime.settings.lease_seconds
+        inline = done.finish_here and last
+        claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
+        send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
     if send:
         _send_finish(loaded)
     finished, total = result
-    return ItemStep(
-        "done", progress=finished * 100 // max(total, 1), finished=finished, total=total
-    )
+    progress = finished * 100 // max(total, 1)
+    return ItemStep("done", None, progress, finished, total, finish_claimed=claimed)
 
 
 def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool]:
@@ -345,15 +410,14 @@ def finish(run_id: int, worker: str) -> str:
             return "duplicate"
         claimed = claim_finish(session, run_id, worker, lease)
         ended = loaded.run.state in FINAL_STATES
-        stopped = loaded.run.stop_requested
     if not claimed:
         if ended:  # a finish killed after its commit: what it left staged goes now
             _cleanup(loaded)
         return "duplicate"
-    return _finish_claimed(runtime, loaded, worker, stopped)
+    return _finish_claimed(runtime, loaded, worker)
 
 
-def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str, stopped: bool) -> str:
+def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
     """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     try:
@@ -361,6 +425,7 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str, stopped: boo
             Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease),
             runtime.store.read() as session,
         ):
+            stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
             output = loaded.kind.finish(loaded.ctx, session, stopped)
     except Unavailable:
         raise  # the task finishes again once the store answers; the inputs are still staged
@@ -375,9 +440,8 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str, stopped: boo
         lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
         assert run is not None
-        if not end_run(session, run, state):
+        if not end_run(session, run, state, output=output):
             return "duplicate"  # another finish (a re-sent one) committed the end first
-        run.output = output
         summary: LogMessage = (
             "job stopped: {success} succeeded, {errors} failed, "
             "{warnings} warnings of {total} file(s)"

@@ -195,6 +195,9 @@ class JobKindHandler:
     slug: ClassVar[str]  # the task name part, e.g. "export" -> jobengine.export.item
     begin_log: ClassVar[str]
     end_log: ClassVar[str]
+    # plan() reads only the request (no I/O, no catalog): the runner plans in the transaction
+    # that claims the start, saving two
+    plans_from_request: ClassVar[bool] = False
 
     def check(self, db: Connection, company_id: int, job: Any) -> None:
         """Submit-time checks that need the catalog (handles exist, limits). Raise IpsFault.

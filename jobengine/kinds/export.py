@@ -79,6 +79,7 @@ class ExportKind(JobKindHandler):
     slug = "export"
     begin_log = "BeginGet"
     end_log = "EndGet"
+    plans_from_request = True  # the asset handles of the request, in order
 
     def check(self, db: Connection, company_id: int, job: Any) -> None:
         if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy import CursorResult, String, and_, case, cast, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jobengine.i18n import LogMessage, english, message_args
 from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
@@ -27,6 +28,7 @@ __all__ = [
     "ItemClaim",
     "ItemFinal",
     "claim_finish",
+    "claim_inline_finish",
     "claim_item",
     "claim_start",
     "complete_item",
@@ -55,9 +57,18 @@ def lock_job(session: Session, job: Job) -> None:
     session.refresh(job)
 
 
+def _serialized(session: Session) -> bool:
+    """SQLite: every write transaction holds the one write lock from its BEGIN IMMEDIATE, so
+    there are no row locks to order (and FOR UPDATE means nothing there)."""
+    bind = session.get_bind()
+    return bind.dialect.name == "sqlite"
+
+
 def lock_job_of_run(session: Session, run_id: int) -> None:
     """Lock the run's job row first (PostgreSQL), so that every transaction touching a job and
     its runs takes the locks in the same order: job, then runs. No deadlocks."""
+    if _serialized(session):
+        return
     session.execute(
         select(Job.id)
         .join(Run, Run.job_id == Job.id)
@@ -242,6 +253,32 @@ def mark_finish_sent(session: Session, run_id: int) -> bool:
     return _rowcount(result) == 1
 
 
+def claim_inline_finish(session: Session, run_id: int, worker: str, lease: float) -> bool:
+    """A run whose items one worker did in its start task (its start claim is ``worker``'s):
+    mark it planned, its finish sent and claimed by ``worker``, in one conditional UPDATE;
+    False if items are left or the start is no longer ``worker``'s."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.state.in_(("Running", "Stopping")),
+            Run.planned.is_(False),
+            Run.claimed_by == worker,
+            Run.finished_items >= Run.total_items,
+            Run.finish_sent_at.is_(None),
+        )
+        .values(
+            planned=True,
+            finish_sent_at=now,
+            claimed_by=worker,
+            lease_until=now + timedelta(seconds=lease),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
 def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bool:
     """Take the finishing step of a run whose items are all finished (once; or take back
     ``worker``'s own claim)."""
@@ -261,11 +298,18 @@ def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bo
     return _rowcount(result) == 1
 
 
-def end_run(session: Session, run: Run, state: str, *, fatal: bool = False) -> bool:
+def end_run(
+    session: Session,
+    run: Run,
+    state: str,
+    *,
+    fatal: bool = False,
+    output: dict[str, Any] | None = None,
+) -> bool:
     """Give an active run its final state, once: a compare-and-set on its state, so that two
     finishing steps (a re-sent one, one whose lease was taken over) never both end it, and a
     failure never overwrites an end already committed. False when the run had ended already.
-    A one-shot job's trigger completes with its run."""
+    A one-shot job's trigger completes with its run. ``run`` is updated in memory too."""
     now = utcnow()
     values: dict[str, Any] = {
         "state": state,
@@ -277,6 +321,8 @@ def end_run(session: Session, run: Run, state: str, *, fatal: bool = False) -> b
         values["fatal_error"] = True
     if state == "Done":
         values["progress"] = 100
+    if output is not None:
+        values["output"] = output
     moved = session.execute(
         update(Run)
         .where(Run.id == run.id, Run.state.in_(ACTIVE_STATES))
@@ -285,10 +331,18 @@ def end_run(session: Session, run: Run, state: str, *, fatal: bool = False) -> b
     )
     if _rowcount(moved) != 1:
         return False
-    session.refresh(run)
-    job = session.get(Job, run.job_id)
-    if job is not None and job.exec_schedule is None and job.trigger_state != "Paused":
-        job.trigger_state, job.next_fire_at = "Complete", None
+    for name, value in values.items():  # what the row holds now, without reading it again
+        set_committed_value(run, name, value)
+    session.execute(
+        update(Job)
+        .where(
+            Job.id == run.job_id,
+            Job.exec_schedule.is_(None),
+            Job.trigger_state.not_in(("Paused", "Complete")),
+        )
+        .values(trigger_state="Complete", next_fire_at=None)
+        .execution_options(synchronize_session="evaluate")
+    )
     return True
 
 
