@@ -136,7 +136,8 @@ class ExportKind(JobKindHandler):
                     names = self._convert(ctx, job, source, out, asset)
                 note: LogMessage = "converted {files}"
             else:
-                storage.copy(asset.file_key, f"{staged}/{asset.name}")
+                # scratch: made again if lost, so not flushed to disk first (the ZIP is)
+                storage.copy(asset.file_key, f"{staged}/{asset.name}", durable=False)
                 names = [asset.name]
                 original = str(job.fmt) == "orig"
                 note = "exported {files}" if original else "exported {type} as original {files}"

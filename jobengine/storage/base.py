@@ -121,8 +121,10 @@ class Storage(Protocol):
         """Store a local file under ``key`` atomically; returns its size."""
         ...
 
-    def copy(self, src_key: str, dst_key: str) -> int:
-        """Copy one stored file to another key atomically; returns its size."""
+    def copy(self, src_key: str, dst_key: str, *, durable: bool = True) -> int:
+        """Copy one stored file to another key atomically; returns its size. ``durable=False``
+        for scratch copies (a run's staging): atomic still, but not flushed to the disk first
+        (local storage skips its fsync; a crash loses at most a copy that is made again)."""
         ...
 
     def delete(self, key: str) -> None:

@@ -44,7 +44,7 @@ class LocalStorage:
         return self.path(key).open("rb")
 
     @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
+    def writer(self, key: str, *, durable: bool = True) -> Iterator[BinaryIO]:
         """Write ``key`` atomically: readers see the old file or the whole new one, never a part.
 
         The temporary file (``.tmp-*`` beside the target) goes on any error; one a killed
@@ -58,21 +58,22 @@ class LocalStorage:
                 with os.fdopen(fd, "wb") as out:
                     yield out
                     out.flush()
-                    os.fsync(out.fileno())
+                    if durable:
+                        os.fsync(out.fileno())
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
 
-    def put_file(self, source: Path, key: str) -> int:
+    def put_file(self, source: Path, key: str, *, durable: bool = True) -> int:
         """Copy a local file in atomically; returns its size."""
-        with source.open("rb") as src, self.writer(key) as out:
+        with source.open("rb") as src, self.writer(key, durable=durable) as out:
             shutil.copyfileobj(src, out, 1024 * 1024)
         return self.size(key)
 
-    def copy(self, src_key: str, dst_key: str) -> int:
+    def copy(self, src_key: str, dst_key: str, *, durable: bool = True) -> int:
         """Copy one stored file to another key atomically; returns its size."""
-        return self.put_file(self.path(src_key), dst_key)
+        return self.put_file(self.path(src_key), dst_key, durable=durable)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

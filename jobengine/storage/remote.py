@@ -182,7 +182,7 @@ class FsspecStorage:
                 self._via_temp(fs, target, lambda temp: fs.put_file(str(source), temp))
         return size
 
-    def copy(self, src_key: str, dst_key: str) -> int:
+    def copy(self, src_key: str, dst_key: str, *, durable: bool = True) -> int:
         """Copy one stored file to another key atomically (server-side); returns its size."""
         fs, src = self._target(src_key)
         _, dst = self._target(dst_key)
