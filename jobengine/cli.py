@@ -479,7 +479,9 @@ def serve(
 
     ensure_redis(get_settings())
     require_store()
-    uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port)
+    # No proxy headers from uvicorn (which trusts them from loopback by default): the app reads
+    # X-Forwarded-For itself, from JOBENGINE_TRUSTED_PROXIES only (jobengine.web.http).
+    uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port, proxy_headers=False)
 
 
 def _exec(argv: list[str]) -> None:

@@ -70,6 +70,10 @@ variable                       meaning (default)
                                their address is loopback, private... (none: only public ones)
 ``JOBENGINE_CALLBACK_TIMEOUT`` completion callbacks: seconds one POST may take in all, lookup,
                                connection and answer included (10, at most 60)
+``JOBENGINE_TRUSTED_PROXIES``  web service: comma list of the addresses or CIDRs of the
+                               reverse proxies whose ``X-Forwarded-For`` names the client (for
+                               the failed-login limits and logs); from anyone else the header is
+                               ignored (none: the peer's own address always)
 ``JOBENGINE_ORPHAN_GRACE``     the janitor (jobengine/janitor.py): seconds a stored upload,
                                PDF page or pyramid no asset refers to is kept before it is
                                deleted; keep it above the task time limit (86400)
@@ -79,6 +83,7 @@ variable                       meaning (default)
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -172,6 +177,17 @@ def _comma_list(env: dict[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
+def _networks(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma list of IP addresses or CIDRs, each in its canonical network form."""
+    found: list[str] = []
+    for entry in _comma_list(env, name):
+        try:
+            found.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ConfigurationError(f"{name}: {entry!r} is not an IP address or CIDR") from None
+    return tuple(found)
+
+
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -242,6 +258,8 @@ class Settings:
     callback_timeout: float = 10.0
     # the janitor (jobengine/janitor.py): how old an unreferenced file must be to go
     orphan_grace: float = 86400.0
+    # the web service: proxies whose X-Forwarded-For is believed (addresses or CIDRs)
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -295,6 +313,7 @@ class Settings:
             callback_allowed_hosts=_comma_list(env, "JOBENGINE_CALLBACK_ALLOWED_HOSTS"),
             callback_timeout=_float(env, "JOBENGINE_CALLBACK_TIMEOUT", 10.0),
             orphan_grace=_grace(env, "JOBENGINE_ORPHAN_GRACE", 86400.0),
+            trusted_proxies=_networks(env, "JOBENGINE_TRUSTED_PROXIES"),
         )
         settings.check()
         return settings
