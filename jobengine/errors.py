@@ -30,6 +30,8 @@ written for a person. Each surface (Python, SOAP, JSON, CLI) maps it once.
      +-- Unavailable                        a service is down for now: retried, never a verdict
      |    +-- StoreUnavailable              the job store cannot be reached (or is locked, full)
      +-- ConfigurationError                 settings that cannot work (not a caller fault)
+     +-- RunStopped                         a signal, no failure: the run was stopped (stopJob,
+                                            deleteJob) while an item worked; it is cancelled
 
 ``Unavailable`` is deliberately not an ``IpsFault``: code that turns faults into per-asset log
 rows (``except IpsFault``) must never record an outage as a failed file. The worker waits and
@@ -64,6 +66,7 @@ __all__ = [
     "NoImpersonationPermission",
     "NoOperationPermission",
     "NotSupported",
+    "RunStopped",
     "ServerError",
     "StoreUnavailable",
     "TooManyAttempts",
@@ -78,6 +81,11 @@ class JobEngineError(Exception):
 
 class ConfigurationError(JobEngineError):
     """Raised when settings cannot work (bad URL, unreachable service at start-up)."""
+
+
+class RunStopped(JobEngineError):
+    """Raised inside an item when its run was stopped while it worked (a conversion in flight
+    is ended); the runner cancels the item instead of counting it as failed."""
 
 
 class IpsFault(JobEngineError):

@@ -94,6 +94,12 @@ class RunContext:
         job: BaseModel = parse_submit_job(self.payload).job
         return job
 
+    def stop_requested(self) -> bool:
+        """Whether the run has been stopped (stopJob, deleteJob) since it started: long
+        conversions ask it while they work and end early (RunStopped)."""
+        with self.runtime.store.read() as session:
+            return bool(session.scalar(select(Run.stop_requested).where(Run.id == self.run_id)))
+
     @property
     def staging_key(self) -> str:
         """A private scratch folder of this run in storage."""

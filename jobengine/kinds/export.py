@@ -162,7 +162,8 @@ class ExportKind(JobKindHandler):
             request = _image_request(session, ctx.company_id, job)
         if asset.type == "Image":  # its upload crop first (jobengine/crops.py)
             request = with_crop(request, parse_crop(asset.crop))
-        return [p.name for p in imaging.convert(source, out_dir, request, asset.name)]
+        made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)
+        return [p.name for p in made]
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         if stopped:
