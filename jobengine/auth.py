@@ -55,12 +55,13 @@ from jobengine.loginlimit import (
     FailureLimiter,
     RedisFailureLimiter,
 )
+from jobengine.replay import SAML_ASSERTIONS
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, Membership, User, utcnow
 
 if TYPE_CHECKING:
-    from jobengine.saml import SamlConfig
+    from jobengine.saml import SamlConfig, SamlIdentity
 
 __all__ = [
     "ADMIN_TYPES",
@@ -267,11 +268,14 @@ def _saml_config() -> SamlConfig | None:
     settings = get_settings()
     if not settings.saml_idp_cert:
         return None
+    endpoint = settings.soap_endpoint_url
     return SamlConfig(
         certificates=load_certificates(settings.saml_idp_cert),
         entity_id=settings.saml_idp_entity_id or "",
         audience=settings.saml_audience or "",
         clock_skew=settings.saml_clock_skew,
+        max_validity=settings.saml_max_validity,
+        recipients=(endpoint,) if endpoint else (),
     )
 
 
@@ -285,6 +289,16 @@ def _user_by_email(email: str) -> Caller | None:
             ).all()
             user = found[0] if len(found) == 1 else None  # two e-mails differing in case: none
         return None if user is None else _caller(session, user)
+
+
+def _first_use(identity: SamlIdentity, config: SamlConfig) -> None:
+    """SamlError when the assertion was accepted before (by any web process): each is used
+    once, remembered until it expires."""
+    from jobengine.saml import SamlError
+
+    ttl = (identity.not_on_or_after - utcnow()).total_seconds() + config.clock_skew
+    if not SAML_ASSERTIONS.first_use(f"{identity.issuer}\x00{identity.assertion_id}", ttl):
+        raise SamlError("the SAML assertion was already used (each is accepted once)")
 
 
 def authenticate_saml(text: str, *, client: str = "") -> Caller:
@@ -306,6 +320,7 @@ def authenticate_saml(text: str, *, client: str = "") -> Caller:
         raise InvalidCredentials("SAML sign-on is not configured on this server")
     try:
         identity = verify_saml(text, config)
+        _first_use(identity, config)
     except SamlError as exc:
         logger.info("SAML sign-on from %s refused: %s", client or "?", exc.reason)
         raise InvalidCredentials(f"SAML sign-on failed: {exc.reason}") from None

@@ -48,7 +48,9 @@ variable                       meaning (default)
 ``JOBENGINE_SMTP_PASSWORD``    SMTP login password (none)
 ``JOBENGINE_SMTP_STARTTLS``    ``true`` to upgrade the connection with STARTTLS (false)
 ``JOBENGINE_MAIL_FROM``        sender of job e-mails (``jobengine@localhost``)
-``JOBENGINE_PUBLIC_URL``       base URL of job output for links in e-mails (none: no links)
+``JOBENGINE_PUBLIC_URL``       the service's public base URL: links to job output in e-mails,
+                               the WSDL's endpoint, the SAML Recipient/Destination accepted
+                               (none: no links; the WSDL names the host asked for, if allowed)
 ``JOBENGINE_SAML_IDP_CERT``    PEM file with the X.509 certificate(s) of the SAML identity
                                provider's signing key(s); set, SOAP ``authHeader/samlResponse``
                                sign-on is on (none: off). Read again when the file changes
@@ -57,6 +59,8 @@ variable                       meaning (default)
 ``JOBENGINE_SAML_AUDIENCE``    our service provider entity id, required in the assertions'
                                ``AudienceRestriction`` (required with the certificate)
 ``JOBENGINE_SAML_CLOCK_SKEW``  seconds of clock difference allowed on SAML time limits (120)
+``JOBENGINE_SAML_MAX_VALIDITY`` seconds after its IssueInstant a SAML assertion is accepted,
+                               whatever its NotOnOrAfter says (600); each is accepted once
 ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` UploadUrlsJob: comma list of hosts, ``host:port`` or CIDRs
                                that may be fetched although their address is loopback, private,
                                link-local... (none: only public addresses)
@@ -95,9 +99,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jobengine.errors import ConfigurationError
 from jobengine.storage import local_root
 
-__all__ = ["DEFAULT_QUEUE", "Settings", "get_settings", "reset_settings"]
+__all__ = ["DEFAULT_QUEUE", "SOAP_PATH", "Settings", "get_settings", "reset_settings"]
 
 DEFAULT_QUEUE = "jobengine"  # every job kind's queue unless JOBENGINE_QUEUES routes it
+SOAP_PATH = "/scene7/services/IpsApiService"  # the IPS SOAP endpoint (jobengine.web)
 
 
 def _local_zone_name() -> str:
@@ -247,6 +252,7 @@ class Settings:
     saml_idp_entity_id: str | None = None
     saml_audience: str | None = None
     saml_clock_skew: float = 120.0
+    saml_max_validity: float = 600.0
     # UploadUrlsJob (jobengine/fetch.py)
     upload_allowed_hosts: tuple[str, ...] = ()
     upload_max_bytes: int = 512 * 1024 * 1024
@@ -304,6 +310,7 @@ class Settings:
             saml_idp_entity_id=(env.get("JOBENGINE_SAML_IDP_ENTITY_ID") or "").strip() or None,
             saml_audience=(env.get("JOBENGINE_SAML_AUDIENCE") or "").strip() or None,
             saml_clock_skew=_seconds(env, "JOBENGINE_SAML_CLOCK_SKEW", 120.0),
+            saml_max_validity=_float(env, "JOBENGINE_SAML_MAX_VALIDITY", 600.0),
             queues=_queue_routes(env),
             upload_allowed_hosts=_comma_list(env, "JOBENGINE_UPLOAD_ALLOWED_HOSTS"),
             upload_max_bytes=int(_float(env, "JOBENGINE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)),
@@ -365,6 +372,11 @@ class Settings:
     def all_queues(self) -> list[str]:
         """``jobengine`` and every queue of ``JOBENGINE_QUEUES`` (what workers consume)."""
         return [DEFAULT_QUEUE, *sorted({q for _, q in self.queues} - {DEFAULT_QUEUE})]
+
+    @property
+    def soap_endpoint_url(self) -> str | None:
+        """The public URL of the IPS SOAP endpoint, when ``JOBENGINE_PUBLIC_URL`` is set."""
+        return f"{self.public_url}{SOAP_PATH}" if self.public_url else None
 
     @property
     def zone(self) -> ZoneInfo:
