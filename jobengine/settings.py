@@ -74,6 +74,13 @@ variable                       meaning (default)
                                their address is loopback, private... (none: only public ones)
 ``JOBENGINE_CALLBACK_TIMEOUT`` completion callbacks: seconds one POST may take in all, lookup,
                                connection and answer included (10, at most 60)
+``JOBENGINE_ALLOWED_HOSTS``    web service: comma list of the host names a request's ``Host``
+                               may name for the WSDL's endpoint when ``JOBENGINE_PUBLIC_URL`` is
+                               not set (``localhost``, ``127.0.0.1`` and ``::1`` always; another
+                               Host gets 400, so no cache stores a forged endpoint)
+``JOBENGINE_METRICS_TOKEN``    web service: a secret ``GET /metrics`` requires as
+                               ``Authorization: Bearer <token>`` (none: open to anyone who can
+                               reach the port; bind it to a private address then)
 ``JOBENGINE_TRUSTED_PROXIES``  web service: comma list of the addresses or CIDRs of the
                                reverse proxies whose ``X-Forwarded-For`` names the client (for
                                the failed-login limits and logs); from anyone else the header is
@@ -264,8 +271,11 @@ class Settings:
     callback_timeout: float = 10.0
     # the janitor (jobengine/janitor.py): how old an unreferenced file must be to go
     orphan_grace: float = 86400.0
-    # the web service: proxies whose X-Forwarded-For is believed (addresses or CIDRs)
+    # the web service: proxies whose X-Forwarded-For is believed (addresses or CIDRs), the
+    # Host names the WSDL may name, the secret of /metrics
     trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -321,6 +331,10 @@ class Settings:
             callback_timeout=_float(env, "JOBENGINE_CALLBACK_TIMEOUT", 10.0),
             orphan_grace=_grace(env, "JOBENGINE_ORPHAN_GRACE", 86400.0),
             trusted_proxies=_networks(env, "JOBENGINE_TRUSTED_PROXIES"),
+            allowed_hosts=tuple(
+                h.lower().rstrip(".") for h in _comma_list(env, "JOBENGINE_ALLOWED_HOSTS")
+            ),
+            metrics_token=(env.get("JOBENGINE_METRICS_TOKEN") or "").strip() or None,
         )
         settings.check()
         return settings
