@@ -41,6 +41,7 @@ callers the IPS fault ``ServerError`` (30000) with the reason.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 from collections.abc import Callable
@@ -72,6 +73,7 @@ __all__ = [
     "TooManyAttempts",
     "Unavailable",
     "caller_faults",
+    "log_reason",
 ]
 
 
@@ -262,6 +264,23 @@ def caller_faults(operation: Callable[_P, _R]) -> Callable[_P, _R]:
             raise exc.as_fault() from exc
 
     return wrapper
+
+
+def log_reason(exc: BaseException) -> str:
+    """What a job log row says about a failure, for the user: a fault's reason; a file error's
+    cause in words (never its path: storage keys and local paths stay in the worker log);
+    anything else only that it was unexpected. The caller logs the exception itself."""
+    if isinstance(exc, IpsFault):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "no space left on the storage"
+    if isinstance(exc, FileNotFoundError):
+        return "the file is missing"
+    if isinstance(exc, PermissionError):
+        return "the file may not be read or written here"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the file could not be read or written ({exc.strerror.lower()})"
+    return "an unexpected error (the worker log has the details)"
 
 
 # Codes by fault element, for the surfaces that map codes back to names.

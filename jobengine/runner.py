@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
-from jobengine.errors import IpsFault, RunStopped, Unavailable
+from jobengine.errors import RunStopped, Unavailable, log_reason
 from jobengine.heartbeat import Heartbeat
 from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
@@ -329,7 +329,7 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
         return None
     except Exception as exc:  # one bad file fails its own item, never the job or the worker
         logger.exception("item %s of run %s failed", key, loaded.run.id)
-        error = f"{type(exc).__name__}: {exc}"
+        error = log_reason(exc)  # the details are in the worker log, not the job log
         return ItemOutcome(
             "error",
             "FatalError",
@@ -498,8 +498,9 @@ def _cleanup(loaded: _Loaded) -> None:
 
 
 def _describe(error: Exception) -> str:
-    """An error as a job log shows it: a fault's reason, else the error's own text."""
-    return error.reason if isinstance(error, IpsFault) else str(error) or type(error).__name__
+    """An error as a job log shows it: a fault's reason, else the cause in words, never a
+    storage key, path or exception class (the worker log has those)."""
+    return log_reason(error)
 
 
 def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exception) -> bool:

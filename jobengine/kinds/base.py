@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded
+from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
 from jobengine.i18n import LogMessage
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
@@ -170,7 +170,7 @@ def io_failure(log_type: str, ref: AssetRef, name: str, error: OSError) -> ItemO
         return ItemOutcome(
             "error", log_type, "no space left on device writing {name}", ref, args=full
         )
-    unread = {"name": name, "error": error}
+    unread = {"name": name, "error": log_reason(error)}  # no path or key: the worker log has it
     return ItemOutcome("error", log_type, "cannot read {name}: {error}", ref, args=unread)
 
 
