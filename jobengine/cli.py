@@ -58,11 +58,12 @@ def submit(
 ) -> None:
     """Submit a job and print its jobHandle."""
     from jobengine import submit as do_submit
+    from jobengine.errors import InvalidRequestXml
     from jobengine.ipsxml import MAX_DOCUMENT_BYTES
     from jobengine.localfiles import read_capped
 
     try:  # a regular file of at most the XML reader's limit: no FIFO, no /dev/zero
-        data = read_capped(file, MAX_DOCUMENT_BYTES)
+        data = read_capped(file, MAX_DOCUMENT_BYTES, too_large=InvalidRequestXml)
         request: Any = _json_request(data) if file.suffix == ".json" else data
         handle = do_submit(request, user=user)
     except (JobEngineError, OSError) as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from jobengine.errors import InvalidParameter, LimitExceeded
+from jobengine.errors import InvalidParameter, IpsFault, LimitExceeded
 
 __all__ = ["LocalFile", "Skipped", "copy_capped", "open_regular", "plan_files", "read_capped"]
 
@@ -62,13 +62,13 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
-def read_capped(path: Path, limit: int) -> bytes:
-    """The bytes of the regular file ``path``; LimitExceeded beyond ``limit`` bytes (never more
+def read_capped(path: Path, limit: int, *, too_large: type[IpsFault] = LimitExceeded) -> bytes:
+    """The bytes of the regular file ``path``; ``too_large`` beyond ``limit`` bytes (never more
     than ``limit + 1`` are read)."""
     with open_regular(path) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise LimitExceeded(f"{path} is larger than {limit} bytes")
+        raise too_large(f"{path} is larger than {limit} bytes")
     return data
 
 
