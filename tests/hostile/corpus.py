@@ -155,7 +155,8 @@ def field_cases(company: str, asset: str) -> dict[str, tuple[dict[str, Any], int
         "job-name-bidi-override": ({**export(), "jobName": "invoice\u202egnp.exe"}, 30001),
         "fmt-unknown": (with_job(fmt="exe"), 30001),
         "handles-not-a-list": (with_job(assetHandleArray={"items": "a|1"}), 30001),
-        "too-many-handles": (with_job(assetHandleArray={"items": [f"{asset}{i}" for i in range(5000)]}), 30001),
+        "too-many-handles": (with_job(assetHandleArray={"items": [f"{asset}{i}"
+                                                                  for i in range(5000)]}), 30001),
         "year-9999": (export(execTime="9999-12-31T23:59:59Z"), 30001),
         "year-0": (export(execTime="0000-01-01T00:00:00Z"), 30001),
         "time-without-zone": (export(execTime="2030-01-01T00:00:00"), 30001),
