@@ -68,6 +68,7 @@ def invisible(text: str) -> bool:
     space, joiners...), so that it cannot be told from another name, or from none."""
     return all(c in " ." or c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
+
 _RESTRICTED = ("metadata_publish_job", "create_video_sitemap_job")
 
 JobPayload = (
