@@ -5,6 +5,7 @@ helper is killed, nothing it wrote stays, and the run ends Stopped."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from jobengine import stop_job, submit
+from jobengine import delete_job, get_job_log_details, stop_job, submit
 from jobengine.errors import RunStopped
 from jobengine.imaging import ConversionFailed, ConversionPool, ConversionTimeout, Limits
 from jobengine.runtime import get_runtime
@@ -96,6 +97,17 @@ def test_a_cancelled_rip_kills_its_helper_and_leaves_nothing(tmp_path: Path, whe
         assert page.exists()
 
 
+def _run_handle(company: str, job_handle: str) -> str:
+    """The handle of the job's run (a deleted job keeps its runs and their logs)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        logs = get_job_log_details(company, job_handle=job_handle)
+        if logs:
+            return str(logs[0].job_handle)
+        time.sleep(0.1)
+    raise AssertionError("the run never started")
+
+
 def _helpers(stack: Stack) -> set[int]:
     """The imaging helpers under the stack's Celery workers."""
     found: set[int] = set()
@@ -120,7 +132,8 @@ def _pages(company: str) -> list[str]:
         )
 
 
-def test_stop_job_ends_a_rip_in_flight(stack: Stack) -> None:
+@pytest.mark.parametrize("control", [stop_job, delete_job])
+def test_stop_and_delete_end_a_rip_in_flight(stack: Stack, control: Callable[..., None]) -> None:
     company, _ = stack.company(0)
     long_pdf = partial(pdf_pages, pages=50, size=LETTER, image=False)
     handles = add_files(company, {"long.pdf": long_pdf})
@@ -129,14 +142,15 @@ def test_stop_job_ends_a_rip_in_flight(stack: Stack) -> None:
         pdf_id = session.scalar(select(Asset.id).where(Asset.handle == handles["long.pdf"]))
     folder = storage.path(f"{company}/pages/{pdf_id}")
     handle = submit(rip_request(company, list(handles.values()), resolution=600))
+    run_handle = _run_handle(company, handle)
     deadline = time.monotonic() + 60
     while not any(folder.rglob("page-*.jpg")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert any(folder.rglob("page-*.jpg")), "the rip never wrote a page"
     busy = _helpers(stack)
     stopped_at = time.monotonic()
-    stop_job(company, handle)
-    log = stack.wait(company, handle, timeout=60)
+    control(company, handle)
+    log = stack.wait(company, run_handle, timeout=60)
     took = time.monotonic() - stopped_at
     assert log.state == "Stopped", [d.log_message for d in log.details]
     assert took < 30  # the 50 pages would take minutes
