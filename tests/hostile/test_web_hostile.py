@@ -4,6 +4,7 @@ hordes of attributes, forged Host headers, and who may read /metrics."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 from collections.abc import Iterator
 
@@ -202,3 +203,13 @@ def test_metrics_with_and_without_a_token(web: WebServer, configured: WebServer)
         assert denied.status_code == 401 and b"jobengine_" not in denied.content
     allowed = httpx.get(url, headers={"Authorization": "Bearer s3cret-metrics"}, timeout=30)
     assert allowed.status_code == 200 and b"jobengine_" in allowed.content
+
+
+def test_a_gzip_bomb_body_is_never_inflated(web: WebServer) -> None:
+    bomb = gzip.compress(b"<" * (100 * 1024 * 1024), compresslevel=9)  # 100 MiB in ~100 KiB
+    answer = _post(web, bomb, **{"Content-Encoding": "gzip"})
+    assert parse_fault(answer).code == 30003  # read as the bytes sent: not XML
+    json_answer = httpx.post(f"{web.url}/api/v1/getActiveJobs", content=bomb, timeout=30,
+                             headers={"Content-Encoding": "gzip",
+                                      "Content-Type": "application/json"})  # fmt: skip
+    assert json_answer.status_code in (400, 401) and "code" in json_answer.json()
