@@ -420,13 +420,14 @@ def import_files(
     folder: str = "/",
     ready_for_publish: bool = False,
     skipped: list[Skipped] | None = None,
+    max_bytes: int | None = None,
 ) -> list[Asset]:
     """Import files (folders are walked) as assets of ``company``, under the rules of
     :mod:`jobengine.localfiles`: regular files only, at most ``JOBENGINE_UPLOAD_MAX_BYTES``
-    each, symlinks in a folder only to files inside it. Entries of a folder that are left out
-    are appended to ``skipped``; a path named on its own that cannot be imported raises before
-    anything is stored."""
-    limit = get_settings().upload_max_bytes
+    each (or ``max_bytes``), symlinks in a folder only to files inside it. Entries of a folder
+    that are left out are appended to ``skipped``; a path named on its own that cannot be
+    imported raises before anything is stored."""
+    limit = get_settings().upload_max_bytes if max_bytes is None else max_bytes
     files, left_out = plan_files(paths, limit)
     if skipped is not None:
         skipped.extend(left_out)
