@@ -33,7 +33,8 @@ def test_a_failure_is_told_without_keys_paths_or_classes() -> None:
         (StorageError(f"storage key escapes the root: {hidden!r}"), "an unexpected error"),
         (FileNotFoundError(2, "No such file or directory", f"/srv/storage/{hidden}"), "missing"),
         (PermissionError(13, "Permission denied", f"/srv/storage/{hidden}"), "may not be read"),
-        (OSError(28, "No space left on device", f"/srv/{hidden}"), "no space left on device"),
+        (OSError(28, "No space left on device", f"/srv/{hidden}"), "no space left on the storage"),
+        (OSError(5, "Input/output error", f"/srv/{hidden}"), "(input/output error)"),
         (ZeroDivisionError("division by zero"), "an unexpected error"),
         (InvalidParameter("wid=0: is not an integer in 1..65535"), "wid=0"),
     ]
