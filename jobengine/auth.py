@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -58,7 +59,7 @@ from jobengine.loginlimit import (
 from jobengine.replay import SAML_ASSERTIONS
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
-from jobengine.store.schema import ApiToken, Membership, User, utcnow
+from jobengine.store.schema import ApiToken, Company, Membership, User, utcnow
 
 if TYPE_CHECKING:
     from jobengine.saml import SamlConfig, SamlIdentity
@@ -261,24 +262,6 @@ def authenticate_token(token: str) -> Caller:
     return caller
 
 
-def _saml_config() -> SamlConfig | None:
-    """The SAML settings, None when sign-on is off; ConfigurationError for an unreadable cert."""
-    from jobengine.saml import SamlConfig, load_certificates  # lxml and signxml: load on use
-
-    settings = get_settings()
-    if not settings.saml_idp_cert:
-        return None
-    endpoint = settings.soap_endpoint_url
-    return SamlConfig(
-        certificates=load_certificates(settings.saml_idp_cert),
-        entity_id=settings.saml_idp_entity_id or "",
-        audience=settings.saml_audience or "",
-        clock_skew=settings.saml_clock_skew,
-        max_validity=settings.saml_max_validity,
-        recipients=(endpoint,) if endpoint else (),
-    )
-
-
 def _user_by_email(email: str) -> Caller | None:
     """The caller whose e-mail is ``email`` (exactly, else ignoring case; None if not one)."""
     with get_runtime().store.read() as session:
@@ -305,22 +288,26 @@ def authenticate_saml(text: str, *, client: str = "") -> Caller:
     """The user a signed SAML 2.0 response (base64, as in ``authHeader/samlResponse``) names.
 
     InvalidCredentials (10001) when SAML sign-on is not configured, when any check of
-    :func:`jobengine.saml.verify_saml` fails (its reason is the fault's), or when the NameID is
-    no user's e-mail. Failures are not counted in :data:`LIMITER`: a signed assertion cannot be
-    guessed, and counting garbage against ``client`` (often an office's shared address) would
-    only let anyone lock that address's users out. ``client`` names the caller in the log. A
-    server whose certificate file cannot be read raises ConfigurationError (a server fault).
+    :func:`jobengine.saml.verify_saml` fails (its reason is the fault's), when the assertion was
+    used before, or when the NameID is no user's e-mail. A company IdP
+    (:mod:`jobengine.samlidps`) signs users in for its companies only. Failures are not counted
+    in :data:`LIMITER`: a signed assertion cannot be guessed, and counting garbage against
+    ``client`` (often an office's shared address) would only let anyone lock that address's
+    users out. ``client`` names the caller in the log. A server whose certificate or IdP file
+    cannot be read raises ConfigurationError (a server fault).
     """
-    from jobengine.saml import SamlError, verify_saml
+    from jobengine.saml import SamlError, verify_saml  # lxml and signxml: load on use
+    from jobengine.samlidps import trusted_idp, trusted_idps
 
     if not text or not text.strip():
         raise NoCredentials("no SAML response was given")
-    config = _saml_config()
-    if config is None:
+    trusted = trusted_idps(get_settings())
+    if not trusted:
         raise InvalidCredentials("SAML sign-on is not configured on this server")
     try:
-        identity = verify_saml(text, config)
-        _first_use(identity, config)
+        idp = trusted_idp(text, trusted)
+        identity = verify_saml(text, idp.config)
+        _first_use(identity, idp.config)
     except SamlError as exc:
         logger.info("SAML sign-on from %s refused: %s", client or "?", exc.reason)
         raise InvalidCredentials(f"SAML sign-on failed: {exc.reason}") from None
@@ -328,7 +315,24 @@ def authenticate_saml(text: str, *, client: str = "") -> Caller:
     if caller is None:
         logger.info("SAML sign-on of an unknown user refused (issuer %s)", identity.issuer)
         raise InvalidCredentials("SAML sign-on failed: the asserted user is not known here")
-    return caller
+    return caller if idp.companies is None else _within(caller, idp.companies)
+
+
+def _within(caller: Caller, handles: frozenset[str]) -> Caller:
+    """The caller as a company IdP may vouch for it: a member of that IdP's companies only; an
+    IpsAdmin (who acts on every company) is refused."""
+    if caller.user_type == "IpsAdmin":
+        raise InvalidCredentials(
+            "SAML sign-on failed: an IpsAdmin cannot sign in through a company's identity provider"
+        )
+    with get_runtime().store.read() as session:
+        served = set(session.scalars(select(Company.id).where(Company.handle.in_(handles))))
+    companies = caller.company_ids & served
+    if not companies:
+        raise InvalidCredentials(
+            "SAML sign-on failed: the user is in no company this identity provider serves"
+        )
+    return dataclasses.replace(caller, company_ids=frozenset(companies))
 
 
 def create_token(user_handle: str, name: str) -> str:

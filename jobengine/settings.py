@@ -56,6 +56,9 @@ variable                       meaning (default)
                                sign-on is on (none: off). Read again when the file changes
 ``JOBENGINE_SAML_IDP_ENTITY_ID`` the IdP's entity id, the assertions' required ``Issuer``
                                (required with the certificate)
+``JOBENGINE_SAML_IDPS``        a JSON file of identity providers each trusted for some companies
+                               only (``entity_id``, ``certificate``, ``companies``; see
+                               jobengine/samlidps.py); with or instead of the one above
 ``JOBENGINE_SAML_AUDIENCE``    our service provider entity id, required in the assertions'
                                ``AudienceRestriction`` (required with the certificate)
 ``JOBENGINE_SAML_CLOCK_SKEW``  seconds of clock difference allowed on SAML time limits (120)
@@ -257,6 +260,7 @@ class Settings:
     public_url: str | None = None
     saml_idp_cert: str | None = None  # a PEM file; None: SAML sign-on is off
     saml_idp_entity_id: str | None = None
+    saml_idps: str | None = None  # a JSON file of company identity providers
     saml_audience: str | None = None
     saml_clock_skew: float = 120.0
     saml_max_validity: float = 600.0
@@ -318,6 +322,7 @@ class Settings:
             public_url=(env.get("JOBENGINE_PUBLIC_URL") or "").rstrip("/") or None,
             saml_idp_cert=env.get("JOBENGINE_SAML_IDP_CERT") or None,
             saml_idp_entity_id=(env.get("JOBENGINE_SAML_IDP_ENTITY_ID") or "").strip() or None,
+            saml_idps=(env.get("JOBENGINE_SAML_IDPS") or "").strip() or None,
             saml_audience=(env.get("JOBENGINE_SAML_AUDIENCE") or "").strip() or None,
             saml_clock_skew=_seconds(env, "JOBENGINE_SAML_CLOCK_SKEW", 120.0),
             saml_max_validity=_float(env, "JOBENGINE_SAML_MAX_VALIDITY", 600.0),
@@ -376,6 +381,11 @@ class Settings:
             raise ConfigurationError(
                 "JOBENGINE_SAML_IDP_CERT needs JOBENGINE_SAML_IDP_ENTITY_ID and "
                 "JOBENGINE_SAML_AUDIENCE: an assertion's issuer and audience are always checked"
+            )
+        if self.saml_idps and not self.saml_audience:
+            raise ConfigurationError(
+                "JOBENGINE_SAML_IDPS needs JOBENGINE_SAML_AUDIENCE: an assertion's audience is "
+                "always checked"
             )
 
     def queue_of(self, slug: str) -> str:

@@ -4,6 +4,7 @@ service or answering a request this service never made."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,12 +16,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from jobengine.auth import authenticate_saml
+from jobengine.auth import authenticate, authenticate_saml, authorize
+from jobengine.catalog import company_by_handle, create_user
 from jobengine.errors import ConfigurationError, IpsFault
 from jobengine.replay import ReplayCache
+from jobengine.runtime import get_runtime
 from jobengine.saml import verify_saml
+from jobengine.samlidps import load_identity_providers
 from jobengine.settings import Settings, reset_settings
-from tests.helpers import make_company
+from tests.helpers import PASSWORD, make_company
 from tests.test_saml import (
     AUDIENCE,
     ENDPOINT,
@@ -164,3 +168,95 @@ def test_the_validity_cap_setting(bad: str) -> None:
     )
     with pytest.raises(ConfigurationError, match="JOBENGINE_SAML_MAX_VALIDITY"):
         Settings.from_env({**home, "JOBENGINE_SAML_MAX_VALIDITY": bad})
+
+
+# --- an identity provider per company ---------------------------------------------------------
+
+
+@pytest.fixture
+def company_idps(
+    store_only: dict[str, str], idp: Idp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Idp, Idp, str, str]]:
+    """Two company IdPs (JOBENGINE_SAML_IDPS), each trusted for one company."""
+    other = make_idp("Other company IdP")
+    mine, theirs = make_company(0)[0], make_company(0)[0]
+    entries = []
+    for n, (signer, company) in enumerate(((idp, mine), (other, theirs))):
+        pem = tmp_path / f"idp{n}.pem"
+        pem.write_bytes(signer.cert_pem)
+        entries.append({"entity_id": f"urn:idp:{n}", "certificate": str(pem),
+                        "companies": [company]})  # fmt: skip
+    (tmp_path / "idps.json").write_text(json.dumps(entries))
+    monkeypatch.setenv("JOBENGINE_SAML_IDPS", str(tmp_path / "idps.json"))
+    monkeypatch.setenv("JOBENGINE_SAML_AUDIENCE", AUDIENCE)
+    reset_settings()
+    yield idp, other, mine, theirs
+    monkeypatch.undo()
+    reset_settings()
+
+
+def _from(signer: Idp, name_id: str, issuer: str) -> str:
+    """A Response and its signed Assertion, both from ``issuer`` (as an IdP sends them)."""
+    return encode(response(sign(assertion(name_id, issuer=issuer), signer), issuer=issuer))
+
+
+def _member_of_both(mine: str, theirs: str, user_type: str = "IpsUser") -> str:
+    email = f"both-{uuid.uuid4().hex[:8]}@example.com"
+    with get_runtime().store.write() as session:
+        companies = [company_by_handle(session, h) for h in (mine, theirs)]
+        create_user(session, email, PASSWORD, user_type, companies)
+    return email
+
+
+def test_a_company_idp_signs_in_for_its_companies_only(
+    company_idps: tuple[Idp, Idp, str, str],
+) -> None:
+    idp, other, mine, theirs = company_idps
+    email = _member_of_both(mine, theirs)
+    by_mine = authenticate_saml(_from(idp, email, "urn:idp:0"))
+    assert authorize(by_mine, "getActiveJobs", mine) is not None
+    with pytest.raises(IpsFault) as caught:
+        authorize(by_mine, "getActiveJobs", theirs)  # a member, but not through this IdP
+    assert caught.value.code == 20006
+    by_theirs = authenticate_saml(_from(other, email, "urn:idp:1"))
+    assert authorize(by_theirs, "getActiveJobs", theirs) is not None
+    assert authenticate(email, PASSWORD).company_ids == by_mine.company_ids | by_theirs.company_ids
+
+
+def test_a_company_idp_cannot_vouch_for_others(company_idps: tuple[Idp, Idp, str, str]) -> None:
+    idp, other, mine, theirs = company_idps
+    cases = [
+        # another company's IdP key under this IdP's name: the signature decides
+        (_from(other, f"{mine}@example.com", "urn:idp:0"),
+         "the SAML signature does not verify with the identity provider's certificate"),
+        # a user of the other company only
+        (_from(idp, f"{theirs}@example.com", "urn:idp:0"),
+         "the user is in no company this identity provider serves"),
+        # an IpsAdmin acts on every company: no company IdP can vouch for that
+        (_from(idp, _member_of_both(mine, theirs, "IpsAdmin"), "urn:idp:0"),
+         "an IpsAdmin cannot sign in through a company's identity provider"),
+        (_from(idp, f"{mine}@example.com", "urn:idp:unknown"),
+         "the SAML message is not from an identity provider this server trusts"),
+    ]  # fmt: skip
+    for text, reason in cases:
+        with pytest.raises(IpsFault) as caught:
+            authenticate_saml(text)
+        assert caught.value.reason == f"SAML sign-on failed: {reason}"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", "{}", '[{"entity_id": "x"}]',
+     '[{"entity_id": "", "certificate": "/nope.pem", "companies": ["a"]}]',
+     '[{"entity_id": "x", "certificate": "/nope.pem", "companies": ["a"]}]',
+     '[{"entity_id": "x", "certificate": "%s", "companies": []}]'],
+)  # fmt: skip
+def test_a_malformed_idp_file_is_a_configuration_error(
+    content: str, tmp_path: Path, idp: Idp
+) -> None:
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(idp.cert_pem)
+    path = tmp_path / "idps.json"
+    path.write_text(content.replace("%s", str(pem)))
+    with pytest.raises(ConfigurationError, match="JOBENGINE_SAML_IDPS"):
+        load_identity_providers(path)
