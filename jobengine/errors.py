@@ -273,7 +273,12 @@ def log_reason(exc: BaseException) -> str:
     if isinstance(exc, IpsFault):
         return exc.reason
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return "no space left on the storage"
+        key = str(getattr(exc, "key", ""))  # StorageFull names the key: the file's name is told
+        return (
+            f"no space left on device writing {key.rpartition('/')[2]}"
+            if key
+            else ("no space left on the storage")
+        )
     if isinstance(exc, FileNotFoundError):
         return "the file is missing"
     if isinstance(exc, PermissionError):

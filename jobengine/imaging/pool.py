@@ -103,6 +103,18 @@ class _Died(Exception):
     """The worker's stdout closed (it exited or was killed)."""
 
 
+def _stop_asked(cancelled: Callable[[], bool] | None) -> bool:
+    """Whether the caller wants the work stopped; when it cannot tell (its stop flag is in a
+    store that is down for now), the work goes on and it is asked again at the next poll."""
+    if cancelled is None:
+        return False
+    try:
+        return cancelled()
+    except Exception as exc:
+        log.warning("cannot tell whether to stop the conversion (%s); going on", exc)
+        return False
+
+
 def policy_dir() -> Path:
     """The directory holding ``policy.xml`` (``JOBENGINE_IMAGING_POLICY_DIR`` or ``config/``)."""
     override = os.environ.get("JOBENGINE_IMAGING_POLICY_DIR")
@@ -213,7 +225,7 @@ class _Worker:
             if reply.get("event") != "progress":
                 return reply
             written.append(reply["path"])
-            if cancelled is not None and cancelled():
+            if _stop_asked(cancelled):
                 raise _Cancelled
             deadline = min(time.monotonic() + timeout, until)
 
@@ -228,8 +240,7 @@ class _Worker:
             except _Timeout:
                 if time.monotonic() >= deadline:
                     raise _Timeout(whole=deadline >= until) from None
-                assert cancelled is not None
-                if cancelled():
+                if _stop_asked(cancelled):
                     raise _Cancelled from None
 
     def last_error(self) -> str:
@@ -432,6 +443,10 @@ class ConversionPool:
             reason = worker.last_error()
             self._discard(worker, Path(dst_dir), token, written)
             raise ConversionFailed(f"the conversion worker crashed ({reason})") from None
+        except BaseException:  # anything else while it works (a time limit, an exit): a busy
+            keep = None  # worker never goes back to the pool, where it would answer the next call
+            self._discard(worker, Path(dst_dir), token, written)
+            raise
         finally:
             self._idle.put(self._retire(keep))
         return self._result(reply)

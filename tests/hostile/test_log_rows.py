@@ -13,7 +13,7 @@ from jobengine.imaging.geometry import MAX_SIDE, check_plan, plan
 from jobengine.imaging.limits import Limits
 from jobengine.imaging.modifiers import parse_modifiers
 from jobengine.kinds.uploading import _reason
-from jobengine.storage import LeadsOut, StorageError
+from jobengine.storage import LeadsOut, StorageError, StorageFull
 from tests.conftest import Stack
 from tests.helpers import export_request
 
@@ -42,6 +42,8 @@ def test_a_failure_is_told_without_keys_paths_or_classes() -> None:
         said = log_reason(exc)
         assert expected in said, (exc, said)
         assert hidden not in said and "Error" not in said and "/srv" not in said
+    full = StorageFull(f"{hidden.rpartition('/')[0]}/exports/Nightly.zip")
+    assert log_reason(full) == "no space left on device writing Nightly.zip"  # its name only
     assert _reason(LeadsOut("'ftp/47/in/x' leads out of 'ftp/47/in'")) == (
         "it is a link that leads out of the folder"
     )

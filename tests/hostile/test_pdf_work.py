@@ -162,3 +162,38 @@ def test_stop_and_delete_end_a_rip_in_flight(stack: Stack, control: Callable[...
     # the helper that was rendering was killed (the pool starts a fresh one when next needed);
     # an idle helper of the worker's other process may live on
     assert busy and any(not _alive(pid) for pid in busy), busy
+
+
+def test_a_stop_flag_that_cannot_be_read_lets_the_work_go_on(tmp_path: Path) -> None:
+    """The store down for a while: the conversion is not stopped, nor failed, by it."""
+    pdf = pdf_pages(tmp_path / "short.pdf", 3, size=LETTER, image=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    asked: list[int] = []
+
+    def unreadable() -> bool:
+        asked.append(1)
+        raise RuntimeError("the job store is unreachable")
+
+    with ConversionPool(1) as pool:
+        pages = pool.rip_pdf(pdf, out, "page", dpi=72, cancelled=unreadable)
+    assert [p.name for p in pages] == ["page-1.jpg", "page-2.jpg", "page-3.jpg"] and asked
+
+
+def test_an_interrupt_while_converting_never_returns_a_busy_helper(tmp_path: Path) -> None:
+    pdf = pdf_pages(tmp_path / "long.pdf", 40, size=LETTER, image=False)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def interrupted() -> bool:
+        raise KeyboardInterrupt  # as a signal or a task time limit arriving mid-conversion
+
+    with ConversionPool(1) as pool:
+        pool.rip_pdf(pdf, out, "warm", dpi=36, first_page_only=True)
+        (pid,) = pool.worker_pids()
+        with pytest.raises(KeyboardInterrupt):
+            pool.rip_pdf(pdf, out, "page", dpi=600, cancelled=interrupted)
+        assert not _alive(pid)
+        assert sorted(p.name for p in out.iterdir()) == ["warm-1.jpg"]
+        (page,) = pool.rip_pdf(pdf, out, "next", dpi=36, first_page_only=True)  # a fresh helper
+        assert page.name == "next-1.jpg"
