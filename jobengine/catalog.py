@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from jobengine.errors import InvalidCompany, InvalidParameter
 from jobengine.handles import asset_handle, company_handle_forms
+from jobengine.localfiles import Skipped, copy_capped, open_regular, plan_files
+from jobengine.settings import get_settings
 from jobengine.storage import Storage, safe_name
 from jobengine.store.schema import (
     Asset,
@@ -44,6 +46,7 @@ __all__ = [
     "ensure_folder",
     "hash_password",
     "import_files",
+    "import_folder",
     "mark_for_publish",
     "put_asset_file",
     "record_file",
@@ -221,14 +224,22 @@ def add_asset(
     folder: str = "/",
     name: str | None = None,
     ready_for_publish: bool = False,
+    max_bytes: int | None = None,
 ) -> Asset:
-    """Copy a local file into storage and record it as an asset (replacing a same-named one)."""
-    with source.open("rb") as fh:
-        kind = asset_type_of(fh.read(64))
+    """Copy a local file into storage and record it as an asset (replacing a same-named one).
+
+    ``source`` must be a regular file (a FIFO or device is refused without blocking) of at most
+    ``max_bytes`` (default ``JOBENGINE_UPLOAD_MAX_BYTES``, as for uploads): InvalidParameter or
+    LimitExceeded otherwise, with nothing stored."""
+    limit = get_settings().upload_max_bytes if max_bytes is None else max_bytes
     target_folder = ensure_folder(session, company, folder)
     asset_name = safe_name(name or source.name)
     key = f"{safe_name(company.handle)}/assets{target_folder.path.rstrip('/')}/{asset_name}"
-    size = storage.put_file(source, key)
+    with open_regular(source) as fh:
+        kind = asset_type_of(fh.read(64))
+        fh.seek(0)
+        with storage.writer(key) as out:
+            size = copy_capped(fh, out, limit, source.name)
     asset, _, _ = record_file(session, target_folder, asset_name, kind, key=key, size=size)
     if ready_for_publish:
         asset.publish_state = "MarkedForPublish"
@@ -408,21 +419,36 @@ def import_files(
     *,
     folder: str = "/",
     ready_for_publish: bool = False,
+    skipped: list[Skipped] | None = None,
+    max_bytes: int | None = None,
 ) -> list[Asset]:
-    """Import files (directories are walked) as assets of ``company``."""
-    assets: list[Asset] = []
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            sub = folder
-            if path.is_dir() and file.parent != path:
-                sub = f"{folder.rstrip('/')}/{file.parent.relative_to(path).as_posix()}"
-            assets.append(
-                add_asset(
-                    session, storage, company, file, folder=sub, ready_for_publish=ready_for_publish
-                )
-            )
-    return assets
+    """Import files (folders are walked) as assets of ``company``, under the rules of
+    :mod:`jobengine.localfiles`: regular files only, at most ``JOBENGINE_UPLOAD_MAX_BYTES``
+    each (or ``max_bytes``), symlinks in a folder only to files inside it. Entries of a folder
+    that are left out are appended to ``skipped``; a path named on its own that cannot be
+    imported raises before anything is stored."""
+    limit = get_settings().upload_max_bytes if max_bytes is None else max_bytes
+    files, left_out = plan_files(paths, limit)
+    if skipped is not None:
+        skipped.extend(left_out)
+    return [
+        add_asset(
+            session,
+            storage,
+            company,
+            file.path,
+            folder=import_folder(folder, file.subfolder),
+            name=file.name,
+            ready_for_publish=ready_for_publish,
+            max_bytes=limit,
+        )
+        for file in files
+    ]
+
+
+def import_folder(folder: str, subfolder: str) -> str:
+    """The catalog folder of a file found in ``subfolder`` of a folder imported into ``folder``."""
+    return f"{folder.rstrip('/')}/{subfolder}" if subfolder else folder
 
 
 def company_presets(db: Session | Connection, company_id: int) -> dict[str, str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,12 +58,15 @@ def submit(
 ) -> None:
     """Submit a job and print its jobHandle."""
     from jobengine import submit as do_submit
+    from jobengine.errors import InvalidRequestXml
+    from jobengine.ipsxml import MAX_DOCUMENT_BYTES
+    from jobengine.localfiles import read_capped
 
-    data = file.read_bytes()
-    request: Any = json.loads(data) if file.suffix == ".json" else data
-    try:
+    try:  # a regular file of at most the XML reader's limit: no FIFO, no /dev/zero
+        data = read_capped(file, MAX_DOCUMENT_BYTES, too_large=InvalidRequestXml)
+        request: Any = _json_request(data) if file.suffix == ".json" else data
         handle = do_submit(request, user=user)
-    except JobEngineError as exc:
+    except (JobEngineError, OSError) as exc:
         _fail(exc)
     console.print(handle)
     if wait:
@@ -72,6 +78,16 @@ def submit(
         _show_logs(logs)
         if any(log.state != "Done" or log.file_error_count for log in logs):
             raise typer.Exit(1)
+
+
+def _json_request(data: bytes) -> Any:
+    """A submitJob request from a JSON file; InvalidRequestXml (30003) when it is not JSON."""
+    from jobengine.errors import InvalidRequestXml
+
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequestXml(f"the file is not a JSON document: {exc}") from None
 
 
 def _follow_progress(company: str, handle: str, poll: float = 0.5, timeout: float = 3600.0) -> None:
@@ -216,28 +232,53 @@ def assets_import(
     folder: str = "/",
     ready_for_publish: bool = False,
 ) -> None:
-    """Import files (or folders) as assets of a company."""
-    from jobengine.catalog import company_by_handle, import_files
+    """Import files (or folders) as assets of a company: regular files of at most
+    JOBENGINE_UPLOAD_MAX_BYTES each; in a folder, symlinks only to files inside it."""
+    from rich.markup import escape
+
+    from jobengine.catalog import add_asset, company_by_handle, import_folder
+    from jobengine.localfiles import plan_files
     from jobengine.runtime import get_runtime
 
     runtime = get_runtime()
+    limit = runtime.settings.upload_max_bytes
+    rows: list[dict[str, Any]] = []
     try:
-        with runtime.store.write() as session:
-            target = company_by_handle(session, company)
-            assets = import_files(
-                session,
-                runtime.storage,
-                target,
-                paths,
-                folder=folder,
-                ready_for_publish=ready_for_publish,
-            )
-            rows = [
-                {"handle": a.handle, "name": a.name, "type": a.type, "size": a.size} for a in assets
-            ]
+        with _signals_end_cleanly():
+            files, skipped = plan_files(paths, limit)
+            for left in skipped:
+                console.print(f"[yellow]skipped {escape(str(left.path))}: {left.reason}[/yellow]")
+            for file in files:  # one transaction each: an interrupt leaves whole assets only
+                with runtime.store.write() as session:
+                    target = company_by_handle(session, company)
+                    sub = import_folder(folder, file.subfolder)
+                    a = add_asset(session, runtime.storage, target, file.path, folder=sub,
+                                  name=file.name, ready_for_publish=ready_for_publish,
+                                  max_bytes=limit)  # fmt: skip
+                    rows.append(
+                        {"handle": a.handle, "name": a.name, "type": a.type, "size": a.size}
+                    )
     except (JobEngineError, OSError) as exc:
+        if rows:  # what was imported before the failure stays imported
+            _print_table(rows, ["handle", "name", "type", "size"])
         _fail(exc)
     _print_table(rows, ["handle", "name", "type", "size"])
+
+
+@contextlib.contextmanager
+def _signals_end_cleanly() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the command as Ctrl-C does: by an exception, so the file being
+    stored is removed and its transaction rolled back (SIGKILL cannot be caught)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @cron_app.command("preview")
@@ -479,7 +520,9 @@ def serve(
 
     ensure_redis(get_settings())
     require_store()
-    uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port)
+    # No proxy headers from uvicorn (which trusts them from loopback by default): the app reads
+    # X-Forwarded-For itself, from JOBENGINE_TRUSTED_PROXIES only (jobengine.web.http).
+    uvicorn.run("jobengine.web:create_app", factory=True, host=host, port=port, proxy_headers=False)
 
 
 def _exec(argv: list[str]) -> None:

@@ -30,6 +30,8 @@ written for a person. Each surface (Python, SOAP, JSON, CLI) maps it once.
      +-- Unavailable                        a service is down for now: retried, never a verdict
      |    +-- StoreUnavailable              the job store cannot be reached (or is locked, full)
      +-- ConfigurationError                 settings that cannot work (not a caller fault)
+     +-- RunStopped                         a signal, no failure: the run was stopped (stopJob,
+                                            deleteJob) while an item worked; it is cancelled
 
 ``Unavailable`` is deliberately not an ``IpsFault``: code that turns faults into per-asset log
 rows (``except IpsFault``) must never record an outage as a failed file. The worker waits and
@@ -39,6 +41,7 @@ callers the IPS fault ``ServerError`` (30000) with the reason.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 from collections.abc import Callable
@@ -64,11 +67,13 @@ __all__ = [
     "NoImpersonationPermission",
     "NoOperationPermission",
     "NotSupported",
+    "RunStopped",
     "ServerError",
     "StoreUnavailable",
     "TooManyAttempts",
     "Unavailable",
     "caller_faults",
+    "log_reason",
 ]
 
 
@@ -78,6 +83,11 @@ class JobEngineError(Exception):
 
 class ConfigurationError(JobEngineError):
     """Raised when settings cannot work (bad URL, unreachable service at start-up)."""
+
+
+class RunStopped(JobEngineError):
+    """Raised inside an item when its run was stopped while it worked (a conversion in flight
+    is ended); the runner cancels the item instead of counting it as failed."""
 
 
 class IpsFault(JobEngineError):
@@ -254,6 +264,28 @@ def caller_faults(operation: Callable[_P, _R]) -> Callable[_P, _R]:
             raise exc.as_fault() from exc
 
     return wrapper
+
+
+def log_reason(exc: BaseException) -> str:
+    """What a job log row says about a failure, for the user: a fault's reason; a file error's
+    cause in words (never its path: storage keys and local paths stay in the worker log);
+    anything else only that it was unexpected. The caller logs the exception itself."""
+    if isinstance(exc, IpsFault):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        key = str(getattr(exc, "key", ""))  # StorageFull names the key: the file's name is told
+        return (
+            f"no space left on device writing {key.rpartition('/')[2]}"
+            if key
+            else ("no space left on the storage")
+        )
+    if isinstance(exc, FileNotFoundError):
+        return "the file is missing"
+    if isinstance(exc, PermissionError):
+        return "the file may not be read or written here"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the file could not be read or written ({exc.strerror.lower()})"
+    return "an unexpected error (the worker log has the details)"
 
 
 # Codes by fault element, for the surfaces that map codes back to names.

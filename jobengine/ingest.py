@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobengine.catalog import asset_named, asset_type_of, ensure_folder, record_file
 from jobengine.crops import NO_CROP, CropOrder, Measured, measure
+from jobengine.model.request import BIDI_CONTROLS, invisible
 from jobengine.runtime import Runtime
 from jobengine.storage import safe_name
 from jobengine.store.schema import Asset, Company, Folder
@@ -91,6 +92,9 @@ def _check_text(text: str) -> None:
         raise BadPath(f"holds the control character {control!r}")
     if "\\" in text:
         raise BadPath("holds a backslash")
+    bidi = BIDI_CONTROLS.search(text)
+    if bidi is not None:
+        raise BadPath(f"holds the bidi control {bidi[0]!r} (a name shown reordered)")
 
 
 def _segments(path: str) -> list[str]:
@@ -102,7 +106,7 @@ def _segments(path: str) -> list[str]:
     for part in parts:
         if part == "..":
             raise BadPath("leaves the company's folders with '..'")
-        if not part.strip(" ."):
+        if invisible(part):
             raise BadPath(f"has a folder named {part!r}")
         if len(part) > MAX_NAME_CHARS:
             raise BadPath(f"has a folder name longer than {MAX_NAME_CHARS} characters")
@@ -127,7 +131,7 @@ def clean_name(name: str) -> str:
     _check_text(name)
     if "/" in name:
         raise BadPath("holds a '/'")
-    if name in ("", ".", "..") or not name.strip(" ."):
+    if invisible(name):
         raise BadPath("names no file")
     if len(name) > MAX_NAME_CHARS:
         raise BadPath(f"has a name longer than {MAX_NAME_CHARS} characters")

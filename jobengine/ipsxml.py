@@ -2,8 +2,10 @@
 
 Reading refuses, as ``InvalidRequestXml`` (30003): DTDs, entity declarations and external
 references (defusedxml), documents over ``max_bytes``, elements nested deeper than ``max_depth``
-or more than ``max_elements`` of them, malformed or undecodable text, mixed content, repeated
-elements, and a root that is not ``<root>`` in an IPS namespace (the base one or a dated one).
+or more than ``max_elements`` of them, an element with more than :data:`MAX_ATTRIBUTES`
+attributes, malformed or undecodable text (an encoding other than the ones expat reads, such as
+UTF-7, included), mixed content, repeated elements, and a root that is not ``<root>`` in an IPS
+namespace (the base one, or one dated with a real date no later than today).
 Element order is not checked on input. What the elements hold is converted and validated by the
 target model, so a bad value is the same fault as from a dict: 30001 or 30002.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -30,6 +32,7 @@ from jobengine.model.request import SUBMIT_JOB_ROOT, SubmitJobRequest
 
 __all__ = [
     "IPS_NAMESPACE",
+    "MAX_ATTRIBUTES",
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_ELEMENTS",
@@ -47,15 +50,27 @@ IPS_NAMESPACE = "http://www.scene7.com/IpsApi/xsd"
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 32
 MAX_ELEMENTS = 200_000
+MAX_ATTRIBUTES = 64  # on one element; IPS requests carry at most xsi:nil
 
-_DATED = re.compile(re.escape(IPS_NAMESPACE) + r"/\d{4}-\d{2}-\d{2}(-beta)?")
+_DATED = re.compile(re.escape(IPS_NAMESPACE) + r"/(\d{4})-(\d{2})-(\d{2})(-beta)?")
+_FIRST_VERSION = date(2006, 1, 1)  # before the first IPS API version
 _XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 _NAMESPACES = f"{IPS_NAMESPACE} or a dated version such as {IPS_NAMESPACE}/2014-04-03"
 
 
 def is_ips_namespace(namespace: str) -> bool:
-    """Whether ``namespace`` is the base IPS namespace or a dated version of it."""
-    return namespace == IPS_NAMESPACE or _DATED.fullmatch(namespace) is not None
+    """Whether ``namespace`` is the base IPS namespace or a dated version of it: a real date,
+    not before 2006 nor after today (``.../xsd/2099-99-99`` is no version of anything)."""
+    if namespace == IPS_NAMESPACE:
+        return True
+    match = _DATED.fullmatch(namespace)
+    if match is None:
+        return False
+    try:
+        day = date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return False
+    return _FIRST_VERSION <= day <= datetime.now(UTC).date() + timedelta(days=1)
 
 
 class _LimitedBuilder(ET.TreeBuilder):
@@ -71,6 +86,8 @@ class _LimitedBuilder(ET.TreeBuilder):
     def start(self, tag: Any, attrs: dict[Any, Any], /) -> ET.Element:
         self._depth += 1
         self._count += 1
+        if len(attrs) > MAX_ATTRIBUTES:
+            raise InvalidRequestXml(f"an element has more than {MAX_ATTRIBUTES} attributes")
         if self._depth > self._max_depth:
             raise InvalidRequestXml(f"elements are nested deeper than {self._max_depth} levels")
         if self._count > self._max_elements:
@@ -125,6 +142,10 @@ def read_xml(
         raise InvalidRequestXml(f"malformed XML: {exc}") from None
     except UnicodeError as exc:
         raise InvalidRequestXml(f"the document is not valid text: {exc}") from None
+    except (ValueError, LookupError) as exc:  # expat: "multi-byte encodings are not supported"
+        raise InvalidRequestXml(
+            f"the document's encoding cannot be read ({exc}); send UTF-8"
+        ) from None
     return root
 
 

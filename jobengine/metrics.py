@@ -11,11 +11,13 @@ whichever web process answers and never drift after a restart.
 * ``jobengine_triggers{state,kind}``: scheduled jobs (execTime or execSchedule) by trigger state.
 * ``jobengine_scrape_errors{source}``: 1 when a source could not be read in this scrape.
 
-``GET /metrics`` on the web app serves them (:func:`metrics_endpoint`).
+``GET /metrics`` on the web app serves them (:func:`metrics_endpoint`); with
+``JOBENGINE_METRICS_TOKEN`` set only to ``Authorization: Bearer <token>`` (else 401).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -201,10 +203,26 @@ def make_registry(settings: Settings | None = None) -> CollectorRegistry:
     return registry
 
 
+def _bearer_matches(header: str | None, token: str) -> bool:
+    """Whether ``Authorization`` is ``Bearer <token>`` (compared in constant time)."""
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
 def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
     """A Starlette endpoint serving ``registry`` in the Prometheus text format."""
 
     async def endpoint(request: Request) -> Response:
+        token = get_settings().metrics_token
+        if token is not None and not _bearer_matches(request.headers.get("authorization"), token):
+            return Response(
+                "a metrics token is required (Authorization: Bearer)\n",
+                401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         body = await run_in_threadpool(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
-from jobengine.errors import IpsFault, Unavailable
+from jobengine.errors import RunStopped, Unavailable, log_reason
 from jobengine.heartbeat import Heartbeat
 from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
@@ -263,7 +263,7 @@ class _Done:
     """An item's outcome, for the transaction that counts it (and what else that does)."""
 
     worker: str
-    outcome: ItemOutcome
+    outcome: ItemOutcome | None  # None: the run was stopped while the item worked
     send_finish: bool = True  # send the finish if this was the last item
     finish_here: bool = False  # else claim it here, for the worker doing the run inline
 
@@ -318,14 +318,18 @@ def _work_item(
     return _complete(runtime, loaded, seq, done)
 
 
-def _process(loaded: _Loaded, key: str) -> ItemOutcome:
+def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
+    """What doing the item came to; None when the run was stopped while it worked."""
     try:
         return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
     except Unavailable:
         raise  # an outage is no outcome of the file: the task does the item again later
+    except RunStopped:
+        logger.info("item %s of run %s ended early: the run was stopped", key, loaded.run.id)
+        return None
     except Exception as exc:  # one bad file fails its own item, never the job or the worker
         logger.exception("item %s of run %s failed", key, loaded.run.id)
-        error = f"{type(exc).__name__}: {exc}"
+        error = log_reason(exc)  # the details are in the worker log, not the job log
         return ItemOutcome(
             "error",
             "FatalError",
@@ -335,8 +339,11 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome:
         )
 
 
-def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemStep:
-    outcome, worker = done.outcome, done.worker
+def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemFinal]:
+    """What an outcome adds to the run's counters, and the item's final state (None: stopped
+    while it worked, cancelled as a pending item would be: nothing counted)."""
+    if outcome is None:
+        return Counts(), "cancelled"
     counts = Counts(
         success=int(outcome.status == "success"),
         error=int(outcome.status == "error"),
@@ -345,27 +352,24 @@ def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemS
         duplicate=int(outcome.tally == "duplicate"),
         update=int(outcome.tally == "update"),
     )
-    final: ItemFinal = "failed" if outcome.status == "error" else "done"
+    return counts, "failed" if outcome.status == "error" else "done"
+
+
+def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemStep:
+    outcome, worker = done.outcome, done.worker
+    counts, final = _tally(outcome)
+    result_data = outcome.result if outcome is not None else None
     with runtime.store.write() as session:
         # The job row first, as everywhere: updating the run row twice in one transaction makes
         # PostgreSQL re-check the run's foreign key to its job (FOR KEY SHARE), which would wait
         # on a control operation holding the job while it waits on this run: a deadlock.
         lock_job_of_run(session, loaded.run.id)
         result = complete_item(
-            session, loaded.run.id, seq, worker, final=final, counts=counts, result=outcome.result
+            session, loaded.run.id, seq, worker, final=final, counts=counts, result=result_data
         )
         if result is None:  # our lease lapsed and another worker took the item over
             return ItemStep("duplicate")
-        write_log(
-            session,
-            loaded.run,  # its id and company: read when the step began, never changed
-            outcome.log_type,
-            outcome.message_id,
-            asset_name=outcome.asset.name,
-            asset_type=outcome.asset.type,
-            asset_handle=outcome.asset.handle,
-            **outcome.args,
-        )
+        _log_outcome(session, loaded, seq, outcome)
         last = result[0] >= result[1]
         lease = runtime.settings.lease_seconds
         inline = done.finish_here and last
@@ -375,7 +379,29 @@ def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemS
         _send_finish(loaded)
     finished, total = result
     progress = finished * 100 // max(total, 1)
-    return ItemStep("done", None, progress, finished, total, finish_claimed=claimed)
+    status: Literal["done", "cancelled"] = "cancelled" if outcome is None else "done"
+    return ItemStep(status, None, progress, finished, total, finish_claimed=claimed)
+
+
+def _log_outcome(session: Session, loaded: _Loaded, seq: int, outcome: ItemOutcome | None) -> None:
+    """The item's job log row: its outcome, or that the stop ended it while it worked."""
+    if outcome is None:
+        item = session.scalar(
+            select(RunItem.key).where(RunItem.run_id == loaded.run.id, RunItem.seq == seq)
+        )
+        write_log(session, loaded.run, "FileCancel", "{item} cancelled: job stopped",
+                  item=item if item is not None else seq)  # fmt: skip
+        return
+    write_log(
+        session,
+        loaded.run,  # its id and company: read when the step began, never changed
+        outcome.log_type,
+        outcome.message_id,
+        asset_name=outcome.asset.name,
+        asset_type=outcome.asset.type,
+        asset_handle=outcome.asset.handle,
+        **outcome.args,
+    )
 
 
 def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool]:
@@ -472,8 +498,9 @@ def _cleanup(loaded: _Loaded) -> None:
 
 
 def _describe(error: Exception) -> str:
-    """An error as a job log shows it: a fault's reason, else the error's own text."""
-    return error.reason if isinstance(error, IpsFault) else str(error) or type(error).__name__
+    """An error as a job log shows it: a fault's reason, else the cause in words, never a
+    storage key, path or exception class (the worker log has those)."""
+    return log_reason(error)
 
 
 def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exception) -> bool:

@@ -21,18 +21,24 @@ identity into a caller. The checks, in order:
    to refuse it.
 4. **Response.** ``samlp:Status`` is ``Success``; its Issuer, when present, is the IdP's;
    exactly one Assertion, not encrypted.
-5. **Assertion.** Version 2.0; Issuer equals ``JOBENGINE_SAML_IDP_ENTITY_ID``; ``Conditions``
+   A Response's ``Destination``, when present, is this service's SOAP endpoint
+   (:attr:`SamlConfig.recipients`, from ``JOBENGINE_PUBLIC_URL``); a present ``InResponseTo`` is
+   refused: this service sends no AuthnRequest, so nothing of ours can be answered.
+5. **Assertion.** Version 2.0 with an ``ID``; Issuer equals ``JOBENGINE_SAML_IDP_ENTITY_ID``;
+   ``IssueInstant`` (required) is neither in the future nor more than
+   :attr:`SamlConfig.max_validity` seconds ago (``JOBENGINE_SAML_MAX_VALIDITY``: an assertion
+   claiming to be valid for 30 years is good for that long at most); ``Conditions``
    ``NotBefore`` / ``NotOnOrAfter`` hold now, give or take the clock skew; every
    ``AudienceRestriction`` (at least one is required) names ``JOBENGINE_SAML_AUDIENCE``; a
    ``SubjectConfirmation`` of method bearer whose ``SubjectConfirmationData`` ``NotOnOrAfter``
-   (required) and ``NotBefore`` (if any) hold; an AuthnStatement's ``SessionNotOnOrAfter``, if
-   any, has not passed; the Subject has a non-empty ``NameID``.
+   (required) and ``NotBefore`` (if any) hold, whose ``Recipient``, when present, is this
+   service's endpoint and which has no ``InResponseTo``; an AuthnStatement's
+   ``SessionNotOnOrAfter``, if any, has not passed; the Subject has a non-empty ``NameID``.
 
 A condition other than AudienceRestriction, OneTimeUse and ProxyRestriction is refused (SAML
-core 2.5.1: not understood, so not valid). Not checked: ``Recipient``, ``InResponseTo`` and
-``Destination`` (a SOAP client sends its assertion to whichever endpoint it calls; there is no
-request of ours to answer) and replay, OneTimeUse included (the header is sent again with every
-call while the assertion is valid, like a password).
+core 2.5.1: not understood, so not valid). Replay is refused by the caller
+(:func:`jobengine.auth.authenticate_saml`, :mod:`jobengine.replay`): every assertion ID is
+accepted once, and remembered until :attr:`SamlIdentity.not_on_or_after`.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ __all__ = [
     "SamlError",
     "SamlIdentity",
     "load_certificates",
+    "parse_message",
     "verify_saml",
 ]
 
@@ -82,7 +89,8 @@ _ASSERTION = f"{{{ASSERTION_NS}}}Assertion"
 _ENCRYPTED_ASSERTION = f"{{{ASSERTION_NS}}}EncryptedAssertion"
 _SIGNATURE = f"{{{DSIG_NS}}}Signature"
 # SAML core 2.5.1: a condition not understood makes the assertion invalid. OneTimeUse is
-# understood but not enforced (no replay cache); ProxyRestriction does not concern us.
+# understood (every assertion is used once: jobengine.replay); ProxyRestriction does not
+# concern us.
 _KNOWN_CONDITIONS = frozenset(
     f"{{{ASSERTION_NS}}}{name}"
     for name in ("AudienceRestriction", "OneTimeUse", "ProxyRestriction")
@@ -111,6 +119,10 @@ class SamlConfig:
     entity_id: str
     audience: str
     clock_skew: float = 120.0
+    max_validity: float = 600.0  # seconds after IssueInstant an assertion is accepted
+    # URLs a present Recipient or Destination may name (this service's SOAP endpoint); none:
+    # a present one is refused, since it cannot be told to be ours
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,8 +132,8 @@ class SamlIdentity:
     name_id: str
     name_id_format: str | None
     issuer: str
-    assertion_id: str | None
-    not_on_or_after: datetime
+    assertion_id: str
+    not_on_or_after: datetime  # the earliest end: conditions, confirmation, max validity
 
 
 def load_certificates(path: str | Path) -> tuple[x509.Certificate, ...]:
@@ -307,7 +319,33 @@ def _assertions(response: Any) -> list[Any]:
     return assertions
 
 
+def _same_url(a: str, b: str) -> bool:
+    """URLs compared as a browser would (scheme and host without case, no trailing slash)."""
+
+    def norm(url: str) -> tuple[str, str, str]:
+        scheme, _, rest = url.strip().partition("://")
+        host, _, path = rest.partition("/")
+        return scheme.lower(), host.lower(), path.rstrip("/")
+
+    return norm(a) == norm(b)
+
+
+def _check_addressed(element: Any, attribute: str, config: SamlConfig) -> None:
+    """A present ``Recipient``/``Destination`` must be this service's endpoint, and there must
+    be no ``InResponseTo`` (this service sends no AuthnRequest)."""
+    where = _local(element.tag)
+    if element.get("InResponseTo") is not None:
+        raise SamlError(f"the SAML {where} answers a request this service did not make")
+    named = element.get(attribute)
+    if named is None:
+        return
+    if not any(_same_url(named, ours) for ours in config.recipients):
+        hint = "" if config.recipients else " (set JOBENGINE_PUBLIC_URL)"
+        raise SamlError(f"the SAML {where} {attribute} is not this service's endpoint{hint}")
+
+
 def _check_response(response: Any, config: SamlConfig) -> None:
+    _check_addressed(response, "Destination", config)
     status = _child(response, f"{{{PROTOCOL_NS}}}Status")
     code = None if status is None else _child(status, f"{{{PROTOCOL_NS}}}StatusCode")
     value = None if code is None else code.get("Value")
@@ -356,7 +394,7 @@ def _check_conditions(assertion: Any, config: SamlConfig, now: datetime) -> date
     return ends
 
 
-def _check_subject(assertion: Any, now: datetime, skew: timedelta) -> tuple[Any, datetime]:
+def _check_subject(assertion: Any, config: SamlConfig, now: datetime) -> tuple[Any, datetime]:
     """The NameID and the end of the first valid bearer confirmation."""
     subject = _child(assertion, f"{{{ASSERTION_NS}}}Subject")
     if subject is None:
@@ -372,8 +410,10 @@ def _check_subject(assertion: Any, now: datetime, skew: timedelta) -> tuple[Any,
         if data is None:
             reasons.append("the SAML bearer confirmation has no SubjectConfirmationData")
             continue
+        skew = timedelta(seconds=config.clock_skew)
         try:
             ends = _check_window(data, now, skew, "subject confirmation", need_end=True)
+            _check_addressed(data, "Recipient", config)
         except SamlError as exc:
             reasons.append(exc.reason)
             continue
@@ -382,15 +422,36 @@ def _check_subject(assertion: Any, now: datetime, skew: timedelta) -> tuple[Any,
     raise SamlError(reasons[0] if reasons else "the SAML subject has no bearer confirmation")
 
 
+def _check_issued(assertion: Any, config: SamlConfig, now: datetime) -> datetime:
+    """The end of the assertion's accepted validity: IssueInstant plus the cap."""
+    issued = _time(assertion, "IssueInstant")
+    if issued is None:
+        raise SamlError("the SAML assertion has no IssueInstant")
+    skew = timedelta(seconds=config.clock_skew)
+    if issued > now + skew:
+        raise SamlError("the SAML assertion is issued in the future")
+    cap = issued + timedelta(seconds=config.max_validity)
+    if now - skew >= cap:
+        raise SamlError(
+            f"the SAML assertion was issued more than {config.max_validity:g} s ago "
+            "(JOBENGINE_SAML_MAX_VALIDITY)"
+        )
+    return cap
+
+
 def _check_assertion(assertion: Any, config: SamlConfig, now: datetime) -> SamlIdentity:
     if assertion.get("Version") != "2.0":
         raise SamlError("the SAML assertion is not version 2.0")
+    assertion_id = assertion.get("ID") or ""
+    if not assertion_id or len(assertion_id) > 256:
+        raise SamlError("the SAML assertion has no usable ID")
     issuer = _child(assertion, f"{{{ASSERTION_NS}}}Issuer")
     if issuer is None or _text(issuer) != config.entity_id:
         raise SamlError("the SAML assertion is not from the configured identity provider")
     skew = timedelta(seconds=config.clock_skew)
+    capped = _check_issued(assertion, config, now)
     ends = _check_conditions(assertion, config, now)
-    name_id, confirmed_until = _check_subject(assertion, now, skew)
+    name_id, confirmed_until = _check_subject(assertion, config, now)
     for statement in _children(assertion, f"{{{ASSERTION_NS}}}AuthnStatement"):
         session_end = _time(statement, "SessionNotOnOrAfter")
         if session_end is not None and now - skew >= session_end:
@@ -402,9 +463,15 @@ def _check_assertion(assertion: Any, config: SamlConfig, now: datetime) -> SamlI
         name_id=name,
         name_id_format=name_id.get("Format"),
         issuer=config.entity_id,
-        assertion_id=assertion.get("ID"),
-        not_on_or_after=min(d for d in (ends, confirmed_until) if d is not None),
+        assertion_id=assertion_id,
+        not_on_or_after=min(d for d in (ends, confirmed_until, capped) if d is not None),
     )
+
+
+def parse_message(text: str) -> Any:
+    """The root element of a base64 samlResponse after the size and hostile-XML checks (steps 1
+    and 2), nothing verified yet; SamlError otherwise."""
+    return _parse(_decode(text))
 
 
 def verify_saml(text: str, config: SamlConfig, *, now: datetime | None = None) -> SamlIdentity:

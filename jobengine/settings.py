@@ -48,15 +48,22 @@ variable                       meaning (default)
 ``JOBENGINE_SMTP_PASSWORD``    SMTP login password (none)
 ``JOBENGINE_SMTP_STARTTLS``    ``true`` to upgrade the connection with STARTTLS (false)
 ``JOBENGINE_MAIL_FROM``        sender of job e-mails (``jobengine@localhost``)
-``JOBENGINE_PUBLIC_URL``       base URL of job output for links in e-mails (none: no links)
+``JOBENGINE_PUBLIC_URL``       the service's public base URL: links to job output in e-mails,
+                               the WSDL's endpoint, the SAML Recipient/Destination accepted
+                               (none: no links; the WSDL names the host asked for, if allowed)
 ``JOBENGINE_SAML_IDP_CERT``    PEM file with the X.509 certificate(s) of the SAML identity
                                provider's signing key(s); set, SOAP ``authHeader/samlResponse``
                                sign-on is on (none: off). Read again when the file changes
 ``JOBENGINE_SAML_IDP_ENTITY_ID`` the IdP's entity id, the assertions' required ``Issuer``
                                (required with the certificate)
+``JOBENGINE_SAML_IDPS``        a JSON file of identity providers each trusted for some companies
+                               only (``entity_id``, ``certificate``, ``companies``; see
+                               jobengine/samlidps.py); with or instead of the one above
 ``JOBENGINE_SAML_AUDIENCE``    our service provider entity id, required in the assertions'
                                ``AudienceRestriction`` (required with the certificate)
 ``JOBENGINE_SAML_CLOCK_SKEW``  seconds of clock difference allowed on SAML time limits (120)
+``JOBENGINE_SAML_MAX_VALIDITY`` seconds after its IssueInstant a SAML assertion is accepted,
+                               whatever its NotOnOrAfter says (600); each is accepted once
 ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` UploadUrlsJob: comma list of hosts, ``host:port`` or CIDRs
                                that may be fetched although their address is loopback, private,
                                link-local... (none: only public addresses)
@@ -70,6 +77,17 @@ variable                       meaning (default)
                                their address is loopback, private... (none: only public ones)
 ``JOBENGINE_CALLBACK_TIMEOUT`` completion callbacks: seconds one POST may take in all, lookup,
                                connection and answer included (10, at most 60)
+``JOBENGINE_ALLOWED_HOSTS``    web service: comma list of the host names a request's ``Host``
+                               may name for the WSDL's endpoint when ``JOBENGINE_PUBLIC_URL`` is
+                               not set (``localhost``, ``127.0.0.1`` and ``::1`` always; another
+                               Host gets 400, so no cache stores a forged endpoint)
+``JOBENGINE_METRICS_TOKEN``    web service: a secret ``GET /metrics`` requires as
+                               ``Authorization: Bearer <token>`` (none: open to anyone who can
+                               reach the port; bind it to a private address then)
+``JOBENGINE_TRUSTED_PROXIES``  web service: comma list of the addresses or CIDRs of the
+                               reverse proxies whose ``X-Forwarded-For`` names the client (for
+                               the failed-login limits and logs); from anyone else the header is
+                               ignored (none: the peer's own address always)
 ``JOBENGINE_ORPHAN_GRACE``     the janitor (jobengine/janitor.py): seconds a stored upload,
                                PDF page or pyramid no asset refers to is kept before it is
                                deleted; keep it above the task time limit (86400)
@@ -79,6 +97,7 @@ variable                       meaning (default)
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -90,9 +109,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jobengine.errors import ConfigurationError
 from jobengine.storage import local_root
 
-__all__ = ["DEFAULT_QUEUE", "Settings", "get_settings", "reset_settings"]
+__all__ = ["DEFAULT_QUEUE", "SOAP_PATH", "Settings", "get_settings", "reset_settings"]
 
 DEFAULT_QUEUE = "jobengine"  # every job kind's queue unless JOBENGINE_QUEUES routes it
+SOAP_PATH = "/scene7/services/IpsApiService"  # the IPS SOAP endpoint (jobengine.web)
 
 
 def _local_zone_name() -> str:
@@ -172,6 +192,17 @@ def _comma_list(env: dict[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
+def _networks(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma list of IP addresses or CIDRs, each in its canonical network form."""
+    found: list[str] = []
+    for entry in _comma_list(env, name):
+        try:
+            found.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ConfigurationError(f"{name}: {entry!r} is not an IP address or CIDR") from None
+    return tuple(found)
+
+
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -229,8 +260,10 @@ class Settings:
     public_url: str | None = None
     saml_idp_cert: str | None = None  # a PEM file; None: SAML sign-on is off
     saml_idp_entity_id: str | None = None
+    saml_idps: str | None = None  # a JSON file of company identity providers
     saml_audience: str | None = None
     saml_clock_skew: float = 120.0
+    saml_max_validity: float = 600.0
     # UploadUrlsJob (jobengine/fetch.py)
     upload_allowed_hosts: tuple[str, ...] = ()
     upload_max_bytes: int = 512 * 1024 * 1024
@@ -242,6 +275,11 @@ class Settings:
     callback_timeout: float = 10.0
     # the janitor (jobengine/janitor.py): how old an unreferenced file must be to go
     orphan_grace: float = 86400.0
+    # the web service: proxies whose X-Forwarded-For is believed (addresses or CIDRs), the
+    # Host names the WSDL may name, the secret of /metrics
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -284,8 +322,10 @@ class Settings:
             public_url=(env.get("JOBENGINE_PUBLIC_URL") or "").rstrip("/") or None,
             saml_idp_cert=env.get("JOBENGINE_SAML_IDP_CERT") or None,
             saml_idp_entity_id=(env.get("JOBENGINE_SAML_IDP_ENTITY_ID") or "").strip() or None,
+            saml_idps=(env.get("JOBENGINE_SAML_IDPS") or "").strip() or None,
             saml_audience=(env.get("JOBENGINE_SAML_AUDIENCE") or "").strip() or None,
             saml_clock_skew=_seconds(env, "JOBENGINE_SAML_CLOCK_SKEW", 120.0),
+            saml_max_validity=_float(env, "JOBENGINE_SAML_MAX_VALIDITY", 600.0),
             queues=_queue_routes(env),
             upload_allowed_hosts=_comma_list(env, "JOBENGINE_UPLOAD_ALLOWED_HOSTS"),
             upload_max_bytes=int(_float(env, "JOBENGINE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)),
@@ -295,6 +335,11 @@ class Settings:
             callback_allowed_hosts=_comma_list(env, "JOBENGINE_CALLBACK_ALLOWED_HOSTS"),
             callback_timeout=_float(env, "JOBENGINE_CALLBACK_TIMEOUT", 10.0),
             orphan_grace=_grace(env, "JOBENGINE_ORPHAN_GRACE", 86400.0),
+            trusted_proxies=_networks(env, "JOBENGINE_TRUSTED_PROXIES"),
+            allowed_hosts=tuple(
+                h.lower().rstrip(".") for h in _comma_list(env, "JOBENGINE_ALLOWED_HOSTS")
+            ),
+            metrics_token=(env.get("JOBENGINE_METRICS_TOKEN") or "").strip() or None,
         )
         settings.check()
         return settings
@@ -337,6 +382,11 @@ class Settings:
                 "JOBENGINE_SAML_IDP_CERT needs JOBENGINE_SAML_IDP_ENTITY_ID and "
                 "JOBENGINE_SAML_AUDIENCE: an assertion's issuer and audience are always checked"
             )
+        if self.saml_idps and not self.saml_audience:
+            raise ConfigurationError(
+                "JOBENGINE_SAML_IDPS needs JOBENGINE_SAML_AUDIENCE: an assertion's audience is "
+                "always checked"
+            )
 
     def queue_of(self, slug: str) -> str:
         """The queue of a job kind's tasks (``export``: ``jobengine`` unless routed)."""
@@ -346,6 +396,11 @@ class Settings:
     def all_queues(self) -> list[str]:
         """``jobengine`` and every queue of ``JOBENGINE_QUEUES`` (what workers consume)."""
         return [DEFAULT_QUEUE, *sorted({q for _, q in self.queues} - {DEFAULT_QUEUE})]
+
+    @property
+    def soap_endpoint_url(self) -> str | None:
+        """The public URL of the IPS SOAP endpoint, when ``JOBENGINE_PUBLIC_URL`` is set."""
+        return f"{self.public_url}{SOAP_PATH}" if self.public_url else None
 
     @property
     def zone(self) -> ZoneInfo:

@@ -327,42 +327,104 @@ def test_unknown_users_are_locked_out_the_same_way(monkeypatch: pytest.MonkeyPat
     assert _fail("ghost@example.com").reason.startswith("too many failed attempts")
 
 
-def test_lockout_per_client(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
-    monkeypatch.setattr(auth, "LIMITER", FailureLimiter(5, 60.0, clock=clock))
-    for i in range(5):  # a different user name each time: only the client adds up
-        _fail(f"spray-{i}@example.com", client="10.0.0.9")
-    with pytest.raises(IpsFault) as exc:
-        authenticate(world.emails["IpsUser"], PASSWORD, client="10.0.0.9")
-    assert exc.value.reason == "too many failed attempts; try again in 60 s"
-    # another client (and no client) are not affected
-    assert authenticate(world.emails["IpsUser"], PASSWORD, client="10.0.0.10").user_type
-    assert authenticate(world.emails["IpsUser"], PASSWORD).user_type == "IpsUser"
-
-
-def test_success_resets_the_user_count_but_does_not_count_for_the_client(
+def test_one_user_locked_at_an_address_locks_no_one_else(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Five wrong passwords of one user behind an office's address lock that pair only."""
     monkeypatch.setattr(auth, "LIMITER", FailureLimiter(5, 60.0, clock=FakeClock()))
+    office, guessed, colleague = "10.0.0.9", world.emails["IpsUser"], world.emails["IpsAdmin"]
+    for _ in range(5):
+        _fail(guessed, client=office)
+    assert _fail(guessed, client=office).reason == "too many failed attempts; try again in 60 s"
+    assert authenticate(colleague, PASSWORD, client=office).user_type == "IpsAdmin"
+    assert authenticate(guessed, PASSWORD, client="10.0.0.10").user_type == "IpsUser"
+    assert authenticate(guessed, PASSWORD).user_type == "IpsUser"
+
+
+def test_a_spray_from_one_address_spares_the_users_who_sign_in_there(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(auth, "LIMITER", FailureLimiter(5, 60.0, spray_failures=10, clock=clock))
+    office, regular = "10.0.0.9", world.emails["IpsUser"]
+    assert authenticate(regular, PASSWORD, client=office).email == regular  # known there now
+    spy = VerifySpy()
+    monkeypatch.setattr(auth, "verify_password", spy)
+    for i in range(10):  # a different user name each time: only the address adds up
+        _fail(f"spray-{i}@example.com", client=office)
+    assert len(spy.calls) == 10
+    assert _fail("spray-x@example.com", client=office).reason.startswith("too many failed")
+    assert len(spy.calls) == 10  # the spray now fails fast: no scrypt
+    # the user who signs in from there still does; one new to that address waits for the lock
+    assert authenticate(regular, PASSWORD, client=office).email == regular
+    newcomer = world.emails["IpsAdmin"]
+    with pytest.raises(TooManyAttempts):
+        authenticate(newcomer, PASSWORD, client=office)
+    assert authenticate(newcomer, PASSWORD, client="10.0.0.10").user_type == "IpsAdmin"
+
+
+def test_many_addresses_guessing_one_user_spare_the_user(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        auth, "LIMITER", FailureLimiter(5, 60.0, spray_failures=10, clock=FakeClock())
+    )
+    target = world.emails["TrialSiteAdmin"]
+    assert authenticate(target, PASSWORD, client="192.0.2.1").email == target  # home
+    for i in range(10):  # a botnet: one guess per address
+        _fail(target, client=f"203.0.113.{i}")
+    assert _fail(target, client="203.0.113.99").reason.startswith("too many failed")
+    assert authenticate(target, PASSWORD, client="192.0.2.1").email == target  # from home: fine
+
+
+def test_each_further_lock_of_a_pair_lasts_twice_as_long(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(auth, "LIMITER", FailureLimiter(5, 60.0, max_lock=200.0, clock=clock))
+    email = world.emails["ImagePortalUser"]
+    for lock in (60, 120, 200, 200):  # doubled each time, capped
+        for _ in range(5):
+            _fail(email, client="c")
+        assert _fail(email, client="c").reason == f"too many failed attempts; try again in {lock} s"
+        clock.now += lock
+    for _ in range(4):
+        _fail(email, client="c")
+    assert authenticate(email, PASSWORD, client="c").email == email  # a success forgets them all
+    for _ in range(5):
+        _fail(email, client="c")
+    assert _fail(email, client="c").reason == "too many failed attempts; try again in 60 s"
+    clock.now += 60 + 86400  # a day without locks forgets them too
+    for _ in range(5):
+        _fail(email, client="c")
+    assert _fail(email, client="c").reason == "too many failed attempts; try again in 60 s"
+
+
+def test_success_resets_the_pair_and_does_not_count_for_the_others(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = FailureLimiter(5, 60.0, spray_failures=9, clock=FakeClock())
+    monkeypatch.setattr(auth, "LIMITER", limiter)
     email = world.emails["ImagePortalContrib"]
     for _ in range(4):
         _fail(email, client="c1")
     authenticate(email, PASSWORD, client="c1")
-    for _ in range(4):  # four more for the user: it was reset; none of them locks the client yet
+    for _ in range(4):  # four more on another pair: the user name's count was given back
         _fail(email, client="c2")
-    assert authenticate(email, PASSWORD, client="c1").email == email
+    assert authenticate(email, PASSWORD, client="c3").email == email
     assert authenticate(email, PASSWORD, client="c1").email == email  # successes do not add up
+    assert limiter._entries["user:" + email.lower()][1] == 8  # the failures on c1 and c2 only
 
 
 def test_lockout_with_a_real_short_window(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     # A window long enough for three scrypt checks on a loaded machine (0.3 s was not, in CI).
     monkeypatch.setattr(auth, "LIMITER", FailureLimiter(2, 2.0))
     email = world.emails["ImagePortalAdmin"]
-    first = time.monotonic()
     _fail(email)
     _fail(email)
+    locked = time.monotonic()  # the lock runs from the second failure
     assert re.fullmatch(r"too many failed attempts; try again in [12] s", _fail(email).reason)
-    time.sleep(max(0.0, first + 2.1 - time.monotonic()))
+    time.sleep(max(0.0, locked + 2.1 - time.monotonic()))
     assert authenticate(email, PASSWORD).user_type == "ImagePortalAdmin"
 
 
@@ -467,9 +529,13 @@ def test_the_default_limiter_counts_in_redis() -> None:
     )
 
 
+def _hashed(prefix: str, kind: str, value: str) -> str:
+    return f"{prefix}{kind}:{hashlib.sha256(value.encode()).hexdigest()}"
+
+
 def test_two_limiters_share_the_count(redis_prefix: str) -> None:
-    one = RedisFailureLimiter(3, 60.0, prefix=redis_prefix)
-    two = RedisFailureLimiter(3, 60.0, prefix=redis_prefix)
+    one = RedisFailureLimiter(3, 60.0, spray_failures=3, prefix=redis_prefix)
+    two = RedisFailureLimiter(3, 60.0, spray_failures=3, prefix=redis_prefix)
     one.begin(["user:ann@example.com", "client:10.0.0.1"])
     two.begin(["user:ann@example.com"])
     one.begin(["user:ann@example.com"])
@@ -478,9 +544,10 @@ def test_two_limiters_share_the_count(redis_prefix: str) -> None:
     )
     assert _locked_reason(one, ["user:ann@example.com", "client:10.0.0.2"]).startswith("too many")
     two.begin(["user:bob@example.com", "client:10.0.0.1"])  # other keys: not locked
-    # in Redis: hashed keys (no user name kept), counted once each, the window as TTL
+    # in Redis: hashed keys (no user name kept), counted once each, the window as TTL, and the
+    # strike of the lock (for the next lock's backoff)
     ann, bob, client = (
-        f"{redis_prefix}{kind}:{hashlib.sha256(value.encode()).hexdigest()}"
+        _hashed(redis_prefix, kind, value)
         for kind, value in (
             ("user", "ann@example.com"),
             ("user", "bob@example.com"),
@@ -488,17 +555,40 @@ def test_two_limiters_share_the_count(redis_prefix: str) -> None:
         )
     )
     raw = _raw(redis_prefix)
-    assert set(raw) == {ann, bob, client}  # nothing counted for 10.0.0.2: the attempt was locked
-    assert (raw[ann][0], raw[bob][0], raw[client][0]) == (3, 1, 2)
-    assert all(0 < ttl <= 60_000 for _, ttl in raw.values())
+    assert set(raw) == {ann, bob, client, f"{ann}:strikes"}  # nothing counted for 10.0.0.2
+    assert (raw[ann][0], raw[bob][0], raw[client][0], raw[f"{ann}:strikes"][0]) == (3, 1, 2, 1)
+    assert all(0 < ttl <= 60_000 for key, (_, ttl) in raw.items() if not key.endswith("strikes"))
+    assert 86_000_000 < raw[f"{ann}:strikes"][1] <= 86_400_000
     # a given-back attempt (a success) frees one for both; clearing the user frees it for both
     one.give_back(["user:ann@example.com"])
+    assert _raw(redis_prefix)[f"{ann}:strikes"][0] == 0  # that attempt's strike, taken back
     two.begin(["user:ann@example.com"])
     assert _locked_reason(one, ["user:ann@example.com"]).startswith("too many")
     two.clear("user:ann@example.com")
+    assert f"{ann}:strikes" not in _raw(redis_prefix)
     one.begin(["user:ann@example.com"])
     # nothing was counted in the processes themselves
     assert one.fallback._entries == {} and two.fallback._entries == {}
+
+
+def test_shared_locks_back_off_and_known_pairs_are_shared(redis_prefix: str) -> None:
+    one = RedisFailureLimiter(2, 1.0, max_lock=3.0, prefix=redis_prefix)
+    two = RedisFailureLimiter(2, 1.0, max_lock=3.0, prefix=redis_prefix)
+    pair = ["pair:ann@example.com 10.0.0.1"]
+    pttl = _hashed(redis_prefix, "pair", "ann@example.com 10.0.0.1")
+    for limiter, lock_ms in ((one, 1000), (two, 2000), (one, 3000)):
+        limiter.begin(pair)
+        (two if limiter is one else one).begin(pair)
+        assert _locked_reason(limiter, pair).startswith("too many")
+        assert lock_ms - 200 < _raw(redis_prefix)[pttl][1] <= lock_ms
+        client = redis_client(get_settings())
+        client.delete(pttl)  # the lock has run out (without waiting for it)
+        client.close()
+    assert not one.known("known:ann@example.com 10.0.0.1")
+    two.remember("known:ann@example.com 10.0.0.1")
+    assert one.known("known:ann@example.com 10.0.0.1")
+    known = _raw(redis_prefix)[_hashed(redis_prefix, "known", "ann@example.com 10.0.0.1")]
+    assert 29 * 86_400_000 < known[1] <= 30 * 86_400_000
 
 
 def test_logins_on_two_processes_share_the_lockout(
@@ -515,24 +605,27 @@ def test_logins_on_two_processes_share_the_lockout(
     monkeypatch.setattr(auth, "verify_password", spy)
     for limiter in processes:
         monkeypatch.setattr(auth, "LIMITER", limiter)
-        for user, client in ((email, "10.1.1.1"), (world.emails["IpsUser"], "10.9.9.9")):
-            with pytest.raises(IpsFault) as exc:
-                authenticate(user, PASSWORD, client=client)  # the user name, then the client
-            assert fault_of(exc) == (
-                "authenticationFault",
-                10001,
-                "too many failed attempts; try again in 60 s",
-            )
+        with pytest.raises(IpsFault) as exc:
+            authenticate(email, PASSWORD, client="10.9.9.9")  # the pair, on either process
+        assert fault_of(exc) == (
+            "authenticationFault",
+            10001,
+            "too many failed attempts; try again in 60 s",
+        )
         # an unknown user is locked out the same way on either process (no oracle)
         for _ in range(5):
             _fail("ghost-of-the-fleet@example.com")
         assert _fail("ghost-of-the-fleet@example.com").reason.startswith("too many")
     assert len(spy.calls) == 5  # the unknown user's first five, against the dummy hash
-    assert authenticate(world.emails["IpsUser"], PASSWORD, client="10.1.1.1").user_type
+    # the same user elsewhere, and another user at the same address, are not locked
+    assert authenticate(email, PASSWORD, client="10.1.1.1").email == email
+    assert authenticate(world.emails["IpsUser"], PASSWORD, client="10.9.9.9").user_type
 
 
 def test_concurrent_guesses_on_many_processes_cannot_pass_the_limit(redis_prefix: str) -> None:
-    processes = [RedisFailureLimiter(5, 60.0, prefix=redis_prefix) for _ in range(4)]
+    processes = [
+        RedisFailureLimiter(5, 60.0, spray_failures=5, prefix=redis_prefix) for _ in range(4)
+    ]
     outcomes: list[bool] = []
     lock = threading.Lock()
 
@@ -551,7 +644,8 @@ def test_concurrent_guesses_on_many_processes_cannot_pass_the_limit(redis_prefix
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == [False] * 35 + [True] * 5
-    assert {count for count, _ in _raw(redis_prefix).values()} == {5}
+    counts = {key.endswith(":strikes"): count for key, (count, _) in _raw(redis_prefix).items()}
+    assert counts == {False: 5, True: 1}  # five attempts on each key, one lock each
 
 
 def test_the_shared_window_expires(
@@ -567,11 +661,15 @@ def test_the_shared_window_expires(
     assert _fail(email).reason == "too many failed attempts; try again in 1 s"
     monkeypatch.setattr(auth, "LIMITER", one)
     assert _fail(email).reason == "too many failed attempts; try again in 1 s"
-    assert all(0 < ttl <= 1000 for _, ttl in _raw(redis_prefix).values())
+
+    def counters() -> dict[str, tuple[int, int]]:
+        return {k: v for k, v in _raw(redis_prefix).items() if not k.endswith(":strikes")}
+
+    assert all(0 < ttl <= 1000 for _, ttl in counters().values())
     deadline = time.monotonic() + 3
-    while _raw(redis_prefix) and time.monotonic() < deadline:
+    while counters() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _raw(redis_prefix) == {}  # expired in Redis: nothing left behind
+    assert counters() == {}  # expired in Redis: only the strikes stay (a day, for the backoff)
     assert authenticate(email, PASSWORD).user_type == "ImagePortalContribUser"
 
 
@@ -587,13 +685,13 @@ def test_redis_down_counts_in_the_process_and_logins_work(
     limiter = RedisFailureLimiter(3, 60.0, connect=connect, retry_interval=60.0)
     monkeypatch.setattr(auth, "LIMITER", limiter)
     email = world.emails["IpsUser"]
-    with caplog.at_level(logging.WARNING, logger="jobengine.auth"):
+    with caplog.at_level(logging.WARNING, logger="jobengine.loginlimit"):
         assert authenticate(email, PASSWORD).email == email  # never fails because of Redis
         for _ in range(3):
             assert _fail(email, client="10.3.3.3").reason == "invalid user name or password"
         started = time.monotonic()
         with pytest.raises(IpsFault) as exc:  # the limit holds, in this process
-            authenticate(email, PASSWORD, client="10.3.3.4")
+            authenticate(email, PASSWORD, client="10.3.3.3")
         assert exc.value.reason == "too many failed attempts; try again in 60 s"
         assert time.monotonic() - started < 0.5  # Redis is not tried again before the interval
     assert connects == [1]
@@ -638,9 +736,11 @@ def test_redis_coming_back_shares_the_count_again_and_keeps_outage_locks(
     from jobengine.embedded import _server_binary
 
     sock = tmp_path / "r.sock"
-    one = RedisFailureLimiter(2, 60.0, connect=_down_redis(sock), retry_interval=0.0)
-    two = RedisFailureLimiter(2, 60.0, connect=_down_redis(sock), retry_interval=0.0)
-    with caplog.at_level(logging.WARNING, logger="jobengine.auth"):
+    one, two = (
+        RedisFailureLimiter(2, 60.0, spray_failures=2, connect=_down_redis(sock), retry_interval=0)
+        for _ in range(2)
+    )
+    with caplog.at_level(logging.WARNING, logger="jobengine.loginlimit"):
         one.begin(["user:a"])  # Redis down: counted in process one only
         one.begin(["user:a"])
         two.begin(["user:b"])
@@ -661,7 +761,7 @@ def test_redis_coming_back_shares_the_count_again_and_keeps_outage_locks(
         finally:
             server.terminate()
             server.wait(10)
-    messages = [r.getMessage() for r in caplog.records if r.name == "jobengine.auth"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "jobengine.loginlimit"]
     assert sum("Redis is unavailable" in m for m in messages) == 2  # once per process
     assert sum("shared through Redis again" in m for m in messages) == 2
 

@@ -294,8 +294,13 @@ def test_video_publish_errors_are_per_asset(stack) -> None:
     assert (log.file_success_count, log.file_error_count, log.total_file_count) == (1, 2, 3)
     errors_by_asset = {d.asset_handle: d for d in log.details if d.log_type == "VideoPublishError"}
     assert set(errors_by_asset) == {vanished, hostile}
-    assert errors_by_asset[vanished].log_message.startswith("cannot publish vanished.mp4: ")
-    assert "is not a single path part" in errors_by_asset[hostile].log_message
+    assert errors_by_asset[vanished].log_message == (
+        "cannot publish vanished.mp4: the asset's file is missing"
+    )
+    # the row speaks to the user: what was wrong, no storage key or exception class
+    assert errors_by_asset[hostile].log_message == (
+        "cannot publish ../../escape.mp4: its folder path or name cannot be used as a file path"
+    )
     root = f"_publish/{company}"
     assert runtime.storage.exists(f"{root}/video/clips/ok.mp4")
     assert not runtime.storage.exists(f"{root}/video/clips/vanished.mp4")

@@ -81,8 +81,19 @@ def _rotated(size: tuple[int, int], degrees: float) -> tuple[int, int]:
     return math.ceil(w * cos + h * sin), math.ceil(w * sin + h * cos)
 
 
+# A side no image can have (MaxPix is 100 MP): a scale that passes it is refused here, before
+# an absurd factor (scl=1e-300, or 1e-320 whose inverse is infinite) becomes a number at all.
+MAX_SIDE = 1_000_000_000
+
+
+def _side(value: float) -> int:
+    if not value <= MAX_SIDE:  # also catches inf and nan
+        raise LimitExceeded(f"the scaled image would be over {MAX_SIDE} pixels wide or high")
+    return max(1, round(value))
+
+
 def _times(size: tuple[int, int], sx: float, sy: float) -> tuple[int, int]:
-    return max(1, round(size[0] * sx)), max(1, round(size[1] * sy))
+    return _side(size[0] * sx), _side(size[1] * sy)
 
 
 def _fit(size: tuple[int, int], req: ImageRequest) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -31,7 +31,14 @@ class Limits:
     max_output_pixels: int = 100_000_000  # Image Serving attribute::MaxPix (DMC exports ~100 MP)
     max_file_bytes: int = 512 * MiB  # input file size
     max_pdf_pages: int = 500  # more pages fail fast with LimitExceeded
-    pdf_dpi: float = 150.0  # page raster resolution (lowered to stay under max_source_pixels)
+    pdf_dpi: float = 150.0  # page raster resolution (lowered to stay under the page cap)
+    # The work one PDF may cost, whatever its page count says: a page raster is lowered to at
+    # most max_pdf_page_pixels (an A4 or Letter page at 600 dpi fits); a document whose pages
+    # would raster to more than max_pdf_pixels in all fails before the first page; a rip ends
+    # after max_pdf_seconds of wall clock in all (each page also has timeout_seconds).
+    max_pdf_page_pixels: int = 40_000_000
+    max_pdf_pixels: int = 2_000_000_000
+    max_pdf_seconds: float = 900.0
     timeout_seconds: float = 120.0  # wall clock per output image (each PDF page gets its own)
     memory_bytes: int = 5120 * MiB  # RLIMIT_AS of a worker process (address space, maps too)
     # ImageMagick's pixel cache: on the heap up to magick_memory_bytes, then in memory-mapped

@@ -2,7 +2,10 @@
 
 * In: pages are rasterised with pypdfium2 (PDFium: no PostScript interpreter, no shell or file
   operators), one page at a time, at ``Limits.pdf_dpi`` lowered so a page stays under
-  ``max_source_pixels``. A document with more than ``max_pdf_pages`` pages fails at once.
+  ``max_pdf_page_pixels`` (and ``max_source_pixels``). A document with more than
+  ``max_pdf_pages`` pages fails at once, and so does one whose pages would raster to more than
+  ``max_pdf_pixels`` in all (:func:`check_pixel_budget`, from the page sizes alone): the page
+  count alone does not bound the work, a few huge pages do as much.
 * Out (``fmt=pdf``): a one-page PDF holding the image (DCT, Flate or uncompressed), written by
   :func:`write_image_pdf`; ``printRes`` (default 72) sets the page size.
 """
@@ -21,7 +24,14 @@ from wand.image import Image
 from jobengine.imaging.errors import ConversionFailed
 from jobengine.imaging.limits import Limits
 
-__all__ = ["open_pdf", "page_count", "render_page", "write_image_pdf"]
+__all__ = [
+    "check_pixel_budget",
+    "open_pdf",
+    "page_count",
+    "page_pixels",
+    "render_page",
+    "write_image_pdf",
+]
 
 
 @contextmanager
@@ -53,9 +63,36 @@ def page_count(doc: pdfium.PdfDocument) -> int:
 def _scale(width_pt: float, height_pt: float, limits: Limits) -> float:
     scale = limits.pdf_dpi / 72
     pixels = width_pt * height_pt * scale * scale
-    if pixels > limits.max_source_pixels:
-        scale *= math.sqrt(limits.max_source_pixels / pixels) * 0.999
+    cap = min(limits.max_source_pixels, limits.max_pdf_page_pixels)
+    if pixels > cap:
+        scale *= math.sqrt(cap / pixels) * 0.999
     return scale
+
+
+def page_pixels(width_pt: float, height_pt: float, limits: Limits) -> int:
+    """The pixels a page of this size rasters to under ``limits``."""
+    scale = _scale(width_pt, height_pt, limits)
+    return math.ceil(width_pt * scale) * math.ceil(height_pt * scale)
+
+
+def check_pixel_budget(doc: pdfium.PdfDocument, limits: Limits, pages: int) -> None:
+    """ConversionFailed when the first ``pages`` pages would raster to more than
+    ``max_pdf_pixels`` in all (read from the page sizes: nothing is rendered)."""
+    total = 0
+    for index in range(pages):
+        try:
+            width_pt, height_pt = doc.get_page_size(index)
+        except pdfium.PdfiumError as exc:
+            raise ConversionFailed(f"PDF page {index + 1} cannot be read: {exc}") from None
+        if not (0 < width_pt < 1e6 and 0 < height_pt < 1e6):
+            raise ConversionFailed(f"PDF page {index + 1} has no usable size")
+        total += page_pixels(width_pt, height_pt, limits)
+    if total > limits.max_pdf_pixels:
+        raise ConversionFailed(
+            f"the PDF's {pages} page(s) would be {total // 1_000_000} megapixels at "
+            f"{limits.pdf_dpi:g} dpi; at most {limits.max_pdf_pixels // 1_000_000} are ripped "
+            "(max_pdf_pixels): lower the resolution"
+        )
 
 
 def render_page(doc: pdfium.PdfDocument, index: int, limits: Limits, alpha: bool) -> Image:

@@ -8,8 +8,12 @@ inside Celery's daemonic prefork children) with:
 * a minimal environment: ``MAGICK_CONFIGURE_PATH`` -> ``config/policy.xml``, one thread, a
   private temporary directory for ImageMagick's pixel cache, ``HOME`` there too;
 * RLIMIT_AS (``Limits.memory_bytes``), no core dumps, ImageMagick resource limits;
-* a wall-clock timeout per output image: on timeout or crash the worker is killed, whatever it
-  half-wrote is removed, and a new worker is started on the next call.
+* a wall-clock timeout per output image, and for a PDF rip one for the whole document: on
+  timeout or crash the worker is killed, whatever it half-wrote is removed, and a new worker is
+  started on the next call;
+* cancellation: a caller's ``cancelled()`` (the run's stop flag) is asked every
+  :data:`CANCEL_POLL` seconds while a worker works and after each file it writes; when it says
+  yes the worker is killed the same way and RunStopped is raised (stopJob ends a rip in flight).
 
 Requests and replies are JSON lines (no pickle). The pool is thread-safe: ``convert`` takes an
 idle worker, or waits for one.
@@ -21,6 +25,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -33,10 +38,11 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobengine.errors import ConfigurationError, IpsFault
+from jobengine.errors import ConfigurationError, IpsFault, RunStopped
 from jobengine.imaging.errors import FAULTS_BY_NAME, ConversionFailed, ConversionTimeout
 from jobengine.imaging.limits import Limits
 from jobengine.imaging.modifiers import CONFIG_DIR, format_query
@@ -55,6 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STARTUP_SECONDS = 30.0
+CANCEL_POLL = 1.0  # seconds between two looks at a caller's cancelled() while a worker works
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # jobengine/
 # The worker imports jobengine.imaging without running jobengine/__init__.py, which loads the
 # whole engine (SQLAlchemy, Celery: ~0.6 s and ~40 MB a worker, none of it needed to convert).
@@ -81,11 +88,31 @@ _MALLOC_ENV = {
 
 
 class _Timeout(Exception):
-    """The worker did not answer in time."""
+    """The worker did not answer in time (``whole``: the call's overall limit passed)."""
+
+    def __init__(self, whole: bool = False) -> None:
+        super().__init__()
+        self.whole = whole
+
+
+class _Cancelled(Exception):
+    """The caller's cancelled() said yes while the worker worked."""
 
 
 class _Died(Exception):
     """The worker's stdout closed (it exited or was killed)."""
+
+
+def _stop_asked(cancelled: Callable[[], bool] | None) -> bool:
+    """Whether the caller wants the work stopped; when it cannot tell (its stop flag is in a
+    store that is down for now), the work goes on and it is asked again at the next poll."""
+    if cancelled is None:
+        return False
+    try:
+        return cancelled()
+    except Exception as exc:
+        log.warning("cannot tell whether to stop the conversion (%s); going on", exc)
+        return False
 
 
 def policy_dir() -> Path:
@@ -177,19 +204,44 @@ class _Worker:
         message: dict[str, Any] = json.loads(line)
         return message
 
-    def call(self, request: dict[str, Any], timeout: float, written: list[str]) -> dict[str, Any]:
-        """Send one request; wait for its answer (the deadline restarts after each file)."""
+    def call(
+        self,
+        request: dict[str, Any],
+        timeout: float,
+        written: list[str],
+        *,
+        until: float = math.inf,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Send one request; wait for its answer. The deadline restarts after each file, never
+        past ``until`` (monotonic); ``cancelled`` is asked while waiting (see the module)."""
         assert self.proc.stdin is not None
         self.tasks += 1
         self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         self.proc.stdin.flush()
-        deadline = time.monotonic() + timeout
+        deadline = min(time.monotonic() + timeout, until)
         while True:
-            reply = self.read(deadline)
+            reply = self._next(deadline, until, cancelled)
             if reply.get("event") != "progress":
                 return reply
             written.append(reply["path"])
-            deadline = time.monotonic() + timeout
+            if _stop_asked(cancelled):
+                raise _Cancelled
+            deadline = min(time.monotonic() + timeout, until)
+
+    def _next(
+        self, deadline: float, until: float, cancelled: Callable[[], bool] | None
+    ) -> dict[str, Any]:
+        """The next reply by ``deadline``, looking at ``cancelled`` every CANCEL_POLL s."""
+        while True:
+            wait = deadline if cancelled is None else min(deadline, time.monotonic() + CANCEL_POLL)
+            try:
+                return self.read(wait)
+            except _Timeout:
+                if time.monotonic() >= deadline:
+                    raise _Timeout(whole=deadline >= until) from None
+                if _stop_asked(cancelled):
+                    raise _Cancelled from None
 
     def last_error(self) -> str:
         """Exit status and the last stderr line, for a crash report."""
@@ -264,13 +316,17 @@ class ConversionPool:
         base_name: str,
         *,
         timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Path]:
         """Convert ``src`` into ``dst_dir`` (see ``convert_file``); returns the written paths.
 
-        Raises ConversionFailed / ConversionTimeout / InvalidParameter family faults; the pool
-        stays usable after any of them."""
+        Raises ConversionFailed / ConversionTimeout / InvalidParameter family faults, or
+        RunStopped when ``cancelled()`` says yes meanwhile; the pool stays usable after any of
+        them."""
         query = {"query": format_query(req)}
-        return self._run("convert", src, dst_dir, base_name, query, timeout=timeout)
+        return self._run(
+            "convert", src, dst_dir, base_name, query, timeout=timeout, cancelled=cancelled
+        )
 
     def pyramid(
         self,
@@ -280,12 +336,16 @@ class ConversionPool:
         *,
         crop: tuple[int, int, int, int] | None = None,
         timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Path:
         """Write the pyramid TIFF of the image ``src`` (of its part ``crop``, x, y, w, h) as
         ``dst_dir/name`` (see :func:`jobengine.imaging.ptif.make_pyramid`); the same faults as
         :meth:`convert`."""
         params: dict[str, Any] = {} if crop is None else {"crop": list(crop)}
-        (path,) = self._run("pyramid", src, dst_dir, name, {"params": params}, timeout=timeout)
+        fields = {"params": params}
+        (path,) = self._run(
+            "pyramid", src, dst_dir, name, fields, timeout=timeout, cancelled=cancelled
+        )
         return path
 
     def trim_box(
@@ -318,11 +378,22 @@ class ConversionPool:
         gray: bool = False,
         first_page_only: bool = False,
         timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Path]:
         """Write the PDF's pages as ``dst_dir/<base_name>-<n>.jpg`` (see
-        :func:`jobengine.imaging.rip.rip_pdf`); ``timeout`` applies to each page."""
+        :func:`jobengine.imaging.rip.rip_pdf`); ``timeout`` applies to each page, and
+        ``Limits.max_pdf_seconds`` to the whole document. ``cancelled`` as for :meth:`convert`."""
         params = {"dpi": dpi, "gray": gray, "first_page_only": first_page_only}
-        return self._run("rip_pdf", src, dst_dir, base_name, {"params": params}, timeout=timeout)
+        return self._run(
+            "rip_pdf",
+            src,
+            dst_dir,
+            base_name,
+            {"params": params},
+            timeout=timeout,
+            whole=self.limits.max_pdf_seconds,
+            cancelled=cancelled,
+        )
 
     def _run(
         self,
@@ -333,8 +404,11 @@ class ConversionPool:
         fields: dict[str, Any],
         *,
         timeout: float | None,
+        whole: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Path]:
-        """Send operation ``op`` to an idle worker and wait for its files."""
+        """Send operation ``op`` to an idle worker and wait for its files: ``timeout`` seconds
+        per file, ``whole`` seconds in all (from when a worker takes it)."""
         if self._closed:
             raise ConversionFailed("the conversion pool is closed")
         worker = self._acquire()
@@ -351,17 +425,28 @@ class ConversionPool:
             **fields,
         }
         limit = timeout or self.limits.timeout_seconds
+        until = math.inf if whole is None else time.monotonic() + whole
         try:
-            reply = worker.call(request, limit, written)
-        except _Timeout:
+            reply = worker.call(request, limit, written, until=until, cancelled=cancelled)
+        except _Timeout as exc:
             keep = None
             self._discard(worker, Path(dst_dir), token, written)
+            if exc.whole:
+                raise ConversionTimeout(f"the document took longer than {whole:g} s") from None
             raise ConversionTimeout(f"the conversion took longer than {limit:g} s") from None
+        except _Cancelled:
+            keep = None
+            self._discard(worker, Path(dst_dir), token, written)
+            raise RunStopped("stopped while converting") from None
         except (_Died, OSError, ValueError):
             keep = None
             reason = worker.last_error()
             self._discard(worker, Path(dst_dir), token, written)
             raise ConversionFailed(f"the conversion worker crashed ({reason})") from None
+        except BaseException:  # anything else while it works (a time limit, an exit): a busy
+            keep = None  # worker never goes back to the pool, where it would answer the next call
+            self._discard(worker, Path(dst_dir), token, written)
+            raise
         finally:
             self._idle.put(self._retire(keep))
         return self._result(reply)
@@ -448,10 +533,17 @@ def default_pool() -> ConversionPool:
 
 
 def convert(
-    src: Path, dst_dir: Path, req: ImageRequest, base_name: str, *, timeout: float | None = None
+    src: Path,
+    dst_dir: Path,
+    req: ImageRequest,
+    base_name: str,
+    *,
+    timeout: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Path]:
     """``default_pool().convert(...)``."""
-    return default_pool().convert(src, dst_dir, req, base_name, timeout=timeout)
+    pool = default_pool()
+    return pool.convert(src, dst_dir, req, base_name, timeout=timeout, cancelled=cancelled)
 
 
 def pyramid(
@@ -461,9 +553,11 @@ def pyramid(
     *,
     crop: tuple[int, int, int, int] | None = None,
     timeout: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Path:
     """``default_pool().pyramid(...)``."""
-    return default_pool().pyramid(src, dst_dir, name, crop=crop, timeout=timeout)
+    pool = default_pool()
+    return pool.pyramid(src, dst_dir, name, crop=crop, timeout=timeout, cancelled=cancelled)
 
 
 def trim_box(
@@ -487,6 +581,7 @@ def rip_pdf(
     gray: bool = False,
     first_page_only: bool = False,
     timeout: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Path]:
     """``default_pool().rip_pdf(...)``."""
     return default_pool().rip_pdf(
@@ -497,6 +592,7 @@ def rip_pdf(
         gray=gray,
         first_page_only=first_page_only,
         timeout=timeout,
+        cancelled=cancelled,
     )
 
 

@@ -1,8 +1,9 @@
 """Rip a PDF into page images (RipPdfsJob, ReprocessAssetsJob), inside a pool worker.
 
 Pages are rasterised with PDFium (:mod:`jobengine.imaging.pdf`: no Ghostscript), one at a time,
-at the requested dpi lowered so a page stays under ``max_source_pixels``; a document with more
-than ``max_pdf_pages`` pages, an encrypted, broken or empty one fails before any page is written.
+at the requested dpi lowered so a page stays under ``max_pdf_page_pixels``; a document with more
+than ``max_pdf_pages`` pages or more than ``max_pdf_pixels`` in all, an encrypted, broken or
+empty one fails before any page is written.
 Each page is a JPEG (quality 90, 4:4:4 chroma: text stays crisp) in RGB or gray, written
 atomically as ``<base_name>-<page>.jpg``; on any failure every page this call wrote is removed.
 """
@@ -18,7 +19,7 @@ from jobengine.imaging.encode import OutputFiles
 from jobengine.imaging.errors import ConversionFailed, UnsupportedInput
 from jobengine.imaging.limits import MAX_RIP_DPI, MIN_RIP_DPI, Limits
 from jobengine.imaging.modifiers import parse_modifiers
-from jobengine.imaging.pdf import open_pdf, render_page
+from jobengine.imaging.pdf import check_pixel_budget, open_pdf, render_page
 from jobengine.imaging.request import page_name
 from jobengine.imaging.sniff import sniff_file
 
@@ -56,7 +57,9 @@ def rip_pdf(
     out = OutputFiles(dst_dir, token, progress)
     try:
         with _magick_errors(), open_pdf(src, page_limits) as doc:
-            for index in range(1 if first_page_only else len(doc)):
+            pages = 1 if first_page_only else len(doc)
+            check_pixel_budget(doc, page_limits, pages)
+            for index in range(pages):
                 with render_page(doc, index, page_limits, alpha=False) as img:
                     if gray:
                         img.transform_colorspace("gray")

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded
+from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
 from jobengine.i18n import LogMessage
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
@@ -94,6 +94,12 @@ class RunContext:
         job: BaseModel = parse_submit_job(self.payload).job
         return job
 
+    def stop_requested(self) -> bool:
+        """Whether the run has been stopped (stopJob, deleteJob) since it started: long
+        conversions ask it while they work and end early (RunStopped)."""
+        with self.runtime.store.read() as session:
+            return bool(session.scalar(select(Run.stop_requested).where(Run.id == self.run_id)))
+
     @property
     def staging_key(self) -> str:
         """A private scratch folder of this run in storage."""
@@ -164,7 +170,7 @@ def io_failure(log_type: str, ref: AssetRef, name: str, error: OSError) -> ItemO
         return ItemOutcome(
             "error", log_type, "no space left on device writing {name}", ref, args=full
         )
-    unread = {"name": name, "error": error}
+    unread = {"name": name, "error": log_reason(error)}  # no path or key: the worker log has it
     return ItemOutcome("error", log_type, "cannot read {name}: {error}", ref, args=unread)
 
 

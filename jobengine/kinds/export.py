@@ -35,7 +35,7 @@ from jobengine.kinds.base import (
     io_failure,
     unique_handles,
 )
-from jobengine.storage import safe_name
+from jobengine.storage import StorageError, safe_name
 from jobengine.store.hot import HotStatement
 from jobengine.store.schema import Asset, RunItem
 
@@ -141,8 +141,9 @@ class ExportKind(JobKindHandler):
                 names = [asset.name]
                 original = str(job.fmt) == "orig"
                 note = "exported {files}" if original else "exported {type} as original {files}"
-        except IpsFault as exc:
-            failed = {"name": asset.name, "reason": exc.reason}
+        except (IpsFault, StorageError) as exc:
+            why = exc.reason if isinstance(exc, IpsFault) else "its name cannot be a file name"
+            failed = {"name": asset.name, "reason": why}
             return ItemOutcome(
                 "error", "GetFailure", "cannot convert {name}: {reason}", ref, args=failed
             )
@@ -162,7 +163,8 @@ class ExportKind(JobKindHandler):
             request = _image_request(session, ctx.company_id, job)
         if asset.type == "Image":  # its upload crop first (jobengine/crops.py)
             request = with_crop(request, parse_crop(asset.crop))
-        return [p.name for p in imaging.convert(source, out_dir, request, asset.name)]
+        made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)
+        return [p.name for p in made]
 
     def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
         if stopped:

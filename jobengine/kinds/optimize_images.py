@@ -83,7 +83,8 @@ def optimize_asset(
     box = parse_crop(asset.crop)
     try:
         with storage.local_file(asset.file_key) as src, storage.local_dir(folder) as out:
-            imaging.pyramid(src, out, name, crop=None if box is None else box.as_tuple())
+            crop = None if box is None else box.as_tuple()
+            imaging.pyramid(src, out, name, crop=crop, cancelled=ctx.stop_requested)
     except IpsFault as exc:
         failed = {"name": asset.name, "reason": exc.reason}
         return ItemOutcome("error", _FAILURE, "cannot optimize {name}: {reason}", ref, args=failed)

@@ -16,6 +16,7 @@ at the published key, never a part, and a re-run copies the same bytes again.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from datetime import datetime
 from typing import Any, ClassVar
@@ -34,7 +35,7 @@ from jobengine.kinds.base import (
     asset_gone,
     asset_in_folder,
 )
-from jobengine.storage import Storage, StorageError, check_key
+from jobengine.storage import LeadsOut, Storage, StorageError, check_key
 from jobengine.store.schema import Asset, Folder, utcnow
 
 __all__ = [
@@ -42,11 +43,14 @@ __all__ = [
     "PublishKind",
     "asset_path",
     "copy_between",
+    "publish_failure",
     "published_catalog",
     "published_key",
     "write_json",
     "write_text",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The publish states of an asset a publish job takes (MarkedForPublish: never published yet).
 PUBLISHABLE = ("MarkedForPublish", "Published")
@@ -68,14 +72,32 @@ def published_key(prefix: str, folder: str, name: str) -> str:
     return key
 
 
-def copy_between(source: Storage, src_key: str, target: Storage, dst_key: str) -> int:
+def copy_between(
+    source: Storage, src_key: str, target: Storage, dst_key: str, *, within: str | None = None
+) -> int:
     """Copy a stored file to ``dst_key`` of ``target`` (the same storage or another) atomically;
-    returns its size. A missing source raises FileNotFoundError before anything is written."""
+    returns its size. A missing source raises FileNotFoundError before anything is written;
+    a destination that leads out of the folder ``within`` (a symlinked folder in a shared
+    directory) raises LeadsOut before anything is written there."""
     if target is source:
-        return source.copy(src_key, dst_key)
-    with source.open(src_key) as src, target.writer(dst_key) as out:
+        return source.copy(src_key, dst_key, within=within)
+    with source.open(src_key) as src, target.writer(dst_key, within=within) as out:
         shutil.copyfileobj(src, out, 1024 * 1024)
     return target.size(dst_key)
+
+
+def publish_failure(exc: Exception) -> str:
+    """What a failed copy says in the job log: the cause in words, never a storage key or an
+    exception class (those go to the worker log)."""
+    if isinstance(exc, LeadsOut):
+        return "the destination folder is a link that leads out of the company's folder"
+    if isinstance(exc, FileNotFoundError):  # ours (no errno) says which; the system's a path
+        return str(exc) if exc.errno is None else "the asset's file is missing"
+    if isinstance(exc, StorageError):
+        return "its folder path or name cannot be used as a file path"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the file could not be written ({exc.strerror.lower()})"
+    return "the file could not be written"
 
 
 def write_text(storage: Storage, key: str, text: str) -> None:
@@ -179,10 +201,13 @@ class PublishKind(JobKindHandler):
             if asset.type in self.file_types:
                 if asset.file_key is None:
                     raise FileNotFoundError("the asset has no file")
-                size = copy_between(ctx.runtime.storage, asset.file_key, storage, key)
+                size = copy_between(
+                    ctx.runtime.storage, asset.file_key, storage, key, within=prefix
+                )
                 result["size"] = size
         except (OSError, StorageError) as exc:
-            failed = {"name": asset.name, "error": exc}
+            logger.warning("run %s: cannot publish %s: %r", ctx.run_id, asset.handle, exc)
+            failed = {"name": asset.name, "error": publish_failure(exc)}
             return ItemOutcome(
                 "error", self.error_log, "cannot publish {name}: {error}", ref, args=failed
             )

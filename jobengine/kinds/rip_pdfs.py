@@ -220,6 +220,7 @@ def rip_asset(ctx: RunContext, asset: Asset, opts: RipOptions, *, ready: bool) -
                     dpi=opts.dpi,
                     gray=opts.gray,
                     first_page_only=opts.process == "Thumbnail",
+                    cancelled=ctx.stop_requested,
                 )
             files = [(f"{folder}/{p.name}", storage.size(f"{folder}/{p.name}")) for p in paths]
             done = _record_pages(ctx, asset.id, files, opts, ready)

@@ -12,13 +12,17 @@ One item per file, planned in a stable (sorted) order: the top-level files of ``
 with ``includeSubfolders`` every file below it, its subfolders recreated under ``destFolder``
 (the company root when absent). On local storage the listing holds regular files only: a
 symlink is followed only to a regular file inside ``serverDir`` (its resolved path is checked,
-at listing and again when the file is opened), symlinked folders and special files (FIFOs,
-sockets, devices) are left out. Files stay where they are after the upload; nothing is moved or
-deleted in the upload root.
+at listing and again when the file is opened), symlinked folders below ``serverDir`` and special
+files (FIFOs, sockets, devices) are left out. ``serverDir`` itself, and every folder on its way,
+is resolved too and must stay inside the company's upload root: a symlinked folder leading to
+another company's files or out of the storage fails the run's plan with an ``UploadError`` row
+and uploads nothing. Files stay where they are after the upload; nothing is moved or deleted in
+the upload root.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,12 +33,17 @@ from jobengine.errors import InvalidParameter
 from jobengine.ingest import BadPath, clean_folder, clean_name, join_folder
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
 from jobengine.kinds.uploading import COMMON_FIELDS, ERROR, WARNING, UploadKind, upload_error
-from jobengine.storage import safe_name
+from jobengine.storage import LeadsOut, safe_name
 
 __all__ = ["UploadDirectoryKind", "clean_server_dir", "upload_root"]
 
+logger = logging.getLogger(__name__)
+
 CHUNK = 1024 * 1024
 MAX_ITEM_KEY = 400  # run_items.key
+# What the log says when serverDir (or a folder on its way) is a symlink out of the upload root;
+# the storage keys involved stay in the worker log.
+LEADS_OUT = "the folder is a link that leads out of the company's upload folder"
 
 
 def upload_root(company_handle: str) -> str:
@@ -83,7 +92,17 @@ class UploadDirectoryKind(UploadKind):
     def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
         job: Any = ctx.job
         folder_key = self._folder_key(ctx, job)
-        keys = ctx.runtime.storage.list_files(folder_key, recursive=bool(job.include_subfolders))
+        root = upload_root(ctx.company_handle)
+        try:
+            keys = ctx.runtime.storage.list_files(
+                folder_key, recursive=bool(job.include_subfolders), root=root
+            )
+        except LeadsOut as exc:
+            logger.warning("run %s: serverDir refused: %s", ctx.run_id, exc)
+            with ctx.runtime.store.write() as log:
+                ctx.log(log, ERROR, "cannot upload {source}: {reason}",
+                        source=job.server_dir, reason=LEADS_OUT)  # fmt: skip
+            return []
         relative = [key.removeprefix(f"{folder_key}/") for key in keys]
         items = [PlannedItem(key=rel) for rel in relative if len(rel) <= MAX_ITEM_KEY]
         too_long = [rel for rel in relative if len(rel) > MAX_ITEM_KEY]
@@ -114,8 +133,10 @@ class UploadDirectoryKind(UploadKind):
         storage = ctx.runtime.storage
         folder_key = self._folder_key(ctx, job)
 
+        root = upload_root(ctx.company_handle)
+
         def chunks() -> Iterator[bytes]:
-            with storage.open_within(folder_key, f"{folder_key}/{rel}") as fh:
+            with storage.open_within(folder_key, f"{folder_key}/{rel}", root=root) as fh:
                 while chunk := fh.read(CHUNK):
                     yield chunk
 

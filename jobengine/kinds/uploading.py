@@ -18,6 +18,7 @@ with its log row, and the follow-on publish job when the run ends.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -25,16 +26,18 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from jobengine.crops import CROP_FIELDS, CropOrder
-from jobengine.errors import IpsFault
+from jobengine.errors import IpsFault, log_reason
 from jobengine.fetch import FetchError
 from jobengine.ingest import BadPath, UploadRules, ingest, ingest_ref
 from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.kinds.follow_on import FOLLOW_ON_FIELDS, check_follow_on, submit_follow_on
 from jobengine.kinds.processing_options import refuse_unsupported
-from jobengine.storage import StorageError
+from jobengine.storage import LeadsOut, StorageError
 from jobengine.store.schema import Run
 
 __all__ = ["UploadKind", "upload_error"]
+
+logger = logging.getLogger(__name__)
 
 SUCCESS, ERROR, SKIPPED, WARNING = (
     "UploadSuccess",
@@ -69,13 +72,19 @@ def upload_error(source: str, reason: str, name: str | None = None) -> ItemOutco
 
 
 def _reason(exc: Exception) -> str:
+    """The job log's words for a file that was not uploaded (no storage key, no exception
+    class: the worker log has those)."""
     if isinstance(exc, FetchError | BadPath):
         return exc.reason
     if isinstance(exc, FileNotFoundError):
         return "the file is gone"
+    if isinstance(exc, LeadsOut):
+        return "it is a link that leads out of the folder"
     if isinstance(exc, PermissionError):
-        return f"refused: {exc}"
-    return f"{type(exc).__name__}: {exc}"
+        return "it is not a regular file, or may not be read"
+    if isinstance(exc, StorageError):
+        return "its name cannot be stored"
+    return log_reason(exc)
 
 
 class UploadKind(JobKindHandler):
@@ -118,6 +127,7 @@ class UploadKind(JobKindHandler):
                 ref=ingest_ref(ctx.run_id, item.key),
             )
         except (FetchError, BadPath, OSError, StorageError) as exc:
+            logger.info("run %s: %s not uploaded: %r", ctx.run_id, source, exc)
             return upload_error(source, _reason(exc), name)
         except IpsFault as exc:  # the image could not be measured for its crop
             return upload_error(source, f"the image cannot be cropped: {exc.reason}", name)

@@ -35,6 +35,7 @@ from jobengine.model.jobs import (
 from jobengine.model.upload import ReprocessAssetsJob, RipPdfsJob, UploadDirectoryJob, UploadUrlsJob
 
 __all__ = [
+    "BIDI_CONTROLS",
     "JOB_MODELS",
     "MAX_JOB_NAME_LENGTH",
     "MAX_SCHEDULE_LENGTH",
@@ -42,6 +43,7 @@ __all__ = [
     "JobPayload",
     "SubmitJobRequest",
     "SubmitJobReturn",
+    "invisible",
     "parse_submit_job",
     "to_ips_dict",
 ]
@@ -50,12 +52,23 @@ SUBMIT_JOB_ROOT = "submitJobParam"
 MAX_JOB_NAME_LENGTH = 255
 MAX_SCHEDULE_LENGTH = 255  # what the job store keeps of an execSchedule
 _LOCALE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
-# _job_name's rules as a JSON Schema pattern: no control character, no '|', not blank.
-_NAME_CHAR = "[^|\\u0000-\\u001F\\u007F-\\u009F\\uFFFE\\uFFFF]"
-_NAME_SOLID = "[^|\\s\\u0000-\\u001F\\u007F-\\u009F\\uFFFE\\uFFFF]"
+# _job_name's rules as a JSON Schema pattern: no control character, no bidi embedding, override
+# or isolate (a name shown reversed: "invoice\u202egnp.exe"), no '|', not blank.
+_NAME_CHAR = "[^|\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069\\uFFFE\\uFFFF]"
+_NAME_SOLID = "[^|\\s\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069\\uFFFE\\uFFFF]"
 _JOB_NAME_SCHEMA = JsonSchemaHint(
     pattern=f"^{_NAME_CHAR}*{_NAME_SOLID}{_NAME_CHAR}*$", maxLength=MAX_JOB_NAME_LENGTH
 )
+# Bidi embeddings, overrides and isolates: they make a name display as something else.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def invisible(text: str) -> bool:
+    """Whether ``text`` shows nothing: only spaces, dots and format characters (zero-width
+    space, joiners...), so that it cannot be told from another name, or from none."""
+    return all(c in " ." or c.isspace() or unicodedata.category(c) == "Cf" for c in text)
+
+
 _RESTRICTED = ("metadata_publish_job", "create_video_sitemap_job")
 
 JobPayload = (
@@ -88,8 +101,8 @@ JOB_MODELS: dict[JobKind, type[JobPayload]] = {
 
 
 def _job_name(value: str) -> str:
-    if not value.strip():
-        raise ips_error("invalid", "must not be empty")
+    if invisible(value.replace(".", "x")):  # dots are visible in a job name
+        raise ips_error("invalid", "must not be empty (or only invisible characters)")
     if len(value) > MAX_JOB_NAME_LENGTH:
         raise ips_error(
             "invalid", f"is {len(value)} characters long; at most {MAX_JOB_NAME_LENGTH} allowed"
@@ -99,6 +112,11 @@ def _job_name(value: str) -> str:
     control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
     if control is not None:
         raise ips_error("invalid", f"must not contain control characters; got {control!r}")
+    bidi = BIDI_CONTROLS.search(value)
+    if bidi is not None:
+        raise ips_error(
+            "invalid", f"must not contain bidi controls (text shown reordered); got {bidi[0]!r}"
+        )
     return value
 
 

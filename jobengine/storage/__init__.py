@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from jobengine.storage.base import (
+    LeadsOut,
     Storage,
     StorageError,
     StorageFull,
     StoredFile,
+    check_inside,
     check_key,
     safe_name,
 )
@@ -26,11 +28,13 @@ from jobengine.storage.remote import FsspecStorage
 
 __all__ = [
     "FsspecStorage",
+    "LeadsOut",
     "LocalStorage",
     "Storage",
     "StorageError",
     "StorageFull",
     "StoredFile",
+    "check_inside",
     "check_key",
     "local_root",
     "open_storage",

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
+    "LeadsOut",
     "Storage",
     "StorageError",
     "StorageFull",
     "StoredFile",
+    "check_inside",
     "check_key",
     "reporting_full",
     "safe_name",
@@ -58,6 +60,11 @@ def reporting_full(key: str) -> Iterator[None]:
         raise
 
 
+class LeadsOut(PermissionError):
+    """Raised for a key or folder that leads out of the folder it must stay in (by its text, or
+    through a symlink on local storage)."""
+
+
 def safe_name(name: str, *, fallback: str = "file") -> str:
     """A file-system-safe version of ``name`` (for company folders and ZIP members)."""
     cleaned = _UNSAFE.sub("_", name).strip(" .")
@@ -72,6 +79,15 @@ def check_key(key: str) -> list[str]:
     if any(part in ("..", ".", "") for part in parts):
         raise StorageError(f"storage key escapes the root: {key!r}")
     return parts
+
+
+def check_inside(folder: str, key: str, *, allow_same: bool = False) -> None:
+    """PermissionError unless ``key`` names something under the folder ``folder`` (by its
+    text: symlinks are the local storage's own check)."""
+    inner = "/".join(check_key(key))
+    outer = "/".join(check_key(folder))
+    if not (inner.startswith(f"{outer}/") or (allow_same and inner == outer)):
+        raise LeadsOut(f"{key!r} is not inside {folder!r}")
 
 
 class StoredFile(NamedTuple):
@@ -112,19 +128,27 @@ class Storage(Protocol):
         """Open a stored file for reading."""
         ...
 
-    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+    def writer(self, key: str, *, within: str | None = None) -> AbstractContextManager[BinaryIO]:
         """Write ``key`` atomically: readers see the old file or the whole new one, never a part;
-        a block that raises leaves nothing new under ``key``."""
+        a block that raises leaves nothing new under ``key``.
+
+        ``within`` names a folder the file must land in (a company's folder of a shared
+        directory): LeadsOut when ``key`` is not under it, or (local storage) when a folder on
+        its way is a symlink leading out of it."""
         ...
 
-    def put_file(self, source: Path, key: str) -> int:
-        """Store a local file under ``key`` atomically; returns its size."""
+    def put_file(self, source: Path, key: str, *, within: str | None = None) -> int:
+        """Store a local file under ``key`` atomically; returns its size. ``within``: as for
+        :meth:`writer`."""
         ...
 
-    def copy(self, src_key: str, dst_key: str, *, durable: bool = True) -> int:
-        """Copy one stored file to another key atomically; returns its size. ``durable=False``
-        for scratch copies (a run's staging): atomic still, but not flushed to the disk first
-        (local storage skips its fsync; a crash loses at most a copy that is made again)."""
+    def copy(
+        self, src_key: str, dst_key: str, *, within: str | None = None, durable: bool = True
+    ) -> int:
+        """Copy one stored file to another key atomically; returns its size. ``within``: as for
+        :meth:`writer`, for ``dst_key``. ``durable=False`` for scratch copies (a run's
+        staging): atomic still, but not flushed to the disk first (local storage skips its
+        fsync; a crash loses at most a copy that is made again)."""
         ...
 
     def delete(self, key: str) -> None:
@@ -147,12 +171,16 @@ class Storage(Protocol):
         without an error (for tools that write files). Local storage gives the folder itself."""
         ...
 
-    def list_files(self, key: str, *, recursive: bool = False) -> list[str]:
+    def list_files(
+        self, key: str, *, recursive: bool = False, root: str | None = None
+    ) -> list[str]:
         """The keys of the files in the folder ``key`` (and its subfolders when ``recursive``),
         sorted; a missing folder holds none. Names that are not valid keys are left out.
 
         Local storage lists regular files only: special files (FIFOs, sockets, devices),
-        symlinked folders and symlinks that lead out of the folder ``key`` are left out."""
+        symlinked folders and symlinks that lead out of the folder ``key`` are left out. With
+        ``root`` (a folder holding ``key``: a company's upload root), LeadsOut when ``key`` is
+        not under it or, on local storage, is reached through a symlink leading out of it."""
         ...
 
     def list_folders(self, key: str) -> list[str]:
@@ -161,10 +189,11 @@ class Storage(Protocol):
         real folders only, empty ones too, never symlinks."""
         ...
 
-    def open_within(self, folder: str, key: str) -> BinaryIO:
+    def open_within(self, folder: str, key: str, *, root: str | None = None) -> BinaryIO:
         """Open ``key`` for reading only if it is a regular file inside the folder ``folder``
-        (local storage: after resolving symlinks); PermissionError if it leads elsewhere or is
-        not a regular file, FileNotFoundError if missing."""
+        (local storage: after resolving symlinks), and ``folder`` inside ``root`` when given;
+        LeadsOut (a PermissionError) if it leads elsewhere, PermissionError if it is not a
+        regular file, FileNotFoundError if missing."""
         ...
 
     def iter_files(self, key: str) -> Iterator[StoredFile]:

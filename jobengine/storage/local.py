@@ -11,7 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from jobengine.storage.base import StorageError, StoredFile, check_key, reporting_full
+from jobengine.storage.base import (
+    LeadsOut,
+    StorageError,
+    StoredFile,
+    check_inside,
+    check_key,
+    reporting_full,
+)
 
 __all__ = ["LocalStorage"]
 
@@ -44,13 +51,21 @@ class LocalStorage:
         return self.path(key).open("rb")
 
     @contextmanager
-    def writer(self, key: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+    def writer(
+        self, key: str, *, within: str | None = None, durable: bool = True
+    ) -> Iterator[BinaryIO]:
         """Write ``key`` atomically: readers see the old file or the whole new one, never a part.
 
         The temporary file (``.tmp-*`` beside the target) goes on any error; one a killed
         process leaves is swept by the janitor. A full disk raises StorageFull naming ``key``.
+        With ``within``, the file must land inside that folder after resolving symlinks: a
+        symlinked folder on the way that leads out of it is refused (LeadsOut) before any folder
+        is made, and again before the file is moved into place.
         """
         target = self.path(key)
+        if within is not None:
+            check_inside(within, key)
+            self._landing(within, target.parent)
         with reporting_full(key):
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
@@ -60,20 +75,52 @@ class LocalStorage:
                     out.flush()
                     if durable:
                         os.fsync(out.fileno())
+                if within is not None:  # a folder on the way may have been swapped for a link
+                    self._landing(within, Path(tmp).parent)
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
 
-    def put_file(self, source: Path, key: str, *, durable: bool = True) -> int:
+    def put_file(
+        self, source: Path, key: str, *, within: str | None = None, durable: bool = True
+    ) -> int:
         """Copy a local file in atomically; returns its size."""
-        with source.open("rb") as src, self.writer(key, durable=durable) as out:
+        with source.open("rb") as src, self.writer(key, within=within, durable=durable) as out:
             shutil.copyfileobj(src, out, 1024 * 1024)
         return self.size(key)
 
-    def copy(self, src_key: str, dst_key: str, *, durable: bool = True) -> int:
+    def copy(
+        self, src_key: str, dst_key: str, *, within: str | None = None, durable: bool = True
+    ) -> int:
         """Copy one stored file to another key atomically; returns its size."""
-        return self.put_file(self.path(src_key), dst_key, durable=durable)
+        return self.put_file(self.path(src_key), dst_key, within=within, durable=durable)
+
+    def _landing(self, within: str, folder: Path) -> None:
+        """LeadsOut unless ``folder`` (its existing part, symlinks resolved) lies inside
+        the folder ``within`` (resolved the same way; it need not exist yet)."""
+        try:
+            base = self.path(within).resolve()
+            real = folder.resolve()
+        except RuntimeError:  # a symlink loop (pathlib's error before 3.13)
+            raise PermissionError(f"{within!r} holds a symlink loop") from None
+        if not real.is_relative_to(base):
+            raise LeadsOut(f"a symlinked folder leads out of {within!r}")
+
+    def _real_folder(self, folder: str, root: str | None) -> Path:
+        """The resolved path of an existing ``folder``; with ``root`` (a folder holding it),
+        LeadsOut when the folder or a folder on its way is a symlink that leads out of
+        ``root`` (into another company's files, or out of the storage). OSError when missing."""
+        if root is not None:
+            check_inside(root, folder, allow_same=True)
+        try:
+            base = self.path(folder).resolve(strict=True)
+            outer = self.path(root).resolve(strict=True) if root is not None else base
+        except RuntimeError:  # a symlink loop (pathlib's error before 3.13)
+            raise PermissionError(f"{folder!r} is a symlink loop") from None
+        if not base.is_relative_to(outer):
+            raise LeadsOut(f"{folder!r} leads out of {root!r}")
+        return base
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -94,13 +141,18 @@ class LocalStorage:
         folder.mkdir(parents=True, exist_ok=True)
         yield folder
 
-    def list_files(self, key: str, *, recursive: bool = False) -> list[str]:
+    def list_files(
+        self, key: str, *, recursive: bool = False, root: str | None = None
+    ) -> list[str]:
         """The regular files in the folder ``key``, as sorted keys; symlinks only when they
-        resolve to a regular file inside that folder, symlinked folders never."""
+        resolve to a regular file inside that folder, symlinked folders below it never. With
+        ``root``, LeadsOut when ``key`` itself leads out of ``root`` through a symlink."""
         folder = self.path(key)
         try:
-            base = folder.resolve(strict=True)
-        except (OSError, RuntimeError):
+            base = self._real_folder(key, root)
+        except LeadsOut:
+            raise
+        except OSError:  # missing, unreadable, a loop
             return []
         if not base.is_dir():
             return []
@@ -161,28 +213,39 @@ class LocalStorage:
                 except (StorageError, OSError):  # a bad name, or gone meanwhile
                     continue
 
-    def open_within(self, folder: str, key: str) -> BinaryIO:
-        """Open ``key`` if it resolves to a regular file inside ``folder`` (no FIFO can block
-        the open, and a symlink swapped in after the check fails it)."""
-        if not key.startswith(folder.rstrip("/") + "/"):
-            raise PermissionError(f"{key!r} is not inside {folder!r}")
+    def open_within(self, folder: str, key: str, *, root: str | None = None) -> BinaryIO:
+        """Open ``key`` if it resolves to a regular file inside ``folder`` (and ``folder`` inside
+        ``root``): no FIFO can block the open, and a symlink swapped in after the check (for the
+        file or any folder on its way) fails it."""
+        check_inside(folder, key)
+        base = self._real_folder(folder, root)
         try:
-            base = self.path(folder).resolve(strict=True)
             real = self.path(key).resolve(strict=True)
         except RuntimeError:  # a symlink loop (pathlib's error before 3.13)
             raise PermissionError(f"{key!r} is a symlink loop") from None
         if not real.is_relative_to(base):
-            raise PermissionError(f"{key!r} leads out of {folder!r}")
+            raise LeadsOut(f"{key!r} leads out of {folder!r}")
         flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise PermissionError(f"{key!r} is not a regular file")
+            if not _opened_path(fd, real).is_relative_to(base):
+                raise LeadsOut(f"{key!r} leads out of {folder!r}")
             os.set_blocking(fd, True)
             return os.fdopen(fd, "rb")
         except BaseException:
             os.close(fd)
             raise
+
+
+def _opened_path(fd: int, fallback: Path) -> Path:
+    """Where an open file really is (Linux: ``/proc/self/fd``), so that a folder swapped for a
+    symlink between the check and the open is caught; ``fallback`` where /proc is missing."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return fallback
 
 
 def _regular_inside(link: Path, base: Path) -> bool:

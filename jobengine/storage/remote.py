@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from jobengine.errors import ConfigurationError
-from jobengine.storage.base import StorageError, StoredFile, check_key, reporting_full
+from jobengine.storage.base import (
+    StorageError,
+    StoredFile,
+    check_inside,
+    check_key,
+    reporting_full,
+)
 
 __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecStorage"]
 
@@ -145,8 +151,10 @@ class FsspecStorage:
         return cast(BinaryIO, fs.open(path, "rb"))
 
     @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
+    def writer(self, key: str, *, within: str | None = None) -> Iterator[BinaryIO]:
         """Write ``key`` atomically: nothing appears under it unless the block completes."""
+        if within is not None:  # no symlinks here: the key's text decides
+            check_inside(within, key)
         fs, target = self._target(key)
         with reporting_full(key):
             yield from self._writing(fs, target)
@@ -171,8 +179,10 @@ class FsspecStorage:
             self._remove_quietly(fs, temp)
             raise
 
-    def put_file(self, source: Path, key: str) -> int:
+    def put_file(self, source: Path, key: str, *, within: str | None = None) -> int:
         """Upload a local file atomically; returns its size."""
+        if within is not None:
+            check_inside(within, key)
         fs, target = self._target(key)
         size = source.stat().st_size
         with reporting_full(key):
@@ -182,8 +192,12 @@ class FsspecStorage:
                 self._via_temp(fs, target, lambda temp: fs.put_file(str(source), temp))
         return size
 
-    def copy(self, src_key: str, dst_key: str, *, durable: bool = True) -> int:
+    def copy(
+        self, src_key: str, dst_key: str, *, within: str | None = None, durable: bool = True
+    ) -> int:
         """Copy one stored file to another key atomically (server-side); returns its size."""
+        if within is not None:
+            check_inside(within, dst_key)
         fs, src = self._target(src_key)
         _, dst = self._target(dst_key)
         with reporting_full(dst_key):
@@ -217,9 +231,13 @@ class FsspecStorage:
             fs.get_file(path, str(local))
             yield local
 
-    def list_files(self, key: str, *, recursive: bool = False) -> list[str]:
+    def list_files(
+        self, key: str, *, recursive: bool = False, root: str | None = None
+    ) -> list[str]:
         """The files under the folder ``key`` as sorted keys (listed afresh: no cached listing);
         object names that are not valid keys (``a//b``, ``..``) are left out."""
+        if root is not None:
+            check_inside(root, key, allow_same=True)
         fs, path = self._target(key)
         prefix = "/".join(check_key(key))
         with contextlib.suppress(Exception):
@@ -282,10 +300,11 @@ class FsspecStorage:
         except (FileNotFoundError, NotADirectoryError):
             return
 
-    def open_within(self, folder: str, key: str) -> BinaryIO:
+    def open_within(self, folder: str, key: str, *, root: str | None = None) -> BinaryIO:
         """Open ``key`` if it is inside ``folder`` (object stores have no symlinks)."""
-        if not key.startswith(folder.rstrip("/") + "/"):
-            raise PermissionError(f"{key!r} is not inside {folder!r}")
+        if root is not None:
+            check_inside(root, folder, allow_same=True)
+        check_inside(folder, key)
         return self.open(key)
 
     @contextmanager

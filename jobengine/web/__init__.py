@@ -14,6 +14,8 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from jobengine.settings import SOAP_PATH
+
 __all__ = ["create_app"]
 
 
@@ -25,8 +27,8 @@ def create_app() -> Starlette:
     from jobengine.web.wsdl import wsdl_endpoint
 
     routes = [
-        Route("/scene7/services/IpsApiService", soap_endpoint, methods=["POST"]),
-        Route("/scene7/services/IpsApiService", wsdl_endpoint, methods=["GET"]),  # ?wsdl
+        Route(SOAP_PATH, soap_endpoint, methods=["POST"]),
+        Route(SOAP_PATH, wsdl_endpoint, methods=["GET"]),  # ?wsdl
         Route("/scene7/webservice/IpsApi.wsdl", wsdl_endpoint, methods=["GET"]),
         Route("/scene7/webservice/IpsApi-{version}.wsdl", wsdl_endpoint, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),

@@ -10,12 +10,16 @@ none, :func:`jobengine.auth.authenticate` is asked with no user and raises authe
 from __future__ import annotations
 
 import base64
+import functools
+import ipaddress
 
 from starlette.requests import Request
 
 from jobengine.auth import Caller, authenticate, authenticate_saml, authenticate_token
 from jobengine.errors import InvalidRequestXml
 from jobengine.ipsxml import MAX_DOCUMENT_BYTES
+from jobengine.netpolicy import IPAddress, IPNetwork
+from jobengine.settings import get_settings
 
 __all__ = ["MAX_BODY_BYTES", "BodyTooLarge", "caller_from", "client_address", "read_body"]
 
@@ -41,9 +45,43 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 def client_address(request: Request) -> str:
-    """The peer's address, for the failed-login limiter (behind a proxy: the proxy's, unless
-    uvicorn runs with ``--proxy-headers`` and a trusted ``--forwarded-allow-ips``)."""
-    return request.client.host if request.client is not None else ""
+    """The caller's address, for the failed-login limits: the peer's, or when the peer is one
+    of ``JOBENGINE_TRUSTED_PROXIES``, the address those proxies forwarded (``X-Forwarded-For``,
+    read from the right: the first hop that is no trusted proxy). From any other peer the header
+    is ignored, so no caller can choose the address its failures count on."""
+    peer = request.client.host if request.client is not None else ""
+    trusted = _networks(get_settings().trusted_proxies)
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
+    for hop in reversed(hops[-_MAX_HOPS:]):
+        if not _within(hop, trusted):
+            return hop if _address(hop) is not None else peer  # garbage: keep the proxy's
+    return peer
+
+
+_MAX_HOPS = 20  # a longer chain is read from its right end only
+
+
+@functools.lru_cache(maxsize=4)
+def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _within(text: str, networks: tuple[IPNetwork, ...]) -> bool:
+    address = _address(text)
+    if address is None:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == net.version and address in net for net in networks)
 
 
 def _basic(value: str) -> tuple[str, str] | None:

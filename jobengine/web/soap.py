@@ -4,7 +4,8 @@ The envelope is read by the hardened reader (:func:`jobengine.ipsxml.read_xml`: 
 entities, size, depth and count limits; 30003 otherwise). The Body holds one ``<op>Param`` in any
 IPS namespace version; the answer is ``<op>Return`` in the same namespace. A fault is a
 ``soapenv:Fault`` whose ``detail`` holds the IPS fault element (base namespace) with ``code`` and
-``reason``; its HTTP status is 500, or ``authHeader/faultHttpStatusCode``.
+``reason``; its HTTP status is 500, or ``authHeader/faultHttpStatusCode`` (one that cannot
+carry a body, 1xx, 204, 205 or 304, is sent as 200: :func:`fault_http_status`).
 
 The ``authHeader`` header (base IPS namespace) is read for ``user``, ``password``, ``locale``,
 ``gzipResponse``, ``faultHttpStatusCode``, ``accessToken`` and ``samlResponse`` (``appName`` and
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,14 +94,11 @@ def _auth_header(header: ET.Element | None) -> _AuthHeader:
         namespace, local = _split(block.tag)
         if local == "authHeader" and namespace is not None and is_ips_namespace(namespace):
             fields = {_split(child.tag)[1]: (child.text or "") for child in block}
-            status = fields.get("faultHttpStatusCode", "").strip()
             return _AuthHeader(
                 user=fields.get("user"),
                 password=fields.get("password"),
                 locale=fields.get("locale"),
-                fault_status=int(status)
-                if status.isdigit() and 100 <= int(status) <= 599
-                else None,
+                fault_status=fault_http_status(fields.get("faultHttpStatusCode")),
                 gzip=_boolean(fields.get("gzipResponse")),
                 access_token=fields.get("accessToken"),
                 saml_response=fields.get("samlResponse"),
@@ -107,14 +106,35 @@ def _auth_header(header: ET.Element | None) -> _AuthHeader:
     return _AuthHeader()
 
 
+# Statuses whose answers carry no body (RFC 9110: 1xx, 204, 205; 304): a fault cannot be sent
+# with them, so it goes with 200, what a client asking for another status than 500 wants.
+_NO_BODY = frozenset({204, 205, 304})
+_STATUS = re.compile(r"[0-9]{3}")
+
+
+def fault_http_status(value: str | None) -> int | None:
+    """The HTTP status of a fault from ``authHeader/faultHttpStatusCode``: 100-599 as asked,
+    except those that cannot carry a body (1xx, 204, 205, 304), which become 200; anything
+    else (out of range, not three ASCII digits) is ignored (None: the default 500)."""
+    text = (value or "").strip()
+    if not _STATUS.fullmatch(text) or not 100 <= int(text) <= 599:
+        return None
+    status = int(text)
+    return 200 if status < 200 or status in _NO_BODY else status
+
+
 def _envelope_parts(root: ET.Element) -> tuple[ET.Element | None, ET.Element]:
     """The Header (or None) and the one element inside Body."""
     if root.tag != f"{{{SOAP_ENV}}}Envelope":
         raise InvalidRequestXml(f"the root element is {root.tag}; expected a SOAP 1.1 Envelope")
+    parts = [_split(child.tag)[1] if _split(child.tag)[0] == SOAP_ENV else None for child in root]
+    if parts not in (["Body"], ["Header", "Body"]):  # one Body, after at most one Header
+        raise InvalidRequestXml(
+            "a SOAP envelope holds one optional Header and then one Body, nothing else"
+        )
     header = root.find(f"{{{SOAP_ENV}}}Header")
     body = root.find(f"{{{SOAP_ENV}}}Body")
-    if body is None:
-        raise InvalidRequestXml("the SOAP envelope has no Body")
+    assert body is not None
     payload = list(body)
     if len(payload) != 1:
         raise InvalidRequestXml(f"the SOAP Body holds {len(payload)} elements; expected one")

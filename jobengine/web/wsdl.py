@@ -10,6 +10,7 @@ Everything is in the base namespace, document/literal, with ``authHeader`` as a 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace
 from jobengine.model import SubmitJobRequest
 from jobengine.model.fields import field_shapes
+from jobengine.settings import SOAP_PATH, get_settings
 from jobengine.web.service import OPERATIONS
 
 __all__ = ["RESULT_TYPES", "RETURNS", "wsdl_document", "wsdl_endpoint"]
@@ -270,10 +272,38 @@ def wsdl_document(location: str, namespace: str = IPS_NAMESPACE) -> bytes:
     ).encode()
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_HOST = re.compile(
+    r"(?P<name>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def service_location(request: Request) -> str | None:
+    """The SOAP endpoint the WSDL names: under ``JOBENGINE_PUBLIC_URL`` when set, else on the
+    request's ``Host`` if it is ``localhost``, a loopback address or one of
+    ``JOBENGINE_ALLOWED_HOSTS``; None for any other Host (a forged one must not reach a cache)."""
+    settings = get_settings()
+    if settings.soap_endpoint_url:
+        return settings.soap_endpoint_url
+    match = _HOST.fullmatch(request.headers.get("host", ""))
+    if match is None:
+        return None
+    name = match.group("name").lower().rstrip(".").strip("[]")
+    if name not in _LOCAL_HOSTS and name not in settings.allowed_hosts:
+        return None
+    return f"{request.url.scheme}://{match.group(0)}{SOAP_PATH}"
+
+
 async def wsdl_endpoint(request: Request) -> Response:
     """``GET /scene7/webservice/IpsApi.wsdl`` (or ``IpsApi-<yyyy-mm-dd>.wsdl`` for a dated
-    namespace): the service address is this server's."""
-    location = str(request.base_url).rstrip("/") + "/scene7/services/IpsApiService"
+    namespace): the service address is :func:`service_location`'s."""
+    location = service_location(request)
+    if location is None:
+        return Response(
+            "this Host is not served: set JOBENGINE_PUBLIC_URL or JOBENGINE_ALLOWED_HOSTS\n",
+            400,
+            media_type="text/plain",
+        )
     version = request.path_params.get("version")
     namespace = IPS_NAMESPACE if version is None else f"{IPS_NAMESPACE}/{version}"
     if not is_ips_namespace(namespace):
