@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +16,16 @@ from jobengine.handles import company_segment, parse_job_handle, run_name
 from jobengine.store.hot import HotStatement
 from jobengine.store.schema import RUNS, Company, Job, Run, utcnow
 
-__all__ = ["create_run", "find_job", "find_runs", "fire_key", "insert_run"]
+__all__ = [
+    "NewRun",
+    "create_run",
+    "find_job",
+    "find_runs",
+    "fire_key",
+    "insert_run",
+    "insert_runs",
+    "untaken_fires",
+]
 
 
 def fire_key(kind: str, when: datetime) -> str:
@@ -105,6 +116,98 @@ def insert_run(
     }
     values["id"] = int(_RUN_INSERT.scalar(conn, values))
     return values
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A queued run to insert: whose, for which fire, and when it may start."""
+
+    job_id: int
+    company_id: int
+    job_name: str
+    fire_key: str
+    eta: datetime | None = None
+
+
+_NAMES_CHUNK = 500  # names per lookup (well under every driver's parameter limit)
+
+
+def insert_runs(
+    conn: Connection,
+    runs: Sequence[NewRun],
+    *,
+    local_now: datetime,
+    dispatched_at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Insert queued runs in one multi-row statement (no checks: the caller holds the fires);
+    their column values with ids, in the order given.
+
+    Names follow :func:`insert_run`'s rule (``-2``, ``-3``... for a name already taken in the
+    same second), with one lookup of the names taken per company instead of one per run.
+    """
+    bases = [run_name(new.job_name, local_now) for new in runs]
+    taken = _taken_counts(
+        conn, [(new.company_id, base) for new, base in zip(runs, bases, strict=True)]
+    )
+    created, rows = utcnow(), []
+    for new, base in zip(runs, bases, strict=True):
+        attempt = taken[(new.company_id, base)] = taken.get((new.company_id, base), 0) + 1
+        rows.append(
+            {
+                "job_id": new.job_id,
+                "company_id": new.company_id,
+                "run_name": run_name(new.job_name, local_now, attempt),
+                "fire_key": new.fire_key,
+                "task_id": str(uuid.uuid4()),
+                "state": "Queued",
+                "eta": new.eta,
+                "dispatched_at": dispatched_at,
+                "created_at": created,
+            }
+        )
+    if rows:
+        stmt = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
+        for row, run_id in zip(rows, conn.execute(stmt, rows).scalars().all(), strict=True):
+            row["id"] = int(run_id)
+    return rows
+
+
+def untaken_fires(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
+    """The fires that have no run yet (one lookup per chunk): ``(job, fire key)`` is unique, so
+    a fire time met again (a clock stepped back) is skipped, as :func:`create_run` skips it."""
+    taken: set[tuple[int, str]] = set()
+    for i in range(0, len(runs), _NAMES_CHUNK):
+        chunk = runs[i : i + _NAMES_CHUNK]
+        rows = conn.execute(
+            select(RUNS.c.job_id, RUNS.c.fire_key).where(
+                RUNS.c.job_id.in_({new.job_id for new in chunk}),
+                RUNS.c.fire_key.in_({new.fire_key for new in chunk}),
+            )
+        )
+        taken.update((int(job_id), str(key)) for job_id, key in rows)
+    return [new for new in runs if (new.job_id, new.fire_key) not in taken]
+
+
+def _taken_counts(conn: Connection, names: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """How many runs of each (company, base name) exist already: the base itself and its
+    suffixed names; looked up by company in chunks, counted one by one only where taken."""
+    by_company: dict[int, set[str]] = {}
+    for company_id, base in names:
+        by_company.setdefault(company_id, set()).add(base)
+    counts: dict[tuple[int, str], int] = {}
+    for company_id, bases in by_company.items():
+        ordered = sorted(bases)
+        for i in range(0, len(ordered), _NAMES_CHUNK):
+            chunk = ordered[i : i + _NAMES_CHUNK]
+            found = conn.execute(
+                select(RUNS.c.run_name).where(
+                    RUNS.c.company_id == company_id, RUNS.c.run_name.in_(chunk)
+                )
+            ).scalars()
+            for base in found:  # rare: a run of that name started in the same second
+                bounds = {"company": company_id, "low": base, "high": base + "\x7f"}
+                counts[(company_id, base)] = int(_SAME_SECOND.scalar(conn, bounds) or 0)
+    return counts
 
 
 def find_job(session: Session, company: Company, handle: str) -> tuple[Job, Run | None]:

@@ -311,6 +311,7 @@ class LogDetail(Base):
 
 
 # The plain tables, for Core statements on hot paths.
+COMPANIES = cast(Table, Company.__table__)
 JOBS = cast(Table, Job.__table__)
 RUNS = cast(Table, Run.__table__)
 
