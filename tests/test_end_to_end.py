@@ -155,13 +155,18 @@ def test_every_job_type_is_run_or_refused_by_name(stack) -> None:
     from jobengine.kinds import KINDS, kind_for
     from jobengine.model.constants import JobKind
 
-    restricted = {"metadataPublishJob", "createVideoSitemapJob"}
-    assert {kind.element for kind in JobKind} == set(KINDS) | restricted
-    assert len(KINDS) == 11
+    assert {kind.element for kind in JobKind} == set(KINDS) and len(KINDS) == 11
     with pytest.raises(errors.NotSupported) as caught:
         kind_for("imageRenderingPublishJobV2")
     assert caught.value.code == 30001 and "ImageRenderingPublishJobV2" in caught.value.reason
     company, _ = stack.company(0)
+    for element, payload in (
+        ("metadataPublishJob", {"forcePublish": "true"}),
+        ("createVideoSitemapJob", {"forceUpdate": "true"}),
+    ):
+        with pytest.raises(errors.NotSupported) as caught:
+            submit({"companyHandle": company, "jobName": "Restricted", element: payload})
+        assert caught.value.field == element and "restricted" in caught.value.reason
     request = {
         "companyHandle": company,
         "jobName": "Render",

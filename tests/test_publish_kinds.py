@@ -495,6 +495,11 @@ def ir_times(handles: list[str]) -> dict[str, tuple[Any, Any]]:
     return {h: (p, r) for h, p, r in rows}
 
 
+def stored(key: str) -> bytes:
+    with get_runtime().storage.open(key) as fh:
+        return fh.read()
+
+
 def test_image_rendering_files_are_typed_by_their_suffix() -> None:
     jpeg_head = b"\xff\xd8\xff\xe0" + bytes(60)
     assert asset_type_for("kitchen.vnt", authored(1)[:64]) == "Vignette"
@@ -563,9 +568,10 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
     first = stack.wait(company, submit(ir_request(company, "Render")))
     assert first.state == "Done", first.details
     assert (first.file_success_count, first.file_error_count, first.total_file_count) == (3, 0, 3)
-    assert first.file_warning_count == 0 and first.total_size == sum(
-        len(authored(s)) for s in (1, 2, 3)
-    )
+    assert first.file_warning_count == 0
+    from tests.test_callbacks import run_of
+
+    assert run_of(company, first).total_size == sum(len(authored(s)) for s in (1, 2, 3))
     types = types_of(first)
     assert types[0] == "BeginImageRenderingPublish" and types[-1] == "EndImageRenderingPublish"
     successes = {
@@ -579,25 +585,25 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
         "blinds.vnw": ("WindowCovering", "published /blinds.vnw"),
     }
     for name, seed in (("kitchen.vnt", 1), ("maple.vnc", 2), ("blinds.vnw", 3)):
-        assert storage.open(f"{root}/render/{name}").read() == authored(seed)
+        assert stored(f"{root}/render/{name}") == authored(seed)
     assert not storage.exists(f"{root}/render/later.vnt")
     assert not storage.exists(f"{root}/render/notes.txt")
     assert not storage.exists(f"{root}/render/pics/img000.jpg")
-    assert storage.open(f"{root}/render.ini").read().decode() == (
+    assert stored(f"{root}/render.ini").decode() == (
         f"RootId={company}\nRootPath={company}/render\n"
         "CatalogFile=render-materials.txt\nVignetteFile=render-vignettes.txt\n"
     )
-    assert storage.open(f"{root}/render-materials.txt").read().decode() == (
-        "Id\tPath\tType\nmaple\tmaple.vnc\tCabinet\nblinds\tblinds.vnw\tWindowsCovering\n"
+    assert stored(f"{root}/render-materials.txt").decode() == (
+        "Id\tPath\tType\nblinds\tblinds.vnw\tWindowsCovering\nmaple\tmaple.vnc\tCabinet\n"
     )
-    assert storage.open(f"{root}/render-vignettes.txt").read().decode() == (
+    assert stored(f"{root}/render-vignettes.txt").decode() == (
         "Id\tPath\nkitchen\tkitchen.vnt\n"
     )
-    records = json.loads(storage.open(f"{root}/render-catalog.json").read())
+    records = json.loads(stored(f"{root}/render-catalog.json"))
     assert [(r["id"], r["type"], r["path"]) for r in records] == [
+        ("blinds", "WindowsCovering", "/blinds.vnw"),
         ("kitchen", "Vignette", "/kitchen.vnt"),
         ("maple", "Cabinet", "/maple.vnc"),
-        ("blinds", "WindowsCovering", "/blinds.vnw"),
     ]
     assert first.output == {
         "root": f"{root}/render",
@@ -618,13 +624,13 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
     second = stack.wait(company, submit(ir_request(company, "Render again")))
     assert (second.state, second.total_file_count, second.file_success_count) == ("Done", 0, 0)
     assert types_of(second) == ["BeginImageRenderingPublish", "EndImageRenderingPublish"]
-    assert json.loads(storage.open(f"{root}/render-catalog.json").read()) == records
+    assert json.loads(stored(f"{root}/render-catalog.json")) == records
 
     # a changed cabinet (imported again) goes again, with its new bytes
     add_files(company, {"maple.vnc": authored(40)}, folder="/")
     third = stack.wait(company, submit(ir_request(company, "Render changed")))
     assert (third.total_file_count, third.file_success_count) == (1, 1)
-    assert storage.open(f"{root}/render/maple.vnc").read() == authored(40)
+    assert stored(f"{root}/render/maple.vnc") == authored(40)
 
     # the Image Serving publish takes its image, not the rendering content, and vice versa
     served = stack.wait(company, submit(publish_request(company, "Images", "Incremental")))
@@ -678,7 +684,7 @@ def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
     published = [k.removeprefix(f"{root}/render/") for k in runtime.storage.list_files(
         f"{root}/render", recursive=True)]  # fmt: skip
     assert published == ["rooms/ok.vnt"]
-    assert runtime.storage.open(f"{root}/render-vignettes.txt").read().decode() == (
+    assert stored(f"{root}/render-vignettes.txt").decode() == (
         "Id\tPath\nok\trooms/ok.vnt\n"
     )
     refused = [a.handle for n, a in made.items() if n != "ok.vnt"] + [twin.handle]
@@ -722,7 +728,7 @@ def test_image_rendering_publish_as_an_upload_follow_on(stack) -> None:
         for d in published.details
         if d.log_type == "ImageRenderingPublishSuccess"
     ) == [("bath.vnt", "Vignette"), ("oak.vnc", "Cabinet")]
-    assert storage.open(f"_publish/{company}/render/ir/oak.vnc").read() == authored(6)
+    assert stored(f"_publish/{company}/render/ir/oak.vnc") == authored(6)
 
 
 def test_image_rendering_publish_calls_its_completion_url(stack) -> None:
