@@ -443,6 +443,12 @@ def test_an_item_checks_its_asset_again(stack) -> None:
     }
     gone = video.process(ctx, PlannedItem(deleted))
     assert (gone.status, gone.message_id) == ("error", "asset {asset} no longer exists")
+    # Image Rendering has no warning log type: the skip is an error row counted as a warning
+    [changed] = add_files(company, {"changed.vnt": authored(8)}).values()
+    with runtime.store.write() as session:
+        session.execute(update(Asset).where(Asset.handle == changed.handle).values(type="File"))
+    skipped = KINDS["imageRenderingPublishJob"].process(ctx, PlannedItem(changed.handle))
+    assert (skipped.status, skipped.log_type) == ("warning", "ImageRenderingPublishError")
     no_file = directory.process(ctx, PlannedItem(f"a|{company_id}|6|t{company_id}"))
     assert (no_file.status, no_file.log_type) == ("error", "ServerDirectoryPublishError")
     assert str(no_file.args["error"]) == "the asset has no file"
@@ -596,9 +602,7 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
     assert stored(f"{root}/render-materials.txt").decode() == (
         "Id\tPath\tType\nblinds\tblinds.vnw\tWindowsCovering\nmaple\tmaple.vnc\tCabinet\n"
     )
-    assert stored(f"{root}/render-vignettes.txt").decode() == (
-        "Id\tPath\nkitchen\tkitchen.vnt\n"
-    )
+    assert stored(f"{root}/render-vignettes.txt").decode() == ("Id\tPath\nkitchen\tkitchen.vnt\n")
     records = json.loads(stored(f"{root}/render-catalog.json"))
     assert [(r["id"], r["type"], r["path"]) for r in records] == [
         ("blinds", "WindowsCovering", "/blinds.vnw"),
@@ -654,6 +658,7 @@ def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
             "script.vnw": b"<script>alert('x')</script>\n",
             "empty.vnt": b"",
             "gone.vnc": authored(2),
+            "line.vnt": authored(4),
         },
     )
     [twin] = add_files(company, {"ok.vnt": authored(3)}, folder="/other").values()
@@ -661,9 +666,13 @@ def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
     gone = made["gone.vnc"]
     assert gone.file_key is not None
     runtime.storage.delete(gone.file_key)
+    with runtime.store.write() as session:  # a name that would break a tab-separated record
+        session.execute(
+            update(Asset).where(Asset.handle == made["line.vnt"].handle).values(name="a\tb.vnt")
+        )
     log = stack.wait(company, submit(ir_request(company, "Hostile")))
     assert log.state == "Done" and not log.fatal_error
-    assert (log.file_success_count, log.file_error_count, log.total_file_count) == (1, 6, 7)
+    assert (log.file_success_count, log.file_error_count, log.total_file_count) == (1, 7, 8)
     rows = {
         d.asset_handle: d.log_message
         for d in log.details
@@ -679,19 +688,19 @@ def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
         made["empty.vnt"].handle: "cannot publish empty.vnt: the file is empty, not a vignette",
         gone.handle: "cannot publish gone.vnc: the asset's file is missing",
         twin.handle: "cannot publish ok.vnt: its catalog id ok is already used by /rooms/ok.vnt",
+        made["line.vnt"].handle: "cannot publish a\tb.vnt: its folder path or name holds a "
+        "control character, which a catalog cannot",
     }
     root = f"_publish/{company}"
     published = [k.removeprefix(f"{root}/render/") for k in runtime.storage.list_files(
         f"{root}/render", recursive=True)]  # fmt: skip
     assert published == ["rooms/ok.vnt"]
-    assert stored(f"{root}/render-vignettes.txt").decode() == (
-        "Id\tPath\nok\trooms/ok.vnt\n"
-    )
+    assert stored(f"{root}/render-vignettes.txt").decode() == ("Id\tPath\nok\trooms/ok.vnt\n")
     refused = [a.handle for n, a in made.items() if n != "ok.vnt"] + [twin.handle]
     assert states(refused) == dict.fromkeys(refused, "MarkedForPublish")
     # the refused ones are tried again (and refused again) by the next run
     again = stack.wait(company, submit(ir_request(company, "Hostile again")))
-    assert (again.total_file_count, again.file_error_count) == (6, 6)
+    assert (again.total_file_count, again.file_error_count) == (7, 7)
 
 
 def test_image_rendering_publish_as_an_upload_follow_on(stack) -> None:
