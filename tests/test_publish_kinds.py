@@ -521,7 +521,7 @@ def test_what_an_image_rendering_file_cannot_be() -> None:
     assert render_file_problem("Vignette", authored(1)[:64]) is None
     assert render_file_problem("Vignette", b"") == "the file is empty, not a vignette"
     assert render_file_problem("Cabinet", b"\x89PNG\r\n\x1a\n" + bytes(8)) == (
-        "the file is a Image file, not a cabinet style"
+        "the file is an Image file, not a cabinet style"
     )
     assert render_file_problem("WindowsCovering", b"%PDF-1.7\n") == (
         "the file is a Pdf file, not a window covering"
@@ -679,7 +679,7 @@ def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
         if d.log_type == "ImageRenderingPublishError"
     }
     assert rows == {
-        made["photo.vnt"].handle: "cannot publish photo.vnt: the file is a Image file, not a "
+        made["photo.vnt"].handle: "cannot publish photo.vnt: the file is an Image file, not a "
         "vignette",
         made["page.vnc"].handle: "cannot publish page.vnc: the file is a Pdf file, not a "
         "cabinet style",

@@ -84,7 +84,8 @@ def render_file_problem(asset_type: str, head: bytes) -> str | None:
         return f"the file is empty, not a {what}"
     sniffed = asset_type_of(head)
     if sniffed != "File":
-        return f"the file is a {sniffed} file, not a {what}"
+        article = "an" if sniffed[:1] in ("A", "E", "I", "O", "U") else "a"
+        return f"the file is {article} {sniffed} file, not a {what}"
     if all(byte in _TEXT for byte in head):
         return f"the file is text, not a {what}"
     return None
