@@ -37,6 +37,8 @@ TASK_MODULES = [
     "tasks.upload_directory",
     # AutomatedSetGenerationJob
     "tasks.automated_set_generation",
+    # ImageRenderingPublishJob
+    "tasks.image_rendering_publish",
 ]
 
 

@@ -34,10 +34,13 @@ from jobengine.store.schema import (
 
 __all__ = [
     "ASSET_TYPE_CODES",
+    "RENDER_SUFFIXES",
+    "RENDER_TYPES",
     "SET_TYPES",
     "USER_TYPES",
     "add_asset",
     "asset_named",
+    "asset_type_for",
     "asset_type_of",
     "company_by_handle",
     "company_presets",
@@ -86,7 +89,18 @@ ASSET_TYPE_CODES = {
     "VideoSet": 15,
     "ECatalog": 16,
     "OfferSet": 17,
+    # Image Rendering's authored files (no IPS number is documented for them)
+    "Vignette": 18,
+    "Cabinet": 19,
+    "WindowsCovering": 20,
 }
+
+# Image Rendering's files, made by Image Authoring: vignettes (.vnt), cabinet styles (.vnc) and
+# window covering styles (.vnw), the IPS Asset Types' names. Their formats are not public, so no
+# first bytes tell them: their suffix does (IPS: "upload them as you would any other file").
+# ImageRenderingPublishJob checks what it can of their content.
+RENDER_SUFFIXES = {".vnt": "Vignette", ".vnc": "Cabinet", ".vnw": "WindowsCovering"}
+RENDER_TYPES = tuple(RENDER_SUFFIXES.values())
 
 # Asset types ExportJob cannot export (the ExportJob page's list).
 SET_TYPES = frozenset(
@@ -119,6 +133,13 @@ def asset_type_of(head: bytes) -> str:
         brand = head[8:12]
         return "Image" if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1") else "Video"
     return "File"
+
+
+def asset_type_for(name: str, head: bytes) -> str:
+    """The asset type of a stored file: an Image Rendering file by its name's suffix (see
+    :data:`RENDER_SUFFIXES`), any other by its first bytes (:func:`asset_type_of`)."""
+    render = RENDER_SUFFIXES.get(PurePosixPath(name).suffix.lower())
+    return render if render is not None else asset_type_of(head)
 
 
 def hash_password(password: str) -> str:
@@ -236,7 +257,7 @@ def add_asset(
     asset_name = safe_name(name or source.name)
     key = f"{safe_name(company.handle)}/assets{target_folder.path.rstrip('/')}/{asset_name}"
     with open_regular(source) as fh:
-        kind = asset_type_of(fh.read(64))
+        kind = asset_type_for(asset_name, fh.read(64))
         fh.seek(0)
         with storage.writer(key) as out:
             size = copy_capped(fh, out, limit, source.name)

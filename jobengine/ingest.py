@@ -8,8 +8,9 @@ the job (:class:`UploadRules`) and a source of bytes, and:
 2. streams the bytes into storage under a key of their own (``<company>/uploads/<random>/<name>``)
    through ``storage.writer``: nothing is visible before the last byte, and a source that fails
    or is cut off leaves nothing behind;
-3. sniffs the asset type from the first bytes (:func:`jobengine.catalog.asset_type_of`, never the
-   name);
+3. sniffs the asset type from the first bytes (:func:`jobengine.catalog.asset_type_for`: never
+   the name, except for Image Rendering's vignette, cabinet and window covering files, whose
+   formats are not public);
 4. records the asset in one short store transaction (:func:`jobengine.catalog.record_file`):
    created, or replaced in place (same handle, new file, ``updated_at`` bumped), with its publish
    state set by ``readyForPublish`` and ``preservePublishState``; the rules are checked again
@@ -46,7 +47,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from jobengine.catalog import asset_named, asset_type_of, ensure_folder, record_file
+from jobengine.catalog import asset_named, asset_type_for, ensure_folder, record_file
 from jobengine.crops import NO_CROP, CropOrder, Measured, measure
 from jobengine.model.request import BIDI_CONTROLS, invisible
 from jobengine.runtime import Runtime
@@ -253,7 +254,7 @@ def ingest(
     key = f"{company_key}/uploads/{secrets.token_hex(8)}/{name}"
     head, size = _store(source(), runtime, key)
     try:
-        kind = asset_type_of(head)
+        kind = asset_type_for(name, head)
         measured = None
         if kind == "Image" and rules.crop.decide(found.crop if found else None) == "compute":
             with runtime.storage.local_file(key) as local:

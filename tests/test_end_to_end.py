@@ -148,28 +148,32 @@ def test_foreign_company_assets_are_refused(stack) -> None:
     assert caught.value.code == 20006
 
 
-def test_kinds_not_built_yet_name_themselves(stack) -> None:
-    from jobengine.kinds import KINDS
+def test_every_job_type_is_run_or_refused_by_name(stack) -> None:
+    """The eleven job types IPS lets a client submit all run here (ImageRenderingPublishJob was
+    the last); the two restricted ones are refused by the model; a kind this server lacked would
+    be refused with NotSupported naming it."""
+    from jobengine.kinds import KINDS, kind_for
+    from jobengine.model.constants import JobKind
 
-    company, images = stack.company(1)
-    candidates = {  # valid payloads of kinds that may not be built yet
-        "imageRenderingPublishJob": {"emailSetting": "None"},
-        "automatedSetGenerationJob": {
-            "assetHandleArray": {"items": images},
-            "readyForPublish": "false",
-            "autoSetCreationOptions": {"autoSetsArray": {"items": ["s|1"]}},
-            "emailSetting": "None",
-        },
-    }
-    missing = [element for element in candidates if element not in KINDS]
-    if not missing:
-        pytest.skip("every job kind with a simple payload is built")
-    element = missing[0]
-    request = {"companyHandle": company, "jobName": "Opt", element: candidates[element]}
+    assert {kind.element for kind in JobKind} == set(KINDS) and len(KINDS) == 11
     with pytest.raises(errors.NotSupported) as caught:
-        submit(request)
-    type_name = element[:1].upper() + element[1:]
-    assert caught.value.code == 30001 and type_name in caught.value.reason
+        kind_for("imageRenderingPublishJobV2")
+    assert caught.value.code == 30001 and "ImageRenderingPublishJobV2" in caught.value.reason
+    company, _ = stack.company(0)
+    for element, payload in (
+        ("metadataPublishJob", {"forcePublish": "true"}),
+        ("createVideoSitemapJob", {"forceUpdate": "true"}),
+    ):
+        with pytest.raises(errors.NotSupported) as caught:
+            submit({"companyHandle": company, "jobName": "Restricted", element: payload})
+        assert caught.value.field == element and "restricted" in caught.value.reason
+    request = {
+        "companyHandle": company,
+        "jobName": "Render",
+        "imageRenderingPublishJob": {"emailSetting": "None"},
+    }
+    log = stack.wait(company, submit(request))
+    assert (log.state, log.total_file_count) == ("Done", 0)
 
 
 def test_export_limits(stack) -> None:

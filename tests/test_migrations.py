@@ -203,6 +203,14 @@ def _count(url: str, table: str) -> int:
     return int(count)
 
 
+def _column(url: str, table: str, column: str) -> list[Any]:
+    store = _store(url)
+    with store.read_engine.connect() as conn:
+        values = conn.execute(text(f"SELECT {column} FROM {table} ORDER BY id")).scalars().all()
+    store.dispose()
+    return list(values)
+
+
 @pytest.fixture
 def runtime_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """Point jobengine's runtime at a given store (as a process started on it would)."""
@@ -252,6 +260,8 @@ def test_a_0_1_0_store_upgrades_with_all_its_data(url: str, runtime_on: Any) -> 
     assert [f.url_modifier for f in get_image_formats("old")] == ["wid=200"]
     for table in {t for t, _ in ROWS}:
         assert _count(url, table) == sum(1 for t, _ in ROWS if t == table), table
+    # no asset of an old store has been published to Image Rendering (0002ir)
+    assert _column(url, "assets", "rendering_published_at") == [None, None]
 
 
 def test_the_upgraded_store_takes_new_rows(url: str, runtime_on: Any) -> None:
@@ -299,6 +309,34 @@ def test_downgrade_to_nothing_and_up_again(url: str) -> None:
     assert migrate.current(store) is None
     migrate.upgrade(store)
     store.dispose()
+    assert _diff(url) == []
+
+
+def test_the_rendering_publish_time_comes_and_goes_with_its_revision(url: str) -> None:
+    """0002ir adds assets.rendering_published_at to a store with assets, and takes it away
+    again on downgrade, keeping the rows."""
+    from jobengine.store import migrate
+
+    _make_0_1_0_store(url)
+    _seed(url)
+    store = _store(url)
+    migrate.upgrade(store, "0001")
+    assert "rendering_published_at" not in {
+        c["name"] for c in inspect(store.engine).get_columns("assets")
+    }
+    migrate.upgrade(store)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE assets SET rendering_published_at = :t WHERE id = 1"), {"t": T0})
+    assert _column(url, "assets", "rendering_published_at")[0] is not None
+    assert _diff(url) == []
+    migrate.downgrade(store, "0001")
+    assert "rendering_published_at" not in {
+        c["name"] for c in inspect(store.engine).get_columns("assets")
+    }
+    assert _count(url, "assets") == 2
+    migrate.upgrade(store)
+    store.dispose()
+    assert _column(url, "assets", "rendering_published_at") == [None, None]
     assert _diff(url) == []
 
 

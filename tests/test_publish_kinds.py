@@ -1,7 +1,7 @@
-"""VideoPublishJob and ServerDirectoryPublishJob through submit() and real workers, on SQLite and
-PostgreSQL, plus the pure parts of the shared publish base (keys, atomic copies, the server
-directory setting, submit-time checks). ImageServingPublishJob's own tests are in
-test_end_to_end.py; here it only shows it publishes images and nothing else."""
+"""VideoPublishJob, ServerDirectoryPublishJob and ImageRenderingPublishJob through submit() and
+real workers, on SQLite and PostgreSQL, plus the pure parts of the shared publish base (keys,
+atomic copies, the server directory setting, submit-time checks). ImageServingPublishJob's own
+tests are in test_end_to_end.py; here it only shows it publishes images and nothing else."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from jobengine import errors, submit
-from jobengine.catalog import add_asset, add_set, asset_type_of, company_by_handle
+from jobengine.catalog import add_asset, add_set, asset_type_for, asset_type_of, company_by_handle
 from jobengine.kinds import KINDS, kind_by_slug
+from jobengine.kinds.image_rendering_publish import record_id, render_file_problem
 from jobengine.kinds.publish import copy_between, published_key
 from jobengine.kinds.server_directory_publish import server_directory
 from jobengine.model import parse_submit_job
@@ -186,7 +187,9 @@ def _job(request: dict[str, Any]) -> Any:
     return parse_submit_job(request).job
 
 
-@pytest.mark.parametrize("element", ["imageServingPublishJob", "videoPublishJob"])
+@pytest.mark.parametrize(
+    "element", ["imageServingPublishJob", "videoPublishJob", "imageRenderingPublishJob"]
+)
 def test_publish_context_is_not_supported_and_completion_url_is_checked(element: str) -> None:
     kind = KINDS[element]
     extra = {"publishType": "Full"} if element == "imageServingPublishJob" else {}
@@ -214,7 +217,8 @@ def test_the_publish_kinds_are_registered() -> None:
     assert kind_by_slug("server_directory_publish") is KINDS["serverDirectoryPublishJob"]
     assert KINDS["videoPublishJob"].job_type == "VideoPublish"
     assert KINDS["serverDirectoryPublishJob"].job_type == "ServerDirectoryPublish"
-    assert "imageRenderingPublishJob" not in KINDS  # no Image Rendering content to publish
+    assert kind_by_slug("image_rendering_publish") is KINDS["imageRenderingPublishJob"]
+    assert KINDS["imageRenderingPublishJob"].job_type == "ImageRenderingPublish"
 
 
 # --- end to end -----------------------------------------------------------------------------
@@ -439,7 +443,353 @@ def test_an_item_checks_its_asset_again(stack) -> None:
     }
     gone = video.process(ctx, PlannedItem(deleted))
     assert (gone.status, gone.message_id) == ("error", "asset {asset} no longer exists")
+    # Image Rendering has no warning log type: the skip is an error row counted as a warning
+    [changed] = add_files(company, {"changed.vnt": authored(8)}).values()
+    with runtime.store.write() as session:
+        session.execute(update(Asset).where(Asset.handle == changed.handle).values(type="File"))
+    skipped = KINDS["imageRenderingPublishJob"].process(ctx, PlannedItem(changed.handle))
+    assert (skipped.status, skipped.log_type) == ("warning", "ImageRenderingPublishError")
     no_file = directory.process(ctx, PlannedItem(f"a|{company_id}|6|t{company_id}"))
     assert (no_file.status, no_file.log_type) == ("error", "ServerDirectoryPublishError")
     assert str(no_file.args["error"]) == "the asset has no file"
     assert not runtime.storage.exists(f"_serverdir/{company}/t.psd")
+
+
+# --- ImageRenderingPublishJob -----------------------------------------------------------------
+
+
+# Image Authoring's formats are not public: binary bytes no other format's signature matches.
+def authored(seed: int, size: int = 600) -> bytes:
+    return b"\x00\x07S7IA" + bytes((seed * 17 + i * 7) % 256 for i in range(size))
+
+
+def ir_request(company: str, name: str, **job: Any) -> dict[str, Any]:
+    return {
+        "companyHandle": company,
+        "jobName": name,
+        "imageRenderingPublishJob": {"emailSetting": "None", **job},
+    }
+
+
+def add_files(
+    company: str, files: dict[str, bytes], *, folder: str = "/rooms", ready: bool = True
+) -> dict[str, Asset]:
+    """Import files as ``jobengine assets import`` does (catalog.add_asset); name -> asset."""
+    runtime = get_runtime()
+    made = {}
+    with tempfile.TemporaryDirectory() as tmp, runtime.store.write() as session:
+        owner = company_by_handle(session, company)
+        for name, data in files.items():
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            made[name] = add_asset(
+                session, runtime.storage, owner, path, folder=folder, ready_for_publish=ready
+            )
+        session.flush()
+        session.expunge_all()
+    return made
+
+
+def ir_times(handles: list[str]) -> dict[str, tuple[Any, Any]]:
+    """(published_at, rendering_published_at) of each asset."""
+    with get_runtime().store.read() as session:
+        rows = session.execute(
+            select(Asset.handle, Asset.published_at, Asset.rendering_published_at).where(
+                Asset.handle.in_(handles)
+            )
+        ).all()
+    return {h: (p, r) for h, p, r in rows}
+
+
+def stored(key: str) -> bytes:
+    with get_runtime().storage.open(key) as fh:
+        return fh.read()
+
+
+def test_image_rendering_files_are_typed_by_their_suffix() -> None:
+    jpeg_head = b"\xff\xd8\xff\xe0" + bytes(60)
+    assert asset_type_for("kitchen.vnt", authored(1)[:64]) == "Vignette"
+    assert asset_type_for("maple.VNC", authored(2)[:64]) == "Cabinet"
+    assert asset_type_for("blinds.vnw", b"") == "WindowsCovering"
+    assert asset_type_for("fake.vnt", jpeg_head) == "Vignette"  # the publish checks the content
+    assert asset_type_for("photo.jpg", jpeg_head) == "Image"
+    assert asset_type_for("vnt", authored(1)[:64]) == "File"  # a suffix, not a name
+    assert asset_type_for("a.vnt.jpg", jpeg_head) == "Image"
+
+
+def test_what_an_image_rendering_file_cannot_be() -> None:
+    assert render_file_problem("Vignette", authored(1)[:64]) is None
+    assert render_file_problem("Vignette", b"") == "the file is empty, not a vignette"
+    assert render_file_problem("Cabinet", b"\x89PNG\r\n\x1a\n" + bytes(8)) == (
+        "the file is an Image file, not a cabinet style"
+    )
+    assert render_file_problem("WindowsCovering", b"%PDF-1.7\n") == (
+        "the file is a Pdf file, not a window covering"
+    )
+    assert render_file_problem("Vignette", b"<html><script>alert(1)</script>") == (
+        "the file is text, not a vignette"
+    )
+    assert (record_id("kitchen.vnt"), record_id("a.b.vnc"), record_id(".vnw")) == (
+        "kitchen",
+        "a.b",
+        ".vnw",
+    )
+
+
+def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
+    company, images = stack.company(1)  # /pics/img000.jpg, marked for publish
+    # imported through the command line, as an operator does (a real process on the store)
+    rooms = tmp_path / "rooms"
+    rooms.mkdir()
+    for name, seed in (("kitchen.vnt", 1), ("maple.vnc", 2), ("blinds.vnw", 3)):
+        (rooms / name).write_bytes(authored(seed))
+    (rooms / "notes.txt").write_text("not for the renderer")
+    from tests.test_cli import _run
+
+    out = _run(
+        ["assets", "import", "-c", company, str(rooms), "--folder", "/", "--ready-for-publish"],
+        stack.env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Vignette" in out.stdout and "WindowsCovering" in out.stdout
+    [unmarked] = add_files(company, {"later.vnt": authored(9)}, ready=False).values()
+    with get_runtime().store.read() as session:
+        owner_id = company_by_handle(session, company).id
+        rows = session.execute(
+            select(Asset.name, Asset.type, Asset.handle).where(Asset.company_id == owner_id)
+        ).all()
+    by_name = {n: (t, h) for n, t, h in rows}
+    assert {n: t for n, (t, _) in by_name.items()} == {
+        "img000.jpg": "Image",
+        "kitchen.vnt": "Vignette",
+        "maple.vnc": "Cabinet",
+        "blinds.vnw": "WindowsCovering",
+        "notes.txt": "File",
+        "later.vnt": "Vignette",
+    }
+    ir_handles = [by_name[n][1] for n in ("kitchen.vnt", "maple.vnc", "blinds.vnw")]
+    storage = get_runtime().storage
+    root = f"_publish/{company}"
+
+    first = stack.wait(company, submit(ir_request(company, "Render")))
+    assert first.state == "Done", first.details
+    assert (first.file_success_count, first.file_error_count, first.total_file_count) == (3, 0, 3)
+    assert first.file_warning_count == 0
+    from tests.test_callbacks import run_of
+
+    assert run_of(company, first).total_size == sum(len(authored(s)) for s in (1, 2, 3))
+    types = types_of(first)
+    assert types[0] == "BeginImageRenderingPublish" and types[-1] == "EndImageRenderingPublish"
+    successes = {
+        d.asset_name: (d.asset_type, d.log_message)
+        for d in first.details
+        if d.log_type == "ImageRenderingPublishSuccess"
+    }
+    assert successes == {  # the rows name the Job Log File Types
+        "kitchen.vnt": ("Vignette", "published /kitchen.vnt"),
+        "maple.vnc": ("Cabinet", "published /maple.vnc"),
+        "blinds.vnw": ("WindowCovering", "published /blinds.vnw"),
+    }
+    for name, seed in (("kitchen.vnt", 1), ("maple.vnc", 2), ("blinds.vnw", 3)):
+        assert stored(f"{root}/render/{name}") == authored(seed)
+    assert not storage.exists(f"{root}/render/later.vnt")
+    assert not storage.exists(f"{root}/render/notes.txt")
+    assert not storage.exists(f"{root}/render/pics/img000.jpg")
+    assert stored(f"{root}/render.ini").decode() == (
+        f"RootId={company}\nRootPath={company}/render\n"
+        "CatalogFile=render-materials.txt\nVignetteFile=render-vignettes.txt\n"
+    )
+    assert stored(f"{root}/render-materials.txt").decode() == (
+        "Id\tPath\tType\nblinds\tblinds.vnw\tWindowsCovering\nmaple\tmaple.vnc\tCabinet\n"
+    )
+    assert stored(f"{root}/render-vignettes.txt").decode() == ("Id\tPath\nkitchen\tkitchen.vnt\n")
+    records = json.loads(stored(f"{root}/render-catalog.json"))
+    assert [(r["id"], r["type"], r["path"]) for r in records] == [
+        ("blinds", "WindowsCovering", "/blinds.vnw"),
+        ("kitchen", "Vignette", "/kitchen.vnt"),
+        ("maple", "Cabinet", "/maple.vnc"),
+    ]
+    assert first.output == {
+        "root": f"{root}/render",
+        "catalog": f"{root}/render.ini",
+        "vignettes": 1,
+        "materials": 2,
+    }
+    assert states(ir_handles) == dict.fromkeys(ir_handles, "Published")
+    times = ir_times([*ir_handles, *images])
+    assert all(p is None and r is not None for p, r in (times[h] for h in ir_handles))
+    assert times[images[0]] == (None, None)  # images are the Image Serving publish's
+    assert states([*images, unmarked.handle]) == {
+        images[0]: "MarkedForPublish",
+        unmarked.handle: "NotMarkedForPublish",
+    }
+
+    # nothing new: a run with nothing to publish is Done, and the catalog stays whole
+    second = stack.wait(company, submit(ir_request(company, "Render again")))
+    assert (second.state, second.total_file_count, second.file_success_count) == ("Done", 0, 0)
+    assert types_of(second) == ["BeginImageRenderingPublish", "EndImageRenderingPublish"]
+    assert json.loads(stored(f"{root}/render-catalog.json")) == records
+
+    # a changed cabinet (imported again) goes again, with its new bytes
+    add_files(company, {"maple.vnc": authored(40)}, folder="/")
+    third = stack.wait(company, submit(ir_request(company, "Render changed")))
+    assert (third.total_file_count, third.file_success_count) == (1, 1)
+    assert stored(f"{root}/render/maple.vnc") == authored(40)
+
+    # the Image Serving publish takes its image, not the rendering content, and vice versa
+    served = stack.wait(company, submit(publish_request(company, "Images", "Incremental")))
+    assert (served.total_file_count, served.file_success_count) == (1, 1)
+    assert not storage.exists(f"{root}/images/kitchen.vnt")
+    assert ir_times(images)[images[0]][1] is None
+
+
+def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
+    company, _ = stack.company(0)
+    jpeg = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(jpeg, "JPEG")
+    made = add_files(
+        company,
+        {
+            "ok.vnt": authored(1),
+            "photo.vnt": jpeg.getvalue(),  # a JPEG named as a vignette
+            "page.vnc": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n",
+            "script.vnw": b"<script>alert('x')</script>\n",
+            "empty.vnt": b"",
+            "gone.vnc": authored(2),
+            "line.vnt": authored(4),
+        },
+    )
+    [twin] = add_files(company, {"ok.vnt": authored(3)}, folder="/other").values()
+    runtime = get_runtime()
+    gone = made["gone.vnc"]
+    assert gone.file_key is not None
+    runtime.storage.delete(gone.file_key)
+    with runtime.store.write() as session:  # a name that would break a tab-separated record
+        session.execute(
+            update(Asset).where(Asset.handle == made["line.vnt"].handle).values(name="a\tb.vnt")
+        )
+    log = stack.wait(company, submit(ir_request(company, "Hostile")))
+    assert log.state == "Done" and not log.fatal_error
+    assert (log.file_success_count, log.file_error_count, log.total_file_count) == (1, 7, 8)
+    rows = {
+        d.asset_handle: d.log_message
+        for d in log.details
+        if d.log_type == "ImageRenderingPublishError"
+    }
+    assert rows == {
+        made["photo.vnt"].handle: "cannot publish photo.vnt: the file is an Image file, not a "
+        "vignette",
+        made["page.vnc"].handle: "cannot publish page.vnc: the file is a Pdf file, not a "
+        "cabinet style",
+        made["script.vnw"].handle: "cannot publish script.vnw: the file is text, not a "
+        "window covering",
+        made["empty.vnt"].handle: "cannot publish empty.vnt: the file is empty, not a vignette",
+        gone.handle: "cannot publish gone.vnc: the asset's file is missing",
+        twin.handle: "cannot publish ok.vnt: its catalog id ok is already used by /rooms/ok.vnt",
+        made["line.vnt"].handle: "cannot publish a\tb.vnt: its folder path or name holds a "
+        "control character, which a catalog cannot",
+    }
+    root = f"_publish/{company}"
+    published = [k.removeprefix(f"{root}/render/") for k in runtime.storage.list_files(
+        f"{root}/render", recursive=True)]  # fmt: skip
+    assert published == ["rooms/ok.vnt"]
+    assert stored(f"{root}/render-vignettes.txt").decode() == ("Id\tPath\nok\trooms/ok.vnt\n")
+    refused = [a.handle for n, a in made.items() if n != "ok.vnt"] + [twin.handle]
+    assert states(refused) == dict.fromkeys(refused, "MarkedForPublish")
+    # the refused ones are tried again (and refused again) by the next run
+    again = stack.wait(company, submit(ir_request(company, "Hostile again")))
+    assert (again.total_file_count, again.file_error_count) == (7, 7)
+
+
+def test_image_rendering_publish_as_an_upload_follow_on(stack) -> None:
+    from jobengine.kinds.upload_directory import upload_root
+    from tests.test_upload_directory import directory_request
+
+    company, _ = stack.company(0)
+    storage = get_runtime().storage
+    assert isinstance(storage, LocalStorage)
+    incoming = storage.root / upload_root(company) / "room"
+    incoming.mkdir(parents=True)
+    (incoming / "bath.vnt").write_bytes(authored(5))
+    (incoming / "oak.vnc").write_bytes(authored(6))
+    request = directory_request(
+        company,
+        "room",
+        "Room upload",
+        destFolder="/ir",
+        readyForPublish=True,
+        postImageRenderingPublishJob={"emailSetting": "None"},
+    )
+    log = stack.wait(company, submit(request, user=f"{company}@example.com"))
+    assert log.state == "Done" and log.file_success_count == 2
+    follow = log.output["followOn"]
+    assert follow == f"{company}|Room upload_Pub|"
+    assert [d.log_message for d in log.details if d.log_type == "InitiatingJobName"] == [
+        f"submitted follow-on job ImageRenderingPublishJob {follow}"
+    ]
+    published = stack.wait(company, follow)
+    assert published.state == "Done" and published.original_job_name == "Room upload_Pub"
+    assert published.submit_user_email == f"{company}@example.com"
+    assert sorted(
+        (d.asset_name, d.asset_type)
+        for d in published.details
+        if d.log_type == "ImageRenderingPublishSuccess"
+    ) == [("bath.vnt", "Vignette"), ("oak.vnc", "Cabinet")]
+    assert stored(f"_publish/{company}/render/ir/oak.vnc") == authored(6)
+
+
+def test_image_rendering_publish_calls_its_completion_url(stack) -> None:
+    from tests.test_callbacks import Hook, run_of, settled
+
+    company, _ = stack.company(0)
+    add_files(company, {"den.vnt": authored(7)})
+    hook = Hook()
+    try:
+        handle = submit(ir_request(company, "Hooked render", httpCompletionUrl=hook.url()))
+        log = stack.wait(company, handle)
+        assert log.state == "Done" and log.file_success_count == 1
+        [posted] = hook.wait_posts(1)
+    finally:
+        hook.stop()
+    body = posted.json()
+    assert (body["jobHandle"], body["jobType"], body["state"]) == (
+        handle,
+        "ImageRenderingPublish",
+        "Done",
+    )
+    assert (body["fileSuccessCount"], body["totalFileCount"]) == (1, 1)
+    assert body["totalSize"] == len(authored(7))
+    assert settled(run_of(company, log).id).callback_state == "delivered"
+
+
+def test_image_rendering_publish_options_are_refused_at_submit(stack) -> None:
+    company, _ = stack.company(0)
+    for job, fault, field in (
+        ({"contextHandle": "ctx|render"}, errors.NotSupported, "contextHandle"),
+        ({"httpCompletionUrl": "https://hooks.example:0/r"}, errors.InvalidParameter,
+         "httpCompletionUrl"),
+    ):  # fmt: skip
+        with pytest.raises(fault) as caught:
+            submit(ir_request(company, "Refused", **job))
+        assert caught.value.code == 30001
+        assert caught.value.field == f"imageRenderingPublishJob/{field}"
+    with pytest.raises(errors.NotSupported) as caught:  # the follow-on's own checks
+        submit(
+            {
+                "companyHandle": company,
+                "jobName": "F",
+                "uploadDirectoryJob": {
+                    "serverDir": "x",
+                    "overwrite": False,
+                    "readyForPublish": False,
+                    "includeSubfolders": False,
+                    "createMask": False,
+                    "processMetadataFiles": False,
+                    "emailSetting": "None",
+                    "postImageRenderingPublishJob": {"emailSetting": "None", "contextHandle": "c"},
+                },
+            }
+        )
+    assert caught.value.field == "uploadDirectoryJob/postImageRenderingPublishJob/contextHandle"

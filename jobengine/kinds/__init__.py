@@ -10,6 +10,7 @@ from jobengine.errors import NotSupported
 from jobengine.kinds.automated_set_generation import AutomatedSetGenerationKind
 from jobengine.kinds.base import ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.kinds.export import ExportKind
+from jobengine.kinds.image_rendering_publish import ImageRenderingPublishKind
 from jobengine.kinds.image_serving_publish import ImageServingPublishKind
 from jobengine.kinds.optimize_images import OptimizeImagesKind
 from jobengine.kinds.reprocess_assets import ReprocessAssetsKind
@@ -46,6 +47,8 @@ KINDS: dict[str, JobKindHandler] = {
         UploadDirectoryKind(),
         # AutomatedSetGenerationJob
         AutomatedSetGenerationKind(),
+        # ImageRenderingPublishJob
+        ImageRenderingPublishKind(),
     )
 }
 _BY_SLUG = {kind.slug: kind for kind in KINDS.values()}

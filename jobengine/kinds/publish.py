@@ -138,6 +138,9 @@ class PublishKind(JobKindHandler):
     error_log: ClassVar[str]
     warning_log: ClassVar[str]
     marks_published: ClassVar[bool] = True  # set publish_state/published_at of what it copied
+    # the Asset column holding when this publish last copied an asset (its incremental runs
+    # take what changed since): each publish target keeps its own
+    published_column: ClassVar[str] = "published_at"
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -150,6 +153,15 @@ class PublishKind(JobKindHandler):
     def destination(self, ctx: RunContext) -> tuple[Storage, str]:
         """The storage and key prefix published files go to."""
         raise NotImplementedError
+
+    def refusal(self, ctx: RunContext, asset: Asset, folder: str) -> str | None:
+        """Why this asset cannot be published, in words for its error row (None: it can).
+        Called before its file is copied; may read the file (an OSError fails the asset)."""
+        return None
+
+    def log_asset(self, asset: Asset) -> AssetRef:
+        """The asset as this kind's log rows name it."""
+        return AssetRef.of(asset)
 
     # --- submit ---------------------------------------------------------------------------
 
@@ -172,9 +184,8 @@ class PublishKind(JobKindHandler):
             Asset.publish_state.in_(PUBLISHABLE),
         )
         if self.incremental(ctx.job):
-            query = query.where(
-                or_(Asset.published_at.is_(None), Asset.updated_at > Asset.published_at)
-            )
+            published_at = getattr(Asset, self.published_column)
+            query = query.where(or_(published_at.is_(None), Asset.updated_at > published_at))
         return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
 
     def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
@@ -182,7 +193,7 @@ class PublishKind(JobKindHandler):
         if found is None:
             return asset_gone(item.key, self.error_log)
         asset, folder = found
-        ref, path = AssetRef.of(asset), asset_path(folder, asset.name)
+        ref, path = self.log_asset(asset), asset_path(folder, asset.name)
         if asset.type not in self.types or asset.publish_state not in PUBLISHABLE:
             skipped = {"name": asset.name}
             return ItemOutcome(
@@ -198,6 +209,12 @@ class PublishKind(JobKindHandler):
         try:
             storage, prefix = self.destination(ctx)
             key = published_key(prefix, folder, asset.name)
+            refused = self.refusal(ctx, asset, folder)
+            if refused is not None:
+                why = {"name": asset.name, "error": refused}
+                return ItemOutcome(
+                    "error", self.error_log, "cannot publish {name}: {error}", ref, args=why
+                )
             if asset.type in self.file_types:
                 if asset.file_key is None:
                     raise FileNotFoundError("the asset has no file")
@@ -218,11 +235,11 @@ class PublishKind(JobKindHandler):
             "success", self.success_log, "published {path}", ref, size, result, logged
         )
 
-    @staticmethod
-    def _mark_published(ctx: RunContext, asset_id: int, copied_from: datetime) -> None:
+    def _mark_published(self, ctx: RunContext, asset_id: int, copied_from: datetime) -> None:
         """Mark the asset published as of the start of its copy: a change made while it was
         being copied is newer, so the next incremental publish takes it again."""
         with ctx.runtime.store.write() as session:
             stored = session.get(Asset, asset_id)
             if stored is not None:
-                stored.publish_state, stored.published_at = "Published", copied_from
+                stored.publish_state = "Published"
+                setattr(stored, self.published_column, copied_from)

@@ -125,7 +125,9 @@ class Asset(Base):
     file_key: Mapped[str | None] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     publish_state: Mapped[str] = mapped_column(String(32), default="NotMarkedForPublish")
-    published_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]  # ImageServingPublishJob / VideoPublishJob
+    # ImageRenderingPublishJob's own: its vignettes and materials go to another catalog
+    rendering_published_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # UploadUrlsJob / UploadDirectoryJob (jobengine/ingest.py): the upload item that last wrote
