@@ -79,7 +79,12 @@ def test_rip_makes_page_assets_and_an_ecatalog_and_rerips_in_place(stack: Stack)
     log = stack.wait(company, submit(rip_request(company, [pdf], resolution="36")))
     assert log.state == "Done"
     assert (log.total_file_count, log.file_success_count, log.file_error_count) == (1, 1, 0)
-    assert [d.log_type for d in log.details] == ["BeginPdfRip", "UploadSuccess", "EndUpload"]
+    assert [d.log_type for d in log.details] == [
+        "BeginPdfRip",
+        "OriginalJobName",
+        "UploadSuccess",
+        "EndUpload",
+    ]
     assert log.details[1].log_message == (
         "ripped brochure.pdf into 3 page(s) and the eCatalog brochure"
     )
