@@ -279,7 +279,7 @@ def submit_many(
                         duplicate=duplicate,
                         sending=sending,
                         client=client,
-                    )  # fmt: skip
+                    )
                     for req in reqs
                 ]
             break
