@@ -21,6 +21,7 @@ import logging
 import re
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -260,7 +261,8 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the JSON API: request schemas generated from the models,
     answers from the WSDL's return types, faults as :data:`FAULT_SCHEMA`."""
     ops = list(OPERATIONS.values())
-    models = [*{op.param: None for op in ops}, UploadPostJob]  # ActiveJob echoes uploadPostJob
+    # every input model, and UploadPostJob, which ActiveJob echoes though no operation takes it
+    models: list[type[BaseModel]] = [*{op.param: None for op in ops}, UploadPostJob]
     refs, defs = models_json_schema(
         [(m, "validation") for m in models],
         by_alias=True,
