@@ -483,6 +483,7 @@ def test_plain_xml_faults(web: WebServer) -> None:
         .replace(b"<Request", b"<Envelope")
         .replace(b"</Request>", b"</Envelope>"),
         _plain_request(logs_call, header).replace(b"</authHeader>", b"</authHeader>text"),
+        _plain_request("<x>" * 40 + "</x>" * 40, header),  # nested past the depth limit
         b"\xff\xfe<not xml",
         b"",
     ]
