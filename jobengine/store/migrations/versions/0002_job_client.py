@@ -19,7 +19,11 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    op.add_column("jobs", sa.Column("client", sa.String(length=255), nullable=True))
+    # A store adopted by 0001 from tables the current models made (a test's, or a development
+    # store without a version) may have the column already.
+    present = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("jobs")}
+    if "client" not in present:
+        op.add_column("jobs", sa.Column("client", sa.String(length=255), nullable=True))
 
 
 def downgrade() -> None:
