@@ -35,6 +35,7 @@ from jobengine.heartbeat import Heartbeat
 from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
 from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
+from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
@@ -54,6 +55,7 @@ from jobengine.store.runs import (
     lock_job_of_run,
     mark_finish_sent,
     write_log,
+    write_record,
 )
 from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
 
@@ -197,12 +199,21 @@ def _claim_start(
         existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
         if first:
             write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
+            _write_job_records(session, loaded.run, job)
         if not existing and loaded.kind.plans_from_request:  # no I/O: planned right here
             planned = loaded.kind.plan(loaded.ctx, session)
             inline = len(planned) <= runtime.settings.inline_items
             holder = worker if inline else None
             existing = _record_items(session, loaded, planned, holder, runtime.settings)
     return loaded, existing
+
+
+def _write_job_records(session: Session, run: Run, job: Job) -> None:
+    """The job metadata rows IPS writes after the begin row: the name as submitted, and the
+    submitting application when it is known (SOAP authHeader appName / appVersion)."""
+    write_record(session, run, JobLogType.ORIGINAL_JOB_NAME, job.name)
+    if job.client:
+        write_record(session, run, JobLogType.JOB_CLIENT, job.client)
 
 
 def _record_items(

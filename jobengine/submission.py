@@ -114,7 +114,7 @@ _RELEASE_NAME = HotStatement(
 )
 _JOB_KEYS = ("company_id", "live_key", "handle", "name", "kind", "payload", "submit_user_id",
              "run_as_user_id", "locale", "description", "exec_time", "exec_schedule", "time_zone",
-             "trigger_state", "next_fire_at", "fired_through", "created_at")  # fmt: skip
+             "trigger_state", "next_fire_at", "fired_through", "created_at", "client")  # fmt: skip
 _JOB_INSERT = HotStatement(insert(JOBS).returning(JOBS.c.id), insert_keys=_JOB_KEYS)
 _SET_HANDLE = HotStatement(
     update(JOBS).where(JOBS.c.id == bindparam("job")).values(handle=bindparam("h"))
@@ -180,6 +180,7 @@ def _record(
     *,
     duplicate: bool,
     sending: bool,
+    client: str | None = None,
 ) -> tuple[str, dispatch.StartMessage | None]:
     """Write one job (and its run when it starts now); returns its handle and start message."""
     settings = runtime.settings
@@ -211,6 +212,7 @@ def _record(
         next_fire_at=timing.next_fire_at,
         fired_through=timing.next_fire_at if timing.run_now else None,
         created_at=now,
+        client=client[:255] if client else None,
     )
     job_id = int(_JOB_INSERT.scalar(conn, values))
     if taken:
@@ -235,19 +237,27 @@ def _record(
 
 @caller_faults
 def submit(
-    request: SubmitJobRequest | dict[str, Any] | str | bytes, *, user: str | None = None
+    request: SubmitJobRequest | dict[str, Any] | str | bytes,
+    *,
+    user: str | None = None,
+    client: str | None = None,
 ) -> str:
     """Submit a job (model, dict with IPS names, or IPS XML); returns its jobHandle.
 
     ``user`` is the submitting user's handle or e-mail (the caller, when known); it must be a
-    member of the company. Raises an :class:`~jobengine.errors.IpsFault` for any bad request.
+    member of the company. ``client`` names the submitting application (SOAP: authHeader
+    appName and appVersion); each run logs it as its JobClient row. Raises an
+    :class:`~jobengine.errors.IpsFault` for any bad request.
     """
-    return submit_many([request], user=user)[0]
+    return submit_many([request], user=user, client=client)[0]
 
 
 @caller_faults
 def submit_many(
-    requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes], *, user: str | None = None
+    requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes],
+    *,
+    user: str | None = None,
+    client: str | None = None,
 ) -> list[str]:
     """Submit several jobs in one transaction and one broker round trip; returns their handles.
 
@@ -261,7 +271,15 @@ def submit_many(
         try:
             with runtime.store.connect() as conn:
                 recorded = [
-                    _record(conn, runtime, req, user, duplicate=duplicate, sending=sending)
+                    _record(
+                        conn,
+                        runtime,
+                        req,
+                        user,
+                        duplicate=duplicate,
+                        sending=sending,
+                        client=client,
+                    )
                     for req in reqs
                 ]
             break

@@ -258,24 +258,28 @@ def test_every_message_written_in_code_is_registered_with_its_arguments() -> Non
 
 ENGLISH = {
     "BeginGet": ["job {job} started"],
+    "OriginalJobName": ["{job}"],  # data: the name as submitted, never translated
     "ReturnSuccess": ["exported pics/img000.jpg", "exported pics/img001.jpg"],
     "FileCancel": ["skipped set0: ImageSet assets cannot be exported"],
     "EndGet": ["job done: 2 succeeded, 0 failed, 1 warnings of 3 file(s)"],
 }
 GERMAN = {
     "BeginGet": ["Job {job} gestartet"],
+    "OriginalJobName": ["{job}"],  # data: the name as submitted, never translated
     "ReturnSuccess": ["Exportiert: pics/img000.jpg", "Exportiert: pics/img001.jpg"],
     "FileCancel": ["set0 übersprungen: Assets vom Typ ImageSet können nicht exportiert werden"],
     "EndGet": ["Job abgeschlossen: 2 erfolgreich, 0 fehlgeschlagen, 1 Warnungen von 3 Datei(en)"],
 }
 FRENCH = {
     "BeginGet": ["Tâche {job} démarrée"],
+    "OriginalJobName": ["{job}"],  # data: the name as submitted, never translated
     "ReturnSuccess": ["Exporté : pics/img000.jpg", "Exporté : pics/img001.jpg"],
     "FileCancel": ["set0 ignoré : les ressources de type ImageSet ne peuvent pas être exportées"],
     "EndGet": ["Tâche terminée : 2 réussis, 0 en échec, 1 avertissements sur 3 fichier(s)"],
 }
 JAPANESE = {
     "BeginGet": ["ジョブ {job} を開始しました"],
+    "OriginalJobName": ["{job}"],  # data: the name as submitted, never translated
     "ReturnSuccess": ["書き出しました: pics/img000.jpg", "書き出しました: pics/img001.jpg"],
     "FileCancel": ["set0 をスキップしました: ImageSet アセットは書き出せません"],
     "EndGet": ["ジョブ完了: 全 3 ファイル中 成功 2 件、失敗 0 件、警告 1 件"],
@@ -374,6 +378,7 @@ def test_hostile_names_render_literally(stack: Stack) -> None:
     assert done.state == "Done"
     expected_de = {
         "BeginGet": [f"Job {job_name} gestartet"],
+        "OriginalJobName": [job_name],
         "ReturnSuccess": [f"Exportiert: pics/{HOSTILE}.jpg"],
         "FileCancel": [
             f"{HOSTILE} übersprungen: Assets vom Typ ImageSet können nicht exportiert werden"

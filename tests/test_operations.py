@@ -26,9 +26,11 @@ def test_job_log_details_page_and_filter_by_log_type(stack) -> None:
     company, assets = stack.company(5, sets=1)
     handle = submit(export_request(company, assets, "Paged"))
     done = stack.wait(company, handle)
-    assert done.detail_total_rows == 8  # Begin, 5 files, 1 skipped set, End
+    assert done.detail_total_rows == 9  # Begin, OriginalJobName, 5 files, 1 skipped set, End
+    assert [d.log_type for d in done.details[:2]] == ["BeginGet", "OriginalJobName"]
+    assert done.details[1].log_message == "Paged"  # the name as submitted
     [page2] = get_job_log_details(company, job_handle=handle, records_per_page=3, results_page=2)
-    assert page2.detail_total_rows == 8
+    assert page2.detail_total_rows == 9
     assert [d.log_message for d in page2.details] == [d.log_message for d in done.details[3:6]]
     [only] = get_job_log_details(company, job_handle=handle, log_types=["ReturnSuccess"])
     assert only.detail_total_rows == 5

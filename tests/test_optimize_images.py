@@ -116,7 +116,11 @@ def test_a_company_without_images_has_nothing_to_do(stack: Stack) -> None:
     company, _ = stack.company(0)
     log = stack.wait(company, submit(optimize_request(company)))
     assert (log.state, log.total_file_count) == ("Done", 0)
-    assert [d.log_type for d in log.details] == ["BeginReoptimize", "endReoptimize"]
+    assert [d.log_type for d in log.details] == [
+        "BeginReoptimize",
+        "OriginalJobName",
+        "endReoptimize",
+    ]
     assert log.details[0].log_message == "job Optimize started"
 
 

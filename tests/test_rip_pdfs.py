@@ -79,11 +79,16 @@ def test_rip_makes_page_assets_and_an_ecatalog_and_rerips_in_place(stack: Stack)
     log = stack.wait(company, submit(rip_request(company, [pdf], resolution="36")))
     assert log.state == "Done"
     assert (log.total_file_count, log.file_success_count, log.file_error_count) == (1, 1, 0)
-    assert [d.log_type for d in log.details] == ["BeginPdfRip", "UploadSuccess", "EndUpload"]
-    assert log.details[1].log_message == (
+    assert [d.log_type for d in log.details] == [
+        "BeginPdfRip",
+        "OriginalJobName",
+        "UploadSuccess",
+        "EndUpload",
+    ]
+    assert log.details[2].log_message == (
         "ripped brochure.pdf into 3 page(s) and the eCatalog brochure"
     )
-    assert log.details[1].asset_handle == pdf
+    assert log.details[2].asset_handle == pdf
     first = assets_in(company)
     names = ["brochure-1.jpg", "brochure-2.jpg", "brochure-3.jpg"]
     assert sorted(first) == sorted(["brochure.pdf", "brochure", *names])
@@ -122,7 +127,7 @@ def test_rip_makes_page_assets_and_an_ecatalog_and_rerips_in_place(stack: Stack)
     # the PDF now has one page less: the page the earlier rips made beyond it is removed
     add_files(company, {"brochure.pdf": partial(pdf_pages, pages=2)})
     third = stack.wait(company, submit(rip_request(company, [pdf], "Rip shorter")))
-    assert third.details[1].log_message == (
+    assert third.details[2].log_message == (
         "ripped brochure.pdf into 2 page(s) and the eCatalog brochure"
     )
     now = assets_in(company)
@@ -166,9 +171,9 @@ def test_pdf_options_choose_what_is_made(stack: Stack) -> None:
     assert logs["none.pdf"].file_warning_count == 1
     [managed] = [d for d in logs["none.pdf"].details if d.log_type == "UploadWarning"]
     assert managed.log_message == "none.pdf is managed only: pdfOptions/process is None"
-    assert logs["thumb.pdf"].details[1].log_message == "ripped thumb.pdf into 1 page(s)"
-    assert logs["plain.pdf"].details[1].log_message == "ripped plain.pdf into 2 page(s)"
-    assert logs["gray.pdf"].details[1].log_message == (
+    assert logs["thumb.pdf"].details[2].log_message == "ripped thumb.pdf into 1 page(s)"
+    assert logs["plain.pdf"].details[2].log_message == "ripped plain.pdf into 2 page(s)"
+    assert logs["gray.pdf"].details[2].log_message == (
         "ripped gray.pdf into 1 page(s) and the eCatalog gray"
     )
     made = assets_in(company)

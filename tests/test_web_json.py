@@ -106,7 +106,7 @@ def test_job_operations(stack: Stack, web: WebServer) -> None:
     assert [log["originalJobName"] for log in logs] == ["Nightly"]
     stack.wait(company, handle)
     asset_logs = api.call("getAssetJobLogs", {"companyHandle": company, "assetHandle": assets[0]})
-    assert "ReturnSuccess" in {log["logType"] for log in items(asset_logs, "assetJobLogArray")}
+    assert "ReturnSuccess" in {log["logType"] for log in items(asset_logs, "jobLogArray")}
     assert api.call("deleteJob", params) == {}
     assert api.call("getScheduledJobs", {"companyHandle": company}) == {"jobArray": {"items": []}}
 

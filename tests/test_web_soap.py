@@ -259,7 +259,7 @@ def test_job_operations(stack: Stack, web: WebServer) -> None:
     dates = texts(details, "jobLogArray/items/detailArray/items/dateCreated")
     assert all(d.endswith("+00:00") for d in dates)
     logs = soap.call("getAssetJobLogs", {"companyHandle": company, "assetHandle": assets[0]})
-    assert handle.split("|")[0] in texts(logs, "assetJobLogArray/items/jobHandle")[0]
+    assert handle.split("|")[0] in texts(logs, "jobLogArray/items/jobHandle")[0]
 
     saved = soap.call(
         "saveImageFormat", {"companyHandle": company, "name": "thumb", "urlModifier": "wid=80"}

@@ -37,6 +37,7 @@ __all__ = [
     "get_scheduled_jobs",
 ]
 
+MAX_XSD_INT = 2**31 - 1  # ActiveJob.totalSize is an xsd:int
 _ACTIVE_STATE = {"Queued": "WaitingCoordinator", "Running": "Running", "Stopping": "Stopping"}
 _TASK_STATE = {"Queued": "New", "Running": "Processing", "Stopping": "Stopping"}
 _SUB_TYPE = {"Full": "full", "Incremental": "increment", "FullWithSearch": "fullwithsearch"}
@@ -78,6 +79,18 @@ def _progress_message(run: Run, language: str | None) -> str:
     return run.progress_message
 
 
+def _started(run: Run) -> datetime:
+    """ActiveJob.startDate (required in IPS): when the run started, or while it waits, when
+    it was queued."""
+    return run.started_at or run.created_at
+
+
+def _progressed(run: Run) -> datetime:
+    """lastProgressUpdate (required in IPS): the last progress made, else the start (or queue)
+    time."""
+    return run.last_progress_update or _started(run)
+
+
 def _task_progress(session: Session, run: Run, job: Job, language: str | None) -> TaskProgress:
     rows = session.execute(
         select(RunItem.state, func.count()).where(RunItem.run_id == run.id).group_by(RunItem.state)
@@ -92,7 +105,7 @@ def _task_progress(session: Session, run: Run, job: Job, language: str | None) -
         num_pending=counts.get("pending", 0),
         progress=run.progress / 100,
         progress_message=_progress_message(run, language),
-        last_progress_update=run.last_progress_update,
+        last_progress_update=_progressed(run),
     )
 
 
@@ -126,12 +139,12 @@ def get_active_jobs(
                 locale=job.locale,
                 description=job.description,
                 server_name=socket.gethostname(),
-                start_date=run.started_at,
+                start_date=_started(run),
                 trigger_time=run.eta or run.created_at,
-                total_size=run.total_size,
+                total_size=min(run.total_size, MAX_XSD_INT),
                 progress=run.progress,
                 progress_message=_progress_message(run, locale or job.locale),
-                last_progress_update=run.last_progress_update,
+                last_progress_update=_progressed(run),
                 task_progress=(_task_progress(session, run, job, locale or job.locale),),
                 job=_echo(job),
             )

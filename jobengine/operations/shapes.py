@@ -15,6 +15,7 @@ __all__ = [
     "AssetJobLog",
     "JobLog",
     "JobLogDetail",
+    "JobLogDetailAux",
     "ScheduledJob",
     "TaskItemProgress",
     "TaskProgress",
@@ -32,7 +33,7 @@ class TaskItemProgress(_Shape):
     item_name: str
     progress: float
     progress_message: str
-    last_progress_update: datetime | None
+    last_progress_update: datetime
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class TaskProgress(_Shape):
     num_pending: int
     progress: float  # 0.0 - 1.0
     progress_message: str
-    last_progress_update: datetime | None
+    last_progress_update: datetime  # required in IPS: the queue time until progress is made
     task_item_progress: tuple[TaskItemProgress, ...] = ()
 
 
@@ -60,12 +61,12 @@ class ActiveJob(_Shape):
     locale: str | None
     description: str | None
     server_name: str
-    start_date: datetime | None
-    trigger_time: datetime | None
-    total_size: int
+    start_date: datetime  # required in IPS: a waiting run's is the time it was queued
+    trigger_time: datetime
+    total_size: int  # xsd:int on the wire
     progress: int  # percent
     progress_message: str
-    last_progress_update: datetime | None
+    last_progress_update: datetime  # the start (or queue) time until progress is made
     task_progress: tuple[TaskProgress, ...]
     job: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +90,15 @@ class ScheduledJob(_Shape):
 
 
 @dataclass(frozen=True)
+class JobLogDetailAux(_Shape):
+    """An upload warning or error attached to a detail row (IPS 4.5); none are recorded yet."""
+
+    log_message: str
+    log_type: str
+    date_created: datetime | None = None
+
+
+@dataclass(frozen=True)
 class JobLogDetail(_Shape):
     log_message: str
     log_type: str
@@ -96,6 +106,7 @@ class JobLogDetail(_Shape):
     asset_name: str | None = None
     asset_type: str | None = None
     asset_handle: str | None = None
+    aux: tuple[JobLogDetailAux, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,3 +145,4 @@ class AssetJobLog(_Shape):
     log_type: str
     submit_user_email: str
     log_date: datetime
+    aux: tuple[JobLogDetailAux, ...] = ()

@@ -38,6 +38,7 @@ __all__ = [
     "lock_job",
     "lock_job_of_run",
     "write_log",
+    "write_record",
 ]
 
 ACTIVE_STATES = ("Queued", "Running", "Stopping")
@@ -368,6 +369,14 @@ def extend_run_lease(run_id: int, worker: str, lease: float) -> Any:
         .where(Run.id == run_id, Run.state.in_(ACTIVE_STATES), Run.claimed_by == worker)
         .values(lease_until=utcnow() + timedelta(seconds=lease))
         .execution_options(synchronize_session=False)
+    )
+
+
+def write_record(session: Session, run: Run, log_type: str, value: str) -> None:
+    """Add one job metadata row to a run (``OriginalJobName``, ``JobClient``...): its
+    logMessage is ``value`` itself, data that is never translated."""
+    session.add(
+        LogDetail(run_id=run.id, company_id=run.company_id, log_type=log_type, message=value[:4000])
     )
 
 

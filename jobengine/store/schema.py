@@ -215,6 +215,8 @@ class Job(Base):
     fired_through: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
+    # The client that submitted it (authHeader appName and appVersion): each run's JobClient row.
+    client: Mapped[str | None] = mapped_column(String(255))
 
 
 class Run(Base):

@@ -21,6 +21,7 @@ import logging
 import re
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from jobengine.errors import InvalidRequestXml, IpsFault, ServerError, Unavailable
 from jobengine.i18n import operation_locale
 from jobengine.ipsxml import MAX_DEPTH, MAX_ELEMENTS
-from jobengine.model import validate_model
+from jobengine.model import UploadPostJob, validate_model
 from jobengine.web.http import BodyTooLarge, caller_from, client_address, read_body
 from jobengine.web.results import to_json
 from jobengine.web.service import OPERATION_LOCALE, OPERATIONS, Operation
@@ -260,7 +261,8 @@ def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the JSON API: request schemas generated from the models,
     answers from the WSDL's return types, faults as :data:`FAULT_SCHEMA`."""
     ops = list(OPERATIONS.values())
-    models = list({op.param: None for op in ops})
+    # every input model, and UploadPostJob, which ActiveJob echoes though no operation takes it
+    models: list[type[BaseModel]] = [*{op.param: None for op in ops}, UploadPostJob]
     refs, defs = models_json_schema(
         [(m, "validation") for m in models],
         by_alias=True,

@@ -22,6 +22,7 @@ from jobengine.operations import (
     ImageFormatInfo,
     JobLog,
     JobLogDetail,
+    JobLogDetailAux,
     ScheduledJob,
     TaskItemProgress,
     TaskProgress,
@@ -145,6 +146,16 @@ def scheduled_job(job: ScheduledJob) -> Tree:
     }
 
 
+def _aux(rows: tuple[JobLogDetailAux, ...]) -> list[Tree] | None:
+    """An auxArray (optional in IPS): left out when there is nothing in it."""
+    if not rows:
+        return None
+    return [
+        {"logMessage": a.log_message, "logType": a.log_type, "dateCreated": _when(a.date_created)}
+        for a in rows
+    ]
+
+
 def _detail(detail: JobLogDetail) -> Tree:
     return {
         "logMessage": detail.log_message,
@@ -153,6 +164,7 @@ def _detail(detail: JobLogDetail) -> Tree:
         "assetName": detail.asset_name,
         "assetType": detail.asset_type,
         "assetHandle": detail.asset_handle,
+        "auxArray": _aux(detail.aux),
     }
 
 
@@ -195,6 +207,7 @@ def asset_job_log(log: AssetJobLog) -> Tree:
         "logType": log.log_type,
         "submitUserEmail": log.submit_user_email,
         "logDate": _when(log.log_date),
+        "auxArray": _aux(log.aux),
     }
 
 

@@ -35,7 +35,7 @@ from jobengine.web.params import (
     SaveImageFormatParam,
 )
 
-__all__ = ["OPERATIONS", "Operation"]
+__all__ = ["OPERATIONS", "OPERATION_CLIENT", "OPERATION_LOCALE", "Operation"]
 
 R = TypeVar("R")
 Tree = results.Tree
@@ -67,13 +67,16 @@ def _visible(caller: Caller, asked: str | None, rows: Iterable[R], company: Call
 # The request's operation locale (authHeader/locale, else Accept-Language): set by the SOAP and
 # JSON endpoints around each operation; it localizes logMessage and progressMessage.
 OPERATION_LOCALE: ContextVar[str | None] = ContextVar("operation_locale", default=None)
+# The calling application (authHeader appName and appVersion), set by the XML endpoints around
+# each operation: submitJob records it for the runs' JobClient rows.
+OPERATION_CLIENT: ContextVar[str | None] = ContextVar("operation_client", default=None)
 
 
 def _submit_job(caller: Caller, p: SubmitJobRequest) -> Tree:
     company_id = authorize(caller, "submitJob", p.company_handle)
     if p.user_handle and company_id is not None:
         check_impersonation(caller, p.user_handle, company_id)
-    return {"jobHandle": jobengine.submit(p, user=caller.handle)}
+    return {"jobHandle": jobengine.submit(p, user=caller.handle, client=OPERATION_CLIENT.get())}
 
 
 def _get_active_jobs(caller: Caller, p: GetActiveJobsParam) -> Tree:
@@ -134,7 +137,7 @@ def _get_asset_job_logs(caller: Caller, p: GetAssetJobLogsParam) -> Tree:
     logs = jobengine.get_asset_job_logs(
         p.company_handle, p.asset_handle, locale=OPERATION_LOCALE.get()
     )
-    return {"assetJobLogArray": [results.asset_job_log(j) for j in logs]}
+    return {"jobLogArray": [results.asset_job_log(j) for j in logs]}  # an AssetJobLogArray
 
 
 def _control(name: str, call: Callable[[str, str], object]) -> Callable[[Caller, Any], Tree]:

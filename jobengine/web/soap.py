@@ -7,10 +7,12 @@ IPS namespace version; the answer is ``<op>Return`` in the same namespace. A fau
 ``reason``; its HTTP status is 500, or ``authHeader/faultHttpStatusCode`` (one that cannot
 carry a body, 1xx, 204, 205 or 304, is sent as 200: :func:`fault_http_status`).
 
-The ``authHeader`` header (base IPS namespace) is read for ``user``, ``password``, ``locale``,
-``gzipResponse``, ``faultHttpStatusCode``, ``accessToken`` and ``samlResponse`` (``appName`` and
-``appVersion`` are ignored). The caller is authenticated by the first of these that is given
-(an empty element counts as absent), the others are not looked at:
+The ``authHeader`` header (the base IPS namespace, as 2013-02-15 clients send it, or a dated one,
+as stubs of 2016-01-14-beta and later do; fields in any order) is read for ``user``,
+``password``, ``locale``, ``gzipResponse``, ``faultHttpStatusCode``, ``accessToken``,
+``samlResponse``, ``appName`` and ``appVersion`` (the last two only name the client: submitJob
+records them for each run's ``JobClient`` row). The caller is authenticated by the first of
+these that is given (an empty element counts as absent), the others are not looked at:
 
 1. ``user`` / ``password``: :func:`jobengine.auth.authenticate` (a header with a user *and* an
    accessToken is fine: the user and password are used);
@@ -22,6 +24,11 @@ The ``authHeader`` header (base IPS namespace) is read for ``user``, ``password`
 ``gzipResponse`` true (``true`` or ``1``, the xsd:boolean forms; anything else is false)
 gzip-compresses the answer, a fault too, with ``Content-Encoding: gzip``, once the header could
 be read.
+
+:func:`handle_call` is the one path of an XML call, whatever carries it: a :class:`Framing`
+says where the authHeader and the operation's element are in a request document and how an
+answer and a fault are written. SOAP is :data:`SOAP_FRAMING`; the plain-XML endpoint
+(:mod:`jobengine.web.plainxml`) has its own framing and shares everything else.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import gzip
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,9 +56,20 @@ from jobengine.web.http import (
     client_address,
     read_body,
 )
-from jobengine.web.service import OPERATION_LOCALE, OPERATIONS, Operation
+from jobengine.web.service import OPERATION_CLIENT, OPERATION_LOCALE, OPERATIONS, Operation
 
-__all__ = ["SOAP_ENV", "SoapAnswer", "handle_soap", "soap_endpoint"]
+__all__ = [
+    "SOAP_ENV",
+    "SOAP_FRAMING",
+    "Framing",
+    "SoapAnswer",
+    "fault_element",
+    "handle_call",
+    "handle_soap",
+    "is_auth_header",
+    "serve_xml",
+    "soap_endpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +99,7 @@ class _AuthHeader:
     gzip: bool = False
     access_token: str | None = None
     saml_response: str | None = None
+    client: str | None = None  # "appName appVersion", whichever are given
 
 
 def _boolean(value: str | None) -> bool:
@@ -87,23 +107,30 @@ def _boolean(value: str | None) -> bool:
     return value is not None and value.strip() in ("true", "1")
 
 
-def _auth_header(header: ET.Element | None) -> _AuthHeader:
-    if header is None:
+def is_auth_header(element: ET.Element) -> bool:
+    """Whether ``element`` is an ``authHeader`` in the base or a dated IPS namespace."""
+    namespace, local = _split(element.tag)
+    return local == "authHeader" and namespace is not None and is_ips_namespace(namespace)
+
+
+def _auth_header(block: ET.Element | None) -> _AuthHeader:
+    """The fields of an ``authHeader`` element (None: no header)."""
+    if block is None:
         return _AuthHeader()
-    for block in header:
-        namespace, local = _split(block.tag)
-        if local == "authHeader" and namespace is not None and is_ips_namespace(namespace):
-            fields = {_split(child.tag)[1]: (child.text or "") for child in block}
-            return _AuthHeader(
-                user=fields.get("user"),
-                password=fields.get("password"),
-                locale=fields.get("locale"),
-                fault_status=fault_http_status(fields.get("faultHttpStatusCode")),
-                gzip=_boolean(fields.get("gzipResponse")),
-                access_token=fields.get("accessToken"),
-                saml_response=fields.get("samlResponse"),
-            )
-    return _AuthHeader()
+    fields = {_split(child.tag)[1]: (child.text or "") for child in block}
+    client = " ".join(
+        f for f in (fields.get("appName"), fields.get("appVersion")) if f and f.strip()
+    )
+    return _AuthHeader(
+        user=fields.get("user"),
+        password=fields.get("password"),
+        locale=fields.get("locale"),
+        fault_status=fault_http_status(fields.get("faultHttpStatusCode")),
+        gzip=_boolean(fields.get("gzipResponse")),
+        access_token=fields.get("accessToken"),
+        saml_response=fields.get("samlResponse"),
+        client=" ".join(client.split()) or None,
+    )
 
 
 # Statuses whose answers carry no body (RFC 9110: 1xx, 204, 205; 304): a fault cannot be sent
@@ -121,6 +148,13 @@ def fault_http_status(value: str | None) -> int | None:
         return None
     status = int(text)
     return 200 if status < 200 or status in _NO_BODY else status
+
+
+def _soap_parts(root: ET.Element) -> tuple[ET.Element | None, ET.Element]:
+    """The authHeader block of the envelope's Header (or None) and the one element in Body."""
+    header, payload = _envelope_parts(root)
+    block = next((b for b in header if is_auth_header(b)), None) if header is not None else None
+    return block, payload
 
 
 def _envelope_parts(root: ET.Element) -> tuple[ET.Element | None, ET.Element]:
@@ -197,21 +231,25 @@ def envelope(body: bytes) -> bytes:
     )  # fmt: skip
 
 
+def fault_element(fault: IpsFault) -> bytes:
+    """The IPS fault element (base namespace) with ``code`` and ``reason``."""
+    return return_element(fault.fault, {"code": fault.code, "reason": fault.reason},
+                          IPS_NAMESPACE)  # fmt: skip
+
+
 def fault_envelope(fault: IpsFault) -> bytes:
     """The ``soapenv:Fault`` for ``fault``; ``detail`` holds the IPS fault element."""
     code = "soapenv:Server" if fault.code == 30000 else "soapenv:Client"
     name = FAULT_STRINGS.get(fault.fault, "Exception")
-    detail = return_element(fault.fault, {"code": fault.code, "reason": fault.reason},
-                            IPS_NAMESPACE)  # fmt: skip
     return envelope(
         f"<soapenv:Fault><faultcode>{code}</faultcode><faultstring>{name}</faultstring>".encode()
-        + b"<detail>" + detail + b"</detail></soapenv:Fault>"
+        + b"<detail>" + fault_element(fault) + b"</detail></soapenv:Fault>"
     )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SoapAnswer:
-    """One response: the envelope (uncompressed), its HTTP status, and whether to gzip it."""
+    """One response: the document (uncompressed), its HTTP status, and whether to gzip it."""
 
     body: bytes
     status: int
@@ -224,10 +262,32 @@ class SoapAnswer:
         return gzip.compress(self.body, compresslevel=6), {"Content-Encoding": "gzip"}
 
 
-def handle_soap(
-    body: bytes, authorization: str | None, client: str = "", accept_language: str | None = None
+@dataclass(frozen=True)
+class Framing:
+    """How one XML surface carries the IPS elements of a call.
+
+    ``parts`` takes the parsed request document to its authHeader element (None if it has
+    none) and the operation's ``<op>Param`` element, raising InvalidRequestXml (30003) for any
+    other shape; ``answer`` makes the response document of an ``<op>Return`` element;
+    ``fault`` the document of a fault.
+    """
+
+    parts: Callable[[ET.Element], tuple[ET.Element | None, ET.Element]]
+    answer: Callable[[bytes], bytes]
+    fault: Callable[[IpsFault], bytes]
+
+
+SOAP_FRAMING = Framing(parts=_soap_parts, answer=envelope, fault=fault_envelope)
+
+
+def handle_call(
+    body: bytes,
+    framing: Framing,
+    authorization: str | None,
+    client: str = "",
+    accept_language: str | None = None,
 ) -> SoapAnswer:
-    """The response envelope and HTTP status for one request body (blocking: runs the op).
+    """The response document and HTTP status for one request body (blocking: runs the op).
 
     ``client`` (the remote address) keys the failed-login limiter with the user name; the
     operation locale is ``authHeader/locale``, else ``accept_language``. The answer is to be
@@ -235,8 +295,8 @@ def handle_soap(
     """
     auth = _AuthHeader()
     try:
-        header, payload = _envelope_parts(read_xml(body, max_bytes=MAX_BODY_BYTES))
-        auth = _auth_header(header)
+        block, payload = framing.parts(read_xml(body, max_bytes=MAX_BODY_BYTES))
+        auth = _auth_header(block)
         op, namespace = _operation(payload)
         caller = caller_from(
             auth.user,
@@ -247,43 +307,62 @@ def handle_soap(
             saml_response=auth.saml_response,
         )
         params, _ = parse_element(payload, root=f"{op.name}Param", model=op.param)
-        token = OPERATION_LOCALE.set(operation_locale(auth.locale, accept_language))
+        locale = OPERATION_LOCALE.set(operation_locale(auth.locale, accept_language))
+        app = OPERATION_CLIENT.set(auth.client)
         try:
             tree = op.run(caller, params)
         finally:
-            OPERATION_LOCALE.reset(token)
-        answer = envelope(return_element(f"{op.name}Return", tree, namespace))
+            OPERATION_CLIENT.reset(app)
+            OPERATION_LOCALE.reset(locale)
+        answer = framing.answer(return_element(f"{op.name}Return", tree, namespace))
         return SoapAnswer(answer, 200, auth.gzip)
     except IpsFault as fault:
-        return SoapAnswer(fault_envelope(fault), auth.fault_status or 500, auth.gzip)
+        return SoapAnswer(framing.fault(fault), auth.fault_status or 500, auth.gzip)
     except Unavailable as outage:  # the store is down (e.g. while authenticating)
-        return SoapAnswer(fault_envelope(outage.as_fault()), auth.fault_status or 500, auth.gzip)
+        return SoapAnswer(framing.fault(outage.as_fault()), auth.fault_status or 500, auth.gzip)
     except Exception:
-        logger.exception("SOAP request failed")
+        logger.exception("IPS XML request failed")
         unexpected = ServerError("the server could not process the request")
-        return SoapAnswer(fault_envelope(unexpected), auth.fault_status or 500, auth.gzip)
+        return SoapAnswer(framing.fault(unexpected), auth.fault_status or 500, auth.gzip)
+
+
+def handle_soap(
+    body: bytes, authorization: str | None, client: str = "", accept_language: str | None = None
+) -> SoapAnswer:
+    """:func:`handle_call` for a SOAP 1.1 envelope."""
+    return handle_call(body, SOAP_FRAMING, authorization, client, accept_language)
 
 
 def _answer(
-    body: bytes, authorization: str | None, client: str, accept_language: str | None
+    body: bytes,
+    framing: Framing,
+    authorization: str | None,
+    client: str,
+    accept_language: str | None,
 ) -> tuple[bytes, int, dict[str, str]]:
-    answer = handle_soap(body, authorization, client, accept_language)
+    answer = handle_call(body, framing, authorization, client, accept_language)
     content, headers = answer.encoded()
     return content, answer.status, headers
 
 
-async def soap_endpoint(request: Request) -> Response:
-    """``POST /scene7/services/IpsApiService``."""
+async def serve_xml(request: Request, framing: Framing) -> Response:
+    """One XML call over HTTP: the capped body, then :func:`handle_call` in a thread."""
     try:
         body = await read_body(request)
     except BodyTooLarge as fault:
-        return Response(fault_envelope(fault), 413, media_type=CONTENT_TYPE,
+        return Response(framing.fault(fault), 413, media_type=CONTENT_TYPE,
                         headers={"Connection": "close"})  # fmt: skip
     content, status, headers = await run_in_threadpool(
         _answer,
         body,
+        framing,
         request.headers.get("authorization"),
         client_address(request),
         request.headers.get("accept-language"),
     )
     return Response(content, status, media_type=CONTENT_TYPE, headers=headers)
+
+
+async def soap_endpoint(request: Request) -> Response:
+    """``POST /scene7/services/IpsApiService``."""
+    return await serve_xml(request, SOAP_FRAMING)

@@ -4,14 +4,22 @@ Input types come from the pydantic models (:mod:`jobengine.web.params`, SubmitJo
 every payload and option type) through their field shapes, so the schema cannot drift from what
 the server reads: fields in declaration (XSD) order, optional fields ``minOccurs="0"``, arrays as
 ``<XArray>`` of repeated ``items``, enums as string restrictions. The return types (section 5)
-are declared in :data:`RESULT_TYPES` next to what :mod:`jobengine.web.results` writes.
-Everything is in the base namespace, document/literal, with ``authHeader`` as a SOAP header.
+are declared in :data:`RESULT_TYPES` next to what :mod:`jobengine.web.results` writes, in the
+real schema's element order and with its required elements (no ``minOccurs="0"``): the server
+always writes those.
+
+Document/literal, with ``authHeader`` as a SOAP header. The undated WSDL is all in the base
+namespace. A dated one (``IpsApi-<date>.wsdl``) describes that version as it is: its operations
+in the dated namespace; its ``authHeader`` in the base namespace up to 2013-02-15
+(:data:`AUTH_HEADER`), and from 2016-01-14-beta on in the dated namespace, its fields reordered
+(:data:`DATED_AUTH_HEADER`, :data:`DATED_AUTH_HEADER_SINCE`). The faults stay in the base
+namespace. The server reads an authHeader in either namespace whatever the WSDL says.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from functools import cache
 from typing import Any
@@ -22,12 +30,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace
-from jobengine.model import SubmitJobRequest
+from jobengine.model import SubmitJobRequest, UploadPostJob
 from jobengine.model.fields import field_shapes
 from jobengine.settings import SOAP_PATH, get_settings
 from jobengine.web.service import OPERATIONS
 
-__all__ = ["RESULT_TYPES", "RETURNS", "wsdl_document", "wsdl_endpoint"]
+__all__ = [
+    "AUTH_HEADER",
+    "DATED_AUTH_HEADER",
+    "DATED_AUTH_HEADER_SINCE",
+    "RESULT_TYPES",
+    "RETURNS",
+    "wsdl_document",
+    "wsdl_endpoint",
+]
 
 S, N, L, D, B, T = "xsd:string", "xsd:int", "xsd:long", "xsd:double", "xsd:boolean", "xsd:dateTime"
 _LEAVES: dict[Any, str] = {str: S, int: N, float: D, bool: B, datetime: T}
@@ -37,34 +53,38 @@ FAULTS = ("authenticationFault", "authorizationFault", "ipsApiFault")
 Fields = list[tuple[str, str, bool]]
 
 
-def _payload_echoes() -> Fields:
-    """The optional job payload echo of ActiveJob and ScheduledJob, in submitJob's order."""
-    return [
-        (s.alias, f"tns:{s.model.__name__}", False)
-        for s in field_shapes(SubmitJobRequest)
-        if s.model is not None
-    ]
+def _payload_echoes(*, upload_post: bool = False) -> Fields:
+    """The optional job payload echo of ActiveJob and ScheduledJob, in submitJob's order;
+    ActiveJob's (``upload_post``) also has uploadPostJob, after uploadUrlsJob, as IPS does."""
+    echoes: Fields = []
+    for shape in field_shapes(SubmitJobRequest):
+        if shape.model is None:
+            continue
+        echoes.append((shape.alias, f"tns:{shape.model.__name__}", False))
+        if upload_post and shape.alias == "uploadUrlsJob":
+            echoes.append(("uploadPostJob", f"tns:{UploadPostJob.__name__}", False))
+    return echoes
 
 
 RESULT_TYPES: dict[str, Fields] = {
     "TaskItemProgress": [
         ("itemName", S, True), ("progress", D, True), ("progressMessage", S, True),
-        ("lastProgressUpdate", T, False),
+        ("lastProgressUpdate", T, True),
     ],
     "TaskProgress": [
         ("taskType", S, True), ("taskState", S, True), ("numProcessed", N, True),
         ("numProcessing", N, True), ("numPending", N, True), ("progress", D, True),
-        ("progressMessage", S, True), ("lastProgressUpdate", T, False),
+        ("progressMessage", S, True), ("lastProgressUpdate", T, True),
         ("taskItemProgressArray", "tns:TaskItemProgress[]", True),
     ],
     "ActiveJob": [
         ("companyHandle", S, True), ("jobHandle", S, True), ("name", S, True),
         ("originalName", S, True), ("type", S, True), ("state", S, True),
         ("submitUserEmail", S, True), ("locale", S, False), ("description", S, False),
-        ("serverName", S, True), ("startDate", T, False), ("triggerTime", T, False),
-        ("totalSize", L, True), ("progress", N, True), ("progressMessage", S, True),
-        ("lastProgressUpdate", T, False), ("taskProgressArray", "tns:TaskProgress[]", True),
-        *_payload_echoes(),
+        ("serverName", S, True), ("startDate", T, True), ("triggerTime", T, True),
+        ("totalSize", N, True), ("progress", N, True), ("progressMessage", S, True),
+        ("lastProgressUpdate", T, True), ("taskProgressArray", "tns:TaskProgress[]", True),
+        *_payload_echoes(upload_post=True),
     ],
     "ScheduledJob": [
         ("companyHandle", S, True), ("jobHandle", S, True), ("name", S, True),
@@ -73,9 +93,11 @@ RESULT_TYPES: dict[str, Fields] = {
         ("nextFireTime", T, False), ("timeZone", S, False), ("triggerState", S, False),
         *_payload_echoes(),
     ],
+    "JobLogDetailAux": [("logMessage", S, True), ("logType", S, True), ("dateCreated", T, False)],
     "JobLogDetail": [
         ("logMessage", S, True), ("logType", S, True), ("dateCreated", T, True),
         ("assetName", S, False), ("assetType", S, False), ("assetHandle", S, False),
+        ("auxArray", "tns:JobLogDetailAux[]", False),
     ],
     "JobLog": [
         ("companyHandle", S, True), ("jobHandle", S, True), ("jobName", S, True),
@@ -91,15 +113,27 @@ RESULT_TYPES: dict[str, Fields] = {
     "AssetJobLog": [
         ("jobHandle", S, True), ("jobName", S, True), ("logMessage", S, True),
         ("logType", S, True), ("submitUserEmail", S, True), ("logDate", T, True),
+        ("auxArray", "tns:JobLogDetailAux[]", False),
     ],
     "ImageFormat": [("imageFormatHandle", S, True), ("name", S, True), ("urlModifier", S, True)],
-    "AuthHeader": [
-        ("user", S, False), ("password", S, False), ("locale", S, False), ("appName", S, False),
-        ("appVersion", S, False), ("gzipResponse", B, False), ("faultHttpStatusCode", N, False),
-        ("accessToken", S, False), ("samlResponse", S, False),
-    ],
     "Fault": [("code", N, True), ("reason", S, True)],
 }  # fmt: skip
+
+# The authHeader of the base namespace and of the dated ones before 2016-01-14-beta: accessToken
+# and samlResponse, which the server also reads, come last.
+AUTH_HEADER: Fields = [
+    ("user", S, False), ("password", S, False), ("locale", S, False), ("appName", S, False),
+    ("appVersion", S, False), ("gzipResponse", B, False), ("faultHttpStatusCode", N, False),
+    ("accessToken", S, False), ("samlResponse", S, False),
+]  # fmt: skip
+# From 2016-01-14-beta on: in the dated namespace, in this order, appName and appVersion
+# required (what generated stubs send; the server does not insist on them).
+DATED_AUTH_HEADER_SINCE = date(2016, 1, 14)
+DATED_AUTH_HEADER: Fields = [
+    ("user", S, False), ("password", S, False), ("accessToken", S, False),
+    ("samlResponse", S, False), ("locale", S, False), ("appName", S, True),
+    ("appVersion", S, True), ("gzipResponse", B, False), ("faultHttpStatusCode", N, False),
+]  # fmt: skip
 
 # <op>Return contents; an operation not named here returns an empty element
 RETURNS: dict[str, Fields] = {
@@ -108,7 +142,7 @@ RETURNS: dict[str, Fields] = {
     "getScheduledJobs": [("jobArray", "tns:ScheduledJob[]", True)],
     "getJobLogs": [("jobLogArray", "tns:JobLog[]", True)],
     "getJobLogDetails": [("jobLogArray", "tns:JobLog[]", True)],
-    "getAssetJobLogs": [("assetJobLogArray", "tns:AssetJobLog[]", True)],
+    "getAssetJobLogs": [("jobLogArray", "tns:AssetJobLog[]", True)],
     "saveImageFormat": [("imageFormatHandle", S, True)],
     "getImageFormats": [("imageFormatArray", "tns:ImageFormat[]", True)],
 }
@@ -175,51 +209,69 @@ def _complex(name: str, fields: Fields) -> str:
     )
 
 
-def _base_parts(schema: _Schema) -> list[str]:
-    """authHeader and the fault elements: always in the base namespace (section 1)."""
-    header = schema.sequence("AuthHeader", RESULT_TYPES["AuthHeader"])
-    elements = [f'<xsd:element name="authHeader" type="{header}"/>']
+def _dated_auth_header(namespace: str) -> bool:
+    """Whether this version's authHeader is in its own (dated) namespace: 2016-01-14-beta on."""
+    match = _DATE.search(namespace) if namespace != IPS_NAMESPACE else None
+    if match is None:
+        return False
+    year, month, day = (int(part) for part in match.groups())
+    return date(year, month, day) >= DATED_AUTH_HEADER_SINCE
+
+
+_DATE = re.compile(r"/(\d{4})-(\d{2})-(\d{2})(?:-beta)?$")
+
+
+def _auth_header(schema: _Schema, fields: Fields) -> list[str]:
+    header = schema.sequence("AuthHeader", fields)
+    return [f'<xsd:element name="authHeader" type="{header}"/>']
+
+
+def _faults(schema: _Schema) -> list[str]:
     fault = schema.sequence("Fault", RESULT_TYPES["Fault"])
-    elements += [f'<xsd:element name="{name}" type="{fault}"/>' for name in FAULTS]
-    return elements
+    return [f'<xsd:element name="{name}" type="{fault}"/>' for name in FAULTS]
+
+
+def _xsd(namespace: str, schema: _Schema, elements: list[str]) -> str:
+    return (
+        f'<xsd:schema targetNamespace="{namespace}" elementFormDefault="qualified">'
+        + "".join(schema.types.values())
+        + "".join(elements)
+        + "</xsd:schema>"
+    )
 
 
 def _schema(namespace: str = IPS_NAMESPACE) -> str:
-    """The types: one schema in the base namespace; for a dated namespace, the operations in
-    a schema of their own, beside the base one that holds authHeader and the faults."""
+    """The types: one schema in the base namespace; for a dated namespace, the operations (and
+    from 2016-01-14-beta on, authHeader) in a schema of their own, beside the base one that
+    holds the faults (and before 2016-01-14-beta, authHeader)."""
     schema = _Schema()
     dated = namespace != IPS_NAMESPACE
-    elements = [] if dated else _base_parts(schema)
+    own_header = _dated_auth_header(namespace)
+    elements: list[str] = []
+    if own_header:
+        elements += _auth_header(schema, DATED_AUTH_HEADER)
+    elif not dated:
+        elements += _auth_header(schema, AUTH_HEADER) + _faults(schema)
+    schema.model(UploadPostJob)  # echoed by ActiveJob, never submitted
     for name, fields in RESULT_TYPES.items():
-        if not (dated and name in ("AuthHeader", "Fault")):
+        if not (dated and name == "Fault"):
             schema.sequence(name, fields)
     for op in OPERATIONS.values():
         param = schema.model(op.param, None if op.param is SubmitJobRequest else f"{op.name}Param")
         result = schema.sequence(f"{op.name}Return", RETURNS.get(op.name, []))
         elements.append(f'<xsd:element name="{op.name}Param" type="{param}"/>')
         elements.append(f'<xsd:element name="{op.name}Return" type="{result}"/>')
-    ops = (
-        f'<xsd:schema targetNamespace="{namespace}" elementFormDefault="qualified">'
-        + "".join(schema.types.values())
-        + "".join(elements)
-        + "</xsd:schema>"
-    )
+    ops = _xsd(namespace, schema, elements)
     if not dated:
         return ops
     base = _Schema()
-    parts = _base_parts(base)
-    base_schema = (
-        f'<xsd:schema targetNamespace="{IPS_NAMESPACE}" elementFormDefault="qualified">'
-        + "".join(base.types.values())
-        + "".join(parts)
-        + "</xsd:schema>"
-    ).replace('"tns:', '"ips:')
-    return base_schema + ops
+    parts = ([] if own_header else _auth_header(base, AUTH_HEADER)) + _faults(base)
+    return _xsd(IPS_NAMESPACE, base, parts).replace('"tns:', '"ips:') + ops
 
 
-def _messages(base: str = "tns") -> str:
+def _messages(base: str = "tns", header: str = "tns") -> str:
     out = [f'<wsdl:message name="authHeader"><wsdl:part name="authHeader" '
-           f'element="{base}:authHeader"/></wsdl:message>']  # fmt: skip
+           f'element="{header}:authHeader"/></wsdl:message>']  # fmt: skip
     out += [f'<wsdl:message name="{f}"><wsdl:part name="fault" element="{base}:{f}"/>'
             "</wsdl:message>" for f in FAULTS]  # fmt: skip
     for op in OPERATIONS:
@@ -255,13 +307,14 @@ def wsdl_document(location: str, namespace: str = IPS_NAMESPACE) -> bytes:
     """The WSDL, its service at ``location``; ``namespace`` is the base or a dated IPS one
     (``IpsApi-2014-04-03.wsdl``), in which the operations' elements then are."""
     base = "tns" if namespace == IPS_NAMESPACE else "ips"
+    header = "tns" if namespace == IPS_NAMESPACE or _dated_auth_header(namespace) else "ips"
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
         'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" '
         'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
         f'xmlns:ips="{IPS_NAMESPACE}" xmlns:tns="{namespace}" targetNamespace="{namespace}">'
-        f"<wsdl:types>{_schema(namespace)}</wsdl:types>{_messages(base)}"
+        f"<wsdl:types>{_schema(namespace)}</wsdl:types>{_messages(base, header)}"
         f'<wsdl:portType name="IpsApiPortType">{_operations(binding=False)}</wsdl:portType>'
         '<wsdl:binding name="IpsApiSoapBinding" type="tns:IpsApiPortType">'
         '<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>'
