@@ -260,7 +260,7 @@ def test_a_0_1_0_store_upgrades_with_all_its_data(url: str, runtime_on: Any) -> 
     assert [f.url_modifier for f in get_image_formats("old")] == ["wid=200"]
     for table in {t for t, _ in ROWS}:
         assert _count(url, table) == sum(1 for t, _ in ROWS if t == table), table
-    # no asset of an old store has been published to Image Rendering (0002ir)
+    # no asset of an old store has been published to Image Rendering (0003)
     assert _column(url, "assets", "rendering_published_at") == [None, None]
 
 
@@ -313,14 +313,14 @@ def test_downgrade_to_nothing_and_up_again(url: str) -> None:
 
 
 def test_the_rendering_publish_time_comes_and_goes_with_its_revision(url: str) -> None:
-    """0002ir adds assets.rendering_published_at to a store with assets, and takes it away
+    """0003 adds assets.rendering_published_at to a store with assets, and takes it away
     again on downgrade, keeping the rows."""
     from jobengine.store import migrate
 
     _make_0_1_0_store(url)
     _seed(url)
     store = _store(url)
-    migrate.upgrade(store, "0001")
+    migrate.upgrade(store, "0002")
     assert "rendering_published_at" not in {
         c["name"] for c in inspect(store.engine).get_columns("assets")
     }
@@ -329,7 +329,7 @@ def test_the_rendering_publish_time_comes_and_goes_with_its_revision(url: str) -
         conn.execute(text("UPDATE assets SET rendering_published_at = :t WHERE id = 1"), {"t": T0})
     assert _column(url, "assets", "rendering_published_at")[0] is not None
     assert _diff(url) == []
-    migrate.downgrade(store, "0001")
+    migrate.downgrade(store, "0002")
     assert "rendering_published_at" not in {
         c["name"] for c in inspect(store.engine).get_columns("assets")
     }
