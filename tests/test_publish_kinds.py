@@ -627,7 +627,11 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
     # nothing new: a run with nothing to publish is Done, and the catalog stays whole
     second = stack.wait(company, submit(ir_request(company, "Render again")))
     assert (second.state, second.total_file_count, second.file_success_count) == ("Done", 0, 0)
-    assert types_of(second) == ["BeginImageRenderingPublish", "EndImageRenderingPublish"]
+    assert types_of(second) == [
+        "BeginImageRenderingPublish",
+        "OriginalJobName",
+        "EndImageRenderingPublish",
+    ]
     assert json.loads(stored(f"{root}/render-catalog.json")) == records
 
     # a changed cabinet (imported again) goes again, with its new bytes
