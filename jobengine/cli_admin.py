@@ -8,6 +8,7 @@ line of standard input. A token's secret is printed once, when it is created.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from datetime import datetime
 from typing import Annotated, NoReturn
@@ -60,7 +61,14 @@ def _read_password(from_stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
         _fail(ValueError("no terminal to ask the password on: use --password-stdin"))
-    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    # getpass itself, not typer.prompt: typer writes the prompt before getpass turns echo off,
+    # so a password typed ahead would be shown.
+    try:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat for confirmation: ") != password:
+            _fail(ValueError("the two passwords differ"))
+    except (EOFError, KeyboardInterrupt):
+        _fail(ValueError("no password was given"))
     return password
 
 
