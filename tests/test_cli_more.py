@@ -54,8 +54,8 @@ def test_presets_save_list_update_delete(stack: Stack) -> None:
 
 def test_presets_faults_exit_2_with_the_reason(stack: Stack) -> None:
     company, _ = stack.company(0)
-    bad_name = _run(["presets", "save", "-c", company, "no spaces", "wid=1"], stack.env)
-    assert bad_name.returncode == 2 and "may only use" in bad_name.stdout
+    bad_name = _run(["presets", "save", "-c", company, "no\nbreaks", "wid=1"], stack.env)
+    assert bad_name.returncode == 2 and "control character" in bad_name.stdout
     bad_cmd = _run(["presets", "save", "-c", company, "ok", "bogus=1"], stack.env)
     assert bad_cmd.returncode == 2 and "bogus" in bad_cmd.stdout
     unknown = _run(["presets", "delete", "-c", company, f"{company}|999999"], stack.env)
