@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exc, select
+from sqlalchemy import exc, func, select
 from sqlalchemy.orm import Session
 
 from jobengine.auth import TokenInfo, create_token, list_tokens, revoke_token, revoke_token_id
@@ -199,8 +199,11 @@ def add_user(
 
 
 def _email_taken(session: Session, address: str) -> bool:
-    """Whether a user has this e-mail, or this e-mail as its handle (sign-in accepts both)."""
-    clash = select(User.id).where((User.email == address) | (User.handle == address))
+    """Whether a user has this e-mail in any case (SAML sign-in compares e-mails without case,
+    and refuses a name two users share), or has it as its handle (sign-in accepts both)."""
+    clash = select(User.id).where(
+        (func.lower(User.email) == address.lower()) | (User.handle == address)
+    )
     return session.scalar(clash.limit(1)) is not None
 
 

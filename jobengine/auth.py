@@ -39,7 +39,6 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle, hash_password, user_by_handle, verify_password
-from jobengine.handles import MAX_ROW_ID
 from jobengine.errors import (
     IllegalCompany,
     IllegalRequestUser,
@@ -51,6 +50,7 @@ from jobengine.errors import (
     NoOperationPermission,
     TooManyAttempts,
 )
+from jobengine.handles import MAX_ROW_ID
 from jobengine.loginlimit import (
     FAILURE_WINDOW,
     MAX_FAILURES,
@@ -75,12 +75,12 @@ __all__ = [
     "SPRAY_FAILURES",
     "TOKEN_PREFIX",
     "Caller",
-    "TokenInfo",
     "FailureLimiter",
     "InvalidCredentials",
     "NoCredentials",
     "NoImpersonationPermission",
     "RedisFailureLimiter",
+    "TokenInfo",
     "TooManyAttempts",
     "authenticate",
     "authenticate_saml",

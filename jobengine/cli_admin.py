@@ -25,7 +25,9 @@ __all__ = ["companies_app", "tokens_app", "users_app"]
 
 companies_app = typer.Typer(help="Companies of the catalog.", no_args_is_help=True)
 users_app = typer.Typer(help="Users (IPS user types) and their companies.", no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens (Bearer or authHeader/accessToken).", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="API tokens (Bearer or authHeader/accessToken).", no_args_is_help=True
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -99,11 +101,10 @@ def companies_list() -> None:
 @users_app.command("add")
 def users_add(
     email: Annotated[str, typer.Argument(help="The user's e-mail (its sign-in name).")],
+    *,
     user_type: Annotated[
         str,
-        typer.Option(
-            "--type", "-t", help=f"The IPS user type: {', '.join(accounts.USER_TYPES)}."
-        ),
+        typer.Option("--type", "-t", help=f"The IPS user type: {', '.join(accounts.USER_TYPES)}."),
     ],
     company: Annotated[
         list[str] | None,

@@ -249,9 +249,9 @@ def test_preset_names_are_free_text_within_bounds(store_only, name, reason) -> N
     with pytest.raises(errors.InvalidParameter) as caught:
         save_image_format(company, name, "wid=8")
     assert caught.value.field == "name" and reason in caught.value.reason
-    handle = save_image_format(company, "Web Large – été", "wid=8")
-    assert save_image_format(company, "web large – ÉTÉ", "wid=9") == handle  # one name, any case
+    handle = save_image_format(company, "Web Large · été", "wid=8")
+    assert save_image_format(company, "web large · ÉTÉ", "wid=9") == handle  # one name, any case
     assert [(p.name, p.url_modifier) for p in get_image_formats(company)] == [
-        ("web large – ÉTÉ", "wid=9")
+        ("web large · ÉTÉ", "wid=9")
     ]
     assert save_image_format(company, "x" * 255, "wid=1").startswith(f"{company}|")

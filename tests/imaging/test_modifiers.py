@@ -92,9 +92,9 @@ def test_white_space_around_modifiers_is_layout() -> None:
 
 
 def test_preset_names_are_free_text() -> None:
-    presets = {"My Image Format Name": ADOBE_URL_MODIFIER, "Web – groß": "wid=5"}
+    presets = {"My Image Format Name": ADOBE_URL_MODIFIER, "Web · groß": "wid=5"}
     assert parse_modifiers("$my image format NAME$", presets).wid == 400
-    assert parse_modifiers("$Web – groß$&hei=3", presets).wid == 5
+    assert parse_modifiers("$Web · groß$&hei=3", presets).wid == 5
     assert export_request(None, "$My Image Format Name$", presets).qlt == Quality(100)
     assert export_request(None, "My Image Format Name", presets).wid == 400  # bare name too
     assert parse_modifiers("$v=x$&wid=7", presets).wid == 7  # still a variable definition
