@@ -32,9 +32,10 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle, hash_password, user_by_handle, verify_password
@@ -49,6 +50,7 @@ from jobengine.errors import (
     NoOperationPermission,
     TooManyAttempts,
 )
+from jobengine.handles import MAX_ROW_ID
 from jobengine.loginlimit import (
     FAILURE_WINDOW,
     MAX_FAILURES,
@@ -78,6 +80,7 @@ __all__ = [
     "NoCredentials",
     "NoImpersonationPermission",
     "RedisFailureLimiter",
+    "TokenInfo",
     "TooManyAttempts",
     "authenticate",
     "authenticate_saml",
@@ -85,7 +88,9 @@ __all__ = [
     "authorize",
     "check_impersonation",
     "create_token",
+    "list_tokens",
     "revoke_token",
+    "revoke_token_id",
 ]
 
 
@@ -351,12 +356,51 @@ def create_token(user_handle: str, name: str) -> str:
 
 def revoke_token(token: str) -> None:
     """Revoke an API token (revoking it again does nothing); InvalidParameter if unknown."""
+    _revoke(ApiToken.token_hash == _token_hash(token))
+
+
+def revoke_token_id(token_id: int) -> None:
+    """Revoke the API token with this id (as :func:`list_tokens` shows it), like revoke_token."""
+    if not 0 < token_id <= MAX_ROW_ID:  # no row has it; the store would refuse the number
+        raise InvalidParameter("unknown API token", field="token")
+    _revoke(ApiToken.id == token_id)
+
+
+def _revoke(which: ColumnElement[bool]) -> None:
     with get_runtime().store.write() as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
+        row = session.scalar(select(ApiToken).where(which))
         if row is None:
             raise InvalidParameter("unknown API token", field="token")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """An API token as an operator sees it: never its secret (only its hash is stored)."""
+
+    token_id: int
+    user: str  # the owner's e-mail
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def list_tokens(user_handle: str | None = None) -> list[TokenInfo]:
+    """The API tokens, oldest first, of every user or of one (handle or e-mail)."""
+    with get_runtime().store.read() as session:
+        query = select(ApiToken, User.email).join(User, User.id == ApiToken.user_id)
+        if user_handle is not None:
+            owner = user_by_handle(session, user_handle)
+            if owner is None:
+                raise InvalidRequestUser(f"unknown user {user_handle!r}", field="userHandle")
+            query = query.where(ApiToken.user_id == owner.id)
+        rows = session.execute(query.order_by(ApiToken.id)).all()
+        return [
+            TokenInfo(t.id, email, t.name, t.created_at, t.last_used_at, t.revoked_at)
+            for t, email in rows
+        ]
 
 
 def authorize(caller: Caller, operation: str, company_handle: str | None) -> int | None:

@@ -56,6 +56,7 @@ __all__ = [
     "remove_assets",
     "save_set",
     "set_members",
+    "set_user_password",
     "user_by_handle",
     "verify_password",
 ]
@@ -213,12 +214,17 @@ def create_user(
         user.handle = f"u|{user.id}"
     user.user_type = user_type
     user.first_name, user.last_name = first_name, last_name
-    user.password_hash = hash_password(password)
+    set_user_password(user, password)
     for company in companies:
         if session.get(Membership, (user.id, company.id)) is None:
             session.add(Membership(user_id=user.id, company_id=company.id))
     session.flush()
     return user
+
+
+def set_user_password(user: User, password: str) -> None:
+    """Store the scrypt hash of the user's new password (the only place a password is written)."""
+    user.password_hash = hash_password(password)
 
 
 def ensure_folder(session: Session, company: Company, path: str) -> Folder:

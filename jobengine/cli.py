@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jobengine.cli_admin import companies_app, tokens_app, users_app
 from jobengine.cli_db import db_app, require_store
 from jobengine.errors import IpsFault, JobEngineError
 
@@ -33,6 +34,9 @@ set_presets_app = typer.Typer(
 )
 app.add_typer(set_presets_app, name="set-presets")
 app.add_typer(db_app, name="db")
+app.add_typer(companies_app, name="companies")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
 console = Console()
 
 CompanyOpt = Annotated[str, typer.Option("--company", "-c", help="Company handle.")]
@@ -343,7 +347,7 @@ def presets_list(company: CompanyOpt) -> None:
 @presets_app.command("save")
 def presets_save(
     company: CompanyOpt,
-    name: Annotated[str, typer.Argument(help="Preset name (letters, digits, - _ .).")],
+    name: Annotated[str, typer.Argument(help="Preset name (free text, e.g. 'Web Large').")],
     url_modifier: Annotated[str, typer.Argument(help="The modifier definition, e.g. wid=200.")],
     handle: Annotated[
         str | None, typer.Option("--handle", help="Update this preset (rename it).")

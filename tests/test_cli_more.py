@@ -52,10 +52,20 @@ def test_presets_save_list_update_delete(stack: Stack) -> None:
     assert "thumb" not in _run(["presets", "list", "-c", company], stack.env).stdout
 
 
+def test_presets_save_takes_adobes_example_name_and_modifier(stack: Stack) -> None:
+    company, _ = stack.company(0)
+    modifier = "wid=400&hei=400&fmt=jpeg&qlt=750&op_sharpen=0&\n   resMode=bicub&iccEmbed=0\n"
+    saved = _run(["presets", "save", "-c", company, "My Image Format Name", modifier], stack.env)
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert [(p.name, p.url_modifier) for p in get_image_formats(company)] == [
+        ("My Image Format Name", modifier)
+    ]
+
+
 def test_presets_faults_exit_2_with_the_reason(stack: Stack) -> None:
     company, _ = stack.company(0)
-    bad_name = _run(["presets", "save", "-c", company, "no spaces", "wid=1"], stack.env)
-    assert bad_name.returncode == 2 and "may only use" in bad_name.stdout
+    bad_name = _run(["presets", "save", "-c", company, "no\nbreaks", "wid=1"], stack.env)
+    assert bad_name.returncode == 2 and "control character" in bad_name.stdout
     bad_cmd = _run(["presets", "save", "-c", company, "ok", "bogus=1"], stack.env)
     assert bad_cmd.returncode == 2 and "bogus" in bad_cmd.stdout
     unknown = _run(["presets", "delete", "-c", company, f"{company}|999999"], stack.env)

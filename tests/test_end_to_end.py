@@ -114,10 +114,10 @@ def test_a_finished_jobs_name_passes_to_the_next_job(stack) -> None:
             "unknown assetHandle",
         ),
         (
-            lambda r: r["exportJob"].update(fmt="convert", is_modifier="&qlt=101"),
+            lambda r: r["exportJob"].update(fmt="convert", is_modifier="&qlt=best"),
             errors.InvalidParameter,
             30001,
-            "qlt=101",
+            "qlt=best",
         ),
         (
             lambda r: r.update(userHandle="nobody@example.com"),

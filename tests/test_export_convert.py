@@ -58,8 +58,8 @@ def test_company_presets_are_saved_validated_and_used(stack) -> None:
         save_image_format(company, "bad", "wid=-3")
     with pytest.raises(errors.InvalidParameter, match="512"):
         save_image_format(company, "long", "wid=10&" * 80)
-    with pytest.raises(errors.InvalidParameter, match="name"):
-        save_image_format(company, "no spaces", "wid=10")
+    with pytest.raises(errors.InvalidParameter, match="control character"):
+        save_image_format(company, "no\ttabs", "wid=10")
     job = submit(_convert(company, assets, "Preset", macro="$small-png$"))
     log = stack.wait(company, job)
     [image] = _zip_images(log.output["zip"]).values()

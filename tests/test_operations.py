@@ -1,25 +1,38 @@
-"""The read operations on real runs: details paging and filters, asset logs, active jobs."""
+"""The read operations on real runs (details paging and filters, asset logs, active jobs), and
+Adobe's saveImageFormat example end to end."""
 
 from __future__ import annotations
 
+import io
+import re
+import tempfile
 import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from jobengine import (
     errors,
     get_active_jobs,
     get_asset_job_logs,
+    get_image_formats,
     get_job_log_details,
     get_scheduled_jobs,
     pause_job,
     resume_job,
     submit,
 )
+from jobengine.catalog import create_company, create_user, import_files
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import Run
-from tests.helpers import export_request
+from jobengine.store.schema import Company, Run
+from tests.helpers import PASSWORD, export_request, make_images
+from tests.test_web_soap import WebServer
 
 
 def test_job_log_details_page_and_filter_by_log_type(stack) -> None:
@@ -130,3 +143,117 @@ def test_preset_handles_the_store_cannot_hold_are_a_30001_fault(store_only, numb
     assert caught.value.field == "imageFormatHandle"
     with pytest.raises(errors.InvalidParameter):
         save_image_format(company, "p", "wid=8", image_format_handle=handle)
+
+
+# Adobe's saveImageFormat example (IPS API reference, operation saveImageFormat), verbatim:
+# a name with spaces, and a urlModifier wrapped across lines with qlt=750.
+ADOBE_SAVE_IMAGE_FORMAT = """<saveImageFormatParam xmlns="http://www.scene7.com/IpsApi/xsd">
+   <companyHandle>47</companyHandle>
+   <name>My Image Format Name</name>
+   <urlModifier>wid=400&amp;hei=400&amp;fmt=jpeg&amp;qlt=750&amp;op_sharpen=0&amp;
+   resMode=bicub&amp;op_usm=0.0,0.0,0,0&amp;iccEmbed=0
+   </urlModifier>
+</saveImageFormatParam>"""
+
+EXPORT_WITH_THE_FORMAT = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/xsd">
+   <companyHandle>47</companyHandle>
+   <jobName>{name}</jobName>
+   <exportJob>
+      <assetHandleArray><items>{asset}</items></assetHandleArray>
+      <fmt>convert</fmt>
+      <macro>$My Image Format Name$</macro>
+      <emailSetting>None</emailSetting>
+   </exportJob>
+</submitJobParam>"""
+
+
+@pytest.fixture(scope="module")
+def web(stack) -> Iterator[WebServer]:
+    server = WebServer(stack.env)
+    yield server
+    server.stop()
+
+
+def _soap(web: WebServer, user: str, body: str, action: str) -> str:
+    """POST ``body`` in a SOAP envelope as Adobe's examples show it; the answer's XML text."""
+    envelope = (
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+        '<soapenv:Header><authHeader xmlns="http://www.scene7.com/IpsApi/xsd">'
+        f"<user>{user}</user><password>{PASSWORD}</password></authHeader></soapenv:Header>"
+        f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    )
+    response = httpx.post(
+        web.url + "/scene7/services/IpsApiService",
+        content=envelope,
+        headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def _company_47_with_an_image(user: str) -> str:
+    """Company 47 (the example's) with ``user`` in it and one fresh image; its asset handle."""
+    runtime = get_runtime()
+    with tempfile.TemporaryDirectory() as tmp, runtime.store.write() as session:
+        company = session.scalar(select(Company).where(Company.handle == "47"))
+        if company is None:
+            company = create_company(session, "47", "Seed company")
+        create_user(session, user, PASSWORD, "IpsUser", [company])
+        [image] = make_images(Path(tmp), 1, size=(300, 200))
+        folder = f"/adobe-{uuid.uuid4().hex[:8]}"
+        [asset] = import_files(session, runtime.storage, company, [image], folder=folder)
+        return asset.handle
+
+
+def test_adobes_save_image_format_example_then_an_export_with_it(stack, web) -> None:
+    """The documentation's own example end to end: saved over SOAP as written, then used."""
+    user = "adobe-example-47@example.com"
+    asset = _company_47_with_an_image(user)
+    answer = _soap(web, user, ADOBE_SAVE_IMAGE_FORMAT, "saveImageFormat")
+    saved = re.search(r"<imageFormatHandle>(47\|\d+)</imageFormatHandle>", answer)
+    assert saved is not None and "saveImageFormatReturn" in answer, answer
+    [preset] = [p for p in get_image_formats("47") if p.name == "My Image Format Name"]
+    assert preset.image_format_handle == saved.group(1)
+    assert "&qlt=750&op_sharpen=0&" in preset.url_modifier  # stored as given
+
+    name = f"Adobe preset {uuid.uuid4().hex[:6]}"
+    answer = _soap(web, user, EXPORT_WITH_THE_FORMAT.format(name=name, asset=asset), "submitJob")
+    assert f"<jobHandle>47|{name}|</jobHandle>" in answer, answer
+    log = stack.wait("47", f"47|{name}|")
+    assert (log.state, log.file_success_count, log.file_error_count) == ("Done", 1, 0), log.details
+    with zipfile.ZipFile(get_runtime().storage.path(log.output["zip"])) as zf:
+        [member] = zf.namelist()
+        image = Image.open(io.BytesIO(zf.read(member)))
+    assert member.endswith(".jpg") and image.format == "JPEG"
+    assert image.size == (400, 400)  # wid and hei both: the image fits the box, padded
+    tables = image.quantization  # type: ignore[attr-defined]
+    assert all(set(table) == {1} for table in tables.values())  # qlt=750 encoded as quality 100
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "empty"),
+        ("   ", "blank"),
+        ("x" * 256, "at most 255"),
+        ("tab\there", "U+0009"),
+        ("bell\x07", "U+0007"),
+        ("next\u0085line", "U+0085"),
+        ("line\u2028break", "U+2028"),
+    ],
+)
+def test_preset_names_are_free_text_within_bounds(store_only, name, reason) -> None:
+    from jobengine import save_image_format
+    from tests.helpers import make_company
+
+    company, _ = make_company(0)
+    with pytest.raises(errors.InvalidParameter) as caught:
+        save_image_format(company, name, "wid=8")
+    assert caught.value.field == "name" and reason in caught.value.reason
+    handle = save_image_format(company, "Web Large · été", "wid=8")
+    assert save_image_format(company, "web large · ÉTÉ", "wid=9") == handle  # one name, any case
+    assert [(p.name, p.url_modifier) for p in get_image_formats(company)] == [
+        ("web large · ÉTÉ", "wid=9")
+    ]
+    assert save_image_format(company, "x" * 255, "wid=1").startswith(f"{company}|")

@@ -58,6 +58,17 @@ def integer(lo: int, hi: int) -> Atom:
     return parse
 
 
+def clamped(lo: int, hi: int) -> Atom:
+    """An integer, brought into ``lo..hi``: for values whose encoder clamps them (``qlt``)."""
+
+    def parse(token: str) -> int:
+        if not _INT.fullmatch(token):
+            raise BadToken(token, "is not an integer")
+        return min(max(int(token), lo), hi)
+
+    return parse
+
+
 def real(lo: float, hi: float, *, above: bool = False) -> Atom:
     """A real number in ``lo..hi`` (``above``: strictly greater than ``lo``)."""
     low = f"> {lo:g}" if above else f">= {lo:g}"
@@ -234,7 +245,9 @@ COMMANDS: dict[str, Command] = {
         Command(
             "qlt",
             "qlt",
-            args(integer(1, 100), flag, required=1, build=lambda q, c: Quality(q, bool(c))),
+            # Clamped as IS's JPEG encoder (IJG libjpeg's quality scaling) clamps it, so
+            # Adobe's own saveImageFormat example (qlt=750) works: see docs/imaging.md.
+            args(clamped(1, 100), flag, required=1, build=lambda q, c: Quality(q, bool(c))),
             lambda v: f"{v.quality},{int(v.chroma)}",
         ),
         Command("wid", "wid", _single(integer(1, 65535)), str),

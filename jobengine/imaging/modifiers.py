@@ -26,6 +26,7 @@ from urllib.parse import unquote
 from jobengine.errors import InvalidParameter, NotSupported
 from jobengine.imaging.grammar import COMMANDS, UNSUPPORTED_COMMANDS, BadToken
 from jobengine.imaging.request import ImageRequest
+from jobengine.model.presets import MACRO_NAME
 
 __all__ = [
     "MAX_MACRO_DEPTH",
@@ -40,9 +41,11 @@ MAX_MACRO_DEPTH = 8
 MAX_QUERY_CHARS = 16_384
 MAX_TOKENS = 1_000
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_MACRO = re.compile(r"\$([A-Za-z0-9_.-]+)\$")
+_MACRO = re.compile(rf"\$({MACRO_NAME})\$")  # preset names are free text (model.presets)
+_BARE_MACRO = re.compile(MACRO_NAME)
 _VAR_REF = re.compile(r"(\$[A-Za-z0-9_.-]+\$)")
 _DEFAULTS = ImageRequest()
+_LAYOUT = " \t\r\n"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the ``config`` package's files
 
 
@@ -61,7 +64,10 @@ def _split(query: str) -> list[str]:
         )
     text = query.strip()
     text = text[1:] if text.startswith("?") else text
-    return [part for part in text.split("&") if part and not part.startswith(".")]
+    # A definition pasted into XML is often wrapped (Adobe's saveImageFormat example breaks
+    # its urlModifier across lines): white space around a modifier is layout, not content.
+    parts = (part.strip(_LAYOUT) for part in text.split("&"))
+    return [part for part in parts if part and not part.startswith(".")]
 
 
 class _Expander:
@@ -180,7 +186,7 @@ def export_request(
     macro_query = ""
     if macro and macro.strip():
         macro_query = macro.strip()
-        if _NAME.fullmatch(macro_query):
+        if _BARE_MACRO.fullmatch(macro_query):
             macro_query = f"${macro_query}$"
     query = "&".join(q for q in (macro_query, is_modifier or "") if q)
     builder = _build(query, presets, False)

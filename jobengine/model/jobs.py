@@ -22,6 +22,7 @@ from jobengine.model.base import (
 )
 from jobengine.model.constants import EmailSetting, ExportFormat, PublishType
 from jobengine.model.options import AutoSetCreationOptions
+from jobengine.model.presets import MACRO_NAME
 
 __all__ = [
     "MAX_AUTO_SET_ASSETS",
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 MAX_AUTO_SET_ASSETS = 1000
-_MACRO = re.compile(r"\$[A-Za-z0-9_.-]+\$")
+_MACRO = re.compile(rf"\$(?:{MACRO_NAME})\$")
 
 
 def _macro(value: str) -> str:

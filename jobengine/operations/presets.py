@@ -1,14 +1,13 @@
 """Image presets (IPS "image formats", IS macros): saveImageFormat, getImageFormats,
 deleteImageFormat.
 
-A preset is a name (unique per company, case-insensitive, letters, digits, ``-``, ``_`` and ``.``)
-and a modifier definition of at most 512 characters, validated by the modifier parser when saved.
-Handles look like ``47|301``.
+A preset is a name (unique per company, case-insensitive, free text as in IPS: see
+:mod:`jobengine.model.presets`) and a modifier definition of at most 512 characters, validated by
+the modifier parser when saved and stored as given. Handles look like ``47|301``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -23,6 +22,7 @@ from jobengine.errors import (
     caller_faults,
 )
 from jobengine.handles import MAX_ROW_ID, company_segment
+from jobengine.model.presets import PRESET_NAME_PATTERN, preset_name_problem
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, ImageFormat, utcnow
 
@@ -36,8 +36,7 @@ __all__ = [
 ]
 
 MAX_DEFINITION = 512
-NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,255}$"
-_NAME = re.compile(NAME_PATTERN)
+NAME_PATTERN = PRESET_NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,9 @@ def save_image_format(
     company_handle: str, name: str, url_modifier: str, image_format_handle: str | None = None
 ) -> str:
     """Create or update a preset; returns its handle (``<company>|<id>``)."""
-    if not _NAME.match(name):
-        raise InvalidParameter(
-            f"preset name {name!r} may only use letters, digits, '-', '_' and '.'", field="name"
-        )
+    problem = preset_name_problem(name)
+    if problem is not None:
+        raise InvalidParameter(problem, field="name")
     validate_definition(url_modifier)
     with get_runtime().store.write() as session:
         company = company_by_handle(session, company_handle)

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from jobengine.catalog import company_by_handle
 from jobengine.errors import IllegalCompany, InvalidParameter, caller_faults
 from jobengine.handles import company_segment
-from jobengine.operations.presets import NAME_PATTERN
 from jobengine.runtime import get_runtime
 from jobengine.setrules import SetRule, parse_set_preset_handle, set_preset_handle
 from jobengine.store.schema import Company, SetPreset, utcnow
@@ -31,7 +30,7 @@ __all__ = [
     "save_set_preset",
 ]
 
-_NAME = re.compile(NAME_PATTERN)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")  # a batch set preset's name (ours, not IPS's)
 _FIELD = "setPresetHandle"
 
 

@@ -57,6 +57,51 @@ def test_separators_leading_marks_and_empty_parts() -> None:
     assert parse_modifiers("?&wid=10").wid == 10
 
 
+# Adobe's saveImageFormat example, urlModifier as its XML holds it (wrapped, qlt=750).
+ADOBE_URL_MODIFIER = (
+    "wid=400&hei=400&fmt=jpeg&qlt=750&op_sharpen=0&\n"
+    "   resMode=bicub&op_usm=0.0,0.0,0,0&iccEmbed=0\n"
+    "   "
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "quality"),
+    [("qlt=750", 100), ("qlt=101", 100), ("qlt=100", 100), ("qlt=1", 1), ("qlt=0", 1),
+     ("qlt=-5", 1), ("qlt=+60", 60)],
+)  # fmt: skip
+def test_qlt_out_of_range_is_clamped_as_the_jpeg_encoder_does(query: str, quality: int) -> None:
+    req = parse_modifiers(query)
+    assert req.qlt.quality == quality
+    assert parse_modifiers(format_query(req)) == req  # the canonical form holds the clamped value
+
+
+def test_adobes_save_image_format_example_parses() -> None:
+    req = parse_modifiers(ADOBE_URL_MODIFIER)
+    assert (req.wid, req.hei, req.fmt, req.qlt) == (400, 400, OutputFormat("jpeg"), Quality(100))
+    assert (req.op_sharpen, req.res_mode, req.icc_embed) == (False, "bicub", False)
+    assert req.op_usm == Usm(0.0, 0.0, 0, False)
+
+
+def test_white_space_around_modifiers_is_layout() -> None:
+    assert parse_modifiers(" wid=10 &\n\thei=20\r\n& fmt=png ") == parse_modifiers(
+        "wid=10&hei=20&fmt=png"
+    )
+    with pytest.raises(InvalidParameter, match="'1 0'"):  # inside a value it is content
+        parse_modifiers("wid=1 0")
+
+
+def test_preset_names_are_free_text() -> None:
+    presets = {"My Image Format Name": ADOBE_URL_MODIFIER, "Web · groß": "wid=5"}
+    assert parse_modifiers("$my image format NAME$", presets).wid == 400
+    assert parse_modifiers("$Web · groß$&hei=3", presets).wid == 5
+    assert export_request(None, "$My Image Format Name$", presets).qlt == Quality(100)
+    assert export_request(None, "My Image Format Name", presets).wid == 400  # bare name too
+    assert parse_modifiers("$v=x$&wid=7", presets).wid == 7  # still a variable definition
+    with pytest.raises(InvalidParameter, match="unknown macro"):
+        parse_modifiers("$No Such Preset$", presets)
+
+
 def test_last_command_wins() -> None:
     assert parse_modifiers("wid=10&wid=20").wid == 20
 
@@ -173,8 +218,9 @@ def test_variable_value_is_decoded_once() -> None:
         ("scl=0", "'0'"),
         ("scl=-1", "'-1'"),
         ("scl=nan", "'nan'"),
-        ("qlt=0", "'0'"),
-        ("qlt=101", "'101'"),
+        ("qlt=high", "'high'"),
+        ("qlt=7.5", "'7.5'"),
+        ("qlt=9999999999", "'9999999999'"),
         ("qlt=80,2", "'2'"),
         ("qlt=80,1,1", "'1'"),
         ("fmt=tiff", "'tiff'"),
