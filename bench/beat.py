@@ -105,8 +105,8 @@ def ours(n: int, broker: str) -> tuple[float, float, float]:
     import redis
     from sqlalchemy import update
 
+    from jobengine.engine.scheduling import tick
     from jobengine.runtime import get_runtime
-    from jobengine.scheduling import tick
     from jobengine.store.schema import Job, utcnow
 
     runtime = get_runtime()

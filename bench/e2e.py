@@ -120,7 +120,7 @@ def ours(n: int, concurrency: int, home: Path) -> float:
 
 
 def _company_id(handle: str) -> int:
-    from jobengine.catalog import company_by_handle
+    from jobengine.assets.catalog import company_by_handle
     from jobengine.runtime import get_runtime
 
     with get_runtime().store.read() as session:

@@ -78,7 +78,7 @@ def _noop_tasks(app: Any) -> tuple[Any, Any]:
 
 def run(n: int, rounds: int) -> None:
     from jobengine import submit, submit_many
-    from jobengine.celery_app import app, configure
+    from jobengine.engine.app import app, configure
     from jobengine.settings import get_settings
     from tests.helpers import export_request, make_company
 

@@ -1,9 +1,10 @@
 """jobengine: the job side of an IPS (Scene7 / Dynamic Media) image production platform, on Celery.
 
-from jobengine import submit, get_job_logs
+from jobengine import get_job_logs, submit
 handle = submit(open("job.xml").read())        # IPS XML, a dict with IPS names, or a model
 """
 
+from jobengine.engine.submission import submit, submit_many
 from jobengine.errors import IpsFault, JobEngineError
 from jobengine.operations import (
     delete_image_format,
@@ -21,7 +22,6 @@ from jobengine.operations import (
     stop_job,
 )
 from jobengine.settings import Settings, get_settings
-from jobengine.submission import submit, submit_many
 
 __all__ = [
     "IpsFault",

@@ -24,7 +24,7 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, get_args
 
-from config.locale import DOMAIN, LOCALE_DIR
+from jobengine.locales import DOMAIN, LOCALE_DIR
 
 __all__ = [
     "CATALOG_MESSAGES",
@@ -50,7 +50,7 @@ _FORMATTER = string.Formatter()
 
 # Every job log message id: the English text, with named placeholders for its arguments.
 LogMessage = Literal[
-    # the run's life (jobengine/runner.py)
+    # the run's life (jobengine/engine/runner.py)
     "job {job} started",
     "job stopped before it started",
     "cannot process {item}: {error}",
@@ -93,7 +93,7 @@ LogMessage = Literal[
     "cannot optimize {name}: {reason}",
     "optimized {name}",
     "skipped {name}: {type} assets have nothing to reprocess",
-    # upload crops (jobengine/crops.py): uploads and ReprocessAssetsJob
+    # upload crops (jobengine/assets/crops.py): uploads and ReprocessAssetsJob
     "{name} is not cropped: {reason}",
     # the publish kinds (jobengine/kinds/publish.py)
     "skipped {name}: its type or publish state changed since the job started",

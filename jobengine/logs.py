@@ -1,6 +1,6 @@
 """Structured logging: the job, company and run of the running task on every log record.
 
-The tasks (:mod:`jobengine.taskkit`) enter :func:`job_context` with their message's labels; a
+The tasks (:mod:`jobengine.engine.taskkit`) enter :func:`job_context` with their message's labels; a
 :class:`JobContextFilter` on the handlers copies them onto every record emitted meanwhile (from any
 logger, the task's own or a library's), and :class:`JsonFormatter` writes one JSON object a line.
 

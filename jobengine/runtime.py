@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from jobengine.settings import Settings, get_settings, reset_settings
 from jobengine.storage import Storage, open_storage
+from jobengine.store import migrate
 from jobengine.store.db import Store
 
 __all__ = ["Runtime", "get_runtime", "reset_runtime"]
@@ -30,7 +31,7 @@ def get_runtime() -> Runtime:
     migrated or checked, by ``JOBENGINE_DB_UPGRADE``)."""
     settings = get_settings()
     store = Store(settings.database_url)
-    store.prepare_schema(settings.db_upgrade)
+    migrate.prepare(store, settings.db_upgrade)
     storage = open_storage(settings.storage_url, settings.storage_options)
     return Runtime(settings=settings, store=store, storage=storage)
 

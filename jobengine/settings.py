@@ -58,7 +58,7 @@ variable                       meaning (default)
                                (required with the certificate)
 ``JOBENGINE_SAML_IDPS``        a JSON file of identity providers each trusted for some companies
                                only (``entity_id``, ``certificate``, ``companies``; see
-                               jobengine/samlidps.py); with or instead of the one above
+                               jobengine/access/samlidps.py); with or instead of the one above
 ``JOBENGINE_SAML_AUDIENCE``    our service provider entity id, required in the assertions'
                                ``AudienceRestriction`` (required with the certificate)
 ``JOBENGINE_SAML_CLOCK_SKEW``  seconds of clock difference allowed on SAML time limits (120)
@@ -88,7 +88,7 @@ variable                       meaning (default)
                                reverse proxies whose ``X-Forwarded-For`` names the client (for
                                the failed-login limits and logs); from anyone else the header is
                                ignored (none: the peer's own address always)
-``JOBENGINE_ORPHAN_GRACE``     the janitor (jobengine/janitor.py): seconds a stored upload,
+``JOBENGINE_ORPHAN_GRACE``     the janitor (jobengine/engine/janitor.py): seconds a stored upload,
                                PDF page or pyramid no asset refers to is kept before it is
                                deleted; keep it above the task time limit (86400)
 =============================  ==========================================================
@@ -264,16 +264,16 @@ class Settings:
     saml_audience: str | None = None
     saml_clock_skew: float = 120.0
     saml_max_validity: float = 600.0
-    # UploadUrlsJob (jobengine/fetch.py)
+    # UploadUrlsJob (jobengine/net/fetch.py)
     upload_allowed_hosts: tuple[str, ...] = ()
     upload_max_bytes: int = 512 * 1024 * 1024
     upload_connect_timeout: float = 10.0
     upload_read_timeout: float = 30.0
     upload_deadline: float = 600.0
-    # completion callbacks (jobengine/callbacks.py)
+    # completion callbacks (jobengine/notices/callbacks.py)
     callback_allowed_hosts: tuple[str, ...] = ()
     callback_timeout: float = 10.0
-    # the janitor (jobengine/janitor.py): how old an unreferenced file must be to go
+    # the janitor (jobengine/engine/janitor.py): how old an unreferenced file must be to go
     orphan_grace: float = 86400.0
     # the web service: proxies whose X-Forwarded-For is believed (addresses or CIDRs), the
     # Host names the WSDL may name, the secret of /metrics
@@ -365,7 +365,7 @@ class Settings:
                 "or Redis redelivers ETA messages that are still waiting"
             )
         if self.upload_allowed_hosts:  # UploadUrlsJob's allow list must parse
-            from jobengine.netpolicy import AddressPolicy
+            from jobengine.net.policy import AddressPolicy
 
             AddressPolicy.parse(self.upload_allowed_hosts)
         if self.callback_timeout > 60:
@@ -374,7 +374,7 @@ class Settings:
                 "task that finishes a run, which must not wait long"
             )
         if self.callback_allowed_hosts:  # the completion callbacks' allow list must parse
-            from jobengine.netpolicy import AddressPolicy
+            from jobengine.net.policy import AddressPolicy
 
             AddressPolicy.parse(self.callback_allowed_hosts, "JOBENGINE_CALLBACK_ALLOWED_HOSTS")
         if self.saml_idp_cert and not (self.saml_idp_entity_id and self.saml_audience):

@@ -1,6 +1,6 @@
 """ExportJob tasks: ``jobengine.export.start``, ``.item`` (one asset) and ``.finish`` (the ZIP)."""
 
-from jobengine.celery_app import app
-from jobengine.taskkit import define_tasks
+from jobengine.engine.app import app
+from jobengine.engine.taskkit import define_tasks
 
 start, item, finish = define_tasks(app, "export")

@@ -1,6 +1,6 @@
 """ImageRenderingPublishJob tasks: ``jobengine.image_rendering_publish.start|item|finish``."""
 
-from jobengine.celery_app import app
-from jobengine.taskkit import define_tasks
+from jobengine.engine.app import app
+from jobengine.engine.taskkit import define_tasks
 
 start, item, finish = define_tasks(app, "image_rendering_publish")

@@ -1,6 +1,6 @@
 """OptimizeImagesJob tasks: ``jobengine.optimize_images.start|item|finish``."""
 
-from jobengine.celery_app import app
-from jobengine.taskkit import define_tasks
+from jobengine.engine.app import app
+from jobengine.engine.taskkit import define_tasks
 
 start, item, finish = define_tasks(app, "optimize_images")

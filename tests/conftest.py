@@ -69,7 +69,7 @@ def unavailable(what: str, why: str) -> None:
 
 def _apply_env(env: dict[str, str]) -> None:
     os.environ.update(env)
-    from jobengine.celery_app import configure
+    from jobengine.engine.app import configure
     from jobengine.runtime import reset_runtime
 
     reset_runtime()
@@ -105,13 +105,13 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 def _fresh_login_limits(request: pytest.FixtureRequest) -> Iterator[None]:
     """Failed logins of one test do not lock out the next.
 
-    jobengine.auth counts failed logins in Redis, shared by this process and the web servers the
-    tests start, all calling from 127.0.0.1: after a test that used the session's Redis, its
+    jobengine.access.auth counts failed logins in Redis, shared by this process and the web servers
+    the tests start, all calling from 127.0.0.1: after a test that used the session's Redis, its
     counts are dropped (as a window's end would).
     """
     yield
     if "base_env" in request.fixturenames:
-        from jobengine.auth import RedisFailureLimiter
+        from jobengine.access.auth import RedisFailureLimiter
 
         if not _LOGIN_LIMITS:
             _LOGIN_LIMITS.append(RedisFailureLimiter())  # one client, for the whole session
@@ -171,7 +171,7 @@ class Worker(Service):
         queues: list[str] | None = None,
     ) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
-        from jobengine.devstack import worker_command
+        from jobengine.cli.devstack import worker_command
 
         argv = [*worker_command(concurrency, queues=queues), "-n", f"{self.name}@%h"]
         self.start(argv, Path(env["JOBENGINE_HOME"]) / f"{self.name}.log", env)
@@ -208,7 +208,7 @@ class Stack:
 
     def wait(self, company: str, handle: str, timeout: float = 60) -> Any:
         """The finished job log (with details) of the job's latest run."""
-        from jobengine.devstack import wait_for_runs
+        from jobengine.cli.devstack import wait_for_runs
 
         return wait_for_runs(company, [handle], timeout=timeout)[-1]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from jobengine.catalog import add_set, create_company, create_user, import_files
+from jobengine.assets.catalog import add_set, create_company, create_user, import_files
 from jobengine.runtime import get_runtime
 
 PASSWORD = "secret-password"

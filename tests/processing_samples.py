@@ -130,7 +130,7 @@ def add_files(
     company: str, makers: dict[str, Callable[[Path], Path]], folder: str = "/docs"
 ) -> dict[str, str]:
     """Files made by ``makers`` (name -> maker(path)) added as assets; name -> handle."""
-    from jobengine.catalog import add_asset, company_by_handle
+    from jobengine.assets.catalog import add_asset, company_by_handle
     from jobengine.runtime import get_runtime
 
     runtime = get_runtime()

@@ -24,8 +24,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select
 
-from jobengine import auth
-from jobengine.auth import (
+from jobengine.access import auth
+from jobengine.access.auth import (
     Caller,
     FailureLimiter,
     RedisFailureLimiter,
@@ -36,7 +36,7 @@ from jobengine.auth import (
     create_token,
     revoke_token,
 )
-from jobengine.catalog import USER_TYPES, create_company, create_user, verify_password
+from jobengine.assets.catalog import USER_TYPES, create_company, create_user, verify_password
 from jobengine.embedded import redis_client
 from jobengine.errors import IpsFault, TooManyAttempts
 from jobengine.runtime import get_runtime
@@ -46,8 +46,8 @@ from jobengine.store.schema import ApiToken, User
 PASSWORD = "correct horse battery staple"
 DEFAULT_LIMITER = auth.LIMITER  # as imported, before any test replaces it
 
-# Section 10 of the IPS reference, written out independently of jobengine.auth: the user types
-# each operation refuses. WebServiceUser is listed for no operation.
+# Section 10 of the IPS reference, written out independently of jobengine.access.auth: the user
+# types each operation refuses. WebServiceUser is listed for no operation.
 DENIED: dict[str, set[str]] = {
     "submitJob": {"IpsCompanyAdmin", "ImagePortalUser"},
     "executeJob": {"IpsCompanyAdmin", "ImagePortalUser"},
@@ -685,7 +685,7 @@ def test_redis_down_counts_in_the_process_and_logins_work(
     limiter = RedisFailureLimiter(3, 60.0, connect=connect, retry_interval=60.0)
     monkeypatch.setattr(auth, "LIMITER", limiter)
     email = world.emails["IpsUser"]
-    with caplog.at_level(logging.WARNING, logger="jobengine.loginlimit"):
+    with caplog.at_level(logging.WARNING, logger="jobengine.access.loginlimit"):
         assert authenticate(email, PASSWORD).email == email  # never fails because of Redis
         for _ in range(3):
             assert _fail(email, client="10.3.3.3").reason == "invalid user name or password"
@@ -740,7 +740,7 @@ def test_redis_coming_back_shares_the_count_again_and_keeps_outage_locks(
         RedisFailureLimiter(2, 60.0, spray_failures=2, connect=_down_redis(sock), retry_interval=0)
         for _ in range(2)
     )
-    with caplog.at_level(logging.WARNING, logger="jobengine.loginlimit"):
+    with caplog.at_level(logging.WARNING, logger="jobengine.access.loginlimit"):
         one.begin(["user:a"])  # Redis down: counted in process one only
         one.begin(["user:a"])
         two.begin(["user:b"])
@@ -761,7 +761,7 @@ def test_redis_coming_back_shares_the_count_again_and_keeps_outage_locks(
         finally:
             server.terminate()
             server.wait(10)
-    messages = [r.getMessage() for r in caplog.records if r.name == "jobengine.loginlimit"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "jobengine.access.loginlimit"]
     assert sum("Redis is unavailable" in m for m in messages) == 2  # once per process
     assert sum("shared through Redis again" in m for m in messages) == 2
 

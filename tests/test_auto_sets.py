@@ -18,18 +18,14 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from jobengine import errors, submit
-from jobengine.catalog import (
+from jobengine.assets.catalog import (
     add_asset,
     company_by_handle,
     ensure_folder,
     put_asset_file,
     set_members,
 )
-from jobengine.kinds import kind_for
-from jobengine.kinds.automated_set_generation import item_key, parse_item_key
-from jobengine.operations.set_presets import delete_set_preset, get_set_presets, save_set_preset
-from jobengine.runtime import get_runtime
-from jobengine.setrules import (
+from jobengine.assets.setrules import (
     MAX_PATTERN,
     MAX_SUBJECT,
     SetRule,
@@ -37,7 +33,12 @@ from jobengine.setrules import (
     group_assets,
     parse_set_preset_handle,
 )
+from jobengine.kinds import kind_for
+from jobengine.kinds.automated_set_generation import item_key, parse_item_key
+from jobengine.operations.set_presets import delete_set_preset, get_set_presets, save_set_preset
+from jobengine.runtime import get_runtime
 from jobengine.storage import safe_name
+from jobengine.store import migrate
 from jobengine.store.schema import Asset, Folder, SetMember
 from tests.conftest import Stack
 
@@ -184,12 +185,12 @@ def test_item_keys_and_preset_handles_round_trip() -> None:
 
 
 def test_cli_saves_lists_and_deletes_set_presets(tmp_path: Path) -> None:
-    from jobengine.catalog import create_company
+    from jobengine.assets.catalog import create_company
     from jobengine.store.db import Store
 
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(db)
-    store.prepare_schema()
+    migrate.prepare(store)
     with store.write() as session:
         create_company(session, "c7", "Seven")
     store.dispose()

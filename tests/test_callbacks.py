@@ -28,8 +28,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-from jobengine import callbacks, errors, submit
-from jobengine.callbacks import (
+from jobengine import errors, submit
+from jobengine.assets.catalog import company_by_handle
+from jobengine.model import parse_submit_job
+from jobengine.net.fetch import FetchLimits, PostError, post
+from jobengine.net.policy import AddressPolicy
+from jobengine.notices import callbacks
+from jobengine.notices.callbacks import (
     MAX_ATTEMPTS,
     callback_body,
     callbacks_pending,
@@ -38,10 +43,6 @@ from jobengine.callbacks import (
     retry_delay,
     send_callback,
 )
-from jobengine.catalog import company_by_handle
-from jobengine.fetch import FetchLimits, PostError, post
-from jobengine.model import parse_submit_job
-from jobengine.netpolicy import AddressPolicy
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
 from jobengine.store.jobs import create_run, find_job
@@ -329,7 +330,7 @@ def test_callback_settings() -> None:
         Settings.from_env({**env, "JOBENGINE_CALLBACK_TIMEOUT": "600"})
 
 
-# --- the POST itself (jobengine.fetch.post) --------------------------------------------------
+# --- the POST itself (jobengine.net.fetch.post) --------------------------------------------------
 
 
 def test_post_sends_json_with_our_user_agent_and_basic_credentials(hook: Hook) -> None:
@@ -544,7 +545,7 @@ def test_a_refused_address_is_not_retried_and_credentials_are_not_logged(
     store_only: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     run_id = finished_run("http://admin:hunter2@169.254.169.254/latest/meta-data/?t=tok")
-    with caplog.at_level("WARNING", logger="jobengine.callbacks"):
+    with caplog.at_level("WARNING", logger="jobengine.notices.callbacks"):
         assert send_callback(run_id) is False
     run = _run(run_id)
     assert run.callback_state == "refused" and "link-local" in (run.callback_result or "")

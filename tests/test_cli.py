@@ -75,12 +75,13 @@ def _alive(tmp_path: Path) -> bool:
 def test_assets_import_adds_files_as_assets(tmp_path: Path) -> None:
     from PIL import Image
 
-    from jobengine.catalog import create_company
+    from jobengine.assets.catalog import create_company
+    from jobengine.store import migrate
     from jobengine.store.db import Store
 
     db = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(db)
-    store.prepare_schema()
+    migrate.prepare(store)
     with store.write() as session:
         create_company(session, "c9", "Nine")
     store.dispose()

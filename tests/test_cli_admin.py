@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobengine.catalog import verify_password
+from jobengine.assets.catalog import verify_password
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import User
 from tests.test_web_soap import WebServer

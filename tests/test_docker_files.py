@@ -160,7 +160,7 @@ def test_redis_keeps_every_message(compose: dict[str, Any]) -> None:
 
 
 def test_workers_scale_and_stop_gracefully(compose: dict[str, Any]) -> None:
-    from config.celery import celery_config
+    from jobengine.engine.celery_config import celery_config
     from jobengine.settings import Settings
 
     worker = compose["services"]["worker"]
@@ -172,7 +172,7 @@ def test_workers_scale_and_stop_gracefully(compose: dict[str, Any]) -> None:
 
 
 def test_beat_health_is_the_schedulers_leader_lock(compose: dict[str, Any]) -> None:
-    from jobengine.scheduling import LOCK_KEY
+    from jobengine.engine.scheduling import LOCK_KEY
 
     beat = compose["services"]["beat"]
     assert f"'{LOCK_KEY}'" in " ".join(beat["healthcheck"]["test"])

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import os, sys
 import jobengine, jobengine.cli, jobengine.web, jobengine.celery_app as celery_app
-import tasks.export, tasks.image_serving_publish
+import jobengine.tasks.export, jobengine.tasks.image_serving_publish
 home = os.environ["JOBENGINE_HOME"]
 print("after-import", sorted(os.listdir(home)) if os.path.isdir(home) else [])
 print("configured", celery_app.app.configured)

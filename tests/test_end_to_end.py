@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from jobengine import errors, get_job_log_details, get_job_logs, submit, submit_many
-from jobengine.demo import SEED_EXAMPLE_XML
+from jobengine.cli.demo import SEED_EXAMPLE_XML
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Run
 from tests.helpers import export_request, make_company, publish_request

@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from jobengine import (
-    delete_image_format,
-    errors,
-    get_image_formats,
-    save_image_format,
-    submit,
-)
-from jobengine.catalog import add_asset, company_by_handle
+from jobengine import delete_image_format, errors, get_image_formats, save_image_format, submit
+from jobengine.assets.catalog import add_asset, company_by_handle
 from jobengine.runtime import get_runtime
 from tests.helpers import export_request
 

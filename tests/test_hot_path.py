@@ -24,11 +24,11 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from jobengine import submit
-from jobengine.celery_app import app, configure
 from jobengine.embedded import redis_url
-from jobengine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.engine.app import app, configure
+from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
-from jobengine.scheduling import tick
 from jobengine.settings import get_settings
 from jobengine.store.hot import HotStatement
 from jobengine.store.jobs import create_run
@@ -47,7 +47,7 @@ _COLUMNS_SET_BY_ORM_DEFAULTS = (
 def _a_job(name: str) -> Job:
     company, _ = make_company(0)
     with get_runtime().store.write() as session:
-        from jobengine.catalog import company_by_handle
+        from jobengine.assets.catalog import company_by_handle
 
         owner = company_by_handle(session, company)
         job = Job(

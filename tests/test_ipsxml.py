@@ -8,16 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from jobengine import errors
-from jobengine.ipsxml import (
-    IPS_NAMESPACE,
-    MAX_DOCUMENT_BYTES,
-    is_ips_namespace,
-    parse_document,
-    parse_element,
-    parse_submit_job_xml,
-    read_xml,
-    to_xml,
-)
 from jobengine.model import (
     AutomatedSetGenerationJob,
     ColorSpace,
@@ -45,6 +35,16 @@ from jobengine.model import (
     to_ips_dict,
 )
 from jobengine.model.base import Array, XsdDateTime
+from jobengine.model.ipsxml import (
+    IPS_NAMESPACE,
+    MAX_DOCUMENT_BYTES,
+    is_ips_namespace,
+    parse_document,
+    parse_element,
+    parse_submit_job_xml,
+    read_xml,
+    to_xml,
+)
 
 SEED = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/xsd">
    <companyHandle>47</companyHandle>

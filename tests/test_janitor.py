@@ -1,5 +1,5 @@
-"""The janitor (jobengine/janitor.py): unreferenced uploads, PDF pages and pyramids older than the
-grace are deleted; everything else is kept.
+"""The janitor (jobengine/engine/janitor.py): unreferenced uploads, PDF pages and pyramids older
+than the grace are deleted; everything else is kept.
 
 Every test runs on a real store (``store_only``: SQLite and PostgreSQL) and on a storage of its
 own, local and moto's real S3 server (``tests/moto_s3.py``). Local files are aged with
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from jobengine import janitor
-from jobengine.catalog import create_company, ensure_folder, record_file
+from jobengine.assets.catalog import create_company, ensure_folder, record_file
+from jobengine.engine import janitor
 from jobengine.errors import ConfigurationError
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
@@ -318,7 +318,7 @@ def test_beat_starts_the_janitor_at_most_once_an_hour(
     store_only: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jobengine.embedded import redis_client
-    from jobengine.scheduling import JANITOR_KEY, LeaderLock, StoreScheduler
+    from jobengine.engine.scheduling import JANITOR_KEY, LeaderLock, StoreScheduler
 
     started: list[bool] = []
 

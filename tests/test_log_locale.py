@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import inspect, select, text, update
 
 import jobengine
-from config.locale import catalogs, parse_po
 from jobengine import get_asset_job_logs, get_job_log_details, i18n, submit
 from jobengine.i18n import LOG_MESSAGES, english, fill, log_message, operation_locale, translator
+from jobengine.locales import catalogs, parse_po
 from jobengine.operations import JobLog
 from jobengine.runtime import get_runtime
+from jobengine.store import migrate
 from jobengine.store.db import Store
 from jobengine.store.schema import Asset, LogDetail, Run
 from tests.conftest import Stack, _store_url
@@ -468,7 +469,7 @@ def test_an_older_store_gets_the_message_columns(
     backend = "postgres" if "postgresql" in store_only["DATABASE_URL"] else "sqlite"
     url = _store_url(backend, tmp_path)
     old = Store(url)
-    old.prepare_schema()
+    migrate.prepare(old)
     with old.engine.begin() as conn:  # a store made before migrations, log_details as it was
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("ALTER TABLE log_details DROP COLUMN message_args"))
@@ -480,7 +481,7 @@ def test_an_older_store_gets_the_message_columns(
     assert "message_id" not in columns
     stores = [Store(url), Store(url)]
     for store in stores:  # twice: the second finds them there
-        store.prepare_schema()
+        migrate.prepare(store)
     columns = {c["name"] for c in inspect(stores[0].engine).get_columns("log_details")}
     assert {"message_id", "message_args"} <= columns
     for store in stores:

@@ -89,8 +89,8 @@ def test_metrics_count_runs_durations_triggers_and_queue(stack: Stack, web: WebS
 
 def test_queue_depth_counts_waiting_messages_of_every_priority(stack: Stack) -> None:
     from jobengine.embedded import redis_client
-    from jobengine.metrics import queue_depth
     from jobengine.settings import get_settings
+    from jobengine.web.metrics import queue_depth
 
     settings = get_settings()
     client = redis_client(settings)
@@ -110,8 +110,8 @@ def test_queue_depth_is_reported_for_every_queue_of_the_routes(stack: Stack) -> 
     from prometheus_client import generate_latest
 
     from jobengine.embedded import redis_client
-    from jobengine.metrics import make_registry, queue_depths
     from jobengine.settings import get_settings
+    from jobengine.web.metrics import make_registry, queue_depths
 
     routed = "jobengine-metrics-routed"
     settings = get_settings().with_changes(queues=(("export", routed),))
@@ -234,8 +234,9 @@ def test_celery_logging_signals_install_the_filter_and_json(
 def test_celerys_own_lines_about_a_task_carry_its_job_labels() -> None:
     # Celery logs "Task ... succeeded" after our job_context has closed, while the task's
     # request is still pushed: the filter reads the labels from the message's kwargs.
-    import tasks.export  # noqa: F401  (registers jobengine.export.*)
-    from jobengine.celery_app import app
+    import jobengine.tasks.export  # noqa: F401  (registers jobengine.export.*)
+
+    from jobengine.engine.app import app
     from jobengine.logs import JobContextFilter
 
     task = app.tasks["jobengine.export.start"]

@@ -235,7 +235,7 @@ def test_a_new_store_is_migrated_to_exactly_the_models(url: str) -> None:
 
     store = _store(url)
     assert migrate.current(store) is None
-    store.prepare_schema("auto")
+    migrate.prepare(store, "auto")
     assert migrate.current(store) == migrate.head()
     store.dispose()
     assert _diff(url) == []
@@ -266,7 +266,7 @@ def test_a_0_1_0_store_upgrades_with_all_its_data(url: str, runtime_on: Any) -> 
 
 def test_the_upgraded_store_takes_new_rows(url: str, runtime_on: Any) -> None:
     """Ids continue after the old rows (PostgreSQL sequences, SQLite rowids)."""
-    from jobengine.catalog import create_company
+    from jobengine.assets.catalog import create_company
     from jobengine.runtime import get_runtime
 
     _make_0_1_0_store(url)
@@ -281,6 +281,8 @@ def test_the_upgraded_store_takes_new_rows(url: str, runtime_on: Any) -> None:
 def test_an_older_store_gets_what_its_release_lacked(url: str) -> None:
     """Releases before 0.1.0 added nullable columns and tables at start; a store that skipped
     some of them gets them from the baseline revision."""
+    from jobengine.store import migrate
+
     drops = (
         "DROP TABLE set_members",
         "DROP INDEX ix_log_details_asset",
@@ -293,7 +295,7 @@ def test_an_older_store_gets_what_its_release_lacked(url: str) -> None:
     _seed(url, [(t, r) for t, r in ROWS if t not in ("log_details", "set_members", "assets")])
     store = _store(url)
     assert "set_members" not in inspect(store.engine).get_table_names()
-    store.prepare_schema("auto")
+    migrate.prepare(store, "auto")
     store.dispose()
     assert _diff(url) == []
     assert _count(url, "jobs") == 1
@@ -351,7 +353,7 @@ def test_processes_starting_together_upgrade_once(url: str) -> None:
     def prepare(store: Any) -> None:
         try:
             start.wait()
-            store.prepare_schema("auto")
+            migrate.prepare(store, "auto")
         except BaseException as exc:
             errors.append(exc)
 
@@ -371,16 +373,17 @@ def test_processes_starting_together_upgrade_once(url: str) -> None:
 
 
 def test_check_mode_refuses_a_store_behind_and_says_what_to_run(url: str) -> None:
+    from jobengine.store import migrate
     from jobengine.store.migrate import StoreSchemaError
 
     store = _store(url)
     with pytest.raises(StoreSchemaError, match=r"is empty: run `jobengine db upgrade`"):
-        store.prepare_schema("check")
+        migrate.prepare(store, "check")
     store.dispose()
     _make_0_1_0_store(url)
     store = _store(url)
     with pytest.raises(StoreSchemaError, match=r"made before migrations: run `jobengine db"):
-        store.prepare_schema("check")
+        migrate.prepare(store, "check")
     store.dispose()
 
 
@@ -395,7 +398,7 @@ def test_a_store_from_a_newer_jobengine_is_refused_in_both_modes(url: str) -> No
     for mode in ("auto", "check"):
         fresh = _store(url)
         with pytest.raises(StoreSchemaError, match="revision 9999, which this jobengine does not"):
-            fresh.prepare_schema(mode)
+            migrate.prepare(fresh, mode)
         fresh.dispose()
     store.dispose()
 

@@ -18,11 +18,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from config.locale import LOCALE_DIR, catalogs, compile_po, parse_po
-from jobengine import notify, submit
-from jobengine.catalog import company_by_handle, create_user
+from jobengine import submit
+from jobengine.assets.catalog import company_by_handle, create_user
 from jobengine.i18n import CATALOG_MESSAGES
-from jobengine.notify import notify_pending, notify_run, translator
+from jobengine.locales import LOCALE_DIR, catalogs, compile_po, parse_po
+from jobengine.notices import email as notify
+from jobengine.notices.email import notify_pending, notify_run, translator
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
 from jobengine.store.jobs import create_run, find_job
@@ -247,7 +248,7 @@ def test_recipient_is_the_user_handle_user_before_the_submitter(store_only, smtp
 def test_no_recipient_no_mail(store_only, smtp, caplog) -> None:
     inbox, settings = smtp
     run_id, _ = finished_run("All", submitter=False)
-    with caplog.at_level("INFO", logger="jobengine.notify"):
+    with caplog.at_level("INFO", logger="jobengine.notices.email"):
         assert notify_run(run_id, settings=settings) is False
     assert inbox.messages == [] and _run(run_id).notified_at is None
     assert "no recipient" in caplog.text
@@ -362,7 +363,7 @@ def test_smtp_down_returns_false_and_a_later_sweep_sends(store_only, smtp, caplo
     run_id, _ = finished_run("All")
     before = _run(run_id)
     down = settings.with_changes(smtp_port=free_port())  # nothing listens there
-    with caplog.at_level("WARNING", logger="jobengine.notify"):
+    with caplog.at_level("WARNING", logger="jobengine.notices.email"):
         assert notify_run(run_id, settings=down) is False
     assert "unavailable" in caplog.text
     after = _run(run_id)
@@ -424,7 +425,8 @@ def test_real_run_then_notice(stack, smtp) -> None:
 
 
 def _messages_in_code() -> set[str]:
-    """The e-mail texts marked with ``_()`` in jobengine/notify.py, and the job log messages."""
+    """The e-mail texts marked with ``_()`` in jobengine/notices/email.py, and the job log
+    messages."""
     tree = ast.parse(Path(notify.__file__).read_text(encoding="utf-8"))
     return set(CATALOG_MESSAGES) | {
         node.args[0].value
@@ -452,5 +454,5 @@ def test_catalogs_translate_every_message_and_mo_files_are_in_sync() -> None:
                 placeholders = sorted(p.split("}")[0] for p in msgid.split("{")[1:])
                 assert sorted(p.split("}")[0] for p in msgstr.split("{")[1:]) == placeholders
         assert po.with_suffix(".mo").read_bytes() == compile_po(text), (
-            f"{po.with_suffix('.mo')} is stale: run python -m config.locale"
+            f"{po.with_suffix('.mo')} is stale: run python -m jobengine.locales"
         )

@@ -28,7 +28,7 @@ from jobengine import (
     resume_job,
     submit,
 )
-from jobengine.catalog import create_company, create_user, import_files
+from jobengine.assets.catalog import create_company, create_user, import_files
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, Run
 from tests.helpers import PASSWORD, export_request, make_images

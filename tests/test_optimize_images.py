@@ -15,6 +15,7 @@ from jobengine import submit
 from jobengine.kinds import PlannedItem, kind_for
 from jobengine.kinds.optimize_images import is_optimized, optimized_key
 from jobengine.runtime import get_runtime
+from jobengine.store import migrate
 from jobengine.store.db import Store
 from jobengine.store.schema import Asset
 from tests.conftest import Stack, _store_url
@@ -130,7 +131,7 @@ def test_an_older_store_gets_the_new_columns_and_table(
     backend = "postgres" if "postgresql" in store_only["DATABASE_URL"] else "sqlite"
     url = _store_url(backend, tmp_path)
     old = Store(url)
-    old.prepare_schema()
+    migrate.prepare(old)
     with old.engine.begin() as conn:  # a store made before migrations: the assets table as it
         conn.execute(text("DROP TABLE alembic_version"))  # was, and no set_members
         conn.execute(text("DROP TABLE set_members"))
@@ -138,7 +139,7 @@ def test_an_older_store_gets_the_new_columns_and_table(
             conn.execute(text(f"ALTER TABLE assets DROP COLUMN {column}"))
     old.dispose()
     new = Store(url)
-    new.prepare_schema()
+    migrate.prepare(new)
     found = inspect(new.engine)
     columns = {c["name"] for c in found.get_columns("assets")}
     assert {"optimized_key", "optimized_version", "derived_from"} <= columns

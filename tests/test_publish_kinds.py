@@ -16,7 +16,13 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from jobengine import errors, submit
-from jobengine.catalog import add_asset, add_set, asset_type_for, asset_type_of, company_by_handle
+from jobengine.assets.catalog import (
+    add_asset,
+    add_set,
+    asset_type_for,
+    asset_type_of,
+    company_by_handle,
+)
 from jobengine.kinds import KINDS, kind_by_slug
 from jobengine.kinds.image_rendering_publish import record_id, render_file_problem
 from jobengine.kinds.publish import copy_between, published_key

@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from config.celery import DEFAULT_QUEUE, task_routes, worker_queues
 from jobengine import get_active_jobs, submit
-from jobengine.devstack import worker_command
+from jobengine.cli.devstack import worker_command
+from jobengine.engine.celery_config import DEFAULT_QUEUE, task_routes, worker_queues
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings, get_settings
 from tests.conftest import Worker
@@ -76,11 +76,12 @@ def test_a_kind_on_its_own_queue_waits_for_a_worker_of_that_queue(
         assert time.monotonic() < deadline, "nothing was sent to the kind's queue"
         time.sleep(0.02)
     [waiting] = get_active_jobs(company, include_waiting_jobs=True)
-    assert waiting.state == "WaitingCoordinator" and waiting.start_date is None
+    # a waiting job's startDate is the time it was queued (required in the real schema, issue 12)
+    assert waiting.state == "WaitingCoordinator" and waiting.start_date is not None
     assert client.llen(queue) == 1
     worker = Worker(env, concurrency=1, queues=[queue])
     try:
-        from jobengine.devstack import wait_for_runs
+        from jobengine.cli.devstack import wait_for_runs
 
         [log] = wait_for_runs(company, [handle], timeout=60)
         assert log.state == "Done" and log.file_success_count == 2

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from jobengine import errors, submit
-from jobengine.catalog import add_set, company_by_handle
+from jobengine.assets.catalog import add_set, company_by_handle
 from jobengine.kinds.optimize_images import is_optimized
 from jobengine.kinds.processing_options import CALLBACK, IGNORED, REFUSED, refuse_unsupported
 from jobengine.kinds.reprocess_assets import ReprocessAssetsKind

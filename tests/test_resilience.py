@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from jobengine import submit
-from jobengine.celery_app import app, configure
+from jobengine.engine.app import app, configure
+from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
-from jobengine.scheduling import tick
 from jobengine.store.schema import Job, LogDetail, Run, RunItem
 from tests.conftest import Worker, unavailable
 from tests.helpers import export_request
@@ -68,7 +68,7 @@ def test_two_beats_never_fire_a_schedule_twice(stack) -> None:
             "jobengine.celery_app",
             "beat",
             "-S",
-            "jobengine.scheduling:StoreScheduler",
+            "jobengine.engine.scheduling:StoreScheduler",
             "--loglevel",
             "info",
             "--schedule",
@@ -105,7 +105,7 @@ def test_a_worker_child_killed_mid_job_still_completes_the_job_once(store_only) 
         handle = submit(export_request(company, assets, "Killed"))
         run, victim = _wait_for_item_in(worker, "Killed")
         os.kill(victim, signal.SIGKILL)  # mid-item: the item is claimed and half done
-        from jobengine.devstack import wait_for_runs
+        from jobengine.cli.devstack import wait_for_runs
 
         # beat's tick re-sends what the dead child held (lease lapsed); call it as beat would
         [log] = wait_for_runs(company, [handle], timeout=100, on_poll=lambda _: tick())
@@ -166,7 +166,7 @@ def test_rabbitmq_as_the_broker(store_only) -> None:
     try:
         company, assets = make_company(3)
         handle = submit(export_request(company, assets, "Over AMQP"))
-        from jobengine.devstack import wait_for_runs
+        from jobengine.cli.devstack import wait_for_runs
 
         [log] = wait_for_runs(company, [handle], timeout=60)
     finally:
@@ -182,7 +182,7 @@ def test_rabbitmq_as_the_broker(store_only) -> None:
 def test_a_whole_worker_killed_mid_job_is_taken_over_by_another(store_only) -> None:
     """SIGKILL of a worker's main process and its child: the messages it held come back through
     the scheduler (lapsed leases, stalled pending items) and another worker completes the job."""
-    from jobengine.devstack import wait_for_runs
+    from jobengine.cli.devstack import wait_for_runs
     from tests.helpers import make_company
 
     company, assets = make_company(40, pad=2_000_000)

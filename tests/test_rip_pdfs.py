@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from jobengine import errors, submit
-from jobengine.catalog import (
+from jobengine.assets.catalog import (
     add_set,
     company_by_handle,
     create_company,

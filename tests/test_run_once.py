@@ -25,14 +25,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
-from jobengine import dispatch, runner, submit
-from jobengine.celery_app import configure
+from jobengine import submit
+from jobengine.engine import dispatch, runner
+from jobengine.engine.app import configure
+from jobengine.engine.heartbeat import Heartbeat
+from jobengine.engine.scheduling import tick, until_next_tick
 from jobengine.errors import ServerError, StoreUnavailable
-from jobengine.heartbeat import Heartbeat
 from jobengine.kinds import kind_for
 from jobengine.kinds.base import RunContext
 from jobengine.runtime import get_runtime
-from jobengine.scheduling import tick, until_next_tick
 from jobengine.storage import LocalStorage
 from jobengine.store.db import Store
 from jobengine.store.runs import claim_finish, claim_item, end_run, extend_item_lease

@@ -1,10 +1,11 @@
 """SAML 2.0 sign-on, accessToken and gzipResponse of the SOAP ``authHeader``.
 
-* :mod:`jobengine.saml` on assertions signed here with signxml by an identity provider whose
+* :mod:`jobengine.access.saml` on assertions signed here with signxml by an identity provider whose
   key and certificate are made in the test (``cryptography``): the valid shapes and every refusal
   (wrong certificate, tampering, signature wrapping, time limits, audience, issuer, status,
   hostile XML, size, encoding, no signature).
-* :func:`jobengine.auth.authenticate_saml` on a real store (SQLite and PostgreSQL) and the real
+* :func:`jobengine.access.auth.authenticate_saml` on a real store (SQLite and PostgreSQL) and the
+real
   failed-login limiter (Redis).
 * End to end through a real ``jobengine serve`` process started with the SAML settings in its
   environment: samlResponse, accessToken and their order, gzipResponse on answers and faults
@@ -34,11 +35,9 @@ from lxml import etree
 from signxml.algorithms import SignatureConstructionMethod
 from signxml.signer import XMLSigner
 
-from jobengine import auth
-from jobengine.auth import authenticate, authenticate_saml, create_token
-from jobengine.errors import ConfigurationError, IpsFault, TooManyAttempts
-from jobengine.ipsxml import IPS_NAMESPACE
-from jobengine.saml import (
+from jobengine.access import auth
+from jobengine.access.auth import authenticate, authenticate_saml, create_token
+from jobengine.access.saml import (
     MAX_ENCODED_CHARS,
     MAX_XML_BYTES,
     SamlConfig,
@@ -46,6 +45,8 @@ from jobengine.saml import (
     load_certificates,
     verify_saml,
 )
+from jobengine.errors import ConfigurationError, IpsFault, TooManyAttempts
+from jobengine.model.ipsxml import IPS_NAMESPACE
 from jobengine.settings import Settings, reset_settings
 from jobengine.web.soap import handle_soap
 from tests.helpers import PASSWORD, make_company
@@ -210,7 +211,7 @@ def refused(text: str, config: SamlConfig) -> str:
     return caught.value.reason
 
 
-# --- jobengine.saml: what is accepted -----------------------------------------------------------
+# --- jobengine.access.saml: what is accepted ------------------------------------------------------
 
 
 def test_signed_assertion_in_a_response(idp: Idp) -> None:
@@ -266,7 +267,7 @@ def test_a_comment_cannot_truncate_the_name_id(idp: Idp) -> None:
     assert verify_saml(text, config_for(idp)).name_id == "ann@example.com.evil.example"
 
 
-# --- jobengine.saml: what is refused ------------------------------------------------------------
+# --- jobengine.access.saml: what is refused -------------------------------------------------------
 
 
 def test_signed_by_another_key(idp: Idp, rogue: Idp) -> None:
@@ -478,7 +479,7 @@ def test_settings(tmp_path: Path, idp: Idp, rogue: Idp) -> None:
         load_certificates(tmp_path / "missing.pem")
 
 
-# --- jobengine.auth.authenticate_saml on a real store -------------------------------------------
+# --- jobengine.access.auth.authenticate_saml on a real store --------------------------------------
 
 
 @pytest.fixture

@@ -318,7 +318,7 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Itera
         running.stop()
         os.environ.clear()
         os.environ.update(saved)
-        from jobengine.celery_app import configure
+        from jobengine.engine.app import configure
         from jobengine.runtime import reset_runtime
 
         reset_runtime()
@@ -326,7 +326,7 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Itera
 
 
 def _wait(company: str, handle: str) -> Any:
-    from jobengine.devstack import wait_for_runs
+    from jobengine.cli.devstack import wait_for_runs
 
     return wait_for_runs(company, [handle], timeout=90)[-1]
 

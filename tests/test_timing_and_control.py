@@ -21,8 +21,8 @@ from jobengine import (
     stop_job,
     submit,
 )
+from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
-from jobengine.scheduling import tick
 from jobengine.store.schema import Company, Job, Run
 from tests.helpers import export_request
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobengine.catalog import asset_type_of, hash_password, verify_password
+from jobengine.assets.catalog import asset_type_of, hash_password, verify_password
 from jobengine.errors import ConfigurationError, InvalidParameter, IpsFault, NotSupported
 from jobengine.handles import JobRef, job_handle, parse_job_handle, run_name
 from jobengine.settings import Settings

@@ -1,5 +1,5 @@
-"""Upload crops (jobengine/crops.py): the pure rules (preserveCrop, manual edges, the crop of a
-conversion request), then UploadDirectoryJob, ReprocessAssetsJob, ExportJob, OptimizeImagesJob
+"""Upload crops (jobengine/assets/crops.py): the pure rules (preserveCrop, manual edges, the crop of
+a conversion request), then UploadDirectoryJob, ReprocessAssetsJob, ExportJob, OptimizeImagesJob
 and ImageServingPublishJob through submit() and a real worker on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from jobengine import submit
-from jobengine.crops import CropBox, CropOrder, manual_box, parse_crop, with_crop
+from jobengine.assets.crops import CropBox, CropOrder, manual_box, parse_crop, with_crop
 from jobengine.imaging import parse_modifiers
 from jobengine.imaging.request import Crop
 from jobengine.kinds.processing_options import unsupported_fields

@@ -7,9 +7,7 @@ import ipaddress
 
 import pytest
 
-from jobengine.errors import ConfigurationError, NotSupported
-from jobengine.fetch import FetchLimits, display_url
-from jobengine.ingest import (
+from jobengine.assets.ingest import (
     MAX_NAME_CHARS,
     BadPath,
     UploadRules,
@@ -18,11 +16,13 @@ from jobengine.ingest import (
     join_folder,
     split_dest_path,
 )
+from jobengine.errors import ConfigurationError, NotSupported
 from jobengine.kinds.processing_options import refuse_unsupported, unsupported_fields
 from jobengine.kinds.upload_directory import UploadDirectoryKind, clean_server_dir, upload_root
 from jobengine.kinds.upload_urls import UploadUrlsKind
 from jobengine.model import UploadDirectoryJob, UploadUrlsJob
-from jobengine.netpolicy import AddressPolicy, address_refusal
+from jobengine.net.fetch import FetchLimits, display_url
+from jobengine.net.policy import AddressPolicy, address_refusal
 from jobengine.settings import Settings
 
 # --- the address policy ------------------------------------------------------------------------

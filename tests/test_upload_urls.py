@@ -28,8 +28,8 @@ from PIL import Image
 from sqlalchemy import select
 
 from jobengine import errors, submit
-from jobengine.fetch import FetchError, FetchLimits, fetch
-from jobengine.netpolicy import AddressPolicy
+from jobengine.net.fetch import FetchError, FetchLimits, fetch
+from jobengine.net.policy import AddressPolicy
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Asset, Company, Folder

@@ -122,7 +122,7 @@ def test_job_operations(stack: Stack, web: WebServer) -> None:
 
 
 def test_bearer_token(stack: Stack, web: WebServer) -> None:
-    from jobengine.auth import create_token
+    from jobengine.access.auth import create_token
 
     company, _ = make_company(0)
     token = create_token(f"{company}@example.com", "ci")

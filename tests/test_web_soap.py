@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from jobengine import submit
-from jobengine.ipsxml import IPS_NAMESPACE
+from jobengine.model.ipsxml import IPS_NAMESPACE
 from tests.conftest import Stack
 from tests.helpers import PASSWORD, export_request, make_company
 from tests.procs import Service, free_port
@@ -195,7 +195,7 @@ def test_seed_example_end_to_end(stack: Stack, web: WebServer) -> None:
 def test_seed_example_verbatim_on_company_47(stack: Stack, web: WebServer) -> None:
     from sqlalchemy import select
 
-    from jobengine.catalog import create_company, create_user
+    from jobengine.assets.catalog import create_company, create_user
     from jobengine.runtime import get_runtime
     from jobengine.store.schema import Company
 

@@ -25,7 +25,7 @@ from lxml import etree
 from sqlalchemy import select
 
 from jobengine import delete_job, submit
-from jobengine.ipsxml import IPS_NAMESPACE
+from jobengine.model.ipsxml import IPS_NAMESPACE
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Job, Run
 from tests.conftest import Stack

@@ -19,7 +19,6 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,6 +26,7 @@ from jobengine.errors import InvalidParameter, NotSupported
 from jobengine.imaging.grammar import COMMANDS, UNSUPPORTED_COMMANDS, BadToken
 from jobengine.imaging.request import ImageRequest
 from jobengine.model.presets import MACRO_NAME
+from jobengine.shipped import config_dir
 
 __all__ = [
     "MAX_MACRO_DEPTH",
@@ -46,7 +46,6 @@ _BARE_MACRO = re.compile(MACRO_NAME)
 _VAR_REF = re.compile(r"(\$[A-Za-z0-9_.-]+\$)")
 _DEFAULTS = ImageRequest()
 _LAYOUT = " \t\r\n"
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the ``config`` package's files
 
 
 @dataclass(frozen=True)
@@ -222,6 +221,6 @@ def _encode(text: str) -> str:
 
 def default_presets() -> dict[str, str]:
     """The default company presets shipped in ``config/presets.json`` (name -> definition)."""
-    data = (CONFIG_DIR / "presets.json").read_text(encoding="utf-8")
+    data = (config_dir() / "presets.json").read_text(encoding="utf-8")
     presets = json.loads(data)["presets"]
     return {str(name): str(definition) for name, definition in presets.items()}

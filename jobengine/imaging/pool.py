@@ -45,8 +45,9 @@ from typing import Any
 from jobengine.errors import ConfigurationError, IpsFault, RunStopped
 from jobengine.imaging.errors import FAULTS_BY_NAME, ConversionFailed, ConversionTimeout
 from jobengine.imaging.limits import Limits
-from jobengine.imaging.modifiers import CONFIG_DIR, format_query
+from jobengine.imaging.modifiers import format_query
 from jobengine.imaging.request import ImageRequest
+from jobengine.shipped import config_dir
 
 __all__ = [
     "ConversionPool",
@@ -118,7 +119,7 @@ def _stop_asked(cancelled: Callable[[], bool] | None) -> bool:
 def policy_dir() -> Path:
     """The directory holding ``policy.xml`` (``JOBENGINE_IMAGING_POLICY_DIR`` or ``config/``)."""
     override = os.environ.get("JOBENGINE_IMAGING_POLICY_DIR")
-    path = Path(override) if override else CONFIG_DIR
+    path = Path(override) if override else config_dir()
     if not (path / "policy.xml").is_file():
         raise ConfigurationError(f"no ImageMagick policy.xml in {path}")
     return path

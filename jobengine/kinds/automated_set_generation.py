@@ -1,5 +1,5 @@
 """AutomatedSetGenerationJob: the listed assets grouped into sets by the company's batch set
-presets (``autoSetCreationOptions/autoSetsArray``; the rules are :mod:`jobengine.setrules`).
+presets (``autoSetCreationOptions/autoSetsArray``; the rules are :mod:`jobengine.assets.setrules`).
 
 Planning runs every preset on every listed Image asset once, in the job's order: one item per
 (preset, set name) group, in the presets' order, then the sets' first appearance. An asset no
@@ -10,10 +10,10 @@ log but not in the file counters; the run's output counts the unmatched assets.
 
 An item groups the assets again (so it sees renames since planning) and, in one transaction,
 creates the set in ``destFolder`` (default the company root) or replaces the members of the
-same-named set there, in the rule's order (:func:`jobengine.catalog.save_set`, the set mechanism
-RipPdfsJob's eCatalogs use): the same handle every time, no duplicates, so an item run again
-does the same. The set's name goes through the upload rules for names
-(:func:`jobengine.ingest.clean_name`: characters other than letters A-Z a-z, digits, ``.``,
+same-named set there, in the rule's order (:func:`jobengine.assets.catalog.save_set`, the set
+mechanism RipPdfsJob's eCatalogs use): the same handle every time, no duplicates, so an item run
+again does the same. The set's name goes through the upload rules for names
+(:func:`jobengine.assets.ingest.clean_name`: characters other than letters A-Z a-z, digits, ``.``,
 ``_``, ``-`` and space become ``_``; control characters, ``/`` and names over 200 characters
 are refused with an error row). ``readyForPublish`` marks the sets for publish. A same-named
 asset that is not a set of the preset's type is in the way: an error row for that set, the run
@@ -33,11 +33,12 @@ from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import ensure_folder, save_set
+from jobengine.assets.catalog import ensure_folder, save_set
+from jobengine.assets.ingest import BadPath, clean_folder, clean_name
+from jobengine.assets.setrules import SetRule, group_assets, parse_set_preset_handle, rule_of
 from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded
 from jobengine.handles import company_segment
 from jobengine.i18n import LogMessage
-from jobengine.ingest import BadPath, clean_folder, clean_name
 from jobengine.kinds.base import (
     AssetRef,
     ItemOutcome,
@@ -48,7 +49,6 @@ from jobengine.kinds.base import (
     unique_handles,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
-from jobengine.setrules import SetRule, group_assets, parse_set_preset_handle, rule_of
 from jobengine.store.schema import Asset, Company, LogDetail, RunItem, SetPreset
 
 __all__ = ["MAX_PRESETS", "AutomatedSetGenerationKind", "item_key", "parse_item_key"]
@@ -81,8 +81,8 @@ def _digest(set_name: str) -> str:
 
 
 def _final_name(set_name: str) -> str | None:
-    """The asset name a set gets (as uploads name files: :func:`jobengine.ingest.clean_name`),
-    None when the name is refused."""
+    """The asset name a set gets (as uploads name files:
+    :func:`jobengine.assets.ingest.clean_name`), None when the name is refused."""
     try:
         return clean_name(set_name)
     except BadPath:

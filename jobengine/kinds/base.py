@@ -1,7 +1,7 @@
 """What a job kind is: how it checks a request, plans its items, does one item, and finishes.
 
-The runner (``jobengine.runner``) owns the lifecycle, the guards and the counters; a kind only
-says what its work is. Each kind has its own Celery task module in ``tasks/``.
+The runner (``jobengine.engine.runner``) owns the lifecycle, the guards and the counters; a kind
+only says what its work is. Each kind has its own Celery task module in ``tasks/``.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Each asset is one item: its files (an original, a converted image, or one image per PDF page)
 go to the run's staging folder under the item's own key, cleared first, so a retried item
 replaces its own files and can never appear twice. ``fmt=convert`` applies an image's upload
-crop (:mod:`jobengine.crops`) before the modifiers; ``fmt=orig`` exports the file as uploaded.
-The finishing step streams the ZIP into an atomic storage write (a temporary file renamed into
-place, or an object-store upload completed only at the end), then removes the staging folder:
+crop (:mod:`jobengine.assets.crops`) before the modifiers; ``fmt=orig`` exports the file as
+uploaded. The finishing step streams the ZIP into an atomic storage write (a temporary file renamed
+into place, or an object-store upload completed only at the end), then removes the staging folder:
 readers see no ZIP or the whole ZIP.
 """
 
@@ -20,8 +20,8 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from jobengine import imaging
-from jobengine.catalog import SET_TYPES, company_presets
-from jobengine.crops import parse_crop, with_crop
+from jobengine.assets.catalog import SET_TYPES, company_presets
+from jobengine.assets.crops import parse_crop, with_crop
 from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitExceeded
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
@@ -161,7 +161,7 @@ class ExportKind(JobKindHandler):
     def _convert(ctx: RunContext, job: Any, source: Path, out_dir: Path, asset: Asset) -> list[str]:
         with ctx.runtime.store.read() as session:
             request = _image_request(session, ctx.company_id, job)
-        if asset.type == "Image":  # its upload crop first (jobengine/crops.py)
+        if asset.type == "Image":  # its upload crop first (jobengine/assets/crops.py)
             request = with_crop(request, parse_crop(asset.crop))
         made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)
         return [p.name for p in made]

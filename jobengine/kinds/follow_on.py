@@ -4,7 +4,7 @@
 At submit, :func:`check_follow_on` refuses a follow-on whose kind this server does not run
 (NotSupported naming the field, e.g. ``uploadUrlsJob/postVideoPublishJob``) and runs that kind's
 own submit checks on its payload. When the run ends, :func:`submit_follow_on` submits it for the
-same company through the normal submit path (:func:`jobengine.submission.submit`): named
+same company through the normal submit path (:func:`jobengine.engine.submission.submit`): named
 ``<jobName>_Pub`` as IPS names follow-on jobs, with the job's submitter, ``userHandle`` and
 ``locale``, and the ``emailSetting`` its own payload gives; with ``postJobOnlyIfFiles`` true only
 if files were processed. Its handle goes into the run's output (``followOn``) and a log row.
@@ -113,7 +113,7 @@ def submit_follow_on(
     ``files`` counts the files the run processed. Rows: ``info_type`` (submitted, or not for
     want of files), ``warning_type`` when the submit was refused (the run itself stays done).
     """
-    from jobengine.submission import submit
+    from jobengine.engine.submission import submit
 
     job: Any = ctx.job
     found = follow_on(job)

@@ -1,10 +1,10 @@
 """ImageRenderingPublishJob: publish the company's Image Rendering content to its material catalog.
 
-Image Rendering content is what Image Authoring makes (:data:`jobengine.catalog.RENDER_TYPES`):
-vignettes (``.vnt``, asset type Vignette) and the render materials with files of their own,
-cabinet styles (``.vnc``, Cabinet) and window covering styles (``.vnw``, WindowsCovering).
-Textures and decals are images: Image Rendering takes them from Image Serving (``src=is{…}``),
-so the Image Serving publish publishes them, not this one.
+Image Rendering content is what Image Authoring makes
+(:data:`jobengine.assets.catalog.RENDER_TYPES`): vignettes (``.vnt``, asset type Vignette) and the
+render materials with files of their own, cabinet styles (``.vnc``, Cabinet) and window covering
+styles (``.vnw``, WindowsCovering). Textures and decals are images: Image Rendering takes them from
+Image Serving (``src=is{…}``), so the Image Serving publish publishes them, not this one.
 
 Each run copies the Image Rendering assets marked for publish that are new or changed since their
 last rendering publish (``assets.rendering_published_at``; the payload has no publishType) to
@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import RENDER_TYPES, asset_type_of
+from jobengine.assets.catalog import RENDER_TYPES, asset_type_of
 from jobengine.kinds.base import AssetRef, RunContext
 from jobengine.kinds.image_serving_publish import publish_root
 from jobengine.kinds.publish import (

@@ -4,7 +4,7 @@ The publish root is ``_publish/<company>/`` in storage: the images under their f
 ``catalog.json`` describing them and ``presets.mac`` with the company's image presets (what an IS
 publish pushes to the image servers). ``Incremental`` publishes what is new or changed since its
 last publish, ``Full`` every marked image, ``FullWithSearch`` also writes ``search.json``.
-An image with an upload crop (:mod:`jobengine.crops`) has it in its catalog entry (``crop``,
+An image with an upload crop (:mod:`jobengine.assets.crops`) has it in its catalog entry (``crop``,
 ``x,y,w,h`` in source pixels, as IS ``crop=``); its file is published as uploaded.
 Planning, the atomic copy and the ``Published`` mark are the publish kinds' (``publish.py``).
 """
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine.crops import parse_crop
+from jobengine.assets.crops import parse_crop
 from jobengine.kinds.base import RunContext
 from jobengine.kinds.publish import (
     PublishKind,
@@ -40,7 +40,7 @@ def publish_root(ctx: RunContext) -> str:
 
 def _entry(asset: Asset, folder: str) -> dict[str, Any]:
     """An image's catalog.json entry; ``crop`` (``x,y,w,h`` in source pixels, IS ``crop=``) when
-    it has an upload crop (jobengine/crops.py)."""
+    it has an upload crop (jobengine/assets/crops.py)."""
     entry: dict[str, Any] = {
         "handle": asset.handle,
         "path": asset_path(folder, asset.name),

@@ -3,8 +3,8 @@
 The plan takes the company's Image assets with no pyramid, or whose file changed since theirs
 was made (``Asset.optimized_version``, the ``updated_at`` of the file version the pyramid was
 made from, differs from ``updated_at``), or whose upload crop changed since (``Asset.crop``
-against ``Asset.optimized_crop``: the pyramid is of the cropped view, :mod:`jobengine.crops`).
-Each is one item: the conversion pool writes the pyramid
+against ``Asset.optimized_crop``: the pyramid is of the cropped view,
+:mod:`jobengine.assets.crops`). Each is one item: the conversion pool writes the pyramid
 (:mod:`jobengine.imaging.ptif`, never in this process) atomically to
 ``<company>/optimized/<asset id>.ptif``, then the asset row records it. A re-run, or a retried
 item whose first attempt got that far, finds it up to date and skips it; a corrupt image fails
@@ -22,8 +22,8 @@ from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
 from jobengine import imaging
-from jobengine.catalog import mark_for_publish
-from jobengine.crops import parse_crop
+from jobengine.assets.catalog import mark_for_publish
+from jobengine.assets.crops import parse_crop
 from jobengine.errors import IpsFault
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (

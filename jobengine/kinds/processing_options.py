@@ -11,7 +11,7 @@ UploadUrlsJob and UploadDirectoryJob use it too (their own fields are in the sam
 :func:`unsupported_fields` lists every refused field of a payload.
 
 ``postHttpUrl`` is honoured by every payload that has it (:data:`CALLBACK`): the run's end calls
-it (:mod:`jobengine.callbacks`); :func:`refuse_unsupported` checks the URL.
+it (:mod:`jobengine.notices.callbacks`); :func:`refuse_unsupported` checks the URL.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jobengine.callbacks import check_completion_url
 from jobengine.errors import NotSupported
+from jobengine.notices.callbacks import check_completion_url
 
 __all__ = ["CALLBACK", "IGNORED", "REFUSED", "refuse_unsupported", "unsupported_fields"]
 
@@ -76,7 +76,7 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "overwrite_avs": (_true, "adaptive video sets are not made"),
     "knockout_background_options": (_given, "backgrounds are not knocked out"),
     # Upload crops are honoured by UploadUrlsJob, UploadDirectoryJob and ReprocessAssetsJob
-    # (jobengine/crops.py); only RipPdfsJob, whose pages they would crop, still refuses them.
+    # (jobengine/assets/crops.py); only RipPdfsJob, whose pages they would crop, still refuses them.
     "manual_crop_options": (_crops, "crops are not applied to ripped pages"),
     "auto_color_crop_options": (_given, "crops are not applied to ripped pages"),
     "auto_transparent_crop_options": (_given, "crops are not applied to ripped pages"),
@@ -105,7 +105,7 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "un_compress_options": (_uncompresses, "archives are not extracted"),
 }
 
-# The completion URL, called when a run ends (jobengine/callbacks.py), whatever the kind.
+# The completion URL, called when a run ends (jobengine/notices/callbacks.py), whatever the kind.
 CALLBACK = frozenset({"post_http_url"})
 
 # Flags that ask for nothing this server would do differently (see docs/jobs.md).

@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
-from jobengine.callbacks import check_completion_url
 from jobengine.errors import NotSupported
 from jobengine.kinds.base import (
     AssetRef,
@@ -35,6 +34,7 @@ from jobengine.kinds.base import (
     asset_gone,
     asset_in_folder,
 )
+from jobengine.notices.callbacks import check_completion_url
 from jobengine.storage import LeadsOut, Storage, StorageError, check_key
 from jobengine.store.schema import Asset, Folder, utcnow
 
@@ -166,7 +166,9 @@ class PublishKind(JobKindHandler):
     # --- submit ---------------------------------------------------------------------------
 
     def check(self, db: Connection, company_id: int, job: Any) -> None:
-        check_completion_url(self.element, job)  # called when a run ends (jobengine.callbacks)
+        check_completion_url(
+            self.element, job
+        )  # called when a run ends (jobengine.notices.callbacks)
         context = getattr(job, "context_handle", None)
         if context is not None and context.strip():
             raise NotSupported(

@@ -4,7 +4,7 @@ One item per asset of ``assetHandleArray``: an Image gets a new pyramid TIFF eve
 pyramid is up to date (:func:`~jobengine.kinds.optimize_images.optimize_asset` with ``force``),
 a PDF is ripped again with the job's ``pdfOptions``
 (:func:`~jobengine.kinds.rip_pdfs.rip_asset`), any other type gets a warning row: there is
-nothing to reprocess. An Image first gets its upload crop (:mod:`jobengine.crops`): the job's
+nothing to reprocess. An Image first gets its upload crop (:mod:`jobengine.assets.crops`): the job's
 ``manualCropOptions``, ``autoColorCropOptions`` or ``autoTransparentCropOptions`` under
 ``preserveCrop`` (measured in the conversion pool; a crop that cannot be set is an
 ``UploadWarning`` row and no crop), so the new pyramid is of the cropped view.
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from jobengine.crops import CROP_FIELDS, CropOrder, measure
+from jobengine.assets.crops import CROP_FIELDS, CropOrder, measure
 from jobengine.errors import IpsFault
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobengine import imaging
-from jobengine.catalog import put_asset_file, remove_assets, save_set
+from jobengine.assets.catalog import put_asset_file, remove_assets, save_set
 from jobengine.errors import InvalidParameter, IpsFault, LimitExceeded, NotSupported
 from jobengine.i18n import LogMessage
 from jobengine.imaging.limits import MAX_RIP_DPI, MIN_RIP_DPI

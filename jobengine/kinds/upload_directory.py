@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from jobengine.assets.ingest import BadPath, clean_folder, clean_name, join_folder
 from jobengine.errors import InvalidParameter
-from jobengine.ingest import BadPath, clean_folder, clean_name, join_folder
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
 from jobengine.kinds.uploading import COMMON_FIELDS, ERROR, WARNING, UploadKind, upload_error
 from jobengine.storage import LeadsOut, safe_name

@@ -1,11 +1,11 @@
 """UploadUrlsJob: each ``urlArray`` entry fetched over http(s) and stored as an asset.
 
-One item per entry, in order. ``sourceUrl`` is fetched by :func:`jobengine.fetch.fetch` (public
+One item per entry, in order. ``sourceUrl`` is fetched by :func:`jobengine.net.fetch.fetch` (public
 addresses only unless ``JOBENGINE_UPLOAD_ALLOWED_HOSTS`` says otherwise, the vetted address
 pinned, at most 5 redirects, timeouts, a deadline and a size limit); ``destPath`` is the IPS
 folder path and file name from the company root (``pics/2024/a.jpg``; the folder is created when
-missing), checked by :func:`jobengine.ingest.split_dest_path`. A bad URL, a refused address, a
-failed transfer or a hostile ``destPath`` fails that entry alone with an ``UploadError`` row.
+missing), checked by :func:`jobengine.assets.ingest.split_dest_path`. A bad URL, a refused address,
+a failed transfer or a hostile ``destPath`` fails that entry alone with an ``UploadError`` row.
 
 ``numUrls`` is IPS's echo of the URL count: when given it must equal the length of ``urlArray``
 (a request whose count disagrees is refused at submit rather than guessed at).
@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from jobengine.assets.ingest import BadPath, split_dest_path
 from jobengine.errors import InvalidParameter, LimitExceeded
-from jobengine.fetch import FetchLimits, display_url, fetch
-from jobengine.ingest import BadPath, split_dest_path
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
 from jobengine.kinds.uploading import COMMON_FIELDS, UploadKind, upload_error
-from jobengine.netpolicy import AddressPolicy
+from jobengine.net.fetch import FetchLimits, display_url, fetch
+from jobengine.net.policy import AddressPolicy
 
 __all__ = ["MAX_UPLOAD_URLS", "UploadUrlsKind"]
 

@@ -4,10 +4,10 @@ with its log row, and the follow-on publish job when the run ends.
 * **Submit.** Options this server does not carry out are refused with NotSupported naming the
   field (:func:`jobengine.kinds.processing_options.refuse_unsupported`); a follow-on job must be
   of a kind this server runs (:func:`jobengine.kinds.follow_on.check_follow_on`).
-* **One file.** :func:`jobengine.ingest.ingest` stores it under the job's ``overwrite``,
+* **One file.** :func:`jobengine.assets.ingest.ingest` stores it under the job's ``overwrite``,
   ``readyForPublish`` and ``preservePublishState``, and sets its upload crop
   (``manualCropOptions``, ``autoColorCropOptions``, ``autoTransparentCropOptions``,
-  ``preserveCrop``: :mod:`jobengine.crops`; a crop that cannot be set is an extra
+  ``preserveCrop``: :mod:`jobengine.assets.crops`; a crop that cannot be set is an extra
   ``UploadWarning`` row, an image that cannot be measured for it an ``UploadError``); the row is
   ``UploadSuccess`` (created or replaced; a replacement also counts in the JobLog's
   ``fileUpdateCount``),
@@ -25,13 +25,13 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from jobengine.crops import CROP_FIELDS, CropOrder
+from jobengine.assets.crops import CROP_FIELDS, CropOrder
+from jobengine.assets.ingest import BadPath, UploadRules, ingest, ingest_ref
 from jobengine.errors import IpsFault, log_reason
-from jobengine.fetch import FetchError
-from jobengine.ingest import BadPath, UploadRules, ingest, ingest_ref
 from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
 from jobengine.kinds.follow_on import FOLLOW_ON_FIELDS, check_follow_on, submit_follow_on
 from jobengine.kinds.processing_options import refuse_unsupported
+from jobengine.net.fetch import FetchError
 from jobengine.storage import LeadsOut, StorageError
 from jobengine.store.schema import Run
 

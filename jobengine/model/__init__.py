@@ -33,6 +33,7 @@ from jobengine.model.constants import (
     UnCompressProcess,
 )
 from jobengine.model.faults import fault_from_validation_error, validate_model
+from jobengine.model.ipsxml import parse_submit_job
 from jobengine.model.jobs import (
     MAX_AUTO_SET_ASSETS,
     AutomatedSetGenerationJob,
@@ -82,7 +83,6 @@ from jobengine.model.request import (
     JobPayload,
     SubmitJobRequest,
     SubmitJobReturn,
-    parse_submit_job,
     to_ips_dict,
 )
 from jobengine.model.upload import (

@@ -1,15 +1,14 @@
-"""The submitJob request: SubmitJobRequest, parse_submit_job and to_ips_dict."""
+"""The submitJob request: SubmitJobRequest and to_ips_dict
+(:func:`jobengine.model.ipsxml.parse_submit_job` reads one from any input)."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 
-from jobengine.errors import InvalidParameter
 from jobengine.model.base import (
     IpsModel,
     JsonSchemaHint,
@@ -20,7 +19,6 @@ from jobengine.model.base import (
     show,
 )
 from jobengine.model.constants import JobKind
-from jobengine.model.faults import validate_model
 from jobengine.model.jobs import (
     AutomatedSetGenerationJob,
     CreateVideoSitemapJob,
@@ -44,7 +42,6 @@ __all__ = [
     "SubmitJobRequest",
     "SubmitJobReturn",
     "invisible",
-    "parse_submit_job",
     "to_ips_dict",
 ]
 
@@ -234,27 +231,6 @@ class SubmitJobReturn(IpsModel):
     """submitJobReturn: the new job's handle."""
 
     job_handle: NonEmptyText
-
-
-def parse_submit_job(data: SubmitJobRequest | Mapping[str, Any] | str | bytes) -> SubmitJobRequest:
-    """A validated SubmitJobRequest from a model, a mapping (IPS or Python names) or IPS XML.
-
-    Raises one :class:`~jobengine.errors.IpsFault` for anything invalid.
-    """
-    if isinstance(data, str | bytes):
-        from jobengine.ipsxml import parse_submit_job_xml
-
-        return parse_submit_job_xml(data)
-    if isinstance(data, SubmitJobRequest):
-        data = data.model_dump(exclude_none=True)
-    if not isinstance(data, Mapping):
-        raise InvalidParameter(
-            f"{SUBMIT_JOB_ROOT} must be a mapping or IPS XML; got {type(data).__name__}"
-        )
-    inner = data.get(SUBMIT_JOB_ROOT)
-    if len(data) == 1 and isinstance(inner, Mapping):
-        data = inner
-    return validate_model(SubmitJobRequest, dict(data), root=SUBMIT_JOB_ROOT)
 
 
 def to_ips_dict(model: BaseModel) -> dict[str, Any]:

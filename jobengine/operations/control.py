@@ -11,18 +11,18 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine import dispatch
-from jobengine.catalog import company_by_handle
+from jobengine.assets.catalog import company_by_handle
 from jobengine.cron import parse as parse_cron
+from jobengine.engine import dispatch
+from jobengine.engine.runner import labels
+from jobengine.engine.submission import send_run
 from jobengine.errors import InvalidParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.kinds import kind_for
-from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import create_run, find_job, find_runs
 from jobengine.store.runs import ACTIVE_STATES, lock_job, write_log
 from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
-from jobengine.submission import send_run
 
 __all__ = ["delete_job", "execute_job", "pause_job", "resume_job", "stop_job"]
 

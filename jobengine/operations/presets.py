@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import company_by_handle
+from jobengine.assets.catalog import company_by_handle
 from jobengine.errors import (
     IllegalCompany,
     InvalidParameter,

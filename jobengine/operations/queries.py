@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
-from jobengine.catalog import company_by_handle
+from jobengine.assets.catalog import company_by_handle
 from jobengine.errors import InvalidParameter, MissingParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.i18n import log_message, progress_message

@@ -2,8 +2,8 @@
 delete them.
 
 A preset is a name (unique per company, case-insensitive, letters, digits, ``-``, ``_`` and
-``.``, like image presets) and a rule (:class:`jobengine.setrules.SetRule`, every field checked
-when saved). Handles look like ``47|sp|12``: they are what ``autoSetCreationOptions/
+``.``, like image presets) and a rule (:class:`jobengine.assets.setrules.SetRule`, every field
+checked when saved). Handles look like ``47|sp|12``: they are what ``autoSetCreationOptions/
 autoSetsArray`` lists.
 """
 
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import company_by_handle
+from jobengine.assets.catalog import company_by_handle
+from jobengine.assets.setrules import SetRule, parse_set_preset_handle, set_preset_handle
 from jobengine.errors import IllegalCompany, InvalidParameter, caller_faults
 from jobengine.handles import company_segment
 from jobengine.runtime import get_runtime
-from jobengine.setrules import SetRule, parse_set_preset_handle, set_preset_handle
 from jobengine.store.schema import Company, SetPreset, utcnow
 
 __all__ = [

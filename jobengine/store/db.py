@@ -13,7 +13,6 @@ not outages and pass through unchanged.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,8 +128,6 @@ class Store:
             self._read_engine = self._write_engine = engine
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
-        self._prepared = False
-        self._lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -141,17 +138,6 @@ class Store:
     def read_engine(self) -> Engine:
         """The read engine (on SQLite, its transactions take no write lock)."""
         return self._read_engine
-
-    def prepare_schema(self, mode: str = "auto") -> None:
-        """Bring the store to this code's schema, once per Store: apply the missing migrations
-        (``auto``) or raise StoreSchemaError unless they are applied (``check``); see
-        :mod:`jobengine.store.migrate`."""
-        with self._lock, outage():
-            if not self._prepared:
-                from jobengine.store import migrate
-
-                migrate.prepare(self, mode)
-                self._prepared = True
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -18,6 +18,8 @@ revision, and the baseline revision adopts its tables with their data.
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +31,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
 from jobengine.errors import ConfigurationError
-from jobengine.store.db import Store
+from jobengine.store.db import Store, outage
 
 __all__ = [
     "UPGRADE_MODES",
@@ -133,8 +135,24 @@ def downgrade(store: Store, target: str) -> None:
     _migrate(store, "downgrade", target)
 
 
-def prepare(store: Store, mode: str) -> None:
-    """Bring the store to this code's schema (``auto``) or check that it is there (``check``)."""
+_PREPARED: weakref.WeakSet[Store] = weakref.WeakSet()
+_LOCKS: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def prepare(store: Store, mode: str = "auto") -> None:
+    """Bring the store to this code's schema, once per Store: apply the missing migrations
+    (``auto``) or raise StoreSchemaError unless they are applied (``check``). Stores of one
+    database prepared at once (as processes would) meet in the database's own lock."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.setdefault(store, threading.Lock())
+    with lock, outage():
+        if store not in _PREPARED:
+            _prepare(store, mode)
+            _PREPARED.add(store)
+
+
+def _prepare(store: Store, mode: str) -> None:
     if mode not in UPGRADE_MODES:
         raise ConfigurationError(f"JOBENGINE_DB_UPGRADE must be auto or check, not {mode!r}")
     revision = current(store)

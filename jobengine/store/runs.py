@@ -4,9 +4,9 @@ Each function is one conditional UPDATE (or a short transaction of them). Whoeve
 changes the row owns the step; a redelivered or duplicated message finds the row already moved
 and does nothing. Claims carry a lease so that the work of a killed worker is taken over once the
 lease lapses; a live worker extends its lease while it works (:func:`extend_item_lease`,
-:func:`extend_run_lease`, called by :mod:`jobengine.heartbeat`), so a long step is never taken
-over. A claim is re-entrant for its holder: a step that met an outage of the store starts again
-from the top and takes its own claim back.
+:func:`extend_run_lease`, called by :mod:`jobengine.engine.heartbeat`), so a long step is never
+taken over. A claim is re-entrant for its holder: a step that met an outage of the store starts
+again from the top and takes its own claim back.
 """
 
 from __future__ import annotations

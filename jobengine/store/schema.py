@@ -130,8 +130,8 @@ class Asset(Base):
     rendering_published_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # UploadUrlsJob / UploadDirectoryJob (jobengine/ingest.py): the upload item that last wrote
-    # the file, so that an item run again after its worker died knows its own asset.
+    # UploadUrlsJob / UploadDirectoryJob (jobengine/assets/ingest.py): the upload item that last
+    # wrote the file, so that an item run again after its worker died knows its own asset.
     ingest_ref: Mapped[str | None] = mapped_column(String(64))
     # OptimizeImagesJob / ReprocessAssetsJob: the pyramid TIFF and the updated_at of the file
     # version it was made from (it is stale once updated_at differs).
@@ -139,9 +139,10 @@ class Asset(Base):
     optimized_version: Mapped[datetime | None]
     # RipPdfsJob / ReprocessAssetsJob: the PDF asset a page image or eCatalog was ripped from.
     derived_from: Mapped[int | None] = mapped_column(Integer)
-    # Upload crop (UploadUrlsJob, UploadDirectoryJob, ReprocessAssetsJob; jobengine/crops.py):
-    # "x,y,w,h" in pixels of the (oriented) image, applied by export convert, optimize and
-    # publish; and the crop the pyramid was made with (it is stale once they differ).
+    # Upload crop (UploadUrlsJob, UploadDirectoryJob, ReprocessAssetsJob;
+    # jobengine/assets/crops.py): "x,y,w,h" in pixels of the (oriented) image, applied by export
+    # convert, optimize and publish; and the crop the pyramid was made with (it is stale once they
+    # differ).
     crop: Mapped[str | None] = mapped_column(String(64))
     optimized_crop: Mapped[str | None] = mapped_column(String(64))
 
@@ -170,7 +171,7 @@ class ImageFormat(Base):
 
 class SetPreset(Base):
     """A batch set preset (AutomatedSetGenerationJob): name unique per company (case-insensitive)
-    and its rule, see :mod:`jobengine.setrules`. ``views`` is a JSON list of strings."""
+    and its rule, see :mod:`jobengine.assets.setrules`. ``views`` is a JSON list of strings."""
 
     __tablename__ = "set_presets"
     __table_args__ = (UniqueConstraint("company_id", "name_key"),)
@@ -248,8 +249,8 @@ class Run(Base):
     finish_sent_at: Mapped[datetime | None]
     swept_at: Mapped[datetime | None]
     notified_at: Mapped[datetime | None]  # the completion e-mail was sent (sent once)
-    # The completion callback (jobengine/callbacks.py): NULL not looked at yet, none, sending
-    # (claimed), retry (at callback_next_at), delivered, unknown, refused, failed.
+    # The completion callback (jobengine/notices/callbacks.py): NULL not looked at yet, none,
+    # sending (claimed), retry (at callback_next_at), delivered, unknown, refused, failed.
     callback_state: Mapped[str | None] = mapped_column(String(16))
     callback_attempts: Mapped[int | None] = mapped_column(Integer)
     callback_sent_at: Mapped[datetime | None]  # the last claim (the attempt's start)

@@ -8,7 +8,8 @@
 * ``GET /scene7/webservice/IpsApi.wsdl`` (and ``GET .../IpsApiService?wsdl``): the WSDL, its
   XSD generated from the models (:mod:`.wsdl`)
 * ``POST /api/v1/<operationName>``, ``GET /api/v1/openapi.json``: JSON (:mod:`.jsonapi`)
-* ``GET /metrics``: Prometheus metrics read from the store at scrape time (:mod:`jobengine.metrics`)
+* ``GET /metrics``: Prometheus metrics read from the store at scrape time
+(:mod:`jobengine.web.metrics`)
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ __all__ = ["create_app"]
 
 def create_app() -> Starlette:
     """The Starlette application with every route."""
-    from jobengine.metrics import make_registry, metrics_endpoint
     from jobengine.web.jsonapi import json_endpoint, openapi_endpoint
+    from jobengine.web.metrics import make_registry, metrics_endpoint
     from jobengine.web.plainxml import PLAIN_XML_PATH, plain_xml_endpoint
     from jobengine.web.soap import soap_endpoint
     from jobengine.web.wsdl import wsdl_endpoint

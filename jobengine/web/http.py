@@ -1,9 +1,10 @@
 """What the SOAP and JSON surfaces share: the capped body reader and the caller's credentials.
 
 Credentials, first found wins: the SOAP ``authHeader``'s user and password, its accessToken (an
-API token, as Bearer), its samlResponse (:func:`jobengine.auth.authenticate_saml`), then the HTTP
-``Authorization`` header: Basic, or ``Bearer <token>``. An empty field counts as absent. With
-none, :func:`jobengine.auth.authenticate` is asked with no user and raises authenticationFault
+API token, as Bearer), its samlResponse (:func:`jobengine.access.auth.authenticate_saml`), then the
+HTTP ``Authorization`` header: Basic, or ``Bearer <token>``. An empty field counts as absent. With
+none, :func:`jobengine.access.auth.authenticate` is asked with no user and raises
+authenticationFault
 10000.
 """
 
@@ -15,10 +16,10 @@ import ipaddress
 
 from starlette.requests import Request
 
-from jobengine.auth import Caller, authenticate, authenticate_saml, authenticate_token
+from jobengine.access.auth import Caller, authenticate, authenticate_saml, authenticate_token
 from jobengine.errors import InvalidRequestXml
-from jobengine.ipsxml import MAX_DOCUMENT_BYTES
-from jobengine.netpolicy import IPAddress, IPNetwork
+from jobengine.model.ipsxml import MAX_DOCUMENT_BYTES
+from jobengine.net.policy import IPAddress, IPNetwork
 from jobengine.settings import get_settings
 
 __all__ = ["MAX_BODY_BYTES", "BodyTooLarge", "caller_from", "client_address", "read_body"]
@@ -110,8 +111,8 @@ def caller_from(
 
     In this order: ``user``/``password`` (either given), ``access_token``, ``saml_response``,
     then the HTTP ``authorization`` header (Basic or Bearer). ``client`` is the remote address:
-    :func:`jobengine.auth.authenticate` limits failed attempts per user name and per client,
-    :func:`jobengine.auth.authenticate_saml` per client.
+    :func:`jobengine.access.auth.authenticate` limits failed attempts per user name and per client,
+    :func:`jobengine.access.auth.authenticate_saml` per client.
     """
     if user or password:
         return authenticate(user, password, client=client)

@@ -29,8 +29,8 @@ from starlette.responses import JSONResponse, Response
 
 from jobengine.errors import InvalidRequestXml, IpsFault, ServerError, Unavailable
 from jobengine.i18n import operation_locale
-from jobengine.ipsxml import MAX_DEPTH, MAX_ELEMENTS
 from jobengine.model import UploadPostJob, validate_model
+from jobengine.model.ipsxml import MAX_DEPTH, MAX_ELEMENTS
 from jobengine.web.http import BodyTooLarge, caller_from, client_address, read_body
 from jobengine.web.results import to_json
 from jobengine.web.service import OPERATION_LOCALE, OPERATIONS, Operation

@@ -2,7 +2,7 @@
 
 submitJob's input is :class:`~jobengine.model.SubmitJobRequest` itself; every other operation's
 ``<op>Param`` is one of the small models below. They are read from SOAP with
-:func:`jobengine.ipsxml.parse_element` and from JSON with
+:func:`jobengine.model.ipsxml.parse_element` and from JSON with
 :func:`jobengine.model.validate_model`, so a bad value is the same fault on both surfaces.
 """
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobengine.errors import InvalidRequestXml, IpsFault
-from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace
+from jobengine.model.ipsxml import IPS_NAMESPACE, is_ips_namespace
 from jobengine.web.soap import Framing, fault_element, is_auth_header, serve_xml
 
 __all__ = ["PLAIN_XML_FRAMING", "PLAIN_XML_PATH", "plain_xml_endpoint"]

@@ -1,10 +1,10 @@
 """The operation table both surfaces share: each IPS operation's input model, its authorization
 and the call into :mod:`jobengine`, returning an IPS tree (:mod:`jobengine.web.results`).
 
-Every operation is authorized on its companyHandle (:func:`jobengine.auth.authorize`). The three
-queries whose companyHandle is optional answer, without one, only the caller's companies (all
+Every operation is authorized on its companyHandle (:func:`jobengine.access.auth.authorize`). The
+three queries whose companyHandle is optional answer, without one, only the caller's companies (all
 of them for an IpsAdmin). submitJob's userHandle is checked with
-:func:`jobengine.auth.check_impersonation`; the submitting user is always the caller.
+:func:`jobengine.access.auth.check_impersonation`; the submitting user is always the caller.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 import jobengine
-from jobengine.auth import Caller, authorize, check_impersonation
+from jobengine.access.auth import Caller, authorize, check_impersonation
 from jobengine.model import SubmitJobRequest
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company

@@ -1,6 +1,6 @@
 """SOAP 1.1 document/literal: ``POST /scene7/services/IpsApiService``.
 
-The envelope is read by the hardened reader (:func:`jobengine.ipsxml.read_xml`: no DTDs or
+The envelope is read by the hardened reader (:func:`jobengine.model.ipsxml.read_xml`: no DTDs or
 entities, size, depth and count limits; 30003 otherwise). The Body holds one ``<op>Param`` in any
 IPS namespace version; the answer is ``<op>Return`` in the same namespace. A fault is a
 ``soapenv:Fault`` whose ``detail`` holds the IPS fault element (base namespace) with ``code`` and
@@ -14,11 +14,12 @@ as stubs of 2016-01-14-beta and later do; fields in any order) is read for ``use
 records them for each run's ``JobClient`` row). The caller is authenticated by the first of
 these that is given (an empty element counts as absent), the others are not looked at:
 
-1. ``user`` / ``password``: :func:`jobengine.auth.authenticate` (a header with a user *and* an
+1. ``user`` / ``password``: :func:`jobengine.access.auth.authenticate` (a header with a user *and*
+an
    accessToken is fine: the user and password are used);
 2. ``accessToken``: an API token (``je_...``), as ``Authorization: Bearer``;
 3. ``samlResponse``: a base64 SAML 2.0 Response or Assertion signed by the configured identity
-   provider (:func:`jobengine.auth.authenticate_saml`, :mod:`jobengine.saml`);
+   provider (:func:`jobengine.access.auth.authenticate_saml`, :mod:`jobengine.access.saml`);
 4. the HTTP ``Authorization`` header: Basic, or Bearer with an API token.
 
 ``gzipResponse`` true (``true`` or ``1``, the xsd:boolean forms; anything else is false)
@@ -48,7 +49,7 @@ from starlette.responses import Response
 
 from jobengine.errors import InvalidRequestXml, IpsFault, ServerError, Unavailable
 from jobengine.i18n import operation_locale
-from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace, parse_element, read_xml
+from jobengine.model.ipsxml import IPS_NAMESPACE, is_ips_namespace, parse_element, read_xml
 from jobengine.web.http import (
     MAX_BODY_BYTES,
     BodyTooLarge,

@@ -29,9 +29,9 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobengine.ipsxml import IPS_NAMESPACE, is_ips_namespace
 from jobengine.model import SubmitJobRequest, UploadPostJob
 from jobengine.model.fields import field_shapes
+from jobengine.model.ipsxml import IPS_NAMESPACE, is_ips_namespace
 from jobengine.settings import SOAP_PATH, get_settings
 from jobengine.web.service import OPERATIONS
 

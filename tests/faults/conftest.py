@@ -257,7 +257,7 @@ class Fleet:
 @contextmanager
 def scenario(env: dict[str, str]) -> Iterator[None]:
     """This process submits and reads through ``env``; the session's settings come back after."""
-    from jobengine.celery_app import configure
+    from jobengine.engine.app import configure
     from jobengine.runtime import reset_runtime
 
     saved = dict(os.environ)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from jobengine import errors, submit
-from jobengine.devstack import wait_for_runs
+from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import LogDetail, Run
 from tests.faults.conftest import (

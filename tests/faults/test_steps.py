@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from jobengine import get_active_jobs, stop_job, submit
-from jobengine.devstack import wait_for_runs
+from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Asset, Run, RunItem

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobengine import submit
-from jobengine.devstack import wait_for_runs
+from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from tests.conftest import unavailable

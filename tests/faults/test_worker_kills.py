@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from jobengine import janitor, submit
-from jobengine.devstack import wait_for_runs
+from jobengine import submit
+from jobengine.cli.devstack import wait_for_runs
+from jobengine.engine import janitor
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage, safe_name
 from jobengine.store.schema import Job, LogDetail, Run

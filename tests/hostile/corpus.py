@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from jobengine.ipsxml import IPS_NAMESPACE
+from jobengine.model.ipsxml import IPS_NAMESPACE
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from jobengine.cli import _signals_end_cleanly
+from jobengine.assets.localfiles import plan_files, read_capped
+from jobengine.cli.app import _signals_end_cleanly
 from jobengine.errors import InvalidParameter, LimitExceeded
-from jobengine.localfiles import plan_files, read_capped
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Company
 from tests.helpers import make_company

@@ -17,7 +17,7 @@ from jobengine.errors import InvalidRequestXml, IpsFault
 from jobengine.imaging.geometry import check_plan, plan
 from jobengine.imaging.limits import Limits
 from jobengine.imaging.modifiers import format_query, parse_modifiers
-from jobengine.ipsxml import IPS_NAMESPACE, parse_submit_job_xml, read_xml
+from jobengine.model.ipsxml import IPS_NAMESPACE, parse_submit_job_xml, read_xml
 from jobengine.web.soap import _auth_header, _envelope_parts, _operation
 
 # A generous bound per input (hostile input must not take minutes); no speed is asserted.

@@ -16,13 +16,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from jobengine.auth import authenticate, authenticate_saml, authorize
-from jobengine.catalog import company_by_handle, create_user
+from jobengine.access.auth import authenticate, authenticate_saml, authorize
+from jobengine.access.replay import ReplayCache
+from jobengine.access.saml import verify_saml
+from jobengine.access.samlidps import load_identity_providers
+from jobengine.assets.catalog import company_by_handle, create_user
 from jobengine.errors import ConfigurationError, IpsFault
-from jobengine.replay import ReplayCache
 from jobengine.runtime import get_runtime
-from jobengine.saml import verify_saml
-from jobengine.samlidps import load_identity_providers
 from jobengine.settings import Settings, reset_settings
 from tests.helpers import PASSWORD, make_company
 from tests.test_saml import (

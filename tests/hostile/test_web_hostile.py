@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from jobengine.ipsxml import IPS_NAMESPACE, MAX_ATTRIBUTES, is_ips_namespace
+from jobengine.model.ipsxml import IPS_NAMESPACE, MAX_ATTRIBUTES, is_ips_namespace
 from jobengine.settings import reset_settings
 from jobengine.web.soap import fault_http_status
 from jobengine.web.wsdl import service_location

@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from jobengine.ipsxml import IPS_NAMESPACE
+from jobengine.model.ipsxml import IPS_NAMESPACE
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SERVICE = "/scene7/services/IpsApiService"

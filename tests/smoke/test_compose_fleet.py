@@ -30,7 +30,7 @@ from tests.smoke.conftest import skip_or_fail_module
 
 skip_or_fail_module()
 
-from jobengine.demo import DEMO_COMPANY, SEED_EXAMPLE_XML  # noqa: E402
+from jobengine.cli.demo import DEMO_COMPANY, SEED_EXAMPLE_XML  # noqa: E402
 from tests.conftest import unavailable  # noqa: E402
 from tests.smoke.compose import Project, find_compose, free_loopback_port  # noqa: E402
 from tests.smoke.containers import http_get, logs_of, wait_for_log  # noqa: E402
@@ -49,7 +49,7 @@ from tests.smoke.stale import project_name  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 USER, PASSWORD = "ops@example.com", "fleet-test-password"
 SEED = (
-    "import json; from jobengine.demo import seed_demo; "
+    "import json; from jobengine.cli.demo import seed_demo; "
     f"print(json.dumps(seed_demo({USER!r}, {PASSWORD!r})))"
 )
 

@@ -196,7 +196,7 @@ def producer(
     shared_dir: Path,
 ) -> Iterator[None]:
     """This test process as a producer on the fleet's Redis (its host port) and store."""
-    from jobengine.celery_app import configure
+    from jobengine.engine.app import configure
     from jobengine.runtime import reset_runtime
 
     saved = dict(os.environ)
@@ -234,8 +234,8 @@ def test_workers_of_our_image_run_the_seed_example_and_a_conversion_then_share_t
     request: pytest.FixtureRequest,
 ) -> None:
     from jobengine import submit
-    from jobengine.demo import DEMO_COMPANY, SEED_EXAMPLE_XML, seed_demo
-    from jobengine.devstack import wait_for_runs
+    from jobengine.cli.demo import DEMO_COMPANY, SEED_EXAMPLE_XML, seed_demo
+    from jobengine.cli.devstack import wait_for_runs
 
     user = "smoke@example.com"
     handles = seed_demo(user, "smoke-password")
@@ -267,7 +267,7 @@ def _import_images(count: int, shared_dir: Path) -> list[str]:
     """``count`` more images in the demo company (folder /more); their handles."""
     import tempfile
 
-    from jobengine.catalog import company_by_handle, import_files
+    from jobengine.assets.catalog import company_by_handle, import_files
     from jobengine.runtime import get_runtime
     from tests.helpers import make_images
 

@@ -133,7 +133,7 @@ def test_the_image_ships_the_store_migrations(fleet: Fleet) -> None:
 
 
 def test_beat_starts_and_takes_the_leader_lock(fleet: Fleet) -> None:
-    from jobengine.scheduling import LOCK_KEY
+    from jobengine.engine.scheduling import LOCK_KEY
 
     beat = fleet.started["beat"]
     wait_for_log(beat, "beat: Starting")

@@ -1,0 +1,1 @@
+"""Who may do what: passwords and API tokens, SAML sign-on, login limits, accounts."""

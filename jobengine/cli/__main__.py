@@ -1,0 +1,5 @@
+"""``python -m jobengine.cli``: the ``jobengine`` command."""
+
+from jobengine.cli.app import main
+
+main()

@@ -1,0 +1,525 @@
+"""The life of a run: start (plan and fan out), one item at a time, finish (join and log).
+
+Tasks call these three functions and nothing else. Each step passes a run-once guard in the
+store first, so a redelivered, duplicated or re-sent message does nothing twice; every step is
+safe to run again after a worker dies in the middle of it.
+
+* A step that works keeps its lease alive (:class:`~jobengine.engine.heartbeat.Heartbeat`): a live
+  worker is never doubled, a dead one is taken over one lease after its last beat.
+* An outage of the store (:class:`~jobengine.errors.Unavailable`) is never an outcome: it
+  leaves the step, which the task runs again from the top once the store answers (the claims
+  are re-entrant for their holder). Nothing is recorded as failed because the store was down.
+* Finishing is idempotent. The kind writes its output (atomically), then the end of the run is
+  committed by a compare-and-set on its state, and only then are the staged inputs removed
+  (:meth:`~jobengine.kinds.base.JobKindHandler.cleanup`). A finish killed before its commit is
+  re-sent and writes the same output again from the same inputs; one killed after it finds the
+  run ended and only cleans up.
+* A message that cannot be sent after a commit (the broker is down) is not an error of the
+  step: the scheduler sends it once the broker is back (see :mod:`jobengine.engine.scheduling`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from jobengine.engine import dispatch
+from jobengine.engine.heartbeat import Heartbeat
+from jobengine.errors import RunStopped, Unavailable, log_reason
+from jobengine.i18n import LogMessage, progress_message
+from jobengine.kinds import JobKindHandler, kind_for
+from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
+from jobengine.model.logtypes import JobLogType
+from jobengine.runtime import Runtime, get_runtime
+from jobengine.settings import Settings
+from jobengine.store.runs import (
+    FINAL_STATES,
+    Counts,
+    ItemFinal,
+    cancel_item,
+    claim_finish,
+    claim_inline_finish,
+    claim_item,
+    claim_start,
+    complete_item,
+    count_finished,
+    end_run,
+    extend_item_lease,
+    extend_run_lease,
+    lock_job_of_run,
+    mark_finish_sent,
+    write_log,
+    write_record,
+)
+from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
+
+__all__ = ["ItemStep", "finish", "labels", "run_item", "start"]
+
+logger = logging.getLogger(__name__)
+
+
+def labels(run: Run, job: Job, company: Company) -> dict[str, str]:
+    """What each task message carries for people reading Flower."""
+    return {"job": job.handle, "company": company.handle, "run": run.run_name}
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    run: Run
+    job: Job
+    company: Company
+    kind: JobKindHandler
+    ctx: RunContext
+
+
+_LOAD = (
+    select(Run, Job, Company)
+    .join(Job, Job.id == Run.job_id)
+    .join(Company, Company.id == Run.company_id)
+    .where(Run.id == bindparam("run_id"))
+)
+
+
+def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
+    row = session.execute(_LOAD, {"run_id": run_id}).first()
+    if row is None:
+        return None
+    run, job, company = row
+    kind = kind_for(job.kind)
+    ctx = RunContext(runtime, run.id, job.id, company.id, company.handle, run.run_name, job.payload)
+    return _Loaded(run, job, company, kind, ctx)
+
+
+def start(run_id: int, worker: str) -> str:
+    """Claim a queued run, plan its items and send them (or, for a small run, do them and its
+    finish here); returns what happened: ``done``, ``stopped`` or ``failed`` when the run
+    ended in this task."""
+    runtime = get_runtime()
+    lease = runtime.settings.lease_seconds
+    claimed = _claim_start(runtime, run_id, worker)
+    if isinstance(claimed, str):
+        return claimed
+    loaded, existing = claimed
+    try:
+        with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+            items = _plan(runtime, loaded, existing)
+    except Unavailable:
+        raise  # not the job's fault: the task tries again once the store answers
+    except Exception as exc:
+        logger.exception("planning run %s failed", run_id)
+        _fail(runtime, run_id, "the job could not start: {error}", error=exc)
+        return "failed"
+    if len(items) <= runtime.settings.inline_items:
+        return _run_inline(runtime, loaded, worker, items)
+    return _fan_out(runtime, loaded, worker, items)
+
+
+def _fan_out(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[RunItem]) -> str:
+    """Send the pending items as messages of their own; the last one sends the finish."""
+    run_id = loaded.run.id
+    tags = labels(loaded.run, loaded.job, loaded.company)
+    pending = [(i.seq, i.key) for i in items if i.state == "pending"]
+    try:
+        dispatch.send_items(loaded.kind.slug, run_id, loaded.run.task_id, pending, tags)
+    except dispatch.BrokerUnavailable:
+        _release_start(runtime, run_id, worker)
+        return "broker down"
+    with runtime.store.write() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.planned, run.lease_until = True, None
+        session.flush()
+        all_done = mark_finish_sent(session, run_id)
+    if all_done:
+        _send_finish(loaded)
+    return "started"
+
+
+def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[RunItem]) -> str:
+    """Do a small run's items and its finish right here, in its start task: one message for the
+    whole job instead of one per step, the same guards. The start's lease is kept alive while
+    it works, so a worker killed here has its start sent again (which takes the items that are
+    left); the run is marked planned, with its finish claimed, only once every item is done
+    (in the transaction that counts the last one)."""
+    run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    claimed = False
+    with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+        for n, item in enumerate(items):
+            last = n == len(items) - 1
+            if item.state == "running" and item.claimed_by == worker:  # claimed when planned
+                step = _work_item(
+                    runtime,
+                    loaded,
+                    (item.seq, item.key),
+                    worker,
+                    send_finish=False,
+                    finish_here=last,
+                )
+            else:
+                step = run_item(run_id, item.seq, worker, send_finish=False, finish_here=last)
+            if step.status in ("paused", "busy"):  # the rest goes on as a fanned-out run would
+                return _fan_out(runtime, loaded, worker, items[n:])
+            claimed = step.finish_claimed
+    if not claimed:  # no item counted last here (stopped, or done by another delivery)
+        with runtime.store.write() as session:
+            lock_job_of_run(session, run_id)
+            claimed = claim_inline_finish(session, run_id, worker, lease)
+    if not claimed:
+        return "started"  # another delivery finishes it
+    return _finish_claimed(runtime, loaded, worker)
+
+
+def _claim_start(
+    runtime: Runtime, run_id: int, worker: str
+) -> tuple[_Loaded, Sequence[RunItem]] | str:
+    """Claim the start; the run and the items an earlier start planned, or what happened."""
+    with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
+        loaded = _load(runtime, session, run_id)
+        if loaded is None:
+            return "duplicate"
+        if loaded.run.paused and loaded.run.state == "Queued":
+            return "paused"  # resumeJob sends it again
+        first = loaded.run.state == "Queued"  # not a start taken over or taken back
+        if not claim_start(session, run_id, worker, runtime.settings.lease_seconds):
+            return "duplicate"
+        job = loaded.job
+        if loaded.run.stop_requested and not loaded.run.planned:
+            write_log(session, loaded.run, "FileCancel", "job stopped before it started")
+            end_run(session, loaded.run, "Stopped")
+            return "stopped"
+        if job.exec_schedule is None and job.trigger_state == "Normal":
+            job.trigger_state, job.next_fire_at = "Complete", None
+        existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
+        if first:
+            write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
+            _write_job_records(session, loaded.run, job)
+        if not existing and loaded.kind.plans_from_request:  # no I/O: planned right here
+            planned = loaded.kind.plan(loaded.ctx, session)
+            inline = len(planned) <= runtime.settings.inline_items
+            holder = worker if inline else None
+            existing = _record_items(session, loaded, planned, holder, runtime.settings)
+    return loaded, existing
+
+
+def _write_job_records(session: Session, run: Run, job: Job) -> None:
+    """The job metadata rows IPS writes after the begin row: the name as submitted, and the
+    submitting application when it is known (SOAP authHeader appName / appVersion)."""
+    write_record(session, run, JobLogType.ORIGINAL_JOB_NAME, job.name)
+    if job.client:
+        write_record(session, run, JobLogType.JOB_CLIENT, job.client)
+
+
+def _record_items(
+    session: Session,
+    loaded: _Loaded,
+    planned: Sequence[PlannedItem],
+    holder: str | None,
+    settings: Settings,
+) -> list[RunItem]:
+    """Add a run's planned items (claimed already by ``holder``, who does them inline)."""
+    claim: dict[str, Any] = {}
+    if holder is not None:
+        until = utcnow() + timedelta(seconds=settings.lease_seconds)
+        claim = {"state": "running", "claimed_by": holder, "lease_until": until, "attempts": 1}
+    rows = [RunItem(run_id=loaded.run.id, seq=n, key=p.key, **claim) for n, p in
+            enumerate(planned)]  # fmt: skip
+    session.add_all(rows)
+    session.execute(
+        update(Run)
+        .where(Run.id == loaded.run.id)
+        .values(total_items=len(rows), progress_message=progress_message(0, len(rows)))
+        .execution_options(synchronize_session=False)
+    )
+    return rows
+
+
+def _release_start(runtime: Runtime, run_id: int, worker: str) -> None:
+    """Give up a planned start whose items could not be sent: its lease lapses now, and the
+    scheduler sends the start again (which re-sends the same items) once the broker is back."""
+    logger.warning("run %s: its items could not be sent; the scheduler will start it again", run_id)
+    with runtime.store.write() as session:
+        session.execute(extend_run_lease(run_id, worker, 0))  # lapsed as of now
+
+
+def _plan(runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]) -> list[RunItem]:
+    if existing:  # an earlier start died after planning: reuse its items, never re-plan
+        return list(existing)
+    with runtime.store.read() as session:
+        planned = loaded.kind.plan(loaded.ctx, session)
+    with runtime.store.write() as session:
+        return _record_items(session, loaded, planned, None, runtime.settings)
+
+
+@dataclass(frozen=True)
+class ItemStep:
+    """What an item task did: its outcome, or why it did nothing, or when to try again."""
+
+    status: Literal["done", "duplicate", "cancelled", "busy", "paused"]
+    retry_at: datetime | None = None
+    progress: int = 0
+    finished: int = 0
+    total: int = 0
+    finish_claimed: bool = False  # the run's finish is this worker's now (an inline run)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """An item's outcome, for the transaction that counts it (and what else that does)."""
+
+    worker: str
+    outcome: ItemOutcome | None  # None: the run was stopped while the item worked
+    send_finish: bool = True  # send the finish if this was the last item
+    finish_here: bool = False  # else claim it here, for the worker doing the run inline
+
+
+def run_item(
+    run_id: int, seq: int, worker: str, *, send_finish: bool = True, finish_here: bool = False
+) -> ItemStep:
+    """Do item ``seq`` of a run once; counts it and sends the finish after the last item
+    (unless ``send_finish`` is false: a run done inline finishes in its start task, and with
+    ``finish_here`` the last item's transaction claims that finish too)."""
+    runtime = get_runtime()
+    with runtime.store.write() as session:
+        loaded = _load(runtime, session, run_id)
+        if loaded is None:
+            return ItemStep("duplicate")
+        if loaded.run.stop_requested:
+            lock_job_of_run(session, run_id)  # before the run's rows: see _complete
+            step, send = _cancel(session, loaded, seq)
+        elif loaded.run.paused:
+            return ItemStep("paused")
+        else:
+            claim = claim_item(session, run_id, seq, worker, runtime.settings.lease_seconds)
+            if claim.status == "busy":
+                return ItemStep("busy", retry_at=claim.busy_until)
+            if claim.status != "owned" or claim.item is None:
+                return ItemStep("duplicate")
+            key = claim.item.key
+            step = None
+    if step is not None:
+        if send and send_finish:
+            _send_finish(loaded)
+        return step
+    return _work_item(
+        runtime, loaded, (seq, key), worker, send_finish=send_finish, finish_here=finish_here
+    )
+
+
+def _work_item(
+    runtime: Runtime,
+    loaded: _Loaded,
+    item: tuple[int, str],
+    worker: str,
+    *,
+    send_finish: bool,
+    finish_here: bool,
+) -> ItemStep:
+    """Do an item ``worker`` has claimed, keeping its lease alive, and count it."""
+    (seq, key), run_id, lease = item, loaded.run.id, runtime.settings.lease_seconds
+    with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
+        outcome = _process(loaded, key)
+    done = _Done(worker, outcome, send_finish, finish_here)
+    return _complete(runtime, loaded, seq, done)
+
+
+def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
+    """What doing the item came to; None when the run was stopped while it worked."""
+    try:
+        return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
+    except Unavailable:
+        raise  # an outage is no outcome of the file: the task does the item again later
+    except RunStopped:
+        logger.info("item %s of run %s ended early: the run was stopped", key, loaded.run.id)
+        return None
+    except Exception as exc:  # one bad file fails its own item, never the job or the worker
+        logger.exception("item %s of run %s failed", key, loaded.run.id)
+        error = log_reason(exc)  # the details are in the worker log, not the job log
+        return ItemOutcome(
+            "error",
+            "FatalError",
+            "cannot process {item}: {error}",
+            AssetRef(handle=key),
+            args={"item": key, "error": error},
+        )
+
+
+def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemFinal]:
+    """What an outcome adds to the run's counters, and the item's final state (None: stopped
+    while it worked, cancelled as a pending item would be: nothing counted)."""
+    if outcome is None:
+        return Counts(), "cancelled"
+    counts = Counts(
+        success=int(outcome.status == "success"),
+        error=int(outcome.status == "error"),
+        warning=int(outcome.status == "warning"),
+        size=outcome.size,
+        duplicate=int(outcome.tally == "duplicate"),
+        update=int(outcome.tally == "update"),
+    )
+    return counts, "failed" if outcome.status == "error" else "done"
+
+
+def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemStep:
+    outcome, worker = done.outcome, done.worker
+    counts, final = _tally(outcome)
+    result_data = outcome.result if outcome is not None else None
+    with runtime.store.write() as session:
+        # The job row first, as everywhere: updating the run row twice in one transaction makes
+        # PostgreSQL re-check the run's foreign key to its job (FOR KEY SHARE), which would wait
+        # on a control operation holding the job while it waits on this run: a deadlock.
+        lock_job_of_run(session, loaded.run.id)
+        result = complete_item(
+            session, loaded.run.id, seq, worker, final=final, counts=counts, result=result_data
+        )
+        if result is None:  # our lease lapsed and another worker took the item over
+            return ItemStep("duplicate")
+        _log_outcome(session, loaded, seq, outcome)
+        last = result[0] >= result[1]
+        lease = runtime.settings.lease_seconds
+        inline = done.finish_here and last
+        claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
+        send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
+    if send:
+        _send_finish(loaded)
+    finished, total = result
+    progress = finished * 100 // max(total, 1)
+    status: Literal["done", "cancelled"] = "cancelled" if outcome is None else "done"
+    return ItemStep(status, None, progress, finished, total, finish_claimed=claimed)
+
+
+def _log_outcome(session: Session, loaded: _Loaded, seq: int, outcome: ItemOutcome | None) -> None:
+    """The item's job log row: its outcome, or that the stop ended it while it worked."""
+    if outcome is None:
+        item = session.scalar(
+            select(RunItem.key).where(RunItem.run_id == loaded.run.id, RunItem.seq == seq)
+        )
+        write_log(session, loaded.run, "FileCancel", "{item} cancelled: job stopped",
+                  item=item if item is not None else seq)  # fmt: skip
+        return
+    write_log(
+        session,
+        loaded.run,  # its id and company: read when the step began, never changed
+        outcome.log_type,
+        outcome.message_id,
+        asset_name=outcome.asset.name,
+        asset_type=outcome.asset.type,
+        asset_handle=outcome.asset.handle,
+        **outcome.args,
+    )
+
+
+def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool]:
+    if not cancel_item(session, loaded.run.id, seq):
+        return ItemStep("duplicate"), False
+    result = count_finished(session, loaded.run.id, Counts())
+    run = session.get(Run, loaded.run.id)
+    assert run is not None
+    item = session.scalar(select(RunItem).where(RunItem.run_id == run.id, RunItem.seq == seq))
+    key = item.key if item else seq
+    write_log(session, run, "FileCancel", "{item} cancelled: job stopped", item=key)
+    step = ItemStep("cancelled", finished=result[0], total=result[1])
+    return step, mark_finish_sent(session, run.id)
+
+
+def _send_finish(loaded: _Loaded) -> None:
+    """Send the finishing step (its sending is recorded already: ``finish_sent_at``)."""
+    tags = labels(loaded.run, loaded.job, loaded.company)
+    try:
+        dispatch.send_finish(loaded.kind.slug, loaded.run.id, loaded.run.task_id, tags)
+    except dispatch.BrokerUnavailable:  # the scheduler re-sends a finish sent long ago
+        logger.warning("run %s: the finish could not be sent; the scheduler will", loaded.run.id)
+
+
+def finish(run_id: int, worker: str) -> str:
+    """Join a run whose items are all finished: write its output and final job log, once."""
+    runtime = get_runtime()
+    lease = runtime.settings.lease_seconds
+    with runtime.store.write() as session:
+        loaded = _load(runtime, session, run_id)
+        if loaded is None:
+            return "duplicate"
+        claimed = claim_finish(session, run_id, worker, lease)
+        ended = loaded.run.state in FINAL_STATES
+    if not claimed:
+        if ended:  # a finish killed after its commit: what it left staged goes now
+            _cleanup(loaded)
+        return "duplicate"
+    return _finish_claimed(runtime, loaded, worker)
+
+
+def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
+    """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up."""
+    run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    try:
+        with (
+            Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease),
+            runtime.store.read() as session,
+        ):
+            stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
+            output = loaded.kind.finish(loaded.ctx, session, stopped)
+    except Unavailable:
+        raise  # the task finishes again once the store answers; the inputs are still staged
+    except Exception as exc:
+        logger.exception("finishing run %s failed", run_id)
+        ended = _fail(runtime, run_id, "the job could not finish: {error}", error=exc)
+        if ended:
+            _cleanup(loaded)
+        return "failed" if ended else "duplicate"
+    state = "Stopped" if stopped else "Done"
+    with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
+        run = session.get(Run, run_id)
+        assert run is not None
+        if not end_run(session, run, state, output=output):
+            return "duplicate"  # another finish (a re-sent one) committed the end first
+        summary: LogMessage = (
+            "job stopped: {success} succeeded, {errors} failed, "
+            "{warnings} warnings of {total} file(s)"
+            if stopped
+            else "job done: {success} succeeded, {errors} failed, "
+            "{warnings} warnings of {total} file(s)"
+        )
+        write_log(
+            session,
+            run,
+            loaded.kind.end_log,
+            summary,
+            success=run.success_count,
+            errors=run.error_count,
+            warnings=run.warning_count,
+            total=run.total_items,
+        )
+    _cleanup(loaded)
+    return state.lower()
+
+
+def _cleanup(loaded: _Loaded) -> None:
+    """Remove what the run staged (after its end is committed; the janitor sweeps leftovers)."""
+    try:
+        loaded.kind.cleanup(loaded.ctx)
+    except Exception:
+        logger.warning("run %s: could not remove its staged files", loaded.run.id, exc_info=True)
+
+
+def _describe(error: Exception) -> str:
+    """An error as a job log shows it: a fault's reason, else the cause in words, never a
+    storage key, path or exception class (the worker log has those)."""
+    return log_reason(error)
+
+
+def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exception) -> bool:
+    """End an active run as Failed, with the error in its log; False if it had ended already."""
+    with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
+        run = session.get(Run, run_id)
+        if run is None or not end_run(session, run, "Failed", fatal=True):
+            return False
+        write_log(session, run, "FatalError", message_id, error=_describe(error))
+    return True

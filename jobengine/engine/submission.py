@@ -1,0 +1,348 @@
+"""submit(): validate, write the durable job record, send its first message, return the handle.
+
+An accepted job is never lost: the job and its run are committed before anything is sent. If the
+broker is down, the run stays unsent in the store (the outbox) and the scheduler's relay sends
+it when the broker is back; the caller still gets its handle.
+
+While this process knows the broker to be down (it refused a message in the last
+``JOBENGINE_OUTBOX_GRACE`` seconds), runs go straight to the outbox: the caller gets its handle
+at once instead of waiting on a connect timeout.
+
+An unreachable job store raises the IPS fault ServerError (30000) with the reason; nothing is
+recorded then, and the caller may submit again.
+
+When it runs: no time -> now; ``execTime`` within the ETA horizon -> a Celery ETA message now;
+``execTime`` further ahead -> held in the store until the scheduler brings it inside the horizon;
+``execSchedule`` -> the scheduler fires it on its Quartz cron in the server's time zone.
+
+This is the hot path of a producer service: the job store is written with prebuilt Core
+statements on the session's connection (the ORM's unit of work and entity loading cost several
+times the SQL here), and a run's task message and its ``task-sent`` event leave in one broker
+round trip (see :mod:`jobengine.engine.dispatch`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from jobengine.cron import parse as parse_cron
+from jobengine.engine import dispatch
+from jobengine.errors import (
+    IllegalRequestUser,
+    InvalidCompany,
+    InvalidParameter,
+    InvalidRequestUser,
+    IpsFault,
+    Unavailable,
+    caller_faults,
+)
+from jobengine.handles import company_handle_forms, job_handle
+from jobengine.kinds import kind_for
+from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
+from jobengine.runtime import Runtime, get_runtime
+from jobengine.settings import Settings
+from jobengine.store.hot import HotStatement
+from jobengine.store.jobs import fire_key, insert_run
+from jobengine.store.runs import ACTIVE_STATES
+from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
+
+__all__ = ["send_run", "send_runs", "submit", "submit_many"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    trigger_state: str
+    next_fire_at: datetime | None
+    run_now: bool
+    eta: datetime | None
+    fire_key: str
+
+
+def _timing(req: SubmitJobRequest, settings: Settings, now: datetime) -> _Timing:
+    if req.exec_schedule:
+        nxt = parse_cron(req.exec_schedule).next_after(now, settings.zone)
+        if nxt is None:
+            raise InvalidParameter(
+                f"execSchedule {req.exec_schedule!r} never fires after {now:%Y-%m-%d %H:%M:%S %Z}",
+                field="execSchedule",
+            )
+        return _Timing("Normal", nxt, False, None, "")
+    if req.exec_time is not None:
+        at = req.exec_time
+        near = at <= now + timedelta(seconds=settings.eta_horizon)
+        return _Timing("Normal", at, near, at if at > now else None, fire_key("at", at))
+    return _Timing("None", None, True, None, "now")
+
+
+_COMPANIES = cast(Table, Company.__table__)
+_USERS = cast(Table, User.__table__)
+_MEMBERS = cast(Table, Membership.__table__)
+_COMPANY = HotStatement(
+    select(_COMPANIES.c.id, _COMPANIES.c.handle).where(_COMPANIES.c.handle == bindparam("handle"))
+)
+_USER = HotStatement(
+    select(_USERS.c.id).where(
+        (_USERS.c.handle == bindparam("handle")) | (_USERS.c.email == bindparam("handle"))
+    )
+)
+_MEMBER = HotStatement(
+    select(_MEMBERS.c.user_id).where(
+        _MEMBERS.c.user_id == bindparam("user"), _MEMBERS.c.company_id == bindparam("company")
+    )
+)
+_LIVE_HOLDER = HotStatement(
+    select(JOBS.c.id, JOBS.c.trigger_state).where(
+        JOBS.c.company_id == bindparam("company"), JOBS.c.live_key == bindparam("name")
+    )
+)
+_HOLDER_ACTIVE = HotStatement(
+    select(RUNS.c.id)
+    .where(RUNS.c.job_id == bindparam("job"), or_(*(RUNS.c.state == s for s in ACTIVE_STATES)))
+    .limit(1)
+)
+_RELEASE_NAME = HotStatement(
+    update(JOBS).where(JOBS.c.id == bindparam("job")).values(live_key=None)
+)
+_JOB_KEYS = ("company_id", "live_key", "handle", "name", "kind", "payload", "submit_user_id",
+             "run_as_user_id", "locale", "description", "exec_time", "exec_schedule", "time_zone",
+             "trigger_state", "next_fire_at", "fired_through", "created_at", "client")  # fmt: skip
+_JOB_INSERT = HotStatement(insert(JOBS).returning(JOBS.c.id), insert_keys=_JOB_KEYS)
+_SET_HANDLE = HotStatement(
+    update(JOBS).where(JOBS.c.id == bindparam("job")).values(handle=bindparam("h"))
+)
+_UNMARK_SENT = HotStatement(
+    update(RUNS).where(RUNS.c.id == bindparam("run")).values(dispatched_at=None)
+)
+_MARK_SENT = HotStatement(
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run"), RUNS.c.dispatched_at.is_(None))
+    .values(dispatched_at=bindparam("now"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _CompanyRef:
+    id: int
+    handle: str
+
+
+def _company(conn: Connection, handle: str) -> _CompanyRef:
+    """The company with ``handle`` (``47`` or ``c|47``), detached; InvalidCompany if none."""
+    for form in company_handle_forms(handle):
+        row = _COMPANY.first(conn, {"handle": form})
+        if row is not None:
+            return _CompanyRef(int(row[0]), str(row[1]))
+    raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
+
+
+def _user(conn: Connection, handle: str | None, company: _CompanyRef, field: str) -> int | None:
+    """The id of the user with this handle or e-mail, who must be a member of ``company``."""
+    if not handle:
+        return None
+    user_id = _USER.scalar(conn, {"handle": handle})
+    if user_id is None:
+        raise InvalidRequestUser(f"unknown user {handle!r}", field=field)
+    if _MEMBER.first(conn, {"user": user_id, "company": company.id}) is None:
+        raise IllegalRequestUser(
+            f"user {handle!r} is not a member of company {company.handle!r}", field=field
+        )
+    return int(user_id)
+
+
+def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
+    """Whether a live job holds ``name``; an ended holder hands the name to the new job."""
+    holder = _LIVE_HOLDER.first(conn, {"company": company_id, "name": name})
+    if holder is None:
+        return False
+    job_id, trigger_state = holder
+    if trigger_state in ("Normal", "Paused", "Blocked"):
+        return True
+    if _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None:
+        return True
+    _RELEASE_NAME.execute(conn, {"job": job_id})
+    return False
+
+
+def _record(
+    conn: Connection,
+    runtime: Runtime,
+    req: SubmitJobRequest,
+    submitter: str | None,
+    *,
+    duplicate: bool,
+    sending: bool,
+    client: str | None = None,
+) -> tuple[str, dispatch.StartMessage | None]:
+    """Write one job (and its run when it starts now); returns its handle and start message."""
+    settings = runtime.settings
+    now = utcnow()
+    company = _company(conn, req.company_handle)
+    run_as = _user(conn, req.user_handle, company, "userHandle")
+    caller = _user(conn, submitter, company, "user")
+    element = req.kind.element
+    kind = kind_for(element)
+    kind.check(conn, company.id, req.job)
+    timing = _timing(req, settings, now)
+    taken = duplicate or _key_taken(conn, company.id, req.job_name)
+    handle = "" if taken else job_handle(company.handle, req.job_name)
+    values: dict[str, Any] = dict(
+        company_id=company.id,
+        live_key=None if taken else req.job_name,
+        handle=handle,
+        name=req.job_name,
+        kind=element,
+        payload=to_ips_dict(req),
+        submit_user_id=caller,
+        run_as_user_id=run_as,
+        locale=req.locale,
+        description=req.description,
+        exec_time=req.exec_time,
+        exec_schedule=req.exec_schedule,
+        time_zone=settings.timezone,
+        trigger_state=timing.trigger_state,
+        next_fire_at=timing.next_fire_at,
+        fired_through=timing.next_fire_at if timing.run_now else None,
+        created_at=now,
+        client=client[:255] if client else None,
+    )
+    job_id = int(_JOB_INSERT.scalar(conn, values))
+    if taken:
+        handle = job_handle(company.handle, req.job_name, job_id)
+        _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
+    if not timing.run_now:
+        return handle, None
+    run = insert_run(
+        conn,
+        job_id=job_id,
+        company_id=company.id,
+        job_name=req.job_name,
+        fire_key=timing.fire_key,
+        local_now=now.astimezone(settings.zone),
+        eta=timing.eta,
+        # sent right after the commit (unmarked if the broker refuses it), or left to the relay
+        dispatched_at=now if sending else None,
+    )
+    labels = {"job": handle, "company": company.handle, "run": run["run_name"]}
+    return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
+
+
+@caller_faults
+def submit(
+    request: SubmitJobRequest | dict[str, Any] | str | bytes,
+    *,
+    user: str | None = None,
+    client: str | None = None,
+) -> str:
+    """Submit a job (model, dict with IPS names, or IPS XML); returns its jobHandle.
+
+    ``user`` is the submitting user's handle or e-mail (the caller, when known); it must be a
+    member of the company. ``client`` names the submitting application (SOAP: authHeader
+    appName and appVersion); each run logs it as its JobClient row. Raises an
+    :class:`~jobengine.errors.IpsFault` for any bad request.
+    """
+    return submit_many([request], user=user, client=client)[0]
+
+
+@caller_faults
+def submit_many(
+    requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes],
+    *,
+    user: str | None = None,
+    client: str | None = None,
+) -> list[str]:
+    """Submit several jobs in one transaction and one broker round trip; returns their handles.
+
+    All or nothing: if any request is bad, its fault is raised (the reason names its position)
+    and none of the jobs is recorded.
+    """
+    reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
+    runtime = get_runtime()
+    sending = not dispatch.broker_known_down()
+    for duplicate in (False, True):
+        try:
+            with runtime.store.connect() as conn:
+                recorded = [
+                    _record(
+                        conn,
+                        runtime,
+                        req,
+                        user,
+                        duplicate=duplicate,
+                        sending=sending,
+                        client=client,
+                    )
+                    for req in reqs
+                ]
+            break
+        except IntegrityError:  # another submit took the same live name meanwhile
+            if duplicate:
+                raise
+    if sending:
+        send_runs(runtime, [out for _, out in recorded if out is not None], marked=True)
+    return [handle for handle, _ in recorded]
+
+
+def _parse(request: SubmitJobRequest | dict[str, Any] | str | bytes, n: int, total: int
+           ) -> SubmitJobRequest:  # fmt: skip
+    try:
+        return parse_submit_job(request)
+    except IpsFault as fault:
+        if total > 1:
+            fault.reason = f"request {n} of {total}: {fault.reason}"
+            fault.args = (fault.reason,)
+        raise
+
+
+def send_run(runtime: Runtime, element: str, run: Run, labels: dict[str, str]) -> bool:
+    """Send a run's start message and mark it sent.
+
+    Returns False when the broker is down: the run stays in the outbox for the relay.
+    """
+    message = dispatch.StartMessage(kind_for(element).slug, run.id, run.task_id, labels, run.eta)
+    return send_runs(runtime, [message]) == 1
+
+
+def send_runs(
+    runtime: Runtime, runs: Sequence[dispatch.StartMessage], *, marked: bool = False
+) -> int:
+    """Send start messages in one broker round trip and mark them sent; returns how many went.
+
+    Runs the broker did not take stay in the outbox for the scheduler's relay. A run whose
+    message went but whose marking did not is sent again by the relay: the run-once guard makes
+    the second message a no-op.
+
+    ``marked``: the runs were committed already marked sent (submit's hot path saves a
+    transaction so). If the broker refuses them they are unmarked, for the relay; if this process
+    dies before sending, the scheduler sends a queued run again once it has waited
+    ``stall_seconds`` without starting.
+    """
+    if not runs:
+        return 0
+    try:
+        dispatch.send_starts(runs)
+    except dispatch.BrokerUnavailable:
+        logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs))
+        if marked:
+            try:
+                with runtime.store.connect() as conn:
+                    for out in runs:
+                        _UNMARK_SENT.execute(conn, {"run": out.run_id})
+            except Unavailable:  # recorded all the same: the scheduler re-sends an idle run
+                logger.warning("could not move %d run(s) to the outbox: store down", len(runs))
+        return 0
+    if marked:
+        return len(runs)
+    now = utcnow()
+    with runtime.store.connect() as conn:
+        for out in runs:
+            _MARK_SENT.execute(conn, {"run": out.run_id, "now": now})
+    return len(runs)

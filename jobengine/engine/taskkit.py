@@ -1,0 +1,139 @@
+"""The Celery side of a job kind: three thin tasks around ``jobengine.engine.runner``.
+
+``define_tasks(app, "export")`` registers ``jobengine.export.start``, ``jobengine.export.item``
+and ``jobengine.export.finish``. Each task calls one runner function; the runner's store guards
+make every redelivery harmless. Item tasks report progress three ways: in the store (for
+getActiveJobs), as the Celery state ``PROGRESS`` and as a ``task-progress`` event (for Flower).
+
+An outage of the job store never drops a message. The step waits in its process, with backoff
+(0.25 s doubling to 2 s), and runs again from the top until the store answers (the claims are
+re-entrant for their holder), so work resumes within about two seconds of the store's return.
+Until then the message stays unacknowledged and the worker takes no other message in that
+process (every step needs the store). Past half the task time limit the task hands its message
+back to the broker with a countdown (``retry``) instead, before the hard limit could kill it
+(up to ``max_retries`` times: about ten hours of outage with the default limits; after that the
+scheduler's stall sweep sends the step again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from celery import Celery, Task
+
+from jobengine.engine import runner
+from jobengine.errors import Unavailable
+from jobengine.logs import job_context
+from jobengine.notices.callbacks import send_callback
+from jobengine.notices.email import notify_run
+
+__all__ = ["define_tasks", "outage_patience", "worker_id"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+FIRST_WAIT, LONGEST_WAIT = 0.25, 2.0  # seconds between tries while the store is down
+
+# default_retry_delay: a task whose worker died is re-sent after 2 s (Celery's default is 180 s);
+# the item's lease in the store decides when the re-sent task may take the work over.
+_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "ignore_result": True,
+    "max_retries": 20,
+    "default_retry_delay": 2,
+}
+
+
+def worker_id(task: Task) -> str:
+    """Who holds a claim: host, process and delivery."""
+    return f"{task.request.hostname}:{os.getpid()}:{task.request.id}"
+
+
+def outage_patience(task: Task) -> float:
+    """How long a step waits in its process for the store (half its hard time limit)."""
+    limit = task.time_limit or task.app.conf.task_time_limit or 3600
+    return float(limit) / 2
+
+
+def through_outages(task: Task, step: Callable[[], _T]) -> _T:
+    """``step()``, run again from the top while the store is unavailable (see the module doc)."""
+    deadline = time.monotonic() + outage_patience(task)
+    wait, waited = FIRST_WAIT, 0.0
+    while True:
+        try:
+            result = step()
+        except Unavailable as exc:
+            if time.monotonic() + wait > deadline:  # hand the message back, before the limit
+                raise task.retry(exc=exc, countdown=LONGEST_WAIT) from exc
+            if not waited:
+                logger.warning("%s: %s; waiting for it", task.name, exc.reason)
+            time.sleep(wait)
+            waited += wait
+            wait = min(wait * 2, LONGEST_WAIT)
+            continue
+        if waited:
+            logger.warning("%s: the job store answers again after %.1f s", task.name, waited)
+        return result
+
+
+def _report(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
+    """Progress for Flower and result readers; best effort (the store has the truth)."""
+    try:
+        _send_progress(task, step, labels)
+    except Exception as exc:  # the broker or backend is down: the item is done all the same
+        logger.info("%s: progress not reported: %s", task.name, exc)
+
+
+def _send_progress(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
+    meta = {
+        "job": labels.get("job"),
+        "company": labels.get("company"),
+        "progress": step.progress,
+        "done": step.finished,
+        "total": step.total,
+    }
+    if task.request.id:
+        task.update_state(state="PROGRESS", meta=meta)
+    task.send_event("task-progress", **meta)
+
+
+def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
+    """Register and return the start, item and finish tasks of one job kind."""
+
+    @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[untyped-decorator]
+    def start(self: Task, run_id: int, **labels: Any) -> str:
+        with job_context(labels):
+            result = through_outages(self, lambda: runner.start(run_id, worker_id(self)))
+            if result in ("done", "stopped", "failed"):  # ended here (or before any item ran)
+                notify_run(run_id)
+                send_callback(run_id)
+        return result
+
+    @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
+    def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
+        with job_context(labels):
+            step = through_outages(self, lambda: runner.run_item(run_id, seq, worker_id(self)))
+        if step.status == "busy" and step.retry_at is not None:
+            # Another delivery holds the item; if its worker died, take over when the lease lapses.
+            wait = (step.retry_at - datetime.now(UTC)).total_seconds()
+            raise self.retry(countdown=max(1.0, wait + 0.5))
+        if step.status in ("done", "cancelled"):
+            _report(self, step, labels)
+        return step.status
+
+    @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[untyped-decorator]
+    def finish(self: Task, run_id: int, **labels: Any) -> str:
+        with job_context(labels):
+            result = through_outages(self, lambda: runner.finish(run_id, worker_id(self)))
+            # Also on a duplicate: a redelivered finish sends what a worker that died missed.
+            notify_run(run_id)
+            send_callback(run_id)  # httpCompletionUrl / postHttpUrl, at most once too
+        return result
+
+    return start, item, finish

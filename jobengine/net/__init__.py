@@ -1,0 +1,1 @@
+"""The network edge: the address policy and the pinned HTTP(S) client."""
