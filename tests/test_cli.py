@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-JOBENGINE = [sys.executable, "-m", "jobengine.cli"]
-
-
-def _run(
-    args: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        JOBENGINE + args,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.support.cli import JOBENGINE, run_cli
 
 
 def test_cron_preview_prints_quartz_fire_times(tmp_path: Path) -> None:
     env = {"JOBENGINE_HOME": str(tmp_path), "JOBENGINE_TIMEZONE": "UTC"}
-    out = _run(["cron", "preview", "0 15 10 ? * 6L", "--count", "3"], env)
+    out = run_cli(["cron", "preview", "0 15 10 ? * 6L", "--count", "3"], env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split()
     assert len(lines) == 3 and all(line.endswith("10:15:00+00:00") for line in lines)
-    bad = _run(["cron", "preview", "0 0 12 * * *"], env)
+    bad = run_cli(["cron", "preview", "0 0 12 * * *"], env)
     assert bad.returncode == 2 and "day-of-week" in bad.stdout.lower()
 
 
@@ -94,11 +80,11 @@ def test_assets_import_adds_files_as_assets(tmp_path: Path) -> None:
         "DATABASE_URL": db,
         "JOBENGINE_STORAGE": str(storage),
     }
-    out = _run(
+    out = run_cli(
         ["assets", "import", "-c", "c9", str(tmp_path / "photos"), "--ready-for-publish"], env
     )
     assert out.returncode == 0, out.stderr
     assert "a.jpg" in out.stdout and "Image" in out.stdout and "notes.txt" in out.stdout
     assert (storage / "c9" / "assets" / "summer" / "a.jpg").is_file()
-    missing = _run(["assets", "import", "-c", "nope", str(photos)], env)
+    missing = run_cli(["assets", "import", "-c", "nope", str(photos)], env)
     assert missing.returncode == 2 and "20000" in missing.stdout

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jobengine import get_image_formats
-from tests.conftest import Stack
-from tests.helpers import export_request
+from tests.support.helpers import export_request
+from tests.support.stack import Stack
 
 JOBENGINE = [sys.executable, "-m", "jobengine.cli"]
 

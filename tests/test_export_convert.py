@@ -19,7 +19,7 @@ from jobengine import (
 )
 from jobengine.catalog import add_asset, company_by_handle
 from jobengine.runtime import get_runtime
-from tests.helpers import export_request
+from tests.support.helpers import export_request
 
 
 def _zip_images(key: str) -> dict[str, Image.Image]:

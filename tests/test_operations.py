@@ -19,7 +19,7 @@ from jobengine import (
 )
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Run
-from tests.helpers import export_request
+from tests.support.helpers import export_request
 
 
 def test_job_log_details_page_and_filter_by_log_type(stack) -> None:
@@ -121,7 +121,7 @@ def test_scheduled_jobs_echo_the_payload(stack) -> None:
 def test_preset_handles_the_store_cannot_hold_are_a_30001_fault(store_only, number) -> None:
     # Found by fuzzing: a huge id overflowed the store's integer, "²" passed isdigit().
     from jobengine import delete_image_format, save_image_format
-    from tests.helpers import make_company
+    from tests.support.helpers import make_company
 
     company, _ = make_company(0)
     handle = f"{company}|{number}"

@@ -13,8 +13,8 @@ from jobengine import get_active_jobs, submit
 from jobengine.devstack import worker_command
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings, get_settings
-from tests.conftest import Worker
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
+from tests.support.stack import Worker
 
 
 def _settings(queues: str) -> Settings:

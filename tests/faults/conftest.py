@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import unavailable
-from tests.procs import Service, free_port
+from tests.support.procs import Service, free_port
+from tests.support.stack import unavailable
 
 _FIGURES: list[dict[str, Any]] = []
 JOBENGINE = str(Path(sys.executable).parent / "jobengine")

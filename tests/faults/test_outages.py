@@ -26,7 +26,7 @@ from tests.faults.conftest import (
     scenario,
     wait_until,
 )
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Asset, Run, RunItem
 from tests.faults.conftest import Figures, Fleet, RedisServer, fleet_env, scenario, wait_until
-from tests.helpers import export_request, make_company, make_images
+from tests.support.helpers import export_request, make_company, make_images
 
 pytestmark = pytest.mark.slow
 

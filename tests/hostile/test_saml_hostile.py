@@ -24,8 +24,8 @@ from jobengine.runtime import get_runtime
 from jobengine.saml import verify_saml
 from jobengine.samlidps import load_identity_providers
 from jobengine.settings import Settings, reset_settings
-from tests.helpers import PASSWORD, make_company
-from tests.test_saml import (
+from tests.support.helpers import PASSWORD, make_company
+from tests.support.saml import (
     AUDIENCE,
     ENDPOINT,
     ENTITY,

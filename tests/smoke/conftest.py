@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.support.stack import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
 MACHINE_SAID = ROOT / "var" / "docker" / "unavailable"  # written by docker/local/engine.sh

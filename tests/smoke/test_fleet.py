@@ -269,7 +269,7 @@ def _import_images(count: int, shared_dir: Path) -> list[str]:
 
     from jobengine.catalog import company_by_handle, import_files
     from jobengine.runtime import get_runtime
-    from tests.helpers import make_images
+    from tests.support.helpers import make_images
 
     runtime = get_runtime()
     with tempfile.TemporaryDirectory() as tmp, runtime.store.write() as session:
