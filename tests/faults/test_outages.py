@@ -17,7 +17,7 @@ from jobengine import errors, submit
 from jobengine.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import LogDetail, Run
-from tests.faults.conftest import (
+from tests.support.fleet import (
     Figures,
     Fleet,
     PostgresCluster,

@@ -20,7 +20,7 @@ from jobengine.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage, safe_name
 from jobengine.store.schema import Job, LogDetail, Run
-from tests.faults.conftest import (
+from tests.support.fleet import (
     Figures,
     Fleet,
     Proc,
