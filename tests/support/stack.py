@@ -33,7 +33,7 @@ TEST_ENV = {
     "JOBENGINE_UPLOAD_ALLOWED_HOSTS": "127.0.0.1",
     "JOBENGINE_UPLOAD_MAX_BYTES": "1048576",
     "JOBENGINE_UPLOAD_READ_TIMEOUT": "2",
-    "JOBENGINE_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",  # tests/test_callbacks.py's HTTP server
+    "JOBENGINE_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",  # the callback server (tests/support/net.py)
 }
 
 
