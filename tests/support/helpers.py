@@ -1,4 +1,5 @@
-"""Test data made at run time: companies, users and images (no binary fixtures)."""
+"""Test data made at run time: companies, users, images (no binary fixtures), and the submitJob
+requests of each job kind."""
 
 from __future__ import annotations
 

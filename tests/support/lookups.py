@@ -13,10 +13,11 @@ from jobengine.kinds import RunContext
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Company, Folder, Job, Run
 
-TILE_WIDTH = 322
+TILE_WIDTH = 322  # the TIFF tag
 
 
 def asset(handle: str) -> Asset:
+    """The asset row of ``handle``."""
     with get_runtime().store.read() as session:
         found = session.scalar(select(Asset).where(Asset.handle == handle))
     assert found is not None
@@ -24,6 +25,7 @@ def asset(handle: str) -> Asset:
 
 
 def pyramid_levels(key: str) -> list[tuple[tuple[int, int], int | None]]:
+    """The (size, tile width) of each level of the pyramid TIFF stored at ``key``."""
     with Image.open(get_runtime().storage.path(key)) as img:
         found = []
         for index in range(img.n_frames):
@@ -33,6 +35,7 @@ def pyramid_levels(key: str) -> list[tuple[tuple[int, int], int | None]]:
 
 
 def assets_in(company: str, folder: str = "/docs") -> dict[str, Asset]:
+    """The company's assets in ``folder``, by name."""
     with get_runtime().store.read() as session:
         owner = company_by_handle(session, company)
         rows = session.scalars(
@@ -56,6 +59,7 @@ def run_context(company: str, run_name: str) -> RunContext:
 
 
 def stored_run(run_id: int) -> Run:
+    """The run row ``run_id`` as the store holds it now."""
     with get_runtime().store.read() as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -63,6 +67,7 @@ def stored_run(run_id: int) -> Run:
 
 
 def run_of(company: str, log: Any) -> Run:
+    """The run row behind a job log (``stack.wait``'s answer)."""
     with get_runtime().store.read() as session:
         run = session.scalar(
             select(Run)

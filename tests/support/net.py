@@ -36,6 +36,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> 
 
 
 def certificate(tmp: Path, name: str) -> tuple[Path, Path, bytes]:
+    """A self-signed certificate for ``name`` and its key, written to ``tmp``: (cert, key, PEM)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
