@@ -87,7 +87,7 @@ def reference(n: int, broker: str) -> tuple[float, float]:
 def setup_jobs(n: int) -> None:
     """``n`` ExportJobs on one cron schedule (far in the future until a round moves them)."""
     from jobengine import submit_many
-    from tests.helpers import export_request, make_company
+    from tests.support.helpers import export_request, make_company
 
     company, [asset] = make_company(1)
     for i in range(0, n, 1000):

@@ -86,7 +86,7 @@ def ours(n: int, concurrency: int, home: Path) -> float:
     from jobengine import submit_many
     from jobengine.runtime import get_runtime
     from jobengine.store.schema import Run
-    from tests.helpers import export_request, make_company
+    from tests.support.helpers import export_request, make_company
 
     company, [asset] = make_company(1)
     requests = [export_request(company, [asset], f"E2E {time.monotonic_ns()} {i}")

@@ -80,7 +80,7 @@ def run(n: int, rounds: int) -> None:
     from jobengine import submit, submit_many
     from jobengine.engine.app import app, configure
     from jobengine.settings import get_settings
-    from tests.helpers import export_request, make_company
+    from tests.support.helpers import export_request, make_company
 
     configure(task_default_queue="bench")
     print(f"broker {app.conf.broker_url}; store {get_settings().database_url}")

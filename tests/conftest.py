@@ -10,16 +10,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.procs import Service
 
 # Without REDIS_URL, anything that reads Celery's configuration before base_env applies starts
 # the embedded Redis of JOBENGINE_HOME: give this session a home of its own, so that such a
@@ -31,49 +27,17 @@ os.environ.setdefault("JOBENGINE_HOME", _COLLECTION_HOME)
 # itself are tested in tests/test_migrations.py).
 os.environ.setdefault("JOBENGINE_DB_UPGRADE", "auto")
 
+# After the environment above: these import jobengine, which may read it.
+from tests.support.moto_s3 import MotoS3  # noqa: E402
+from tests.support.stack import TEST_ENV, Stack, apply_env, drop_databases, store_url  # noqa: E402
+from tests.support.web import WebServer  # noqa: E402
+
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from jobengine.embedded import stop_redis
     from jobengine.settings import Settings
 
     stop_redis(Settings.from_env({"JOBENGINE_HOME": _COLLECTION_HOME}))  # ours only: its pidfile
-
-
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-TEST_ENV = {
-    "JOBENGINE_LEASE_SECONDS": "3",
-    "JOBENGINE_OUTBOX_GRACE": "1",
-    "JOBENGINE_STALL_SECONDS": "6",
-    "JOBENGINE_IDLE_SECONDS": "2",
-    "JOBENGINE_ETA_HORIZON": "5",
-    "JOBENGINE_VISIBILITY_TIMEOUT": "60",
-    "JOBENGINE_TASK_TIME_LIMIT": "30",
-    "JOBENGINE_BEAT_INTERVAL": "0.2",
-    "JOBENGINE_TIMEZONE": "UTC",
-    # UploadUrlsJob fetches from the tests' own HTTP servers (tests/test_upload_urls.py)
-    "JOBENGINE_UPLOAD_ALLOWED_HOSTS": "127.0.0.1",
-    "JOBENGINE_UPLOAD_MAX_BYTES": "1048576",
-    "JOBENGINE_UPLOAD_READ_TIMEOUT": "2",
-    "JOBENGINE_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",  # tests/test_callbacks.py's HTTP server
-}
-
-
-def unavailable(what: str, why: str) -> None:
-    """Skip locally, fail under CI: a CI machine must have every real service."""
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI: {why}")
-    pytest.skip(f"{what} not available: {why}")
-
-
-def _apply_env(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    from jobengine.engine.app import configure
-    from jobengine.runtime import reset_runtime
-
-    reset_runtime()
-    configure()
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +57,7 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
         settings = Settings.from_env({**os.environ, **env})
         started = start_redis(settings)
-    _apply_env(env)
+    apply_env(env)
     yield env
     if started:
         from jobengine.embedded import stop_redis
@@ -121,103 +85,6 @@ def _fresh_login_limits(request: pytest.FixtureRequest) -> Iterator[None]:
 _LOGIN_LIMITS: list[Any] = []
 
 
-def _store_url(backend: str, home: Path) -> str:
-    """A fresh store: a SQLite file, or a PostgreSQL database of this test session's own."""
-    if backend == "sqlite":
-        return f"sqlite:///{home / 'store.db'}"
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from jobengine.store.db import normalize_url
-
-    name = f"jobengine_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        unavailable("PostgreSQL", f"{POSTGRES_URL}: {exc}")
-    admin.dispose()
-    _CREATED_DATABASES.append(name)
-    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-
-
-_CREATED_DATABASES: list[str] = []
-
-
-def _drop_databases() -> None:
-    from sqlalchemy import create_engine, text
-
-    from jobengine.store.db import normalize_url
-
-    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in _CREATED_DATABASES:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-    _CREATED_DATABASES.clear()
-
-
-class Worker(Service):
-    """A real ``celery worker`` process with our app, stopped by its PID."""
-
-    what = "worker"
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        concurrency: int = 2,
-        name: str | None = None,
-        queues: list[str] | None = None,
-    ) -> None:
-        self.name = name or f"w{uuid.uuid4().hex[:6]}"
-        from jobengine.cli.devstack import worker_command
-
-        argv = [*worker_command(concurrency, queues=queues), "-n", f"{self.name}@%h"]
-        self.start(argv, Path(env["JOBENGINE_HOME"]) / f"{self.name}.log", env)
-        self.wait_ready()
-
-    def ready(self) -> bool:
-        return b" ready." in self.log.read_bytes()
-
-    def children(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        super().stop(sig, timeout)
-
-
-class Stack:
-    """The running system for one store backend, with helpers for the tests."""
-
-    def __init__(self, env: dict[str, str], backend: str) -> None:
-        self.env, self.backend = env, backend
-        self.workers: list[Worker] = []
-
-    def start_worker(self, concurrency: int = 2) -> Worker:
-        worker = Worker(self.env, concurrency)
-        self.workers.append(worker)
-        return worker
-
-    def company(self, n_images: int = 3, **kwargs: Any) -> tuple[str, list[str]]:
-        """A fresh company with a user and ``n_images`` generated images; (handle, assets)."""
-        from tests.helpers import make_company
-
-        return make_company(n_images, **kwargs)
-
-    def wait(self, company: str, handle: str, timeout: float = 60) -> Any:
-        """The finished job log (with details) of the job's latest run."""
-        from jobengine.cli.devstack import wait_for_runs
-
-        return wait_for_runs(company, [handle], timeout=timeout)[-1]
-
-    def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.workers.clear()
-
-
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def store_backend(
     request: pytest.FixtureRequest,
@@ -228,22 +95,21 @@ def store_backend(
     home = tmp_path_factory.mktemp(str(request.param))
     env = {
         **base_env,
-        "DATABASE_URL": _store_url(str(request.param), home),
+        "DATABASE_URL": store_url(str(request.param), home),
         "JOBENGINE_STORAGE": str(home / "storage"),
     }
-    _apply_env(env)
+    apply_env(env)
     yield env
     from jobengine.runtime import reset_runtime
 
     reset_runtime()
-    if _CREATED_DATABASES:
-        _drop_databases()
+    drop_databases()
 
 
 @pytest.fixture(scope="session")
 def stack(store_backend: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Stack]:
     """A store backend with one running worker."""
-    _apply_env(store_backend)
+    apply_env(store_backend)
     backend = "postgres" if "postgresql" in store_backend["DATABASE_URL"] else "sqlite"
     running = Stack(store_backend, backend)
     running.start_worker()
@@ -254,7 +120,7 @@ def stack(store_backend: dict[str, str], request: pytest.FixtureRequest) -> Iter
 @pytest.fixture
 def store_only(store_backend: dict[str, str]) -> dict[str, str]:
     """A store backend without a worker (for tests that start their own processes)."""
-    _apply_env(store_backend)
+    apply_env(store_backend)
     return store_backend
 
 
@@ -264,9 +130,25 @@ def private_queue(store_only: dict[str, str]) -> Iterator[tuple[dict[str, str], 
     messages wait there, read by no worker of the session."""
     queue = f"convert-{uuid.uuid4().hex[:8]}"
     env = {**store_only, "JOBENGINE_QUEUES": f"export={queue}"}
-    _apply_env(env)
+    apply_env(env)
     try:
         yield env, queue
     finally:
         os.environ.pop("JOBENGINE_QUEUES", None)
-        _apply_env(store_only)
+        apply_env(store_only)
+
+
+@pytest.fixture(scope="module")
+def web(stack: Stack) -> Iterator[WebServer]:
+    """``jobengine serve`` on the module's stack (one server per test module)."""
+    server = WebServer(stack.env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """moto's real S3 server, one per test module."""
+    server = MotoS3(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()

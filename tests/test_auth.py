@@ -36,7 +36,13 @@ from jobengine.access.auth import (
     create_token,
     revoke_token,
 )
-from jobengine.assets.catalog import USER_TYPES, create_company, create_user, verify_password
+from jobengine.assets.catalog import (
+    USER_TYPES,
+    create_company,
+    create_user,
+    hash_password,
+    verify_password,
+)
 from jobengine.embedded import redis_client
 from jobengine.errors import IpsFault, TooManyAttempts
 from jobengine.runtime import get_runtime
@@ -873,3 +879,14 @@ def test_company_admin_of_another_company_may_not_impersonate(world: World) -> N
     with pytest.raises(IpsFault) as exc:
         check_impersonation(world.callers["TrialSiteAdmin"], world.outsider, world.b_id)
     assert exc.value.code == 20004
+
+
+# -- passwords ---------------------------------------------------------------------------------
+
+
+def test_passwords_are_hashed_with_scrypt() -> None:
+    stored = hash_password("s3cret")
+    assert stored.startswith("scrypt$") and "s3cret" not in stored
+    assert verify_password("s3cret", stored)
+    assert not verify_password("s3cret!", stored)
+    assert not verify_password("s3cret", "garbage")

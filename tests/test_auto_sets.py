@@ -40,7 +40,7 @@ from jobengine.runtime import get_runtime
 from jobengine.storage import safe_name
 from jobengine.store import migrate
 from jobengine.store.schema import Asset, Folder, SetMember
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 VIEWS = r"^(?P<base>.+)_(?P<view>front|back|side)$"
 SEQUENCE = r"^(?P<base>.+)_(?P<seq>\d+)$"

@@ -19,7 +19,7 @@ from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.jobs import NewRun, insert_runs, untaken_fires
 from jobengine.store.schema import Job, Run
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
 
 Queue = tuple[dict[str, str], str]
 LONG_AGO = datetime(2001, 1, 1, tzinfo=UTC)  # before any other test's schedule: fired first

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from jobengine import errors, submit
 from jobengine.assets.catalog import company_by_handle
@@ -47,108 +43,15 @@ from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
 from jobengine.store.jobs import create_run, find_job
 from jobengine.store.schema import Company, Job, Run, utcnow
-from tests.conftest import Stack
-from tests.helpers import make_company, publish_request
-from tests.procs import free_port
-from tests.test_upload_urls import _certificate, _fake_dns
+from tests.support.helpers import make_company, publish_request
+from tests.support.lookups import run_of, settled, stored_run
+from tests.support.net import Hook, certificate, fake_dns
+from tests.support.procs import free_port
+from tests.support.stack import Stack
 
 FAR = "2099-01-01T00:00:00Z"  # execTime far ahead: submit() stores the job, no run, no message
 LIMITS = FetchLimits(max_bytes=4096, connect_timeout=2, read_timeout=2, deadline=3)
 LOCAL = AddressPolicy.parse(["127.0.0.1"])
-
-
-@dataclass(frozen=True)
-class Posted:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Hook:
-    """A real HTTP server on 127.0.0.1 in a thread. POSTs to its path (``/hook/<random>``) are
-    recorded and answered with the next queued status (200 when none; 0: no answer at all)."""
-
-    def __init__(
-        self, port: int = 0, statuses: tuple[int, ...] = (), tls: ssl.SSLContext | None = None
-    ) -> None:
-        self.path = f"/hook/{uuid.uuid4().hex}"
-        self.posts: list[Posted] = []
-        self.statuses = list(statuses)
-        self.stopping = threading.Event()
-        self.extra: dict[str, bytes] = {}  # GET path -> body
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.split("?")[0] != hook.path:  # another test's run: not ours
-                    self._answer(404, b"no")
-                    return
-                hook.posts.append(Posted(self.path, dict(self.headers.items()), data))
-                status = hook.statuses.pop(0) if hook.statuses else 200
-                if status == 0:
-                    hook.stopping.wait(10)  # never answers (the client times out first)
-                    self.close_connection = True
-                    return
-                if status == 302:
-                    self.send_response(302)
-                    self.send_header("Location", f"{hook.path}/moved")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if status == 299:  # 200 with a large body: the client reads 4 KiB at most
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(64 * 1024 * 1024))
-                    self.end_headers()
-                    try:
-                        for _ in range(1024):
-                            self.wfile.write(b"x" * 65536)
-                    except OSError:
-                        pass
-                    self.close_connection = True
-                    return
-                self._answer(status, b"ok")
-
-            def do_GET(self) -> None:
-                data = hook.extra.get(self.path)
-                self._answer(200 if data else 404, data or b"no")
-
-            def _answer(self, status: int, data: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, userinfo: str = "", query: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.port}{self.path}{query}"
-
-    def wait_posts(self, n: int, timeout: float = 15) -> list[Posted]:
-        deadline = time.monotonic() + timeout
-        while len(self.posts) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.posts
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -162,13 +65,6 @@ def _jpeg() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (16, 16), (10, 120, 200)).save(out, "JPEG")
     return out.getvalue()
-
-
-def _run(run_id: int) -> Run:
-    with get_runtime().store.read() as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        return run
 
 
 def _settings(**changes: Any) -> Settings:
@@ -217,27 +113,6 @@ def finished_run(
         run.success_count, run.error_count, run.warning_count, run.total_items = 2, 1, 0, 3
         run.total_size = 1234
         return run.id
-
-
-def run_of(company: str, log: Any) -> Run:
-    with get_runtime().store.read() as session:
-        run = session.scalar(
-            select(Run)
-            .join(Company, Company.id == Run.company_id)
-            .where(Company.handle == company, Run.run_name == log.job_name)
-        )
-        assert run is not None
-        return run
-
-
-def settled(run_id: int, timeout: float = 15) -> Run:
-    """The run once its callback is settled (not unlooked-at, not being sent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = _run(run_id)
-        if run.callback_state not in (None, "sending") or time.monotonic() > deadline:
-            return run
-        time.sleep(0.05)
 
 
 def soon() -> Any:
@@ -356,14 +231,14 @@ def test_post_follows_no_redirect_and_reads_little_of_an_answer(hook: Hook) -> N
 def test_post_over_https_checks_the_certificate_with_sni(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key, pem = _certificate(tmp_path, "hooks.example")
+    cert, key, pem = certificate(tmp_path, "hooks.example")
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
     names: list[str | None] = []
     server_tls.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,func-returns-value,misc]
     secure = Hook(tls=server_tls)
     try:
-        _fake_dns(monkeypatch, {"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+        fake_dns(monkeypatch, {"hooks.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
         client_tls = ssl.create_default_context(cadata=pem.decode())
         url = f"https://hooks.example:{secure.port}{secure.path}"
         assert post(url, b"{}", policy=LOCAL, limits=LIMITS, tls=client_tls).status == 200
@@ -476,7 +351,7 @@ def test_sent_once_when_called_twice_and_from_racing_threads(store_only: Any, ho
     assert sorted(results) == [False, False, False, True]
     assert len(hook.posts) == 2
     assert hook.posts[1].json()["jobType"] == "UrlUpload"
-    run = _run(raced)
+    run = stored_run(raced)
     assert (run.callback_state, run.callback_attempts, run.callback_result) == (
         "delivered",
         1,
@@ -490,7 +365,7 @@ def test_an_error_answer_is_retried_with_backoff_until_delivered(
     hook.statuses = [500, 302]
     run_id = finished_run(hook.url())
     assert send_callback(run_id) is False
-    run = _run(run_id)
+    run = stored_run(run_id)
     assert (run.state, run.callback_state, run.callback_attempts) == ("Done", "retry", 1)
     assert run.callback_result == "HTTP 500 Internal Server Error"
     assert run.callback_next_at is not None and run.callback_sent_at is not None
@@ -499,11 +374,11 @@ def test_an_error_answer_is_retried_with_backoff_until_delivered(
     assert send_callback(run_id) is False  # not due yet: nothing sent
     assert callbacks_pending() == 0 and len(hook.posts) == 1
     assert callbacks_pending(now=soon()) == 0  # due: a 302 is a failure too
-    run = _run(run_id)
+    run = stored_run(run_id)
     assert (run.callback_state, run.callback_attempts) == ("retry", 2)
     assert run.callback_next_at - run.callback_sent_at > timedelta(seconds=59)  # type: ignore[operator]
     assert callbacks_pending(now=soon()) == 1  # 200 at last
-    assert len(hook.posts) == 3 and _run(run_id).callback_state == "delivered"
+    assert len(hook.posts) == 3 and stored_run(run_id).callback_state == "delivered"
     assert callbacks_pending(now=soon()) == 0 and len(hook.posts) == 3
 
 
@@ -523,11 +398,13 @@ def test_giving_up_after_the_last_attempt_or_a_day(store_only: Any, hook: Hook) 
     old = finished_run(hook.url(), ended_ago=timedelta(hours=23, minutes=59, seconds=50))
     send_callback(tired)
     send_callback(old)  # the next attempt would come more than 24 h after the run ended
-    assert [(_run(r).callback_state, _run(r).callback_next_at) for r in (tired, old)] == [
+    assert [
+        (stored_run(r).callback_state, stored_run(r).callback_next_at) for r in (tired, old)
+    ] == [
         ("failed", None),
         ("failed", None),
     ]
-    assert _run(tired).callback_attempts == MAX_ATTEMPTS
+    assert stored_run(tired).callback_attempts == MAX_ATTEMPTS
     assert callbacks_pending(now=soon()) == 0 and len(hook.posts) == 2
 
 
@@ -535,7 +412,7 @@ def test_maybe_delivered_is_never_sent_again(store_only: Any, hook: Hook) -> Non
     hook.statuses = [0]  # takes the request, never answers
     run_id = finished_run(hook.url())
     assert send_callback(run_id, settings=_settings(callback_timeout=0.5)) is False
-    run = _run(run_id)
+    run = stored_run(run_id)
     assert run.callback_state == "unknown" and run.callback_next_at is None
     assert callbacks_pending(now=soon()) == 0
     assert send_callback(run_id) is False and len(hook.posts) == 1
@@ -547,7 +424,7 @@ def test_a_refused_address_is_not_retried_and_credentials_are_not_logged(
     run_id = finished_run("http://admin:hunter2@169.254.169.254/latest/meta-data/?t=tok")
     with caplog.at_level("WARNING", logger="jobengine.notices.callbacks"):
         assert send_callback(run_id) is False
-    run = _run(run_id)
+    run = stored_run(run_id)
     assert run.callback_state == "refused" and "link-local" in (run.callback_result or "")
     assert "http://169.254.169.254/latest/meta-data/?..." in caplog.text
     assert "hunter2" not in caplog.text and "tok" not in caplog.text
@@ -559,20 +436,20 @@ def test_a_server_that_is_down_is_tried_again_by_a_sweep(store_only: Any) -> Non
     first = finished_run(f"http://127.0.0.1:{port}/hook/a")
     second = finished_run(f"http://127.0.0.1:{port}/hook/b", field="postHttpUrl")
     assert send_callback(first) is False
-    run = _run(first)
+    run = stored_run(first)
     assert (run.state, run.callback_state, run.callback_attempts) == ("Done", "retry", 1)
     # one sweep tries one run of an unreachable host: the other waits, using up no attempt
     callbacks_pending(now=soon())
-    assert _run(first).callback_attempts == 2
-    assert (_run(second).callback_state, _run(second).callback_attempts) == (None, None)
+    assert stored_run(first).callback_attempts == 2
+    assert (stored_run(second).callback_state, stored_run(second).callback_attempts) == (None, None)
     server = Hook(port=port)
     try:
         server.path = "/hook/a"
         assert callbacks_pending(now=soon()) >= 1
-        assert _run(first).callback_state == "delivered"
+        assert stored_run(first).callback_state == "delivered"
         server.path = "/hook/b"
         callbacks_pending(now=soon())
-        assert _run(second).callback_state == "delivered"
+        assert stored_run(second).callback_state == "delivered"
         assert [p.path for p in server.posts] == ["/hook/a", "/hook/b"]
     finally:
         server.stop()
@@ -585,9 +462,9 @@ def test_a_sweep_sends_what_a_dead_task_did_not_and_marks_runs_without_url(
     plain = finished_run(None)
     running = finished_run(hook.url(), state="Running")
     assert callbacks_pending() >= 1
-    assert _run(orphan).callback_state == "delivered" and len(hook.posts) == 1
-    assert _run(plain).callback_state == "none"
-    assert _run(running).callback_state is None  # not ended: not called
+    assert stored_run(orphan).callback_state == "delivered" and len(hook.posts) == 1
+    assert stored_run(plain).callback_state == "none"
+    assert stored_run(running).callback_state is None  # not ended: not called
     assert send_callback(running) is False and len(hook.posts) == 1
 
 
@@ -602,7 +479,7 @@ def test_beat_sweeps_in_a_thread_of_its_own(store_only: Any, hook: Hook) -> None
     orphan = finished_run(hook.url())
     assert callbacks.sweep_in_background() is True
     callbacks._SWEEPER[-1].join(30)
-    assert _run(orphan).callback_state == "delivered" and len(hook.posts) == 1
+    assert stored_run(orphan).callback_state == "delivered" and len(hook.posts) == 1
 
 
 def test_nothing_raises_out_of_the_entry_points(
@@ -703,7 +580,7 @@ def test_an_error_answer_then_success_through_the_worker(stack: Stack, hook: Hoo
     assert (run.callback_state, run.callback_result) == ("retry", "HTTP 500 Internal Server Error")
     assert callbacks_pending(now=soon()) >= 1  # what beat does every minute
     assert len(hook.posts) == 2 and hook.posts[0].body == hook.posts[1].body
-    assert _run(run.id).callback_state == "delivered"
+    assert stored_run(run.id).callback_state == "delivered"
 
 
 def test_a_down_server_leaves_the_job_done_and_is_called_later(stack: Stack) -> None:

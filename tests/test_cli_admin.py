@@ -21,7 +21,7 @@ import pytest
 from jobengine.assets.catalog import verify_password
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import User
-from tests.test_web_soap import WebServer
+from tests.support.web import WebServer
 
 JOBENGINE = [sys.executable, "-m", "jobengine.cli"]
 PASSWORD = "correct horse battery staple"

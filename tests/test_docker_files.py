@@ -13,12 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.support.compose import Compose, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -229,34 +230,6 @@ _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_CONFIG")
 _TOP_NAME = re.compile(r"^name:[ \t]*([a-z0-9][a-z0-9_-]*)[ \t]*\n", re.MULTILINE)
 
 
-def _probe(argv: list[str]) -> tuple[bool, str]:
-    """Whether ``<argv> version`` exits 0; the version it prints, or the first line of why not."""
-    try:
-        done = subprocess.run(
-            [*argv, "version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-    out = done.stdout.strip() or done.stderr.strip()
-    version = re.search(r"\bv?(\d+\.\d+\.\d+)", out)
-    if done.returncode == 0 and version is not None:
-        return True, version.group(1)
-    return False, " ".join(out.splitlines()[:1])[:200]
-
-
-@dataclass(frozen=True)
-class Compose:
-    """A compose that answers: the plugin (``docker compose``) or ``docker-compose``."""
-
-    argv: tuple[str, ...]
-    version: str
-
-    @property
-    def v1(self) -> bool:
-        """Compose 1.x (Debian bookworm's ``docker-compose`` 1.29): no top-level ``name``."""
-        return self.version.startswith("1.")
-
-
 @pytest.fixture(scope="module")
 def real_compose() -> Compose:
     """``docker compose`` when the plugin answers, else ``docker-compose``.
@@ -267,7 +240,7 @@ def real_compose() -> Compose:
     tried = []
     docker = shutil.which("docker")
     if docker is not None:
-        ok, out = _probe([docker, "compose"])
+        ok, out = probe([docker, "compose"])
         if ok:
             return Compose((docker, "compose"), out)
         tried.append(f"`docker compose version`: {out}")
@@ -275,7 +248,7 @@ def real_compose() -> Compose:
         tried.append("no docker client")
     legacy = shutil.which("docker-compose")
     if legacy is not None:
-        ok, out = _probe([legacy])
+        ok, out = probe([legacy])
         if ok:
             return Compose((legacy,), out)
         tried.append(f"`docker-compose version`: {out}")
@@ -283,7 +256,7 @@ def real_compose() -> Compose:
         tried.append("no docker-compose")
     why = "; ".join(tried)
     if docker is not None:  # `make system` provides docker-compose next to a docker client
-        from tests.conftest import unavailable
+        from tests.support.stack import unavailable
 
         unavailable("a compose (plugin or docker-compose)", f"{why} (run `make system`)")
     pytest.skip(f"no compose to check docker/compose.yaml with: {why}")

@@ -11,7 +11,7 @@ from jobengine import errors, get_job_log_details, get_job_logs, submit, submit_
 from jobengine.cli.demo import SEED_EXAMPLE_XML
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Run
-from tests.helpers import export_request, make_company, publish_request
+from tests.support.helpers import export_request, make_company, publish_request
 
 
 def test_seed_example_returns_the_documented_handle_and_publishes(stack) -> None:

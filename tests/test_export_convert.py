@@ -13,7 +13,7 @@ from PIL import Image
 from jobengine import delete_image_format, errors, get_image_formats, save_image_format, submit
 from jobengine.assets.catalog import add_asset, company_by_handle
 from jobengine.runtime import get_runtime
-from tests.helpers import export_request
+from tests.support.helpers import export_request
 
 
 def _zip_images(key: str) -> dict[str, Image.Image]:

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from jobengine import get_active_jobs, pause_job, resume_job, submit
-from tests.helpers import export_request, make_company
-from tests.procs import Service, free_port
+from tests.support.helpers import export_request, make_company
+from tests.support.procs import Service, free_port
 
 USER, PASSWORD = "ops", "flower-test-password"
 ITEMS = 40

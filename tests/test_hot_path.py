@@ -33,7 +33,7 @@ from jobengine.settings import get_settings
 from jobengine.store.hot import HotStatement
 from jobengine.store.jobs import create_run
 from jobengine.store.schema import JOBS, RUNS, Job, Run, utcnow
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
 
 # --- HotStatement ------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 than the grace are deleted; everything else is kept.
 
 Every test runs on a real store (``store_only``: SQLite and PostgreSQL) and on a storage of its
-own, local and moto's real S3 server (``tests/moto_s3.py``). Local files are aged with
+own, local and moto's real S3 server (``tests/support/moto_s3.py``). Local files are aged with
 ``os.utime``; S3 objects cannot be, so there the sweep is told a later ``now``.
 """
 
@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,16 +29,9 @@ from jobengine.settings import Settings
 from jobengine.storage import LocalStorage, Storage, open_storage
 from jobengine.store.jobs import create_run
 from jobengine.store.schema import Asset, Company, Job, Run
-from tests.moto_s3 import MotoS3
+from tests.support.moto_s3 import MotoS3
 
 DAY = 86400.0
-
-
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -141,7 +133,7 @@ def test_sweeps_old_unreferenced_files_of_the_three_prefixes_only(runtime: Runti
 def _job(runtime: Runtime, name: str) -> Job:
     """A scheduled job (it fires in 2099) of a fresh company of the shared store."""
     from jobengine import submit
-    from tests.helpers import export_request, make_company
+    from tests.support.helpers import export_request, make_company
 
     company, assets = make_company(1)
     submit(export_request(company, assets, name, execSchedule="0 0 0 1 1 ? 2099"))

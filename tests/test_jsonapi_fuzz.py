@@ -36,8 +36,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from jobengine.web.jsonapi import openapi_document
-from tests.helpers import PASSWORD, export_request, make_company, publish_request
-from tests.test_web_soap import WebServer
+from tests.support.helpers import PASSWORD, export_request, make_company, publish_request
+from tests.support.web import WebServer
 
 pytestmark = pytest.mark.slow  # about 20 s per store backend on two cores
 
@@ -86,9 +86,9 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(store_backend: dict[str, str]) -> Iterator[Demo]:
     from jobengine import save_image_format, submit
-    from tests.conftest import _apply_env
+    from tests.support.stack import apply_env
 
-    _apply_env(store_backend)
+    apply_env(store_backend)
     company, assets = make_company(2)
     nightly = submit(export_request(company, assets, "Nightly", execSchedule="0 0 3 * * ?"))
     later = submit(publish_request(company, "Later", execTime="2099-01-01T00:00:00Z"))

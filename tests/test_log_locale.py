@@ -23,8 +23,8 @@ from jobengine.runtime import get_runtime
 from jobengine.store import migrate
 from jobengine.store.db import Store
 from jobengine.store.schema import Asset, LogDetail, Run
-from tests.conftest import Stack, _store_url
-from tests.helpers import export_request, publish_request
+from tests.support.helpers import export_request, publish_request
+from tests.support.stack import Stack, store_url
 
 ROOT = Path(__file__).resolve().parent.parent
 # Braces of every kind str.format would act on, a rich markup tag and a printf placeholder.
@@ -467,7 +467,7 @@ def test_an_older_store_gets_the_message_columns(
     store_only: dict[str, str], tmp_path: Path
 ) -> None:
     backend = "postgres" if "postgresql" in store_only["DATABASE_URL"] else "sqlite"
-    url = _store_url(backend, tmp_path)
+    url = store_url(backend, tmp_path)
     old = Store(url)
     migrate.prepare(old)
     with old.engine.begin() as conn:  # a store made before migrations, log_details as it was

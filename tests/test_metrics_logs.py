@@ -12,18 +12,11 @@ import httpx
 import pytest
 
 from jobengine import delete_job, submit
-from tests.conftest import Stack
-from tests.helpers import export_request
-from tests.test_web_soap import WebServer
+from tests.support.helpers import export_request
+from tests.support.stack import Stack
+from tests.support.web import WebServer
 
 # --- metrics ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def web(stack: Stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
 
 
 def _samples(text: str) -> dict[str, float]:

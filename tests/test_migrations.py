@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL, unavailable
+from tests.support.stack import POSTGRES_URL, unavailable
 
 DATA = Path(__file__).parent / "data" / "store_0_1_0"
 T0 = datetime(2026, 11, 1, 8, 30)  # naive UTC, as the store keeps times

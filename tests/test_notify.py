@@ -29,8 +29,8 @@ from jobengine.settings import Settings
 from jobengine.store.jobs import create_run, find_job
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Run, utcnow
-from tests.helpers import PASSWORD, export_request, make_company
-from tests.procs import free_port
+from tests.support.helpers import PASSWORD, export_request, make_company
+from tests.support.procs import free_port
 
 FAR = "2099-01-01T00:00:00Z"  # execTime far ahead: submit() stores the job, no run, no message
 

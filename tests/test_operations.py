@@ -9,7 +9,6 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,8 +30,8 @@ from jobengine import (
 from jobengine.assets.catalog import create_company, create_user, import_files
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, Run
-from tests.helpers import PASSWORD, export_request, make_images
-from tests.test_web_soap import WebServer
+from tests.support.helpers import PASSWORD, export_request, make_images
+from tests.support.web import WebServer
 
 
 def test_job_log_details_page_and_filter_by_log_type(stack) -> None:
@@ -134,7 +133,7 @@ def test_scheduled_jobs_echo_the_payload(stack) -> None:
 def test_preset_handles_the_store_cannot_hold_are_a_30001_fault(store_only, number) -> None:
     # Found by fuzzing: a huge id overflowed the store's integer, "²" passed isdigit().
     from jobengine import delete_image_format, save_image_format
-    from tests.helpers import make_company
+    from tests.support.helpers import make_company
 
     company, _ = make_company(0)
     handle = f"{company}|{number}"
@@ -165,13 +164,6 @@ EXPORT_WITH_THE_FORMAT = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/
       <emailSetting>None</emailSetting>
    </exportJob>
 </submitJobParam>"""
-
-
-@pytest.fixture(scope="module")
-def web(stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
 
 
 def _soap(web: WebServer, user: str, body: str, action: str) -> str:
@@ -245,7 +237,7 @@ def test_adobes_save_image_format_example_then_an_export_with_it(stack, web) -> 
 )
 def test_preset_names_are_free_text_within_bounds(store_only, name, reason) -> None:
     from jobengine import save_image_format
-    from tests.helpers import make_company
+    from tests.support.helpers import make_company
 
     company, _ = make_company(0)
     with pytest.raises(errors.InvalidParameter) as caught:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from PIL import Image
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, text
 
 from jobengine import submit
 from jobengine.kinds import PlannedItem, kind_for
@@ -17,36 +15,10 @@ from jobengine.kinds.optimize_images import is_optimized, optimized_key
 from jobengine.runtime import get_runtime
 from jobengine.store import migrate
 from jobengine.store.db import Store
-from jobengine.store.schema import Asset
-from tests.conftest import Stack, _store_url
-from tests.processing_samples import add_files, corrupt_jpeg, pdf_pages, photo_file
-from tests.test_rip_pdfs import run_context
-
-TILE_WIDTH = 322
-
-
-def optimize_request(company: str, name: str = "Optimize") -> dict[str, Any]:
-    return {
-        "companyHandle": company,
-        "jobName": name,
-        "optimizeImagesJob": {"emailSetting": "None"},
-    }
-
-
-def asset(handle: str) -> Asset:
-    with get_runtime().store.read() as session:
-        found = session.scalar(select(Asset).where(Asset.handle == handle))
-    assert found is not None
-    return found
-
-
-def pyramid_levels(key: str) -> list[tuple[tuple[int, int], int | None]]:
-    with Image.open(get_runtime().storage.path(key)) as img:
-        found = []
-        for index in range(img.n_frames):
-            img.seek(index)
-            found.append((img.size, img.tag_v2.get(TILE_WIDTH)))
-    return found
+from tests.support.helpers import optimize_request
+from tests.support.lookups import asset, pyramid_levels, run_context
+from tests.support.processing_samples import add_files, corrupt_jpeg, pdf_pages, photo_file
+from tests.support.stack import Stack, store_url
 
 
 def test_optimize_writes_pyramids_once_and_again_when_an_image_changes(stack: Stack) -> None:
@@ -129,7 +101,7 @@ def test_an_older_store_gets_the_new_columns_and_table(
     store_only: dict[str, str], tmp_path: Path
 ) -> None:
     backend = "postgres" if "postgresql" in store_only["DATABASE_URL"] else "sqlite"
-    url = _store_url(backend, tmp_path)
+    url = store_url(backend, tmp_path)
     old = Store(url)
     migrate.prepare(old)
     with old.engine.begin() as conn:  # a store made before migrations: the assets table as it

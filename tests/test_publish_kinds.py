@@ -32,7 +32,7 @@ from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.storage import LocalStorage, StorageError
 from jobengine.store.schema import Asset
-from tests.helpers import publish_request
+from tests.support.helpers import publish_request
 
 # --- test data ------------------------------------------------------------------------------
 
@@ -550,9 +550,9 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
     for name, seed in (("kitchen.vnt", 1), ("maple.vnc", 2), ("blinds.vnw", 3)):
         (rooms / name).write_bytes(authored(seed))
     (rooms / "notes.txt").write_text("not for the renderer")
-    from tests.test_cli import _run
+    from tests.support.cli import run_cli
 
-    out = _run(
+    out = run_cli(
         ["assets", "import", "-c", company, str(rooms), "--folder", "/", "--ready-for-publish"],
         stack.env,
     )
@@ -581,7 +581,7 @@ def test_image_rendering_publish_end_to_end(stack, tmp_path: Path) -> None:
     assert first.state == "Done", first.details
     assert (first.file_success_count, first.file_error_count, first.total_file_count) == (3, 0, 3)
     assert first.file_warning_count == 0
-    from tests.test_callbacks import run_of
+    from tests.support.lookups import run_of
 
     assert run_of(company, first).total_size == sum(len(authored(s)) for s in (1, 2, 3))
     types = types_of(first)
@@ -715,7 +715,7 @@ def test_image_rendering_publish_refuses_hostile_files_per_asset(stack) -> None:
 
 def test_image_rendering_publish_as_an_upload_follow_on(stack) -> None:
     from jobengine.kinds.upload_directory import upload_root
-    from tests.test_upload_directory import directory_request
+    from tests.support.helpers import directory_request
 
     company, _ = stack.company(0)
     storage = get_runtime().storage
@@ -751,7 +751,8 @@ def test_image_rendering_publish_as_an_upload_follow_on(stack) -> None:
 
 
 def test_image_rendering_publish_calls_its_completion_url(stack) -> None:
-    from tests.test_callbacks import Hook, run_of, settled
+    from tests.support.lookups import run_of, settled
+    from tests.support.net import Hook
 
     company, _ = stack.company(0)
     add_files(company, {"den.vnt": authored(7)})

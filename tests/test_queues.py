@@ -13,8 +13,8 @@ from jobengine.cli.devstack import worker_command
 from jobengine.engine.celery_config import DEFAULT_QUEUE, task_routes, worker_queues
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings, get_settings
-from tests.conftest import Worker
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
+from tests.support.stack import Worker
 
 
 def _settings(queues: str) -> Settings:

@@ -20,17 +20,10 @@ from jobengine.kinds.rip_pdfs import RipPdfsKind
 from jobengine.model.upload import ReprocessAssetsJob, RipPdfsJob
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Run
-from tests.conftest import Stack
-from tests.processing_samples import add_files, pdf_pages, photo_file
-from tests.test_optimize_images import asset
-from tests.test_rip_pdfs import assets_in
-
-
-def reprocess_request(
-    company: str, handles: list[str], name: str = "Reprocess", **extra: Any
-) -> dict[str, Any]:
-    job = {"assetHandleArray": {"items": handles}, "createMask": "0", "emailSetting": "None"}
-    return {"companyHandle": company, "jobName": name, "reprocessAssetsJob": {**job, **extra}}
+from tests.support.helpers import reprocess_request
+from tests.support.lookups import asset, assets_in
+from tests.support.processing_samples import add_files, pdf_pages, photo_file
+from tests.support.stack import Stack
 
 
 def test_mixed_assets_are_reprocessed_by_type(stack: Stack) -> None:

@@ -20,8 +20,8 @@ from jobengine.engine.app import app, configure
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Job, LogDetail, Run, RunItem
-from tests.conftest import Worker, unavailable
-from tests.helpers import export_request
+from tests.support.helpers import export_request
+from tests.support.stack import Worker, unavailable
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -97,7 +97,7 @@ def test_two_beats_never_fire_a_schedule_twice(stack) -> None:
 
 @pytest.mark.slow
 def test_a_worker_child_killed_mid_job_still_completes_the_job_once(store_only) -> None:
-    from tests.helpers import make_company
+    from tests.support.helpers import make_company
 
     company, assets = make_company(40, pad=2_000_000)
     worker = Worker(store_only, concurrency=2)
@@ -157,11 +157,11 @@ def test_rabbitmq_as_the_broker(store_only) -> None:
         socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
     except OSError as exc:
         unavailable("RabbitMQ", f"{AMQP_URL}: {exc}")
-    from tests.conftest import _apply_env
-    from tests.helpers import make_company
+    from tests.support.helpers import make_company
+    from tests.support.stack import apply_env
 
     env = {**store_only, "JOBENGINE_BROKER_URL": AMQP_URL}
-    _apply_env(env)
+    apply_env(env)
     worker = Worker(env, concurrency=1)
     try:
         company, assets = make_company(3)
@@ -173,7 +173,7 @@ def test_rabbitmq_as_the_broker(store_only) -> None:
         worker.stop()
         env.pop("JOBENGINE_BROKER_URL")
         os.environ.pop("JOBENGINE_BROKER_URL", None)
-        _apply_env(env)
+        apply_env(env)
     assert log.state == "Done" and log.file_success_count == 3
     assert app.conf.broker_url != AMQP_URL
 
@@ -183,7 +183,7 @@ def test_a_whole_worker_killed_mid_job_is_taken_over_by_another(store_only) -> N
     """SIGKILL of a worker's main process and its child: the messages it held come back through
     the scheduler (lapsed leases, stalled pending items) and another worker completes the job."""
     from jobengine.cli.devstack import wait_for_runs
-    from tests.helpers import make_company
+    from tests.support.helpers import make_company
 
     company, assets = make_company(40, pad=2_000_000)
     doomed = Worker(store_only, concurrency=1)

@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from jobengine import errors, submit
 from jobengine.assets.catalog import (
     add_set,
-    company_by_handle,
     create_company,
     ensure_folder,
     put_asset_file,
@@ -22,13 +21,14 @@ from jobengine.assets.catalog import (
     save_set,
     set_members,
 )
-from jobengine.kinds import PlannedItem, RunContext, kind_for
+from jobengine.kinds import PlannedItem, kind_for
 from jobengine.kinds.rip_pdfs import RipOptions, catalog_name, check_pdf_options, page_name
 from jobengine.model.options import PdfOptions
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import Asset, Folder, Job, Run
-from tests.conftest import Stack
-from tests.processing_samples import (
+from jobengine.store.schema import Asset, Run
+from tests.support.helpers import rip_request
+from tests.support.lookups import assets_in, run_context
+from tests.support.processing_samples import (
     add_files,
     corrupt_pdf,
     empty_pdf,
@@ -36,28 +36,7 @@ from tests.processing_samples import (
     pdf_pages,
     wide_page_pdf,
 )
-
-
-def rip_request(company: str, handles: list[str], name: str = "Rip", **pdf: Any) -> dict[str, Any]:
-    job: dict[str, Any] = {
-        "pdfHandleArray": {"items": handles},
-        "createMask": "false",
-        "emailSetting": "None",
-    }
-    if pdf:
-        job["pdfOptions"] = pdf
-    return {"companyHandle": company, "jobName": name, "ripPdfsJob": job}
-
-
-def assets_in(company: str, folder: str = "/docs") -> dict[str, Asset]:
-    with get_runtime().store.read() as session:
-        owner = company_by_handle(session, company)
-        rows = session.scalars(
-            select(Asset)
-            .join(Folder, Folder.id == Asset.folder_id)
-            .where(Asset.company_id == owner.id, Folder.path == folder)
-        ).all()
-    return {a.name: a for a in rows}
+from tests.support.stack import Stack
 
 
 def members(catalog: Asset) -> list[str]:
@@ -134,18 +113,6 @@ def test_rip_makes_page_assets_and_an_ecatalog_and_rerips_in_place(stack: Stack)
     assert sorted(now) == sorted(["brochure.pdf", "brochure", *names[:2]])
     assert not storage.exists(str(second["brochure-3.jpg"].file_key))
     assert members(now["brochure"]) == names[:2]
-
-
-def run_context(company: str, run_name: str) -> RunContext:
-    """The context the worker gave the items of a finished run."""
-    with get_runtime().store.read() as session:
-        run = session.scalar(select(Run).where(Run.run_name == run_name))
-        assert run is not None
-        job = session.get(Job, run.job_id)
-        assert job is not None
-        owner = company_by_handle(session, company)
-        ids, payload = (run.id, job.id, owner.id), job.payload
-    return RunContext(get_runtime(), *ids, company, run_name, payload)
 
 
 def test_pdf_options_choose_what_is_made(stack: Stack) -> None:

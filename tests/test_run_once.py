@@ -38,8 +38,8 @@ from jobengine.storage import LocalStorage
 from jobengine.store.db import Store
 from jobengine.store.runs import claim_finish, claim_item, end_run, extend_item_lease
 from jobengine.store.schema import Job, LogDetail, Run
-from tests.helpers import export_request, make_company
-from tests.procs import free_port
+from tests.support.helpers import export_request, make_company
+from tests.support.procs import free_port
 
 Queue = tuple[dict[str, str], str]
 

@@ -1,8 +1,8 @@
 """Storage shared between workers: one contract for local, ``memory://`` and ``s3://`` storage,
 and real jobs on S3.
 
-S3 is moto's real server (``tests/moto_s3.py``) on 127.0.0.1, a subprocess stopped by its PID.
-The end-to-end tests run a real Celery worker with ``JOBENGINE_STORAGE=s3://bucket/prefix`` and
+S3 is moto's real server (``tests/support/moto_s3.py``) on 127.0.0.1, a subprocess stopped by its
+PID. The end-to-end tests run a real Celery worker with ``JOBENGINE_STORAGE=s3://bucket/prefix`` and
 the endpoint and credentials in ``JOBENGINE_STORAGE_OPTIONS``, on a broker (an embedded Redis) and
 a SQLite store of their own, so no other test's worker can take their messages.
 """
@@ -22,16 +22,9 @@ import pytest
 from PIL import Image
 
 from jobengine.storage import FsspecStorage, LocalStorage, Storage, StorageError, open_storage
-from tests.moto_s3 import MotoS3
+from tests.support.moto_s3 import MotoS3
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 def _s3_storage(server: MotoS3, **extra: Any) -> FsspecStorage:
@@ -270,7 +263,7 @@ class S3Stack:
     def __init__(self, home: Path, server: MotoS3) -> None:
         from jobengine.embedded import start_redis
         from jobengine.settings import Settings
-        from tests.conftest import TEST_ENV
+        from tests.support.stack import TEST_ENV
 
         self.server = server
         self.prefix = f"{server.bucket}/fleet-{uuid.uuid4().hex[:6]}"
@@ -288,7 +281,7 @@ class S3Stack:
         self.workers: list[Any] = []
 
     def start_worker(self) -> None:
-        from tests.conftest import Worker
+        from tests.support.stack import Worker
 
         self.workers.append(Worker(self.env, concurrency=2))
 
@@ -306,12 +299,12 @@ class S3Stack:
 
 @pytest.fixture(scope="module")
 def s3_stack(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterator[S3Stack]:
-    from tests.conftest import _apply_env
+    from tests.support.stack import apply_env
 
     saved = dict(os.environ)
     running = S3Stack(tmp_path_factory.mktemp("s3stack"), moto_s3)
     try:
-        _apply_env(running.env)
+        apply_env(running.env)
         running.start_worker()
         yield running
     finally:
@@ -351,7 +344,7 @@ def test_the_runtime_storage_is_s3(s3_stack: S3Stack) -> None:
 
 def test_export_originals_on_s3(s3_stack: S3Stack) -> None:
     from jobengine import submit
-    from tests.helpers import export_request, make_company
+    from tests.support.helpers import export_request, make_company
 
     company, assets = make_company(3, sets=1)
     s3, assets_root = s3_stack.s3(), f"{s3_stack.prefix}/{company}/assets"
@@ -371,7 +364,7 @@ def test_export_originals_on_s3(s3_stack: S3Stack) -> None:
 
 def test_export_converted_on_s3(s3_stack: S3Stack) -> None:
     from jobengine import submit
-    from tests.helpers import export_request, make_company
+    from tests.support.helpers import export_request, make_company
 
     company, assets = make_company(2)
     request = export_request(company, assets, "S3 Convert")
@@ -388,7 +381,7 @@ def test_export_converted_on_s3(s3_stack: S3Stack) -> None:
 
 def test_image_serving_publish_on_s3(s3_stack: S3Stack) -> None:
     from jobengine import submit
-    from tests.helpers import make_company, publish_request
+    from tests.support.helpers import make_company, publish_request
 
     company, _ = make_company(3)
     log = _wait(company, submit(publish_request(company, "S3 Publish", "FullWithSearch")))

@@ -24,7 +24,7 @@ from jobengine import (
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Company, Job, Run
-from tests.helpers import export_request
+from tests.support.helpers import export_request
 
 
 def _iso(dt: datetime) -> str:

@@ -23,12 +23,17 @@ from jobengine.model.upload import RipPdfsJob, UploadDirectoryJob
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Asset, Company, Folder
-from tests.conftest import Stack
-from tests.crop_samples import bordered, corrupt_png, size_of
-from tests.helpers import export_request, publish_request
-from tests.test_optimize_images import optimize_request, pyramid_levels
-from tests.test_reprocess_assets import reprocess_request
-from tests.test_upload_directory import directory_request
+from tests.support.crop_samples import bordered, corrupt_png, size_of
+from tests.support.helpers import (
+    directory_request,
+    export_request,
+    optimize_request,
+    publish_request,
+    reprocess_request,
+)
+from tests.support.image_samples import png_header_bomb
+from tests.support.lookups import pyramid_levels
+from tests.support.stack import Stack
 
 CONTENT = "10,6,96,76"  # what bordered() keeps once its border is trimmed
 MANUAL = {"left": 5, "right": 15, "top": 4, "bottom": 6}  # of 120x90: 100x80 at 5,4
@@ -279,8 +284,6 @@ def test_export_optimize_publish_and_reprocess_of_a_cropped_image(stack: Stack) 
 
 
 def test_huge_images_are_bounded_by_the_pool(stack: Stack) -> None:
-    from tests.imaging.conftest import png_header_bomb
-
     company, _ = stack.company(0)
     _drop(company, "bomb", {"bomb.png": png_header_bomb(60000, 60000)})
     log = _upload(stack, company, "bomb", "Bomb", manualCropOptions=MANUAL)

@@ -4,15 +4,12 @@ submit() and a worker on both stores."""
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from sqlalchemy import select
 
 from jobengine import errors, submit
@@ -20,26 +17,13 @@ from jobengine.kinds.upload_directory import upload_root
 from jobengine.runtime import get_runtime
 from jobengine.storage import FsspecStorage, LocalStorage, Storage, StorageError, open_storage
 from jobengine.store.schema import Asset, Company, Folder
-from tests.moto_s3 import MotoS3
+from tests.support.helpers import directory_request, image_bytes
+from tests.support.moto_s3 import MotoS3
 
-
-def _image(fmt: str, color: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (24, 24), color).save(out, fmt)
-    return out.getvalue()
-
-
-JPEG, PNG = _image("JPEG", (10, 200, 10)), _image("PNG", (10, 10, 200))
+JPEG, PNG = image_bytes("JPEG", (10, 200, 10), 24), image_bytes("PNG", (10, 10, 200), 24)
 
 
 # --- the listing, on every storage -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    server = MotoS3(tmp_path_factory.mktemp("moto"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
@@ -147,23 +131,6 @@ def test_local_listing_never_leaves_the_folder_or_opens_special_files(tmp_path: 
 
 
 # --- real jobs ---------------------------------------------------------------------------------
-
-
-def directory_request(
-    company: str, server_dir: str, name: str = "Upload Dir", **options: Any
-) -> dict[str, Any]:
-    """A submitJob dict for an UploadDirectoryJob."""
-    job = {
-        "serverDir": server_dir,
-        "overwrite": False,
-        "readyForPublish": False,
-        "includeSubfolders": False,
-        "createMask": False,
-        "processMetadataFiles": False,
-        "emailSetting": "None",
-        **options,
-    }
-    return {"companyHandle": company, "jobName": name, "uploadDirectoryJob": job}
 
 
 def _assets(company: str) -> dict[str, Asset]:

@@ -11,8 +11,6 @@ environment sets ``JOBENGINE_UPLOAD_ALLOWED_HOSTS=127.0.0.1`` (with a 1 MiB size
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import io
 import ipaddress
 import socket
 import ssl
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from sqlalchemy import select
 
 from jobengine import errors, submit
@@ -33,17 +30,13 @@ from jobengine.net.policy import AddressPolicy
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Asset, Company, Folder
+from tests.support.helpers import image_bytes, upload_request
+from tests.support.net import certificate, fake_dns
 
 MiB = 1024 * 1024
 
 
-def _image(fmt: str, color: tuple[int, int, int] = (200, 40, 40), size: int = 32) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, fmt)
-    return out.getvalue()
-
-
-JPEG, PNG = _image("JPEG"), _image("PNG")
+JPEG, PNG = image_bytes("JPEG"), image_bytes("PNG")
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 
@@ -270,28 +263,11 @@ def test_credentials_go_to_their_host_only_and_never_into_reasons(site: Site) ->
     assert "pw" not in reason and "bob" not in reason and "abc" not in reason
 
 
-def _fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> list[str]:
-    """Resolve the given names to the given addresses (changing on each lookup); returns the
-    names looked up."""
-    real = socket.getaddrinfo
-    asked: list[str] = []
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
-        if host in answers:
-            asked.append(host)
-            address = answers[host][min(len(asked), len(answers[host])) - 1]
-            return real(address, port, *args, **kw)
-        return real(host, port, *args, **kw)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return asked
-
-
 def test_the_vetted_address_is_connected_without_a_second_lookup(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a rebinding name: public-looking first answer allowed here, then a private one
-    asked = _fake_dns(monkeypatch, {"images.example": ["127.0.0.1", "10.0.0.1"]})
+    asked = fake_dns(monkeypatch, {"images.example": ["127.0.0.1", "10.0.0.1"]})
     site.seen.clear()
     assert _get(site.url("/img/a.jpg", host="images.example")) == JPEG
     assert asked == ["images.example"]  # resolved once; the connection used that answer
@@ -308,43 +284,10 @@ def test_the_vetted_address_is_connected_without_a_second_lookup(
     _fails(site.url("/img/a.jpg", host="mixed.example"), "(192.168.0.1): private address")
 
 
-def _certificate(tmp: Path, name: str) -> tuple[Path, Path, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (tmp / "cert.pem").write_bytes(pem)
-    (tmp / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return tmp / "cert.pem", tmp / "key.pem", pem
-
-
 def test_https_checks_the_certificate_against_the_url_host_with_sni(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cert, key, pem = _certificate(tmp_path, "images.example")
+    cert, key, pem = certificate(tmp_path, "images.example")
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
     names: list[str | None] = []
@@ -352,7 +295,7 @@ def test_https_checks_the_certificate_against_the_url_host_with_sni(
     secure = Site(tls=server_tls)
     secure.routes["/a.jpg"] = body(JPEG)
     try:
-        _fake_dns(monkeypatch, {"images.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+        fake_dns(monkeypatch, {"images.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
         client_tls = ssl.create_default_context(cadata=pem.decode())
         url = secure.url("/a.jpg", host="images.example", scheme="https")
         assert _get(url, tls=client_tls) == JPEG
@@ -375,21 +318,6 @@ def test_ip_literals_in_every_spelling_are_judged_by_their_address() -> None:
 
 
 # --- real jobs ---------------------------------------------------------------------------------
-
-
-def upload_request(
-    company: str, entries: list[tuple[str, str]], name: str = "Upload", **options: Any
-) -> dict[str, Any]:
-    """A submitJob dict for an UploadUrlsJob of (sourceUrl, destPath) pairs."""
-    job = {
-        "urlArray": {"items": [{"sourceUrl": u, "destPath": d} for u, d in entries]},
-        "overwrite": False,
-        "readyForPublish": False,
-        "createMask": False,
-        "emailSetting": "None",
-        **options,
-    }
-    return {"companyHandle": company, "jobName": name, "uploadUrlsJob": job}
 
 
 def _assets(company_handle: str) -> dict[str, Asset]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from jobengine import submit
-from tests.conftest import Stack
-from tests.helpers import PASSWORD, export_request, make_company, publish_request
-from tests.test_web_soap import WebServer, send_truncated
+from tests.support.helpers import PASSWORD, export_request, make_company, publish_request
+from tests.support.stack import Stack
+from tests.support.web import WebServer, send_truncated
 
 OPERATIONS = {
     "submitJob",
@@ -31,13 +30,6 @@ OPERATIONS = {
     "getImageFormats",
     "deleteImageFormat",
 }
-
-
-@pytest.fixture(scope="module")
-def web(stack: Stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
 
 
 class Api:

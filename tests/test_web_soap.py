@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import sys
-import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,13 +10,21 @@ import pytest
 
 from jobengine import submit
 from jobengine.model.ipsxml import IPS_NAMESPACE
-from tests.conftest import Stack
-from tests.helpers import PASSWORD, export_request, make_company
-from tests.procs import Service, free_port
+from tests.support.helpers import PASSWORD, export_request, make_company
+from tests.support.stack import Stack
+from tests.support.web import (
+    SERVICE,
+    Fault,
+    WebServer,
+    auth_header,
+    body_child,
+    envelope,
+    parse_fault,
+    send_truncated,
+    texts,
+)
 
-SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 DATED = f"{IPS_NAMESPACE}/2014-04-03"
-SERVICE = "/scene7/services/IpsApiService"
 SEED = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/xsd">
    <companyHandle>{company}</companyHandle>
    <jobName>My Test Job</jobName>
@@ -31,48 +33,6 @@ SEED = """<submitJobParam xmlns="http://www.scene7.com/IpsApi/xsd">
       <emailSetting>Error</emailSetting>
    </imageServingPublishJob>
 </submitJobParam>"""
-
-
-class WebServer(Service):
-    """``python -m jobengine.cli serve`` on a free port, stopped by its PID."""
-
-    what = "server"
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "jobengine.cli", "serve", "--port", str(self.port)]
-        self.start(argv, Path(env["JOBENGINE_HOME"]) / f"web-{self.port}.log", env)
-        self.wait_ready()
-
-    def ready(self) -> bool:
-        try:
-            httpx.get(f"{self.url}/api/v1/openapi.json", timeout=2).raise_for_status()
-        except httpx.HTTPError:
-            return False
-        return True
-
-
-def send_truncated(web: WebServer, data: bytes, until: bytes) -> tuple[bytes, float]:
-    """Send ``data`` (a request whose body is far shorter than its Content-Length) on a raw
-    socket and read the answer up to ``until``; returns it and the seconds it took."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:
-        sock.sendall(data)
-        answer = b""
-        while until not in answer:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    return answer, time.monotonic() - started
-
-
-@pytest.fixture(scope="module")
-def web(stack: Stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
 
 
 def element(name: str, value: Any, ns: str) -> ET.Element:
@@ -87,31 +47,6 @@ def element(name: str, value: Any, ns: str) -> ET.Element:
     else:
         out.text = str(value).lower() if isinstance(value, bool) else str(value)
     return out
-
-
-def envelope(body: str, header: str = "") -> str:
-    return (
-        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Header>{header}</soapenv:Header>'
-        f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
-    )
-
-
-def auth_header(user: str, password: str = PASSWORD, status: int | None = None) -> str:
-    extra = f"<faultHttpStatusCode>{status}</faultHttpStatusCode>" if status else ""
-    return (
-        f'<authHeader xmlns="{IPS_NAMESPACE}"><user>{user}</user><password>{password}</password>'
-        f"<locale>en-US</locale>{extra}</authHeader>"
-    )
-
-
-@dataclass
-class Fault:
-    status: int
-    faultcode: str
-    faultstring: str
-    element: str
-    code: int
-    reason: str
 
 
 class Soap:
@@ -141,36 +76,6 @@ class Soap:
 
     def fault(self, op: str, params: dict[str, Any]) -> Fault:
         return parse_fault(self.send(op, params))
-
-
-def body_child(response: httpx.Response) -> ET.Element:
-    root = ET.fromstring(response.content)
-    body = root.find(f"{{{SOAP_ENV}}}Body")
-    assert body is not None and len(body) == 1
-    return body[0]
-
-
-def parse_fault(response: httpx.Response) -> Fault:
-    fault = body_child(response)
-    assert fault.tag == f"{{{SOAP_ENV}}}Fault", response.text
-    detail = fault.find("detail")
-    assert detail is not None and len(detail) == 1
-    ips = detail[0]
-    namespace, _, local = ips.tag[1:].partition("}")
-    assert namespace == IPS_NAMESPACE
-    return Fault(
-        response.status_code,
-        fault.findtext("faultcode") or "",
-        fault.findtext("faultstring") or "",
-        local,
-        int(ips.findtext(f"{{{IPS_NAMESPACE}}}code") or 0),
-        ips.findtext(f"{{{IPS_NAMESPACE}}}reason") or "",
-    )
-
-
-def texts(parent: ET.Element, path: str, ns: str = IPS_NAMESPACE) -> list[str]:
-    q = "/".join(f"{{{ns}}}{p}" for p in path.split("/"))
-    return [e.text or "" for e in parent.findall(q)]
 
 
 def test_seed_example_end_to_end(stack: Stack, web: WebServer) -> None:

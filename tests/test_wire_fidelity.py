@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import gzip
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ from jobengine import delete_job, submit
 from jobengine.model.ipsxml import IPS_NAMESPACE
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Job, Run
-from tests.conftest import Stack
-from tests.helpers import PASSWORD, export_request, make_company
-from tests.test_web_soap import SERVICE, WebServer, send_truncated
+from tests.support.helpers import PASSWORD, export_request, make_company
+from tests.support.stack import Stack
+from tests.support.web import SERVICE, WebServer, send_truncated
 
 FIXTURE = Path(__file__).parent / "data" / "IpsApi-2016-01-14-beta-wire.wsdl"
 BETA = f"{IPS_NAMESPACE}/2016-01-14-beta"
@@ -38,13 +37,6 @@ SCRIPTS = f"{IPS_NAMESPACE}/2017-10-29-beta"  # what the plain-XML scripts send
 PLAIN = "/scene7/api/IpsApiService"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 XSD = "http://www.w3.org/2001/XMLSchema"
-
-
-@pytest.fixture(scope="module")
-def web(stack: Stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

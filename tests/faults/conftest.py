@@ -1,5 +1,6 @@
-"""The fault suite's real parts: a Redis server, a PostgreSQL cluster, workers and beats of
-each scenario's own, started through the project's CLI and stopped (or killed) by PID.
+"""The fault suite's fixtures. Its real parts (``tests/support/fleet.py``): a Redis server, a
+PostgreSQL cluster, workers and beats of each scenario's own, started through the project's CLI
+and stopped (or killed) by PID.
 
 Every scenario gets its own ``redis-server`` (so it can kill or restart it), its own storage
 and store (a SQLite file, or a PostgreSQL cluster made with Debian's ``initdb``/``pg_ctl`` where
@@ -18,54 +19,24 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import unavailable
-from tests.procs import Service, free_port
-
-_FIGURES: list[dict[str, Any]] = []
-JOBENGINE = str(Path(sys.executable).parent / "jobengine")
-
-
-@dataclass
-class Figures:
-    """What one scenario measured (a row of RELIABILITY.md's table)."""
-
-    scenario: str
-    accepted: int = 0
-    done: int = 0
-    failed: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    recovery_seconds: float | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> None:
-        _FIGURES.append(asdict(self))
+from tests.support.fleet import FIGURES
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _FIGURES:
+    if not FIGURES:
         return
     write = terminalreporter.write_line
     write("")
     write("fault scenarios: accepted / done / failed / lost / duplicated / recovery s / notes")
-    for row in _FIGURES:
+    for row in FIGURES:
         recovery = row["recovery_seconds"]
         write(
             f"  {row['scenario']}: {row['accepted']} / {row['done']} / {row['failed']} / "
@@ -74,217 +45,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
     target = os.environ.get("JOBENGINE_FAULT_FIGURES")
     if target:
-        Path(target).write_text(json.dumps(_FIGURES, indent=2))
-
-
-# --- Redis -------------------------------------------------------------------------------------
-
-
-class RedisServer(Service):
-    """A ``redis-server`` of the scenario's own on a free loopback port; ``persistent`` keeps
-    an append-only file written on every command (so a kill loses nothing)."""
-
-    what = "redis-server"
-
-    def __init__(self, home: Path, *, persistent: bool = False) -> None:
-        if shutil.which("redis-server") is None:
-            unavailable("redis-server", "not installed (make setup installs Debian's package)")
-        self.port, self.persistent = free_port(), persistent
-        self.dir = home / f"redis-{self.port}"
-        self.dir.mkdir(parents=True)
-        self.start_server()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start_server(self) -> None:
-        keep = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
-        argv = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", *keep, "--dir", str(self.dir), "--daemonize", "no",
-        ]  # fmt: skip
-        self.start(argv, self.dir / "redis.log")
-        self.wait_ready()
-
-    def ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies with what it holds in memory."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
-# --- PostgreSQL --------------------------------------------------------------------------------
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts[-3])
-    if found:
-        return found[-1].parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).parent if pg_ctl else None
-
-
-class PostgresCluster:
-    """A PostgreSQL cluster of the scenario's own (``initdb``), started and stopped with
-    ``pg_ctl`` on a free loopback port. PostgreSQL refuses to run as root: as root the cluster
-    belongs to, and runs as, the ``postgres`` user (``runuser``)."""
-
-    def __init__(self) -> None:
-        bindir = _pg_bin()
-        if bindir is None:
-            unavailable("PostgreSQL server binaries", "initdb/pg_ctl not found")
-        assert bindir is not None
-        self.bin = bindir
-        self.as_user: list[str] = []
-        self.home = Path(tempfile.mkdtemp(prefix="jobengine-pg-"))
-        self.home.chmod(0o755)
-        if os.geteuid() == 0:
-            try:
-                owner = pwd.getpwnam("postgres")
-            except KeyError:
-                unavailable("PostgreSQL", "running as root and there is no postgres user")
-            os.chown(self.home, owner.pw_uid, owner.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.data, self.port = self.home / "data", free_port()
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self.running = False
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        out = subprocess.run(
-            [*self.as_user, str(self.bin / tool), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"{tool} failed: {out.stdout}{out.stderr}")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.home}"
-        log = str(self.home / "postgres.log")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
-        self.running = True
-
-    def stop(self) -> None:
-        """A fast shutdown: connections are cut, the server is gone until :meth:`start`."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        self.running = False
-
-    def destroy(self) -> None:
-        if self.running:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-            self.running = False
-        shutil.rmtree(self.home, ignore_errors=True)
-
-
-# --- processes of the project ------------------------------------------------------------------
-
-
-class Proc(Service):
-    """``jobengine worker`` or ``jobengine beat`` in a process group of its own."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str], ready: bytes) -> None:
-        self.what, self._ready = argv[1], ready
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: a kill takes the pool children too
-            )
-        self.wait_ready(timeout=60)
-
-    def ready(self) -> bool:
-        return self._ready in self.log.read_bytes()
-
-    def kill(self) -> None:
-        """SIGKILL the whole process (main and children), as a machine losing it would."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@dataclass
-class Fleet:
-    """One scenario's environment and the processes it started."""
-
-    env: dict[str, str]
-    home: Path
-    procs: list[Proc] = field(default_factory=list)
-
-    def worker(self, concurrency: int = 2) -> Proc:
-        name = f"w{uuid.uuid4().hex[:6]}"
-        argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--name", name]
-        proc = Proc(argv, self.home / f"{name}.log", self.env, b" ready.")
-        self.procs.append(proc)
-        return proc
-
-    def beat(self) -> Proc:
-        name = f"beat-{uuid.uuid4().hex[:6]}"
-        proc = Proc([JOBENGINE, "beat"], self.home / f"{name}.log", self.env, b"beat: Starting")
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop()
-
-
-@contextmanager
-def scenario(env: dict[str, str]) -> Iterator[None]:
-    """This process submits and reads through ``env``; the session's settings come back after."""
-    from jobengine.engine.app import configure
-    from jobengine.runtime import reset_runtime
-
-    saved = dict(os.environ)
-    for name in ("REDIS_URL", "DATABASE_URL", "JOBENGINE_BROKER_URL", "JOBENGINE_QUEUES"):
-        os.environ.pop(name, None)
-    os.environ.update(env)
-    reset_runtime()
-    configure()
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        reset_runtime()
-        configure()
-
-
-def fleet_env(home: Path, redis: RedisServer, database_url: str, **settings: str) -> dict[str, str]:
-    """A scenario's settings: shipped timings unless ``settings`` override them."""
-    return {
-        "JOBENGINE_HOME": str(home),
-        "REDIS_URL": redis.url,
-        "DATABASE_URL": database_url,
-        "JOBENGINE_STORAGE": str(home / "storage"),
-        "JOBENGINE_TIMEZONE": "UTC",
-        **settings,
-    }
+        Path(target).write_text(json.dumps(FIGURES, indent=2))
 
 
 @pytest.fixture
@@ -308,13 +69,3 @@ def fleet_parts(fault_home: Path) -> Iterator[list[Any]]:
             stop()
         except Exception as exc:  # one failed stop must not keep the others running
             print(f"could not stop {part!r}: {exc}")
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> float:
-    """Seconds until ``check()`` held; AssertionError naming ``what`` after ``timeout``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(poll)
-    return time.monotonic() - start

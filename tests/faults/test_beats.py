@@ -15,8 +15,8 @@ from sqlalchemy import select
 from jobengine import submit
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Job, Run
-from tests.faults.conftest import Figures, Fleet, RedisServer, fleet_env, scenario, wait_until
-from tests.helpers import export_request, make_company
+from tests.support.fleet import Figures, Fleet, RedisServer, fleet_env, scenario, wait_until
+from tests.support.helpers import export_request, make_company
 
 pytestmark = pytest.mark.slow
 

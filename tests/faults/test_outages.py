@@ -17,7 +17,7 @@ from jobengine import errors, submit
 from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import LogDetail, Run
-from tests.faults.conftest import (
+from tests.support.fleet import (
     Figures,
     Fleet,
     PostgresCluster,
@@ -26,7 +26,7 @@ from tests.faults.conftest import (
     scenario,
     wait_until,
 )
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
 
 pytestmark = pytest.mark.slow
 

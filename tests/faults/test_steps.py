@@ -18,8 +18,8 @@ from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Asset, Run, RunItem
-from tests.faults.conftest import Figures, Fleet, RedisServer, fleet_env, scenario, wait_until
-from tests.helpers import export_request, make_company, make_images
+from tests.support.fleet import Figures, Fleet, RedisServer, fleet_env, scenario, wait_until
+from tests.support.helpers import export_request, make_company, make_images
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ from jobengine import submit
 from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
-from tests.conftest import unavailable
-from tests.faults.conftest import Figures, Fleet, RedisServer, fleet_env, scenario
-from tests.helpers import export_request, make_company
+from tests.support.fleet import Figures, Fleet, RedisServer, fleet_env, scenario
+from tests.support.helpers import export_request, make_company
+from tests.support.stack import unavailable
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from jobengine.engine import janitor
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage, safe_name
 from jobengine.store.schema import Job, LogDetail, Run
-from tests.faults.conftest import (
+from tests.support.fleet import (
     Figures,
     Fleet,
     Proc,
@@ -30,7 +30,7 @@ from tests.faults.conftest import (
     scenario,
     wait_until,
 )
-from tests.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company
 
 pytestmark = pytest.mark.slow
 

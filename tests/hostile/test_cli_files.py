@@ -21,7 +21,7 @@ from jobengine.cli.app import _signals_end_cleanly
 from jobengine.errors import InvalidParameter, LimitExceeded
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Company
-from tests.helpers import make_company
+from tests.support.helpers import make_company
 
 JOBENGINE = [sys.executable, "-m", "jobengine.cli"]
 

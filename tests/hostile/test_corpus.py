@@ -22,8 +22,6 @@ from jobengine.errors import IpsFault
 from jobengine.kinds.upload_directory import upload_root
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
-from tests.conftest import Stack
-from tests.helpers import PASSWORD, export_request, make_company
 from tests.hostile.corpus import (
     Listener,
     coder_payloads,
@@ -33,11 +31,17 @@ from tests.hostile.corpus import (
     ssrf_urls,
     xml_cases,
 )
-from tests.processing_samples import add_files, pdf_pages
-from tests.test_rip_pdfs import rip_request
-from tests.test_upload_directory import directory_request
-from tests.test_upload_urls import upload_request
-from tests.test_web_soap import SERVICE, WebServer, auth_header, parse_fault
+from tests.support.helpers import (
+    PASSWORD,
+    directory_request,
+    export_request,
+    make_company,
+    rip_request,
+    upload_request,
+)
+from tests.support.processing_samples import add_files, pdf_pages
+from tests.support.stack import Stack
+from tests.support.web import SERVICE, WebServer, auth_header, parse_fault
 
 BOUND = 30.0  # seconds any one hostile input may take to be answered (generous on purpose)
 
@@ -47,13 +51,6 @@ def listener() -> Iterator[Listener]:
     started = Listener("127.0.0.2").start()
     yield started
     started.stop()
-
-
-@pytest.fixture(scope="module")
-def web(stack: Stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
 
 
 def _timed(call: object) -> float:

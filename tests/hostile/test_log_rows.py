@@ -14,8 +14,8 @@ from jobengine.imaging.limits import Limits
 from jobengine.imaging.modifiers import parse_modifiers
 from jobengine.kinds.uploading import _reason
 from jobengine.storage import LeadsOut, StorageError, StorageFull
-from tests.conftest import Stack
-from tests.helpers import export_request
+from tests.support.helpers import export_request
+from tests.support.stack import Stack
 
 
 @pytest.mark.parametrize("scale", ["1e-300", "1e-320", "4.9e-324", "1e-6"])

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings, reset_settings
 from jobengine.web.http import client_address
-from tests.conftest import Stack
-from tests.helpers import PASSWORD, make_company
-from tests.test_web_soap import WebServer
+from tests.support.helpers import PASSWORD, make_company
+from tests.support.stack import Stack
+from tests.support.web import WebServer
 
 LOCKED = "too many failed attempts"
 

@@ -18,9 +18,9 @@ from jobengine.errors import RunStopped
 from jobengine.imaging import ConversionFailed, ConversionPool, ConversionTimeout, Limits
 from jobengine.runtime import get_runtime
 from jobengine.store.schema import Asset, Company
-from tests.conftest import Stack
-from tests.processing_samples import add_files, pdf_pages
-from tests.test_rip_pdfs import rip_request
+from tests.support.helpers import rip_request
+from tests.support.processing_samples import add_files, pdf_pages
+from tests.support.stack import Stack
 
 LETTER = (612.0, 792.0)
 

@@ -24,8 +24,8 @@ from jobengine.assets.catalog import company_by_handle, create_user
 from jobengine.errors import ConfigurationError, IpsFault
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings, reset_settings
-from tests.helpers import PASSWORD, make_company
-from tests.test_saml import (
+from tests.support.helpers import PASSWORD, make_company
+from tests.support.saml import (
     AUDIENCE,
     ENDPOINT,
     ENTITY,

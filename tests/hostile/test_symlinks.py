@@ -16,7 +16,10 @@ from jobengine.kinds.upload_directory import upload_root
 from jobengine.runtime import get_runtime
 from jobengine.storage import LeadsOut, LocalStorage
 from jobengine.store.schema import Asset, Company
-from tests.test_upload_directory import JPEG, directory_request
+from tests.support.helpers import directory_request, image_bytes
+
+JPEG = image_bytes("JPEG", (10, 200, 10), 24)  # as tests/test_upload_directory.py writes
+
 
 # --- the storage ---------------------------------------------------------------------------
 

@@ -16,16 +16,9 @@ from jobengine.model.ipsxml import IPS_NAMESPACE, MAX_ATTRIBUTES, is_ips_namespa
 from jobengine.settings import reset_settings
 from jobengine.web.soap import fault_http_status
 from jobengine.web.wsdl import service_location
-from tests.conftest import Stack
-from tests.helpers import make_company
-from tests.test_web_soap import SERVICE, SOAP_ENV, WebServer, auth_header, envelope, parse_fault
-
-
-@pytest.fixture(scope="module")
-def web(stack: Stack) -> Iterator[WebServer]:
-    server = WebServer(stack.env)
-    yield server
-    server.stop()
+from tests.support.helpers import make_company
+from tests.support.stack import Stack
+from tests.support.web import SERVICE, SOAP_ENV, WebServer, auth_header, envelope, parse_fault
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pypdfium2 as pdfium
 import pytest
-from conftest import Samples
 from PIL import Image, ImageChops, ImageStat, JpegImagePlugin
 
 from jobengine.imaging import ConversionPool, export_request, parse_modifiers
+from tests.support.image_samples import Samples
 
 Run = Callable[..., Path]
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Samples, gif_header_bomb, make_pdf, photo, png_header_bomb, tiff_header_bomb
 
 from jobengine.errors import IpsFault
 from jobengine.imaging import (
@@ -18,6 +17,14 @@ from jobengine.imaging import (
     ConversionTimeout,
     UnsupportedInput,
     parse_modifiers,
+)
+from tests.support.image_samples import (
+    Samples,
+    gif_header_bomb,
+    make_pdf,
+    photo,
+    png_header_bomb,
+    tiff_header_bomb,
 )
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HERE, Samples
 
 from jobengine.errors import ConfigurationError, LimitExceeded
 from jobengine.imaging import (
@@ -22,6 +21,9 @@ from jobengine.imaging import (
     shutdown_default_pool,
 )
 from jobengine.imaging import pool as pool_module
+from tests.support.image_samples import Samples
+
+HERE = Path(__file__).parent  # fake_engines.py, for the workers' PYTHONPATH
 
 MiB = 1024 * 1024
 FAKE_LIMITS = Limits(memory_bytes=768 * MiB, timeout_seconds=5, max_tasks_per_worker=3)

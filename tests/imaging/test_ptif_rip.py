@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Samples, make_pdf, png_header_bomb
 from PIL import Image, TiffTags
 
 from jobengine.imaging import ConversionFailed, ConversionPool, Limits, UnsupportedInput
-from tests.processing_samples import (
+from tests.support.image_samples import Samples, make_pdf, png_header_bomb
+from tests.support.processing_samples import (
     corrupt_pdf,
     empty_pdf,
     encrypted_pdf,

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Samples, png_header_bomb
 
 from jobengine.imaging import ConversionFailed, ConversionPool, UnsupportedInput
 from jobengine.imaging.trim import trim_box
-from tests.crop_samples import bordered, corrupt_png
+from tests.support.crop_samples import bordered, corrupt_png
+from tests.support.image_samples import Samples, png_header_bomb
 
 # bordered(): 120x90, border left 10, top 6, right 14, bottom 8 -> content 96x76 at 10,6
 CONTENT = [10, 6, 96, 76]

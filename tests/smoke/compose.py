@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.test_docker_files import Compose, _probe
+from tests.support.compose import Compose, probe
 
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "DOCKER_HOST", "DOCKER_CONFIG")
 _TOP_NAME = re.compile(r"^name:[ \t]*[a-z0-9][a-z0-9_-]*[ \t]*\n", re.MULTILINE)
@@ -26,7 +26,7 @@ def find_compose() -> Compose | None:
     docker, legacy = shutil.which("docker"), shutil.which("docker-compose")
     for argv in ([docker, "compose"] if docker else None, [legacy] if legacy else None):
         if argv is not None:
-            ok, version = _probe(argv)
+            ok, version = probe(argv)
             if ok:
                 return Compose(tuple(argv), version)
     return None

@@ -26,12 +26,11 @@ from typing import Any
 
 import pytest
 
-from tests.smoke.conftest import skip_or_fail_module
+from tests.smoke.engine import skip_or_fail_module
 
 skip_or_fail_module()
 
 from jobengine.cli.demo import DEMO_COMPANY, SEED_EXAMPLE_XML  # noqa: E402
-from tests.conftest import unavailable  # noqa: E402
 from tests.smoke.compose import Project, find_compose, free_loopback_port  # noqa: E402
 from tests.smoke.containers import http_get, logs_of, wait_for_log  # noqa: E402
 from tests.smoke.images import (  # noqa: E402
@@ -45,6 +44,7 @@ from tests.smoke.images import (  # noqa: E402
 )
 from tests.smoke.soap import Soap, export_param, finished_whole  # noqa: E402
 from tests.smoke.stale import project_name  # noqa: E402
+from tests.support.stack import unavailable  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 USER, PASSWORD = "ops@example.com", "fleet-test-password"

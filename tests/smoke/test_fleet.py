@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.smoke.conftest import skip_or_fail_module
+from tests.smoke.engine import skip_or_fail_module
 
 skip_or_fail_module()
 
@@ -269,7 +269,7 @@ def _import_images(count: int, shared_dir: Path) -> list[str]:
 
     from jobengine.assets.catalog import company_by_handle, import_files
     from jobengine.runtime import get_runtime
-    from tests.helpers import make_images
+    from tests.support.helpers import make_images
 
     runtime = get_runtime()
     with tempfile.TemporaryDirectory() as tmp, runtime.store.write() as session:

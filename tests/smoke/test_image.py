@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.smoke.conftest import skip_or_fail_module
+from tests.smoke.engine import skip_or_fail_module
 
 skip_or_fail_module()
 

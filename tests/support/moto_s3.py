@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.procs import Service, free_port
+from tests.support.procs import Service, free_port
 
 
 class MotoS3(Service):

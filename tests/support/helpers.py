@@ -1,7 +1,9 @@
-"""Test data made at run time: companies, users and images (no binary fixtures)."""
+"""Test data made at run time: companies, users, images (no binary fixtures), and the submitJob
+requests of each job kind."""
 
 from __future__ import annotations
 
+import io
 import tempfile
 import uuid
 from pathlib import Path
@@ -13,6 +15,13 @@ from jobengine.assets.catalog import add_set, create_company, create_user, impor
 from jobengine.runtime import get_runtime
 
 PASSWORD = "secret-password"
+
+
+def image_bytes(fmt: str, color: tuple[int, int, int] = (200, 40, 40), size: int = 32) -> bytes:
+    """A ``size``-pixel square of ``color``, encoded as ``fmt`` (``JPEG``, ``PNG``...)."""
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, fmt)
+    return out.getvalue()
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int] = (64, 48), pad: int = 0) -> list[Path]:
@@ -79,4 +88,62 @@ def publish_request(
         "jobName": name,
         "imageServingPublishJob": {"publishType": publish_type, "emailSetting": "Error"},
         **extra,
+    }
+
+
+def upload_request(
+    company: str, entries: list[tuple[str, str]], name: str = "Upload", **options: Any
+) -> dict[str, Any]:
+    """A submitJob dict for an UploadUrlsJob of (sourceUrl, destPath) pairs."""
+    job = {
+        "urlArray": {"items": [{"sourceUrl": u, "destPath": d} for u, d in entries]},
+        "overwrite": False,
+        "readyForPublish": False,
+        "createMask": False,
+        "emailSetting": "None",
+        **options,
+    }
+    return {"companyHandle": company, "jobName": name, "uploadUrlsJob": job}
+
+
+def directory_request(
+    company: str, server_dir: str, name: str = "Upload Dir", **options: Any
+) -> dict[str, Any]:
+    """A submitJob dict for an UploadDirectoryJob."""
+    job = {
+        "serverDir": server_dir,
+        "overwrite": False,
+        "readyForPublish": False,
+        "includeSubfolders": False,
+        "createMask": False,
+        "processMetadataFiles": False,
+        "emailSetting": "None",
+        **options,
+    }
+    return {"companyHandle": company, "jobName": name, "uploadDirectoryJob": job}
+
+
+def rip_request(company: str, handles: list[str], name: str = "Rip", **pdf: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "pdfHandleArray": {"items": handles},
+        "createMask": "false",
+        "emailSetting": "None",
+    }
+    if pdf:
+        job["pdfOptions"] = pdf
+    return {"companyHandle": company, "jobName": name, "ripPdfsJob": job}
+
+
+def reprocess_request(
+    company: str, handles: list[str], name: str = "Reprocess", **extra: Any
+) -> dict[str, Any]:
+    job = {"assetHandleArray": {"items": handles}, "createMask": "0", "emailSetting": "None"}
+    return {"companyHandle": company, "jobName": name, "reprocessAssetsJob": {**job, **extra}}
+
+
+def optimize_request(company: str, name: str = "Optimize") -> dict[str, Any]:
+    return {
+        "companyHandle": company,
+        "jobName": name,
+        "optimizeImagesJob": {"emailSetting": "None"},
     }
