@@ -20,8 +20,9 @@ from jobengine.kinds import kind_for
 from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import create_run, find_job, find_runs
-from jobengine.store.runs import ACTIVE_STATES, lock_job, write_log
+from jobengine.store.runs import lock_job, write_log
 from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
+from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, ItemState, RunState, TriggerState
 from jobengine.submission import send_run
 
 __all__ = ["delete_job", "execute_job", "pause_job", "resume_job", "stop_job"]
@@ -37,14 +38,14 @@ def _target(
     lock_job(session, job)
     if run is not None:
         session.refresh(run)  # read before the lock
-    runs = [run] if run is not None else find_runs(session, job, ACTIVE_STATES)
-    return job, [r for r in runs if r.state in ACTIVE_STATES], company
+    runs = [run] if run is not None else find_runs(session, job, ACTIVE_RUNS)
+    return job, [r for r in runs if r.state in ACTIVE_RUNS], company
 
 
 def _scheduled(job: Job) -> bool:
     return (
         job.deleted_at is None
-        and job.trigger_state in ("Normal", "Paused", "Blocked")
+        and job.trigger_state in LIVE_TRIGGERS
         and (job.exec_schedule is not None or job.next_fire_at is not None)
     )
 
@@ -58,7 +59,7 @@ def stop_job(company_handle: str, job_handle: str) -> None:
             raise InvalidParameter(f"job {job_handle!r} is not running", field="jobHandle")
         for run in runs:
             if not run.stop_requested:
-                run.stop_requested, run.state = True, "Stopping"
+                run.stop_requested, run.state = True, RunState.STOPPING
                 run.last_progress_update = utcnow()
                 write_log(session, run, "FileCancel", "stop requested")
 
@@ -73,7 +74,7 @@ def pause_job(company_handle: str, job_handle: str) -> None:
                 f"job {job_handle!r} is neither scheduled nor running", field="jobHandle"
             )
         if _scheduled(job):
-            job.trigger_state = "Paused"
+            job.trigger_state = TriggerState.PAUSED
         for run in runs:
             run.paused = True
 
@@ -86,10 +87,10 @@ def resume_job(company_handle: str, job_handle: str) -> None:
     with runtime.store.write() as session:
         job, runs, company = _target(session, company_handle, job_handle)
         paused_runs = [r for r in runs if r.paused]
-        if job.trigger_state != "Paused" and not paused_runs:
+        if job.trigger_state != TriggerState.PAUSED and not paused_runs:
             raise InvalidParameter(f"job {job_handle!r} is not paused", field="jobHandle")
-        if job.trigger_state == "Paused":
-            job.trigger_state = "Normal"
+        if job.trigger_state == TriggerState.PAUSED:
+            job.trigger_state = TriggerState.NORMAL
             if job.exec_schedule:
                 job.next_fire_at = parse_cron(job.exec_schedule).next_after(
                     utcnow(), runtime.settings.zone
@@ -98,7 +99,7 @@ def resume_job(company_handle: str, job_handle: str) -> None:
             run.paused = False
             pending = session.execute(
                 select(RunItem.seq, RunItem.key).where(
-                    RunItem.run_id == run.id, RunItem.state == "pending"
+                    RunItem.run_id == run.id, RunItem.state == ItemState.PENDING
                 )
             ).all()
             items = [(int(seq), str(key)) for seq, key in pending]
@@ -109,7 +110,7 @@ def resume_job(company_handle: str, job_handle: str) -> None:
 def _resend(runtime: Runtime, resend: _Resend) -> None:
     for element, run, tags, pending in resend:
         slug = kind_for(element).slug
-        if run.state == "Queued":  # paused before it started: its start returned unheard
+        if run.state == RunState.QUEUED:  # paused before it started: its start returned unheard
             send_run(runtime, element, run, tags)
         if pending:  # items that saw the pause (possibly while the start was still sending)
             dispatch.send_items(slug, run.id, run.task_id, pending, tags)
@@ -122,14 +123,14 @@ def delete_job(company_handle: str, job_handle: str) -> None:
         job, runs, _ = _target(session, company_handle, job_handle)
         if job.deleted_at is not None:
             raise InvalidParameter(f"job {job_handle!r} is already deleted", field="jobHandle")
-        job.deleted_at, job.trigger_state = utcnow(), "None"
+        job.deleted_at, job.trigger_state = utcnow(), TriggerState.NONE
         job.next_fire_at, job.live_key = None, None
         for run in runs:
-            if run.state == "Queued" and not run.planned:
-                run.state, run.ended_at = "Cancelled", utcnow()
+            if run.state == RunState.QUEUED and not run.planned:
+                run.state, run.ended_at = RunState.CANCELLED, utcnow()
                 write_log(session, run, "FileCancel", "job deleted before it started")
             elif not run.stop_requested:
-                run.stop_requested, run.state = True, "Stopping"
+                run.stop_requested, run.state = True, RunState.STOPPING
                 write_log(session, run, "FileCancel", "job deleted: stopping")
 
 
@@ -144,7 +145,7 @@ def execute_job(company_handle: str, job_handle: str) -> str:
         if not _scheduled(job):
             raise InvalidParameter(f"job {job_handle!r} is not a scheduled job", field="jobHandle")
         if job.exec_schedule is None:  # a one-shot runs once: now instead of later
-            queued = find_runs(session, job, ("Queued",))
+            queued = find_runs(session, job, (RunState.QUEUED,))
             if queued:
                 early = queued[0]
                 tags, name = labels(early, job, company), early.run_name

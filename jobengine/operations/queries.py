@@ -17,6 +17,7 @@ from jobengine.errors import InvalidParameter, MissingParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.i18n import log_message, progress_message
 from jobengine.kinds import KINDS
+from jobengine.model import ActiveJobState, TaskState
 from jobengine.operations.shapes import (
     ActiveJob,
     AssetJobLog,
@@ -28,6 +29,7 @@ from jobengine.operations.shapes import (
 from jobengine.runtime import get_runtime
 from jobengine.store.jobs import find_job
 from jobengine.store.schema import Company, Job, LogDetail, Run, RunItem, User
+from jobengine.store.states import FINAL_ITEMS, LIVE_TRIGGERS, STARTED_RUNS, ItemState, RunState
 
 __all__ = [
     "get_active_jobs",
@@ -38,8 +40,17 @@ __all__ = [
 ]
 
 MAX_XSD_INT = 2**31 - 1  # ActiveJob.totalSize is an xsd:int
-_ACTIVE_STATE = {"Queued": "WaitingCoordinator", "Running": "Running", "Stopping": "Stopping"}
-_TASK_STATE = {"Queued": "New", "Running": "Processing", "Stopping": "Stopping"}
+# A run's state as ActiveJob/state and TaskProgress/taskState show it.
+_ACTIVE_STATE: dict[str, ActiveJobState] = {
+    RunState.QUEUED: ActiveJobState.WAITING_COORDINATOR,
+    RunState.RUNNING: ActiveJobState.RUNNING,
+    RunState.STOPPING: ActiveJobState.STOPPING,
+}
+_TASK_STATE: dict[str, TaskState] = {
+    RunState.QUEUED: TaskState.NEW,
+    RunState.RUNNING: TaskState.PROCESSING,
+    RunState.STOPPING: TaskState.STOPPING,
+}
 _SUB_TYPE = {"Full": "full", "Incremental": "increment", "FullWithSearch": "fullwithsearch"}
 SORT_FIELDS = {
     "JobName": Run.run_name,
@@ -96,13 +107,13 @@ def _task_progress(session: Session, run: Run, job: Job, language: str | None) -
         select(RunItem.state, func.count()).where(RunItem.run_id == run.id).group_by(RunItem.state)
     ).all()
     counts = {state: int(n) for state, n in rows}
-    done = sum(counts.get(s, 0) for s in ("done", "failed", "cancelled"))
+    done = sum(counts.get(s, 0) for s in FINAL_ITEMS)
     return TaskProgress(
         task_type=_type_of(job),
-        task_state=_TASK_STATE.get(run.state, "Unknown"),
+        task_state=_TASK_STATE.get(run.state, TaskState.UNKNOWN),
         num_processed=done,
-        num_processing=counts.get("running", 0),
-        num_pending=counts.get("pending", 0),
+        num_processing=counts.get(ItemState.RUNNING, 0),
+        num_pending=counts.get(ItemState.PENDING, 0),
         progress=run.progress / 100,
         progress_message=_progress_message(run, language),
         last_progress_update=_progressed(run),
@@ -123,7 +134,7 @@ def get_active_jobs(
     ``progressMessage`` is in ``locale`` (the operation locale), else in the job's own
     ``locale``, else in the server default, as for the log messages.
     """
-    states = ("Running", "Stopping") + (("Queued",) if include_waiting_jobs else ())
+    states = STARTED_RUNS + ((RunState.QUEUED,) if include_waiting_jobs else ())
     with get_runtime().store.read() as session:
         query = _runs_query(session, company_handle, job_handle, original_name)
         rows = session.execute(query.where(Run.state.in_(states)).order_by(Run.id)).all()
@@ -194,7 +205,7 @@ def get_scheduled_jobs(
             .join(Company, Company.id == Job.company_id)
             .where(
                 Job.deleted_at.is_(None),
-                Job.trigger_state.in_(("Normal", "Paused", "Blocked")),
+                Job.trigger_state.in_(LIVE_TRIGGERS),
                 Job.next_fire_at.is_not(None) | Job.exec_schedule.is_not(None),
             )
         )

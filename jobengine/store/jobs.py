@@ -15,6 +15,7 @@ from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
 from jobengine.store.hot import HotStatement
 from jobengine.store.schema import RUNS, Company, Job, Run, utcnow
+from jobengine.store.states import RunState
 
 __all__ = [
     "NewRun",
@@ -109,7 +110,7 @@ def insert_run(
         "run_name": run_name(job_name, local_now, int(same_second or 0) + 1),
         "fire_key": fire_key,
         "task_id": str(uuid.uuid4()),
-        "state": "Queued",
+        "state": RunState.QUEUED,
         "eta": eta,
         "dispatched_at": dispatched_at,
         "created_at": utcnow(),
@@ -159,7 +160,7 @@ def insert_runs(
                 "run_name": run_name(new.job_name, local_now, attempt),
                 "fire_key": new.fire_key,
                 "task_id": str(uuid.uuid4()),
-                "state": "Queued",
+                "state": RunState.QUEUED,
                 "eta": new.eta,
                 "dispatched_at": dispatched_at,
                 "created_at": created,
