@@ -3,8 +3,9 @@ and the call into :mod:`jobengine`, returning an IPS tree (:mod:`jobengine.web.r
 
 Every operation is authorized on its companyHandle (:func:`jobengine.auth.authorize`). The three
 queries whose companyHandle is optional answer, without one, only the caller's companies (all
-of them for an IpsAdmin). submitJob's userHandle is checked with
-:func:`jobengine.auth.check_impersonation`; the submitting user is always the caller.
+of them for an IpsAdmin). submitJob is authorized by :func:`jobengine.auth.authorize_submit`,
+which resolves its company, userHandle and submitter (always the caller) once and hands them to
+the submission service as an :class:`~jobengine.store.users.Actor`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import select
 
 import jobengine
-from jobengine.auth import Caller, authorize, check_impersonation
+from jobengine.auth import Caller, authorize, authorize_submit
 from jobengine.model import SubmitJobRequest
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import Company
+from jobengine.store.users import company_handles
 from jobengine.web import results
 from jobengine.web.params import (
     DeleteImageFormatParam,
@@ -58,9 +58,7 @@ def _visible(caller: Caller, asked: str | None, rows: Iterable[R], company: Call
     if asked is not None or caller.user_type == "IpsAdmin":
         return rows
     with get_runtime().store.read() as session:
-        mine = set(
-            session.scalars(select(Company.handle).where(Company.id.in_(caller.company_ids)))
-        )
+        mine = company_handles(session, caller.company_ids)
     return [row for row in rows if company(row) in mine]
 
 
@@ -73,10 +71,8 @@ OPERATION_CLIENT: ContextVar[str | None] = ContextVar("operation_client", defaul
 
 
 def _submit_job(caller: Caller, p: SubmitJobRequest) -> Tree:
-    company_id = authorize(caller, "submitJob", p.company_handle)
-    if p.user_handle and company_id is not None:
-        check_impersonation(caller, p.user_handle, company_id)
-    return {"jobHandle": jobengine.submit(p, user=caller.handle, client=OPERATION_CLIENT.get())}
+    actor = authorize_submit(caller, p.company_handle, p.user_handle)  # resolved here, once
+    return {"jobHandle": jobengine.submit(p, actor=actor, client=OPERATION_CLIENT.get())}
 
 
 def _get_active_jobs(caller: Caller, p: GetActiveJobsParam) -> Tree:
