@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
@@ -20,9 +19,10 @@ from jobengine.kinds import kind_for
 from jobengine.runner import labels
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import create_run, find_job, find_runs
+from jobengine.store.reads import pending_items
 from jobengine.store.runs import lock_job, write_log
-from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
-from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, ItemState, RunState, TriggerState
+from jobengine.store.schema import Company, Job, Run, utcnow
+from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, RunState, TriggerState
 from jobengine.submission import send_run
 
 __all__ = ["delete_job", "execute_job", "pause_job", "resume_job", "stop_job"]
@@ -97,12 +97,7 @@ def resume_job(company_handle: str, job_handle: str) -> None:
                 )
         for run in paused_runs:
             run.paused = False
-            pending = session.execute(
-                select(RunItem.seq, RunItem.key).where(
-                    RunItem.run_id == run.id, RunItem.state == ItemState.PENDING
-                )
-            ).all()
-            items = [(int(seq), str(key)) for seq, key in pending]
+            items = pending_items(session, run.id)
             resend.append((job.kind, run, labels(run, job, company), items))
     _resend(runtime, resend)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
@@ -24,6 +23,13 @@ from jobengine.errors import (
 from jobengine.handles import MAX_ROW_ID, company_segment
 from jobengine.model.presets import PRESET_NAME_PATTERN, preset_name_problem
 from jobengine.runtime import get_runtime
+from jobengine.store.presets import (
+    add_image_format,
+    image_format_by_id,
+    image_format_named,
+    image_formats_by_name,
+    remove_preset,
+)
 from jobengine.store.schema import Company, ImageFormat, utcnow
 
 __all__ = [
@@ -60,7 +66,7 @@ def _find(session: Session, company: Company, handle: str) -> ImageFormat:
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"preset {handle!r} is not of company {company.handle!r}",
                              field="imageFormatHandle")  # fmt: skip
-    preset = session.get(ImageFormat, int(number)) if int(number) <= MAX_ROW_ID else None
+    preset = image_format_by_id(session, int(number)) if int(number) <= MAX_ROW_ID else None
     if preset is None or preset.company_id != company.id:
         raise InvalidParameter(f"unknown imageFormatHandle {handle!r}", field="imageFormatHandle")
     return preset
@@ -95,11 +101,7 @@ def save_image_format(
     validate_definition(url_modifier)
     with get_runtime().store.write() as session:
         company = company_by_handle(session, company_handle)
-        clash = session.scalar(
-            select(ImageFormat).where(
-                ImageFormat.company_id == company.id, ImageFormat.name_key == name.lower()
-            )
-        )
+        clash = image_format_named(session, company.id, name)
         if image_format_handle:
             preset = _find(session, company, image_format_handle)
             if clash is not None and clash.id != preset.id:
@@ -107,8 +109,7 @@ def save_image_format(
         elif clash is not None:
             preset = clash  # saving under an existing name replaces its definition
         else:
-            preset = ImageFormat(company_id=company.id)
-            session.add(preset)
+            preset = add_image_format(session, company.id)
         preset.name, preset.name_key = name, name.lower()
         preset.url_modifier, preset.updated_at = url_modifier, utcnow()
         session.flush()
@@ -120,11 +121,7 @@ def get_image_formats(company_handle: str) -> list[ImageFormatInfo]:
     """The company's presets, by name."""
     with get_runtime().store.read() as session:
         company = company_by_handle(session, company_handle)
-        rows = session.scalars(
-            select(ImageFormat)
-            .where(ImageFormat.company_id == company.id)
-            .order_by(ImageFormat.name_key)
-        )
+        rows = image_formats_by_name(session, company.id)
         return [ImageFormatInfo(_handle(company, p), p.name, p.url_modifier) for p in rows]
 
 
@@ -133,4 +130,4 @@ def delete_image_format(company_handle: str, image_format_handle: str) -> None:
     """Delete a preset."""
     with get_runtime().store.write() as session:
         company = company_by_handle(session, company_handle)
-        session.delete(_find(session, company, image_format_handle))
+        remove_preset(session, _find(session, company, image_format_handle))

@@ -9,8 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
 from jobengine.errors import InvalidParameter, MissingParameter, caller_faults
@@ -28,8 +27,18 @@ from jobengine.operations.shapes import (
 )
 from jobengine.runtime import get_runtime
 from jobengine.store.jobs import find_job
-from jobengine.store.schema import Company, Job, LogDetail, Run, RunItem, User
-from jobengine.store.states import FINAL_ITEMS, LIVE_TRIGGERS, STARTED_RUNS, ItemState, RunState
+from jobengine.store.reads import (
+    RunFilter,
+    asset_log_rows,
+    item_state_counts,
+    job_log_runs,
+    log_detail_page,
+    runs_with_jobs,
+    scheduled_jobs,
+    submitter_email,
+)
+from jobengine.store.schema import Company, Job, LogDetail, Run
+from jobengine.store.states import FINAL_ITEMS, STARTED_RUNS, ItemState, RunState
 
 __all__ = [
     "get_active_jobs",
@@ -52,28 +61,23 @@ _TASK_STATE: dict[str, TaskState] = {
     RunState.STOPPING: TaskState.STOPPING,
 }
 _SUB_TYPE = {"Full": "full", "Incremental": "increment", "FullWithSearch": "fullwithsearch"}
+# getJobLogs sortBy: the order of jobengine.store.reads.JOB_LOG_ORDER each name means.
 SORT_FIELDS = {
-    "JobName": Run.run_name,
-    "LogType": Job.kind,
-    "StartDate": Run.started_at,
-    "CompanyName": Company.name,
-    "UserId": User.handle,
-    "Email": User.email,
-    "FileErrorCount": Run.error_count,
-    "FileWarningCount": Run.warning_count,
-    "FileSuccessCount": Run.success_count,
+    "JobName": "run_name",
+    "LogType": "kind",
+    "StartDate": "started_at",
+    "CompanyName": "company_name",
+    "UserId": "submitter_handle",
+    "Email": "submitter_email",
+    "FileErrorCount": "error_count",
+    "FileWarningCount": "warning_count",
+    "FileSuccessCount": "success_count",
 }
 
 
 def _type_of(job: Job) -> str:
     kind = KINDS.get(job.kind)
     return kind.job_type if kind else job.kind
-
-
-def _email(session: Session, job: Job) -> str:
-    user_id = job.submit_user_id or job.run_as_user_id
-    user = session.get(User, user_id) if user_id else None
-    return user.email if user else ""
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -103,10 +107,7 @@ def _progressed(run: Run) -> datetime:
 
 
 def _task_progress(session: Session, run: Run, job: Job, language: str | None) -> TaskProgress:
-    rows = session.execute(
-        select(RunItem.state, func.count()).where(RunItem.run_id == run.id).group_by(RunItem.state)
-    ).all()
-    counts = {state: int(n) for state, n in rows}
+    counts = item_state_counts(session, run.id)
     done = sum(counts.get(s, 0) for s in FINAL_ITEMS)
     return TaskProgress(
         task_type=_type_of(job),
@@ -136,8 +137,8 @@ def get_active_jobs(
     """
     states = STARTED_RUNS + ((RunState.QUEUED,) if include_waiting_jobs else ())
     with get_runtime().store.read() as session:
-        query = _runs_query(session, company_handle, job_handle, original_name)
-        rows = session.execute(query.where(Run.state.in_(states)).order_by(Run.id)).all()
+        where = _runs_filter(session, company_handle, job_handle, original_name)
+        rows = runs_with_jobs(session, where, states)
         return [
             ActiveJob(
                 company_handle=company.handle,
@@ -146,7 +147,7 @@ def get_active_jobs(
                 original_name=job.name,
                 type=_type_of(job),
                 state=_ACTIVE_STATE[run.state],
-                submit_user_email=_email(session, job),
+                submit_user_email=submitter_email(session, job),
                 locale=job.locale,
                 description=job.description,
                 server_name=socket.gethostname(),
@@ -168,25 +169,26 @@ def _echo(job: Job) -> dict[str, Any]:
     return {job.kind: payload}
 
 
-def _runs_query(
+def _runs_filter(
     session: Session,
     company_handle: str | None,
     job_handle: str | None,
     original_name: str | None,
-) -> Select[Run, Job, Company]:
-    query = select(Run, Job, Company).join(Job, Job.id == Run.job_id)
-    query = query.join(Company, Company.id == Run.company_id)
-    if company_handle is not None:
-        company = company_by_handle(session, company_handle)
-        query = query.where(Run.company_id == company.id)
+) -> RunFilter:
+    """The runs the handles name: InvalidCompany, or a bad jobHandle's fault, if they name none."""
+    if company_handle is None:
         if job_handle:
-            job, run = find_job(session, company, job_handle)
-            query = query.where(Run.id == run.id) if run else query.where(Run.job_id == job.id)
-    elif job_handle:
-        raise MissingParameter("companyHandle is required with jobHandle", field="companyHandle")
-    if original_name:
-        query = query.where(Job.name == original_name)
-    return query
+            raise MissingParameter(
+                "companyHandle is required with jobHandle", field="companyHandle"
+            )
+        return RunFilter(original_name=original_name)
+    company = company_by_handle(session, company_handle)
+    if not job_handle:
+        return RunFilter(company.id, original_name=original_name)
+    job, run = find_job(session, company, job_handle)
+    if run is not None:
+        return RunFilter(company.id, run_id=run.id, original_name=original_name)
+    return RunFilter(company.id, job_id=job.id, original_name=original_name)
 
 
 @caller_faults
@@ -200,23 +202,13 @@ def get_scheduled_jobs(
     runtime = get_runtime()
     zone = runtime.settings.zone
     with runtime.store.read() as session:
-        query = (
-            select(Job, Company)
-            .join(Company, Company.id == Job.company_id)
-            .where(
-                Job.deleted_at.is_(None),
-                Job.trigger_state.in_(LIVE_TRIGGERS),
-                Job.next_fire_at.is_not(None) | Job.exec_schedule.is_not(None),
-            )
-        )
+        company_id = job_id = None
         if company_handle is not None:
             company = company_by_handle(session, company_handle)
-            query = query.where(Job.company_id == company.id)
+            company_id = company.id
             if job_handle:
-                query = query.where(Job.id == find_job(session, company, job_handle)[0].id)
-        if original_name:
-            query = query.where(Job.name == original_name)
-        rows = session.execute(query.order_by(Job.next_fire_at, Job.id)).all()
+                job_id = find_job(session, company, job_handle)[0].id
+        rows = scheduled_jobs(session, company_id, job_id, original_name)
         return [
             ScheduledJob(
                 company_handle=company.handle,
@@ -224,7 +216,7 @@ def get_scheduled_jobs(
                 name=job.name,
                 original_name=job.name,
                 type=_type_of(job),
-                submit_user_email=_email(session, job),
+                submit_user_email=submitter_email(session, job),
                 locale=job.locale,
                 description=job.description,
                 exec_schedule=job.exec_schedule,
@@ -249,7 +241,7 @@ def _job_log(session: Session, run: Run, job: Job, company: Company) -> JobLog:
         job_handle=run_handle(company.handle, run.run_name),
         job_name=run.run_name,
         original_job_name=job.name,
-        submit_user_email=_email(session, job),
+        submit_user_email=submitter_email(session, job),
         log_type=kind.begin_log if kind else job.kind,
         job_sub_type=sub_type,
         start_date=run.started_at,
@@ -295,21 +287,17 @@ def get_job_logs(
         raise InvalidParameter("numRows must be positive", field="numRows")
     start, end = _aware(start_date, "startDate"), _aware(end_date, "endDate")
     with get_runtime().store.read() as session:
-        submitter = aliased(User)
-        query = _runs_query(session, company_handle, None, None)
-        query = query.outerjoin(User, User.id == Job.submit_user_id)
-        if user_handle:
-            query = query.join(submitter, submitter.id == Job.submit_user_id).where(
-                (submitter.handle == user_handle) | (submitter.email == user_handle)
-            )
-        if start is not None:
-            query = query.where(Run.created_at >= start)
-        if end is not None:
-            query = query.where(Run.created_at <= end)
-        column = SORT_FIELDS[sort_by]
-        order = column.asc() if sort_direction == "Ascending" else column.desc()
-        query = query.order_by(order, Run.id.desc()).limit(num_rows)
-        return [_job_log(session, r, j, c) for r, j, c in session.execute(query).all()]
+        rows = job_log_runs(
+            session,
+            _runs_filter(session, company_handle, None, None),
+            submitter=user_handle,
+            since=start,
+            until=end,
+            order=SORT_FIELDS[sort_by],
+            ascending=sort_direction == "Ascending",
+            limit=num_rows,
+        )
+        return [_job_log(session, r, j, c) for r, j, c in rows]
 
 
 @caller_faults
@@ -344,20 +332,18 @@ def get_job_log_details(
             f"sortDirection {sort_direction!r} is not valid", field="sortDirection"
         )
     with get_runtime().store.read() as session:
-        query = _runs_query(session, company_handle, job_handle, original_name)
+        where = _runs_filter(session, company_handle, job_handle, original_name)
         logs = []
-        for run, job, company in session.execute(query.order_by(Run.id)).all():
-            rows = select(LogDetail).where(LogDetail.run_id == run.id)
-            if log_types:
-                rows = rows.where(LogDetail.log_type.in_(list(log_types)))
-            total = session.scalar(select(func.count()).select_from(rows.subquery())) or 0
-            col = LogDetail.id if sort_by == "Date" else LogDetail.log_type
-            ordered = col.asc() if sort_direction == "Ascending" else col.desc()
-            page = session.scalars(
-                rows.order_by(ordered, LogDetail.id)
-                .offset((results_page - 1) * records_per_page)
-                .limit(records_per_page)
-            ).all()
+        for run, job, company in runs_with_jobs(session, where):
+            total, page = log_detail_page(
+                session,
+                run.id,
+                log_types=log_types,
+                order="time" if sort_by == "Date" else "log_type",
+                ascending=sort_direction == "Ascending",
+                page=results_page,
+                per_page=records_per_page,
+            )
             language = locale or job.locale
             details = tuple(
                 JobLogDetail(
@@ -394,20 +380,14 @@ def get_asset_job_logs(
     """
     with get_runtime().store.read() as session:
         company = company_by_handle(session, company_handle)
-        rows = session.execute(
-            select(LogDetail, Run, Job)
-            .join(Run, Run.id == LogDetail.run_id)
-            .join(Job, Job.id == Run.job_id)
-            .where(LogDetail.company_id == company.id, LogDetail.asset_handle == asset_handle)
-            .order_by(LogDetail.id)
-        ).all()
+        rows = asset_log_rows(session, company.id, asset_handle)
         return [
             AssetJobLog(
                 run_handle(company.handle, run.run_name),
                 run.run_name,
                 _message(d, locale or job.locale),
                 d.log_type,
-                _email(session, job),
+                submitter_email(session, job),
                 d.created_at,
             )
             for d, run, job in rows

@@ -13,7 +13,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.catalog import company_by_handle
@@ -21,6 +20,13 @@ from jobengine.errors import IllegalCompany, InvalidParameter, caller_faults
 from jobengine.handles import company_segment
 from jobengine.runtime import get_runtime
 from jobengine.setrules import SetRule, parse_set_preset_handle, set_preset_handle
+from jobengine.store.presets import (
+    add_set_preset,
+    remove_preset,
+    set_preset_by_id,
+    set_preset_named,
+    set_presets_by_name,
+)
 from jobengine.store.schema import Company, SetPreset, utcnow
 
 __all__ = [
@@ -64,7 +70,7 @@ def _find(session: Session, company: Company, handle: str) -> SetPreset:
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"set preset {handle!r} is not of company {company.handle!r}",
                              field=_FIELD)  # fmt: skip
-    preset = session.get(SetPreset, number)
+    preset = set_preset_by_id(session, number)
     if preset is None or preset.company_id != company.id:
         raise InvalidParameter(f"unknown setPresetHandle {handle!r}", field=_FIELD)
     return preset
@@ -94,11 +100,7 @@ def save_set_preset(
     rule = SetRule.build(set_type, pattern, order, views, name_template)
     with get_runtime().store.write() as session:
         company = company_by_handle(session, company_handle)
-        clash = session.scalar(
-            select(SetPreset).where(
-                SetPreset.company_id == company.id, SetPreset.name_key == name.lower()
-            )
-        )
+        clash = set_preset_named(session, company.id, name)
         if set_preset_handle_:
             preset = _find(session, company, set_preset_handle_)
             if clash is not None and clash.id != preset.id:
@@ -106,8 +108,7 @@ def save_set_preset(
         elif clash is not None:
             preset = clash
         else:
-            preset = SetPreset(company_id=company.id)
-            session.add(preset)
+            preset = add_set_preset(session, company.id)
         preset.name, preset.name_key = name, name.lower()
         preset.set_type, preset.pattern, preset.member_order = (
             rule.set_type,
@@ -125,9 +126,7 @@ def get_set_presets(company_handle: str) -> list[SetPresetInfo]:
     """The company's batch set presets, by name."""
     with get_runtime().store.read() as session:
         company = company_by_handle(session, company_handle)
-        rows = session.scalars(
-            select(SetPreset).where(SetPreset.company_id == company.id).order_by(SetPreset.name_key)
-        )
+        rows = set_presets_by_name(session, company.id)
         return [_info(company, p) for p in rows]
 
 
@@ -136,4 +135,4 @@ def delete_set_preset(company_handle: str, handle: str) -> None:
     """Delete a batch set preset (the sets it made stay)."""
     with get_runtime().store.write() as session:
         company = company_by_handle(session, company_handle)
-        session.delete(_find(session, company, handle))
+        remove_preset(session, _find(session, company, handle))
