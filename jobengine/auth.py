@@ -64,6 +64,7 @@ from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, Company, User, utcnow
 from jobengine.store.users import (
     Actor,
+    CompanyRef,
     add_token,
     company_ids,
     is_member,
@@ -101,6 +102,7 @@ __all__ = [
     "authenticate_saml",
     "authenticate_token",
     "authorize",
+    "authorize_company",
     "authorize_submit",
     "check_impersonation",
     "create_token",
@@ -427,8 +429,11 @@ def _company(session: Session, caller: Caller, company_handle: str) -> Company:
     return company
 
 
-def authorize(caller: Caller, operation: str, company_handle: str | None) -> int | None:
-    """The company id the caller may run ``operation`` on (None without a company handle).
+def authorize_company(
+    caller: Caller, operation: str, company_handle: str | None
+) -> CompanyRef | None:
+    """The company the caller may run ``operation`` on (None without a company handle),
+    resolved for the operation to use as it is.
 
     NoOperationPermission (20003) if the caller's user type may not call the operation (or the
     operation is unknown); InvalidCompany (20000) if the handle names no company; IllegalCompany
@@ -438,7 +443,14 @@ def authorize(caller: Caller, operation: str, company_handle: str | None) -> int
     if company_handle is None:
         return None
     with get_runtime().store.read() as session:
-        return _company(session, caller, company_handle).id
+        company = _company(session, caller, company_handle)
+        return CompanyRef(company.id, company.handle)
+
+
+def authorize(caller: Caller, operation: str, company_handle: str | None) -> int | None:
+    """The id of the company :func:`authorize_company` resolves (None without a handle)."""
+    company = authorize_company(caller, operation, company_handle)
+    return None if company is None else company.id
 
 
 def _is_self(caller: Caller, user_handle: str) -> bool:

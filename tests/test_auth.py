@@ -16,7 +16,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import redis
@@ -24,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select
 
-from jobengine import auth
+from jobengine import auth, submission
 from jobengine.auth import (
     Caller,
     FailureLimiter,
@@ -32,6 +33,7 @@ from jobengine.auth import (
     authenticate,
     authenticate_token,
     authorize,
+    authorize_submit,
     check_impersonation,
     create_token,
     revoke_token,
@@ -39,6 +41,7 @@ from jobengine.auth import (
 from jobengine.catalog import USER_TYPES, create_company, create_user, verify_password
 from jobengine.embedded import redis_client
 from jobengine.errors import IpsFault, TooManyAttempts
+from jobengine.model import SubmitJobRequest
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, User
@@ -873,3 +876,45 @@ def test_company_admin_of_another_company_may_not_impersonate(world: World) -> N
     with pytest.raises(IpsFault) as exc:
         check_impersonation(world.callers["TrialSiteAdmin"], world.outsider, world.b_id)
     assert exc.value.code == 20004
+
+
+# -- submitJob resolved once (authorize_submit) ----------------------------------------------------
+
+
+def _two_step(caller: Caller, company: str, user_handle: str | None) -> tuple[Any, ...]:
+    """What a submit was checked by before issue 13: authorize and check_impersonation, then the
+    submission service resolving company, userHandle and submitter again on its connection."""
+    try:
+        company_id = authorize(caller, "submitJob", company)
+        assert company_id is not None
+        check_impersonation(caller, user_handle, company_id)
+        request = SimpleNamespace(company_handle=company, user_handle=user_handle)
+        with get_runtime().store.connect() as conn:
+            actor = submission._resolve(conn, cast(SubmitJobRequest, request), caller.handle)
+    except IpsFault as fault:
+        return (fault.code, fault.field, fault.reason)
+    return (actor.company_id, actor.company_handle, actor.user_id, actor.run_as_id)
+
+
+def _once(caller: Caller, company: str, user_handle: str | None) -> tuple[Any, ...]:
+    try:
+        actor = authorize_submit(caller, company, user_handle)
+    except IpsFault as fault:
+        return (fault.code, fault.field, fault.reason)
+    return (actor.company_id, actor.company_handle, actor.user_id, actor.run_as_id)
+
+
+@pytest.mark.parametrize("user_type", USER_TYPES)
+def test_authorize_submit_gives_the_two_step_outcome(world: World, user_type: str) -> None:
+    caller = world.callers[user_type]
+    targets = [None, "", caller.handle, caller.email, world.callers["IpsUser"].handle,
+               world.outsider, "nobody@example.com"]  # fmt: skip
+    for company in (world.a, f"c|{world.a}", world.b, "no-such-company"):
+        for target in targets:
+            assert _once(caller, company, target) == _two_step(caller, company, target), (
+                company,
+                target,
+            )
+    if user_type == "IpsAdmin":  # a member of no company: it may name any, submit in none
+        assert _once(caller, world.b, None)[:2] == (20007, "user")
+        assert _once(caller, world.a, caller.handle)[:2] == (20007, "userHandle")

@@ -11,7 +11,7 @@ import uuid
 from sqlalchemy.orm import Session
 
 from jobengine import dispatch
-from jobengine.catalog import company_by_handle
+from jobengine.catalog import company_row
 from jobengine.cron import parse as parse_cron
 from jobengine.errors import InvalidParameter, caller_faults
 from jobengine.handles import run_handle
@@ -23,6 +23,7 @@ from jobengine.store.reads import pending_items
 from jobengine.store.runs import lock_job, write_log
 from jobengine.store.schema import Company, Job, Run, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, RunState, TriggerState
+from jobengine.store.users import CompanyRef
 from jobengine.submission import send_run
 
 __all__ = ["delete_job", "execute_job", "pause_job", "resume_job", "stop_job"]
@@ -31,9 +32,9 @@ _Resend = list[tuple[str, Run, dict[str, str], list[tuple[int, str]]]]
 
 
 def _target(
-    session: Session, company_handle: str, job_handle: str
+    session: Session, company_handle: str | CompanyRef, job_handle: str
 ) -> tuple[Job, list[Run], Company]:
-    company = company_by_handle(session, company_handle)
+    company = company_row(session, company_handle)
     job, run = find_job(session, company, job_handle)
     lock_job(session, job)
     if run is not None:
@@ -51,7 +52,7 @@ def _scheduled(job: Job) -> bool:
 
 
 @caller_faults
-def stop_job(company_handle: str, job_handle: str) -> None:
+def stop_job(company_handle: str | CompanyRef, job_handle: str) -> None:
     """Stop a job in progress: it shows Stopping, then halts between items."""
     with get_runtime().store.write() as session:
         _, runs, _ = _target(session, company_handle, job_handle)
@@ -65,7 +66,7 @@ def stop_job(company_handle: str, job_handle: str) -> None:
 
 
 @caller_faults
-def pause_job(company_handle: str, job_handle: str) -> None:
+def pause_job(company_handle: str | CompanyRef, job_handle: str) -> None:
     """Pause a job: its trigger stops firing, and running runs halt between items."""
     with get_runtime().store.write() as session:
         job, runs, _ = _target(session, company_handle, job_handle)
@@ -80,7 +81,7 @@ def pause_job(company_handle: str, job_handle: str) -> None:
 
 
 @caller_faults
-def resume_job(company_handle: str, job_handle: str) -> None:
+def resume_job(company_handle: str | CompanyRef, job_handle: str) -> None:
     """Resume a paused job; a schedule waits for its next fire time after now (no catch-up)."""
     runtime = get_runtime()
     resend: _Resend = []
@@ -112,7 +113,7 @@ def _resend(runtime: Runtime, resend: _Resend) -> None:
 
 
 @caller_faults
-def delete_job(company_handle: str, job_handle: str) -> None:
+def delete_job(company_handle: str | CompanyRef, job_handle: str) -> None:
     """Delete a scheduled, queued or current job; a current run is stopped between items."""
     with get_runtime().store.write() as session:
         job, runs, _ = _target(session, company_handle, job_handle)
@@ -130,11 +131,11 @@ def delete_job(company_handle: str, job_handle: str) -> None:
 
 
 @caller_faults
-def execute_job(company_handle: str, job_handle: str) -> str:
+def execute_job(company_handle: str | CompanyRef, job_handle: str) -> str:
     """Run a scheduled job now, without changing its schedule; returns the new run's handle."""
     runtime = get_runtime()
     with runtime.store.write() as session:
-        company = company_by_handle(session, company_handle)
+        company = company_row(session, company_handle)
         job, _ = find_job(session, company, job_handle)
         lock_job(session, job)
         if not _scheduled(job):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import company_by_handle
+from jobengine.catalog import resolve_company
 from jobengine.errors import (
     IllegalCompany,
     InvalidParameter,
@@ -30,7 +30,8 @@ from jobengine.store.presets import (
     image_formats_by_name,
     remove_preset,
 )
-from jobengine.store.schema import Company, ImageFormat, utcnow
+from jobengine.store.schema import ImageFormat, utcnow
+from jobengine.store.users import CompanyLike, CompanyRef
 
 __all__ = [
     "MAX_DEFINITION",
@@ -54,11 +55,11 @@ class ImageFormatInfo:
     url_modifier: str
 
 
-def _handle(company: Company, preset: ImageFormat) -> str:
+def _handle(company: CompanyLike, preset: ImageFormat) -> str:
     return f"{company_segment(company.handle)}|{preset.id}"
 
 
-def _find(session: Session, company: Company, handle: str) -> ImageFormat:
+def _find(session: Session, company: CompanyLike, handle: str) -> ImageFormat:
     segment, _, number = handle.rpartition("|")
     if not (number.isascii() and number.isdigit()):
         raise InvalidParameter(f"imageFormatHandle {handle!r} is not a preset handle",
@@ -92,7 +93,10 @@ def validate_definition(definition: str) -> None:
 
 @caller_faults
 def save_image_format(
-    company_handle: str, name: str, url_modifier: str, image_format_handle: str | None = None
+    company_handle: str | CompanyRef,
+    name: str,
+    url_modifier: str,
+    image_format_handle: str | None = None,
 ) -> str:
     """Create or update a preset; returns its handle (``<company>|<id>``)."""
     problem = preset_name_problem(name)
@@ -100,7 +104,7 @@ def save_image_format(
         raise InvalidParameter(problem, field="name")
     validate_definition(url_modifier)
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         clash = image_format_named(session, company.id, name)
         if image_format_handle:
             preset = _find(session, company, image_format_handle)
@@ -117,17 +121,17 @@ def save_image_format(
 
 
 @caller_faults
-def get_image_formats(company_handle: str) -> list[ImageFormatInfo]:
+def get_image_formats(company_handle: str | CompanyRef) -> list[ImageFormatInfo]:
     """The company's presets, by name."""
     with get_runtime().store.read() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         rows = image_formats_by_name(session, company.id)
         return [ImageFormatInfo(_handle(company, p), p.name, p.url_modifier) for p in rows]
 
 
 @caller_faults
-def delete_image_format(company_handle: str, image_format_handle: str) -> None:
+def delete_image_format(company_handle: str | CompanyRef, image_format_handle: str) -> None:
     """Delete a preset."""
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         remove_preset(session, _find(session, company, image_format_handle))

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import company_by_handle
+from jobengine.catalog import resolve_company
 from jobengine.errors import InvalidParameter, MissingParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.i18n import log_message, progress_message
@@ -39,6 +39,7 @@ from jobengine.store.reads import (
 )
 from jobengine.store.schema import Company, Job, LogDetail, Run
 from jobengine.store.states import FINAL_ITEMS, STARTED_RUNS, ItemState, RunState
+from jobengine.store.users import CompanyRef
 
 __all__ = [
     "get_active_jobs",
@@ -123,7 +124,7 @@ def _task_progress(session: Session, run: Run, job: Job, language: str | None) -
 
 @caller_faults
 def get_active_jobs(
-    company_handle: str | None = None,
+    company_handle: str | CompanyRef | None = None,
     *,
     job_handle: str | None = None,
     original_name: str | None = None,
@@ -171,7 +172,7 @@ def _echo(job: Job) -> dict[str, Any]:
 
 def _runs_filter(
     session: Session,
-    company_handle: str | None,
+    company_handle: str | CompanyRef | None,
     job_handle: str | None,
     original_name: str | None,
 ) -> RunFilter:
@@ -182,7 +183,7 @@ def _runs_filter(
                 "companyHandle is required with jobHandle", field="companyHandle"
             )
         return RunFilter(original_name=original_name)
-    company = company_by_handle(session, company_handle)
+    company = resolve_company(session, company_handle)
     if not job_handle:
         return RunFilter(company.id, original_name=original_name)
     job, run = find_job(session, company, job_handle)
@@ -193,7 +194,7 @@ def _runs_filter(
 
 @caller_faults
 def get_scheduled_jobs(
-    company_handle: str | None = None,
+    company_handle: str | CompanyRef | None = None,
     *,
     job_handle: str | None = None,
     original_name: str | None = None,
@@ -204,7 +205,7 @@ def get_scheduled_jobs(
     with runtime.store.read() as session:
         company_id = job_id = None
         if company_handle is not None:
-            company = company_by_handle(session, company_handle)
+            company = resolve_company(session, company_handle)
             company_id = company.id
             if job_handle:
                 job_id = find_job(session, company, job_handle)[0].id
@@ -264,7 +265,7 @@ def _job_log(session: Session, run: Run, job: Job, company: Company) -> JobLog:
 
 @caller_faults
 def get_job_logs(
-    company_handle: str | None = None,
+    company_handle: str | CompanyRef | None = None,
     *,
     user_handle: str | None = None,
     sort_by: str = "StartDate",
@@ -302,7 +303,7 @@ def get_job_logs(
 
 @caller_faults
 def get_job_log_details(
-    company_handle: str,
+    company_handle: str | CompanyRef,
     *,
     job_handle: str | None = None,
     original_name: str | None = None,
@@ -371,7 +372,7 @@ def _message(row: LogDetail, locale: str | None) -> str:
 
 @caller_faults
 def get_asset_job_logs(
-    company_handle: str, asset_handle: str, *, locale: str | None = None
+    company_handle: str | CompanyRef, asset_handle: str, *, locale: str | None = None
 ) -> list[AssetJobLog]:
     """Every log row about one asset, across jobs, oldest first.
 
@@ -379,7 +380,7 @@ def get_asset_job_logs(
     else in the server default (see :func:`get_job_log_details`).
     """
     with get_runtime().store.read() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         rows = asset_log_rows(session, company.id, asset_handle)
         return [
             AssetJobLog(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from jobengine.catalog import company_by_handle
+from jobengine.catalog import resolve_company
 from jobengine.errors import IllegalCompany, InvalidParameter, caller_faults
 from jobengine.handles import company_segment
 from jobengine.runtime import get_runtime
@@ -27,7 +27,8 @@ from jobengine.store.presets import (
     set_preset_named,
     set_presets_by_name,
 )
-from jobengine.store.schema import Company, SetPreset, utcnow
+from jobengine.store.schema import SetPreset, utcnow
+from jobengine.store.users import CompanyLike, CompanyRef
 
 __all__ = [
     "SetPresetInfo",
@@ -53,7 +54,7 @@ class SetPresetInfo:
     name_template: str
 
 
-def _info(company: Company, preset: SetPreset) -> SetPresetInfo:
+def _info(company: CompanyLike, preset: SetPreset) -> SetPresetInfo:
     return SetPresetInfo(
         set_preset_handle(company.handle, preset.id),
         preset.name,
@@ -65,7 +66,7 @@ def _info(company: Company, preset: SetPreset) -> SetPresetInfo:
     )
 
 
-def _find(session: Session, company: Company, handle: str) -> SetPreset:
+def _find(session: Session, company: CompanyLike, handle: str) -> SetPreset:
     segment, number = parse_set_preset_handle(handle)
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"set preset {handle!r} is not of company {company.handle!r}",
@@ -78,7 +79,7 @@ def _find(session: Session, company: Company, handle: str) -> SetPreset:
 
 @caller_faults
 def save_set_preset(
-    company_handle: str,
+    company_handle: str | CompanyRef,
     name: str,
     set_type: str,
     pattern: str,
@@ -99,7 +100,7 @@ def save_set_preset(
         )
     rule = SetRule.build(set_type, pattern, order, views, name_template)
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         clash = set_preset_named(session, company.id, name)
         if set_preset_handle_:
             preset = _find(session, company, set_preset_handle_)
@@ -122,17 +123,17 @@ def save_set_preset(
 
 
 @caller_faults
-def get_set_presets(company_handle: str) -> list[SetPresetInfo]:
+def get_set_presets(company_handle: str | CompanyRef) -> list[SetPresetInfo]:
     """The company's batch set presets, by name."""
     with get_runtime().store.read() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         rows = set_presets_by_name(session, company.id)
         return [_info(company, p) for p in rows]
 
 
 @caller_faults
-def delete_set_preset(company_handle: str, handle: str) -> None:
+def delete_set_preset(company_handle: str | CompanyRef, handle: str) -> None:
     """Delete a batch set preset (the sets it made stay)."""
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
+        company = resolve_company(session, company_handle)
         remove_preset(session, _find(session, company, handle))

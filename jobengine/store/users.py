@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,6 +20,8 @@ from jobengine.store.schema import ApiToken, Company, Membership, User
 
 __all__ = [
     "Actor",
+    "CompanyLike",
+    "CompanyRef",
     "add_token",
     "company_handles",
     "company_ids",
@@ -32,6 +35,25 @@ __all__ = [
     "user_by_email",
     "user_by_id",
 ]
+
+
+class CompanyLike(Protocol):
+    """A company as the operations use it: its id and stored handle (a row or a CompanyRef)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def handle(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyRef:
+    """A company its caller resolved already (:func:`jobengine.auth.authorize_company`): an
+    operation given one does not look the company up again."""
+
+    id: int
+    handle: str
 
 
 @dataclass(frozen=True, slots=True)
