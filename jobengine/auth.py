@@ -20,8 +20,11 @@
   identity provider (:mod:`jobengine.saml` checks the XML, the signature and the conditions); its
   NameID is a user's e-mail, compared without regard to case.
 * :data:`OPERATIONS` is section 10 of the IPS reference, literally (its slips included);
-  :func:`authorize` applies it and the caller's company memberships, and
-  :func:`check_impersonation` rules submitJob's ``userHandle``.
+  :func:`authorize_company` applies it and the caller's company memberships (and gives the
+  operation the company it resolved), and :func:`check_impersonation` rules submitJob's
+  ``userHandle``; :func:`authorize_submit` does both for submitJob and resolves, once, the
+  :class:`~jobengine.store.users.Actor` the submission service records.
+* The tables are read through :mod:`jobengine.store.users` and :mod:`jobengine.catalog` only.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ from jobengine.store.hot import HotStatement
 from jobengine.store.jobs import fire_key, insert_run
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
-from jobengine.store.users import Actor, not_a_member
+from jobengine.store.users import Actor, CompanyRef, not_a_member
 
 __all__ = ["send_run", "send_runs", "submit", "submit_many"]
 
@@ -129,26 +129,24 @@ _MARK_SENT = HotStatement(
 )
 
 
-def _company(conn: Connection, handle: str) -> tuple[int, str]:
-    """The id and stored handle of the company ``handle`` (``47`` or ``c|47``) names;
-    InvalidCompany if none."""
+def _company(conn: Connection, handle: str) -> CompanyRef:
+    """The company with ``handle`` (``47`` or ``c|47``), detached; InvalidCompany if none."""
     for form in company_handle_forms(handle):
         row = _COMPANY.first(conn, {"handle": form})
         if row is not None:
-            return int(row[0]), str(row[1])
+            return CompanyRef(int(row[0]), str(row[1]))
     raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
 
 
-def _user(conn: Connection, handle: str | None, company: tuple[int, str], field: str
-          ) -> int | None:  # fmt: skip
+def _user(conn: Connection, handle: str | None, company: CompanyRef, field: str) -> int | None:
     """The id of the user with this handle or e-mail, who must be a member of ``company``."""
     if not handle:
         return None
     user_id = _USER.scalar(conn, {"handle": handle})
     if user_id is None:
         raise InvalidRequestUser(f"unknown user {handle!r}", field=field)
-    if _MEMBER.first(conn, {"user": user_id, "company": company[0]}) is None:
-        raise not_a_member(handle, company[1], field)
+    if _MEMBER.first(conn, {"user": user_id, "company": company.id}) is None:
+        raise not_a_member(handle, company.handle, field)
     return int(user_id)
 
 
@@ -158,7 +156,7 @@ def _resolve(conn: Connection, req: SubmitJobRequest, submitter: str | None) -> 
     company = _company(conn, req.company_handle)
     run_as = _user(conn, req.user_handle, company, "userHandle")
     user = _user(conn, submitter, company, "user")
-    return Actor(company[0], company[1], user, run_as)
+    return Actor(company.id, company.handle, user, run_as)
 
 
 def _actor_of(req: SubmitJobRequest, actor: Actor) -> Actor:
