@@ -16,7 +16,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import redis
@@ -32,6 +33,7 @@ from jobengine.access.auth import (
     authenticate,
     authenticate_token,
     authorize,
+    authorize_submit,
     check_impersonation,
     create_token,
     revoke_token,
@@ -44,7 +46,9 @@ from jobengine.assets.catalog import (
     verify_password,
 )
 from jobengine.embedded import redis_client
+from jobengine.engine import submission
 from jobengine.errors import IpsFault, TooManyAttempts
+from jobengine.model import SubmitJobRequest
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.schema import ApiToken, User
@@ -890,3 +894,45 @@ def test_passwords_are_hashed_with_scrypt() -> None:
     assert verify_password("s3cret", stored)
     assert not verify_password("s3cret!", stored)
     assert not verify_password("s3cret", "garbage")
+
+
+# -- submitJob resolved once (authorize_submit) ----------------------------------------------------
+
+
+def _two_step(caller: Caller, company: str, user_handle: str | None) -> tuple[Any, ...]:
+    """What a submit was checked by before issue 13: authorize and check_impersonation, then the
+    submission service resolving company, userHandle and submitter again on its connection."""
+    try:
+        company_id = authorize(caller, "submitJob", company)
+        assert company_id is not None
+        check_impersonation(caller, user_handle, company_id)
+        request = SimpleNamespace(company_handle=company, user_handle=user_handle)
+        with get_runtime().store.connect() as conn:
+            actor = submission._resolve(conn, cast(SubmitJobRequest, request), caller.handle)
+    except IpsFault as fault:
+        return (fault.code, fault.field, fault.reason)
+    return (actor.company_id, actor.company_handle, actor.user_id, actor.run_as_id)
+
+
+def _once(caller: Caller, company: str, user_handle: str | None) -> tuple[Any, ...]:
+    try:
+        actor = authorize_submit(caller, company, user_handle)
+    except IpsFault as fault:
+        return (fault.code, fault.field, fault.reason)
+    return (actor.company_id, actor.company_handle, actor.user_id, actor.run_as_id)
+
+
+@pytest.mark.parametrize("user_type", USER_TYPES)
+def test_authorize_submit_gives_the_two_step_outcome(world: World, user_type: str) -> None:
+    caller = world.callers[user_type]
+    targets = [None, "", caller.handle, caller.email, world.callers["IpsUser"].handle,
+               world.outsider, "nobody@example.com"]  # fmt: skip
+    for company in (world.a, f"c|{world.a}", world.b, "no-such-company"):
+        for target in targets:
+            assert _once(caller, company, target) == _two_step(caller, company, target), (
+                company,
+                target,
+            )
+    if user_type == "IpsAdmin":  # a member of no company: it may name any, submit in none
+        assert _once(caller, world.b, None)[:2] == (20007, "user")
+        assert _once(caller, world.a, caller.handle)[:2] == (20007, "userHandle")

@@ -20,8 +20,11 @@
   identity provider (:mod:`jobengine.access.saml` checks the XML, the signature and the conditions);
   its NameID is a user's e-mail, compared without regard to case.
 * :data:`OPERATIONS` is section 10 of the IPS reference, literally (its slips included);
-  :func:`authorize` applies it and the caller's company memberships, and
-  :func:`check_impersonation` rules submitJob's ``userHandle``.
+  :func:`authorize_company` applies it and the caller's company memberships (and gives the
+  operation the company it resolved), and :func:`check_impersonation` rules submitJob's
+  ``userHandle``; :func:`authorize_submit` does both for submitJob and resolves, once, the
+  :class:`~jobengine.store.users.Actor` the submission service records.
+* The tables are read through :mod:`jobengine.store.users` and :mod:`jobengine.assets.catalog` only.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ import functools
 import hashlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from jobengine.access.loginlimit import (
@@ -66,7 +69,22 @@ from jobengine.errors import (
 from jobengine.handles import MAX_ROW_ID
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
-from jobengine.store.schema import ApiToken, Company, Membership, User, utcnow
+from jobengine.store.schema import ApiToken, Company, User, utcnow
+from jobengine.store.users import (
+    Actor,
+    CompanyRef,
+    add_token,
+    company_ids,
+    is_member,
+    member_company_ids,
+    not_a_member,
+    token_by_hash,
+    token_by_id,
+    token_last_used,
+    tokens_with_owner_email,
+    user_by_email,
+    user_by_id,
+)
 
 if TYPE_CHECKING:
     from jobengine.access.saml import SamlConfig, SamlIdentity
@@ -79,6 +97,7 @@ __all__ = [
     "OPERATIONS",
     "SPRAY_FAILURES",
     "TOKEN_PREFIX",
+    "Actor",
     "Caller",
     "FailureLimiter",
     "InvalidCredentials",
@@ -91,6 +110,8 @@ __all__ = [
     "authenticate_saml",
     "authenticate_token",
     "authorize",
+    "authorize_company",
+    "authorize_submit",
     "check_impersonation",
     "create_token",
     "list_tokens",
@@ -181,15 +202,12 @@ def _limit_keys(user: str, client: str) -> list[str]:
 
 
 def _caller(session: Session, user: User) -> Caller:
-    companies = session.scalars(
-        select(Membership.company_id).where(Membership.user_id == user.id)
-    ).all()
     return Caller(
         user_id=user.id,
         handle=user.handle,
         email=user.email,
         user_type=user.user_type,
-        company_ids=frozenset(companies),
+        company_ids=member_company_ids(session, user.id),
     )
 
 
@@ -213,7 +231,7 @@ def _check_password(user: str, password: str) -> Caller | None:
     if not verify_password(password, stored) or user_id is None:
         return None
     with store.read() as session:
-        found = session.get(User, user_id)
+        found = user_by_id(session, user_id)
         return None if found is None else _caller(session, found)
 
 
@@ -255,10 +273,10 @@ def authenticate_token(token: str) -> Caller:
     digest = _token_hash(token)
     store = get_runtime().store
     with store.read() as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+        row = token_by_hash(session, digest)
         if row is None or row.revoked_at is not None:
             raise InvalidCredentials(_BAD_TOKEN)
-        owner = session.get(User, row.user_id)
+        owner = user_by_id(session, row.user_id)
         if owner is None:
             raise InvalidCredentials(_BAD_TOKEN)
         caller = _caller(session, owner)
@@ -266,21 +284,14 @@ def authenticate_token(token: str) -> Caller:
     now = utcnow()
     if last_used is None or (now - last_used).total_seconds() >= _LAST_USED_RESOLUTION:
         with store.write() as session:
-            fresh = session.get(ApiToken, token_id)
-            if fresh is not None:
-                fresh.last_used_at = now
+            token_last_used(session, token_id, now)
     return caller
 
 
 def _user_by_email(email: str) -> Caller | None:
     """The caller whose e-mail is ``email`` (exactly, else ignoring case; None if not one)."""
     with get_runtime().store.read() as session:
-        user = session.scalar(select(User).where(User.email == email))
-        if user is None:
-            found = session.scalars(
-                select(User).where(func.lower(User.email) == func.lower(email)).limit(2)
-            ).all()
-            user = found[0] if len(found) == 1 else None  # two e-mails differing in case: none
+        user = user_by_email(session, email)
         return None if user is None else _caller(session, user)
 
 
@@ -336,7 +347,7 @@ def _within(caller: Caller, handles: frozenset[str]) -> Caller:
             "SAML sign-on failed: an IpsAdmin cannot sign in through a company's identity provider"
         )
     with get_runtime().store.read() as session:
-        served = set(session.scalars(select(Company.id).where(Company.handle.in_(handles))))
+        served = company_ids(session, handles)
     companies = caller.company_ids & served
     if not companies:
         raise InvalidCredentials(
@@ -355,25 +366,26 @@ def create_token(user_handle: str, name: str) -> str:
         user = user_by_handle(session, user_handle)
         if user is None:
             raise InvalidRequestUser(f"unknown user {user_handle!r}", field="userHandle")
-        session.add(ApiToken(user_id=user.id, name=name, token_hash=_token_hash(secret)))
+        add_token(session, user.id, name, _token_hash(secret))
     return secret
 
 
 def revoke_token(token: str) -> None:
     """Revoke an API token (revoking it again does nothing); InvalidParameter if unknown."""
-    _revoke(ApiToken.token_hash == _token_hash(token))
+    digest = _token_hash(token)
+    _revoke(lambda session: token_by_hash(session, digest))
 
 
 def revoke_token_id(token_id: int) -> None:
     """Revoke the API token with this id (as :func:`list_tokens` shows it), like revoke_token."""
     if not 0 < token_id <= MAX_ROW_ID:  # no row has it; the store would refuse the number
         raise InvalidParameter("unknown API token", field="token")
-    _revoke(ApiToken.id == token_id)
+    _revoke(lambda session: token_by_id(session, token_id))
 
 
-def _revoke(which: ColumnElement[bool]) -> None:
+def _revoke(find: Callable[[Session], ApiToken | None]) -> None:
     with get_runtime().store.write() as session:
-        row = session.scalar(select(ApiToken).where(which))
+        row = find(session)
         if row is None:
             raise InvalidParameter("unknown API token", field="token")
         if row.revoked_at is None:
@@ -395,37 +407,87 @@ class TokenInfo:
 def list_tokens(user_handle: str | None = None) -> list[TokenInfo]:
     """The API tokens, oldest first, of every user or of one (handle or e-mail)."""
     with get_runtime().store.read() as session:
-        query = select(ApiToken, User.email).join(User, User.id == ApiToken.user_id)
+        owner_id = None
         if user_handle is not None:
             owner = user_by_handle(session, user_handle)
             if owner is None:
                 raise InvalidRequestUser(f"unknown user {user_handle!r}", field="userHandle")
-            query = query.where(ApiToken.user_id == owner.id)
-        rows = session.execute(query.order_by(ApiToken.id)).all()
+            owner_id = owner.id
+        rows = tokens_with_owner_email(session, owner_id)
         return [
             TokenInfo(t.id, email, t.name, t.created_at, t.last_used_at, t.revoked_at)
             for t, email in rows
         ]
 
 
-def authorize(caller: Caller, operation: str, company_handle: str | None) -> int | None:
-    """The company id the caller may run ``operation`` on (None without a company handle).
+def _permit(caller: Caller, operation: str) -> None:
+    """NoOperationPermission (20003) unless the caller's user type may call ``operation``."""
+    if caller.user_type not in OPERATIONS.get(operation, frozenset()):
+        raise NoOperationPermission(f"user type {caller.user_type} may not call {operation}")
+
+
+def _company(session: Session, caller: Caller, company_handle: str) -> Company:
+    """The company named by ``company_handle`` if the caller may act on it: InvalidCompany
+    (20000) if none, IllegalCompany (20006) if the caller is no member (IpsAdmin acts on all)."""
+    company = company_by_handle(session, company_handle)
+    if caller.user_type != "IpsAdmin" and company.id not in caller.company_ids:
+        raise IllegalCompany(
+            f"company {company_handle!r} is not one of the caller's", field="companyHandle"
+        )
+    return company
+
+
+def authorize_company(
+    caller: Caller, operation: str, company_handle: str | None
+) -> CompanyRef | None:
+    """The company the caller may run ``operation`` on (None without a company handle),
+    resolved for the operation to use as it is.
 
     NoOperationPermission (20003) if the caller's user type may not call the operation (or the
     operation is unknown); InvalidCompany (20000) if the handle names no company; IllegalCompany
     (20006) if the caller is not a member of it (IpsAdmin acts on every company).
     """
-    if caller.user_type not in OPERATIONS.get(operation, frozenset()):
-        raise NoOperationPermission(f"user type {caller.user_type} may not call {operation}")
+    _permit(caller, operation)
     if company_handle is None:
         return None
     with get_runtime().store.read() as session:
-        company_id = company_by_handle(session, company_handle).id
-    if caller.user_type != "IpsAdmin" and company_id not in caller.company_ids:
-        raise IllegalCompany(
-            f"company {company_handle!r} is not one of the caller's", field="companyHandle"
+        company = _company(session, caller, company_handle)
+        return CompanyRef(company.id, company.handle)
+
+
+def authorize(caller: Caller, operation: str, company_handle: str | None) -> int | None:
+    """The id of the company :func:`authorize_company` resolves (None without a handle)."""
+    company = authorize_company(caller, operation, company_handle)
+    return None if company is None else company.id
+
+
+def _is_self(caller: Caller, user_handle: str) -> bool:
+    return user_handle in (caller.handle, caller.email)
+
+
+def _may_impersonate(caller: Caller, company_id: int) -> None:
+    """NoImpersonationPermission (20004) unless the caller is an :data:`ADMIN_TYPES` user of
+    the company (IpsAdmin: of any); asked before the other user is looked up (no oracle)."""
+    admin_here = caller.user_type in ADMIN_TYPES and (
+        caller.user_type == "IpsAdmin" or company_id in caller.company_ids
+    )
+    if not admin_here:
+        raise NoImpersonationPermission(
+            f"{caller.handle} may not submit jobs as another user", field="userHandle"
         )
-    return company_id
+
+
+def _impersonated(session: Session, caller: Caller, user_handle: str, company_id: int) -> int:
+    """The id of the user an admin submits as: InvalidRequestUser (20002) if unknown,
+    IllegalRequestUser (20007) if outside the company (and not the caller)."""
+    target = user_by_handle(session, user_handle)
+    if target is None:
+        raise InvalidRequestUser(f"unknown user {user_handle!r}", field="userHandle")
+    if target.id != caller.user_id and not is_member(session, target.id, company_id):
+        raise IllegalRequestUser(
+            f"user {user_handle!r} is not a member of the company", field="userHandle"
+        )
+    return target.id
 
 
 def check_impersonation(caller: Caller, user_handle: str | None, company_id: int) -> None:
@@ -436,21 +498,34 @@ def check_impersonation(caller: Caller, user_handle: str | None, company_id: int
     (20004) without looking the user up (no oracle of who exists); for such an admin, an unknown
     user is InvalidRequestUser (20002) and one outside the company IllegalRequestUser (20007).
     """
-    if not user_handle or user_handle in (caller.handle, caller.email):
+    if not user_handle or _is_self(caller, user_handle):
         return
-    admin_here = caller.user_type in ADMIN_TYPES and (
-        caller.user_type == "IpsAdmin" or company_id in caller.company_ids
-    )
-    if not admin_here:
-        raise NoImpersonationPermission(
-            f"{caller.handle} may not submit jobs as another user", field="userHandle"
-        )
+    _may_impersonate(caller, company_id)
     with get_runtime().store.read() as session:
-        target = user_by_handle(session, user_handle)
-        if target is None:
-            raise InvalidRequestUser(f"unknown user {user_handle!r}", field="userHandle")
-        member = session.get(Membership, (target.id, company_id)) is not None
-    if target.id != caller.user_id and not member:
-        raise IllegalRequestUser(
-            f"user {user_handle!r} is not a member of the company", field="userHandle"
-        )
+        _impersonated(session, caller, user_handle, company_id)
+
+
+def authorize_submit(caller: Caller, company_handle: str, user_handle: str | None) -> Actor:
+    """Who a submitJob of the caller acts as, resolved once, in one read of the store.
+
+    The rules of :func:`authorize` ("submitJob") and :func:`check_impersonation`, then the
+    submission service's own: the submitter and the user the job runs as are members of the
+    company (IllegalRequestUser, 20007: an IpsAdmin may name any company, but submits only in
+    its own). The caller's memberships are those read when it was authenticated.
+    """
+    _permit(caller, "submitJob")
+    with get_runtime().store.read() as session:
+        company = _company(session, caller, company_handle)
+        company_id, handle = company.id, company.handle
+        run_as: int | None = None
+        if user_handle and not _is_self(caller, user_handle):
+            _may_impersonate(caller, company_id)
+            run_as = _impersonated(session, caller, user_handle, company_id)
+    member = company_id in caller.company_ids
+    if user_handle:
+        run_as = caller.user_id if run_as is None else run_as
+        if run_as == caller.user_id and not member:
+            raise not_a_member(user_handle, handle, "userHandle")
+    if not member:
+        raise not_a_member(caller.handle, handle, "user")
+    return Actor(company_id, handle, caller.user_id, run_as)

@@ -31,6 +31,7 @@ from jobengine.store.schema import (
     User,
     utcnow,
 )
+from jobengine.store.users import CompanyLike, CompanyRef
 
 __all__ = [
     "ASSET_TYPE_CODES",
@@ -44,6 +45,7 @@ __all__ = [
     "asset_type_of",
     "company_by_handle",
     "company_presets",
+    "company_row",
     "create_company",
     "create_user",
     "ensure_folder",
@@ -54,6 +56,7 @@ __all__ = [
     "put_asset_file",
     "record_file",
     "remove_assets",
+    "resolve_company",
     "save_set",
     "set_members",
     "set_user_password",
@@ -174,6 +177,22 @@ def company_by_handle(session: Session, handle: str) -> Company:
         if company is not None:
             return company
     raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
+
+
+def resolve_company(session: Session, company: str | CompanyRef) -> CompanyLike:
+    """The company a handle names (InvalidCompany if none), or the one the caller resolved
+    already (not read again)."""
+    return company if isinstance(company, CompanyRef) else company_by_handle(session, company)
+
+
+def company_row(session: Session, company: str | CompanyRef) -> Company:
+    """The company's row, by handle or by the id the caller resolved; InvalidCompany if none."""
+    if not isinstance(company, CompanyRef):
+        return company_by_handle(session, company)
+    row = session.get(Company, company.id)
+    if row is None:  # deleted since the caller resolved it
+        raise InvalidCompany(f"unknown company {company.handle!r}", field="companyHandle")
+    return row
 
 
 def user_by_handle(session: Session, handle: str) -> User | None:

@@ -75,12 +75,13 @@ def submit(
     console.print(handle)
     if wait:
         from jobengine.cli.devstack import wait_for_runs
+        from jobengine.store.states import RunState
 
         company = handle.split("|", 1)[0]
         _follow_progress(company, handle)
         logs = wait_for_runs(company, [handle], timeout=3600)
         _show_logs(logs)
-        if any(log.state != "Done" or log.file_error_count for log in logs):
+        if any(log.state != RunState.DONE or log.file_error_count for log in logs):
             raise typer.Exit(1)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from jobengine.embedded import start_redis, stop_redis
 from jobengine.operations import JobLog, get_job_log_details
 from jobengine.settings import Settings, get_settings
+from jobengine.store.states import FINAL_RUNS
 
 __all__ = ["DevStack", "wait_for_runs"]
 
@@ -109,13 +110,12 @@ def wait_for_runs(
 ) -> list[JobLog]:
     """Poll until every job has a finished run; returns their logs with details."""
     deadline = time.monotonic() + timeout
-    final = ("Done", "Failed", "Stopped", "Cancelled")
     while True:
         logs = [log for h in handles for log in get_job_log_details(company, job_handle=h)]
         if on_poll is not None:
             on_poll(logs)
-        finished = {log.original_job_name for log in logs if log.state in final}
-        if len(logs) >= len(handles) and all(log.state in final for log in logs):
+        finished = {log.original_job_name for log in logs if log.state in FINAL_RUNS}
+        if len(logs) >= len(handles) and all(log.state in FINAL_RUNS for log in logs):
             return logs
         if time.monotonic() > deadline:
             raise TimeoutError(f"jobs not finished after {timeout:.0f}s: {sorted(finished)}")

@@ -49,8 +49,8 @@ from sqlalchemy import select
 
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.storage import Storage, safe_name
-from jobengine.store.runs import ACTIVE_STATES
 from jobengine.store.schema import Asset, Company, Run
+from jobengine.store.states import ACTIVE_RUNS
 
 __all__ = [
     "BATCH",
@@ -216,9 +216,7 @@ def unused_staging(runtime: Runtime) -> list[str]:
     ids = {int(f[4:]): f for f in folders}
     with runtime.store.read() as session:
         active = set(
-            session.scalars(
-                select(Run.id).where(Run.id.in_(list(ids)), Run.state.in_(ACTIVE_STATES))
-            )
+            session.scalars(select(Run.id).where(Run.id.in_(list(ids)), Run.state.in_(ACTIVE_RUNS)))
         )
     return sorted(f"{STAGING}/{name}" for run_id, name in ids.items() if run_id not in active)
 

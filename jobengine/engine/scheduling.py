@@ -66,6 +66,7 @@ from jobengine.notices.email import notify_pending
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import NewRun, fire_key, insert_runs, untaken_fires
 from jobengine.store.schema import COMPANIES, JOBS, Company, Job, Run, RunItem, utcnow
+from jobengine.store.states import STARTED_RUNS, ItemState, RunState, TriggerState
 
 __all__ = ["LeaderLock", "StoreScheduler", "TickReport", "tick"]
 
@@ -139,7 +140,7 @@ def _due(*where: Any) -> Any:
     return (
         select(*_DUE_COLUMNS)
         .join(COMPANIES, COMPANIES.c.id == JOBS.c.company_id)
-        .where(JOBS.c.trigger_state == "Normal", JOBS.c.deleted_at.is_(None), *where)
+        .where(JOBS.c.trigger_state == TriggerState.NORMAL, JOBS.c.deleted_at.is_(None), *where)
         .order_by(JOBS.c.next_fire_at, JOBS.c.id)
         .with_for_update(of=JOBS, skip_locked=True)
     )
@@ -213,7 +214,7 @@ def _plan_schedules(runtime: Runtime, conn: Any, now: datetime, tags: _Tags) -> 
         _DUE_SCHEDULES.limit(FIRE_BATCH), {"now": now}
     ):
         times, nxt = _fire_times(runtime, parse_cron(str(expression)), first, now)
-        state = "Normal" if nxt else "Complete"
+        state = TriggerState.NORMAL if nxt else TriggerState.COMPLETE
         moves.append({"job": job_id, "first": first, "nxt": nxt, "state": state})
         tags[job_id] = (kind, handle, company)
         new += [NewRun(job_id, company_id, name, fire_key("cron", at)) for at in times]
@@ -280,7 +281,9 @@ def _relay_outbox(runtime: Runtime, now: datetime, report: TickReport) -> None:
         rows = session.execute(
             select(Run, Job)
             .join(Job, Job.id == Run.job_id)
-            .where(Run.state == "Queued", Run.dispatched_at.is_(None), Run.created_at < cutoff)
+            .where(
+                Run.state == RunState.QUEUED, Run.dispatched_at.is_(None), Run.created_at < cutoff
+            )
             .limit(500)
         ).all()
         pending = [_tags(session, job, run) for run, job in rows]
@@ -325,7 +328,7 @@ def _requeue_unstarted(
             select(Run.id, Run.dispatched_at, Run.eta, Job.kind)
             .join(Job, Job.id == Run.job_id)
             .where(
-                Run.state == "Queued",
+                Run.state == RunState.QUEUED,
                 Run.paused.is_(False),
                 Run.stop_requested.is_(False),
                 Run.dispatched_at < idle,
@@ -352,7 +355,7 @@ def _resend_start(runtime: Runtime, run_id: int, sent_at: datetime, now: datetim
     with runtime.store.write() as session:
         moved = session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.state == "Queued", Run.dispatched_at == sent_at)
+            .where(Run.id == run_id, Run.state == RunState.QUEUED, Run.dispatched_at == sent_at)
             .values(dispatched_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -389,7 +392,7 @@ def _resend_lost_steps(
             select(Run, Job)
             .join(Job, Job.id == Run.job_id)
             .where(
-                Run.state.in_(("Running", "Stopping")),
+                Run.state.in_(STARTED_RUNS),
                 or_(Run.lease_until.is_(None), Run.lease_until < stale),
             )
         ).all()
@@ -450,12 +453,12 @@ def _lost_items(
     took but never started (Celery loses such a message when the pool child dies first), or
     that a broker restart without persistence dropped.
     """
-    states = ["running"]
+    states = [ItemState.RUNNING]
     stalled = run.last_progress_update is not None and run.last_progress_update < now - timedelta(
         seconds=stall
     )
     if stalled and (run.swept_at is None or run.swept_at < now - timedelta(seconds=stall)):
-        states.append("pending")
+        states.append(ItemState.PENDING)
         run.swept_at = now
     rows = session.execute(
         select(RunItem.seq, RunItem.key, RunItem.state, RunItem.lease_until).where(
@@ -465,7 +468,7 @@ def _lost_items(
     return [
         (int(seq), str(key))
         for seq, key, state, lease in rows
-        if state == "pending" or (lease is not None and lease < stale)
+        if state == ItemState.PENDING or (lease is not None and lease < stale)
     ]
 
 

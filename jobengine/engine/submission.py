@@ -35,7 +35,6 @@ from sqlalchemy.exc import IntegrityError
 from jobengine.cron import parse as parse_cron
 from jobengine.engine import dispatch
 from jobengine.errors import (
-    IllegalRequestUser,
     InvalidCompany,
     InvalidParameter,
     InvalidRequestUser,
@@ -50,8 +49,9 @@ from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.hot import HotStatement
 from jobengine.store.jobs import fire_key, insert_run
-from jobengine.store.runs import ACTIVE_STATES
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
+from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
+from jobengine.store.users import Actor, CompanyRef, not_a_member
 
 __all__ = ["send_run", "send_runs", "submit", "submit_many"]
 
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Timing:
-    trigger_state: str
+    trigger_state: TriggerState
     next_fire_at: datetime | None
     run_now: bool
     eta: datetime | None
@@ -75,12 +75,12 @@ def _timing(req: SubmitJobRequest, settings: Settings, now: datetime) -> _Timing
                 f"execSchedule {req.exec_schedule!r} never fires after {now:%Y-%m-%d %H:%M:%S %Z}",
                 field="execSchedule",
             )
-        return _Timing("Normal", nxt, False, None, "")
+        return _Timing(TriggerState.NORMAL, nxt, False, None, "")
     if req.exec_time is not None:
         at = req.exec_time
         near = at <= now + timedelta(seconds=settings.eta_horizon)
-        return _Timing("Normal", at, near, at if at > now else None, fire_key("at", at))
-    return _Timing("None", None, True, None, "now")
+        return _Timing(TriggerState.NORMAL, at, near, at if at > now else None, fire_key("at", at))
+    return _Timing(TriggerState.NONE, None, True, None, "now")
 
 
 _COMPANIES = cast(Table, Company.__table__)
@@ -106,7 +106,7 @@ _LIVE_HOLDER = HotStatement(
 )
 _HOLDER_ACTIVE = HotStatement(
     select(RUNS.c.id)
-    .where(RUNS.c.job_id == bindparam("job"), or_(*(RUNS.c.state == s for s in ACTIVE_STATES)))
+    .where(RUNS.c.job_id == bindparam("job"), or_(*(RUNS.c.state == s for s in ACTIVE_RUNS)))
     .limit(1)
 )
 _RELEASE_NAME = HotStatement(
@@ -129,22 +129,16 @@ _MARK_SENT = HotStatement(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _CompanyRef:
-    id: int
-    handle: str
-
-
-def _company(conn: Connection, handle: str) -> _CompanyRef:
+def _company(conn: Connection, handle: str) -> CompanyRef:
     """The company with ``handle`` (``47`` or ``c|47``), detached; InvalidCompany if none."""
     for form in company_handle_forms(handle):
         row = _COMPANY.first(conn, {"handle": form})
         if row is not None:
-            return _CompanyRef(int(row[0]), str(row[1]))
+            return CompanyRef(int(row[0]), str(row[1]))
     raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
 
 
-def _user(conn: Connection, handle: str | None, company: _CompanyRef, field: str) -> int | None:
+def _user(conn: Connection, handle: str | None, company: CompanyRef, field: str) -> int | None:
     """The id of the user with this handle or e-mail, who must be a member of ``company``."""
     if not handle:
         return None
@@ -152,10 +146,24 @@ def _user(conn: Connection, handle: str | None, company: _CompanyRef, field: str
     if user_id is None:
         raise InvalidRequestUser(f"unknown user {handle!r}", field=field)
     if _MEMBER.first(conn, {"user": user_id, "company": company.id}) is None:
-        raise IllegalRequestUser(
-            f"user {handle!r} is not a member of company {company.handle!r}", field=field
-        )
+        raise not_a_member(handle, company.handle, field)
     return int(user_id)
+
+
+def _resolve(conn: Connection, req: SubmitJobRequest, submitter: str | None) -> Actor:
+    """Who a request of the Python API acts as (no caller resolved it): its company, its
+    ``userHandle`` and the submitter, each a member of the company."""
+    company = _company(conn, req.company_handle)
+    run_as = _user(conn, req.user_handle, company, "userHandle")
+    user = _user(conn, submitter, company, "user")
+    return Actor(company.id, company.handle, user, run_as)
+
+
+def _actor_of(req: SubmitJobRequest, actor: Actor) -> Actor:
+    """``actor``, checked to be the request's company's (a caller's bug otherwise)."""
+    if actor.company_handle not in company_handle_forms(req.company_handle):
+        raise ValueError(f"{actor} does not act on company {req.company_handle!r}")
+    return actor
 
 
 def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
@@ -164,7 +172,7 @@ def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
     if holder is None:
         return False
     job_id, trigger_state = holder
-    if trigger_state in ("Normal", "Paused", "Blocked"):
+    if trigger_state in LIVE_TRIGGERS:
         return True
     if _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None:
         return True
@@ -176,7 +184,7 @@ def _record(
     conn: Connection,
     runtime: Runtime,
     req: SubmitJobRequest,
-    submitter: str | None,
+    who: Actor,
     *,
     duplicate: bool,
     sending: bool,
@@ -185,24 +193,21 @@ def _record(
     """Write one job (and its run when it starts now); returns its handle and start message."""
     settings = runtime.settings
     now = utcnow()
-    company = _company(conn, req.company_handle)
-    run_as = _user(conn, req.user_handle, company, "userHandle")
-    caller = _user(conn, submitter, company, "user")
     element = req.kind.element
     kind = kind_for(element)
-    kind.check(conn, company.id, req.job)
+    kind.check(conn, who.company_id, req.job)
     timing = _timing(req, settings, now)
-    taken = duplicate or _key_taken(conn, company.id, req.job_name)
-    handle = "" if taken else job_handle(company.handle, req.job_name)
+    taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
+    handle = "" if taken else job_handle(who.company_handle, req.job_name)
     values: dict[str, Any] = dict(
-        company_id=company.id,
+        company_id=who.company_id,
         live_key=None if taken else req.job_name,
         handle=handle,
         name=req.job_name,
         kind=element,
         payload=to_ips_dict(req),
-        submit_user_id=caller,
-        run_as_user_id=run_as,
+        submit_user_id=who.user_id,
+        run_as_user_id=who.run_as_id,
         locale=req.locale,
         description=req.description,
         exec_time=req.exec_time,
@@ -216,14 +221,14 @@ def _record(
     )
     job_id = int(_JOB_INSERT.scalar(conn, values))
     if taken:
-        handle = job_handle(company.handle, req.job_name, job_id)
+        handle = job_handle(who.company_handle, req.job_name, job_id)
         _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
     if not timing.run_now:
         return handle, None
     run = insert_run(
         conn,
         job_id=job_id,
-        company_id=company.id,
+        company_id=who.company_id,
         job_name=req.job_name,
         fire_key=timing.fire_key,
         local_now=now.astimezone(settings.zone),
@@ -231,7 +236,7 @@ def _record(
         # sent right after the commit (unmarked if the broker refuses it), or left to the relay
         dispatched_at=now if sending else None,
     )
-    labels = {"job": handle, "company": company.handle, "run": run["run_name"]}
+    labels = {"job": handle, "company": who.company_handle, "run": run["run_name"]}
     return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
 
 
@@ -241,15 +246,18 @@ def submit(
     *,
     user: str | None = None,
     client: str | None = None,
+    actor: Actor | None = None,
 ) -> str:
     """Submit a job (model, dict with IPS names, or IPS XML); returns its jobHandle.
 
     ``user`` is the submitting user's handle or e-mail (the caller, when known); it must be a
-    member of the company. ``client`` names the submitting application (SOAP: authHeader
-    appName and appVersion); each run logs it as its JobClient row. Raises an
+    member of the company. ``actor``, instead, is who submits as a surface resolved it already
+    for this request (:func:`jobengine.access.auth.authorize_submit`): its company, submitter and
+    ``userHandle`` are not looked up again. ``client`` names the submitting application (SOAP:
+    authHeader appName and appVersion); each run logs it as its JobClient row. Raises an
     :class:`~jobengine.errors.IpsFault` for any bad request.
     """
-    return submit_many([request], user=user, client=client)[0]
+    return _submit([request], user, client, actor)[0]
 
 
 @caller_faults
@@ -264,6 +272,15 @@ def submit_many(
     All or nothing: if any request is bad, its fault is raised (the reason names its position)
     and none of the jobs is recorded.
     """
+    return _submit(requests, user, client, None)
+
+
+def _submit(
+    requests: Sequence[SubmitJobRequest | dict[str, Any] | str | bytes],
+    user: str | None,
+    client: str | None,
+    actor: Actor | None,
+) -> list[str]:
     reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
     runtime = get_runtime()
     sending = not dispatch.broker_known_down()
@@ -275,7 +292,7 @@ def submit_many(
                         conn,
                         runtime,
                         req,
-                        user,
+                        _resolve(conn, req, user) if actor is None else _actor_of(req, actor),
                         duplicate=duplicate,
                         sending=sending,
                         client=client,

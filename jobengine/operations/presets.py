@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine.assets.catalog import company_by_handle
+from jobengine.assets.catalog import resolve_company
 from jobengine.errors import (
     IllegalCompany,
     InvalidParameter,
@@ -24,7 +23,15 @@ from jobengine.errors import (
 from jobengine.handles import MAX_ROW_ID, company_segment
 from jobengine.model.presets import PRESET_NAME_PATTERN, preset_name_problem
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import Company, ImageFormat, utcnow
+from jobengine.store.presets import (
+    add_image_format,
+    image_format_by_id,
+    image_format_named,
+    image_formats_by_name,
+    remove_preset,
+)
+from jobengine.store.schema import ImageFormat, utcnow
+from jobengine.store.users import CompanyLike, CompanyRef
 
 __all__ = [
     "MAX_DEFINITION",
@@ -48,11 +55,11 @@ class ImageFormatInfo:
     url_modifier: str
 
 
-def _handle(company: Company, preset: ImageFormat) -> str:
+def _handle(company: CompanyLike, preset: ImageFormat) -> str:
     return f"{company_segment(company.handle)}|{preset.id}"
 
 
-def _find(session: Session, company: Company, handle: str) -> ImageFormat:
+def _find(session: Session, company: CompanyLike, handle: str) -> ImageFormat:
     segment, _, number = handle.rpartition("|")
     if not (number.isascii() and number.isdigit()):
         raise InvalidParameter(f"imageFormatHandle {handle!r} is not a preset handle",
@@ -60,7 +67,7 @@ def _find(session: Session, company: Company, handle: str) -> ImageFormat:
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"preset {handle!r} is not of company {company.handle!r}",
                              field="imageFormatHandle")  # fmt: skip
-    preset = session.get(ImageFormat, int(number)) if int(number) <= MAX_ROW_ID else None
+    preset = image_format_by_id(session, int(number)) if int(number) <= MAX_ROW_ID else None
     if preset is None or preset.company_id != company.id:
         raise InvalidParameter(f"unknown imageFormatHandle {handle!r}", field="imageFormatHandle")
     return preset
@@ -86,7 +93,10 @@ def validate_definition(definition: str) -> None:
 
 @caller_faults
 def save_image_format(
-    company_handle: str, name: str, url_modifier: str, image_format_handle: str | None = None
+    company_handle: str | CompanyRef,
+    name: str,
+    url_modifier: str,
+    image_format_handle: str | None = None,
 ) -> str:
     """Create or update a preset; returns its handle (``<company>|<id>``)."""
     problem = preset_name_problem(name)
@@ -94,12 +104,8 @@ def save_image_format(
         raise InvalidParameter(problem, field="name")
     validate_definition(url_modifier)
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
-        clash = session.scalar(
-            select(ImageFormat).where(
-                ImageFormat.company_id == company.id, ImageFormat.name_key == name.lower()
-            )
-        )
+        company = resolve_company(session, company_handle)
+        clash = image_format_named(session, company.id, name)
         if image_format_handle:
             preset = _find(session, company, image_format_handle)
             if clash is not None and clash.id != preset.id:
@@ -107,8 +113,7 @@ def save_image_format(
         elif clash is not None:
             preset = clash  # saving under an existing name replaces its definition
         else:
-            preset = ImageFormat(company_id=company.id)
-            session.add(preset)
+            preset = add_image_format(session, company.id)
         preset.name, preset.name_key = name, name.lower()
         preset.url_modifier, preset.updated_at = url_modifier, utcnow()
         session.flush()
@@ -116,21 +121,17 @@ def save_image_format(
 
 
 @caller_faults
-def get_image_formats(company_handle: str) -> list[ImageFormatInfo]:
+def get_image_formats(company_handle: str | CompanyRef) -> list[ImageFormatInfo]:
     """The company's presets, by name."""
     with get_runtime().store.read() as session:
-        company = company_by_handle(session, company_handle)
-        rows = session.scalars(
-            select(ImageFormat)
-            .where(ImageFormat.company_id == company.id)
-            .order_by(ImageFormat.name_key)
-        )
+        company = resolve_company(session, company_handle)
+        rows = image_formats_by_name(session, company.id)
         return [ImageFormatInfo(_handle(company, p), p.name, p.url_modifier) for p in rows]
 
 
 @caller_faults
-def delete_image_format(company_handle: str, image_format_handle: str) -> None:
+def delete_image_format(company_handle: str | CompanyRef, image_format_handle: str) -> None:
     """Delete a preset."""
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
-        session.delete(_find(session, company, image_format_handle))
+        company = resolve_company(session, company_handle)
+        remove_preset(session, _find(session, company, image_format_handle))

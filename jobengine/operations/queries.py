@@ -9,14 +9,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from jobengine.assets.catalog import company_by_handle
+from jobengine.assets.catalog import resolve_company
 from jobengine.errors import InvalidParameter, MissingParameter, caller_faults
 from jobengine.handles import run_handle
 from jobengine.i18n import log_message, progress_message
 from jobengine.kinds import KINDS
+from jobengine.model import ActiveJobState, TaskState
 from jobengine.operations.shapes import (
     ActiveJob,
     AssetJobLog,
@@ -27,7 +27,19 @@ from jobengine.operations.shapes import (
 )
 from jobengine.runtime import get_runtime
 from jobengine.store.jobs import find_job
-from jobengine.store.schema import Company, Job, LogDetail, Run, RunItem, User
+from jobengine.store.reads import (
+    RunFilter,
+    asset_log_rows,
+    item_state_counts,
+    job_log_runs,
+    log_detail_page,
+    runs_with_jobs,
+    scheduled_jobs,
+    submitter_email,
+)
+from jobengine.store.schema import Company, Job, LogDetail, Run
+from jobengine.store.states import FINAL_ITEMS, STARTED_RUNS, ItemState, RunState
+from jobengine.store.users import CompanyRef
 
 __all__ = [
     "get_active_jobs",
@@ -38,31 +50,35 @@ __all__ = [
 ]
 
 MAX_XSD_INT = 2**31 - 1  # ActiveJob.totalSize is an xsd:int
-_ACTIVE_STATE = {"Queued": "WaitingCoordinator", "Running": "Running", "Stopping": "Stopping"}
-_TASK_STATE = {"Queued": "New", "Running": "Processing", "Stopping": "Stopping"}
+# A run's state as ActiveJob/state and TaskProgress/taskState show it.
+_ACTIVE_STATE: dict[str, ActiveJobState] = {
+    RunState.QUEUED: ActiveJobState.WAITING_COORDINATOR,
+    RunState.RUNNING: ActiveJobState.RUNNING,
+    RunState.STOPPING: ActiveJobState.STOPPING,
+}
+_TASK_STATE: dict[str, TaskState] = {
+    RunState.QUEUED: TaskState.NEW,
+    RunState.RUNNING: TaskState.PROCESSING,
+    RunState.STOPPING: TaskState.STOPPING,
+}
 _SUB_TYPE = {"Full": "full", "Incremental": "increment", "FullWithSearch": "fullwithsearch"}
+# getJobLogs sortBy: the order of jobengine.store.reads.JOB_LOG_ORDER each name means.
 SORT_FIELDS = {
-    "JobName": Run.run_name,
-    "LogType": Job.kind,
-    "StartDate": Run.started_at,
-    "CompanyName": Company.name,
-    "UserId": User.handle,
-    "Email": User.email,
-    "FileErrorCount": Run.error_count,
-    "FileWarningCount": Run.warning_count,
-    "FileSuccessCount": Run.success_count,
+    "JobName": "run_name",
+    "LogType": "kind",
+    "StartDate": "started_at",
+    "CompanyName": "company_name",
+    "UserId": "submitter_handle",
+    "Email": "submitter_email",
+    "FileErrorCount": "error_count",
+    "FileWarningCount": "warning_count",
+    "FileSuccessCount": "success_count",
 }
 
 
 def _type_of(job: Job) -> str:
     kind = KINDS.get(job.kind)
     return kind.job_type if kind else job.kind
-
-
-def _email(session: Session, job: Job) -> str:
-    user_id = job.submit_user_id or job.run_as_user_id
-    user = session.get(User, user_id) if user_id else None
-    return user.email if user else ""
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -92,17 +108,14 @@ def _progressed(run: Run) -> datetime:
 
 
 def _task_progress(session: Session, run: Run, job: Job, language: str | None) -> TaskProgress:
-    rows = session.execute(
-        select(RunItem.state, func.count()).where(RunItem.run_id == run.id).group_by(RunItem.state)
-    ).all()
-    counts = {state: int(n) for state, n in rows}
-    done = sum(counts.get(s, 0) for s in ("done", "failed", "cancelled"))
+    counts = item_state_counts(session, run.id)
+    done = sum(counts.get(s, 0) for s in FINAL_ITEMS)
     return TaskProgress(
         task_type=_type_of(job),
-        task_state=_TASK_STATE.get(run.state, "Unknown"),
+        task_state=_TASK_STATE.get(run.state, TaskState.UNKNOWN),
         num_processed=done,
-        num_processing=counts.get("running", 0),
-        num_pending=counts.get("pending", 0),
+        num_processing=counts.get(ItemState.RUNNING, 0),
+        num_pending=counts.get(ItemState.PENDING, 0),
         progress=run.progress / 100,
         progress_message=_progress_message(run, language),
         last_progress_update=_progressed(run),
@@ -111,7 +124,7 @@ def _task_progress(session: Session, run: Run, job: Job, language: str | None) -
 
 @caller_faults
 def get_active_jobs(
-    company_handle: str | None = None,
+    company_handle: str | CompanyRef | None = None,
     *,
     job_handle: str | None = None,
     original_name: str | None = None,
@@ -123,10 +136,10 @@ def get_active_jobs(
     ``progressMessage`` is in ``locale`` (the operation locale), else in the job's own
     ``locale``, else in the server default, as for the log messages.
     """
-    states = ("Running", "Stopping") + (("Queued",) if include_waiting_jobs else ())
+    states = STARTED_RUNS + ((RunState.QUEUED,) if include_waiting_jobs else ())
     with get_runtime().store.read() as session:
-        query = _runs_query(session, company_handle, job_handle, original_name)
-        rows = session.execute(query.where(Run.state.in_(states)).order_by(Run.id)).all()
+        where = _runs_filter(session, company_handle, job_handle, original_name)
+        rows = runs_with_jobs(session, where, states)
         return [
             ActiveJob(
                 company_handle=company.handle,
@@ -135,7 +148,7 @@ def get_active_jobs(
                 original_name=job.name,
                 type=_type_of(job),
                 state=_ACTIVE_STATE[run.state],
-                submit_user_email=_email(session, job),
+                submit_user_email=submitter_email(session, job),
                 locale=job.locale,
                 description=job.description,
                 server_name=socket.gethostname(),
@@ -157,30 +170,31 @@ def _echo(job: Job) -> dict[str, Any]:
     return {job.kind: payload}
 
 
-def _runs_query(
+def _runs_filter(
     session: Session,
-    company_handle: str | None,
+    company_handle: str | CompanyRef | None,
     job_handle: str | None,
     original_name: str | None,
-) -> Select[Run, Job, Company]:
-    query = select(Run, Job, Company).join(Job, Job.id == Run.job_id)
-    query = query.join(Company, Company.id == Run.company_id)
-    if company_handle is not None:
-        company = company_by_handle(session, company_handle)
-        query = query.where(Run.company_id == company.id)
+) -> RunFilter:
+    """The runs the handles name: InvalidCompany, or a bad jobHandle's fault, if they name none."""
+    if company_handle is None:
         if job_handle:
-            job, run = find_job(session, company, job_handle)
-            query = query.where(Run.id == run.id) if run else query.where(Run.job_id == job.id)
-    elif job_handle:
-        raise MissingParameter("companyHandle is required with jobHandle", field="companyHandle")
-    if original_name:
-        query = query.where(Job.name == original_name)
-    return query
+            raise MissingParameter(
+                "companyHandle is required with jobHandle", field="companyHandle"
+            )
+        return RunFilter(original_name=original_name)
+    company = resolve_company(session, company_handle)
+    if not job_handle:
+        return RunFilter(company.id, original_name=original_name)
+    job, run = find_job(session, company, job_handle)
+    if run is not None:
+        return RunFilter(company.id, run_id=run.id, original_name=original_name)
+    return RunFilter(company.id, job_id=job.id, original_name=original_name)
 
 
 @caller_faults
 def get_scheduled_jobs(
-    company_handle: str | None = None,
+    company_handle: str | CompanyRef | None = None,
     *,
     job_handle: str | None = None,
     original_name: str | None = None,
@@ -189,23 +203,13 @@ def get_scheduled_jobs(
     runtime = get_runtime()
     zone = runtime.settings.zone
     with runtime.store.read() as session:
-        query = (
-            select(Job, Company)
-            .join(Company, Company.id == Job.company_id)
-            .where(
-                Job.deleted_at.is_(None),
-                Job.trigger_state.in_(("Normal", "Paused", "Blocked")),
-                Job.next_fire_at.is_not(None) | Job.exec_schedule.is_not(None),
-            )
-        )
+        company_id = job_id = None
         if company_handle is not None:
-            company = company_by_handle(session, company_handle)
-            query = query.where(Job.company_id == company.id)
+            company = resolve_company(session, company_handle)
+            company_id = company.id
             if job_handle:
-                query = query.where(Job.id == find_job(session, company, job_handle)[0].id)
-        if original_name:
-            query = query.where(Job.name == original_name)
-        rows = session.execute(query.order_by(Job.next_fire_at, Job.id)).all()
+                job_id = find_job(session, company, job_handle)[0].id
+        rows = scheduled_jobs(session, company_id, job_id, original_name)
         return [
             ScheduledJob(
                 company_handle=company.handle,
@@ -213,7 +217,7 @@ def get_scheduled_jobs(
                 name=job.name,
                 original_name=job.name,
                 type=_type_of(job),
-                submit_user_email=_email(session, job),
+                submit_user_email=submitter_email(session, job),
                 locale=job.locale,
                 description=job.description,
                 exec_schedule=job.exec_schedule,
@@ -238,7 +242,7 @@ def _job_log(session: Session, run: Run, job: Job, company: Company) -> JobLog:
         job_handle=run_handle(company.handle, run.run_name),
         job_name=run.run_name,
         original_job_name=job.name,
-        submit_user_email=_email(session, job),
+        submit_user_email=submitter_email(session, job),
         log_type=kind.begin_log if kind else job.kind,
         job_sub_type=sub_type,
         start_date=run.started_at,
@@ -261,7 +265,7 @@ def _job_log(session: Session, run: Run, job: Job, company: Company) -> JobLog:
 
 @caller_faults
 def get_job_logs(
-    company_handle: str | None = None,
+    company_handle: str | CompanyRef | None = None,
     *,
     user_handle: str | None = None,
     sort_by: str = "StartDate",
@@ -284,26 +288,22 @@ def get_job_logs(
         raise InvalidParameter("numRows must be positive", field="numRows")
     start, end = _aware(start_date, "startDate"), _aware(end_date, "endDate")
     with get_runtime().store.read() as session:
-        submitter = aliased(User)
-        query = _runs_query(session, company_handle, None, None)
-        query = query.outerjoin(User, User.id == Job.submit_user_id)
-        if user_handle:
-            query = query.join(submitter, submitter.id == Job.submit_user_id).where(
-                (submitter.handle == user_handle) | (submitter.email == user_handle)
-            )
-        if start is not None:
-            query = query.where(Run.created_at >= start)
-        if end is not None:
-            query = query.where(Run.created_at <= end)
-        column = SORT_FIELDS[sort_by]
-        order = column.asc() if sort_direction == "Ascending" else column.desc()
-        query = query.order_by(order, Run.id.desc()).limit(num_rows)
-        return [_job_log(session, r, j, c) for r, j, c in session.execute(query).all()]
+        rows = job_log_runs(
+            session,
+            _runs_filter(session, company_handle, None, None),
+            submitter=user_handle,
+            since=start,
+            until=end,
+            order=SORT_FIELDS[sort_by],
+            ascending=sort_direction == "Ascending",
+            limit=num_rows,
+        )
+        return [_job_log(session, r, j, c) for r, j, c in rows]
 
 
 @caller_faults
 def get_job_log_details(
-    company_handle: str,
+    company_handle: str | CompanyRef,
     *,
     job_handle: str | None = None,
     original_name: str | None = None,
@@ -333,20 +333,18 @@ def get_job_log_details(
             f"sortDirection {sort_direction!r} is not valid", field="sortDirection"
         )
     with get_runtime().store.read() as session:
-        query = _runs_query(session, company_handle, job_handle, original_name)
+        where = _runs_filter(session, company_handle, job_handle, original_name)
         logs = []
-        for run, job, company in session.execute(query.order_by(Run.id)).all():
-            rows = select(LogDetail).where(LogDetail.run_id == run.id)
-            if log_types:
-                rows = rows.where(LogDetail.log_type.in_(list(log_types)))
-            total = session.scalar(select(func.count()).select_from(rows.subquery())) or 0
-            col = LogDetail.id if sort_by == "Date" else LogDetail.log_type
-            ordered = col.asc() if sort_direction == "Ascending" else col.desc()
-            page = session.scalars(
-                rows.order_by(ordered, LogDetail.id)
-                .offset((results_page - 1) * records_per_page)
-                .limit(records_per_page)
-            ).all()
+        for run, job, company in runs_with_jobs(session, where):
+            total, page = log_detail_page(
+                session,
+                run.id,
+                log_types=log_types,
+                order="time" if sort_by == "Date" else "log_type",
+                ascending=sort_direction == "Ascending",
+                page=results_page,
+                per_page=records_per_page,
+            )
             language = locale or job.locale
             details = tuple(
                 JobLogDetail(
@@ -374,7 +372,7 @@ def _message(row: LogDetail, locale: str | None) -> str:
 
 @caller_faults
 def get_asset_job_logs(
-    company_handle: str, asset_handle: str, *, locale: str | None = None
+    company_handle: str | CompanyRef, asset_handle: str, *, locale: str | None = None
 ) -> list[AssetJobLog]:
     """Every log row about one asset, across jobs, oldest first.
 
@@ -382,21 +380,15 @@ def get_asset_job_logs(
     else in the server default (see :func:`get_job_log_details`).
     """
     with get_runtime().store.read() as session:
-        company = company_by_handle(session, company_handle)
-        rows = session.execute(
-            select(LogDetail, Run, Job)
-            .join(Run, Run.id == LogDetail.run_id)
-            .join(Job, Job.id == Run.job_id)
-            .where(LogDetail.company_id == company.id, LogDetail.asset_handle == asset_handle)
-            .order_by(LogDetail.id)
-        ).all()
+        company = resolve_company(session, company_handle)
+        rows = asset_log_rows(session, company.id, asset_handle)
         return [
             AssetJobLog(
                 run_handle(company.handle, run.run_name),
                 run.run_name,
                 _message(d, locale or job.locale),
                 d.log_type,
-                _email(session, job),
+                submitter_email(session, job),
                 d.created_at,
             )
             for d, run, job in rows

@@ -13,15 +13,22 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobengine.assets.catalog import company_by_handle
+from jobengine.assets.catalog import resolve_company
 from jobengine.assets.setrules import SetRule, parse_set_preset_handle, set_preset_handle
 from jobengine.errors import IllegalCompany, InvalidParameter, caller_faults
 from jobengine.handles import company_segment
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import Company, SetPreset, utcnow
+from jobengine.store.presets import (
+    add_set_preset,
+    remove_preset,
+    set_preset_by_id,
+    set_preset_named,
+    set_presets_by_name,
+)
+from jobengine.store.schema import SetPreset, utcnow
+from jobengine.store.users import CompanyLike, CompanyRef
 
 __all__ = [
     "SetPresetInfo",
@@ -47,7 +54,7 @@ class SetPresetInfo:
     name_template: str
 
 
-def _info(company: Company, preset: SetPreset) -> SetPresetInfo:
+def _info(company: CompanyLike, preset: SetPreset) -> SetPresetInfo:
     return SetPresetInfo(
         set_preset_handle(company.handle, preset.id),
         preset.name,
@@ -59,12 +66,12 @@ def _info(company: Company, preset: SetPreset) -> SetPresetInfo:
     )
 
 
-def _find(session: Session, company: Company, handle: str) -> SetPreset:
+def _find(session: Session, company: CompanyLike, handle: str) -> SetPreset:
     segment, number = parse_set_preset_handle(handle)
     if segment != company_segment(company.handle):
         raise IllegalCompany(f"set preset {handle!r} is not of company {company.handle!r}",
                              field=_FIELD)  # fmt: skip
-    preset = session.get(SetPreset, number)
+    preset = set_preset_by_id(session, number)
     if preset is None or preset.company_id != company.id:
         raise InvalidParameter(f"unknown setPresetHandle {handle!r}", field=_FIELD)
     return preset
@@ -72,7 +79,7 @@ def _find(session: Session, company: Company, handle: str) -> SetPreset:
 
 @caller_faults
 def save_set_preset(
-    company_handle: str,
+    company_handle: str | CompanyRef,
     name: str,
     set_type: str,
     pattern: str,
@@ -93,12 +100,8 @@ def save_set_preset(
         )
     rule = SetRule.build(set_type, pattern, order, views, name_template)
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
-        clash = session.scalar(
-            select(SetPreset).where(
-                SetPreset.company_id == company.id, SetPreset.name_key == name.lower()
-            )
-        )
+        company = resolve_company(session, company_handle)
+        clash = set_preset_named(session, company.id, name)
         if set_preset_handle_:
             preset = _find(session, company, set_preset_handle_)
             if clash is not None and clash.id != preset.id:
@@ -106,8 +109,7 @@ def save_set_preset(
         elif clash is not None:
             preset = clash
         else:
-            preset = SetPreset(company_id=company.id)
-            session.add(preset)
+            preset = add_set_preset(session, company.id)
         preset.name, preset.name_key = name, name.lower()
         preset.set_type, preset.pattern, preset.member_order = (
             rule.set_type,
@@ -121,19 +123,17 @@ def save_set_preset(
 
 
 @caller_faults
-def get_set_presets(company_handle: str) -> list[SetPresetInfo]:
+def get_set_presets(company_handle: str | CompanyRef) -> list[SetPresetInfo]:
     """The company's batch set presets, by name."""
     with get_runtime().store.read() as session:
-        company = company_by_handle(session, company_handle)
-        rows = session.scalars(
-            select(SetPreset).where(SetPreset.company_id == company.id).order_by(SetPreset.name_key)
-        )
+        company = resolve_company(session, company_handle)
+        rows = set_presets_by_name(session, company.id)
         return [_info(company, p) for p in rows]
 
 
 @caller_faults
-def delete_set_preset(company_handle: str, handle: str) -> None:
+def delete_set_preset(company_handle: str | CompanyRef, handle: str) -> None:
     """Delete a batch set preset (the sets it made stay)."""
     with get_runtime().store.write() as session:
-        company = company_by_handle(session, company_handle)
-        session.delete(_find(session, company, handle))
+        company = resolve_company(session, company_handle)
+        remove_preset(session, _find(session, company, handle))

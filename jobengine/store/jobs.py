@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
 from jobengine.store.hot import HotStatement
-from jobengine.store.schema import RUNS, Company, Job, Run, utcnow
+from jobengine.store.schema import RUNS, Job, Run, utcnow
+from jobengine.store.states import RunState
+from jobengine.store.users import CompanyLike
 
 __all__ = [
     "NewRun",
@@ -109,7 +111,7 @@ def insert_run(
         "run_name": run_name(job_name, local_now, int(same_second or 0) + 1),
         "fire_key": fire_key,
         "task_id": str(uuid.uuid4()),
-        "state": "Queued",
+        "state": RunState.QUEUED,
         "eta": eta,
         "dispatched_at": dispatched_at,
         "created_at": utcnow(),
@@ -159,7 +161,7 @@ def insert_runs(
                 "run_name": run_name(new.job_name, local_now, attempt),
                 "fire_key": new.fire_key,
                 "task_id": str(uuid.uuid4()),
-                "state": "Queued",
+                "state": RunState.QUEUED,
                 "eta": new.eta,
                 "dispatched_at": dispatched_at,
                 "created_at": created,
@@ -210,7 +212,7 @@ def _taken_counts(conn: Connection, names: Sequence[tuple[int, str]]) -> dict[tu
     return counts
 
 
-def find_job(session: Session, company: Company, handle: str) -> tuple[Job, Run | None]:
+def find_job(session: Session, company: CompanyLike, handle: str) -> tuple[Job, Run | None]:
     """The job (and, for a run handle, the run) a job handle names; 30001 when none."""
     ref = parse_job_handle(handle)
     if ref.company != company_segment(company.handle):

@@ -21,6 +21,14 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from jobengine.i18n import LogMessage, english, message_args
 from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
+from jobengine.store.states import (
+    ACTIVE_RUNS,
+    FINAL_RUNS,
+    STARTED_RUNS,
+    ItemState,
+    RunState,
+    TriggerState,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -41,8 +49,10 @@ __all__ = [
     "write_record",
 ]
 
-ACTIVE_STATES = ("Queued", "Running", "Stopping")
-FINAL_STATES = ("Done", "Failed", "Stopped", "Cancelled")
+# The names callers used before jobengine.store.states (the runner still does).
+ACTIVE_STATES = ACTIVE_RUNS
+FINAL_STATES = FINAL_RUNS
+# An item's final state as the runner spells it (the values of states.FINAL_ITEMS).
 ItemFinal = Literal["done", "failed", "cancelled"]
 
 
@@ -87,9 +97,9 @@ def claim_start(session: Session, run_id: int, worker: str, lease: float) -> boo
         .where(
             Run.id == run_id,
             or_(
-                Run.state == "Queued",
+                Run.state == RunState.QUEUED,
                 and_(
-                    Run.state.in_(("Running", "Stopping")),
+                    Run.state.in_(STARTED_RUNS),
                     Run.planned.is_(False),
                     or_(
                         Run.lease_until.is_(None),
@@ -100,7 +110,7 @@ def claim_start(session: Session, run_id: int, worker: str, lease: float) -> boo
             ),
         )
         .values(
-            state=case((Run.state == "Queued", "Running"), else_=Run.state),
+            state=case((Run.state == RunState.QUEUED, RunState.RUNNING), else_=Run.state),
             claimed_by=worker,
             lease_until=now + timedelta(seconds=lease),
             started_at=now,
@@ -130,15 +140,15 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
             RunItem.run_id == run_id,
             RunItem.seq == seq,
             or_(
-                RunItem.state == "pending",
+                RunItem.state == ItemState.PENDING,
                 and_(
-                    RunItem.state == "running",
+                    RunItem.state == ItemState.RUNNING,
                     or_(RunItem.lease_until < now, RunItem.claimed_by == worker),
                 ),
             ),
         )
         .values(
-            state="running",
+            state=ItemState.RUNNING,
             claimed_by=worker,
             lease_until=now + timedelta(seconds=lease),
             attempts=RunItem.attempts + 1,
@@ -150,7 +160,7 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
         return ItemClaim("missing")
     if _rowcount(result) == 1:
         return ItemClaim("owned", item)
-    if item.state == "running":
+    if item.state == ItemState.RUNNING:
         return ItemClaim("busy", item, item.lease_until)
     return ItemClaim("finished", item)
 
@@ -159,8 +169,8 @@ def cancel_item(session: Session, run_id: int, seq: int) -> bool:
     """pending -> cancelled (a stopped run's item that never started)."""
     result = session.execute(
         update(RunItem)
-        .where(RunItem.run_id == run_id, RunItem.seq == seq, RunItem.state == "pending")
-        .values(state="cancelled")
+        .where(RunItem.run_id == run_id, RunItem.seq == seq, RunItem.state == ItemState.PENDING)
+        .values(state=ItemState.CANCELLED)
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result) == 1
@@ -195,9 +205,9 @@ def complete_item(
     """
     cond = [RunItem.run_id == run_id, RunItem.seq == seq]
     cond.append(
-        RunItem.state == "pending"
+        RunItem.state == ItemState.PENDING
         if worker is None
-        else and_(RunItem.state == "running", RunItem.claimed_by == worker)
+        else and_(RunItem.state == ItemState.RUNNING, RunItem.claimed_by == worker)
     )
     moved = session.execute(
         update(RunItem)
@@ -263,7 +273,7 @@ def claim_inline_finish(session: Session, run_id: int, worker: str, lease: float
         update(Run)
         .where(
             Run.id == run_id,
-            Run.state.in_(("Running", "Stopping")),
+            Run.state.in_(STARTED_RUNS),
             Run.planned.is_(False),
             Run.claimed_by == worker,
             Run.finished_items >= Run.total_items,
@@ -288,7 +298,7 @@ def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bo
         update(Run)
         .where(
             Run.id == run_id,
-            Run.state.in_(("Running", "Stopping")),
+            Run.state.in_(STARTED_RUNS),
             Run.planned.is_(True),
             Run.finished_items >= Run.total_items,
             or_(Run.lease_until.is_(None), Run.lease_until < now, Run.claimed_by == worker),
@@ -320,13 +330,13 @@ def end_run(
     }
     if fatal:
         values["fatal_error"] = True
-    if state == "Done":
+    if state == RunState.DONE:
         values["progress"] = 100
     if output is not None:
         values["output"] = output
     moved = session.execute(
         update(Run)
-        .where(Run.id == run.id, Run.state.in_(ACTIVE_STATES))
+        .where(Run.id == run.id, Run.state.in_(ACTIVE_RUNS))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -339,9 +349,9 @@ def end_run(
         .where(
             Job.id == run.job_id,
             Job.exec_schedule.is_(None),
-            Job.trigger_state.not_in(("Paused", "Complete")),
+            Job.trigger_state.not_in((TriggerState.PAUSED, TriggerState.COMPLETE)),
         )
-        .values(trigger_state="Complete", next_fire_at=None)
+        .values(trigger_state=TriggerState.COMPLETE, next_fire_at=None)
         .execution_options(synchronize_session="evaluate")
     )
     return True
@@ -354,7 +364,7 @@ def extend_item_lease(run_id: int, seq: int, worker: str, lease: float) -> Any:
         .where(
             RunItem.run_id == run_id,
             RunItem.seq == seq,
-            RunItem.state == "running",
+            RunItem.state == ItemState.RUNNING,
             RunItem.claimed_by == worker,
         )
         .values(lease_until=utcnow() + timedelta(seconds=lease))
@@ -366,7 +376,7 @@ def extend_run_lease(run_id: int, worker: str, lease: float) -> Any:
     """The statement that extends ``worker``'s claim of a run's start or finish."""
     return (
         update(Run)
-        .where(Run.id == run_id, Run.state.in_(ACTIVE_STATES), Run.claimed_by == worker)
+        .where(Run.id == run_id, Run.state.in_(ACTIVE_RUNS), Run.claimed_by == worker)
         .values(lease_until=utcnow() + timedelta(seconds=lease))
         .execution_options(synchronize_session=False)
     )

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from jobengine.store.states import ItemState
+
 __all__ = [
     "JOBS",
     "RUNS",
@@ -210,7 +212,8 @@ class Job(Base):
     exec_time: Mapped[datetime | None]
     exec_schedule: Mapped[str | None] = mapped_column(String(255))
     time_zone: Mapped[str] = mapped_column(String(64))
-    # Quartz trigger states: Normal, Paused, Complete, Error, Blocked, None.
+    # A TriggerState (jobengine/store/states.py), Quartz's: Normal, Paused, Complete... Plain
+    # strings in and out: a member is its string.
     trigger_state: Mapped[str] = mapped_column(String(16))
     next_fire_at: Mapped[datetime | None]
     fired_through: Mapped[datetime | None]
@@ -235,7 +238,7 @@ class Run(Base):
     run_name: Mapped[str] = mapped_column(String(300))
     fire_key: Mapped[str] = mapped_column(String(100))
     task_id: Mapped[str] = mapped_column(String(64))
-    # Queued, Running, Stopping, Done, Failed, Stopped, Cancelled.
+    # A RunState (jobengine/store/states.py): Queued, Running, Stopping, Done, Failed...
     state: Mapped[str] = mapped_column(String(16))
     eta: Mapped[datetime | None]
     dispatched_at: Mapped[datetime | None]
@@ -281,8 +284,8 @@ class RunItem(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
     seq: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(String(400))
-    # pending, running, done, failed, cancelled.
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    # An ItemState (jobengine/store/states.py): pending, running, done, failed, cancelled.
+    state: Mapped[str] = mapped_column(String(16), default=ItemState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     lease_until: Mapped[datetime | None]

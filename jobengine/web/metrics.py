@@ -19,21 +19,23 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from jobengine.engine.dispatch import queue_depths
+from jobengine.runtime import get_runtime
 from jobengine.settings import Settings, get_settings
+from jobengine.store.schema import utcnow
+from jobengine.store.states import RunState
+from jobengine.store.stats import recent_run_durations, run_counts, trigger_counts
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -48,8 +50,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "jobengine"  # task_default_queue (jobengine/engine/celery_config.py)
-RUN_STATES = ("Queued", "Running", "Stopping", "Done", "Failed", "Stopped", "Cancelled")
+QUEUE = "jobengine"  # task_default_queue (config/celery.py)
+RUN_STATES: tuple[RunState, ...] = tuple(RunState)  # every state shows, at 0 when none
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_WINDOW = timedelta(hours=1)
 
@@ -61,45 +63,18 @@ def _known_kinds() -> list[str]:
 
 
 def _run_counts() -> dict[tuple[str, str], int]:
-    from jobengine.runtime import get_runtime
-    from jobengine.store.schema import Job, Run
-
-    query = select(Run.state, Job.kind, func.count()).join(Job, Job.id == Run.job_id)
     with get_runtime().store.read() as session:
-        rows = session.execute(query.group_by(Run.state, Job.kind)).all()
-    return {(state, kind): int(n) for state, kind, n in rows}
+        return run_counts(session)
 
 
 def _recent_durations() -> dict[tuple[str, str], list[float]]:
-    from jobengine.runtime import get_runtime
-    from jobengine.store.schema import Job, Run, utcnow
-
-    since = utcnow() - DURATION_WINDOW
-    query = (
-        select(Job.kind, Run.state, Run.started_at, Run.ended_at)
-        .join(Job, Job.id == Run.job_id)
-        .where(Run.ended_at >= since, Run.started_at.is_not(None))
-    )
-    durations: dict[tuple[str, str], list[float]] = defaultdict(list)
     with get_runtime().store.read() as session:
-        for kind, state, started, ended in session.execute(query):
-            if started is None or ended is None:
-                continue
-            durations[(kind, state)].append(max(0.0, (ended - started).total_seconds()))
-    return durations
+        return recent_run_durations(session, utcnow() - DURATION_WINDOW)
 
 
 def _trigger_counts() -> dict[tuple[str, str], int]:
-    from jobengine.runtime import get_runtime
-    from jobengine.store.schema import Job
-
-    scheduled = and_(
-        Job.deleted_at.is_(None), or_(Job.exec_schedule.is_not(None), Job.exec_time.is_not(None))
-    )
-    query = select(Job.trigger_state, Job.kind, func.count()).where(scheduled)
     with get_runtime().store.read() as session:
-        rows = session.execute(query.group_by(Job.trigger_state, Job.kind)).all()
-    return {(state, kind): int(n) for state, kind, n in rows}
+        return trigger_counts(session)
 
 
 def _buckets(values: list[float]) -> list[tuple[str, float]]:

@@ -1,10 +1,13 @@
 """The operation table both surfaces share: each IPS operation's input model, its authorization
 and the call into :mod:`jobengine`, returning an IPS tree (:mod:`jobengine.web.results`).
 
-Every operation is authorized on its companyHandle (:func:`jobengine.access.auth.authorize`). The
-three queries whose companyHandle is optional answer, without one, only the caller's companies (all
-of them for an IpsAdmin). submitJob's userHandle is checked with
-:func:`jobengine.access.auth.check_impersonation`; the submitting user is always the caller.
+Every operation is authorized on its companyHandle
+(:func:`jobengine.access.auth.authorize_company`), and the company so resolved is what the operation
+is given (it is not looked up again). The three queries whose companyHandle is optional answer,
+without one, only the caller's companies (all of them for an IpsAdmin). submitJob is authorized by
+:func:`jobengine.access.auth.authorize_submit`, which resolves its company, userHandle and submitter
+(always the caller) once and hands them to the submission service as an
+:class:`~jobengine.store.users.Actor`.
 """
 
 from __future__ import annotations
@@ -15,13 +18,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import select
 
 import jobengine
-from jobengine.access.auth import Caller, authorize, check_impersonation
+from jobengine.access.auth import Caller, authorize_company, authorize_submit
 from jobengine.model import SubmitJobRequest
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import Company
+from jobengine.store.users import CompanyRef, company_handles
 from jobengine.web import results
 from jobengine.web.params import (
     DeleteImageFormatParam,
@@ -58,9 +60,7 @@ def _visible(caller: Caller, asked: str | None, rows: Iterable[R], company: Call
     if asked is not None or caller.user_type == "IpsAdmin":
         return rows
     with get_runtime().store.read() as session:
-        mine = set(
-            session.scalars(select(Company.handle).where(Company.id.in_(caller.company_ids)))
-        )
+        mine = company_handles(session, caller.company_ids)
     return [row for row in rows if company(row) in mine]
 
 
@@ -72,17 +72,23 @@ OPERATION_LOCALE: ContextVar[str | None] = ContextVar("operation_locale", defaul
 OPERATION_CLIENT: ContextVar[str | None] = ContextVar("operation_client", default=None)
 
 
+def _company(caller: Caller, operation: str, company_handle: str) -> CompanyRef:
+    """The company of an operation whose companyHandle is required, resolved once here and
+    handed to the operation (which then does not look it up again)."""
+    company = authorize_company(caller, operation, company_handle)
+    assert company is not None  # a handle gives a company or a fault
+    return company
+
+
 def _submit_job(caller: Caller, p: SubmitJobRequest) -> Tree:
-    company_id = authorize(caller, "submitJob", p.company_handle)
-    if p.user_handle and company_id is not None:
-        check_impersonation(caller, p.user_handle, company_id)
-    return {"jobHandle": jobengine.submit(p, user=caller.handle, client=OPERATION_CLIENT.get())}
+    actor = authorize_submit(caller, p.company_handle, p.user_handle)  # resolved here, once
+    return {"jobHandle": jobengine.submit(p, actor=actor, client=OPERATION_CLIENT.get())}
 
 
 def _get_active_jobs(caller: Caller, p: GetActiveJobsParam) -> Tree:
-    authorize(caller, "getActiveJobs", p.company_handle)
+    company = authorize_company(caller, "getActiveJobs", p.company_handle)
     jobs = jobengine.get_active_jobs(
-        p.company_handle,
+        company,
         job_handle=p.job_handle,
         original_name=p.original_name,
         include_waiting_jobs=bool(p.include_waiting_jobs),
@@ -93,18 +99,18 @@ def _get_active_jobs(caller: Caller, p: GetActiveJobsParam) -> Tree:
 
 
 def _get_scheduled_jobs(caller: Caller, p: GetScheduledJobsParam) -> Tree:
-    authorize(caller, "getScheduledJobs", p.company_handle)
+    company = authorize_company(caller, "getScheduledJobs", p.company_handle)
     jobs = jobengine.get_scheduled_jobs(
-        p.company_handle, job_handle=p.job_handle, original_name=p.original_name
+        company, job_handle=p.job_handle, original_name=p.original_name
     )
     visible = _visible(caller, p.company_handle, jobs, lambda j: j.company_handle)
     return {"jobArray": [results.scheduled_job(j) for j in visible]}
 
 
 def _get_job_logs(caller: Caller, p: GetJobLogsParam) -> Tree:
-    authorize(caller, "getJobLogs", p.company_handle)
+    company = authorize_company(caller, "getJobLogs", p.company_handle)
     logs = jobengine.get_job_logs(
-        p.company_handle,
+        company,
         user_handle=p.user_handle,
         sort_by=p.sort_by or "StartDate",
         sort_direction=p.sort_direction or "Descending",
@@ -117,9 +123,8 @@ def _get_job_logs(caller: Caller, p: GetJobLogsParam) -> Tree:
 
 
 def _get_job_log_details(caller: Caller, p: GetJobLogDetailsParam) -> Tree:
-    authorize(caller, "getJobLogDetails", p.company_handle)
     logs = jobengine.get_job_log_details(
-        p.company_handle,
+        _company(caller, "getJobLogDetails", p.company_handle),
         job_handle=p.job_handle,
         original_name=p.original_name,
         log_types=p.log_type_array or (),
@@ -133,39 +138,35 @@ def _get_job_log_details(caller: Caller, p: GetJobLogDetailsParam) -> Tree:
 
 
 def _get_asset_job_logs(caller: Caller, p: GetAssetJobLogsParam) -> Tree:
-    authorize(caller, "getAssetJobLogs", p.company_handle)
-    logs = jobengine.get_asset_job_logs(
-        p.company_handle, p.asset_handle, locale=OPERATION_LOCALE.get()
-    )
+    company = _company(caller, "getAssetJobLogs", p.company_handle)
+    logs = jobengine.get_asset_job_logs(company, p.asset_handle, locale=OPERATION_LOCALE.get())
     return {"jobLogArray": [results.asset_job_log(j) for j in logs]}  # an AssetJobLogArray
 
 
-def _control(name: str, call: Callable[[str, str], object]) -> Callable[[Caller, Any], Tree]:
+def _control(name: str, call: Callable[[CompanyRef, str], object]) -> Callable[[Caller, Any], Tree]:
     def run(caller: Caller, p: JobControlParam) -> Tree:
-        authorize(caller, name, p.company_handle)
-        call(p.company_handle, p.job_handle)
+        call(_company(caller, name, p.company_handle), p.job_handle)
         return {}
 
     return run
 
 
 def _save_image_format(caller: Caller, p: SaveImageFormatParam) -> Tree:
-    authorize(caller, "saveImageFormat", p.company_handle)
+    company = _company(caller, "saveImageFormat", p.company_handle)
     handle = jobengine.save_image_format(
-        p.company_handle, p.name, p.url_modifier, image_format_handle=p.image_format_handle
+        company, p.name, p.url_modifier, image_format_handle=p.image_format_handle
     )
     return {"imageFormatHandle": handle}
 
 
 def _get_image_formats(caller: Caller, p: GetImageFormatsParam) -> Tree:
-    authorize(caller, "getImageFormats", p.company_handle)
-    formats = jobengine.get_image_formats(p.company_handle)
+    formats = jobengine.get_image_formats(_company(caller, "getImageFormats", p.company_handle))
     return {"imageFormatArray": [results.image_format(f) for f in formats]}
 
 
 def _delete_image_format(caller: Caller, p: DeleteImageFormatParam) -> Tree:
-    authorize(caller, "deleteImageFormat", p.company_handle)
-    jobengine.delete_image_format(p.company_handle, p.image_format_handle)
+    company = _company(caller, "deleteImageFormat", p.company_handle)
+    jobengine.delete_image_format(company, p.image_format_handle)
     return {}
 
 
