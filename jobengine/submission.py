@@ -44,7 +44,7 @@ from jobengine.errors import (
     caller_faults,
 )
 from jobengine.handles import company_handle_forms, job_handle
-from jobengine.kinds import kind_for
+from jobengine.kinds import check_request, kind_for
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
@@ -190,7 +190,7 @@ def _record(
     caller = _user(conn, submitter, company, "user")
     element = req.kind.element
     kind = kind_for(element)
-    kind.check(conn, company.id, req.job)
+    check_request(conn, company.id, kind, req.job)
     timing = _timing(req, settings, now)
     taken = duplicate or _key_taken(conn, company.id, req.job_name)
     handle = "" if taken else job_handle(company.handle, req.job_name)

@@ -1,6 +1,5 @@
 """ExportJob tasks: ``jobengine.export.start``, ``.item`` (one asset) and ``.finish`` (the ZIP)."""
 
-from jobengine.celery_app import app
-from jobengine.taskkit import define_tasks
+from jobengine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "export")
+start, item, finish = kind_tasks(__name__)

@@ -1,6 +1,5 @@
 """ImageServingPublishJob tasks: ``jobengine.image_serving_publish.start|item|finish``."""
 
-from jobengine.celery_app import app
-from jobengine.taskkit import define_tasks
+from jobengine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "image_serving_publish")
+start, item, finish = kind_tasks(__name__)

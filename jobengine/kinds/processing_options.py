@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from jobengine.callbacks import check_completion_url
+from jobengine.callback_url import check_completion_url
 from jobengine.errors import NotSupported
 
 __all__ = ["CALLBACK", "IGNORED", "REFUSED", "refuse_unsupported", "unsupported_fields"]
