@@ -482,7 +482,7 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
         with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
             with runtime.store.read() as session:
                 stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
-                finished = loaded.kind.finish(loaded.ctx, session, stopped)
+            finished = loaded.kind.finish(loaded.ctx, stopped)
             output = hooks.before_end(loaded.ctx, finished)  # the follow-on job
     except Unavailable:
         raise  # the task finishes again once the store answers; the inputs are still staged

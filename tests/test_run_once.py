@@ -75,7 +75,7 @@ def _finish_killed_before_commit(run: Run, company: str) -> str:
         kind = kind_for(job.kind)
         ids, names = (run.id, job.id, run.company_id), (company, run.run_name)
         ctx = kind.context(runtime, ids, names, job.payload)
-        output = kind.finish(ctx, session, False).output
+        output = kind.finish(ctx, False).output
     time.sleep(0.1)  # the dead worker's lease lapses
     return str(output["zip"])
 

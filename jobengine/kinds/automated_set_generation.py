@@ -50,7 +50,7 @@ from jobengine.kinds.base import (
 from jobengine.kinds.processing_options import refuse_unsupported
 from jobengine.model import AutomatedSetGenerationJob, JobKind
 from jobengine.setrules import SetRule, group_assets, parse_set_preset_handle, rule_of
-from jobengine.store.schema import Asset, Company, LogDetail, SetPreset
+from jobengine.store.schema import Asset, Company, SetPreset
 
 __all__ = ["MAX_PRESETS", "AutomatedSetGenerationKind", "item_key", "parse_item_key"]
 
@@ -331,19 +331,13 @@ class AutomatedSetGenerationKind(JobKindHandler[AutomatedSetGenerationJob]):
             args,
         )
 
-    def finish(
-        self, ctx: RunContext[AutomatedSetGenerationJob], session: Session, stopped: bool
-    ) -> Finished:
+    def finish(self, ctx: RunContext[AutomatedSetGenerationJob], stopped: bool) -> Finished:
         made = [r for r in ctx.done_items() if r.get("set")]
-        unmatched = session.scalar(
-            select(func.count())
-            .select_from(LogDetail)
-            .where(LogDetail.run_id == ctx.run_id, LogDetail.message_id == _UNMATCHED)
-        )
+        unmatched = ctx.logged(_UNMATCHED)
         return Finished(
             {
                 "sets": len(made),
                 "members": sum(len(r.get("members") or []) for r in made),
-                "unmatched": int(unmatched or 0),
+                "unmatched": unmatched,
             }
         )

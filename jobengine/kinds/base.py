@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
@@ -28,7 +28,7 @@ from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
 from jobengine.store.runs import write_log
-from jobengine.store.schema import Asset, Folder, Run, RunItem
+from jobengine.store.schema import Asset, Folder, LogDetail, Run, RunItem
 
 __all__ = [
     "MAX_HANDLES",
@@ -145,6 +145,16 @@ class RunContext(Generic[P]):
                     .order_by(RunItem.seq)
                 )
             ]
+
+    def logged(self, message_id: LogMessage) -> int:
+        """How many log rows of this run say ``message_id``."""
+        with self.runtime.store.read() as session:
+            count = session.scalar(
+                select(func.count())
+                .select_from(LogDetail)
+                .where(LogDetail.run_id == self.run_id, LogDetail.message_id == message_id)
+            )
+        return int(count or 0)
 
     def log(
         self,
@@ -317,7 +327,7 @@ class JobKindHandler(Generic[P]):
         """Do one item. Must be idempotent: it may run again after a worker dies."""
         raise NotImplementedError
 
-    def finish(self, ctx: RunContext[P], session: Session, stopped: bool) -> Finished:
+    def finish(self, ctx: RunContext[P], stopped: bool) -> Finished:
         """Join the items' results; returns the run's output description (and its follow-on).
 
         Must be idempotent: a finish killed before the end of its run was committed runs again,

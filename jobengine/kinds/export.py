@@ -148,7 +148,7 @@ class ExportKind(JobKindHandler[ExportJob]):
         made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)
         return [p.name for p in made]
 
-    def finish(self, ctx: RunContext[ExportJob], session: Session, stopped: bool) -> Finished:
+    def finish(self, ctx: RunContext[ExportJob], stopped: bool) -> Finished:
         if stopped:
             return Finished()
         parts = [f for result in ctx.done_items() for f in result.get("files", [])]

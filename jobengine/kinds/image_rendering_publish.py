@@ -36,7 +36,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from jobengine.catalog import RENDER_TYPES, asset_type_of
 from jobengine.kinds.base import AssetRef, Finished, RunContext
@@ -151,14 +150,12 @@ class ImageRenderingPublishKind(PublishKind[ImageRenderingPublishJob]):
                 return asset_path(path, name)
         return None
 
-    def finish(
-        self, ctx: RunContext[ImageRenderingPublishJob], session: Session, stopped: bool
-    ) -> Finished:
+    def finish(self, ctx: RunContext[ImageRenderingPublishJob], stopped: bool) -> Finished:
         if stopped:
             return Finished()
         records: list[dict[str, Any]] = []
         seen: set[tuple[bool, str]] = set()
-        for asset, folder in published_catalog(session, ctx.company_id, self.file_types):
+        for asset, folder in published_catalog(ctx, self.file_types):
             key = (asset.type == VIGNETTE, record_id(asset.name))
             if key in seen:  # published before an earlier asset took its id: the first keeps it
                 continue

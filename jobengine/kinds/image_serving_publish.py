@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from jobengine.crops import parse_crop
 from jobengine.kinds.base import Finished, RunContext
@@ -69,17 +68,16 @@ class ImageServingPublishKind(PublishKind[ImageServingPublishJob]):
     def destination(self, ctx: RunContext[ImageServingPublishJob]) -> tuple[Storage, str]:
         return ctx.runtime.storage, f"{publish_root(ctx)}/images"
 
-    def finish(
-        self, ctx: RunContext[ImageServingPublishJob], session: Session, stopped: bool
-    ) -> Finished:
+    def finish(self, ctx: RunContext[ImageServingPublishJob], stopped: bool) -> Finished:
         if stopped:
             return Finished()
         job = ctx.job
-        rows = published_catalog(session, ctx.company_id, self.file_types)
+        rows = published_catalog(ctx, self.file_types)
         catalog = [_entry(a, p) for a, p in rows]
-        presets = session.scalars(
-            select(ImageFormat).where(ImageFormat.company_id == ctx.company_id)
-        ).all()
+        with ctx.runtime.store.read() as session:  # the presets.mac of the publish context
+            presets = session.scalars(
+                select(ImageFormat).where(ImageFormat.company_id == ctx.company_id)
+            ).all()
         storage, root = ctx.runtime.storage, publish_root(ctx)
         write_json(storage, f"{root}/catalog.json", catalog)
         write_text(

@@ -137,9 +137,7 @@ class OptimizeImagesKind(JobKindHandler[OptimizeImagesJob]):
             return asset_gone(item.key, _FAILURE)
         return optimize_asset(ctx, row[0], force=False)
 
-    def finish(
-        self, ctx: RunContext[OptimizeImagesJob], session: Session, stopped: bool
-    ) -> Finished:
+    def finish(self, ctx: RunContext[OptimizeImagesJob], stopped: bool) -> Finished:
         return Finished(optimize_summary(ctx.done_items()))
 
 

@@ -124,20 +124,20 @@ def write_json(storage: Storage, key: str, value: Any, *, indent: int | None = 1
     write_text(storage, key, json.dumps(value, indent=indent))
 
 
-def published_catalog(
-    session: Session, company_id: int, types: tuple[str, ...]
-) -> list[tuple[Asset, str]]:
-    """The company's ``Published`` assets of these types with their folder paths, in id order."""
-    rows = session.execute(
-        select(Asset, Folder.path)
-        .join(Folder, Folder.id == Asset.folder_id)
-        .where(
-            Asset.company_id == company_id,
-            Asset.publish_state == "Published",
-            Asset.type.in_(types),
-        )
-        .order_by(Asset.id)
-    ).all()
+def published_catalog(ctx: RunContext[Any], types: tuple[str, ...]) -> list[tuple[Asset, str]]:
+    """The run's company's ``Published`` assets of these types with their folder paths, in id
+    order (what a publish run's catalogs list)."""
+    with ctx.runtime.store.read() as session:
+        rows = session.execute(
+            select(Asset, Folder.path)
+            .join(Folder, Folder.id == Asset.folder_id)
+            .where(
+                Asset.company_id == ctx.company_id,
+                Asset.publish_state == "Published",
+                Asset.type.in_(types),
+            )
+            .order_by(Asset.id)
+        ).all()
     return [(asset, str(path)) for asset, path in rows]
 
 

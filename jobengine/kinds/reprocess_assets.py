@@ -131,8 +131,6 @@ class ReprocessAssetsKind(JobKindHandler[ReprocessAssetsJob]):
         asset.crop = crop
         return asset
 
-    def finish(
-        self, ctx: RunContext[ReprocessAssetsJob], session: Session, stopped: bool
-    ) -> Finished:
+    def finish(self, ctx: RunContext[ReprocessAssetsJob], stopped: bool) -> Finished:
         results = ctx.done_items()
         return Finished({**optimize_summary(results), **rip_summary(results)})

@@ -288,5 +288,5 @@ class RipPdfsKind(JobKindHandler[RipPdfsJob]):
         job = ctx.job
         return rip_asset(ctx, row[0], RipOptions.of(job.pdf_options), ready=False)
 
-    def finish(self, ctx: RunContext[RipPdfsJob], session: Session, stopped: bool) -> Finished:
+    def finish(self, ctx: RunContext[RipPdfsJob], stopped: bool) -> Finished:
         return Finished(rip_summary(ctx.done_items()))

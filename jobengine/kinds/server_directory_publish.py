@@ -18,8 +18,6 @@ from __future__ import annotations
 import functools
 import json
 
-from sqlalchemy.orm import Session
-
 from jobengine.kinds.base import Finished, RunContext
 from jobengine.kinds.publish import PublishKind, write_json
 from jobengine.model import JobKind, ServerDirectoryPublishJob
@@ -70,9 +68,7 @@ class ServerDirectoryPublishKind(PublishKind[ServerDirectoryPublishJob]):
         storage, prefix = server_directory(ctx.runtime)
         return storage, _join(prefix, safe_name(ctx.company_handle))
 
-    def finish(
-        self, ctx: RunContext[ServerDirectoryPublishJob], session: Session, stopped: bool
-    ) -> Finished:
+    def finish(self, ctx: RunContext[ServerDirectoryPublishJob], stopped: bool) -> Finished:
         if stopped:
             return Finished()
         results = ctx.done_items()

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from typing import ClassVar, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 
 from jobengine.crops import CROP_FIELDS, CropOrder
 from jobengine.errors import IpsFault, log_reason
@@ -185,7 +184,7 @@ class UploadKind(JobKindHandler[Up]):
             args={"source": source, "path": done.path},
         )
 
-    def finish(self, ctx: RunContext[Up], session: Session, stopped: bool) -> Finished:
+    def finish(self, ctx: RunContext[Up], stopped: bool) -> Finished:
         if stopped:
             return Finished()
         return Finished(follow_on=follow_on(ctx.job))  # submitted by the engine's hook

@@ -8,8 +8,6 @@ incremental, publishing what is new or changed since the asset's last publish.
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from jobengine.kinds.base import Finished, RunContext
 from jobengine.kinds.image_serving_publish import publish_root
 from jobengine.kinds.publish import PublishKind, asset_path, published_catalog, write_json
@@ -35,10 +33,10 @@ class VideoPublishKind(PublishKind[VideoPublishJob]):
     def destination(self, ctx: RunContext[VideoPublishJob]) -> tuple[Storage, str]:
         return ctx.runtime.storage, f"{publish_root(ctx)}/video"
 
-    def finish(self, ctx: RunContext[VideoPublishJob], session: Session, stopped: bool) -> Finished:
+    def finish(self, ctx: RunContext[VideoPublishJob], stopped: bool) -> Finished:
         if stopped:
             return Finished()
-        rows = published_catalog(session, ctx.company_id, self.file_types)
+        rows = published_catalog(ctx, self.file_types)
         catalog = [
             {"handle": a.handle, "path": asset_path(p, a.name), "size": a.size} for a, p in rows
         ]
