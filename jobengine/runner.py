@@ -94,8 +94,8 @@ def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
         return None
     run, job, company = row
     kind = kind_for(job.kind)
-    ctx = kind.context(runtime, (run.id, job.id, company.id), (company.handle, run.run_name),
-                       job.payload)  # fmt: skip
+    ids, names = (run.id, job.id, company.id), (company.handle, run.run_name)
+    ctx = kind.context(runtime, ids, names, job.payload)
     return _Loaded(run, job, company, kind, ctx)
 
 
