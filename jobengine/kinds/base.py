@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, func, select
@@ -188,9 +188,9 @@ _ASSETS = select(*_ASSET_COLUMNS).where(Asset.handle.in_(bindparam("handles", ex
 _FEW = 32  # up to this many handles, a statement compiled once per count (submit's hot path)
 
 
-@dataclass(frozen=True)
-class AssetRow:
-    """What the submit checks know of an asset: its owner, type and size."""
+class AssetRow(NamedTuple):
+    """What the submit checks know of an asset: its owner, type and size (a tuple: made for
+    every handle of every submit)."""
 
     handle: str
     company_id: int

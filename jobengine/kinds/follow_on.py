@@ -9,6 +9,7 @@ the follow-on kind's own checks on its payload, with :func:`within_follow_on` na
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -42,14 +43,25 @@ class FollowOn:
         return self.element[:1].upper() + self.element[1:]
 
 
+@functools.cache
+def _fields_of(model: type[BaseModel]) -> tuple[tuple[str, str, str], ...]:
+    """The follow-on fields a payload model has: (attribute, IPS name, job element); computed
+    once per model (most have none: submit's hot path asks every request)."""
+    fields = model.model_fields
+    return tuple(
+        (attribute, fields[attribute].alias or attribute, element)
+        for attribute, element in FOLLOW_ON_FIELDS.items()
+        if attribute in fields
+    )
+
+
 def follow_on(job: BaseModel) -> FollowOn | None:
     """The follow-on a payload asks for, if any."""
-    fields = type(job).model_fields
-    for attribute, element in FOLLOW_ON_FIELDS.items():
-        payload = getattr(job, attribute, None)
+    for attribute, alias, element in _fields_of(type(job)):
+        payload = getattr(job, attribute)
         if isinstance(payload, BaseModel):
             only = bool(getattr(job, "post_job_only_if_files", False))
-            return FollowOn(fields[attribute].alias or attribute, element, payload, only)
+            return FollowOn(alias, element, payload, only)
     return None
 
 
