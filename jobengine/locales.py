@@ -2,10 +2,12 @@
 (``jobengine.notices.email``) and job log messages (``jobengine.i18n.LogMessage``), and their
 compiler.
 
-The ``.mo`` files are generated from the ``.po`` files and shipped next to them; after editing a
-``.po`` file run ``python -m jobengine.locales`` (stdlib only, no Babel or GNU gettext needed). A
-test checks that every ``.mo`` file matches its ``.po`` file and that each catalog translates every
-message of ``jobengine.pot``.
+A message is added in one place per language: its entry in each ``.po`` file (and, in code,
+the ``LogMessage`` type or a ``_()`` mark of ``jobengine.notices.email``). The ``.mo`` files and the
+template ``jobengine.pot`` (the English catalog's message ids) are generated and shipped next to
+them: after editing a ``.po`` file run ``python -m jobengine.locales`` (stdlib only, no Babel or GNU
+gettext needed). Tests check that every ``.mo`` file and the template match their sources, and
+that each catalog translates exactly the messages the code uses.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ from pathlib import Path
 
 from jobengine.shipped import config_dir
 
-__all__ = ["DOMAIN", "LOCALE_DIR", "catalogs", "compile_po", "parse_po"]
+__all__ = ["DOMAIN", "LOCALE_DIR", "catalogs", "compile_po", "parse_po", "template_of"]
 
 DOMAIN = "jobengine"
 LOCALE_DIR = config_dir() / "locale"
+TEMPLATE_SOURCE = "en"  # the catalog whose message ids make the template
+_TEMPLATE_HEAD = """\
+# The template of jobengine's job e-mails (jobengine/notices/email.py) and job log messages.
+# Generated from the English catalog by python -m jobengine.locales: do not edit.
+msgid ""
+msgstr ""
+"Project-Id-Version: jobengine 0.1.0\\n"
+"MIME-Version: 1.0\\n"
+"Content-Type: text/plain; charset=UTF-8\\n"
+"Content-Transfer-Encoding: 8bit\\n"
+"""
 
 
 def parse_po(text: str) -> dict[str, str]:
@@ -69,16 +82,30 @@ def compile_po(text: str) -> bytes:
     return head + struct.pack(f"<{len(index)}I", *index) + data
 
 
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def template_of(po_text: str) -> str:
+    """The template (``jobengine.pot``) of a catalog: its message ids in order, untranslated."""
+    ids = [msgid for msgid in parse_po(po_text) if msgid]
+    return _TEMPLATE_HEAD + "".join(f'\nmsgid {_quoted(m)}\nmsgstr ""\n' for m in ids)
+
+
 def catalogs() -> list[Path]:
     """Every ``.po`` file of the domain, one per language."""
     return sorted(LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
 
 
 def main() -> int:
-    """Regenerate every ``.mo`` file from its ``.po`` file."""
+    """Regenerate every ``.mo`` file from its ``.po`` file, and the template."""
     for po in catalogs():
-        po.with_suffix(".mo").write_bytes(compile_po(po.read_text(encoding="utf-8")))
+        text = po.read_text(encoding="utf-8")
+        po.with_suffix(".mo").write_bytes(compile_po(text))
         sys.stdout.write(f"compiled {po.relative_to(LOCALE_DIR)}\n")
+        if po.parent.parent.name == TEMPLATE_SOURCE:
+            (LOCALE_DIR / f"{DOMAIN}.pot").write_text(template_of(text), encoding="utf-8")
+            sys.stdout.write(f"wrote {DOMAIN}.pot\n")
     return 0
 
 

@@ -1,6 +1,5 @@
 """ExportJob tasks: ``jobengine.export.start``, ``.item`` (one asset) and ``.finish`` (the ZIP)."""
 
-from jobengine.engine.app import app
-from jobengine.engine.taskkit import define_tasks
+from jobengine.engine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "export")
+start, item, finish = kind_tasks(__name__)

@@ -1,6 +1,5 @@
 """OptimizeImagesJob tasks: ``jobengine.optimize_images.start|item|finish``."""
 
-from jobengine.engine.app import app
-from jobengine.engine.taskkit import define_tasks
+from jobengine.engine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "optimize_images")
+start, item, finish = kind_tasks(__name__)

@@ -1,6 +1,5 @@
 """ReprocessAssetsJob tasks: ``jobengine.reprocess_assets.start|item|finish``."""
 
-from jobengine.engine.app import app
-from jobengine.engine.taskkit import define_tasks
+from jobengine.engine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "reprocess_assets")
+start, item, finish = kind_tasks(__name__)

@@ -1,6 +1,5 @@
 """ServerDirectoryPublishJob tasks: ``jobengine.server_directory_publish.start|item|finish``."""
 
-from jobengine.engine.app import app
-from jobengine.engine.taskkit import define_tasks
+from jobengine.engine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "server_directory_publish")
+start, item, finish = kind_tasks(__name__)

@@ -1,6 +1,5 @@
 """UploadDirectoryJob tasks: ``jobengine.upload_directory.start|item|finish``."""
 
-from jobengine.engine.app import app
-from jobengine.engine.taskkit import define_tasks
+from jobengine.engine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "upload_directory")
+start, item, finish = kind_tasks(__name__)

@@ -1,6 +1,5 @@
 """VideoPublishJob tasks: ``jobengine.video_publish.start|item|finish``."""
 
-from jobengine.engine.app import app
-from jobengine.engine.taskkit import define_tasks
+from jobengine.engine.taskkit import kind_tasks
 
-start, item, finish = define_tasks(app, "video_publish")
+start, item, finish = kind_tasks(__name__)

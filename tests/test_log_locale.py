@@ -16,8 +16,16 @@ from sqlalchemy import inspect, select, text, update
 
 import jobengine
 from jobengine import get_asset_job_logs, get_job_log_details, i18n, submit
-from jobengine.i18n import LOG_MESSAGES, english, fill, log_message, operation_locale, translator
-from jobengine.locales import catalogs, parse_po
+from jobengine.i18n import (
+    CATALOG_MESSAGES,
+    LOG_MESSAGES,
+    english,
+    fill,
+    log_message,
+    operation_locale,
+    translator,
+)
+from jobengine.locales import LOCALE_DIR, catalogs, parse_po, template_of
 from jobengine.operations import JobLog
 from jobengine.runtime import get_runtime
 from jobengine.store import migrate
@@ -143,6 +151,16 @@ def test_every_log_message_is_translated_in_every_catalog() -> None:
             assert fill(msgstr, dict.fromkeys(_placeholders(msgid), "x")) is not None
             # the compiled catalog has it too (a stale .mo would answer the msgid itself)
             assert translator(language)(msgid) == msgstr, (language, msgid)
+
+
+def test_the_template_is_generated_and_every_catalog_agrees_with_the_message_type() -> None:
+    english_po = (LOCALE_DIR / "en" / "LC_MESSAGES" / "jobengine.po").read_text(encoding="utf-8")
+    pot = (LOCALE_DIR / "jobengine.pot").read_text(encoding="utf-8")
+    assert pot == template_of(english_po), "jobengine.pot is stale: run python -m jobengine.locales"
+    template = set(parse_po(pot)) - {""}
+    assert set(CATALOG_MESSAGES) <= template  # every LogMessage (and the progress message)
+    for po in catalogs():  # each language holds exactly the template's messages
+        assert set(parse_po(po.read_text(encoding="utf-8"))) - {""} == template, po
 
 
 _MESSAGE_AT = {"write_log": 3, "ItemOutcome": 2, "_fail": 2, "log": 2}

@@ -32,7 +32,6 @@ from jobengine.engine.heartbeat import Heartbeat
 from jobengine.engine.scheduling import tick, until_next_tick
 from jobengine.errors import ServerError, StoreUnavailable
 from jobengine.kinds import kind_for
-from jobengine.kinds.base import RunContext
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.db import Store
@@ -74,10 +73,10 @@ def _finish_killed_before_commit(run: Run, company: str) -> str:
     with runtime.store.read() as session:
         job = session.get(Job, run.job_id)
         assert job is not None
-        ctx = RunContext(
-            runtime, run.id, job.id, run.company_id, company, run.run_name, job.payload
-        )
-        output = kind_for(job.kind).finish(ctx, session, False)
+        kind = kind_for(job.kind)
+        ids, names = (run.id, job.id, run.company_id), (company, run.run_name)
+        ctx = kind.context(runtime, ids, names, job.payload)
+        output = kind.finish(ctx, False).output
     time.sleep(0.1)  # the dead worker's lease lapses
     return str(output["zip"])
 

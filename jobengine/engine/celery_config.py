@@ -20,31 +20,12 @@ from typing import Any
 
 from jobengine.embedded import backend_url, broker_url
 from jobengine.errors import ConfigurationError
+from jobengine.kinds import kind_slugs, task_modules
 from jobengine.settings import DEFAULT_QUEUE, Settings
 
-TASK_MODULES = [
-    "jobengine.tasks.export",
-    "jobengine.tasks.image_serving_publish",
-    # RipPdfsJob, OptimizeImagesJob and ReprocessAssetsJob
-    "jobengine.tasks.rip_pdfs",
-    "jobengine.tasks.optimize_images",
-    "jobengine.tasks.reprocess_assets",
-    # VideoPublishJob and ServerDirectoryPublishJob
-    "jobengine.tasks.video_publish",
-    "jobengine.tasks.server_directory_publish",
-    # UploadUrlsJob and UploadDirectoryJob
-    "jobengine.tasks.upload_urls",
-    "jobengine.tasks.upload_directory",
-    # AutomatedSetGenerationJob
-    "jobengine.tasks.automated_set_generation",
-    # ImageRenderingPublishJob
-    "jobengine.tasks.image_rendering_publish",
-]
-
-
-def kind_slugs() -> list[str]:
-    """The task name part of every job kind (``export``: ``jobengine.export.*``)."""
-    return [module.removeprefix("jobengine.tasks.") for module in TASK_MODULES]
+# The task modules come from the kinds table (``tasks.<slug>``, one per kind): adding a kind
+# to ``jobengine.kinds.KINDS`` (and its ``tasks/<slug>.py``) is all Celery needs.
+TASK_MODULES = task_modules()
 
 
 def task_routes(settings: Settings) -> dict[str, dict[str, str]]:

@@ -16,6 +16,8 @@ safe to run again after a worker dies in the middle of it.
   run ended and only cleans up.
 * A message that cannot be sent after a commit (the broker is down) is not an error of the
   step: the scheduler sends it once the broker is back (see :mod:`jobengine.engine.scheduling`).
+* What follows the end of a run (the follow-on job, the e-mail, the completion callback) is
+  the hooks' (:mod:`jobengine.engine.hooks`): run here, in order, each isolated from the others.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Literal
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from jobengine.engine import dispatch
+from jobengine.engine import dispatch, hooks
 from jobengine.engine.heartbeat import Heartbeat
 from jobengine.errors import RunStopped, Unavailable, log_reason
 from jobengine.i18n import LogMessage, progress_message
@@ -74,8 +76,8 @@ class _Loaded:
     run: Run
     job: Job
     company: Company
-    kind: JobKindHandler
-    ctx: RunContext
+    kind: JobKindHandler[Any]
+    ctx: RunContext[Any]
 
 
 _LOAD = (
@@ -92,14 +94,25 @@ def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
         return None
     run, job, company = row
     kind = kind_for(job.kind)
-    ctx = RunContext(runtime, run.id, job.id, company.id, company.handle, run.run_name, job.payload)
+    ids, names = (run.id, job.id, company.id), (company.handle, run.run_name)
+    ctx = kind.context(runtime, ids, names, job.payload)
     return _Loaded(run, job, company, kind, ctx)
+
+
+_ENDED_HERE = ("done", "stopped", "failed")
 
 
 def start(run_id: int, worker: str) -> str:
     """Claim a queued run, plan its items and send them (or, for a small run, do them and its
     finish here); returns what happened: ``done``, ``stopped`` or ``failed`` when the run
-    ended in this task."""
+    ended in this task (then the hooks' ``after_end`` ran too)."""
+    result = _start(run_id, worker)
+    if result in _ENDED_HERE:  # ended here (or before any item ran)
+        hooks.after_end(run_id)
+    return result
+
+
+def _start(run_id: int, worker: str) -> str:
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
     claimed = _claim_start(runtime, run_id, worker)
@@ -438,7 +451,15 @@ def _send_finish(loaded: _Loaded) -> None:
 
 
 def finish(run_id: int, worker: str) -> str:
-    """Join a run whose items are all finished: write its output and final job log, once."""
+    """Join a run whose items are all finished: write its output and final job log, once;
+    then the hooks' ``after_end``, also on a duplicate: a redelivered finish sends what a
+    worker that died after the end missed (each hook sends at most once)."""
+    result = _finish(run_id, worker)
+    hooks.after_end(run_id)
+    return result
+
+
+def _finish(run_id: int, worker: str) -> str:
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
     with runtime.store.write() as session:
@@ -458,12 +479,11 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
     """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     try:
-        with (
-            Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease),
-            runtime.store.read() as session,
-        ):
-            stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
-            output = loaded.kind.finish(loaded.ctx, session, stopped)
+        with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+            with runtime.store.read() as session:
+                stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
+            finished = loaded.kind.finish(loaded.ctx, stopped)
+            output = hooks.before_end(loaded.ctx, finished)  # the follow-on job
     except Unavailable:
         raise  # the task finishes again once the store answers; the inputs are still staged
     except Exception as exc:

@@ -1,9 +1,10 @@
 """The Celery side of a job kind: three thin tasks around ``jobengine.engine.runner``.
 
-``define_tasks(app, "export")`` registers ``jobengine.export.start``, ``jobengine.export.item``
-and ``jobengine.export.finish``. Each task calls one runner function; the runner's store guards
-make every redelivery harmless. Item tasks report progress three ways: in the store (for
-getActiveJobs), as the Celery state ``PROGRESS`` and as a ``task-progress`` event (for Flower).
+``define_tasks(app, "export")`` (``kind_tasks("jobengine.tasks.export")`` in ``tasks/export.py``)
+registers ``jobengine.export.start``, ``jobengine.export.item`` and ``jobengine.export.finish``.
+Each task calls one runner function; the runner's store guards make every redelivery harmless. Item
+tasks report progress three ways: in the store (for getActiveJobs), as the Celery state ``PROGRESS``
+and as a ``task-progress`` event (for Flower).
 
 An outage of the job store never drops a message. The step waits in its process, with backoff
 (0.25 s doubling to 2 s), and runs again from the top until the store answers (the claims are
@@ -26,13 +27,13 @@ from typing import Any, TypeVar
 
 from celery import Celery, Task
 
+from jobengine.celery_app import app as default_app
 from jobengine.engine import runner
 from jobengine.errors import Unavailable
+from jobengine.kinds import kind_by_slug
 from jobengine.logs import job_context
-from jobengine.notices.callbacks import send_callback
-from jobengine.notices.email import notify_run
 
-__all__ = ["define_tasks", "outage_patience", "worker_id"]
+__all__ = ["define_tasks", "kind_tasks", "outage_patience", "worker_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,8 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
     @app.task(name=f"jobengine.{slug}.start", **_OPTIONS)  # type: ignore[untyped-decorator]
     def start(self: Task, run_id: int, **labels: Any) -> str:
         with job_context(labels):
-            result = through_outages(self, lambda: runner.start(run_id, worker_id(self)))
-            if result in ("done", "stopped", "failed"):  # ended here (or before any item ran)
-                notify_run(run_id)
-                send_callback(run_id)
-        return result
+            # a run that ended here has had its hooks run (e-mail, callback: jobengine.engine.hooks)
+            return through_outages(self, lambda: runner.start(run_id, worker_id(self)))
 
     @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
     def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
@@ -130,10 +128,15 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
     @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[untyped-decorator]
     def finish(self: Task, run_id: int, **labels: Any) -> str:
         with job_context(labels):
-            result = through_outages(self, lambda: runner.finish(run_id, worker_id(self)))
-            # Also on a duplicate: a redelivered finish sends what a worker that died missed.
-            notify_run(run_id)
-            send_callback(run_id)  # httpCompletionUrl / postHttpUrl, at most once too
-        return result
+            # the run's hooks run too, also on a duplicate (jobengine.engine.hooks)
+            return through_outages(self, lambda: runner.finish(run_id, worker_id(self)))
 
     return start, item, finish
+
+
+def kind_tasks(module: str, app: Celery = default_app) -> tuple[Task, Task, Task]:
+    """The tasks of the kind a ``tasks/<slug>.py`` module is named after (its ``__name__``);
+    a module named after no kind of ``jobengine.kinds.KINDS`` is a KeyError at import."""
+    slug = module.rpartition(".")[2]
+    kind_by_slug(slug)  # the kinds table knows it
+    return define_tasks(app, slug)

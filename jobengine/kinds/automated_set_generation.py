@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
-from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +40,7 @@ from jobengine.handles import company_segment
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
     AssetRef,
+    Finished,
     ItemOutcome,
     JobKindHandler,
     PlannedItem,
@@ -49,7 +49,8 @@ from jobengine.kinds.base import (
     unique_handles,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
-from jobengine.store.schema import Asset, Company, LogDetail, RunItem, SetPreset
+from jobengine.model import AutomatedSetGenerationJob, JobKind
+from jobengine.store.schema import Asset, Company, SetPreset
 
 __all__ = ["MAX_PRESETS", "AutomatedSetGenerationKind", "item_key", "parse_item_key"]
 
@@ -89,14 +90,14 @@ def _final_name(set_name: str) -> str | None:
         return None
 
 
-def _dest_folder(job: Any) -> str:
+def _dest_folder(job: AutomatedSetGenerationJob) -> str:
     try:
         return clean_folder(job.dest_folder or "/")
     except BadPath as exc:
         raise InvalidParameter(f"destFolder {exc.reason}", field=f"{_ELEMENT}/destFolder") from None
 
 
-def _preset_ids(job: Any) -> list[int]:
+def _preset_ids(job: AutomatedSetGenerationJob) -> list[int]:
     handles = unique_handles(job.auto_set_creation_options.auto_sets_array or ())
     if len(handles) > MAX_PRESETS:
         raise LimitExceeded(
@@ -122,10 +123,9 @@ def _presets(session: Session, company_id: int, ids: Sequence[int]) -> dict[int,
     return {p.id: p for p in rows}
 
 
-class AutomatedSetGenerationKind(JobKindHandler):
-    element = _ELEMENT
+class AutomatedSetGenerationKind(JobKindHandler[AutomatedSetGenerationJob]):
+    kind = JobKind.AUTOMATED_SET_GENERATION
     job_type = "AutomatedSetGeneration"
-    slug = "automated_set_generation"
     begin_log = "BeginUpload"  # IPS has no Begin/EndAutomatedSetGeneration
     end_log = "EndUpload"
     honoured: Collection[str] = frozenset(
@@ -138,7 +138,7 @@ class AutomatedSetGenerationKind(JobKindHandler):
         }
     )
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: AutomatedSetGenerationJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         _dest_folder(job)
         ids = _preset_ids(job)
@@ -157,8 +157,10 @@ class AutomatedSetGenerationKind(JobKindHandler):
         path = f"{self.element}/assetHandleArray"
         check_asset_handles(db, company_id, unique_handles(job.asset_handle_array), path)
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
-        job: Any = ctx.job
+    def plan(
+        self, ctx: RunContext[AutomatedSetGenerationJob], session: Session
+    ) -> list[PlannedItem]:
+        job = ctx.job
         handles = unique_handles(job.asset_handle_array)
         found = _images(session, ctx.company_id, handles)
         present = {a.handle for a in found}
@@ -237,7 +239,7 @@ class AutomatedSetGenerationKind(JobKindHandler):
                     )
         return items
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
+    def process(self, ctx: RunContext[AutomatedSetGenerationJob], item: PlannedItem) -> ItemOutcome:
         preset_id, digest, label = parse_item_key(item.key)
         for attempt in range(2):
             try:
@@ -249,9 +251,14 @@ class AutomatedSetGenerationKind(JobKindHandler):
         raise AssertionError("unreachable")
 
     def _make_set(
-        self, ctx: RunContext, session: Session, preset_id: int, digest: str, label: str
+        self,
+        ctx: RunContext[AutomatedSetGenerationJob],
+        session: Session,
+        preset_id: int,
+        digest: str,
+        label: str,
     ) -> ItemOutcome:
-        job: Any = ctx.job
+        job = ctx.job
         preset = _presets(session, ctx.company_id, [preset_id]).get(preset_id)
         if preset is None:
             gone = {"preset": str(preset_id), "reason": "it was deleted"}
@@ -324,18 +331,13 @@ class AutomatedSetGenerationKind(JobKindHandler):
             args,
         )
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
-        results = session.scalars(
-            select(RunItem.result).where(RunItem.run_id == ctx.run_id, RunItem.state == "done")
-        ).all()
-        made = [r for r in results if r.get("set")]
-        unmatched = session.scalar(
-            select(func.count())
-            .select_from(LogDetail)
-            .where(LogDetail.run_id == ctx.run_id, LogDetail.message_id == _UNMATCHED)
+    def finish(self, ctx: RunContext[AutomatedSetGenerationJob], stopped: bool) -> Finished:
+        made = [r for r in ctx.done_items() if r.get("set")]
+        unmatched = ctx.logged(_UNMATCHED)
+        return Finished(
+            {
+                "sets": len(made),
+                "members": sum(len(r.get("members") or []) for r in made),
+                "unmatched": unmatched,
+            }
         )
-        return {
-            "sets": len(made),
-            "members": sum(len(r.get("members") or []) for r in made),
-            "unmatched": int(unmatched or 0),
-        }

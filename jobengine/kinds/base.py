@@ -1,7 +1,12 @@
 """What a job kind is: how it checks a request, plans its items, does one item, and finishes.
 
 The runner (``jobengine.engine.runner``) owns the lifecycle, the guards and the counters; a kind
-only says what its work is. Each kind has its own Celery task module in ``tasks/``.
+only says what its work is. A kind is ``JobKindHandler[P]`` for its payload model ``P`` (e.g.
+``JobKindHandler[ExportJob]``) and declares its :class:`~jobengine.model.JobKind` once; its
+element, task slug and model are derived from it. Its steps get ``RunContext[P]``, whose
+``job`` is the parsed payload of type ``P``. What happens after a run ends (the follow-on job,
+the e-mail, the completion callback) is the engine's (:mod:`jobengine.engine.hooks`): a kind's
+finish returns its follow-on as data (:class:`Finished`).
 """
 
 from __future__ import annotations
@@ -9,22 +14,27 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
 from jobengine.i18n import LogMessage
+from jobengine.kinds.follow_on import FollowOn
+from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
+from jobengine.store.hot import HotStatement
 from jobengine.store.runs import write_log
-from jobengine.store.schema import Asset, Folder, Run
+from jobengine.store.schema import Asset, Folder, LogDetail, Run, RunItem
 
 __all__ = [
     "MAX_HANDLES",
     "AssetRef",
+    "AssetRow",
+    "Finished",
     "ItemOutcome",
     "JobKindHandler",
     "PlannedItem",
@@ -32,6 +42,7 @@ __all__ = [
     "asset_gone",
     "asset_in_folder",
     "check_asset_handles",
+    "find_assets",
     "io_failure",
     "unique_handles",
 ]
@@ -74,9 +85,22 @@ class ItemOutcome:
     tally: Literal["duplicate", "update"] | None = None
 
 
+P = TypeVar("P", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class RunContext:
-    """The run a kind works on: ids, names, the parsed payload and the runtime."""
+class Finished:
+    """What a kind's finish comes to: the run's output description, and the follow-on job the
+    engine submits for it (:mod:`jobengine.engine.hooks`), if any."""
+
+    output: dict[str, Any] = field(default_factory=dict)
+    follow_on: FollowOn | None = None
+
+
+@dataclass(frozen=True)
+class RunContext(Generic[P]):
+    """The run a kind works on: ids, names, the parsed payload and the runtime, and the few
+    things of the store a kind needs (its assets, its done items, a log row)."""
 
     runtime: Runtime
     run_id: int
@@ -85,14 +109,15 @@ class RunContext:
     company_handle: str
     run_name: str
     payload: dict[str, Any]
+    model: type[BaseModel] = BaseModel  # P itself (JobKindHandler.context sets it)
 
     @functools.cached_property
-    def job(self) -> BaseModel:
+    def job(self) -> P:
         """The job-type payload (e.g. the ExportJob model) of this run's request."""
-        from jobengine.model import parse_submit_job
-
-        job: BaseModel = parse_submit_job(self.payload).job
-        return job
+        job = parse_submit_job(self.payload).job
+        if not isinstance(job, self.model):  # a job row always holds its own kind's payload
+            raise TypeError(f"run {self.run_id}: {type(job).__name__} is no {self.model.__name__}")
+        return cast(P, job)  # checked just above: the model is P
 
     def stop_requested(self) -> bool:
         """Whether the run has been stopped (stopJob, deleteJob) since it started: long
@@ -105,6 +130,32 @@ class RunContext:
         """A private scratch folder of this run in storage."""
         return f"_staging/run-{self.run_id}"
 
+    def asset(self, handle: str) -> tuple[Asset, str] | None:
+        """The company's asset with this handle and its folder path, if it still exists."""
+        return asset_in_folder(self, handle)
+
+    def done_items(self) -> list[dict[str, Any]]:
+        """The results of the run's items that ended ``done``, in item order."""
+        with self.runtime.store.read() as session:
+            return [
+                dict(result or {})
+                for result in session.scalars(
+                    select(RunItem.result)
+                    .where(RunItem.run_id == self.run_id, RunItem.state == "done")
+                    .order_by(RunItem.seq)
+                )
+            ]
+
+    def logged(self, message_id: LogMessage) -> int:
+        """How many log rows of this run say ``message_id``."""
+        with self.runtime.store.read() as session:
+            count = session.scalar(
+                select(func.count())
+                .select_from(LogDetail)
+                .where(LogDetail.run_id == self.run_id, LogDetail.message_id == message_id)
+            )
+        return int(count or 0)
+
     def log(
         self,
         session: Session,
@@ -114,7 +165,8 @@ class RunContext:
         asset: AssetRef | None = None,
         **args: object,
     ) -> None:
-        """Write one JobLogDetail row for this run (``args`` fill ``message_id``)."""
+        """Write one JobLogDetail row for this run (``args`` fill ``message_id``) in the
+        caller's transaction."""
         run = session.get(Run, self.run_id)
         assert run is not None
         asset = asset or AssetRef()
@@ -131,9 +183,38 @@ class RunContext:
 
 
 MAX_HANDLES = 1000  # assets in one job's handle list (IPS's default for asset lists)
-_OWNERS = select(Asset.handle, Asset.company_id, Asset.type).where(
-    Asset.handle.in_(bindparam("handles", expanding=True))
-)
+_ASSET_COLUMNS = (Asset.handle, Asset.company_id, Asset.type, Asset.size)
+_ASSETS = select(*_ASSET_COLUMNS).where(Asset.handle.in_(bindparam("handles", expanding=True)))
+_FEW = 32  # up to this many handles, a statement compiled once per count (submit's hot path)
+
+
+class AssetRow(NamedTuple):
+    """What the submit checks know of an asset: its owner, type and size (a tuple: made for
+    every handle of every submit)."""
+
+    handle: str
+    company_id: int
+    type: str
+    size: int
+
+
+@functools.lru_cache(maxsize=_FEW)
+def _assets_by_handles(count: int) -> HotStatement:
+    """The asset lookup for exactly ``count`` handles, as a HotStatement."""
+    return HotStatement(
+        select(*_ASSET_COLUMNS).where(Asset.handle.in_([bindparam(f"h{n}") for n in range(count)]))
+    )
+
+
+def find_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
+    """The assets these handles name (any company's), by handle: the one asset lookup of every
+    kind's submit checks."""
+    if len(handles) <= _FEW:
+        params = {f"h{n}": handle for n, handle in enumerate(handles)}
+        rows = _assets_by_handles(len(handles)).all(db, params) if handles else []
+    else:
+        rows = [tuple(row) for row in db.execute(_ASSETS, {"handles": handles})]
+    return {str(h): AssetRow(str(h), int(c), str(t), int(z or 0)) for h, c, t, z in rows}
 
 
 def unique_handles(handles: Iterable[Any]) -> list[str]:
@@ -149,16 +230,16 @@ def check_asset_handles(
         raise LimitExceeded(
             f"{path} holds {len(handles)} assets; at most {MAX_HANDLES} are allowed", field=path
         )
-    found = {str(h): (int(c), str(t)) for h, c, t in db.execute(_OWNERS, {"handles": handles})}
+    found = find_assets(db, handles)
     for handle in handles:
         owner = found.get(handle)
         if owner is None:
             raise InvalidParameter(f"unknown assetHandle {handle!r}", field=path)
-        if owner[0] != company_id:
+        if owner.company_id != company_id:
             raise IllegalCompany(f"asset {handle!r} belongs to another company", field=path)
-        if asset_type is not None and owner[1] != asset_type:
+        if asset_type is not None and owner.type != asset_type:
             raise InvalidParameter(
-                f"asset {handle!r} is of type {owner[1]}, not {asset_type}", field=path
+                f"asset {handle!r} is of type {owner.type}, not {asset_type}", field=path
             )
 
 
@@ -182,7 +263,7 @@ def asset_gone(handle: str, log_type: str) -> ItemOutcome:
     )
 
 
-def asset_in_folder(ctx: RunContext, handle: str) -> tuple[Asset, str] | None:
+def asset_in_folder(ctx: RunContext[Any], handle: str) -> tuple[Asset, str] | None:
     """The company's asset with this handle and its folder path, if it still exists."""
     with ctx.runtime.store.read() as session:
         row = session.execute(
@@ -193,41 +274,68 @@ def asset_in_folder(ctx: RunContext, handle: str) -> tuple[Asset, str] | None:
     return None if row is None else (row[0], row[1])
 
 
-class JobKindHandler:
-    """Base of the job kinds. Subclasses set the class attributes and override the steps."""
+class JobKindHandler(Generic[P]):
+    """Base of the job kinds, generic in the kind's payload model ``P``. A kind sets ``kind``
+    (its one declaration: ``element``, ``slug`` and ``model`` follow from it) and the other
+    class attributes, and overrides the steps."""
 
-    element: ClassVar[str]  # the submitJob element, e.g. "exportJob"
+    kind: ClassVar[JobKind]  # e.g. JobKind.EXPORT
+    element: ClassVar[str]  # derived: the submitJob element, e.g. "exportJob"
+    slug: ClassVar[str]  # derived: the task name part, e.g. "export" -> jobengine.export.item
     job_type: ClassVar[str]  # the Job Types constant shown by getActiveJobs, e.g. "Export"
-    slug: ClassVar[str]  # the task name part, e.g. "export" -> jobengine.export.item
     begin_log: ClassVar[str]
     end_log: ClassVar[str]
     # plan() reads only the request (no I/O, no catalog): the runner plans in the transaction
     # that claims the start, saving two
     plans_from_request: ClassVar[bool] = False
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if isinstance(kind, JobKind):  # a concrete kind (bases such as PublishKind have none)
+            cls.element = kind.element
+            cls.slug = kind.attribute.removesuffix("_job")
+
+    @property
+    def model(self) -> type[P]:
+        """The kind's payload model (``ExportJob``), from the request model's own table."""
+        return cast("type[P]", JOB_MODELS[self.kind])
+
+    def context(
+        self,
+        runtime: Runtime,
+        ids: tuple[int, int, int],
+        names: tuple[str, str],
+        payload: dict[str, Any],
+    ) -> RunContext[P]:
+        """The context of one run of this kind: (run, job, company) ids, (company handle,
+        run name) and the stored request."""
+        run_id, job_id, company_id = ids
+        return RunContext[P](runtime, run_id, job_id, company_id, *names, payload, self.model)
+
+    def check(self, db: Connection, company_id: int, job: P) -> None:
         """Submit-time checks that need the catalog (handles exist, limits). Raise IpsFault.
 
         ``db`` is the submit transaction's connection: Core statements only (hot path).
         """
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[P], session: Session) -> list[PlannedItem]:
         """The items of a run, in order; log rows for anything skipped. Runs once per run."""
         raise NotImplementedError
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
+    def process(self, ctx: RunContext[P], item: PlannedItem) -> ItemOutcome:
         """Do one item. Must be idempotent: it may run again after a worker dies."""
         raise NotImplementedError
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
-        """Join the items' results; returns the run's output description.
+    def finish(self, ctx: RunContext[P], stopped: bool) -> Finished:
+        """Join the items' results; returns the run's output description (and its follow-on).
 
         Must be idempotent: a finish killed before the end of its run was committed runs again,
         with the same inputs (nothing staged is removed before that commit). Write outputs
         atomically under a name of the run's own, so that a second write replaces the first.
         """
-        return {}
+        return Finished()
 
-    def cleanup(self, ctx: RunContext) -> None:
+    def cleanup(self, ctx: RunContext[P]) -> None:
         """Remove what the run staged; called once its end is committed (best effort: the
         janitor sweeps what a killed worker left)."""

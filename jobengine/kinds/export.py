@@ -11,12 +11,11 @@ readers see no ZIP or the whole ZIP.
 
 from __future__ import annotations
 
-import functools
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from jobengine import imaging
@@ -26,18 +25,19 @@ from jobengine.errors import IllegalCompany, InvalidParameter, IpsFault, LimitEx
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
     AssetRef,
+    Finished,
     ItemOutcome,
     JobKindHandler,
     PlannedItem,
     RunContext,
     asset_gone,
-    asset_in_folder,
+    find_assets,
     io_failure,
     unique_handles,
 )
+from jobengine.model import ExportJob, JobKind
 from jobengine.storage import StorageError, safe_name
-from jobengine.store.hot import HotStatement
-from jobengine.store.schema import Asset, RunItem
+from jobengine.store.schema import Asset
 
 __all__ = ["MAX_EXPORT_ASSETS", "MAX_EXPORT_BYTES", "ExportKind"]
 
@@ -45,43 +45,24 @@ MAX_EXPORT_ASSETS = 500
 MAX_EXPORT_BYTES = 1024**3
 # Asset types converted with fmt=convert; others go out as originals (as DMC's export does).
 CONVERTIBLE = frozenset({"Image", "Pdf", "Illustrator"})
-_ASSETS_BY_HANDLE = select(Asset.handle, Asset.company_id, Asset.size).where(
-    Asset.handle.in_(bindparam("handles", expanding=True))
-)
 
 
-@functools.lru_cache(maxsize=32)
-def _assets_by_handles(count: int) -> HotStatement:
-    """The same query for exactly ``count`` handles, as a HotStatement (submit's hot path)."""
-    return HotStatement(
-        select(Asset.handle, Asset.company_id, Asset.size).where(
-            Asset.handle.in_([bindparam(f"h{n}") for n in range(count)])
-        )
-    )
-
-
-def _find_assets(db: Connection, handles: list[str]) -> list[tuple[Any, ...]]:
-    if len(handles) <= 32:
-        params = {f"h{n}": handle for n, handle in enumerate(handles)}
-        return _assets_by_handles(len(handles)).all(db, params)
-    return [tuple(row) for row in db.execute(_ASSETS_BY_HANDLE, {"handles": handles})]
-
-
-def _image_request(db: Session | Connection, company_id: int, job: Any) -> imaging.ImageRequest:
+def _image_request(
+    db: Session | Connection, company_id: int, job: ExportJob
+) -> imaging.ImageRequest:
     """The conversion of an ExportJob: the company's presets over the shipped defaults."""
     presets = {**imaging.default_presets(), **company_presets(db, company_id)}
     return imaging.export_request(job.is_modifier, job.macro, presets)
 
 
-class ExportKind(JobKindHandler):
-    element = "exportJob"
+class ExportKind(JobKindHandler[ExportJob]):
+    kind = JobKind.EXPORT
     job_type = "Export"
-    slug = "export"
     begin_log = "BeginGet"
     end_log = "EndGet"
     plans_from_request = True  # the asset handles of the request, in order
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: ExportJob) -> None:
         if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token
             _image_request(db, company_id, job)
         handles = unique_handles(job.asset_handle_array)
@@ -92,29 +73,28 @@ class ExportKind(JobKindHandler):
                 f"an export holds at most {MAX_EXPORT_ASSETS} assets; {len(handles)} were given",
                 field="exportJob/assetHandleArray",
             )
-        found = _find_assets(db, handles)
-        assets = {str(h): (int(c), int(size)) for h, c, size in found}
+        assets = find_assets(db, handles)
         for handle in handles:
             owner = assets.get(handle)
             if owner is None:
                 raise InvalidParameter(f"unknown assetHandle {handle!r}", field="assetHandleArray")
-            if owner[0] != company_id:
+            if owner.company_id != company_id:
                 raise IllegalCompany(
                     f"asset {handle!r} belongs to another company", field="assetHandleArray"
                 )
-        total = sum(size for _, size in assets.values())
+        total = sum(asset.size for asset in assets.values())
         if total > MAX_EXPORT_BYTES:
             raise LimitExceeded(
                 f"an export is at most 1 GB; these assets hold {total} bytes",
                 field="exportJob/assetHandleArray",
             )
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
-        job: Any = ctx.job
+    def plan(self, ctx: RunContext[ExportJob], session: Session) -> list[PlannedItem]:
+        job = ctx.job
         return [PlannedItem(key=h) for h in unique_handles(job.asset_handle_array)]
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        row = asset_in_folder(ctx, item.key)
+    def process(self, ctx: RunContext[ExportJob], item: PlannedItem) -> ItemOutcome:
+        row = ctx.asset(item.key)
         if row is None:
             return asset_gone(item.key, "GetFailure")
         asset, folder = row[0], row[1]
@@ -127,7 +107,7 @@ class ExportKind(JobKindHandler):
         staged = f"{ctx.staging_key}/{item.key.replace('|', '_')}"
         storage = ctx.runtime.storage
         storage.delete_tree(staged)  # a retried item starts from nothing: never two copies
-        job: Any = ctx.job
+        job = ctx.job
         try:
             if str(job.fmt) == "convert" and asset.type in CONVERTIBLE:
                 # the isolated converter needs local paths: local storage gives its own files,
@@ -158,7 +138,9 @@ class ExportKind(JobKindHandler):
         return ItemOutcome("success", "ReturnSuccess", note, ref, size, {"files": files}, done)
 
     @staticmethod
-    def _convert(ctx: RunContext, job: Any, source: Path, out_dir: Path, asset: Asset) -> list[str]:
+    def _convert(
+        ctx: RunContext[ExportJob], job: ExportJob, source: Path, out_dir: Path, asset: Asset
+    ) -> list[str]:
         with ctx.runtime.store.read() as session:
             request = _image_request(session, ctx.company_id, job)
         if asset.type == "Image":  # its upload crop first (jobengine/assets/crops.py)
@@ -166,17 +148,12 @@ class ExportKind(JobKindHandler):
         made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)
         return [p.name for p in made]
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+    def finish(self, ctx: RunContext[ExportJob], stopped: bool) -> Finished:
         if stopped:
-            return {}
-        items = session.scalars(
-            select(RunItem)
-            .where(RunItem.run_id == ctx.run_id, RunItem.state == "done")
-            .order_by(RunItem.seq)
-        ).all()
-        parts = [f for i in items for f in i.result.get("files", [])]
+            return Finished()
+        parts = [f for result in ctx.done_items() for f in result.get("files", [])]
         if not parts:
-            return {}
+            return Finished()
         storage = ctx.runtime.storage
         key = f"{safe_name(ctx.company_handle)}/exports/{safe_name(ctx.run_name)}.zip"
         staged = all(storage.exists(str(p["staged"])) for p in parts)
@@ -185,13 +162,13 @@ class ExportKind(JobKindHandler):
         # else: an earlier finish wrote the whole ZIP (the name is the run's own, the write
         # atomic) and its staged files went before its end was committed (a store outage
         # between the two on a version that cleaned up first): the output is there, use it.
-        return {"zip": key, "files": len(parts), "bytes": storage.size(key)}
+        return Finished({"zip": key, "files": len(parts), "bytes": storage.size(key)})
 
-    def cleanup(self, ctx: RunContext) -> None:
+    def cleanup(self, ctx: RunContext[ExportJob]) -> None:
         ctx.runtime.storage.delete_tree(ctx.staging_key)
 
     @staticmethod
-    def _write_zip(ctx: RunContext, key: str, parts: list[dict[str, Any]]) -> None:
+    def _write_zip(ctx: RunContext[ExportJob], key: str, parts: list[dict[str, Any]]) -> None:
         storage = ctx.runtime.storage
         seen: set[str] = set()
         with storage.writer(key) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:

@@ -36,10 +36,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from jobengine.assets.catalog import RENDER_TYPES, asset_type_of
-from jobengine.kinds.base import AssetRef, RunContext
+from jobengine.kinds.base import AssetRef, Finished, RunContext
 from jobengine.kinds.image_serving_publish import publish_root
 from jobengine.kinds.publish import (
     PUBLISHABLE,
@@ -49,6 +48,7 @@ from jobengine.kinds.publish import (
     write_json,
     write_text,
 )
+from jobengine.model import ImageRenderingPublishJob, JobKind
 from jobengine.model.constants import JobType
 from jobengine.model.logtypes import JobLogFileType, JobLogType
 from jobengine.storage import Storage
@@ -98,10 +98,9 @@ def _map_of(asset_type: str) -> tuple[str, ...]:
     )
 
 
-class ImageRenderingPublishKind(PublishKind):
-    element = "imageRenderingPublishJob"
+class ImageRenderingPublishKind(PublishKind[ImageRenderingPublishJob]):
+    kind = JobKind.IMAGE_RENDERING_PUBLISH
     job_type = JobType.IMAGE_RENDERING_PUBLISH
-    slug = "image_rendering_publish"
     begin_log = JobLogType.BEGIN_IMAGE_RENDERING_PUBLISH
     end_log = JobLogType.END_IMAGE_RENDERING_PUBLISH
     success_log = JobLogType.IMAGE_RENDERING_PUBLISH_SUCCESS
@@ -110,13 +109,15 @@ class ImageRenderingPublishKind(PublishKind):
     file_types = RENDER_TYPES
     published_column = "rendering_published_at"
 
-    def destination(self, ctx: RunContext) -> tuple[Storage, str]:
+    def destination(self, ctx: RunContext[ImageRenderingPublishJob]) -> tuple[Storage, str]:
         return ctx.runtime.storage, f"{publish_root(ctx)}/render"
 
     def log_asset(self, asset: Asset) -> AssetRef:
         return AssetRef(asset.name, _LOG_TYPES.get(asset.type, asset.type), asset.handle)
 
-    def refusal(self, ctx: RunContext, asset: Asset, folder: str) -> str | None:
+    def refusal(
+        self, ctx: RunContext[ImageRenderingPublishJob], asset: Asset, folder: str
+    ) -> str | None:
         if not _FIELD_SAFE.fullmatch(asset_path(folder, asset.name)):
             return "its folder path or name holds a control character, which a catalog cannot"
         taken = self._id_taken(ctx, asset)
@@ -129,7 +130,7 @@ class ImageRenderingPublishKind(PublishKind):
         return render_file_problem(asset.type, head)
 
     @staticmethod
-    def _id_taken(ctx: RunContext, asset: Asset) -> str | None:
+    def _id_taken(ctx: RunContext[ImageRenderingPublishJob], asset: Asset) -> str | None:
         """The path of an earlier asset of the company with the same record id in its map."""
         wanted = record_id(asset.name)
         with ctx.runtime.store.read() as session:
@@ -149,12 +150,12 @@ class ImageRenderingPublishKind(PublishKind):
                 return asset_path(path, name)
         return None
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+    def finish(self, ctx: RunContext[ImageRenderingPublishJob], stopped: bool) -> Finished:
         if stopped:
-            return {}
+            return Finished()
         records: list[dict[str, Any]] = []
         seen: set[tuple[bool, str]] = set()
-        for asset, folder in published_catalog(session, ctx.company_id, self.file_types):
+        for asset, folder in published_catalog(ctx, self.file_types):
             key = (asset.type == VIGNETTE, record_id(asset.name))
             if key in seen:  # published before an earlier asset took its id: the first keeps it
                 continue
@@ -169,10 +170,12 @@ class ImageRenderingPublishKind(PublishKind):
                     "size": asset.size,
                 }
             )
-        return self._write_catalog(ctx, records)
+        return Finished(self._write_catalog(ctx, records))
 
     @staticmethod
-    def _write_catalog(ctx: RunContext, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def _write_catalog(
+        ctx: RunContext[ImageRenderingPublishJob], records: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """The catalog files; the attribute file last, as IR reloads a catalog when it changes."""
         storage, root = ctx.runtime.storage, publish_root(ctx)
         vignettes = [r for r in records if r["type"] == VIGNETTE]

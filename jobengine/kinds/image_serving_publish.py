@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from jobengine.assets.crops import parse_crop
-from jobengine.kinds.base import RunContext
+from jobengine.kinds.base import Finished, RunContext
 from jobengine.kinds.publish import (
     PublishKind,
     asset_path,
@@ -25,6 +24,7 @@ from jobengine.kinds.publish import (
     write_json,
     write_text,
 )
+from jobengine.model import ImageServingPublishJob, JobKind
 from jobengine.model.constants import JobType
 from jobengine.model.logtypes import JobLogType
 from jobengine.storage import Storage, safe_name
@@ -33,7 +33,7 @@ from jobengine.store.schema import Asset, ImageFormat
 __all__ = ["ImageServingPublishKind", "publish_root"]
 
 
-def publish_root(ctx: RunContext) -> str:
+def publish_root(ctx: RunContext[Any]) -> str:
     """The company's publish root in storage (Image Serving and video publishes)."""
     return f"_publish/{safe_name(ctx.company_handle)}"
 
@@ -52,10 +52,9 @@ def _entry(asset: Asset, folder: str) -> dict[str, Any]:
     return entry
 
 
-class ImageServingPublishKind(PublishKind):
-    element = "imageServingPublishJob"
+class ImageServingPublishKind(PublishKind[ImageServingPublishJob]):
+    kind = JobKind.IMAGE_SERVING_PUBLISH
     job_type = JobType.IMAGE_SERVING_PUBLISH
-    slug = "image_serving_publish"
     begin_log = JobLogType.BEGIN_IMAGE_SERVING_PUBLISH
     end_log = JobLogType.END_IMAGE_SERVING_PUBLISH
     success_log = JobLogType.IMAGE_SERVING_PUBLISH_SUCCESS
@@ -63,21 +62,22 @@ class ImageServingPublishKind(PublishKind):
     warning_log = JobLogType.IMAGE_SERVING_PUBLISH_WARNING
     file_types = ("Image",)
 
-    def incremental(self, job: Any) -> bool:
+    def incremental(self, job: ImageServingPublishJob) -> bool:
         return str(job.publish_type) == "Incremental"
 
-    def destination(self, ctx: RunContext) -> tuple[Storage, str]:
+    def destination(self, ctx: RunContext[ImageServingPublishJob]) -> tuple[Storage, str]:
         return ctx.runtime.storage, f"{publish_root(ctx)}/images"
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+    def finish(self, ctx: RunContext[ImageServingPublishJob], stopped: bool) -> Finished:
         if stopped:
-            return {}
-        job: Any = ctx.job
-        rows = published_catalog(session, ctx.company_id, self.file_types)
+            return Finished()
+        job = ctx.job
+        rows = published_catalog(ctx, self.file_types)
         catalog = [_entry(a, p) for a, p in rows]
-        presets = session.scalars(
-            select(ImageFormat).where(ImageFormat.company_id == ctx.company_id)
-        ).all()
+        with ctx.runtime.store.read() as session:  # the presets.mac of the publish context
+            presets = session.scalars(
+                select(ImageFormat).where(ImageFormat.company_id == ctx.company_id)
+            ).all()
         storage, root = ctx.runtime.storage, publish_root(ctx)
         write_json(storage, f"{root}/catalog.json", catalog)
         write_text(
@@ -90,4 +90,4 @@ class ImageServingPublishKind(PublishKind):
             names = sorted({a.name for a, _ in rows})
             write_json(storage, f"{root}/search.json", names, indent=None)
             out["search"] = f"{root}/search.json"
-        return out
+        return Finished(out)

@@ -28,16 +28,17 @@ from jobengine.errors import IpsFault
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
     AssetRef,
+    Finished,
     ItemOutcome,
     JobKindHandler,
     PlannedItem,
     RunContext,
     asset_gone,
-    asset_in_folder,
     io_failure,
 )
+from jobengine.model import JobKind, OptimizeImagesJob
 from jobengine.storage import safe_name
-from jobengine.store.schema import Asset, RunItem
+from jobengine.store.schema import Asset
 
 __all__ = [
     "OptimizeImagesKind",
@@ -65,7 +66,7 @@ def is_optimized(asset: Asset) -> bool:
 
 
 def optimize_asset(
-    ctx: RunContext, asset: Asset, *, force: bool, ready: bool = False
+    ctx: RunContext[Any], asset: Asset, *, force: bool, ready: bool = False
 ) -> ItemOutcome:
     """Write the pyramid TIFF of one Image asset (unless it is up to date and not ``force``);
     ``ready`` marks the image for publish."""
@@ -107,17 +108,16 @@ def optimize_asset(
     return ItemOutcome("success", _SUCCESS, "optimized {name}", ref, size, {"optimized": key}, done)
 
 
-class OptimizeImagesKind(JobKindHandler):
-    element = "optimizeImagesJob"
+class OptimizeImagesKind(JobKindHandler[OptimizeImagesJob]):
+    kind = JobKind.OPTIMIZE_IMAGES
     job_type = "ImageOptimization"
-    slug = "optimize_images"
     begin_log = "BeginReoptimize"
     end_log = "endReoptimize"  # sic: the IPS constant
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: OptimizeImagesJob) -> None:
         """Nothing to check: the payload is emailSetting only."""
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[OptimizeImagesJob], session: Session) -> list[PlannedItem]:
         query = select(Asset.handle).where(
             Asset.company_id == ctx.company_id,
             Asset.type == "Image",
@@ -131,19 +131,17 @@ class OptimizeImagesKind(JobKindHandler):
         )
         return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        row = asset_in_folder(ctx, item.key)
+    def process(self, ctx: RunContext[OptimizeImagesJob], item: PlannedItem) -> ItemOutcome:
+        row = ctx.asset(item.key)
         if row is None:
             return asset_gone(item.key, _FAILURE)
         return optimize_asset(ctx, row[0], force=False)
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
-        return optimize_summary(session, ctx.run_id)
+    def finish(self, ctx: RunContext[OptimizeImagesJob], stopped: bool) -> Finished:
+        return Finished(optimize_summary(ctx.done_items()))
 
 
-def optimize_summary(session: Session, run_id: int) -> dict[str, Any]:
-    """The output of a run that optimized images: how many pyramids it wrote."""
-    results = session.scalars(
-        select(RunItem.result).where(RunItem.run_id == run_id, RunItem.state == "done")
-    ).all()
+def optimize_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The output of a run that optimized images (``results``: of its done items): how many
+    pyramids it wrote."""
     return {"optimized": sum(1 for r in results if r.get("optimized"))}

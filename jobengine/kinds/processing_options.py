@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from jobengine.errors import NotSupported
-from jobengine.notices.callbacks import check_completion_url
+from jobengine.net.callback_url import check_completion_url
 
 __all__ = ["CALLBACK", "IGNORED", "REFUSED", "refuse_unsupported", "unsupported_fields"]
 

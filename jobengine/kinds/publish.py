@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
@@ -32,9 +32,14 @@ from jobengine.kinds.base import (
     PlannedItem,
     RunContext,
     asset_gone,
-    asset_in_folder,
 )
-from jobengine.notices.callbacks import check_completion_url
+from jobengine.model import (
+    ImageRenderingPublishJob,
+    ImageServingPublishJob,
+    ServerDirectoryPublishJob,
+    VideoPublishJob,
+)
+from jobengine.net.callback_url import check_completion_url
 from jobengine.storage import LeadsOut, Storage, StorageError, check_key
 from jobengine.store.schema import Asset, Folder, utcnow
 
@@ -51,6 +56,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+Pub = TypeVar(
+    "Pub",
+    ImageServingPublishJob,
+    ImageRenderingPublishJob,
+    VideoPublishJob,
+    ServerDirectoryPublishJob,
+)
 
 # The publish states of an asset a publish job takes (MarkedForPublish: never published yet).
 PUBLISHABLE = ("MarkedForPublish", "Published")
@@ -111,24 +124,24 @@ def write_json(storage: Storage, key: str, value: Any, *, indent: int | None = 1
     write_text(storage, key, json.dumps(value, indent=indent))
 
 
-def published_catalog(
-    session: Session, company_id: int, types: tuple[str, ...]
-) -> list[tuple[Asset, str]]:
-    """The company's ``Published`` assets of these types with their folder paths, in id order."""
-    rows = session.execute(
-        select(Asset, Folder.path)
-        .join(Folder, Folder.id == Asset.folder_id)
-        .where(
-            Asset.company_id == company_id,
-            Asset.publish_state == "Published",
-            Asset.type.in_(types),
-        )
-        .order_by(Asset.id)
-    ).all()
+def published_catalog(ctx: RunContext[Any], types: tuple[str, ...]) -> list[tuple[Asset, str]]:
+    """The run's company's ``Published`` assets of these types with their folder paths, in id
+    order (what a publish run's catalogs list)."""
+    with ctx.runtime.store.read() as session:
+        rows = session.execute(
+            select(Asset, Folder.path)
+            .join(Folder, Folder.id == Asset.folder_id)
+            .where(
+                Asset.company_id == ctx.company_id,
+                Asset.publish_state == "Published",
+                Asset.type.in_(types),
+            )
+            .order_by(Asset.id)
+        ).all()
     return [(asset, str(path)) for asset, path in rows]
 
 
-class PublishKind(JobKindHandler):
+class PublishKind(JobKindHandler[Pub]):
     """Base of the publish kinds: subclasses set the class attributes and :meth:`destination`,
     and write their catalogs in :meth:`finish`."""
 
@@ -146,15 +159,15 @@ class PublishKind(JobKindHandler):
     def types(self) -> tuple[str, ...]:
         return (*self.file_types, *self.entry_types)
 
-    def incremental(self, job: Any) -> bool:
+    def incremental(self, job: Pub) -> bool:
         """Whether a run publishes only what is new or changed since its last publish."""
         return True
 
-    def destination(self, ctx: RunContext) -> tuple[Storage, str]:
+    def destination(self, ctx: RunContext[Pub]) -> tuple[Storage, str]:
         """The storage and key prefix published files go to."""
         raise NotImplementedError
 
-    def refusal(self, ctx: RunContext, asset: Asset, folder: str) -> str | None:
+    def refusal(self, ctx: RunContext[Pub], asset: Asset, folder: str) -> str | None:
         """Why this asset cannot be published, in words for its error row (None: it can).
         Called before its file is copied; may read the file (an OSError fails the asset)."""
         return None
@@ -165,7 +178,7 @@ class PublishKind(JobKindHandler):
 
     # --- submit ---------------------------------------------------------------------------
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: Pub) -> None:
         check_completion_url(
             self.element, job
         )  # called when a run ends (jobengine.notices.callbacks)
@@ -179,7 +192,7 @@ class PublishKind(JobKindHandler):
 
     # --- run ------------------------------------------------------------------------------
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[Pub], session: Session) -> list[PlannedItem]:
         query = select(Asset.handle).where(
             Asset.company_id == ctx.company_id,
             Asset.type.in_(self.types),
@@ -190,8 +203,8 @@ class PublishKind(JobKindHandler):
             query = query.where(or_(published_at.is_(None), Asset.updated_at > published_at))
         return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        found = asset_in_folder(ctx, item.key)
+    def process(self, ctx: RunContext[Pub], item: PlannedItem) -> ItemOutcome:
+        found = ctx.asset(item.key)
         if found is None:
             return asset_gone(item.key, self.error_log)
         asset, folder = found
@@ -237,7 +250,7 @@ class PublishKind(JobKindHandler):
             "success", self.success_log, "published {path}", ref, size, result, logged
         )
 
-    def _mark_published(self, ctx: RunContext, asset_id: int, copied_from: datetime) -> None:
+    def _mark_published(self, ctx: RunContext[Pub], asset_id: int, copied_from: datetime) -> None:
         """Mark the asset published as of the start of its copy: a change made while it was
         being copied is newer, so the next incremental publish takes it again."""
         with ctx.runtime.store.write() as session:

@@ -15,7 +15,6 @@ for publish.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -25,12 +24,12 @@ from jobengine.errors import IpsFault
 from jobengine.i18n import LogMessage
 from jobengine.kinds.base import (
     AssetRef,
+    Finished,
     ItemOutcome,
     JobKindHandler,
     PlannedItem,
     RunContext,
     asset_gone,
-    asset_in_folder,
     check_asset_handles,
     io_failure,
     unique_handles,
@@ -38,15 +37,15 @@ from jobengine.kinds.base import (
 from jobengine.kinds.optimize_images import optimize_asset, optimize_summary
 from jobengine.kinds.processing_options import refuse_unsupported
 from jobengine.kinds.rip_pdfs import RipOptions, check_pdf_options, rip_asset, rip_summary
+from jobengine.model import JobKind, ReprocessAssetsJob
 from jobengine.store.schema import Asset
 
 __all__ = ["ReprocessAssetsKind"]
 
 
-class ReprocessAssetsKind(JobKindHandler):
-    element = "reprocessAssetsJob"
+class ReprocessAssetsKind(JobKindHandler[ReprocessAssetsJob]):
+    kind = JobKind.REPROCESS_ASSETS
     job_type = "ReprocessAssets"
-    slug = "reprocess_assets"
     begin_log = "BeginReoptimize"
     end_log = "endReoptimize"  # sic: the IPS constant
     honoured: Collection[str] = frozenset(
@@ -60,22 +59,22 @@ class ReprocessAssetsKind(JobKindHandler):
         }
     )
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: ReprocessAssetsJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         check_pdf_options(self.element, job.pdf_options)
         handles = unique_handles(job.asset_handle_array)
         check_asset_handles(db, company_id, handles, f"{self.element}/assetHandleArray")
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
-        job: Any = ctx.job
+    def plan(self, ctx: RunContext[ReprocessAssetsJob], session: Session) -> list[PlannedItem]:
+        job = ctx.job
         return [PlannedItem(key=h) for h in unique_handles(job.asset_handle_array)]
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        row = asset_in_folder(ctx, item.key)
+    def process(self, ctx: RunContext[ReprocessAssetsJob], item: PlannedItem) -> ItemOutcome:
+        row = ctx.asset(item.key)
         if row is None:
             return asset_gone(item.key, "ReoptimizeFailure")
         asset = row[0]
-        job: Any = ctx.job
+        job = ctx.job
         ready = job.ready_for_publish is True
         if asset.type == "Image":
             cropped = self._crop(ctx, asset)
@@ -94,7 +93,7 @@ class ReprocessAssetsKind(JobKindHandler):
         )
 
     @staticmethod
-    def _crop(ctx: RunContext, asset: Asset) -> Asset | ItemOutcome:
+    def _crop(ctx: RunContext[ReprocessAssetsJob], asset: Asset) -> Asset | ItemOutcome:
         """The image with its upload crop set as the job says, or the error outcome of an image
         that cannot be measured for it."""
         order = CropOrder.of(ctx.job)
@@ -132,5 +131,6 @@ class ReprocessAssetsKind(JobKindHandler):
         asset.crop = crop
         return asset
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
-        return {**optimize_summary(session, ctx.run_id), **rip_summary(session, ctx.run_id)}
+    def finish(self, ctx: RunContext[ReprocessAssetsJob], stopped: bool) -> Finished:
+        results = ctx.done_items()
+        return Finished({**optimize_summary(results), **rip_summary(results)})

@@ -32,20 +32,21 @@ from jobengine.i18n import LogMessage
 from jobengine.imaging.limits import MAX_RIP_DPI, MIN_RIP_DPI
 from jobengine.kinds.base import (
     AssetRef,
+    Finished,
     ItemOutcome,
     JobKindHandler,
     PlannedItem,
     RunContext,
     asset_gone,
-    asset_in_folder,
     check_asset_handles,
     io_failure,
     unique_handles,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
+from jobengine.model import JobKind, RipPdfsJob
 from jobengine.model.options import PdfOptions
 from jobengine.storage import safe_name
-from jobengine.store.schema import Asset, Folder, RunItem
+from jobengine.store.schema import Asset, Folder
 
 __all__ = [
     "RipOptions",
@@ -184,7 +185,7 @@ def _record(
 
 
 def _record_pages(
-    ctx: RunContext, pdf_id: int, files: list[tuple[str, int]], opts: RipOptions, ready: bool
+    ctx: RunContext[Any], pdf_id: int, files: list[tuple[str, int]], opts: RipOptions, ready: bool
 ) -> _Recorded:
     """Record the pages (and catalog) in one transaction; once more if a concurrent writer
     created a same-named asset first."""
@@ -198,7 +199,7 @@ def _record_pages(
     raise AssertionError("unreachable")
 
 
-def rip_asset(ctx: RunContext, asset: Asset, opts: RipOptions, *, ready: bool) -> ItemOutcome:
+def rip_asset(ctx: RunContext[Any], asset: Asset, opts: RipOptions, *, ready: bool) -> ItemOutcome:
     """Rip one PDF asset as ``opts`` say; ``ready`` marks the pages and eCatalog for publish."""
     ref = AssetRef.of(asset)
     if asset.type != "Pdf" or asset.file_key is None:
@@ -254,41 +255,38 @@ def rip_asset(ctx: RunContext, asset: Asset, opts: RipOptions, *, ready: bool) -
     )
 
 
-def rip_summary(session: Session, run_id: int) -> dict[str, Any]:
-    """The output of a run that ripped PDFs: how many pages and eCatalogs it recorded."""
-    results = session.scalars(
-        select(RunItem.result).where(RunItem.run_id == run_id, RunItem.state == "done")
-    ).all()
+def rip_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The output of a run that ripped PDFs (``results``: of its done items): how many pages
+    and eCatalogs it recorded."""
     pages = sum(len(r.get("pages") or []) for r in results)
     catalogs = sum(1 for r in results if r.get("catalog"))
     return {"pages": pages, "catalogs": catalogs}
 
 
-class RipPdfsKind(JobKindHandler):
-    element = "ripPdfsJob"
+class RipPdfsKind(JobKindHandler[RipPdfsJob]):
+    kind = JobKind.RIP_PDFS
     job_type = "RipPdfs"
-    slug = "rip_pdfs"
     begin_log = "BeginPdfRip"
     end_log = "EndUpload"  # IPS has no EndPdfRip: a rip ends as the upload it belongs to
     honoured: Collection[str] = frozenset({"pdf_handle_array", "pdf_options", "email_setting"})
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: RipPdfsJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         check_pdf_options(self.element, job.pdf_options)
         handles = unique_handles(job.pdf_handle_array)
         path = f"{self.element}/pdfHandleArray"
         check_asset_handles(db, company_id, handles, path, asset_type="Pdf")
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
-        job: Any = ctx.job
+    def plan(self, ctx: RunContext[RipPdfsJob], session: Session) -> list[PlannedItem]:
+        job = ctx.job
         return [PlannedItem(key=h) for h in unique_handles(job.pdf_handle_array)]
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        row = asset_in_folder(ctx, item.key)
+    def process(self, ctx: RunContext[RipPdfsJob], item: PlannedItem) -> ItemOutcome:
+        row = ctx.asset(item.key)
         if row is None:
             return asset_gone(item.key, _ERROR)
-        job: Any = ctx.job
+        job = ctx.job
         return rip_asset(ctx, row[0], RipOptions.of(job.pdf_options), ready=False)
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
-        return rip_summary(session, ctx.run_id)
+    def finish(self, ctx: RunContext[RipPdfsJob], stopped: bool) -> Finished:
+        return Finished(rip_summary(ctx.done_items()))

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from jobengine.kinds.base import RunContext
+from jobengine.kinds.base import Finished, RunContext
 from jobengine.kinds.publish import PublishKind, write_json
+from jobengine.model import JobKind, ServerDirectoryPublishJob
 from jobengine.model.constants import JobType
 from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime
 from jobengine.storage import Storage, open_storage, safe_name
-from jobengine.store.schema import RunItem
 
 __all__ = ["DEFAULT_PREFIX", "ServerDirectoryPublishKind", "server_directory"]
 
@@ -53,10 +49,9 @@ def _join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
 
 
-class ServerDirectoryPublishKind(PublishKind):
-    element = "serverDirectoryPublishJob"
+class ServerDirectoryPublishKind(PublishKind[ServerDirectoryPublishJob]):
+    kind = JobKind.SERVER_DIRECTORY_PUBLISH
     job_type = JobType.SERVER_DIRECTORY_PUBLISH
-    slug = "server_directory_publish"
     begin_log = JobLogType.BEGIN_SERVER_DIRECTORY_PUBLISH
     end_log = JobLogType.END_SERVER_DIRECTORY_PUBLISH
     success_log = JobLogType.SERVER_DIRECTORY_PUBLISH_SUCCESS
@@ -66,21 +61,17 @@ class ServerDirectoryPublishKind(PublishKind):
     entry_types = ("SpinSet",)
     marks_published = False
 
-    def incremental(self, job: Any) -> bool:
+    def incremental(self, job: ServerDirectoryPublishJob) -> bool:
         return False
 
-    def destination(self, ctx: RunContext) -> tuple[Storage, str]:
+    def destination(self, ctx: RunContext[ServerDirectoryPublishJob]) -> tuple[Storage, str]:
         storage, prefix = server_directory(ctx.runtime)
         return storage, _join(prefix, safe_name(ctx.company_handle))
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+    def finish(self, ctx: RunContext[ServerDirectoryPublishJob], stopped: bool) -> Finished:
         if stopped:
-            return {}
-        results = session.scalars(
-            select(RunItem.result)
-            .where(RunItem.run_id == ctx.run_id, RunItem.state == "done")
-            .order_by(RunItem.seq)
-        ).all()
+            return Finished()
+        results = ctx.done_items()
         published = [r for r in results if r.get("path")]
         files = [r for r in published if r.get("type") in self.file_types]
         sets = [r for r in published if r.get("type") in self.entry_types]
@@ -94,10 +85,12 @@ class ServerDirectoryPublishKind(PublishKind):
             "sets": sets,
         }
         write_json(storage, key, manifest)
-        return {
-            "root": _join(prefix, company),
-            "directory": storage.url,
-            "manifest": key,
-            "files": len(files),
-            "sets": len(sets),
-        }
+        return Finished(
+            {
+                "root": _join(prefix, company),
+                "directory": storage.url,
+                "manifest": key,
+                "files": len(files),
+                "sets": len(sets),
+            }
+        )

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -33,6 +32,7 @@ from jobengine.assets.ingest import BadPath, clean_folder, clean_name, join_fold
 from jobengine.errors import InvalidParameter
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
 from jobengine.kinds.uploading import COMMON_FIELDS, ERROR, WARNING, UploadKind, upload_error
+from jobengine.model import JobKind, UploadDirectoryJob
 from jobengine.storage import LeadsOut, safe_name
 
 __all__ = ["UploadDirectoryKind", "clean_server_dir", "upload_root"]
@@ -59,19 +59,18 @@ def clean_server_dir(server_dir: str) -> str:
     return clean_folder(server_dir).strip("/")
 
 
-def _dest_folder(job: Any) -> str:
+def _dest_folder(job: UploadDirectoryJob) -> str:
     return clean_folder(job.dest_folder or "/")
 
 
-class UploadDirectoryKind(UploadKind):
-    element = "uploadDirectoryJob"
+class UploadDirectoryKind(UploadKind[UploadDirectoryJob]):
+    kind = JobKind.UPLOAD_DIRECTORY
     job_type = "UploadFromServerDirectory"
-    slug = "upload_directory"
     begin_log = "BeginUpload"
     end_log = "EndUpload"
     honoured = COMMON_FIELDS | {"dest_folder", "server_dir", "include_subfolders"}
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: UploadDirectoryJob) -> None:
         super().check(db, company_id, job)
         for field, value, clean in (
             ("serverDir", job.server_dir, clean_server_dir),
@@ -84,13 +83,13 @@ class UploadDirectoryKind(UploadKind):
                 raise InvalidParameter(f"{path} {value!r} {exc.reason}", field=path) from None
 
     @staticmethod
-    def _folder_key(ctx: RunContext, job: Any) -> str:
+    def _folder_key(ctx: RunContext[UploadDirectoryJob], job: UploadDirectoryJob) -> str:
         inner = clean_server_dir(job.server_dir)
         root = upload_root(ctx.company_handle)
         return f"{root}/{inner}" if inner else root
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
-        job: Any = ctx.job
+    def plan(self, ctx: RunContext[UploadDirectoryJob], session: Session) -> list[PlannedItem]:
+        job = ctx.job
         folder_key = self._folder_key(ctx, job)
         root = upload_root(ctx.company_handle)
         try:
@@ -120,8 +119,8 @@ class UploadDirectoryKind(UploadKind):
                     ctx.log(log, WARNING, "no files to upload in {folder}", folder=job.server_dir)
         return items
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        job: Any = ctx.job
+    def process(self, ctx: RunContext[UploadDirectoryJob], item: PlannedItem) -> ItemOutcome:
+        job = ctx.job
         rel = item.key
         source = f"{job.server_dir.rstrip('/')}/{rel}"
         subfolders, _, raw_name = rel.rpartition("/")

@@ -13,8 +13,6 @@ a failed transfer or a hostile ``destPath`` fails that entry alone with an ``Upl
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
@@ -22,6 +20,7 @@ from jobengine.assets.ingest import BadPath, split_dest_path
 from jobengine.errors import InvalidParameter, LimitExceeded
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
 from jobengine.kinds.uploading import COMMON_FIELDS, UploadKind, upload_error
+from jobengine.model import JobKind, UploadUrlsJob
 from jobengine.net.fetch import FetchLimits, display_url, fetch
 from jobengine.net.policy import AddressPolicy
 
@@ -30,15 +29,14 @@ __all__ = ["MAX_UPLOAD_URLS", "UploadUrlsKind"]
 MAX_UPLOAD_URLS = 10_000
 
 
-class UploadUrlsKind(UploadKind):
-    element = "uploadUrlsJob"
+class UploadUrlsKind(UploadKind[UploadUrlsJob]):
+    kind = JobKind.UPLOAD_URLS
     job_type = "UrlUpload"
-    slug = "upload_urls"
     begin_log = "BeginUploadUrls"
     end_log = "EndUploadUrls"
     honoured = COMMON_FIELDS | {"url_array", "num_urls"}
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: UploadUrlsJob) -> None:
         super().check(db, company_id, job)
         count = len(job.url_array)
         if job.num_urls is not None and job.num_urls != count:
@@ -52,12 +50,12 @@ class UploadUrlsKind(UploadKind):
                 field="uploadUrlsJob/urlArray",
             )
 
-    def plan(self, ctx: RunContext, session: Session) -> list[PlannedItem]:
-        job: Any = ctx.job
+    def plan(self, ctx: RunContext[UploadUrlsJob], session: Session) -> list[PlannedItem]:
+        job = ctx.job
         return [PlannedItem(key=str(n)) for n in range(len(job.url_array))]
 
-    def process(self, ctx: RunContext, item: PlannedItem) -> ItemOutcome:
-        job: Any = ctx.job
+    def process(self, ctx: RunContext[UploadUrlsJob], item: PlannedItem) -> ItemOutcome:
+        job = ctx.job
         entry = job.url_array[int(item.key)]
         source = display_url(entry.source_url)
         try:

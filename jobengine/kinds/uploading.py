@@ -3,7 +3,7 @@ with its log row, and the follow-on publish job when the run ends.
 
 * **Submit.** Options this server does not carry out are refused with NotSupported naming the
   field (:func:`jobengine.kinds.processing_options.refuse_unsupported`); a follow-on job must be
-  of a kind this server runs (:func:`jobengine.kinds.follow_on.check_follow_on`).
+  of a kind this server runs, and passes that kind's checks (:func:`jobengine.kinds.check_request`).
 * **One file.** :func:`jobengine.assets.ingest.ingest` stores it under the job's ``overwrite``,
   ``readyForPublish`` and ``preservePublishState``, and sets its upload crop
   (``manualCropOptions``, ``autoColorCropOptions``, ``autoTransparentCropOptions``,
@@ -13,31 +13,40 @@ with its log row, and the follow-on publish job when the run ends.
   ``fileUpdateCount``),
   ``DuplicateSkipped`` (a warning, counted in ``fileDuplicateCount``: a same-named asset exists
   and overwrite is false) or ``UploadError`` naming the source and the reason.
-* **Finish.** The follow-on job, if any (:func:`jobengine.kinds.follow_on.submit_follow_on`).
+* **Finish.** Returns the follow-on job, if any, as data; the engine submits it
+  (:mod:`jobengine.engine.hooks`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 
 from jobengine.assets.crops import CROP_FIELDS, CropOrder
 from jobengine.assets.ingest import BadPath, UploadRules, ingest, ingest_ref
 from jobengine.errors import IpsFault, log_reason
-from jobengine.kinds.base import AssetRef, ItemOutcome, JobKindHandler, PlannedItem, RunContext
-from jobengine.kinds.follow_on import FOLLOW_ON_FIELDS, check_follow_on, submit_follow_on
+from jobengine.kinds.base import (
+    AssetRef,
+    Finished,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+)
+from jobengine.kinds.follow_on import FOLLOW_ON_FIELDS, follow_on
 from jobengine.kinds.processing_options import refuse_unsupported
+from jobengine.model import UploadDirectoryJob, UploadUrlsJob
 from jobengine.net.fetch import FetchError
 from jobengine.storage import LeadsOut, StorageError
-from jobengine.store.schema import Run
 
 __all__ = ["UploadKind", "upload_error"]
 
 logger = logging.getLogger(__name__)
+
+Up = TypeVar("Up", UploadUrlsJob, UploadDirectoryJob)
 
 SUCCESS, ERROR, SKIPPED, WARNING = (
     "UploadSuccess",
@@ -87,17 +96,16 @@ def _reason(exc: Exception) -> str:
     return log_reason(exc)
 
 
-class UploadKind(JobKindHandler):
+class UploadKind(JobKindHandler[Up]):
     """Base of the upload kinds."""
 
     honoured: ClassVar[frozenset[str]] = COMMON_FIELDS
 
-    def check(self, db: Connection, company_id: int, job: Any) -> None:
+    def check(self, db: Connection, company_id: int, job: Up) -> None:
         refuse_unsupported(self.element, job, self.honoured)
-        check_follow_on(db, company_id, self.element, job)
 
     @staticmethod
-    def rules(job: Any) -> UploadRules:
+    def rules(job: Up) -> UploadRules:
         return UploadRules(
             overwrite=bool(job.overwrite),
             ready_for_publish=bool(job.ready_for_publish),
@@ -107,7 +115,7 @@ class UploadKind(JobKindHandler):
 
     def store(
         self,
-        ctx: RunContext,
+        ctx: RunContext[Up],
         item: PlannedItem,
         destination: tuple[str, str],
         source: str,
@@ -176,9 +184,7 @@ class UploadKind(JobKindHandler):
             args={"source": source, "path": done.path},
         )
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+    def finish(self, ctx: RunContext[Up], stopped: bool) -> Finished:
         if stopped:
-            return {}
-        run = session.get(Run, ctx.run_id)
-        files = run.success_count if run is not None else 0
-        return submit_follow_on(ctx, files=files, warning_type=WARNING)
+            return Finished()
+        return Finished(follow_on=follow_on(ctx.job))  # submitted by the engine's hook

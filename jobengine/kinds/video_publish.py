@@ -8,13 +8,10 @@ incremental, publishing what is new or changed since the asset's last publish.
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.orm import Session
-
-from jobengine.kinds.base import RunContext
+from jobengine.kinds.base import Finished, RunContext
 from jobengine.kinds.image_serving_publish import publish_root
 from jobengine.kinds.publish import PublishKind, asset_path, published_catalog, write_json
+from jobengine.model import JobKind, VideoPublishJob
 from jobengine.model.constants import JobType
 from jobengine.model.logtypes import JobLogType
 from jobengine.storage import Storage
@@ -22,10 +19,9 @@ from jobengine.storage import Storage
 __all__ = ["VideoPublishKind"]
 
 
-class VideoPublishKind(PublishKind):
-    element = "videoPublishJob"
+class VideoPublishKind(PublishKind[VideoPublishJob]):
+    kind = JobKind.VIDEO_PUBLISH
     job_type = JobType.VIDEO_PUBLISH
-    slug = "video_publish"
     begin_log = JobLogType.BEGIN_VIDEO_PUBLISH
     end_log = JobLogType.END_VIDEO_PUBLISH
     # IPS spells its success type "VideoPubilshSuccess" (sic); there is no other spelling.
@@ -34,16 +30,17 @@ class VideoPublishKind(PublishKind):
     warning_log = JobLogType.VIDEO_PUBLISH_WARNING
     file_types = ("Video",)
 
-    def destination(self, ctx: RunContext) -> tuple[Storage, str]:
+    def destination(self, ctx: RunContext[VideoPublishJob]) -> tuple[Storage, str]:
         return ctx.runtime.storage, f"{publish_root(ctx)}/video"
 
-    def finish(self, ctx: RunContext, session: Session, stopped: bool) -> dict[str, Any]:
+    def finish(self, ctx: RunContext[VideoPublishJob], stopped: bool) -> Finished:
         if stopped:
-            return {}
-        rows = published_catalog(session, ctx.company_id, self.file_types)
+            return Finished()
+        rows = published_catalog(ctx, self.file_types)
         catalog = [
             {"handle": a.handle, "path": asset_path(p, a.name), "size": a.size} for a, p in rows
         ]
         key = f"{publish_root(ctx)}/video-catalog.json"
         write_json(ctx.runtime.storage, key, catalog)
-        return {"root": f"{publish_root(ctx)}/video", "catalog": key, "published": len(catalog)}
+        out = {"root": f"{publish_root(ctx)}/video", "catalog": key, "published": len(catalog)}
+        return Finished(out)

@@ -4,8 +4,9 @@
 IPS says only that the URL is "notified on completion"; the request is ours:
 
 * **When.** A run ends (Done, Stopped or Failed), at the moment its e-mail notice is sent: the
-  task that ended it calls :func:`send_callback` right after
-  :func:`jobengine.notices.email.notify_run`. Every run of a recurring job calls back.
+  engine's hooks (:mod:`jobengine.engine.hooks`) call :func:`send_callback` right after
+  :func:`jobengine.notices.email.notify_run`.
+  Every run of a recurring job calls back.
 * **What.** ``POST`` with ``Content-Type: application/json`` and ``User-Agent:
   jobengine-callback/1``; the body (:func:`callback_body`) is one JSON object: ``companyHandle``,
   ``jobHandle`` (what submitJob returned), ``jobLogHandle`` (the run's job log, for
@@ -19,9 +20,10 @@ must
   fetched from by UploadUrlsJob does not let producers POST to it), the connection is pinned to
   the vetted address, https is checked, no redirect is followed, the answer's body is read (at
   most 4 KiB) and dropped, and the whole exchange has ``JOBENGINE_CALLBACK_TIMEOUT`` seconds.
-  At submit :func:`check_completion_url` refuses a URL that could never be called (InvalidParameter
-  naming the field, e.g. ``imageServingPublishJob/httpCompletionUrl``); an address the policy
-  refuses is only known when sending (DNS answers change), and gives a server log line.
+  At submit :func:`jobengine.net.callback_url.check_completion_url` refuses a URL that could never
+  be called (InvalidParameter naming the field, e.g. ``imageServingPublishJob/httpCompletionUrl``);
+  an address the policy refuses is only known when sending (DNS answers change), and gives a
+  server log line.
 * **Delivered** means a 2xx answer. A certain failure (no connection, a non-2xx answer: a 3xx
   too) is retried by :func:`callbacks_pending` (beat runs it every minute) after 30 s, 1, 2, 5,
   10 and 30 minutes, then hourly, at most :data:`MAX_ATTEMPTS` times and never once the run ended
@@ -50,19 +52,23 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from jobengine.errors import InvalidParameter
 from jobengine.handles import run_handle
-from jobengine.net.fetch import FetchError, FetchLimits, PostError, check_url, display_url, post
+from jobengine.kinds import KINDS
+from jobengine.net.callback_url import (
+    CALLBACK_FIELDS,
+    MAX_URL_LENGTH,
+    check_completion_url,
+    completion_url,
+)
+from jobengine.net.fetch import FetchLimits, PostError, display_url, post
 from jobengine.net.policy import AddressPolicy
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
@@ -84,9 +90,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# payload attribute -> its IPS name: publish kinds, then upload / reprocess / rip kinds
-CALLBACK_FIELDS = {"http_completion_url": "httpCompletionUrl", "post_http_url": "postHttpUrl"}
-MAX_URL_LENGTH = 2048
 RESPONSE_BYTES = 4096  # of an answer's body, read and dropped
 MAX_ATTEMPTS = 12
 MAX_AGE = timedelta(hours=24)  # no attempt once the run ended longer ago
@@ -94,41 +97,6 @@ RETRY_DELAYS = (30, 60, 120, 300, 600, 1800)  # seconds after attempt 1, 2...; t
 SWEEP_BATCH = 200
 SWEEP_BUDGET = 30.0  # seconds a sweep may spend sending; the rest waits for the next sweep
 ENDED_STATES = ("Done", "Stopped", "Failed")
-
-
-# --- the URL ---------------------------------------------------------------------------------
-
-
-def completion_url(payload: BaseModel | Mapping[str, Any]) -> tuple[str, str] | None:
-    """A job-type payload's completion URL and the IPS name of its field
-    (``httpCompletionUrl`` or ``postHttpUrl``), from the model or from its stored IPS dict."""
-    for attribute, name in CALLBACK_FIELDS.items():
-        if isinstance(payload, BaseModel):
-            value = getattr(payload, attribute, None)
-        else:
-            value = payload.get(name)
-        if isinstance(value, str) and value:
-            return name, value
-    return None
-
-
-def check_completion_url(element: str, job: BaseModel) -> None:
-    """Submit-time check of a payload's completion URL: InvalidParameter naming the field
-    (``<element>/httpCompletionUrl``) for one too long or that could never be called."""
-    found = completion_url(job)
-    if found is None:
-        return
-    name, url = found
-    path = f"{element}/{name}"
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidParameter(
-            f"{path} is {len(url)} characters long; at most {MAX_URL_LENGTH} are allowed",
-            field=path,
-        )
-    try:
-        check_url(url)
-    except FetchError as exc:
-        raise InvalidParameter(f"{path} cannot be called: {exc.reason}", field=path) from None
 
 
 # --- what is sent ----------------------------------------------------------------------------
@@ -142,8 +110,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def callback_body(run: Run, job: Job, company: Company) -> dict[str, Any]:
     """The JSON object a run's callback sends."""
-    from jobengine.kinds import KINDS  # the kinds check URLs with this module
-
     kind = KINDS.get(job.kind)
     return {
         "companyHandle": company.handle,
