@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 from celery import Celery, Task
 
-from jobengine.celery_app import app as default_app
 from jobengine.engine import runner
+from jobengine.engine.app import app as default_app
 from jobengine.errors import Unavailable
 from jobengine.kinds import kind_by_slug
 from jobengine.logs import job_context
