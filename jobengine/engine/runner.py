@@ -41,9 +41,7 @@ from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
-    FINAL_STATES,
     Counts,
-    ItemFinal,
     cancel_item,
     claim_finish,
     claim_inline_finish,
@@ -60,6 +58,7 @@ from jobengine.store.runs import (
     write_record,
 )
 from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
+from jobengine.store.states import FINAL_RUNS, ItemState, RunState
 
 __all__ = ["ItemStep", "finish", "labels", "run_item", "start"]
 
@@ -137,7 +136,7 @@ def _fan_out(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[Run
     """Send the pending items as messages of their own; the last one sends the finish."""
     run_id = loaded.run.id
     tags = labels(loaded.run, loaded.job, loaded.company)
-    pending = [(i.seq, i.key) for i in items if i.state == "pending"]
+    pending = [(i.seq, i.key) for i in items if i.state == ItemState.PENDING]
     try:
         dispatch.send_items(loaded.kind.slug, run_id, loaded.run.task_id, pending, tags)
     except dispatch.BrokerUnavailable:
@@ -165,7 +164,9 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
     with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
         for n, item in enumerate(items):
             last = n == len(items) - 1
-            if item.state == "running" and item.claimed_by == worker:  # claimed when planned
+            if (
+                item.state == ItemState.RUNNING and item.claimed_by == worker
+            ):  # claimed when planned
                 step = _work_item(
                     runtime,
                     loaded,
@@ -197,15 +198,15 @@ def _claim_start(
         loaded = _load(runtime, session, run_id)
         if loaded is None:
             return "duplicate"
-        if loaded.run.paused and loaded.run.state == "Queued":
+        if loaded.run.paused and loaded.run.state == RunState.QUEUED:
             return "paused"  # resumeJob sends it again
-        first = loaded.run.state == "Queued"  # not a start taken over or taken back
+        first = loaded.run.state == RunState.QUEUED  # not a start taken over or taken back
         if not claim_start(session, run_id, worker, runtime.settings.lease_seconds):
             return "duplicate"
         job = loaded.job
         if loaded.run.stop_requested and not loaded.run.planned:
             write_log(session, loaded.run, "FileCancel", "job stopped before it started")
-            end_run(session, loaded.run, "Stopped")
+            end_run(session, loaded.run, RunState.STOPPED)
             return "stopped"
         if job.exec_schedule is None and job.trigger_state == "Normal":
             job.trigger_state, job.next_fire_at = "Complete", None
@@ -240,7 +241,12 @@ def _record_items(
     claim: dict[str, Any] = {}
     if holder is not None:
         until = utcnow() + timedelta(seconds=settings.lease_seconds)
-        claim = {"state": "running", "claimed_by": holder, "lease_until": until, "attempts": 1}
+        claim = {
+            "state": ItemState.RUNNING,
+            "claimed_by": holder,
+            "lease_until": until,
+            "attempts": 1,
+        }
     rows = [RunItem(run_id=loaded.run.id, seq=n, key=p.key, **claim) for n, p in
             enumerate(planned)]  # fmt: skip
     session.add_all(rows)
@@ -363,11 +369,11 @@ def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
         )
 
 
-def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemFinal]:
+def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemState]:
     """What an outcome adds to the run's counters, and the item's final state (None: stopped
     while it worked, cancelled as a pending item would be: nothing counted)."""
     if outcome is None:
-        return Counts(), "cancelled"
+        return Counts(), ItemState.CANCELLED
     counts = Counts(
         success=int(outcome.status == "success"),
         error=int(outcome.status == "error"),
@@ -376,7 +382,7 @@ def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemFinal]:
         duplicate=int(outcome.tally == "duplicate"),
         update=int(outcome.tally == "update"),
     )
-    return counts, "failed" if outcome.status == "error" else "done"
+    return counts, ItemState.FAILED if outcome.status == "error" else ItemState.DONE
 
 
 def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemStep:
@@ -467,7 +473,7 @@ def _finish(run_id: int, worker: str) -> str:
         if loaded is None:
             return "duplicate"
         claimed = claim_finish(session, run_id, worker, lease)
-        ended = loaded.run.state in FINAL_STATES
+        ended = loaded.run.state in FINAL_RUNS
     if not claimed:
         if ended:  # a finish killed after its commit: what it left staged goes now
             _cleanup(loaded)
@@ -492,7 +498,7 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
         if ended:
             _cleanup(loaded)
         return "failed" if ended else "duplicate"
-    state = "Stopped" if stopped else "Done"
+    state = RunState.STOPPED if stopped else RunState.DONE
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
@@ -539,7 +545,7 @@ def _fail(runtime: Runtime, run_id: int, message_id: LogMessage, error: Exceptio
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
         run = session.get(Run, run_id)
-        if run is None or not end_run(session, run, "Failed", fatal=True):
+        if run is None or not end_run(session, run, RunState.FAILED, fatal=True):
             return False
         write_log(session, run, "FatalError", message_id, error=_describe(error))
     return True

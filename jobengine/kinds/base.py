@@ -29,6 +29,7 @@ from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
 from jobengine.store.runs import write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, RunItem
+from jobengine.store.states import ItemState
 
 __all__ = [
     "MAX_HANDLES",
@@ -141,7 +142,7 @@ class RunContext(Generic[P]):
                 dict(result or {})
                 for result in session.scalars(
                     select(RunItem.result)
-                    .where(RunItem.run_id == self.run_id, RunItem.state == "done")
+                    .where(RunItem.run_id == self.run_id, RunItem.state == ItemState.DONE)
                     .order_by(RunItem.seq)
                 )
             ]

@@ -74,6 +74,7 @@ from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
 from jobengine.store.db import Store
 from jobengine.store.schema import Company, Job, Run, utcnow
+from jobengine.store.states import ENDED_RUNS
 
 __all__ = [
     "CALLBACK_FIELDS",
@@ -96,7 +97,6 @@ MAX_AGE = timedelta(hours=24)  # no attempt once the run ended longer ago
 RETRY_DELAYS = (30, 60, 120, 300, 600, 1800)  # seconds after attempt 1, 2...; then hourly
 SWEEP_BATCH = 200
 SWEEP_BUDGET = 30.0  # seconds a sweep may spend sending; the rest waits for the next sweep
-ENDED_STATES = ("Done", "Stopped", "Failed")
 
 
 # --- what is sent ----------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def _load(store: Store, run_id: int) -> _Callback | None:
         if row is None:
             return None
         run, job, company = row
-        if run.state not in ENDED_STATES:
+        if run.state not in ENDED_RUNS:
             return None
         element = job.payload.get(job.kind)
         found = completion_url(element) if isinstance(element, dict) else None
@@ -195,7 +195,7 @@ def _claim(store: Store, run_id: int, now: datetime, claimed_at: datetime) -> in
     with store.write() as session:
         claimed = session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.state.in_(ENDED_STATES), _due(now))
+            .where(Run.id == run_id, Run.state.in_(ENDED_RUNS), _due(now))
             .values(
                 callback_state="sending",
                 callback_sent_at=claimed_at,
@@ -370,7 +370,7 @@ def callbacks_pending(
                     .join(Job, Job.id == Run.job_id)
                     .where(
                         Run.id > after,
-                        Run.state.in_(ENDED_STATES),
+                        Run.state.in_(ENDED_RUNS),
                         Run.ended_at >= now - MAX_AGE,
                         _due(now),
                     )

@@ -47,6 +47,7 @@ from jobengine.i18n import log_message, translator
 from jobengine.runtime import get_runtime
 from jobengine.settings import Settings
 from jobengine.store.schema import Job, LogDetail, Run, User, utcnow
+from jobengine.store.states import ENDED_RUNS, RunState
 
 __all__ = ["SMTP_TIMEOUT", "notify_pending", "notify_run", "translator"]
 
@@ -54,7 +55,6 @@ logger = logging.getLogger(__name__)
 
 SMTP_TIMEOUT = 5.0  # seconds, for the connection and every SMTP reply
 LOG_LINES = 5  # problem log lines quoted in a mail
-NOTIFY_STATES = ("Done", "Stopped", "Failed")
 
 
 def _(message: str) -> str:
@@ -62,7 +62,11 @@ def _(message: str) -> str:
     return message
 
 
-_STATES = {"Done": _("Done"), "Stopped": _("Stopped"), "Failed": _("Failed")}
+_STATES: dict[str, str] = {
+    RunState.DONE: _("Done"),
+    RunState.STOPPED: _("Stopped"),
+    RunState.FAILED: _("Failed"),
+}
 
 
 class _Sent(Enum):
@@ -124,7 +128,7 @@ def _problem_lines(session: Session, run_id: int, setting: str, locale: str | No
 def _load(session: Session, run_id: int) -> _Notice | None:
     run = session.get(Run, run_id)
     job = session.get(Job, run.job_id) if run is not None else None
-    if run is None or job is None or run.state not in NOTIFY_STATES or run.notified_at:
+    if run is None or job is None or run.state not in ENDED_RUNS or run.notified_at:
         return None
     setting = _email_setting(job)
     if not _wanted(setting, run):
@@ -139,9 +143,9 @@ def _load(session: Session, run_id: int) -> _Notice | None:
 
 def _subject(notice: _Notice, tr: Callable[[str], str]) -> str:
     run = notice.run
-    if run.state == "Failed":
+    if run.state == RunState.FAILED:
         text = _("Job {job} failed")
-    elif run.state == "Stopped":
+    elif run.state == RunState.STOPPED:
         text = _("Job {job} stopped")
     elif run.error_count or run.fatal_error:
         text = _("Job {job} completed with errors")
@@ -307,7 +311,7 @@ def notify_pending(within: float = 3600.0, *, settings: Settings | None = None) 
         with get_runtime().store.read() as session:
             ids = session.scalars(
                 select(Run.id)
-                .where(Run.state.in_(NOTIFY_STATES), Run.notified_at.is_(None))
+                .where(Run.state.in_(ENDED_RUNS), Run.notified_at.is_(None))
                 .where(Run.ended_at >= since)
                 .order_by(Run.id)
             ).all()

@@ -23,7 +23,6 @@ from jobengine.i18n import LogMessage, english, message_args
 from jobengine.store.schema import Job, LogDetail, Run, RunItem, utcnow
 from jobengine.store.states import (
     ACTIVE_RUNS,
-    FINAL_RUNS,
     STARTED_RUNS,
     ItemState,
     RunState,
@@ -31,10 +30,7 @@ from jobengine.store.states import (
 )
 
 __all__ = [
-    "ACTIVE_STATES",
-    "FINAL_STATES",
     "ItemClaim",
-    "ItemFinal",
     "claim_finish",
     "claim_inline_finish",
     "claim_item",
@@ -48,12 +44,6 @@ __all__ = [
     "write_log",
     "write_record",
 ]
-
-# The names callers used before jobengine.store.states (the runner still does).
-ACTIVE_STATES = ACTIVE_RUNS
-FINAL_STATES = FINAL_RUNS
-# An item's final state as the runner spells it (the values of states.FINAL_ITEMS).
-ItemFinal = Literal["done", "failed", "cancelled"]
 
 
 def _rowcount(result: Any) -> int:
@@ -194,7 +184,7 @@ def complete_item(
     seq: int,
     worker: str | None,
     *,
-    final: ItemFinal,
+    final: ItemState,
     counts: Counts,
     result: dict[str, Any] | None = None,
 ) -> tuple[int, int] | None:
@@ -312,7 +302,7 @@ def claim_finish(session: Session, run_id: int, worker: str, lease: float) -> bo
 def end_run(
     session: Session,
     run: Run,
-    state: str,
+    state: RunState,
     *,
     fatal: bool = False,
     output: dict[str, Any] | None = None,
