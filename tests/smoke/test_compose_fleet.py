@@ -48,8 +48,12 @@ from tests.support.stack import unavailable  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 USER, PASSWORD = "ops@example.com", "fleet-test-password"
+# Seeds the fleet's store from a worker container: the 0.1.0 image has the demo at
+# jobengine.demo, this one at jobengine.cli.demo.
 SEED = (
-    "import json; from jobengine.cli.demo import seed_demo; "
+    "import json\n"
+    "try:\n    from jobengine.cli.demo import seed_demo\n"
+    "except ImportError:\n    from jobengine.demo import seed_demo\n"
     f"print(json.dumps(seed_demo({USER!r}, {PASSWORD!r})))"
 )
 
