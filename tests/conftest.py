@@ -24,7 +24,7 @@ _COLLECTION_HOME = tempfile.mkdtemp(prefix="jobengine-tests-")
 os.environ.setdefault("JOBENGINE_HOME", _COLLECTION_HOME)
 # The suite's stores are new databases that its processes (this one, the workers it starts)
 # share: they migrate them at start, on PostgreSQL too (whose default, check, and the upgrade
-# itself are tested in tests/test_migrations.py).
+# itself are tested in tests/store/test_migrations.py).
 os.environ.setdefault("JOBENGINE_DB_UPGRADE", "auto")
 
 # After the environment above: these import jobengine, which may read it.

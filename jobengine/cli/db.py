@@ -76,7 +76,7 @@ def db_revision(
         path = migrate.new_revision(store, message)
     finally:
         store.dispose()
-    typer.echo(f"wrote {path}: read it, adjust it, and test it (tests/test_migrations.py)")
+    typer.echo(f"wrote {path}: read it, adjust it, and test it (tests/store/test_migrations.py)")
 
 
 def require_store() -> None:

@@ -10,7 +10,7 @@ the event, which Celery's event dispatcher documents as the only producer method
 then writes exactly what kombu's Redis transport would write, built with kombu's own serializer
 and channel helpers (``prepare_message``, ``encode_body``), through one non-transactional
 pipeline on a client kept for the life of the process: ``LPUSH`` to the queue, ``PUBLISH`` to
-the event topic. ``tests/test_redis_send.py`` compares both envelopes with kombu's, field by
+the event topic. ``tests/engine/test_hot_path.py`` compares both envelopes with kombu's, field by
 field, so a kombu change that alters the wire format fails there.
 
 What it does not cover falls back to the normal path (:class:`Unsupported`): brokers other than

@@ -18,7 +18,7 @@ from jobengine.storage import LeadsOut, LocalStorage
 from jobengine.store.schema import Asset, Company
 from tests.support.helpers import directory_request, image_bytes
 
-JPEG = image_bytes("JPEG", (10, 200, 10), 24)  # as tests/test_upload_directory.py writes
+JPEG = image_bytes("JPEG", (10, 200, 10), 24)  # as tests/kinds/test_upload_directory.py writes
 
 
 # --- the storage ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = ("pyproject.toml", "README.md", "jobengine", "tasks", "config", "docker/Dockerfile")
 LABEL = "org.jobengine.test-build"
 TAG = "jobengine:test"
-# jobengine 0.1.0, the last release without migrations (tests/test_migrations.py's oldest
+# jobengine 0.1.0, the last release without migrations (tests/store/test_migrations.py's oldest
 # schema): the "old image" of the upgrade test is built from its source, taken from git.
 OLD_RELEASE = "de79425f0e86849d79ddac1a5d9aef6d2f5814bf"
 OLD_TAG = "jobengine:test-0.1.0"

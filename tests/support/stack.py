@@ -29,7 +29,7 @@ TEST_ENV = {
     "JOBENGINE_TASK_TIME_LIMIT": "30",
     "JOBENGINE_BEAT_INTERVAL": "0.2",
     "JOBENGINE_TIMEZONE": "UTC",
-    # UploadUrlsJob fetches from the tests' own HTTP servers (tests/test_upload_urls.py)
+    # UploadUrlsJob fetches from the tests' own HTTP servers (tests/kinds/test_upload_urls.py)
     "JOBENGINE_UPLOAD_ALLOWED_HOSTS": "127.0.0.1",
     "JOBENGINE_UPLOAD_MAX_BYTES": "1048576",
     "JOBENGINE_UPLOAD_READ_TIMEOUT": "2",

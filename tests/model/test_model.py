@@ -1072,7 +1072,7 @@ def test_public_names_are_exported() -> None:
         assert name in model.__all__
 
 
-# Found by fuzzing the JSON API (tests/test_jsonapi_fuzz.py): each was a 500, not a fault.
+# Found by fuzzing the JSON API (tests/web/test_jsonapi_fuzz.py): each was a 500, not a fault.
 
 
 @pytest.mark.parametrize(

@@ -209,7 +209,8 @@ def test_publish_context_is_not_supported_and_completion_url_is_checked(element:
         with pytest.raises(fault) as caught:
             kind.check(None, 1, _job(request))  # type: ignore[arg-type]
         assert caught.value.field == f"{element}/{field}"
-    request = json.loads(json.dumps(base))  # a completion URL is called (tests/test_callbacks.py)
+    # a completion URL is called (tests/notices/test_callbacks.py)
+    request = json.loads(json.dumps(base))
     request[element]["httpCompletionUrl"] = "https://x/y"
     kind.check(None, 1, _job(request))  # type: ignore[arg-type]
     for nothing in ("", "  "):  # a context that asks for nothing is the default context
@@ -334,7 +335,7 @@ def test_publish_options_are_refused_at_submit(stack) -> None:
             errors.NotSupported,
             "videoPublishJob/contextHandle",
         ),
-        (  # a completion URL is honoured (tests/test_callbacks.py), but it must be callable
+        (  # a completion URL is honoured (tests/notices/test_callbacks.py), but it must be callable
             video_request(company, "b", httpCompletionUrl="https://hooks.example.com:0/v"),
             errors.InvalidParameter,
             "videoPublishJob/httpCompletionUrl",

@@ -181,7 +181,7 @@ def test_openapi_document(web: WebServer) -> None:
     assert "Fault" in doc["components"]["schemas"]
 
 
-# Found by fuzzing the JSON API (tests/test_jsonapi_fuzz.py): each of these was a 500 (30000).
+# Found by fuzzing the JSON API (tests/web/test_jsonapi_fuzz.py): each of these was a 500 (30000).
 def _hostile(company: str) -> list[tuple[str, bytes, int, int, str | None]]:
     """(operation, raw body, status, code, field) for the fuzzer's findings."""
 

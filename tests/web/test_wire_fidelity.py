@@ -31,7 +31,7 @@ from tests.support.helpers import PASSWORD, export_request, make_company
 from tests.support.stack import Stack
 from tests.support.web import SERVICE, WebServer, send_truncated
 
-FIXTURE = Path(__file__).parent / "data" / "IpsApi-2016-01-14-beta-wire.wsdl"
+FIXTURE = Path(__file__).parents[1] / "data" / "IpsApi-2016-01-14-beta-wire.wsdl"
 BETA = f"{IPS_NAMESPACE}/2016-01-14-beta"
 SCRIPTS = f"{IPS_NAMESPACE}/2017-10-29-beta"  # what the plain-XML scripts send
 PLAIN = "/scene7/api/IpsApiService"

@@ -258,7 +258,7 @@ REFUSED_OPTIONS = {
 ACCEPTED_OPTIONS = {
     "postHttpUrl": "https://hooks.example/done",  # called when the run ends (test_callbacks.py)
     "manualCropOptions": {"left": 0, "right": 0, "top": 0, "bottom": 0},
-    # (the other crop options are honoured: tests/test_upload_crops.py; at most one per job)
+    # (the other crop options are honoured: tests/assets/test_upload_crops.py; at most one per job)
     "photoshopOptions": {"process": "None"},
     "pdfOptions": {"process": "None"},
     "postScriptOptions": {"process": "None"},

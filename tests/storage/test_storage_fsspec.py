@@ -1,7 +1,8 @@
 """FsspecStorage on fsspec's ``memory://`` file system, and how a storage URL is chosen.
 
 The shared contract (atomic writes, key checks, ...) runs over local, memory and S3 storage in
-``tests/test_storage_s3.py``; these are the parts particular to the fsspec backend and settings.
+``tests/storage/test_storage_s3.py``; these are the parts particular to the fsspec backend and
+settings.
 """
 
 from __future__ import annotations

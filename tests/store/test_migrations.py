@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from tests.support.stack import POSTGRES_URL, unavailable
 
-DATA = Path(__file__).parent / "data" / "store_0_1_0"
+DATA = Path(__file__).parents[1] / "data" / "store_0_1_0"
 T0 = datetime(2026, 11, 1, 8, 30)  # naive UTC, as the store keeps times
 
 
