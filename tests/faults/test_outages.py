@@ -105,7 +105,9 @@ def test_a_database_outage_of_10_s_drops_nothing_and_is_done_within_60_s_of_its_
         database.start()
         back = time.monotonic()
         before = _done_items()
-        resumed = wait_until(lambda: _done_items() > before, 60, "progress after the outage")
+        resumed = wait_until(
+            lambda: _done_items() > before, 60, "progress after the outage", explain=fleet.tails
+        )
         logs = _wait_all(jobs, timeout=120)
         recovery = time.monotonic() - back
         figures = _figures("PostgreSQL stopped 10 s, shipped timings", jobs, logs, recovery)
@@ -135,7 +137,9 @@ def test_a_redis_restart_loses_no_job(
         redis.start_server()
         back = time.monotonic()
         before = _done_items()
-        resumed = wait_until(lambda: _done_items() > before, 60, "progress after the restart")
+        resumed = wait_until(
+            lambda: _done_items() > before, 60, "progress after the restart", explain=fleet.tails
+        )
         logs = _wait_all(jobs, timeout=180)
         recovery = time.monotonic() - back
         kind = "with" if persistent else "without"

@@ -214,6 +214,14 @@ class Fleet:
         for proc in self.procs:
             proc.stop()
 
+    def tails(self, lines: int = 30) -> str:
+        """The last lines of each process's log: what a failed wait shows of the fleet."""
+        parts = []
+        for proc in self.procs:
+            text = proc.log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {proc.log.name} ({proc.what}) ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
 
 @contextmanager
 def scenario(env: dict[str, str]) -> Iterator[None]:
@@ -248,11 +256,19 @@ def fleet_env(home: Path, redis: RedisServer, database_url: str, **settings: str
     }
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> float:
-    """Seconds until ``check()`` held; AssertionError naming ``what`` after ``timeout``."""
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    poll: float = 0.05,
+    explain: Callable[[], str] | None = None,
+) -> float:
+    """Seconds until ``check()`` held; AssertionError naming ``what`` after ``timeout`` (with
+    ``explain()``, e.g. the fleet's log tails, so a failure in CI can be read afterwards)."""
     start = time.monotonic()
     while not check():
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"{what}: not within {timeout} s{detail}")
         time.sleep(poll)
     return time.monotonic() - start
