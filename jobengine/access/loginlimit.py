@@ -22,7 +22,6 @@ back to a :class:`FailureLimiter` while Redis fails, never skipping the limit.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
@@ -31,11 +30,9 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from jobengine.access.shared_redis import SharedRedis, settings_redis
 from jobengine.errors import TooManyAttempts
-from jobengine.settings import get_settings
 
 __all__ = [
     "FAILURE_WINDOW",
@@ -225,22 +222,6 @@ return 0
 """
 
 
-def _settings_redis() -> redis.Redis:
-    """A client of the result backend's Redis (``REDIS_URL``, else the embedded server).
-
-    Short timeouts and no retries: a login waits at most about a second for an unreachable
-    Redis, and an attempt is never counted twice by a retried script.
-    """
-    from jobengine.embedded import redis_url
-
-    return redis.Redis.from_url(
-        redis_url(get_settings()),
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
 class RedisFailureLimiter:
     """:class:`FailureLimiter`'s limits, counted in Redis: shared by every process using it.
 
@@ -260,7 +241,7 @@ class RedisFailureLimiter:
         *,
         spray_failures: int = SPRAY_FAILURES,
         max_lock: float = MAX_LOCK,
-        connect: Callable[[], redis.Redis] = _settings_redis,
+        connect: Callable[[], redis.Redis] = settings_redis,
         prefix: str = "jobengine:{login-failures}:",
         retry_interval: float = 5.0,
         fallback: FailureLimiter | None = None,
@@ -273,26 +254,27 @@ class RedisFailureLimiter:
             if fallback is None
             else fallback
         )
-        self._connect = connect
-        self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-        self._client_settings: object = None
-        self._down_until = 0.0  # monotonic time before which Redis is not tried
-        self._outage = False
+        self._shared = SharedRedis(
+            "failed-login limits are counted per process: Redis is unavailable",
+            "failed-login limits are shared through Redis again",
+            connect=connect,
+            retry_interval=retry_interval,
+            log=logger,
+        )
 
     def begin(self, keys: Sequence[str]) -> None:
         """Count an attempt on every key; TooManyAttempts (counting nothing) if one is locked."""
         self.fallback.check(keys)  # a lock taken while Redis was down
-        client = self._redis()
+        client = self._shared.client()
         if client is not None:
             ms = [self._ms(self.window), self._ms(self.max_lock), self._ms(STRIKE_MEMORY)]
             args = [*ms, *(self.fallback.limit(k) for k in keys)]
             try:
                 locked = self._run(client, _BEGIN_SCRIPT, keys, *args)
             except Exception as exc:  # any failure of the shared count: count here instead
-                self._failed(exc)
+                self._shared.failed(exc)
             else:
-                self._answered()
+                self._shared.answered()
                 if locked >= 0:
                     raise TooManyAttempts(locked / 1000)
                 return
@@ -300,14 +282,14 @@ class RedisFailureLimiter:
 
     def give_back(self, keys: Sequence[str]) -> None:
         """Uncount the attempt begun on these keys (it succeeded, or never got to check)."""
-        client = self._redis()
+        client = self._shared.client()
         if client is not None:
             try:
                 self._run(client, _GIVE_BACK_SCRIPT, keys, *map(self.fallback.limit, keys))
             except Exception as exc:
-                self._failed(exc)
+                self._shared.failed(exc)
             else:
-                self._answered()
+                self._shared.answered()
                 return
         self.fallback.give_back(keys)
 
@@ -342,15 +324,15 @@ class RedisFailureLimiter:
 
     def _try(self, call: Callable[[redis.Redis], object]) -> bool:
         """Run ``call`` on the shared Redis; False if Redis did not do it."""
-        client = self._redis()
+        client = self._shared.client()
         if client is None:
             return False
         try:
             call(client)
         except Exception as exc:
-            self._failed(exc)
+            self._shared.failed(exc)
             return False
-        self._answered()
+        self._shared.answered()
         return True
 
     def _run(self, client: redis.Redis, script: str, keys: Sequence[str], *args: int) -> int:
@@ -373,44 +355,3 @@ class RedisFailureLimiter:
 
     def _glob(self) -> str:
         return "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)  # Redis glob
-
-    def _redis(self) -> redis.Redis | None:
-        """The client for the current settings, or None while Redis is taken to be down."""
-        with self._lock:
-            if time.monotonic() < self._down_until:
-                return None
-            settings = get_settings()
-            if self._client is None or self._client_settings is not settings:
-                old, self._client = self._client, None
-                if old is not None:
-                    with contextlib.suppress(Exception):
-                        old.close()
-                try:
-                    self._client = self._connect()
-                except Exception as exc:  # the embedded Redis would not start, a bad URL...
-                    self._down_until = time.monotonic() + self.retry_interval
-                    self._log_outage(exc)
-                    return None
-                self._client_settings = settings
-            return self._client
-
-    def _failed(self, exc: Exception) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + self.retry_interval
-            self._log_outage(exc)
-
-    def _log_outage(self, exc: Exception) -> None:
-        if not self._outage:
-            self._outage = True
-            logger.warning(
-                "failed-login limits are counted per process: Redis is unavailable (%s: %s)",
-                type(exc).__name__,
-                exc,
-            )
-
-    def _answered(self) -> None:
-        if self._outage:
-            with self._lock:
-                if self._outage:
-                    self._outage = False
-                    logger.warning("failed-login limits are shared through Redis again")
