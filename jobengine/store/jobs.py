@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import ARRAY, Connection, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
@@ -131,7 +133,35 @@ class NewRun:
     eta: datetime | None = None
 
 
-_NAMES_CHUNK = 500  # names per lookup (well under every driver's parameter limit)
+_NAMES_CHUNK = 500  # fires per lookup (well under every driver's parameter limit)
+
+
+def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert runs whose name is not taken yet, in one statement; the id of each run that went
+    in, by task id (a run whose name a run of the same second holds already is left out).
+
+    PostgreSQL gets the rows as one array per column (``INSERT ... SELECT FROM unnest(...)``):
+    the statement's text is the same for any number of rows, so it is parsed once, instead of a
+    multi-row ``VALUES`` whose thousands of placeholders the driver re-parses for every batch.
+    """
+    if conn.dialect.name == "postgresql":
+        arrays = [
+            bindparam(name, [row[name] for row in rows], type_=ARRAY(RUNS.c[name].type))
+            for name in _RUN_KEYS
+        ]
+        source = select(func.unnest(*arrays).table_valued(*_RUN_KEYS).render_derived("fires"))
+        stmt: Any = (
+            pg_insert(RUNS)
+            .from_select(_RUN_KEYS, source, include_defaults=True)
+            .on_conflict_do_nothing(index_elements=["company_id", "run_name"])
+            .returning(RUNS.c.id, RUNS.c.task_id)
+        )
+        return {str(task): int(run_id) for run_id, task in conn.execute(stmt)}
+    if conn.dialect.name == "sqlite":
+        stmt = sqlite_insert(RUNS).on_conflict_do_nothing(index_elements=["company_id", "run_name"])
+        stmt = stmt.returning(RUNS.c.id, RUNS.c.task_id)
+        return {str(task): int(run_id) for run_id, task in conn.execute(stmt, rows)}
+    raise NotImplementedError(f"no run insert for {conn.dialect.name}")
 
 
 def insert_runs(
@@ -141,19 +171,21 @@ def insert_runs(
     local_now: datetime,
     dispatched_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Insert queued runs in one multi-row statement (no checks: the caller holds the fires);
-    their column values with ids, in the order given.
+    """Insert queued runs (no checks: the caller holds the fires, see :func:`untaken_fires`)
+    in one statement; their column values with ids, in the order given.
 
-    Names follow :func:`insert_run`'s rule (``-2``, ``-3``... for a name already taken in the
-    same second), with one lookup of the names taken per company instead of one per run.
+    Names follow :func:`insert_run`'s rule, ``-2``, ``-3``... for a name already taken in the
+    same second. Such a clash is rare (a job fired twice in one tick, or a run of the same name
+    submitted in the same second), so names are not looked up first: the batch goes in with
+    its own suffixes, and the few runs whose name was taken (the unique name constraint turns
+    them away) take the next free suffix one by one. No statement reads the company's runs, so
+    a batch costs the same however many runs the store holds.
     """
-    bases = [run_name(new.job_name, local_now) for new in runs]
-    taken = _taken_counts(
-        conn, [(new.company_id, base) for new, base in zip(runs, bases, strict=True)]
-    )
+    attempts: dict[tuple[int, str], int] = {}
     created, rows = utcnow(), []
-    for new, base in zip(runs, bases, strict=True):
-        attempt = taken[(new.company_id, base)] = taken.get((new.company_id, base), 0) + 1
+    for new in runs:
+        base = (new.company_id, new.job_name)
+        attempt = attempts[base] = attempts.get(base, 0) + 1
         rows.append(
             {
                 "job_id": new.job_id,
@@ -167,10 +199,18 @@ def insert_runs(
                 "created_at": created,
             }
         )
-    if rows:
-        stmt = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
-        for row, run_id in zip(rows, conn.execute(stmt, rows).scalars().all(), strict=True):
-            row["id"] = int(run_id)
+    ids = _insert_many(conn, rows) if rows else {}
+    for row, new in zip(rows, runs, strict=True):
+        if row["task_id"] in ids:
+            row["id"] = ids[row["task_id"]]
+            continue
+        # the name was taken: the next suffix after those the second holds (as insert_run)
+        name = run_name(new.job_name, local_now)
+        bounds = {"company": new.company_id, "low": name, "high": name + "\x7f"}
+        row["run_name"] = run_name(
+            new.job_name, local_now, int(_SAME_SECOND.scalar(conn, bounds) or 0) + 1
+        )
+        row["id"] = int(_RUN_INSERT.scalar(conn, {k: row[k] for k in _RUN_KEYS}))
     return rows
 
 
@@ -188,28 +228,6 @@ def untaken_fires(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
         )
         taken.update((int(job_id), str(key)) for job_id, key in rows)
     return [new for new in runs if (new.job_id, new.fire_key) not in taken]
-
-
-def _taken_counts(conn: Connection, names: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    """How many runs of each (company, base name) exist already: the base itself and its
-    suffixed names; looked up by company in chunks, counted one by one only where taken."""
-    by_company: dict[int, set[str]] = {}
-    for company_id, base in names:
-        by_company.setdefault(company_id, set()).add(base)
-    counts: dict[tuple[int, str], int] = {}
-    for company_id, bases in by_company.items():
-        ordered = sorted(bases)
-        for i in range(0, len(ordered), _NAMES_CHUNK):
-            chunk = ordered[i : i + _NAMES_CHUNK]
-            found = conn.execute(
-                select(RUNS.c.run_name).where(
-                    RUNS.c.company_id == company_id, RUNS.c.run_name.in_(chunk)
-                )
-            ).scalars()
-            for base in found:  # rare: a run of that name started in the same second
-                bounds = {"company": company_id, "low": base, "high": base + "\x7f"}
-                counts[(company_id, base)] = int(_SAME_SECOND.scalar(conn, bounds) or 0)
-    return counts
 
 
 def find_job(session: Session, company: CompanyLike, handle: str) -> tuple[Job, Run | None]:

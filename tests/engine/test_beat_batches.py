@@ -132,7 +132,9 @@ def test_run_names_of_a_batch_take_the_next_free_suffix_and_taken_fires_are_skip
     with get_runtime().store.connect() as conn:  # the same second, later: -2, then -3 in-batch
         assert untaken_fires(conn, fires) == fires[1:]
         rest = insert_runs(conn, untaken_fires(conn, fires), local_now=local_now)
-    assert [run["run_name"] for run in first + rest] == [stamp, f"{stamp}-2", f"{stamp}-3"]
+    # the batch went in with its own suffixes (-2 for its second fire); its first fire's name
+    # was taken and it took the next free one
+    assert [run["run_name"] for run in first + rest] == [stamp, f"{stamp}-3", f"{stamp}-2"]
     assert [run["fire_key"] for run in first + rest] == [f.fire_key for f in fires]
     assert len({run["id"] for run in first + rest}) == 3
     with get_runtime().store.read() as session:
