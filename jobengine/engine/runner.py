@@ -87,11 +87,24 @@ _LOAD = (
 )
 
 
+# The jobs of the runs this process loaded last (a job's kind and request never change once
+# submitted): the hooks after a run's end skip what its job never asks for without a read.
+_JOBS: dict[int, hooks.EndedJob] = {}
+_JOBS_KEPT = 64
+
+
+def _ended(run_id: int) -> hooks.EndedJob | None:
+    return _JOBS.pop(run_id, None)
+
+
 def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
     row = session.execute(_LOAD, {"run_id": run_id}).first()
     if row is None:
         return None
     run, job, company = row
+    if len(_JOBS) >= _JOBS_KEPT:
+        _JOBS.pop(next(iter(_JOBS)), None)
+    _JOBS[run_id] = hooks.EndedJob(job.kind, job.payload)
     kind = kind_for(job.kind)
     ids, names = (run.id, job.id, company.id), (company.handle, run.run_name)
     ctx = kind.context(runtime, ids, names, job.payload)
@@ -107,7 +120,7 @@ def start(run_id: int, worker: str) -> str:
     ended in this task (then the hooks' ``after_end`` ran too)."""
     result = _start(run_id, worker)
     if result in _ENDED_HERE:  # ended here (or before any item ran)
-        hooks.after_end(run_id)
+        hooks.after_end(run_id, job=_ended(run_id))
     return result
 
 
@@ -461,7 +474,7 @@ def finish(run_id: int, worker: str) -> str:
     then the hooks' ``after_end``, also on a duplicate: a redelivered finish sends what a
     worker that died after the end missed (each hook sends at most once)."""
     result = _finish(run_id, worker)
-    hooks.after_end(run_id)
+    hooks.after_end(run_id, job=_ended(run_id))
     return result
 
 
