@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from jobengine.engine import dispatch, hooks
@@ -52,6 +52,7 @@ from jobengine.store.runs import (
     end_run,
     extend_item_lease,
     extend_run_lease,
+    load_run,
     lock_job_of_run,
     mark_finish_sent,
     write_log,
@@ -79,14 +80,6 @@ class _Loaded:
     ctx: RunContext[Any]
 
 
-_LOAD = (
-    select(Run, Job, Company)
-    .join(Job, Job.id == Run.job_id)
-    .join(Company, Company.id == Run.company_id)
-    .where(Run.id == bindparam("run_id"))
-)
-
-
 # The jobs of the runs this process loaded last (a job's kind and request never change once
 # submitted): the hooks after a run's end skip what its job never asks for without a read.
 _JOBS: dict[int, hooks.EndedJob] = {}
@@ -98,7 +91,7 @@ def _ended(run_id: int) -> hooks.EndedJob | None:
 
 
 def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
-    row = session.execute(_LOAD, {"run_id": run_id}).first()
+    row = load_run(session, run_id)  # one query, no ORM loading
     if row is None:
         return None
     run, job, company = row

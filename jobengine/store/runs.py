@@ -40,14 +40,25 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import ColumnElement
 
 from jobengine.i18n import LogMessage, english, message_args
 from jobengine.store.hot import HotStatement
-from jobengine.store.schema import JOBS, RUNS, Job, LogDetail, Run, RunItem, UTCDateTime, utcnow
+from jobengine.store.schema import (
+    COMPANIES,
+    JOBS,
+    RUNS,
+    Company,
+    Job,
+    LogDetail,
+    Run,
+    RunItem,
+    UTCDateTime,
+    utcnow,
+)
 from jobengine.store.states import (
     ACTIVE_RUNS,
     STARTED_RUNS,
@@ -66,6 +77,7 @@ __all__ = [
     "end_run",
     "extend_item_lease",
     "extend_run_lease",
+    "load_run",
     "lock_job",
     "lock_job_of_run",
     "write_log",
@@ -93,6 +105,40 @@ def _hot(session: Session) -> Connection:
     ORM (a run's items) reach the store before the statements that follow them."""
     session.flush()  # only a check when the session holds no changes
     return session.connection()
+
+
+_LOADED = (Run, Job, Company)
+_LOAD_RUN = HotStatement(
+    select(*RUNS.c, *JOBS.c, *COMPANIES.c)
+    .join(JOBS, _J.id == _R.job_id)
+    .join(COMPANIES, COMPANIES.c.id == _R.company_id)
+    .where(_R.id == bindparam("run")),
+    typed=True,
+)
+# Each entity's attribute names, in the order of its table's columns in the row above.
+_LOAD_KEYS = [[c.key for c in cast(Table, cls.__table__).c] for cls in _LOADED]
+
+
+def load_run(session: Session, run_id: int) -> tuple[Run, Job, Company] | None:
+    """A run, its job and its company, in one query, as persistent objects of ``session`` (as
+    the ORM would load them: changes to them are flushed), built from the row without the
+    ORM's loading machinery; None if there is no such run."""
+    row = _LOAD_RUN.first(_hot(session), {"run": run_id})
+    if row is None:
+        return None
+    made: list[Any] = []
+    start = 0
+    for cls, keys in zip(_LOADED, _LOAD_KEYS, strict=True):
+        known = session.identity_map.get(identity_key(cls, row[start]))
+        if known is not None:  # already in the session: that object (as a query would give)
+            made.append(known)
+        else:
+            obj = cls(**dict(zip(keys, row[start : start + len(keys)], strict=True)))
+            make_transient_to_detached(obj)  # its values are the row's, committed
+            session.add(obj)
+            made.append(obj)
+        start += len(keys)
+    return made[0], made[1], made[2]
 
 
 def lock_job(session: Session, job: Job) -> None:
