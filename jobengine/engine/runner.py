@@ -52,6 +52,7 @@ from jobengine.store.runs import (
     end_run,
     extend_item_lease,
     extend_run_lease,
+    get_run,
     load_run,
     lock_job_of_run,
     mark_finish_sent,
@@ -507,7 +508,7 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
     state = RunState.STOPPED if stopped else RunState.DONE
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
-        run = session.get(Run, run_id)
+        run = get_run(session, run_id)
         assert run is not None
         if not end_run(session, run, state, output=output):
             return "duplicate"  # another finish (a re-sent one) committed the end first

@@ -77,6 +77,7 @@ __all__ = [
     "end_run",
     "extend_item_lease",
     "extend_run_lease",
+    "get_run",
     "load_run",
     "lock_job",
     "lock_job_of_run",
@@ -115,30 +116,45 @@ _LOAD_RUN = HotStatement(
     .where(_R.id == bindparam("run")),
     typed=True,
 )
-# Each entity's attribute names, in the order of its table's columns in the row above.
+_GET_RUN = HotStatement(select(*RUNS.c).where(_R.id == bindparam("run")), typed=True)
+# Each entity's attribute names, in the order of its table's columns in the rows above.
 _LOAD_KEYS = [[c.key for c in cast(Table, cls.__table__).c] for cls in _LOADED]
 
 
+def _attached(session: Session, cls: type[Any], keys: list[str], values: Sequence[Any]) -> Any:
+    """The object of ``cls`` a row holds, persistent in ``session`` as the ORM would load it
+    (its changes are flushed): the one the session holds already, else made from the row."""
+    known = session.identity_map.get(identity_key(cls, values[0]))  # the id comes first
+    if known is not None:
+        return known
+    obj = cls(**dict(zip(keys, values, strict=True)))
+    make_transient_to_detached(obj)  # its values are the row's, committed
+    session.add(obj)
+    return obj
+
+
 def load_run(session: Session, run_id: int) -> tuple[Run, Job, Company] | None:
-    """A run, its job and its company, in one query, as persistent objects of ``session`` (as
-    the ORM would load them: changes to them are flushed), built from the row without the
-    ORM's loading machinery; None if there is no such run."""
+    """A run, its job and its company, in one query, as persistent objects of ``session``,
+    built from the row without the ORM's loading machinery; None if there is no such run."""
     row = _LOAD_RUN.first(_hot(session), {"run": run_id})
     if row is None:
         return None
     made: list[Any] = []
     start = 0
     for cls, keys in zip(_LOADED, _LOAD_KEYS, strict=True):
-        known = session.identity_map.get(identity_key(cls, row[start]))
-        if known is not None:  # already in the session: that object (as a query would give)
-            made.append(known)
-        else:
-            obj = cls(**dict(zip(keys, row[start : start + len(keys)], strict=True)))
-            make_transient_to_detached(obj)  # its values are the row's, committed
-            session.add(obj)
-            made.append(obj)
+        made.append(_attached(session, cls, keys, row[start : start + len(keys)]))
         start += len(keys)
     return made[0], made[1], made[2]
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    """``session.get(Run, run_id)`` for the runner's hot path: the session's own object, else
+    one read with a HotStatement and attached; None if there is no such run."""
+    known = session.identity_map.get(identity_key(Run, run_id))
+    if known is not None:
+        return known
+    row = _GET_RUN.first(_hot(session), {"run": run_id})
+    return None if row is None else cast(Run, _attached(session, Run, _LOAD_KEYS[0], row))
 
 
 def lock_job(session: Session, job: Job) -> None:
