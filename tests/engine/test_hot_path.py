@@ -155,12 +155,15 @@ def test_runs_loaded_by_the_runner_are_what_the_orm_loads(store_only: dict[str, 
         write_record(session, run, "OriginalJobName", "Hot Load")
         assert end_run(session, run, "Done", output={"zip": "k"})
         assert run.state == "Done" and run.progress == 100
-        assert loaded_job.trigger_state == "None"  # not a one-shot trigger: untouched
+        # a job without a schedule: its trigger completes with the run, the session's object too
+        assert loaded_job.trigger_state == "Complete"
     with store.write() as session:
         fresh = get_run(session, made.id)
         assert fresh is not None and fresh.state == "Done" and fresh.output == {"zip": "k"}
         assert fresh.ended_at is not None and fresh.ended_at.tzinfo is UTC
-        assert session.get(Job, job.id).description == "changed"  # type: ignore[union-attr]
+        stored = session.get(Job, job.id)
+        assert stored is not None and stored.description == "changed"
+        assert stored.trigger_state == "Complete" and stored.next_fire_at is None
         rows = session.scalars(
             select(LogDetail).where(LogDetail.run_id == made.id).order_by(LogDetail.id)
         ).all()
