@@ -96,8 +96,8 @@ def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
     if row is None:
         return None
     run, job, company = row
-    if len(_JOBS) >= _JOBS_KEPT:
-        _JOBS.pop(next(iter(_JOBS)), None)
+    if len(_JOBS) >= _JOBS_KEPT:  # the item tasks of large runs: forget them all, no order
+        _JOBS.clear()  # to keep (and safe with threads); a hook without its job reads it
     _JOBS[run_id] = hooks.EndedJob(job.kind, job.payload)
     kind = kind_for(job.kind)
     ids, names = (run.id, job.id, company.id), (company.handle, run.run_name)

@@ -119,6 +119,7 @@ _LOAD_RUN = HotStatement(
 _GET_RUN = HotStatement(select(*RUNS.c).where(_R.id == bindparam("run")), typed=True)
 # Each entity's attribute names, in the order of its table's columns in the rows above.
 _LOAD_KEYS = [[c.key for c in cast(Table, cls.__table__).c] for cls in _LOADED]
+assert all(keys[0] == "id" for keys in _LOAD_KEYS)  # _attached finds the id first
 
 
 def _attached(session: Session, cls: type[Any], keys: list[str], values: Sequence[Any]) -> Any:
