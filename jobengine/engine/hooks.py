@@ -103,13 +103,11 @@ class FollowOnHook(RunHook):
         if wanted is None:
             return {}
         if wanted.only_if_files and _processed(ctx) == 0:
-            with ctx.runtime.store.write() as session:
-                ctx.log(
-                    session,
-                    wanted.info_type,
-                    "follow-on job {kind} not submitted: no files were processed",
-                    kind=wanted.kind_name,
-                )
+            ctx.log(
+                wanted.info_type,
+                "follow-on job {kind} not submitted: no files were processed",
+                kind=wanted.kind_name,
+            )
             return {"followOn": None}
         marker = f"follow-on of {ctx.run_name}"
         handle = _submitted(ctx, marker)  # a finish run again: the first one's job
@@ -118,18 +116,15 @@ class FollowOnHook(RunHook):
             try:
                 handle = submit(request, user=user)
             except IpsFault as fault:
-                with ctx.runtime.store.write() as session:
-                    ctx.log(
-                        session,
-                        wanted.warning_type,
-                        "follow-on job {kind} not submitted: {reason}",
-                        kind=wanted.kind_name,
-                        reason=fault.reason,
-                    )
+                ctx.log(
+                    wanted.warning_type,
+                    "follow-on job {kind} not submitted: {reason}",
+                    kind=wanted.kind_name,
+                    reason=fault.reason,
+                )
                 return {"followOn": None}
-        with ctx.runtime.store.write() as session:
-            message: LogMessage = "submitted follow-on job {kind} {handle}"
-            ctx.log(session, wanted.info_type, message, kind=wanted.kind_name, handle=handle)
+        message: LogMessage = "submitted follow-on job {kind} {handle}"
+        ctx.log(wanted.info_type, message, kind=wanted.kind_name, handle=handle)
         return {"followOn": handle}
 
     def _request(

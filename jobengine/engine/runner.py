@@ -222,7 +222,7 @@ def _claim_start(
             write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
             _write_job_records(session, loaded.run, job)
         if not existing and loaded.kind.plans_from_request:  # no I/O: planned right here
-            planned = loaded.kind.plan(loaded.ctx, session)
+            planned = loaded.kind.plan(loaded.ctx)
             inline = len(planned) <= runtime.settings.inline_items
             holder = worker if inline else None
             existing = _record_items(session, loaded, planned, holder, runtime.settings)
@@ -244,7 +244,9 @@ def _record_items(
     holder: str | None,
     settings: Settings,
 ) -> list[RunItem]:
-    """Add a run's planned items (claimed already by ``holder``, who does them inline)."""
+    """Add a run's planned items (claimed already by ``holder``, who does them inline) and the
+    log rows their planning asked for."""
+    _write_rows(session, loaded)
     claim: dict[str, Any] = {}
     if holder is not None:
         until = utcnow() + timedelta(seconds=settings.lease_seconds)
@@ -266,6 +268,12 @@ def _record_items(
     return rows
 
 
+def _write_rows(session: Session, loaded: _Loaded) -> None:
+    """Write the log rows the kind asked for in the step ending in ``session``'s transaction."""
+    for row in loaded.ctx.take_log_rows():
+        row.write(session, loaded.run)  # its id and company: read when the step began
+
+
 def _release_start(runtime: Runtime, run_id: int, worker: str) -> None:
     """Give up a planned start whose items could not be sent: its lease lapses now, and the
     scheduler sends the start again (which re-sends the same items) once the broker is back."""
@@ -277,8 +285,7 @@ def _release_start(runtime: Runtime, run_id: int, worker: str) -> None:
 def _plan(runtime: Runtime, loaded: _Loaded, existing: Sequence[RunItem]) -> list[RunItem]:
     if existing:  # an earlier start died after planning: reuse its items, never re-plan
         return list(existing)
-    with runtime.store.read() as session:
-        planned = loaded.kind.plan(loaded.ctx, session)
+    planned = loaded.kind.plan(loaded.ctx)
     with runtime.store.write() as session:
         return _record_items(session, loaded, planned, None, runtime.settings)
 
@@ -405,7 +412,9 @@ def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemS
             session, loaded.run.id, seq, worker, final=final, counts=counts, result=result_data
         )
         if result is None:  # our lease lapsed and another worker took the item over
+            loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
             return ItemStep("duplicate")
+        _write_rows(session, loaded)
         _log_outcome(session, loaded, seq, outcome)
         last = result[0] >= result[1]
         lease = runtime.settings.lease_seconds
@@ -512,6 +521,7 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
         assert run is not None
         if not end_run(session, run, state, output=output):
             return "duplicate"  # another finish (a re-sent one) committed the end first
+        _write_rows(session, loaded)
         summary: LogMessage = (
             "job stopped: {success} succeeded, {errors} failed, "
             "{warnings} warnings of {total} file(s)"

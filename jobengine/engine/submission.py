@@ -44,6 +44,7 @@ from jobengine.errors import (
 )
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import check_request, kind_for
+from jobengine.kinds.base import SubmitReads
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
@@ -195,7 +196,7 @@ def _record(
     now = utcnow()
     element = req.kind.element
     kind = kind_for(element)
-    check_request(conn, who.company_id, kind, req.job)
+    check_request(SubmitReads(conn, who), kind, req.job)
     timing = _timing(req, settings, now)
     taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
     handle = "" if taken else job_handle(who.company_handle, req.job_name)

@@ -14,11 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection
 
 from jobengine.errors import IpsFault, NotSupported
 from jobengine.kinds.automated_set_generation import AutomatedSetGenerationKind
-from jobengine.kinds.base import Finished, ItemOutcome, JobKindHandler, PlannedItem, RunContext
+from jobengine.kinds.base import (
+    Finished,
+    ItemOutcome,
+    JobKindHandler,
+    PlannedItem,
+    RunContext,
+    SubmitReads,
+)
 from jobengine.kinds.export import ExportKind
 from jobengine.kinds.follow_on import follow_on, within_follow_on
 from jobengine.kinds.image_rendering_publish import ImageRenderingPublishKind
@@ -93,16 +99,14 @@ def task_modules() -> list[str]:
     return [f"jobengine.tasks.{slug}" for slug in _BY_SLUG]
 
 
-def check_request(
-    db: Connection, company_id: int, kind: JobKindHandler[Any], job: BaseModel
-) -> None:
+def check_request(reads: SubmitReads, kind: JobKindHandler[Any], job: BaseModel) -> None:
     """Submit-time checks of a job: its kind's own, then those of its follow-on job's kind (a
     kind this server must run; its faults named from the follow-on field)."""
-    kind.check(db, company_id, job)
+    kind.check(reads, job)
     found = follow_on(job)
     if found is None:
         return
     try:
-        kind_for(found.element).check(db, company_id, found.payload)
+        kind_for(found.element).check(reads, found.payload)
     except IpsFault as fault:
         raise within_follow_on(fault, kind.element, found) from None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
-    check_asset_handles,
+    SubmitReads,
     unique_handles,
 )
 from jobengine.kinds.processing_options import refuse_unsupported
@@ -59,10 +59,6 @@ _SUCCESS, _ERROR, _WARNING = "UploadSuccess", "UploadError", "UploadWarning"
 _ELEMENT = "automatedSetGenerationJob"
 _PRESETS_FIELD = f"{_ELEMENT}/autoSetCreationOptions/autoSetsArray"
 _UNMATCHED: LogMessage = "no set preset matches {name}"
-_PRESET_OWNERS = select(SetPreset.id, SetPreset.company_id).where(
-    SetPreset.id.in_(bindparam("ids", expanding=True))
-)
-_COMPANY_HANDLE = select(Company.handle).where(Company.id == bindparam("company_id"))
 
 
 def item_key(preset_id: int, set_name: str) -> str:
@@ -138,37 +134,36 @@ class AutomatedSetGenerationKind(JobKindHandler[AutomatedSetGenerationJob]):
         }
     )
 
-    def check(self, db: Connection, company_id: int, job: AutomatedSetGenerationJob) -> None:
+    def check(self, reads: SubmitReads, job: AutomatedSetGenerationJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         _dest_folder(job)
         ids = _preset_ids(job)
-        owners = {int(i): int(c) for i, c in db.execute(_PRESET_OWNERS, {"ids": ids})}
-        company = company_segment(str(db.scalar(_COMPANY_HANDLE, {"company_id": company_id})))
+        owners = reads.set_preset_owners(ids)
+        company = company_segment(reads.company_handle)
         handles = unique_handles(job.auto_set_creation_options.auto_sets_array or ())
         for handle, preset_id in zip(handles, ids, strict=True):
             owner = owners.get(preset_id)
             segment = parse_set_preset_handle(handle, _PRESETS_FIELD)[0]
-            if owner is not None and owner != company_id:
+            if owner is not None and owner != reads.company_id:
                 raise IllegalCompany(
                     f"set preset {handle!r} belongs to another company", field=_PRESETS_FIELD
                 )
             if owner is None or segment != company:
                 raise InvalidParameter(f"unknown set preset {handle!r}", field=_PRESETS_FIELD)
         path = f"{self.element}/assetHandleArray"
-        check_asset_handles(db, company_id, unique_handles(job.asset_handle_array), path)
+        reads.check_handles(unique_handles(job.asset_handle_array), path)
 
-    def plan(
-        self, ctx: RunContext[AutomatedSetGenerationJob], session: Session
-    ) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[AutomatedSetGenerationJob]) -> list[PlannedItem]:
         job = ctx.job
         handles = unique_handles(job.asset_handle_array)
-        found = _images(session, ctx.company_id, handles)
+        ids = _preset_ids(job)
+        with ctx.runtime.store.read() as session:
+            found = _images(session, ctx.company_id, handles)
+            presets = _presets(session, ctx.company_id, ids)
         present = {a.handle for a in found}
         missing = [h for h in handles if h not in present]
         images = [a for a in found if a.type == "Image"]
         others = [a for a in found if a.type != "Image"]
-        ids = _preset_ids(job)
-        presets = _presets(session, ctx.company_id, ids)
         broken: list[tuple[str, str]] = []  # (preset, reason)
         doubles: list[tuple[str, str]] = []  # (set name, preset)
         items: list[PlannedItem] = []
@@ -195,48 +190,42 @@ class AutomatedSetGenerationKind(JobKindHandler[AutomatedSetGenerationJob]):
                 items.append(PlannedItem(key=item_key(preset_id, set_name), label=set_name))
         unmatched = [a for a in images if a.handle not in matched]
         if missing or others or broken or doubles or unmatched:
-            with ctx.runtime.store.write() as log:
-                for handle in missing:
-                    gone: LogMessage = "skipped {handle}: the asset no longer exists"
-                    ctx.log(log, _WARNING, gone, asset=AssetRef(handle=handle), handle=handle)
-                for asset in others:
-                    ctx.log(
-                        log,
-                        _WARNING,
-                        "skipped {name}: {type} assets cannot be set members",
-                        asset=AssetRef.of(asset),
-                        name=asset.name,
-                        type=asset.type,
-                    )
-                for preset_name, reason in broken:
-                    ctx.log(
-                        log,
-                        _ERROR,
-                        "cannot run set preset {preset}: {reason}",
-                        preset=preset_name,
-                        reason=reason,
-                    )
-                double: LogMessage = (
-                    "skipped set {name} of set preset {preset}: "
-                    "an earlier preset of the job makes it"
+            for handle in missing:
+                gone: LogMessage = "skipped {handle}: the asset no longer exists"
+                ctx.log(_WARNING, gone, asset=AssetRef(handle=handle), handle=handle)
+            for asset in others:
+                ctx.log(
+                    _WARNING,
+                    "skipped {name}: {type} assets cannot be set members",
+                    asset=AssetRef.of(asset),
+                    name=asset.name,
+                    type=asset.type,
                 )
-                for set_name, preset_name in doubles:
-                    ctx.log(
-                        log,
-                        _WARNING,
-                        double,
-                        asset=AssetRef(name=set_name),
-                        name=set_name,
-                        preset=preset_name,
-                    )
-                for asset in unmatched:
-                    ctx.log(
-                        log,
-                        _WARNING,
-                        "no set preset matches {name}",
-                        asset=AssetRef.of(asset),
-                        name=asset.name,
-                    )
+            for preset_name, reason in broken:
+                ctx.log(
+                    _ERROR,
+                    "cannot run set preset {preset}: {reason}",
+                    preset=preset_name,
+                    reason=reason,
+                )
+            double: LogMessage = (
+                "skipped set {name} of set preset {preset}: an earlier preset of the job makes it"
+            )
+            for set_name, preset_name in doubles:
+                ctx.log(
+                    _WARNING,
+                    double,
+                    asset=AssetRef(name=set_name),
+                    name=set_name,
+                    preset=preset_name,
+                )
+            for asset in unmatched:
+                ctx.log(
+                    _WARNING,
+                    "no set preset matches {name}",
+                    asset=AssetRef.of(asset),
+                    name=asset.name,
+                )
         return items
 
     def process(self, ctx: RunContext[AutomatedSetGenerationJob], item: PlannedItem) -> ItemOutcome:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from jobengine.assets.catalog import company_presets
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
 from jobengine.i18n import LogMessage
 from jobengine.kinds.follow_on import FollowOn
@@ -28,8 +29,9 @@ from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
 from jobengine.store.runs import write_log
-from jobengine.store.schema import Asset, Folder, LogDetail, Run, RunItem
+from jobengine.store.schema import Asset, Folder, LogDetail, Run, RunItem, SetPreset
 from jobengine.store.states import ItemState
+from jobengine.store.users import Actor
 
 __all__ = [
     "MAX_HANDLES",
@@ -38,8 +40,10 @@ __all__ = [
     "Finished",
     "ItemOutcome",
     "JobKindHandler",
+    "LogRow",
     "PlannedItem",
     "RunContext",
+    "SubmitReads",
     "asset_gone",
     "asset_in_folder",
     "check_asset_handles",
@@ -86,6 +90,31 @@ class ItemOutcome:
     tally: Literal["duplicate", "update"] | None = None
 
 
+@dataclass(frozen=True)
+class LogRow:
+    """A job log row a kind asked for (:meth:`RunContext.log`), waiting for the runner to write
+    it with the step that made it."""
+
+    log_type: str
+    message_id: LogMessage
+    asset: AssetRef
+    args: Mapping[str, object]
+
+    def write(self, session: Session, run: Run) -> None:
+        """Add the row to ``run``'s log in ``session``'s transaction."""
+        a = self.asset
+        write_log(
+            session,
+            run,
+            self.log_type,
+            self.message_id,
+            asset_name=a.name,
+            asset_type=a.type,
+            asset_handle=a.handle,
+            **self.args,
+        )
+
+
 P = TypeVar("P", bound=BaseModel)
 
 
@@ -111,6 +140,7 @@ class RunContext(Generic[P]):
     run_name: str
     payload: dict[str, Any]
     model: type[BaseModel] = BaseModel  # P itself (JobKindHandler.context sets it)
+    _rows: list[LogRow] = field(default_factory=list, repr=False, compare=False)
 
     @functools.cached_property
     def job(self) -> P:
@@ -159,28 +189,22 @@ class RunContext(Generic[P]):
 
     def log(
         self,
-        session: Session,
         log_type: str,
         message_id: LogMessage,
         *,
         asset: AssetRef | None = None,
         **args: object,
     ) -> None:
-        """Write one JobLogDetail row for this run (``args`` fill ``message_id``) in the
-        caller's transaction."""
-        run = session.get(Run, self.run_id)
-        assert run is not None
-        asset = asset or AssetRef()
-        write_log(
-            session,
-            run,
-            log_type,
-            message_id,
-            asset_name=asset.name,
-            asset_type=asset.type,
-            asset_handle=asset.handle,
-            **args,
-        )
+        """Add one JobLogDetail row to this run (``args`` fill ``message_id``). The row is
+        written by the runner in the transaction that ends the step which asked for it (the
+        plan's items, the item's outcome, the run's end): a step run again after a worker died
+        writes its rows once, and a step that fails writes none."""
+        self._rows.append(LogRow(log_type, message_id, asset or AssetRef(), dict(args)))
+
+    def take_log_rows(self) -> list[LogRow]:
+        """The rows asked for since the last call, in order (the runner writes them)."""
+        rows, self._rows[:] = list(self._rows), []
+        return rows
 
 
 MAX_HANDLES = 1000  # assets in one job's handle list (IPS's default for asset lists)
@@ -242,6 +266,43 @@ def check_asset_handles(
             raise InvalidParameter(
                 f"asset {handle!r} is of type {owner.type}, not {asset_type}", field=path
             )
+
+
+_PRESET_OWNERS = select(SetPreset.id, SetPreset.company_id).where(
+    SetPreset.id.in_(bindparam("ids", expanding=True))
+)
+
+
+class SubmitReads:
+    """What a kind's submit checks may read of the catalog: the submitting company, its assets
+    and its presets, in the submit's own transaction (Core statements on its connection: the
+    hot path). A check reads nothing else and writes nothing."""
+
+    __slots__ = ("_db", "company_handle", "company_id")
+
+    def __init__(self, db: Connection, actor: Actor) -> None:
+        self._db = db
+        self.company_id = actor.company_id
+        self.company_handle = actor.company_handle  # as stored
+
+    def assets(self, handles: list[str]) -> dict[str, AssetRow]:
+        """The assets these handles name (any company's), by handle."""
+        return find_assets(self._db, handles)
+
+    def check_handles(
+        self, handles: list[str], path: str, *, asset_type: str | None = None
+    ) -> None:
+        """Every handle names an asset of the company (of ``asset_type`` if given)."""
+        check_asset_handles(self._db, self.company_id, handles, path, asset_type=asset_type)
+
+    def image_presets(self) -> dict[str, str]:
+        """The company's own image presets (name -> definition)."""
+        return company_presets(self._db, self.company_id)
+
+    def set_preset_owners(self, ids: list[int]) -> dict[int, int]:
+        """The company id of each of these set presets that exists, by preset id."""
+        rows = self._db.execute(_PRESET_OWNERS, {"ids": ids})
+        return {int(preset_id): int(company_id) for preset_id, company_id in rows}
 
 
 def io_failure(log_type: str, ref: AssetRef, name: str, error: OSError) -> ItemOutcome:
@@ -314,14 +375,13 @@ class JobKindHandler(Generic[P]):
         run_id, job_id, company_id = ids
         return RunContext[P](runtime, run_id, job_id, company_id, *names, payload, self.model)
 
-    def check(self, db: Connection, company_id: int, job: P) -> None:
-        """Submit-time checks that need the catalog (handles exist, limits). Raise IpsFault.
+    def check(self, reads: SubmitReads, job: P) -> None:
+        """Submit-time checks of a request that need the catalog (handles exist, limits), read
+        through ``reads``. Raise IpsFault."""
 
-        ``db`` is the submit transaction's connection: Core statements only (hot path).
-        """
-
-    def plan(self, ctx: RunContext[P], session: Session) -> list[PlannedItem]:
-        """The items of a run, in order; log rows for anything skipped. Runs once per run."""
+    def plan(self, ctx: RunContext[P]) -> list[PlannedItem]:
+        """The items of a run, in order; log rows (``ctx.log``) for anything skipped. Its
+        items and rows are recorded together; it may run again if a worker dies first."""
         raise NotImplementedError
 
     def process(self, ctx: RunContext[P], item: PlannedItem) -> ItemOutcome:

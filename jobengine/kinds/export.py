@@ -15,9 +15,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
 from jobengine import imaging
 from jobengine.assets.catalog import SET_TYPES, company_presets
 from jobengine.assets.crops import parse_crop, with_crop
@@ -30,8 +27,8 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    SubmitReads,
     asset_gone,
-    find_assets,
     io_failure,
     unique_handles,
 )
@@ -47,11 +44,9 @@ MAX_EXPORT_BYTES = 1024**3
 CONVERTIBLE = frozenset({"Image", "Pdf", "Illustrator"})
 
 
-def _image_request(
-    db: Session | Connection, company_id: int, job: ExportJob
-) -> imaging.ImageRequest:
+def _image_request(company_presets: dict[str, str], job: ExportJob) -> imaging.ImageRequest:
     """The conversion of an ExportJob: the company's presets over the shipped defaults."""
-    presets = {**imaging.default_presets(), **company_presets(db, company_id)}
+    presets = {**imaging.default_presets(), **company_presets}
     return imaging.export_request(job.is_modifier, job.macro, presets)
 
 
@@ -62,9 +57,9 @@ class ExportKind(JobKindHandler[ExportJob]):
     end_log = "EndGet"
     plans_from_request = True  # the asset handles of the request, in order
 
-    def check(self, db: Connection, company_id: int, job: ExportJob) -> None:
+    def check(self, reads: SubmitReads, job: ExportJob) -> None:
         if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token
-            _image_request(db, company_id, job)
+            _image_request(reads.image_presets(), job)
         handles = unique_handles(job.asset_handle_array)
         if not handles:
             raise InvalidParameter("exportJob/assetHandleArray is empty", field="assetHandleArray")
@@ -73,12 +68,12 @@ class ExportKind(JobKindHandler[ExportJob]):
                 f"an export holds at most {MAX_EXPORT_ASSETS} assets; {len(handles)} were given",
                 field="exportJob/assetHandleArray",
             )
-        assets = find_assets(db, handles)
+        assets = reads.assets(handles)
         for handle in handles:
             owner = assets.get(handle)
             if owner is None:
                 raise InvalidParameter(f"unknown assetHandle {handle!r}", field="assetHandleArray")
-            if owner.company_id != company_id:
+            if owner.company_id != reads.company_id:
                 raise IllegalCompany(
                     f"asset {handle!r} belongs to another company", field="assetHandleArray"
                 )
@@ -89,7 +84,7 @@ class ExportKind(JobKindHandler[ExportJob]):
                 field="exportJob/assetHandleArray",
             )
 
-    def plan(self, ctx: RunContext[ExportJob], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[ExportJob]) -> list[PlannedItem]:
         job = ctx.job
         return [PlannedItem(key=h) for h in unique_handles(job.asset_handle_array)]
 
@@ -142,7 +137,7 @@ class ExportKind(JobKindHandler[ExportJob]):
         ctx: RunContext[ExportJob], job: ExportJob, source: Path, out_dir: Path, asset: Asset
     ) -> list[str]:
         with ctx.runtime.store.read() as session:
-            request = _image_request(session, ctx.company_id, job)
+            request = _image_request(company_presets(session, ctx.company_id), job)
         if asset.type == "Image":  # its upload crop first (jobengine/assets/crops.py)
             request = with_crop(request, parse_crop(asset.crop))
         made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)

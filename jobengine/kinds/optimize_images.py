@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select
 
 from jobengine import imaging
 from jobengine.assets.catalog import mark_for_publish
@@ -33,6 +32,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    SubmitReads,
     asset_gone,
     io_failure,
 )
@@ -114,10 +114,10 @@ class OptimizeImagesKind(JobKindHandler[OptimizeImagesJob]):
     begin_log = "BeginReoptimize"
     end_log = "endReoptimize"  # sic: the IPS constant
 
-    def check(self, db: Connection, company_id: int, job: OptimizeImagesJob) -> None:
+    def check(self, reads: SubmitReads, job: OptimizeImagesJob) -> None:
         """Nothing to check: the payload is emailSetting only."""
 
-    def plan(self, ctx: RunContext[OptimizeImagesJob], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[OptimizeImagesJob]) -> list[PlannedItem]:
         query = select(Asset.handle).where(
             Asset.company_id == ctx.company_id,
             Asset.type == "Image",
@@ -129,7 +129,8 @@ class OptimizeImagesKind(JobKindHandler[OptimizeImagesJob]):
                 Asset.optimized_crop.is_distinct_from(Asset.crop),
             ),
         )
-        return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
+        with ctx.runtime.store.read() as session:
+            return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
 
     def process(self, ctx: RunContext[OptimizeImagesJob], item: PlannedItem) -> ItemOutcome:
         row = ctx.asset(item.key)

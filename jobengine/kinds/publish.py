@@ -21,8 +21,7 @@ import shutil
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Connection, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select
 
 from jobengine.errors import NotSupported
 from jobengine.kinds.base import (
@@ -31,6 +30,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    SubmitReads,
     asset_gone,
 )
 from jobengine.model import (
@@ -178,7 +178,7 @@ class PublishKind(JobKindHandler[Pub]):
 
     # --- submit ---------------------------------------------------------------------------
 
-    def check(self, db: Connection, company_id: int, job: Pub) -> None:
+    def check(self, reads: SubmitReads, job: Pub) -> None:
         check_completion_url(
             self.element, job
         )  # called when a run ends (jobengine.notices.callbacks)
@@ -192,7 +192,7 @@ class PublishKind(JobKindHandler[Pub]):
 
     # --- run ------------------------------------------------------------------------------
 
-    def plan(self, ctx: RunContext[Pub], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[Pub]) -> list[PlannedItem]:
         query = select(Asset.handle).where(
             Asset.company_id == ctx.company_id,
             Asset.type.in_(self.types),
@@ -201,7 +201,8 @@ class PublishKind(JobKindHandler[Pub]):
         if self.incremental(ctx.job):
             published_at = getattr(Asset, self.published_column)
             query = query.where(or_(published_at.is_(None), Asset.updated_at > published_at))
-        return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
+        with ctx.runtime.store.read() as session:
+            return [PlannedItem(key=h) for h in session.scalars(query.order_by(Asset.id))]
 
     def process(self, ctx: RunContext[Pub], item: PlannedItem) -> ItemOutcome:
         found = ctx.asset(item.key)

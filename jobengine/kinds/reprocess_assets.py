@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
 from jobengine.assets.crops import CROP_FIELDS, CropOrder, measure
 from jobengine.errors import IpsFault
 from jobengine.i18n import LogMessage
@@ -29,8 +26,8 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    SubmitReads,
     asset_gone,
-    check_asset_handles,
     io_failure,
     unique_handles,
 )
@@ -59,13 +56,13 @@ class ReprocessAssetsKind(JobKindHandler[ReprocessAssetsJob]):
         }
     )
 
-    def check(self, db: Connection, company_id: int, job: ReprocessAssetsJob) -> None:
+    def check(self, reads: SubmitReads, job: ReprocessAssetsJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         check_pdf_options(self.element, job.pdf_options)
         handles = unique_handles(job.asset_handle_array)
-        check_asset_handles(db, company_id, handles, f"{self.element}/assetHandleArray")
+        reads.check_handles(handles, f"{self.element}/assetHandleArray")
 
-    def plan(self, ctx: RunContext[ReprocessAssetsJob], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[ReprocessAssetsJob]) -> list[PlannedItem]:
         job = ctx.job
         return [PlannedItem(key=h) for h in unique_handles(job.asset_handle_array)]
 
@@ -121,7 +118,6 @@ class ReprocessAssetsKind(JobKindHandler[ReprocessAssetsJob]):
             stored.crop = crop
             if warning:
                 ctx.log(
-                    session,
                     "UploadWarning",
                     "{name} is not cropped: {reason}",
                     asset=ref,

@@ -21,7 +21,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,8 +37,8 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    SubmitReads,
     asset_gone,
-    check_asset_handles,
     io_failure,
     unique_handles,
 )
@@ -270,14 +270,14 @@ class RipPdfsKind(JobKindHandler[RipPdfsJob]):
     end_log = "EndUpload"  # IPS has no EndPdfRip: a rip ends as the upload it belongs to
     honoured: Collection[str] = frozenset({"pdf_handle_array", "pdf_options", "email_setting"})
 
-    def check(self, db: Connection, company_id: int, job: RipPdfsJob) -> None:
+    def check(self, reads: SubmitReads, job: RipPdfsJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         check_pdf_options(self.element, job.pdf_options)
         handles = unique_handles(job.pdf_handle_array)
         path = f"{self.element}/pdfHandleArray"
-        check_asset_handles(db, company_id, handles, path, asset_type="Pdf")
+        reads.check_handles(handles, path, asset_type="Pdf")
 
-    def plan(self, ctx: RunContext[RipPdfsJob], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[RipPdfsJob]) -> list[PlannedItem]:
         job = ctx.job
         return [PlannedItem(key=h) for h in unique_handles(job.pdf_handle_array)]
 

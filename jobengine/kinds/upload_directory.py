@@ -25,12 +25,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
 from jobengine.assets.ingest import BadPath, clean_folder, clean_name, join_folder
 from jobengine.errors import InvalidParameter
-from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
+from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext, SubmitReads
 from jobengine.kinds.uploading import COMMON_FIELDS, ERROR, WARNING, UploadKind, upload_error
 from jobengine.model import JobKind, UploadDirectoryJob
 from jobengine.storage import LeadsOut, safe_name
@@ -70,8 +67,8 @@ class UploadDirectoryKind(UploadKind[UploadDirectoryJob]):
     end_log = "EndUpload"
     honoured = COMMON_FIELDS | {"dest_folder", "server_dir", "include_subfolders"}
 
-    def check(self, db: Connection, company_id: int, job: UploadDirectoryJob) -> None:
-        super().check(db, company_id, job)
+    def check(self, reads: SubmitReads, job: UploadDirectoryJob) -> None:
+        super().check(reads, job)
         for field, value, clean in (
             ("serverDir", job.server_dir, clean_server_dir),
             ("destFolder", job.dest_folder or "/", clean_folder),
@@ -88,7 +85,7 @@ class UploadDirectoryKind(UploadKind[UploadDirectoryJob]):
         root = upload_root(ctx.company_handle)
         return f"{root}/{inner}" if inner else root
 
-    def plan(self, ctx: RunContext[UploadDirectoryJob], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[UploadDirectoryJob]) -> list[PlannedItem]:
         job = ctx.job
         folder_key = self._folder_key(ctx, job)
         root = upload_root(ctx.company_handle)
@@ -98,25 +95,22 @@ class UploadDirectoryKind(UploadKind[UploadDirectoryJob]):
             )
         except LeadsOut as exc:
             logger.warning("run %s: serverDir refused: %s", ctx.run_id, exc)
-            with ctx.runtime.store.write() as log:
-                ctx.log(log, ERROR, "cannot upload {source}: {reason}",
-                        source=job.server_dir, reason=LEADS_OUT)  # fmt: skip
+            ctx.log(ERROR, "cannot upload {source}: {reason}",
+                    source=job.server_dir, reason=LEADS_OUT)  # fmt: skip
             return []
         relative = [key.removeprefix(f"{folder_key}/") for key in keys]
         items = [PlannedItem(key=rel) for rel in relative if len(rel) <= MAX_ITEM_KEY]
         too_long = [rel for rel in relative if len(rel) > MAX_ITEM_KEY]
         if too_long or not items:
-            with ctx.runtime.store.write() as log:
-                for rel in too_long:
-                    ctx.log(
-                        log,
-                        ERROR,
-                        "cannot upload {source}: {reason}",
-                        source=f"{rel[:200]}...",
-                        reason=f"its path is longer than {MAX_ITEM_KEY} characters",
-                    )
-                if not items:
-                    ctx.log(log, WARNING, "no files to upload in {folder}", folder=job.server_dir)
+            for rel in too_long:
+                ctx.log(
+                    ERROR,
+                    "cannot upload {source}: {reason}",
+                    source=f"{rel[:200]}...",
+                    reason=f"its path is longer than {MAX_ITEM_KEY} characters",
+                )
+            if not items:
+                ctx.log(WARNING, "no files to upload in {folder}", folder=job.server_dir)
         return items
 
     def process(self, ctx: RunContext[UploadDirectoryJob], item: PlannedItem) -> ItemOutcome:

@@ -13,12 +13,9 @@ a failed transfer or a hostile ``destPath`` fails that entry alone with an ``Upl
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
-
 from jobengine.assets.ingest import BadPath, split_dest_path
 from jobengine.errors import InvalidParameter, LimitExceeded
-from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext
+from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext, SubmitReads
 from jobengine.kinds.uploading import COMMON_FIELDS, UploadKind, upload_error
 from jobengine.model import JobKind, UploadUrlsJob
 from jobengine.net.fetch import FetchLimits, display_url, fetch
@@ -36,8 +33,8 @@ class UploadUrlsKind(UploadKind[UploadUrlsJob]):
     end_log = "EndUploadUrls"
     honoured = COMMON_FIELDS | {"url_array", "num_urls"}
 
-    def check(self, db: Connection, company_id: int, job: UploadUrlsJob) -> None:
-        super().check(db, company_id, job)
+    def check(self, reads: SubmitReads, job: UploadUrlsJob) -> None:
+        super().check(reads, job)
         count = len(job.url_array)
         if job.num_urls is not None and job.num_urls != count:
             raise InvalidParameter(
@@ -50,7 +47,7 @@ class UploadUrlsKind(UploadKind[UploadUrlsJob]):
                 field="uploadUrlsJob/urlArray",
             )
 
-    def plan(self, ctx: RunContext[UploadUrlsJob], session: Session) -> list[PlannedItem]:
+    def plan(self, ctx: RunContext[UploadUrlsJob]) -> list[PlannedItem]:
         job = ctx.job
         return [PlannedItem(key=str(n)) for n in range(len(job.url_array))]
 

@@ -23,8 +23,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import ClassVar, TypeVar
 
-from sqlalchemy import Connection
-
 from jobengine.assets.crops import CROP_FIELDS, CropOrder
 from jobengine.assets.ingest import BadPath, UploadRules, ingest, ingest_ref
 from jobengine.errors import IpsFault, log_reason
@@ -35,6 +33,7 @@ from jobengine.kinds.base import (
     JobKindHandler,
     PlannedItem,
     RunContext,
+    SubmitReads,
 )
 from jobengine.kinds.follow_on import FOLLOW_ON_FIELDS, follow_on
 from jobengine.kinds.processing_options import refuse_unsupported
@@ -101,7 +100,7 @@ class UploadKind(JobKindHandler[Up]):
 
     honoured: ClassVar[frozenset[str]] = COMMON_FIELDS
 
-    def check(self, db: Connection, company_id: int, job: Up) -> None:
+    def check(self, reads: SubmitReads, job: Up) -> None:
         refuse_unsupported(self.element, job, self.honoured)
 
     @staticmethod
@@ -144,15 +143,13 @@ class UploadKind(JobKindHandler[Up]):
         if done.crop:
             result["crop"] = done.crop
         if done.crop_warning:
-            with ctx.runtime.store.write() as log:
-                ctx.log(
-                    log,
-                    WARNING,
-                    "{name} is not cropped: {reason}",
-                    asset=ref,
-                    name=done.path,
-                    reason=done.crop_warning,
-                )
+            ctx.log(
+                WARNING,
+                "{name} is not cropped: {reason}",
+                asset=ref,
+                name=done.path,
+                reason=done.crop_warning,
+            )
         if done.outcome == "skipped":
             return ItemOutcome(
                 "warning",

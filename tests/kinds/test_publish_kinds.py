@@ -207,16 +207,16 @@ def test_publish_context_is_not_supported_and_completion_url_is_checked(element:
         request = json.loads(json.dumps(base))
         request[element][field] = value
         with pytest.raises(fault) as caught:
-            kind.check(None, 1, _job(request))  # type: ignore[arg-type]
+            kind.check(None, _job(request))  # type: ignore[arg-type]
         assert caught.value.field == f"{element}/{field}"
     # a completion URL is called (tests/notices/test_callbacks.py)
     request = json.loads(json.dumps(base))
     request[element]["httpCompletionUrl"] = "https://x/y"
-    kind.check(None, 1, _job(request))  # type: ignore[arg-type]
+    kind.check(None, _job(request))  # type: ignore[arg-type]
     for nothing in ("", "  "):  # a context that asks for nothing is the default context
         request = json.loads(json.dumps(base))
         request[element]["contextHandle"] = nothing
-        kind.check(None, 1, _job(request))  # type: ignore[arg-type]
+        kind.check(None, _job(request))  # type: ignore[arg-type]
 
 
 def test_the_publish_kinds_are_registered() -> None:
