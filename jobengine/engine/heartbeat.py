@@ -9,7 +9,9 @@ beat.
 
 One thread per process beats for every block in progress (started on first use, again in a
 forked child): entering and leaving a block costs a dictionary update, not a thread, so the
-steps of small jobs, which end long before their first beat, pay nothing for it.
+steps of small jobs, which end long before their first beat, pay nothing for it. The thread is
+woken only for a block due before the time it sleeps until: a block entered after another is
+due after it, and waking the thread for every step cost a thread switch each.
 
 A beat that fails (the store is down or busy) is logged and the next one tries again; a beat
 that finds the claim gone (taken over after an outage) stops beating. The step itself goes on:
@@ -90,15 +92,18 @@ class _Keeper:
         self._cond = threading.Condition()
         self._blocks: dict[int, Heartbeat] = {}
         self._pid = 0
+        self._wakes_at = float("-inf")  # when the waiting thread wakes; -inf: it is not waiting
 
     def add(self, block: Heartbeat) -> None:
         with self._cond:
             if self._pid != os.getpid():  # first use here, or a forked child: a thread of ours
                 self._pid = os.getpid()
                 self._blocks.clear()
+                self._wakes_at = float("-inf")  # the new thread looks at the blocks first
                 threading.Thread(target=self._run, name="jobengine heartbeat", daemon=True).start()
             self._blocks[id(block)] = block
-            self._cond.notify()
+            if block.due < self._wakes_at:  # else the thread sees it when it wakes, in time
+                self._cond.notify()
 
     def remove(self, block: Heartbeat) -> None:
         with self._cond:
@@ -115,7 +120,9 @@ class _Keeper:
                         block.due = now + block.interval
                     return due
                 nearest = min((b.due for b in self._blocks.values()), default=now + 60.0)
+                self._wakes_at = nearest
                 self._cond.wait(timeout=max(0.01, nearest - now))
+                self._wakes_at = float("-inf")
 
     def _run(self) -> None:
         pid = os.getpid()

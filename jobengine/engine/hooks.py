@@ -9,6 +9,12 @@ A hook (:class:`RunHook`) has two moments, both run by :mod:`jobengine.engine.ru
   ended it or finishes it, a redelivered one too (so what a dead worker missed is sent). The
   e-mail notice (:class:`NoticeHook`) and the completion callback (:class:`CallbackHook`).
 
+A caller that knows the run's job (its kind and stored request, which never change after the
+submit: the runner loaded them to run it) passes them to ``after_end`` (:class:`EndedJob`), and
+a hook its job never asks for is skipped without reading the store (``RunHook.wanted``): no
+e-mail check for a job whose emailSetting is ``None``, no callback check for a job without a
+completion URL, the two reads a small job's end used to cost.
+
 Hooks run in order, each isolated: one that raises is logged and the next runs all the same
 (as dramatiq's middleware ``after_*`` hooks). The one exception is a store outage in
 ``before_end``: the finishing step runs again from the top once the store answers.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -34,13 +41,14 @@ from jobengine.i18n import LogMessage
 from jobengine.kinds.base import Finished, RunContext
 from jobengine.kinds.follow_on import FollowOn
 from jobengine.model import MAX_JOB_NAME_LENGTH, to_ips_dict
-from jobengine.notices.callbacks import send_callback
-from jobengine.notices.email import notify_run
+from jobengine.notices.callbacks import may_call_back, send_callback
+from jobengine.notices.email import may_notify, notify_run
 from jobengine.store.schema import Job, Run, User
 
 __all__ = [
     "HOOKS",
     "CallbackHook",
+    "EndedJob",
     "FollowOnHook",
     "NoticeHook",
     "RunHook",
@@ -51,10 +59,25 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EndedJob:
+    """What a caller of :func:`after_end` knows of the run's job: its kind (the submitJob
+    element, ``exportJob``) and its stored request (``Job.payload``), never changed once
+    submitted."""
+
+    kind: str
+    payload: Mapping[str, Any]
+
+
 class RunHook:
     """One effect of a run's end; override one moment or both (the defaults do nothing)."""
 
     name = "hook"
+
+    def wanted(self, job: EndedJob) -> bool:
+        """Whether ``after_end`` can have anything to do for a run of this job; False skips it
+        (a cheap check of the request, no store read)."""
+        return True
 
     def before_end(self, ctx: RunContext[Any], finished: Finished) -> Mapping[str, Any]:
         """Work before the run's end is committed; returns entries for the run's output."""
@@ -149,6 +172,9 @@ class NoticeHook(RunHook):
 
     name = "e-mail notice"
 
+    def wanted(self, job: EndedJob) -> bool:
+        return may_notify(job.kind, job.payload)
+
     def after_end(self, run_id: int) -> None:
         notify_run(run_id)
 
@@ -158,6 +184,9 @@ class CallbackHook(RunHook):
     (:func:`jobengine.notices.callbacks.send_callback`)."""
 
     name = "completion callback"
+
+    def wanted(self, job: EndedJob) -> bool:
+        return may_call_back(job.kind, job.payload)
 
     def after_end(self, run_id: int) -> None:
         send_callback(run_id)
@@ -183,10 +212,15 @@ def before_end(
     return output
 
 
-def after_end(run_id: int, hooks: tuple[RunHook, ...] = HOOKS) -> None:
-    """Run every hook's ``after_end`` for a run that ended; never raises."""
+def after_end(
+    run_id: int, hooks: tuple[RunHook, ...] = HOOKS, *, job: EndedJob | None = None
+) -> None:
+    """Run every hook's ``after_end`` for a run that ended; never raises. With ``job`` (the
+    run's job, as the caller loaded it), the hooks it never asks for are skipped."""
     for hook in hooks:
         try:
+            if job is not None and not hook.wanted(job):
+                continue
             hook.after_end(run_id)
         except Exception:  # one hook failing never stops the others
             logger.exception("run %s: the %s hook failed", run_id, hook.name)

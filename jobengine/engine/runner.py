@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from jobengine.engine import dispatch, hooks
@@ -52,6 +52,8 @@ from jobengine.store.runs import (
     end_run,
     extend_item_lease,
     extend_run_lease,
+    get_run,
+    load_run,
     lock_job_of_run,
     mark_finish_sent,
     write_log,
@@ -79,19 +81,24 @@ class _Loaded:
     ctx: RunContext[Any]
 
 
-_LOAD = (
-    select(Run, Job, Company)
-    .join(Job, Job.id == Run.job_id)
-    .join(Company, Company.id == Run.company_id)
-    .where(Run.id == bindparam("run_id"))
-)
+# The jobs of the runs this process loaded last (a job's kind and request never change once
+# submitted): the hooks after a run's end skip what its job never asks for without a read.
+_JOBS: dict[int, hooks.EndedJob] = {}
+_JOBS_KEPT = 64
+
+
+def _ended(run_id: int) -> hooks.EndedJob | None:
+    return _JOBS.pop(run_id, None)
 
 
 def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
-    row = session.execute(_LOAD, {"run_id": run_id}).first()
+    row = load_run(session, run_id)  # one query, no ORM loading
     if row is None:
         return None
     run, job, company = row
+    if len(_JOBS) >= _JOBS_KEPT:  # the item tasks of large runs: forget them all, no order
+        _JOBS.clear()  # to keep (and safe with threads); a hook without its job reads it
+    _JOBS[run_id] = hooks.EndedJob(job.kind, job.payload)
     kind = kind_for(job.kind)
     ids, names = (run.id, job.id, company.id), (company.handle, run.run_name)
     ctx = kind.context(runtime, ids, names, job.payload)
@@ -107,7 +114,7 @@ def start(run_id: int, worker: str) -> str:
     ended in this task (then the hooks' ``after_end`` ran too)."""
     result = _start(run_id, worker)
     if result in _ENDED_HERE:  # ended here (or before any item ran)
-        hooks.after_end(run_id)
+        hooks.after_end(run_id, job=_ended(run_id))
     return result
 
 
@@ -470,7 +477,7 @@ def finish(run_id: int, worker: str) -> str:
     then the hooks' ``after_end``, also on a duplicate: a redelivered finish sends what a
     worker that died after the end missed (each hook sends at most once)."""
     result = _finish(run_id, worker)
-    hooks.after_end(run_id)
+    hooks.after_end(run_id, job=_ended(run_id))
     return result
 
 
@@ -510,7 +517,7 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
     state = RunState.STOPPED if stopped else RunState.DONE
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
-        run = session.get(Run, run_id)
+        run = get_run(session, run_id)
         assert run is not None
         if not end_run(session, run, state, output=output):
             return "duplicate"  # another finish (a re-sent one) committed the end first

@@ -52,6 +52,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,6 +85,7 @@ __all__ = [
     "callbacks_pending",
     "check_completion_url",
     "completion_url",
+    "may_call_back",
     "retry_delay",
     "send_callback",
     "sweep_in_background",
@@ -312,6 +314,14 @@ def _log(callback: _Callback, attempt: _Attempt, number: int, next_at: datetime 
 
 
 # --- entry points ----------------------------------------------------------------------------
+
+
+def may_call_back(kind: str, payload: Mapping[str, Any]) -> bool:
+    """Whether a job has a completion URL (from its kind and stored request, no store read):
+    :func:`send_callback` has nothing to do for the runs of a job without one (the sweep marks
+    them ``none``)."""
+    element = payload.get(kind)
+    return isinstance(element, dict) and completion_url(element) is not None
 
 
 def send_callback(run_id: int, *, settings: Settings | None = None) -> bool:

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy
@@ -49,7 +49,7 @@ from jobengine.settings import Settings
 from jobengine.store.schema import Job, LogDetail, Run, User, utcnow
 from jobengine.store.states import ENDED_RUNS, RunState
 
-__all__ = ["SMTP_TIMEOUT", "notify_pending", "notify_run", "translator"]
+__all__ = ["SMTP_TIMEOUT", "may_notify", "notify_pending", "notify_run", "translator"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,23 @@ class _Notice:
 
 
 def _email_setting(job: Job) -> str:
-    element = job.payload.get(job.kind)
+    return _setting_of(job.kind, job.payload)
+
+
+def _setting_of(kind: str, payload: Mapping[str, Any]) -> str:
+    element = payload.get(kind)
     value = element.get("emailSetting") if isinstance(element, dict) else None
     return value if isinstance(value, str) else "None"
+
+
+def may_notify(kind: str, payload: Mapping[str, Any]) -> bool:
+    """Whether a job's emailSetting can ask for a notice at all (from its kind and stored
+    request, no store read): False for ``None`` (or none given), whose runs never get one, so
+    :func:`notify_run` need not be called for them."""
+    return _setting_of(kind, payload) in _MAILING
+
+
+_MAILING = frozenset({"All", "JobCompletion", "Error", "ErrorAndWarning"})  # see _wanted
 
 
 def _wanted(setting: str, run: Run) -> bool:

@@ -8,8 +8,9 @@ connection's dialect, once; parameters go through the column types' own bind pro
 columns' Python-side defaults as the ORM would. It runs inside the caller's transaction, on the
 connection SQLAlchemy holds for it.
 
-Only for simple statements with scalar parameters and scalar results (ids, counts, strings):
-results are returned as the driver gives them, without result processors.
+Only for simple statements with scalar parameters. Results are returned as the driver gives
+them (ids, counts, strings), or, for a statement made with ``typed=True``, through its columns'
+result processors as SQLAlchemy's rows would be (aware datetimes, JSON, booleans on SQLite).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ _Processor = Callable[[Any], Any]
 
 
 class _Compiled:
-    __slots__ = ("defaults", "literals", "names", "positional", "processors", "sql")
+    __slots__ = ("defaults", "literals", "names", "positional", "processors", "results", "sql")
 
-    def __init__(self, stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
+    def __init__(
+        self, stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None, typed: bool
+    ) -> None:
         compiled = cast(
             SQLCompiler, stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
         )
@@ -63,6 +66,20 @@ class _Compiled:
                     continue
                 if isinstance(default, ColumnDefault):
                     self.defaults[column.key] = _default_of(default)
+        # The columns' result processors (SELECT, or RETURNING), as a Result would apply them.
+        self.results: list[_Processor | None] | None = None
+        if typed:
+            columns = getattr(stmt, "exported_columns", ())
+            self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None)
+                            for c in columns]  # fmt: skip
+
+    def row(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        """A row as the driver gave it, through the result processors of a typed statement."""
+        if self.results is None:
+            return tuple(row)
+        return tuple(
+            v if p is None or v is None else p(v) for p, v in zip(self.results, row, strict=True)
+        )
 
     def parameters(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         values = {**self.literals, **params}
@@ -85,9 +102,16 @@ def _default_of(default: ColumnDefault) -> Callable[[], Any]:
 class HotStatement:
     """A Core statement (with its INSERT column keys) to run cheaply many times."""
 
-    def __init__(self, stmt: ClauseElement, *, insert_keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        stmt: ClauseElement,
+        *,
+        insert_keys: Sequence[str] | None = None,
+        typed: bool = False,
+    ) -> None:
         self._stmt = stmt
         self._keys = tuple(insert_keys) if insert_keys is not None else None
+        self._typed = typed
         self._by_dialect: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -96,10 +120,12 @@ class HotStatement:
         found = self._by_dialect.get(key)
         if found is None:
             with self._lock:
-                found = self._by_dialect.setdefault(key, _Compiled(self._stmt, dialect, self._keys))
+                found = self._by_dialect.setdefault(
+                    key, _Compiled(self._stmt, dialect, self._keys, self._typed)
+                )
         return found
 
-    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+    def _run(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, _Compiled]:
         compiled = self._compiled(conn.dialect)
         if self._keys is not None and set(params) != set(self._keys):
             raise ValueError(f"insert values {sorted(params)} != compiled {sorted(self._keys)}")
@@ -111,11 +137,11 @@ class HotStatement:
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             cursor.close()
             raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
-        return cursor
+        return cursor, compiled
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run a statement without rows; returns the driver's row count."""
-        cursor = self._run(conn, params)
+        cursor, _ = self._run(conn, params)
         try:
             return int(cursor.rowcount)
         finally:
@@ -123,18 +149,18 @@ class HotStatement:
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        cursor = self._run(conn, params)
+        cursor, compiled = self._run(conn, params)
         try:
             row = cursor.fetchone()
-            return None if row is None else tuple(row)
+            return None if row is None else compiled.row(row)
         finally:
             cursor.close()
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row."""
-        cursor = self._run(conn, params)
+        cursor, compiled = self._run(conn, params)
         try:
-            return [tuple(row) for row in cursor.fetchall()]
+            return [compiled.row(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
 

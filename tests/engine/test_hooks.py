@@ -17,7 +17,7 @@ from jobengine import submit
 from jobengine.celery_app import app
 from jobengine.engine import hooks
 from jobengine.engine.celery_config import TASK_MODULES
-from jobengine.engine.hooks import FollowOnHook, RunHook
+from jobengine.engine.hooks import CallbackHook, EndedJob, FollowOnHook, NoticeHook, RunHook
 from jobengine.engine.taskkit import kind_tasks
 from jobengine.errors import StoreUnavailable
 from jobengine.kinds import KINDS, kind_for, task_modules
@@ -69,6 +69,35 @@ def test_a_failing_hook_never_stops_the_others(store_only, caplog) -> None:
         "last: after 7",
     ]
     assert [r.getMessage() for r in caplog.records] == ["run 7: the broken hook failed"] * 2
+
+
+class _Unwanted(_Recorder):
+    def wanted(self, job: EndedJob) -> bool:
+        return False
+
+
+def test_hooks_a_job_never_asks_for_are_skipped_when_the_caller_knows_the_job() -> None:
+    """The runner passes the job it loaded: no e-mail check for emailSetting None, no callback
+    check without a completion URL (the reads they cost); other callers run every hook."""
+    quiet = EndedJob("exportJob", {"exportJob": {"fmt": "orig", "emailSetting": "None"}})
+    silent = EndedJob("exportJob", {"exportJob": {"fmt": "orig"}})  # no emailSetting: None
+    asking = EndedJob(
+        "imageServingPublishJob",
+        {"imageServingPublishJob": {"emailSetting": "Error",
+                                    "httpCompletionUrl": "https://hooks.example/p"}},
+    )  # fmt: skip
+    for job in (quiet, silent):
+        assert not NoticeHook().wanted(job) and not CallbackHook().wanted(job)
+    assert NoticeHook().wanted(asking) and CallbackHook().wanted(asking)
+    for setting in ("All", "JobCompletion", "Error", "ErrorAndWarning"):
+        assert NoticeHook().wanted(EndedJob("k", {"k": {"emailSetting": setting}}))
+    assert CallbackHook().wanted(EndedJob("u", {"u": {"postHttpUrl": "https://hooks.example/u"}}))
+    seen: list[str] = []
+    chain = (_Recorder("kept", seen), _Unwanted("skipped", seen))
+    hooks.after_end(7, chain, job=quiet)
+    assert seen == ["kept: after 7"]
+    hooks.after_end(8, chain)  # the job unknown: every hook, each reads what it needs
+    assert seen == ["kept: after 7", "kept: after 8", "skipped: after 8"]
 
 
 def test_a_store_outage_before_the_end_leaves_the_finish(store_only) -> None:

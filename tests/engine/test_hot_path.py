@@ -32,7 +32,8 @@ from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.hot import HotStatement
 from jobengine.store.jobs import create_run
-from jobengine.store.schema import JOBS, RUNS, Job, Run, utcnow
+from jobengine.store.runs import end_run, get_run, load_run, write_log, write_record
+from jobengine.store.schema import JOBS, RUNS, Company, Job, LogDetail, Run, utcnow
 from tests.support.helpers import export_request, make_company
 
 # --- HotStatement ------------------------------------------------------------------------------
@@ -121,6 +122,56 @@ def test_hot_statement_raises_sqlalchemy_errors_and_refuses_expanding_lists(
     literal = HotStatement(select(JOBS.c.id).where(JOBS.c.name == "Hot Errors").limit(1))
     with store.connect() as conn:
         assert literal.scalar(conn, {}) == job.id
+
+
+def test_runs_loaded_by_the_runner_are_what_the_orm_loads(store_only: dict[str, str]) -> None:
+    """store.runs.load_run / get_run (typed HotStatements, objects attached to the session):
+    every column as the ORM reads it, and changes to them flushed as the ORM's own."""
+    job = _a_job("Hot Load")
+    store = get_runtime().store
+    with store.connect() as conn:
+        made = create_run(conn, job, "load", local_now=utcnow(), dispatched_at=utcnow())
+    assert made is not None
+    with store.read() as session:
+        orm = (
+            session.get(Run, made.id),
+            session.get(Job, job.id),
+            session.get(Company, job.company_id),
+        )
+        session.expunge_all()
+    with store.write() as session:
+        loaded = load_run(session, made.id)
+        assert loaded is not None
+        for theirs, ours in zip(orm, loaded, strict=True):
+            for column in type(ours).__table__.columns:  # type: ignore[attr-defined]
+                assert getattr(ours, column.key) == getattr(theirs, column.key), column.key
+        run, loaded_job, _ = loaded
+        assert run.created_at.tzinfo is UTC and run.planned is False and run.output == {}
+        assert loaded_job.payload == {"k": ["v", 1]}
+        assert get_run(session, made.id) is run  # the session's own object, as session.get
+        assert load_run(session, 10**9) is None
+        loaded_job.description = "changed"  # persistent: flushed at commit
+        write_log(session, run, "Info", "job {job} started", job="x")
+        write_record(session, run, "OriginalJobName", "Hot Load")
+        assert end_run(session, run, "Done", output={"zip": "k"})
+        assert run.state == "Done" and run.progress == 100
+        # a job without a schedule: its trigger completes with the run, the session's object too
+        assert loaded_job.trigger_state == "Complete"
+    with store.write() as session:
+        fresh = get_run(session, made.id)
+        assert fresh is not None and fresh.state == "Done" and fresh.output == {"zip": "k"}
+        assert fresh.ended_at is not None and fresh.ended_at.tzinfo is UTC
+        stored = session.get(Job, job.id)
+        assert stored is not None and stored.description == "changed"
+        assert stored.trigger_state == "Complete" and stored.next_fire_at is None
+        rows = session.scalars(
+            select(LogDetail).where(LogDetail.run_id == made.id).order_by(LogDetail.id)
+        ).all()
+        assert [(r.log_type, r.message, r.message_id, r.message_args) for r in rows] == [
+            ("Info", "job x started", "job {job} started", {"job": "x"}),
+            ("OriginalJobName", "Hot Load", None, None),  # SQL NULL, as the ORM left it
+        ]
+        assert rows[0].created_at.tzinfo is UTC
 
 
 # --- RedisSender -------------------------------------------------------------------------------
