@@ -47,7 +47,7 @@ from jobengine.kinds import check_request, kind_for
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, inserted_ids
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
@@ -270,15 +270,16 @@ def _record_many(
     client: str | None = None,
 ) -> list[tuple[str, dispatch.StartMessage | None]]:
     """Write several jobs as :func:`_record` writes one, in one multi-row insert of the jobs and
-    one of their runs. A name asked for twice in the batch goes to the first request, as it
-    would when submitted one after the other."""
+    one of their runs (SQLite: prebuilt statements row by row, see
+    :func:`~jobengine.store.hot.inserted_ids`). A name asked for twice in the batch goes to
+    the first request, as it would when submitted one after the other."""
     settings = runtime.settings
     now = utcnow()
     claimed: set[tuple[int, str]] = set()
     rows: list[dict[str, Any]] = []
     timings: list[_Timing] = []
-    for req, who in zip(reqs, actors, strict=True):
-        kind = kind_for(req.kind.element)
+    kinds = [kind_for(req.kind.element) for req in reqs]
+    for req, who, kind in zip(reqs, actors, kinds, strict=True):
         check_request(conn, who.company_id, kind, req.job)
         timing = _timing(req, settings, now)
         name = (who.company_id, req.job_name)
@@ -287,7 +288,7 @@ def _record_many(
             claimed.add(name)
         rows.append(_job_values(req, who, settings, timing, now=now, taken=taken, client=client))
         timings.append(timing)
-    job_ids = [int(i) for i in conn.execute(_JOBS_INSERT, rows).scalars().all()]
+    job_ids = inserted_ids(conn, _JOB_INSERT, _JOBS_INSERT, rows)
     handles: list[str] = []
     renamed: list[dict[str, Any]] = []
     for req, who, row, job_id in zip(reqs, actors, rows, job_ids, strict=True):
@@ -317,9 +318,8 @@ def _record_many(
     out: list[tuple[str, dispatch.StartMessage | None]] = [(h, None) for h in handles]
     for n, run in zip(starting, runs, strict=True):
         labels = {"job": handles[n], "company": actors[n].company_handle, "run": run["run_name"]}
-        slug = kind_for(reqs[n].kind.element).slug
-        out[n] = (handles[n], dispatch.StartMessage(slug, run["id"], run["task_id"], labels,
-                                                    run["eta"]))  # fmt: skip
+        start = dispatch.StartMessage(kinds[n].slug, run["id"], run["task_id"], labels, run["eta"])
+        out[n] = (handles[n], start)
     return out
 
 

@@ -21,11 +21,11 @@ from typing import Any, cast
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import ColumnDefault
 
-__all__ = ["HotStatement"]
+__all__ = ["HotStatement", "inserted_ids"]
 
 _Processor = Callable[[Any], Any]
 
@@ -142,3 +142,22 @@ class HotStatement:
         """The first column of the first row, or None."""
         row = self.first(conn, params)
         return None if row is None else row[0]
+
+
+def inserted_ids(
+    conn: Connection, hot: HotStatement, batched: Executable, rows: Sequence[Mapping[str, Any]]
+) -> list[int]:
+    """Insert ``rows``; their ids, in the order given.
+
+    ``batched`` is ``insert(table).returning(table.c.id, sort_by_parameter_order=True)`` and
+    ``hot`` the same INSERT as a :class:`HotStatement` (``RETURNING id``, the rows' keys). On
+    PostgreSQL SQLAlchemy sends ``batched`` as one multi-row statement per batch of rows, ids in
+    order. SQLite does not promise the order of a multi-row ``RETURNING``, so there SQLAlchemy
+    runs one statement per row through its whole execution path (about 50 us each): ``hot``
+    runs the same statement per row on the cursor instead (in process, no round trip).
+    """
+    if not rows:
+        return []
+    if conn.dialect.name == "sqlite":
+        return [int(hot.scalar(conn, row)) for row in rows]
+    return [int(i) for i in conn.execute(batched, list(rows)).scalars().all()]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, inserted_ids
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
@@ -48,6 +48,7 @@ _FIRE_TAKEN = HotStatement(
 _RUN_KEYS = ("job_id", "company_id", "run_name", "fire_key", "task_id", "state", "eta",
              "dispatched_at", "created_at")  # fmt: skip
 _RUN_INSERT = HotStatement(insert(RUNS).returning(RUNS.c.id), insert_keys=_RUN_KEYS)
+_RUNS_INSERT = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
 
 
 def create_run(
@@ -142,7 +143,8 @@ def insert_runs(
     dispatched_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Insert queued runs in one multi-row statement (no checks: the caller holds the fires);
-    their column values with ids, in the order given.
+    their column values with ids, in the order given (SQLite: one prebuilt statement per row,
+    see :func:`~jobengine.store.hot.inserted_ids`).
 
     Names follow :func:`insert_run`'s rule (``-2``, ``-3``... for a name already taken in the
     same second), with one lookup of the names taken per company instead of one per run.
@@ -167,10 +169,8 @@ def insert_runs(
                 "created_at": created,
             }
         )
-    if rows:
-        stmt = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
-        for row, run_id in zip(rows, conn.execute(stmt, rows).scalars().all(), strict=True):
-            row["id"] = int(run_id)
+    for row, run_id in zip(rows, inserted_ids(conn, _RUN_INSERT, _RUNS_INSERT, rows), strict=True):
+        row["id"] = run_id
     return rows
 
 

@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery, signals
+from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +33,7 @@ from jobengine import submit
 from jobengine.embedded import redis_url
 from jobengine.engine import dispatch
 from jobengine.engine.app import app, configure
-from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported, kwargs_repr
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
@@ -306,6 +309,24 @@ def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_ap
     client = redis.Redis.from_url(redis_url(get_settings()))
     client.delete("contract-other")
     client.close()
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+    ["", "'", "\\'", '"', "a b", "47|Name|", "x" * 1100, "tab\tnew\nline", "Ünï"]
+)
+_VALUE = _TEXT | st.integers() | st.booleans() | st.floats(allow_nan=False) | st.none()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kwargs=st.dictionaries(_TEXT, _VALUE | st.lists(_VALUE, max_size=3), max_size=6),
+    maxlen=st.sampled_from([None, 0, 1, 8, 40, 200, 1024]),
+    maxlevels=st.sampled_from([-1, 0, 1, 3]),
+)
+def test_kwargs_repr_is_celerys_saferepr(
+    kwargs: dict[str, Any], maxlen: int | None, maxlevels: int
+) -> None:
+    assert kwargs_repr(kwargs, maxlen, maxlevels) == saferepr(kwargs, maxlen, maxlevels=maxlevels)
 
 
 def test_templates_stand_aside_where_celery_must_build_each_message(contract_app: Any) -> None:
