@@ -186,6 +186,7 @@ def _job_values(
     settings: Settings,
     timing: _Timing,
     *,
+    element: str,
     now: datetime,
     taken: bool,
     client: str | None,
@@ -196,7 +197,7 @@ def _job_values(
         live_key=None if taken else req.job_name,
         handle="" if taken else job_handle(who.company_handle, req.job_name),
         name=req.job_name,
-        kind=req.kind.element,
+        kind=element,
         payload=to_ips_dict(req),
         submit_user_id=who.user_id,
         run_as_user_id=who.run_as_id,
@@ -230,7 +231,9 @@ def _record(
     check_request(conn, who.company_id, kind, req.job)
     timing = _timing(req, settings, now)
     taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
-    values = _job_values(req, who, settings, timing, now=now, taken=taken, client=client)
+    values = _job_values(
+        req, who, settings, timing, element=kind.element, now=now, taken=taken, client=client
+    )
     handle = str(values["handle"])
     job_id = int(_JOB_INSERT.scalar(conn, values))
     if taken:
@@ -278,15 +281,21 @@ def _record_many(
     claimed: set[tuple[int, str]] = set()
     rows: list[dict[str, Any]] = []
     timings: list[_Timing] = []
-    kinds = [kind_for(req.kind.element) for req in reqs]
-    for req, who, kind in zip(reqs, actors, kinds, strict=True):
-        check_request(conn, who.company_id, kind, req.job)
+    job_kinds = [req.kind for req in reqs]  # (it looks through every job type: once a request)
+    kinds = [kind_for(job_kind.element) for job_kind in job_kinds]
+    for req, who, job_kind, kind in zip(reqs, actors, job_kinds, kinds, strict=True):
+        check_request(conn, who.company_id, kind, getattr(req, job_kind.attribute))
         timing = _timing(req, settings, now)
         name = (who.company_id, req.job_name)
         taken = duplicate or name in claimed or _key_taken(conn, who.company_id, req.job_name)
         if not taken:
             claimed.add(name)
-        rows.append(_job_values(req, who, settings, timing, now=now, taken=taken, client=client))
+        rows.append(
+            _job_values(
+                req, who, settings, timing, element=kind.element, now=now, taken=taken,
+                client=client,
+            )
+        )  # fmt: skip
         timings.append(timing)
     job_ids = inserted_ids(conn, _JOB_INSERT, _JOBS_INSERT, rows)
     handles: list[str] = []
