@@ -216,6 +216,9 @@ class RedisSender:
         self._channel: Any = None
         self._client: Any = None
         self._templates: dict[tuple[str, bool], _Template | None] = {}
+        # read once: Celery's configuration lookups cost microseconds each, per message
+        self._serializer = str(app.conf.task_serializer)
+        self._event_exchange = str(app.conf.event_exchange)
 
     @staticmethod
     def supports(app: Any) -> bool:
@@ -312,7 +315,7 @@ class RedisSender:
         priority = kw.pop("priority", 0) or 0
         if priority or kw.pop("compression", None) or kw.get("content_type"):
             raise Unsupported("priority, compression or a preset content type")
-        serializer = kw.pop("serializer", None) or self._app.conf.task_serializer
+        serializer = kw.pop("serializer", None) or self._serializer
         headers = kw.pop("headers", None) or {}
         delivery_mode = maybe_delivery_mode(kw.pop("delivery_mode", None))  # type: ignore[no-untyped-call]
         expiration = kw.pop("expiration", None)
@@ -335,7 +338,7 @@ class RedisSender:
         payload = _json(message)
         if exchange == "":
             return "lpush", routing_key, payload  # the default exchange: straight to the queue
-        if exchange == self._app.conf.event_exchange:
+        if exchange == self._event_exchange:
             return "publish", _topic(channel, exchange, routing_key), payload
         raise Unsupported(f"exchange {exchange!r}")
 
