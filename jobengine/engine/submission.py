@@ -214,6 +214,35 @@ def _job_values(
     )
 
 
+_NAMES_CHUNK = 500  # names per lookup (well under every driver's parameter limit)
+
+
+def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which ``(company, name)`` a live job holds, as :func:`_key_taken` tells one by one, with
+    one lookup per company and chunk of names (an ended holder hands its name on, released)."""
+    by_company: dict[int, list[str]] = {}
+    for company_id, name in names:
+        by_company.setdefault(company_id, []).append(name)
+    taken: set[tuple[int, str]] = set()
+    for company_id, wanted in by_company.items():
+        ordered = sorted(wanted)
+        for i in range(0, len(ordered), _NAMES_CHUNK):
+            holders = conn.execute(
+                select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
+                    JOBS.c.company_id == company_id,
+                    JOBS.c.live_key.in_(ordered[i : i + _NAMES_CHUNK]),
+                )
+            ).all()
+            for job_id, name, trigger_state in holders:  # rare in a bulk submission
+                if trigger_state in LIVE_TRIGGERS or (
+                    _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None
+                ):
+                    taken.add((company_id, str(name)))
+                else:
+                    _RELEASE_NAME.execute(conn, {"job": job_id})
+    return taken
+
+
 def _record(
     conn: Connection,
     runtime: Runtime,
@@ -281,13 +310,20 @@ def _record_many(
     claimed: set[tuple[int, str]] = set()
     rows: list[dict[str, Any]] = []
     timings: list[_Timing] = []
+    held = (
+        set()
+        if duplicate
+        else _names_taken(
+            conn, {(who.company_id, req.job_name) for req, who in zip(reqs, actors, strict=True)}
+        )
+    )
     job_kinds = [req.kind for req in reqs]  # (it looks through every job type: once a request)
     kinds = [kind_for(job_kind.element) for job_kind in job_kinds]
     for req, who, job_kind, kind in zip(reqs, actors, job_kinds, kinds, strict=True):
         check_request(conn, who.company_id, kind, getattr(req, job_kind.attribute))
         timing = _timing(req, settings, now)
         name = (who.company_id, req.job_name)
-        taken = duplicate or name in claimed or _key_taken(conn, who.company_id, req.job_name)
+        taken = duplicate or name in claimed or name in held
         if not taken:
             claimed.add(name)
         rows.append(

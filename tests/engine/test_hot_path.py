@@ -37,7 +37,7 @@ from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported, kwar
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, inserted_ids
 from jobengine.store.jobs import create_run
 from jobengine.store.schema import JOBS, RUNS, Job, Run, utcnow
 from tests.support.helpers import export_request, make_company
@@ -131,6 +131,37 @@ def test_hot_statement_raises_sqlalchemy_errors_and_refuses_expanding_lists(
     literal = HotStatement(select(JOBS.c.id).where(JOBS.c.name == "Hot Errors").limit(1))
     with store.connect() as conn:
         assert literal.scalar(conn, {}) == job.id
+
+
+def test_inserted_ids_are_in_the_rows_order_and_errors_are_sqlalchemys(
+    store_only: dict[str, str],
+) -> None:
+    """Both stores' ways (SQLite row by row, psycopg's pipelined executemany): ids in order,
+    the ORM's defaults stored, a constraint failure raised as SQLAlchemy's IntegrityError."""
+    job = _a_job("Hot Many")
+    store = get_runtime().store
+    rows = [
+        {"job_id": job.id, "company_id": job.company_id, "run_name": f"many-{i}",
+         "fire_key": f"many-{i}", "task_id": f"t{i}", "state": "Queued", "eta": None,
+         "dispatched_at": None, "created_at": utcnow()}
+        for i in range(7)
+    ]  # fmt: skip
+    hot = HotStatement(insert(RUNS).returning(RUNS.c.id), insert_keys=tuple(rows[0]))
+    batched = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
+    with store.connect() as conn:
+        ids = inserted_ids(conn, hot, batched, rows)
+    with store.read() as session:
+        names = dict(
+            session.execute(select(RUNS.c.id, RUNS.c.run_name).where(RUNS.c.id.in_(ids))).all()
+        )
+        assert [names[i] for i in ids] == [row["run_name"] for row in rows]
+        stored = session.get(Run, ids[0])
+        assert stored is not None and stored.planned is False and stored.output == {}
+    clash = [{**rows[0], "run_name": "other", "fire_key": "fresh"}, rows[1]]  # (job, fire_key)
+    with pytest.raises(IntegrityError), store.connect() as conn:
+        inserted_ids(conn, hot, batched, clash)
+    with store.read() as session:  # all or nothing
+        assert session.scalar(select(RUNS.c.id).where(RUNS.c.fire_key == "fresh")) is None
 
 
 # --- RedisSender -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from jobengine import submit, submit_many
 from jobengine.embedded import redis_client
@@ -110,3 +110,27 @@ def test_submit_many_stores_and_sends_what_one_by_one_submits_do(private_queue: 
         [message] = by_handle[handle]
         assert message["kwargs"]["run_id"] == run.id and message["kwargs"]["run"] == run.run_name
         assert message["eta"] == (run.eta.isoformat() if run.eta else None)
+
+
+def test_names_held_by_live_jobs_stay_theirs_and_ended_holders_hand_them_on(
+    private_queue: Queue,
+) -> None:
+    _, queue = private_queue
+    company, assets = make_company(1)
+    held = submit(export_request(company, assets, "Held", execSchedule="0 0 0 1 1 ? 2099"))
+    ended = submit(export_request(company, assets, "Ended"))
+    with get_runtime().store.write() as session:  # its run is over: the name is free again
+        session.execute(
+            update(Run)
+            .where(Run.job_id.in_(select(Job.id).where(Job.handle == ended)))
+            .values(state="Done")
+        )
+    handles = submit_many(
+        [export_request(company, assets, name) for name in ("Held", "Ended", "Fresh")]
+    )
+    assert handles[0].startswith(f"{company}|Held||") and handles[0] != held
+    assert handles[1:] == [f"{company}|Ended|", f"{company}|Fresh|"]
+    with get_runtime().store.read() as session:
+        old = session.scalar(select(Job).where(Job.handle == ended).order_by(Job.id))
+        assert old is not None and old.live_key is None  # released to the new job
+    redis_client(get_settings()).delete(queue)
