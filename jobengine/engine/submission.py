@@ -47,7 +47,7 @@ from jobengine.kinds import check_request, kind_for
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.hot import HotStatement, inserted_ids
+from jobengine.store.hot import HotStatement, inserted_ids, planned_in
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
@@ -230,7 +230,7 @@ def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int
             holders = conn.execute(
                 select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
                     JOBS.c.company_id == company_id,
-                    JOBS.c.live_key.in_(ordered[i : i + _NAMES_CHUNK]),
+                    planned_in(JOBS.c.live_key, ordered[i : i + _NAMES_CHUNK]),
                 )
             ).all()
             for job_id, name, trigger_state in holders:  # rare in a bulk submission

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
-from jobengine.store.hot import HotStatement, inserted_ids
+from jobengine.store.hot import HotStatement, inserted_ids, planned_in
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
@@ -182,8 +182,8 @@ def untaken_fires(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
         chunk = runs[i : i + _NAMES_CHUNK]
         rows = conn.execute(
             select(RUNS.c.job_id, RUNS.c.fire_key).where(
-                RUNS.c.job_id.in_({new.job_id for new in chunk}),
-                RUNS.c.fire_key.in_({new.fire_key for new in chunk}),
+                planned_in(RUNS.c.job_id, sorted({new.job_id for new in chunk})),
+                planned_in(RUNS.c.fire_key, sorted({new.fire_key for new in chunk})),
             )
         )
         taken.update((int(job_id), str(key)) for job_id, key in rows)
@@ -203,7 +203,7 @@ def _taken_counts(conn: Connection, names: Sequence[tuple[int, str]]) -> dict[tu
             chunk = ordered[i : i + _NAMES_CHUNK]
             found = conn.execute(
                 select(RUNS.c.run_name).where(
-                    RUNS.c.company_id == company_id, RUNS.c.run_name.in_(chunk)
+                    RUNS.c.company_id == company_id, planned_in(RUNS.c.run_name, chunk)
                 )
             ).scalars()
             for base in found:  # rare: a run of that name started in the same second
