@@ -31,6 +31,8 @@ def _requests(company: str, assets: list[str], near: datetime) -> list[dict[str,
         export_request(company, assets, "Cron", execSchedule="0 0 0 1 1 ? 2099"),
         export_request(company, assets, "Now"),
         export_request(company, assets, "Other", description="d", locale="fr"),
+        export_request(company, assets, "It's 50% \\ off: %(x)s"),  # written into the lookups
+        export_request(company, assets, "It's 50% \\ off: %(x)s"),
     ]
 
 
@@ -72,6 +74,7 @@ def test_submit_many_stores_and_sends_what_one_by_one_submits_do(private_queue: 
         f"{many_company}|Now||"
     )
     assert len(set(many)) == len(many)
+    assert many[7] == f"{many_company}|It's 50% \\ off: %(x)s|" and many[8].startswith(many[7])
     with get_runtime().store.read() as session:  # one second for the batch: -2, -3 suffixes
         names = session.scalars(
             select(Run.run_name)
@@ -103,7 +106,7 @@ def test_submit_many_stores_and_sends_what_one_by_one_submits_do(private_queue: 
             .join(Job, Job.id == Run.job_id)
             .where(Job.handle.in_(one + many))
         ).all()
-    assert len(runs) == 2 * 5  # the "Later" and "Cron" jobs have no run yet
+    assert len(runs) == 2 * 7  # the "Later" and "Cron" jobs have no run yet
     assert any(run.eta is not None for _, run in runs)  # "Soon": an ETA message
     assert sorted(by_handle) == sorted(handle for handle, _ in runs)
     for handle, run in runs:
