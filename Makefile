@@ -76,6 +76,7 @@ flower: setup  ## Flower on http://127.0.0.1:5555
 bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
 	$(PY) -m pip install -q --group bench
 	$(PY) bench/submit.py
+	$(PY) bench/bulk.py
 	$(PY) bench/e2e.py
 	$(PY) bench/convert.py
 

@@ -48,8 +48,8 @@ from jobengine.kinds.base import SubmitReads
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.hot import HotStatement
-from jobengine.store.jobs import fire_key, insert_run
+from jobengine.store.hot import HotStatement, inserted_ids, planned_in
+from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
 from jobengine.store.users import Actor, CompanyRef, not_a_member
@@ -181,29 +181,22 @@ def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
     return False
 
 
-def _record(
-    conn: Connection,
-    runtime: Runtime,
+def _job_values(
     req: SubmitJobRequest,
     who: Actor,
+    settings: Settings,
+    timing: _Timing,
     *,
-    duplicate: bool,
-    sending: bool,
-    client: str | None = None,
-) -> tuple[str, dispatch.StartMessage | None]:
-    """Write one job (and its run when it starts now); returns its handle and start message."""
-    settings = runtime.settings
-    now = utcnow()
-    element = req.kind.element
-    kind = kind_for(element)
-    check_request(SubmitReads(conn, who), kind, req.job)
-    timing = _timing(req, settings, now)
-    taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
-    handle = "" if taken else job_handle(who.company_handle, req.job_name)
-    values: dict[str, Any] = dict(
+    element: str,
+    now: datetime,
+    taken: bool,
+    client: str | None,
+) -> dict[str, Any]:
+    """The job row of a request (its handle is the job key's unless the name is taken)."""
+    return dict(
         company_id=who.company_id,
         live_key=None if taken else req.job_name,
-        handle=handle,
+        handle="" if taken else job_handle(who.company_handle, req.job_name),
         name=req.job_name,
         kind=element,
         payload=to_ips_dict(req),
@@ -220,6 +213,58 @@ def _record(
         created_at=now,
         client=client[:255] if client else None,
     )
+
+
+_NAMES_CHUNK = 500  # names per lookup (well under every driver's parameter limit)
+
+
+def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which ``(company, name)`` a live job holds, as :func:`_key_taken` tells one by one, with
+    one lookup per company and chunk of names (an ended holder hands its name on, released)."""
+    by_company: dict[int, list[str]] = {}
+    for company_id, name in names:
+        by_company.setdefault(company_id, []).append(name)
+    taken: set[tuple[int, str]] = set()
+    for company_id, wanted in by_company.items():
+        ordered = sorted(wanted)
+        for i in range(0, len(ordered), _NAMES_CHUNK):
+            holders = conn.execute(
+                select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
+                    JOBS.c.company_id == company_id,
+                    planned_in(JOBS.c.live_key, ordered[i : i + _NAMES_CHUNK]),
+                )
+            ).all()
+            for job_id, name, trigger_state in holders:  # rare in a bulk submission
+                if trigger_state in LIVE_TRIGGERS or (
+                    _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None
+                ):
+                    taken.add((company_id, str(name)))
+                else:
+                    _RELEASE_NAME.execute(conn, {"job": job_id})
+    return taken
+
+
+def _record(
+    conn: Connection,
+    runtime: Runtime,
+    req: SubmitJobRequest,
+    who: Actor,
+    *,
+    duplicate: bool,
+    sending: bool,
+    client: str | None = None,
+) -> tuple[str, dispatch.StartMessage | None]:
+    """Write one job (and its run when it starts now); returns its handle and start message."""
+    settings = runtime.settings
+    now = utcnow()
+    kind = kind_for(req.kind.element)
+    check_request(SubmitReads(conn, who), kind, req.job)
+    timing = _timing(req, settings, now)
+    taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
+    values = _job_values(
+        req, who, settings, timing, element=kind.element, now=now, taken=taken, client=client
+    )
+    handle = str(values["handle"])
     job_id = int(_JOB_INSERT.scalar(conn, values))
     if taken:
         handle = job_handle(who.company_handle, req.job_name, job_id)
@@ -239,6 +284,89 @@ def _record(
     )
     labels = {"job": handle, "company": who.company_handle, "run": run["run_name"]}
     return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
+
+
+_JOBS_INSERT = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
+_SET_HANDLES = (
+    update(JOBS).where(JOBS.c.id == bindparam("b_job")).values(handle=bindparam("b_handle"))
+)
+
+
+def _record_many(
+    conn: Connection,
+    runtime: Runtime,
+    reqs: Sequence[SubmitJobRequest],
+    actors: Sequence[Actor],
+    *,
+    duplicate: bool,
+    sending: bool,
+    client: str | None = None,
+) -> list[tuple[str, dispatch.StartMessage | None]]:
+    """Write several jobs as :func:`_record` writes one, in one multi-row insert of the jobs and
+    one of their runs (SQLite: prebuilt statements row by row, see
+    :func:`~jobengine.store.hot.inserted_ids`). A name asked for twice in the batch goes to
+    the first request, as it would when submitted one after the other."""
+    settings = runtime.settings
+    now = utcnow()
+    claimed: set[tuple[int, str]] = set()
+    rows: list[dict[str, Any]] = []
+    timings: list[_Timing] = []
+    held = (
+        set()
+        if duplicate
+        else _names_taken(
+            conn, {(who.company_id, req.job_name) for req, who in zip(reqs, actors, strict=True)}
+        )
+    )
+    job_kinds = [req.kind for req in reqs]  # (it looks through every job type: once a request)
+    kinds = [kind_for(job_kind.element) for job_kind in job_kinds]
+    for req, who, job_kind, kind in zip(reqs, actors, job_kinds, kinds, strict=True):
+        check_request(SubmitReads(conn, who), kind, getattr(req, job_kind.attribute))
+        timing = _timing(req, settings, now)
+        name = (who.company_id, req.job_name)
+        taken = duplicate or name in claimed or name in held
+        if not taken:
+            claimed.add(name)
+        rows.append(
+            _job_values(
+                req, who, settings, timing, element=kind.element, now=now, taken=taken,
+                client=client,
+            )
+        )  # fmt: skip
+        timings.append(timing)
+    job_ids = inserted_ids(conn, _JOB_INSERT, _JOBS_INSERT, rows)
+    handles: list[str] = []
+    renamed: list[dict[str, Any]] = []
+    for req, who, row, job_id in zip(reqs, actors, rows, job_ids, strict=True):
+        if row["live_key"] is None:  # the name is taken: the handle names the job by its id
+            row["handle"] = job_handle(who.company_handle, req.job_name, job_id)
+            renamed.append({"b_job": job_id, "b_handle": row["handle"]})
+        handles.append(str(row["handle"]))
+    if renamed:
+        conn.execute(_SET_HANDLES, renamed)
+    starting = [n for n, timing in enumerate(timings) if timing.run_now]
+    runs = insert_runs(
+        conn,
+        [
+            NewRun(
+                job_ids[n],
+                actors[n].company_id,
+                reqs[n].job_name,
+                timings[n].fire_key,
+                timings[n].eta,
+            )
+            for n in starting
+        ],
+        local_now=now.astimezone(settings.zone),
+        # sent right after the commit (unmarked if the broker refuses them), or left to the relay
+        dispatched_at=now if sending else None,
+    )
+    out: list[tuple[str, dispatch.StartMessage | None]] = [(h, None) for h in handles]
+    for n, run in zip(starting, runs, strict=True):
+        labels = {"job": handles[n], "company": actors[n].company_handle, "run": run["run_name"]}
+        start = dispatch.StartMessage(kinds[n].slug, run["id"], run["task_id"], labels, run["eta"])
+        out[n] = (handles[n], start)
+    return out
 
 
 @caller_faults
@@ -288,18 +416,17 @@ def _submit(
     for duplicate in (False, True):
         try:
             with runtime.store.connect() as conn:
-                recorded = [
-                    _record(
-                        conn,
-                        runtime,
-                        req,
-                        _resolve(conn, req, user) if actor is None else _actor_of(req, actor),
-                        duplicate=duplicate,
-                        sending=sending,
-                        client=client,
-                    )
-                    for req in reqs
-                ]
+                if len(reqs) == 1:  # submit(): prebuilt statements, one row each
+                    [req] = reqs
+                    who = _resolve(conn, req, user) if actor is None else _actor_of(req, actor)
+                    recorded = [
+                        _record(conn, runtime, req, who, duplicate=duplicate, sending=sending,
+                                client=client)
+                    ]  # fmt: skip
+                else:
+                    actors = _actors(conn, reqs, user, actor)
+                    recorded = _record_many(conn, runtime, reqs, actors, duplicate=duplicate,
+                                            sending=sending, client=client)  # fmt: skip
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:
@@ -307,6 +434,22 @@ def _submit(
     if sending:
         send_runs(runtime, [out for _, out in recorded if out is not None], marked=True)
     return [handle for handle, _ in recorded]
+
+
+def _actors(
+    conn: Connection, reqs: Sequence[SubmitJobRequest], user: str | None, actor: Actor | None
+) -> list[Actor]:
+    """Who each request acts as, looked up once per company and ``userHandle``."""
+    if actor is not None:
+        return [_actor_of(req, actor) for req in reqs]
+    known: dict[tuple[str, str | None], Actor] = {}
+    out: list[Actor] = []
+    for req in reqs:
+        key = (req.company_handle, req.user_handle)
+        if key not in known:
+            known[key] = _resolve(conn, req, user)
+        out.append(known[key])
+    return out
 
 
 def _parse(request: SubmitJobRequest | dict[str, Any] | str | bytes, n: int, total: int

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, planned_in
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
@@ -222,8 +222,8 @@ def untaken_fires(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:
         chunk = runs[i : i + _NAMES_CHUNK]
         rows = conn.execute(
             select(RUNS.c.job_id, RUNS.c.fire_key).where(
-                RUNS.c.job_id.in_({new.job_id for new in chunk}),
-                RUNS.c.fire_key.in_({new.fire_key for new in chunk}),
+                planned_in(RUNS.c.job_id, sorted({new.job_id for new in chunk})),
+                planned_in(RUNS.c.fire_key, sorted({new.fire_key for new in chunk})),
             )
         )
         taken.update((int(job_id), str(key)) for job_id, key in rows)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,23 +20,31 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
-from kombu import Exchange, Queue
+from celery import Celery, signals
+from celery.utils.saferepr import saferepr
+from celery.utils.time import utcoffset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kombu import Connection, Exchange, Queue
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from jobengine import submit
 from jobengine.embedded import redis_url
+from jobengine.engine import dispatch
 from jobengine.engine.app import app, configure
-from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported, kwargs_repr
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, inserted_ids
 from jobengine.store.jobs import create_run
 from jobengine.store.runs import end_run, get_run, load_run, write_log, write_record
 from jobengine.store.schema import JOBS, RUNS, Company, Job, LogDetail, Run, utcnow
 from tests.support.helpers import export_request, make_company
+from tests.support.stack import unavailable
+
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 # --- HotStatement ------------------------------------------------------------------------------
 
@@ -174,6 +184,37 @@ def test_runs_loaded_by_the_runner_are_what_the_orm_loads(store_only: dict[str, 
         assert rows[0].created_at.tzinfo is UTC
 
 
+def test_inserted_ids_are_in_the_rows_order_and_errors_are_sqlalchemys(
+    store_only: dict[str, str],
+) -> None:
+    """Both stores' ways (SQLite row by row, psycopg's pipelined executemany): ids in order,
+    the ORM's defaults stored, a constraint failure raised as SQLAlchemy's IntegrityError."""
+    job = _a_job("Hot Many")
+    store = get_runtime().store
+    rows = [
+        {"job_id": job.id, "company_id": job.company_id, "run_name": f"many-{i}",
+         "fire_key": f"many-{i}", "task_id": f"t{i}", "state": "Queued", "eta": None,
+         "dispatched_at": None, "created_at": utcnow()}
+        for i in range(7)
+    ]  # fmt: skip
+    hot = HotStatement(insert(RUNS).returning(RUNS.c.id), insert_keys=tuple(rows[0]))
+    batched = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
+    with store.connect() as conn:
+        ids = inserted_ids(conn, hot, batched, rows)
+    with store.read() as session:
+        names = dict(
+            session.execute(select(RUNS.c.id, RUNS.c.run_name).where(RUNS.c.id.in_(ids))).all()
+        )
+        assert [names[i] for i in ids] == [row["run_name"] for row in rows]
+        stored = session.get(Run, ids[0])
+        assert stored is not None and stored.planned is False and stored.output == {}
+    clash = [{**rows[0], "run_name": "other", "fire_key": "fresh"}, rows[1]]  # (job, fire_key)
+    with pytest.raises(IntegrityError), store.connect() as conn:
+        inserted_ids(conn, hot, batched, clash)
+    with store.read() as session:  # all or nothing
+        assert session.scalar(select(RUNS.c.id).where(RUNS.c.fire_key == "fresh")) is None
+
+
 # --- RedisSender -------------------------------------------------------------------------------
 
 
@@ -216,7 +257,11 @@ def _body(raw: bytes) -> bytes:
     return base64.b64decode(json.loads(raw)["body"])
 
 
-def _send_both_ways(probe: Any, eta: datetime | None) -> tuple[list[Any], list[Any]]:
+def _send_both_ways(
+    probe: Any, eta: datetime | None, *, templated: bool = False
+) -> tuple[list[Any], list[Any]]:
+    """One call sent by Celery, then by the pipelined sender (``templated``: as the second call of
+    a batch, so from the template the first call taught it)."""
     client = redis.Redis.from_url(redis_url(get_settings()))
     pubsub = client.pubsub()
     pubsub.psubscribe("*celeryev*")
@@ -229,6 +274,10 @@ def _send_both_ways(probe: Any, eta: datetime | None) -> tuple[list[Any], list[A
         task_id = str(uuid.uuid4())
         if way == "celery":
             probe.send_task(name, kwargs=kwargs, task_id=task_id, eta=eta, ignore_result=True)
+        elif templated:
+            first = TaskCall(name, str(uuid.uuid4()), {**kwargs, "run_id": 6}, eta)
+            RedisSender(probe).send([first, TaskCall(name, task_id, kwargs, eta)])
+            _pop(client, "contract-queue")  # the first call's
         else:
             RedisSender(probe).send([TaskCall(name, task_id, kwargs, eta)])
         message = _normalised(_pop(client, "contract-queue"), task_id)
@@ -246,9 +295,12 @@ def _send_both_ways(probe: Any, eta: datetime | None) -> tuple[list[Any], list[A
     return results[0], results[1]
 
 
+@pytest.mark.parametrize("templated", [False, True], ids=["built", "templated"])
 @pytest.mark.parametrize("eta", [None, datetime(2030, 1, 1, tzinfo=UTC)], ids=["now", "eta"])
-def test_pipelined_messages_are_kombus_own(contract_app: Any, eta: datetime | None) -> None:
-    celery_way, pipelined = _send_both_ways(contract_app, eta)
+def test_pipelined_messages_are_kombus_own(
+    contract_app: Any, eta: datetime | None, templated: bool
+) -> None:
+    celery_way, pipelined = _send_both_ways(contract_app, eta, templated=templated)
     assert pipelined[0] == celery_way[0]  # the task message, envelope and body
     assert pipelined[1][0] == celery_way[1][0]  # the event topic
     assert pipelined[1][1] == celery_way[1][1]  # the event envelope and fields
@@ -272,6 +324,168 @@ def test_pipelined_sender_refuses_what_it_does_not_cover(contract_app: Any) -> N
     assert not RedisSender.supports(contract_app)
     contract_app.conf.broker_url = "amqp://guest:guest@127.0.0.1:5672//"
     assert not RedisSender.supports(contract_app)
+
+
+# --- message templates ---------------------------------------------------------------------------
+
+_TAG = re.compile(r'"delivery_tag": "([0-9a-f-]{36})"')
+_EVENT_TIMES = re.compile(rb'"(clock|timestamp)": ([0-9.]+)')
+
+
+def _exact(command: tuple[str, str, str]) -> tuple[str, str, str, bytes, list[Any]]:
+    """A Redis command with its delivery tag and event timing set aside (each must have kombu's
+    and Celery's form); everything else is kept byte for byte."""
+    verb, key, payload = command
+    [tag] = _TAG.findall(payload)
+    assert str(uuid.UUID(tag)) == tag  # kombu's: a fresh uuid4 per message
+    envelope = json.loads(payload)
+    body = base64.b64decode(envelope["body"])
+    times = _EVENT_TIMES.findall(body)
+    if verb == "publish":  # an event: a logical clock (int) and a timestamp (float, now)
+        assert [name for name, _ in times] == [b"clock", b"timestamp"]
+        clock, stamp = int(times[0][1]), float(times[1][1])
+        assert clock > 0 and abs(stamp - time.time()) < 60
+    envelope_text = _TAG.sub('"delivery_tag": "TAG"', payload.replace(envelope["body"], "BODY"))
+    return verb, key, envelope_text, _EVENT_TIMES.sub(rb'"\1": 0', body), times
+
+
+_KINDS: list[tuple[str, dict[str, Any], datetime | None]] = [
+    ("jobengine.export.start", {"run_id": 1, "job": "47|A|", "company": "47", "run": "A_1"}, None),
+    ("jobengine.upload.start", {"run_id": 2, "job": "47|B|", "company": "47", "run": "B_1"}, None),
+    ("jobengine.export.start", {"run_id": 3, "job": "47|C|", "company": "47", "run": "C_1"},
+     datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)),
+    ("jobengine.upload.start", {"run_id": 4, "job": "c|9|Ünïcode 'q' \"dq\"|", "company": "9",
+                                "run": "x" * 3000}, datetime(2031, 6, 1, tzinfo=UTC)),
+]  # fmt: skip
+
+
+def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_app: Any) -> None:
+    """Several kinds (one routed to a queue of its own), with and without an ETA, different
+    arguments (a long one that saferepr shortens): a templated message and its event equal,
+    byte for byte, what Celery and kombu build for the same call."""
+    contract_app.conf.task_routes = {"jobengine.upload.start": {"queue": "contract-other"}}
+    sender = RedisSender(contract_app)
+    channel = contract_app.connection_for_write().default_channel
+    for name, kwargs, eta in _KINDS:  # the first call of each kind teaches its template
+        sender.send([TaskCall(name, str(uuid.uuid4()), {**kwargs, "run_id": 0}, eta)])
+    assert len(sender._templates) == len(_KINDS)
+    assert all(t is not None for t in sender._templates.values())
+    clocks: list[int] = []
+    for round_ in range(3):
+        for name, kwargs, eta in _KINDS:
+            call = TaskCall(name, str(uuid.uuid4()), {**kwargs, "run_id": round_ * 10}, eta)
+            template = sender._templates[(name, eta is None)]
+            assert template is not None
+            ours = template.fill(contract_app, call, contract_app.thread_oid, utcoffset())
+            celerys = sender._celery_built(call)
+            assert len(ours) == len(celerys) == 2  # the task message, its task-sent event
+            for mine, theirs in zip(ours, celerys, strict=True):
+                a, b = (
+                    _exact(sender._command(channel, *mine)),
+                    _exact(sender._command(channel, *theirs)),
+                )
+                assert a[:4] == b[:4]
+                if a[0] == "publish":
+                    clocks += [int(a[4][0][1]), int(b[4][0][1])]
+    assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)  # the app's clock
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    client.delete("contract-other")
+    client.close()
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+    ["", "'", "\\'", '"', "a b", "47|Name|", "x" * 1100, "tab\tnew\nline", "Ünï"]
+)
+_VALUE = _TEXT | st.integers() | st.booleans() | st.floats(allow_nan=False) | st.none()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kwargs=st.dictionaries(_TEXT, _VALUE | st.lists(_VALUE, max_size=3), max_size=6),
+    maxlen=st.sampled_from([None, 0, 1, 8, 40, 200, 1024]),
+    maxlevels=st.sampled_from([-1, 0, 1, 3]),
+)
+def test_kwargs_repr_is_celerys_saferepr(
+    kwargs: dict[str, Any], maxlen: int | None, maxlevels: int
+) -> None:
+    assert kwargs_repr(kwargs, maxlen, maxlevels) == saferepr(kwargs, maxlen, maxlevels=maxlevels)
+
+
+def test_templates_stand_aside_where_celery_must_build_each_message(contract_app: Any) -> None:
+    """A publish-signal receiver, or a router that reads the arguments: every message is built
+    by Celery, so each gets what the receiver or router gives it."""
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    name = "jobengine.export.start"
+
+    def mark(headers: dict[str, Any], **_: Any) -> None:
+        headers["x-marked"] = headers["id"]
+
+    signals.before_task_publish.connect(mark)
+    try:
+        sender = RedisSender(contract_app)
+        calls = [TaskCall(name, str(uuid.uuid4()), {"run_id": i}) for i in range(3)]
+        sender.send(calls)
+        for call in calls:
+            message = _pop(client, "contract-queue")
+            assert message["headers"]["x-marked"] == call.task_id
+        assert not sender._templates
+    finally:
+        signals.before_task_publish.disconnect(mark)
+
+    def by_parity(name: str, args: Any, kwargs: dict[str, Any], options: Any, **_: Any) -> Any:
+        return {"queue": "contract-queue" if kwargs["run_id"] % 2 else "contract-even"}
+
+    contract_app.conf.task_routes = (by_parity,)
+    contract_app.amqp.flush_routes()
+    vars(contract_app.amqp).pop("router", None)
+    sender = RedisSender(contract_app)
+    calls = [TaskCall(name, str(uuid.uuid4()), {"run_id": i}) for i in range(4)]
+    sender.send(calls)
+    odd = [_pop(client, "contract-queue")["headers"]["id"] for _ in range(2)]
+    even = [_pop(client, "contract-even")["headers"]["id"] for _ in range(2)]
+    assert odd == [calls[1].task_id, calls[3].task_id]
+    assert even == [calls[0].task_id, calls[2].task_id]
+    assert not sender._templates
+    client.delete("contract-even")
+    client.close()
+
+
+def test_starts_over_rabbitmq_go_through_celery(store_only: dict[str, str]) -> None:
+    """With a RabbitMQ broker no pipelined sender (nor template) is used: each start message is
+    Celery's own, with its ETA and arguments."""
+    queue = f"contract-{uuid.uuid4().hex[:8]}"
+    try:
+        with Connection(AMQP_URL, connect_timeout=2) as probe:
+            probe.ensure_connection(max_retries=1)
+    except Exception as exc:  # whatever amqp raises for a broker that is not there
+        unavailable("RabbitMQ", f"{AMQP_URL}: {exc}")
+    configure(broker_url=AMQP_URL, task_default_queue=queue)
+    eta = datetime(2030, 1, 1, tzinfo=UTC)
+    starts = [
+        dispatch.StartMessage(
+            "export", i, str(uuid.uuid4()), {"job": f"47|J{i}|"}, eta if i else None
+        )
+        for i in range(3)
+    ]
+    try:
+        assert dispatch._redis_sender() is None
+        dispatch.send_starts(starts)
+        got: list[Any] = []
+        with Connection(AMQP_URL) as conn:
+            simple = conn.SimpleQueue(queue)
+            for _ in starts:
+                message = simple.get(timeout=10)
+                got.append((message.headers, message.decode()))
+                message.ack()
+            simple.close()
+            conn.default_channel.queue_delete(queue)
+    finally:
+        configure()
+    for start, (headers, body) in zip(starts, got, strict=True):
+        assert headers["id"] == headers["root_id"] == start.task_id
+        assert headers["task"] == "jobengine.export.start"
+        assert headers["eta"] == (start.eta.isoformat() if start.eta else None)
+        assert body[1] == {"run_id": start.run_id, **start.labels}
 
 
 # --- requeue of a start that never arrived -----------------------------------------------------

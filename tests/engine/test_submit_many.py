@@ -1,0 +1,139 @@
+"""submit_many() writes its jobs and runs with one multi-row insert each: what it stores and sends
+is what submitting the same requests one by one with submit() stores and sends."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from jobengine import submit, submit_many
+from jobengine.embedded import redis_client
+from jobengine.runtime import get_runtime
+from jobengine.settings import get_settings
+from jobengine.store.schema import Job, Run
+from tests.support.helpers import export_request, make_company
+
+Queue = tuple[dict[str, str], str]
+
+
+def _requests(company: str, assets: list[str], near: datetime) -> list[dict[str, Any]]:
+    """Each way a job can start, and a name repeated within the batch."""
+    far = datetime(2099, 1, 1, tzinfo=UTC)
+    return [
+        export_request(company, assets, "Now"),
+        export_request(company, assets, "Now"),  # the name twice: the first holds it
+        export_request(company, assets, "Soon", execTime=near.isoformat()),
+        export_request(company, assets, "Later", execTime=far.isoformat()),
+        export_request(company, assets, "Cron", execSchedule="0 0 0 1 1 ? 2099"),
+        export_request(company, assets, "Now"),
+        export_request(company, assets, "Other", description="d", locale="fr"),
+        export_request(company, assets, "It's 50% \\ off: %(x)s"),  # written into the lookups
+        export_request(company, assets, "It's 50% \\ off: %(x)s"),
+    ]
+
+
+def _stored(company: str, handles: list[str]) -> list[tuple[Any, ...]]:
+    """The jobs' and runs' columns that do not depend on ids or on the time of the call."""
+    segment = f"{company}|"
+    with get_runtime().store.read() as session:
+        jobs = session.scalars(select(Job).where(Job.handle.in_(handles)).order_by(Job.id)).all()
+        out: list[tuple[Any, ...]] = []
+        for job in jobs:
+            runs = session.scalars(select(Run).where(Run.job_id == job.id)).all()
+            out.append(
+                (
+                    job.handle.replace(segment, "C|").split("|")[:2],
+                    job.live_key, job.name, job.kind, job.description, job.locale,
+                    job.exec_time, job.exec_schedule, job.time_zone, str(job.trigger_state),
+                    job.next_fire_at, job.fired_through is not None, job.client,
+                    {**job.payload["exportJob"], "assetHandleArray": None},
+                    sorted(
+                        (r.run_name.rsplit("_", 1)[0], r.fire_key,
+                         str(r.state), r.eta, r.dispatched_at is not None)
+                        for r in runs
+                    ),
+                )
+            )  # fmt: skip
+    return out
+
+
+def test_submit_many_stores_and_sends_what_one_by_one_submits_do(private_queue: Queue) -> None:
+    _, queue = private_queue
+    one_company, assets_one = make_company(1)
+    many_company, assets_many = make_company(1)
+    client = "App " + "x" * 300  # cut to the column's 255
+    near = datetime.now(UTC) + timedelta(seconds=4)  # inside the tests' ETA horizon (5 s)
+    one = [submit(r, client=client) for r in _requests(one_company, assets_one, near)]
+    many = submit_many(_requests(many_company, assets_many, near), client=client)
+    assert [h.replace(many_company, "C") for h in many[:1]] == ["C|Now|"]
+    assert many[1].startswith(f"{many_company}|Now||") and many[5].startswith(
+        f"{many_company}|Now||"
+    )
+    assert len(set(many)) == len(many)
+    assert many[7] == f"{many_company}|It's 50% \\ off: %(x)s|" and many[8].startswith(many[7])
+    with get_runtime().store.read() as session:  # one second for the batch: -2, -3 suffixes
+        names = session.scalars(
+            select(Run.run_name)
+            .join(Job, Job.id == Run.job_id)
+            .where(Job.handle.in_(many[:2] + many[5:6]))
+        ).all()
+    base = min(names, key=len)
+    assert sorted(names) == [base, f"{base}-2", f"{base}-3"]
+
+    def same_form(handles: list[str], company: str) -> list[str]:
+        return [h.replace(company, "C").rsplit("|", 1)[0] for h in handles]
+
+    assert same_form(one, one_company) == same_form(many, many_company)
+    assert _stored(one_company, one) == _stored(many_company, many)
+
+    # the starts sent: one per job that starts now or soon, in the batch's order
+    redis = redis_client(get_settings())
+    sent = [json.loads(raw) for raw in redis.lrange(queue, 0, -1)[::-1]]
+    redis.delete(queue)
+    by_handle: dict[str, list[dict[str, Any]]] = {}
+    for message in sent:
+        body = json.loads(base64.b64decode(message["body"]))
+        by_handle.setdefault(body[1]["job"], []).append(
+            {"eta": message["headers"]["eta"], "kwargs": body[1]}
+        )
+    with get_runtime().store.read() as session:
+        runs = session.execute(
+            select(Job.handle, Run)
+            .join(Job, Job.id == Run.job_id)
+            .where(Job.handle.in_(one + many))
+        ).all()
+    assert len(runs) == 2 * 7  # the "Later" and "Cron" jobs have no run yet
+    assert any(run.eta is not None for _, run in runs)  # "Soon": an ETA message
+    assert sorted(by_handle) == sorted(handle for handle, _ in runs)
+    for handle, run in runs:
+        [message] = by_handle[handle]
+        assert message["kwargs"]["run_id"] == run.id and message["kwargs"]["run"] == run.run_name
+        assert message["eta"] == (run.eta.isoformat() if run.eta else None)
+
+
+def test_names_held_by_live_jobs_stay_theirs_and_ended_holders_hand_them_on(
+    private_queue: Queue,
+) -> None:
+    _, queue = private_queue
+    company, assets = make_company(1)
+    held = submit(export_request(company, assets, "Held", execSchedule="0 0 0 1 1 ? 2099"))
+    ended = submit(export_request(company, assets, "Ended"))
+    with get_runtime().store.write() as session:  # its run is over: the name is free again
+        session.execute(
+            update(Run)
+            .where(Run.job_id.in_(select(Job.id).where(Job.handle == ended)))
+            .values(state="Done")
+        )
+    handles = submit_many(
+        [export_request(company, assets, name) for name in ("Held", "Ended", "Fresh")]
+    )
+    assert handles[0].startswith(f"{company}|Held||") and handles[0] != held
+    assert handles[1:] == [f"{company}|Ended|", f"{company}|Fresh|"]
+    with get_runtime().store.read() as session:
+        old = session.scalar(select(Job).where(Job.handle == ended).order_by(Job.id))
+        assert old is not None and old.live_key is None  # released to the new job
+    redis_client(get_settings()).delete(queue)
