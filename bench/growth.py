@@ -235,80 +235,98 @@ def _store_size(store: Any) -> int:
     return int(size or 0)
 
 
-def _timed(call: Callable[[], object], repeat: int) -> float:
-    """Median seconds of ``repeat`` calls (one warm-up call first)."""
-    call()
-    took = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        call()
-        took.append(time.perf_counter() - t0)
-    return statistics.median(took)
-
-
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-class Measure:
-    def __init__(
-        self, companies: list[dict[str, Any]], newest: datetime, last: int, submits: int
-    ) -> None:
-        self.companies, self.newest, self.last, self.submits = companies, newest, last, submits
-        self.big = companies[0]
+class Side:
+    """One store and its companies: the growing one, or the reference kept at 1k runs."""
+
+    def __init__(self, label: str, store: Any, newest: datetime, last: int) -> None:
+        self.label, self.store, self.newest, self.last = label, store, newest, last
+        self.companies: list[dict[str, Any]] = []
+        self.filled = 0
         self.rng = random.Random(14)
 
-    def submit_latency(self, step: int) -> tuple[float, float]:
+    def use(self) -> None:
+        """Point the process's runtime at this side's store (the operations read it there)."""
+        from jobengine.runtime import get_runtime
+
+        object.__setattr__(get_runtime(), "store", self.store)
+
+    def make_companies(self) -> None:
+        from sqlalchemy import select
+
+        from jobengine.store.schema import Company, User
+        from tests.support.helpers import make_company
+
+        self.use()
+        for _ in range(COMPANIES):
+            handle, assets = make_company(3)
+            with self.store.read() as session:
+                cid = session.scalar(select(Company.id).where(Company.handle == handle))
+                uid = session.scalar(select(User.id).where(User.email == f"{handle}@example.com"))
+            self.companies.append({"handle": handle, "assets": assets, "id": cid, "user_id": uid})
+
+    def grow(self, to: int) -> float:
+        """Fill up to ``to`` runs, gather the statistics; seconds taken."""
+        t0 = time.perf_counter()
+        Fill(self.store, self.companies, self.newest).write(self.filled, to, self.last)
+        self.filled = to
+        with self.store.engine.connect() as conn:
+            if self.store.engine.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+            else:
+                conn.exec_driver_sql("PRAGMA optimize")
+                conn.commit()
+        return time.perf_counter() - t0
+
+    def submit(self, name: str) -> float:
         from jobengine import submit
         from tests.support.helpers import export_request
 
-        big = self.big
-        request = export_request(big["handle"], big["assets"][:3], "Bench")
-        took = []
-        for k in range(self.submits + 10):
-            named = {**request, "jobName": f"Submit {step} {k}"}
-            t0 = time.perf_counter()
-            submit(named)
-            if k >= 10:  # the first ones warm caches after the bulk fill
-                took.append(time.perf_counter() - t0)
-        return statistics.median(took), _quantile(took, 0.95)
+        big = self.companies[0]
+        self.use()
+        request = export_request(big["handle"], big["assets"][:3], name)
+        t0 = time.perf_counter()
+        submit(request)
+        return time.perf_counter() - t0
 
-    def job_logs(self) -> Callable[[], object]:
-        from jobengine.operations.queries import get_job_logs
-
-        handle = self.big["handle"]
-        return lambda: get_job_logs(handle, sort_by="StartDate", num_rows=100)
-
-    def log_details(self, filled: int) -> Callable[[], object]:
+    def calls(self) -> dict[str, Callable[[], object]]:
+        """The read operations as an IPS client of the biggest company calls them."""
         from jobengine.handles import run_handle
-        from jobengine.operations.queries import get_job_log_details
+        from jobengine.operations.queries import (
+            get_active_jobs,
+            get_job_log_details,
+            get_job_logs,
+        )
 
-        big = self.big
+        handle = self.companies[0]["handle"]
 
-        def call() -> object:
-            i = self.rng.randrange(0, filled // 2) * 2  # a run of the first company
+        def job_logs() -> object:
+            return get_job_logs(handle, sort_by="StartDate", num_rows=100)
+
+        def log_details() -> object:
+            i = self.rng.randrange(0, self.filled // 2) * 2  # a run of the first company
             created = self.newest - SPACING * (self.last - 1 - i)
             name = f"Growth {i}_{created:%Y-%m-%d-%H:%M:%S}"
             logs = get_job_log_details(
-                big["handle"], job_handle=run_handle(big["handle"], name), records_per_page=100
+                handle, job_handle=run_handle(handle, name), records_per_page=100
             )
             assert len(logs) == 1 and logs[0].details, name
             return logs
 
-        return call
-
-    def active_jobs(self) -> Callable[[], object]:
-        from jobengine.operations.queries import get_active_jobs
-
-        handle = self.big["handle"]
-
-        def call() -> object:
+        def active_jobs() -> object:
             found = get_active_jobs(handle)
             assert len(found) == RUNNING_PER_COMPANY, len(found)
             return found
 
-        return call
+        return {
+            "job_logs_ms": job_logs,
+            "log_details_ms": log_details,
+            "active_jobs_ms": active_jobs,
+        }
 
 
 def _grabber(seen: list[tuple[str, Any]]) -> Callable[..., None]:
@@ -319,13 +337,15 @@ def _grabber(seen: list[tuple[str, Any]]) -> Callable[..., None]:
     return grab
 
 
-def _plans(store: Any, calls: dict[str, Callable[[], object]]) -> None:
+def _plans(side: Side) -> None:
     """Each operation's statements, captured as they run, with the database's plan of each."""
     from sqlalchemy import event
 
+    store = side.store
+    side.use()
     engines = {id(e): e for e in (store.engine, store.read_engine)}.values()
     explain = "EXPLAIN QUERY PLAN " if store.engine.dialect.name == "sqlite" else "EXPLAIN "
-    for label, call in calls.items():
+    for label, call in side.calls().items():
         seen: list[tuple[str, Any]] = []
         grab = _grabber(seen)
         for engine in engines:
@@ -335,7 +355,7 @@ def _plans(store: Any, calls: dict[str, Callable[[], object]]) -> None:
         finally:
             for engine in engines:
                 event.remove(engine, "before_cursor_execute", grab)
-        print(f"\n== {label}: {len(seen)} statements")
+        print(f"\n== {label.removesuffix('_ms')}: {len(seen)} statements")
         done: set[str] = set()
         with store.read_engine.connect() as conn:
             for statement, params in seen:
@@ -355,60 +375,96 @@ def _purge(app: Any, queue: str) -> None:
         conn.default_channel.queue_purge(queue)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def _measure(sides: tuple[Side, Side], step: int, submits: int, repeat: int) -> dict[str, Any]:
+    """Both sides' figures, taking turns (ten submits, or one call, at a time) so that the
+    machine's load, which changes, weighs on both alike."""
+    took: dict[str, dict[str, list[float]]] = {s.label: {} for s in sides}
+    for k in range(submits // 10 + 1):
+        for side in sides:
+            for j in range(10):
+                t = side.submit(f"Submit {step} {k} {j}")
+                if k:  # the first ten of each side warm the caches after the fill
+                    took[side.label].setdefault("submit", []).append(t)
+    calls = {side.label: side.calls() for side in sides}
+    for r in range(repeat + 2):
+        for key in calls[sides[0].label]:
+            for side in sides:
+                side.use()
+                t0 = time.perf_counter()
+                calls[side.label][key]()
+                if r >= 2:  # two warm-up calls
+                    took[side.label].setdefault(key, []).append(time.perf_counter() - t0)
+    out: dict[str, Any] = {"runs": step, "load": os.getloadavg()[0]}
+    for side in sides:
+        figures = took[side.label]
+        prefix = "" if side.label == "growth" else "ref_"
+        out[prefix + "submit_p50_ms"] = statistics.median(figures["submit"]) * 1000
+        out[prefix + "submit_p95_ms"] = _quantile(figures["submit"], 0.95) * 1000
+        for key in calls[side.label]:
+            out[prefix + key] = statistics.median(figures[key]) * 1000
+        out[prefix + "size_mb"] = _store_size(side.store) / 1e6
+    return out
+
+
+def _reference_url(url: str, home: str) -> tuple[str, Callable[[], None]]:
+    """The reference store's URL beside ``url``, and what removes it afterwards."""
+    if url.startswith("sqlite"):
+        return f"sqlite:///{home}/reference.db", lambda: None
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from jobengine.store.db import normalize_url
+
+    base = make_url(normalize_url(url))
+    name = f"{base.database}_ref"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+def run(args: argparse.Namespace, home: str) -> dict[str, Any]:
     from jobengine.engine.app import app, configure
     from jobengine.runtime import get_runtime
     from jobengine.settings import get_settings
-    from tests.support.helpers import make_company
+    from jobengine.store import migrate
+    from jobengine.store.db import Store
 
     configure(task_default_queue="bench-growth")
-    store = get_runtime().store
-    backend = store.engine.dialect.name
-    print(f"store {get_settings().database_url} ({backend}); broker {app.conf.broker_url}")
-    companies = _companies(store, make_company)
+    url = get_settings().database_url
     steps = [s for s in STEPS if s <= args.max]
-    last = steps[-1]
     newest = datetime.now(UTC).replace(microsecond=0) - SPACING  # submits come after
-    fill = Fill(store, companies, newest)
-    measure = Measure(companies, newest, last, args.submits)
-    results: list[dict[str, Any]] = []
-    filled = 0
-    for step in steps:
-        t0 = time.perf_counter()
-        fill.write(filled, step, last)
-        filled = step
-        fill_s = time.perf_counter() - t0
-        if backend == "postgresql":
-            with store.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
-        else:
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA optimize")
-        size = _store_size(store)
-        if not results:  # the first step is the reference: time it warm, as the others
-            for call in (measure.job_logs(), measure.log_details(filled), measure.active_jobs()):
-                _timed(call, 5)
-        p50, p95 = measure.submit_latency(step)
-        _purge(app, "bench-growth")
-        row = {
-            "runs": step,
-            "fill_s": fill_s,
-            "size_mb": size / 1e6,
-            "submit_p50_ms": p50 * 1000,
-            "submit_p95_ms": p95 * 1000,
-            "job_logs_ms": _timed(measure.job_logs(), args.repeat) * 1000,
-            "log_details_ms": _timed(measure.log_details(filled), args.repeat) * 1000,
-            "active_jobs_ms": _timed(measure.active_jobs(), args.repeat) * 1000,
-            "load": os.getloadavg()[0],
-        }
-        results.append(row)
-        _print(row, results[0])
-    if args.plans:
-        _plans(store, {
-            "getJobLogs": measure.job_logs(),
-            "getJobLogDetails": measure.log_details(filled),
-            "getActiveJobs": measure.active_jobs(),
-        })  # fmt: skip
+    growing = Side("growth", get_runtime().store, newest, steps[-1])
+    backend = growing.store.engine.dialect.name
+    ref_url, drop = _reference_url(url, home)
+    try:
+        reference = Side("reference", Store(ref_url), newest, STEPS[0])
+        migrate.prepare(reference.store, "auto")
+        print(f"store {url} ({backend}); reference {ref_url}; broker {app.conf.broker_url}")
+        for side in (growing, reference):
+            side.make_companies()
+        reference.grow(STEPS[0])
+        results: list[dict[str, Any]] = []
+        for step in steps:
+            fill_s = growing.grow(step)
+            row = _measure((growing, reference), step, args.submits, args.repeat)
+            row["fill_s"] = fill_s
+            _purge(app, "bench-growth")
+            results.append(row)
+            _print(row)
+        if args.plans:
+            _plans(growing)
+        growing.use()
+        reference.store.dispose()
+    finally:
+        drop()
     return {"backend": backend, "date": datetime.now(UTC).isoformat(), "steps": results}
 
 
@@ -417,36 +473,24 @@ KEYS = (("submit_p50_ms", "submit p50"), ("submit_p95_ms", "submit p95"),
         ("active_jobs_ms", "getActiveJobs"), ("size_mb", "store MB"))  # fmt: skip
 
 
-def _print(row: dict[str, Any], ref: dict[str, Any]) -> None:
+def _print(row: dict[str, Any]) -> None:
     print(f"\n{row['runs']:>9,} runs (filled in {row['fill_s']:.1f} s, load {row['load']:.2f}):")
     for key, label in KEYS:
         unit = "MB" if key == "size_mb" else "ms"
-        print(f"  {label:<17} {row[key]:9.2f} {unit}   at 1k {ref[key]:8.2f} {unit}   "
-              f"ratio {row[key] / ref[key]:6.2f}")  # fmt: skip
-
-
-def _companies(store: Any, make: Callable[..., tuple[str, list[str]]]) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from jobengine.store.schema import Company, User
-
-    out = []
-    for _ in range(COMPANIES):
-        handle, assets = make(3)
-        with store.read() as session:
-            cid = session.scalar(select(Company.id).where(Company.handle == handle))
-            uid = session.scalar(select(User.id).where(User.email == f"{handle}@example.com"))
-        out.append({"handle": handle, "assets": assets, "id": cid, "user_id": uid})
-    return out
+        ours, ref = row[key], row["ref_" + key]
+        print(f"  {label:<17} {ours:9.2f} {unit}   1k store {ref:8.2f} {unit}   "
+              f"ratio {ours / ref:6.2f}")  # fmt: skip
 
 
 def plot(paths: Iterator[Path]) -> None:
+    """Four panels over the runs in the store: submit() latency, the read operations, each
+    figure's ratio to the 1k store's (the flat line is the goal), the store's size."""
     import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
     styles = {"sqlite": "-o", "postgresql": "--s"}
     for path in sorted(paths):
         data = json.loads(path.read_text())
@@ -455,20 +499,24 @@ def plot(paths: Iterator[Path]) -> None:
         for key, label in KEYS[:5]:
             ax = axes[0] if key.startswith("submit") else axes[1]
             ax.plot(runs, [s[key] for s in steps], style, label=f"{label} ({name})")
-        axes[2].plot(runs, [s["size_mb"] for s in steps], style, label=name)
-    for ax, title, unit in zip(axes, ("submit() latency", "read operations (median)",
-                                      "store size on disk"), ("ms", "ms", "MB"), strict=True):  # fmt: skip
+            axes[2].plot(runs, [s[key] / s["ref_" + key] for s in steps], style,
+                         label=f"{label} ({name})")  # fmt: skip
+        axes[3].plot(runs, [s["size_mb"] for s in steps], style, label=name)
+    titles = ("submit() latency", "read operations (median)", "time / time on the 1k store",
+              "store size on disk")  # fmt: skip
+    for ax, title, unit in zip(axes, titles, ("ms", "ms", "ratio", "MB"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("runs in the store")
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    axes[2].set_yscale("log")
     axes[1].set_yscale("log")
+    axes[2].axhline(1.0, color="black", linewidth=0.8)
+    axes[3].set_yscale("log")
     fig.tight_layout()
     PLOT.parent.mkdir(exist_ok=True)
-    fig.savefig(PLOT, dpi=100)
+    fig.savefig(PLOT, dpi=90)
     print(f"wrote {PLOT}")
 
 
@@ -493,7 +541,7 @@ def main() -> None:
         settings = get_settings()
         started = not settings.redis_url and start_redis(settings)
         try:
-            data = run(args)
+            data = run(args, home)
         finally:
             if started:
                 stop_redis(settings)
