@@ -91,7 +91,8 @@ class Fill:
                 "created_at", "notified_at", "callback_state")  # fmt: skip
     ITEM_COLS = ("id", "run_id", "seq", "key", "state", "attempts", "claimed_by", "result")
     LOG_COLS = ("id", "run_id", "company_id", "log_type", "message", "message_id",
-                "message_args", "asset_name", "asset_type", "asset_handle", "created_at")  # fmt: skip
+                "message_args", "asset_name", "asset_type", "asset_handle",
+                "created_at")  # fmt: skip
 
     def __init__(self, store: Any, companies: list[dict[str, Any]], newest: datetime) -> None:
         self.store = store
@@ -154,15 +155,8 @@ class Fill:
                 t(ended or started), self._flag(False), json.dumps(output), t(created),
                 None, "none" if ended else None,
             ))  # fmt: skip
-            log = out["log_details"]
-
-            def entry(kind: str, text: str, mid: str, args: dict[str, str], at: datetime,
-                      asset: tuple[Any, Any, Any] = (None, None, None)) -> None:  # fmt: skip
-                ids["log_details"] += 1
-                log.append((ids["log_details"], run_id, cid, kind, text, mid, json.dumps(args),
-                            *asset, t(at)))  # fmt: skip
-
-            entry("BeginGet", f"job {name} started", "job {job} started", {"job": name}, started)
+            log = self._logger(out["log_details"], run_id, cid)
+            log("BeginGet", f"job {name} started", "job {job} started", {"job": name}, started)
             for k, handle in enumerate(handles[:done]):
                 ids["run_items"] += 1
                 file = f"img{k}.jpg"
@@ -174,15 +168,27 @@ class Fill:
                 text = f"exported {file}" if ok else f"cannot read {file}: truncated"
                 mid = "exported {files}" if ok else "cannot read {name}: {error}"
                 args = {"files": file} if ok else {"name": file, "error": "truncated"}
-                entry("FileSuccess" if ok else "FileError", text, mid, args, started,
-                      (file, "Image", handle))  # fmt: skip
+                log("FileSuccess" if ok else "FileError", text, mid, args, started,
+                    (file, "Image", handle))  # fmt: skip
             if ended is not None:
-                ok = done - errors
-                entry("EndGet", f"job done: {ok} succeeded, {errors} failed, 0 warnings of {n} "
-                      "file(s)", "job done: {success} succeeded, {errors} failed, {warnings} "
-                      "warnings of {total} file(s)", {"success": str(ok), "errors": str(errors),
-                      "warnings": "0", "total": str(n)}, ended)  # fmt: skip
+                good = done - errors
+                log("EndGet", f"job done: {good} succeeded, {errors} failed, 0 warnings of {n} "
+                    "file(s)", "job done: {success} succeeded, {errors} failed, {warnings} "
+                    "warnings of {total} file(s)", {"success": str(good), "errors": str(errors),
+                    "warnings": "0", "total": str(n)}, ended)  # fmt: skip
         return out
+
+    def _logger(self, rows: list[Row], run_id: int, cid: int) -> Callable[..., None]:
+        """Adds the run's log_details rows to ``rows``."""
+        ids, t = self.ids, self._time
+
+        def log(kind: str, text: str, mid: str, args: dict[str, str], at: datetime,
+                asset: tuple[Any, Any, Any] = (None, None, None)) -> None:  # fmt: skip
+            ids["log_details"] += 1
+            rows.append((ids["log_details"], run_id, cid, kind, text, mid, json.dumps(args),
+                         *asset, t(at)))  # fmt: skip
+
+        return log
 
     def write(self, start: int, stop: int, last: int) -> None:
         # after the rows submit() added in between
