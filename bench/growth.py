@@ -22,9 +22,13 @@ At each step, for the biggest company, as an IPS client would ask:
 * the store's size on disk (SQLite: the file after a WAL checkpoint; PostgreSQL:
   ``pg_database_size``).
 
-The reference is the same measurement at 1k runs, from the same run: each line prints the
-ratio (time at N / time at 1k); flat is the goal. ``--plans`` prints the query plans of the
-operations' statements at the last step. Results go to bench/results/growth-<backend>.json.
+The reference is the same measurement on a second store of the same backend kept at 1k runs
+(SQLite: a file beside the first; PostgreSQL: a database ``<name>_ref``, created and dropped
+here), taken in turns with the growing store's (ten submits, or one read, at a time) so that
+the shared machine's load, which changes, weighs on both alike. Each step prints the ratio
+(time at N / time at 1k); flat is the goal. ``--plans`` prints the query plans of the
+operations' statements at the last step. Results go to bench/results/growth-<backend>.json,
+and the plot of every backend's results to docs/growth.png.
 """
 
 from __future__ import annotations
