@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import CursorResult, String, and_, case, cast, or_, select, update
+from sqlalchemy import CursorResult, String, and_, bindparam, case, cast, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -120,32 +120,45 @@ class ItemClaim:
     busy_until: datetime | None = None
 
 
+# The item steps' statements, built once: building them per call (SQLAlchemy's operator
+# overloading, coercions, the cache key) cost more than running them, and on SQLite it ran while
+# the step held the store's one write lock, which a second worker child then waited for.
+_CLAIM_ITEM = (
+    update(RunItem)
+    .where(
+        RunItem.run_id == bindparam("b_run"),
+        RunItem.seq == bindparam("b_seq"),
+        or_(
+            RunItem.state == ItemState.PENDING,
+            and_(
+                RunItem.state == ItemState.RUNNING,
+                or_(
+                    RunItem.lease_until < bindparam("b_now"), RunItem.claimed_by == bindparam("b_w")
+                ),
+            ),
+        ),
+    )
+    .values(
+        state=ItemState.RUNNING,
+        claimed_by=bindparam("b_w"),
+        lease_until=bindparam("b_until"),
+        attempts=RunItem.attempts + 1,
+    )
+    .execution_options(synchronize_session=False)
+)
+_ITEM = select(RunItem).where(
+    RunItem.run_id == bindparam("b_run"), RunItem.seq == bindparam("b_seq")
+)
+
+
 def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: float) -> ItemClaim:
     """pending -> running for ``worker``; a lapsed lease of a dead worker is taken over, and
     ``worker``'s own claim taken back (after an outage interrupted its step)."""
     now = utcnow()
-    result = session.execute(
-        update(RunItem)
-        .where(
-            RunItem.run_id == run_id,
-            RunItem.seq == seq,
-            or_(
-                RunItem.state == ItemState.PENDING,
-                and_(
-                    RunItem.state == ItemState.RUNNING,
-                    or_(RunItem.lease_until < now, RunItem.claimed_by == worker),
-                ),
-            ),
-        )
-        .values(
-            state=ItemState.RUNNING,
-            claimed_by=worker,
-            lease_until=now + timedelta(seconds=lease),
-            attempts=RunItem.attempts + 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    item = session.scalar(select(RunItem).where(RunItem.run_id == run_id, RunItem.seq == seq))
+    key = {"b_run": run_id, "b_seq": seq}
+    until = now + timedelta(seconds=lease)
+    result = session.execute(_CLAIM_ITEM, {**key, "b_now": now, "b_w": worker, "b_until": until})
+    item = session.scalar(_ITEM, key)
     if item is None:
         return ItemClaim("missing")
     if _rowcount(result) == 1:
@@ -178,6 +191,25 @@ class Counts:
     update: int = 0  # JobLog fileUpdateCount
 
 
+def _complete_item(owned: bool) -> Any:
+    """Item ``b_seq`` of run ``b_run`` to state ``b_final`` with ``b_result``: from pending (no
+    worker), or from running under worker ``b_w``'s claim."""
+    claimed = (
+        and_(RunItem.state == ItemState.RUNNING, RunItem.claimed_by == bindparam("b_w"))
+        if owned
+        else RunItem.state == ItemState.PENDING
+    )
+    return (
+        update(RunItem)
+        .where(RunItem.run_id == bindparam("b_run"), RunItem.seq == bindparam("b_seq"), claimed)
+        .values(state=bindparam("b_final"), result=bindparam("b_result"), lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_COMPLETE_ITEM = {owned: _complete_item(owned) for owned in (False, True)}
+
+
 def complete_item(
     session: Session,
     run_id: int,
@@ -193,48 +225,55 @@ def complete_item(
     Returns ``(finished_items, total_items)`` after counting, so the caller that finishes the
     last item sends the finishing task.
     """
-    cond = [RunItem.run_id == run_id, RunItem.seq == seq]
-    cond.append(
-        RunItem.state == ItemState.PENDING
-        if worker is None
-        else and_(RunItem.state == ItemState.RUNNING, RunItem.claimed_by == worker)
-    )
-    moved = session.execute(
-        update(RunItem)
-        .where(*cond)
-        .values(state=final, result=result or {}, lease_until=None)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"b_run": run_id, "b_seq": seq, "b_final": str(final), "b_result": result or {}}
+    if worker is not None:
+        params["b_w"] = worker
+    moved = session.execute(_COMPLETE_ITEM[worker is not None], params)
     if _rowcount(moved) != 1:
         return None
     return count_finished(session, run_id, counts)
 
 
+_COUNT_FINISHED = (
+    update(Run)
+    .where(Run.id == bindparam("b_run"))
+    .values(
+        finished_items=Run.finished_items + 1,
+        success_count=Run.success_count + bindparam("b_success"),
+        error_count=Run.error_count + bindparam("b_error"),
+        warning_count=Run.warning_count + bindparam("b_warning"),
+        duplicate_count=Run.duplicate_count + bindparam("b_duplicate"),
+        update_count=Run.update_count + bindparam("b_update"),
+        total_size=Run.total_size + bindparam("b_size"),
+        progress=((Run.finished_items + 1) * 100) / Run.total_items,
+        # i18n.PROGRESS_MESSAGE in English (queries render it in the reader's locale)
+        progress_message=cast(Run.finished_items + 1, String)
+        + " of "
+        + cast(Run.total_items, String)
+        + " file(s) processed",
+        last_progress_update=bindparam("b_now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+_FINISHED = select(Run.finished_items, Run.total_items).where(Run.id == bindparam("b_run"))
+
+
 def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, int]:
     """Add one finished item and its counters to the run; returns (finished, total)."""
-    now = utcnow()
     session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(
-            finished_items=Run.finished_items + 1,
-            success_count=Run.success_count + counts.success,
-            error_count=Run.error_count + counts.error,
-            warning_count=Run.warning_count + counts.warning,
-            duplicate_count=Run.duplicate_count + counts.duplicate,
-            update_count=Run.update_count + counts.update,
-            total_size=Run.total_size + counts.size,
-            progress=((Run.finished_items + 1) * 100) / Run.total_items,
-            # i18n.PROGRESS_MESSAGE in English (queries render it in the reader's locale)
-            progress_message=cast(Run.finished_items + 1, String)
-            + " of "
-            + cast(Run.total_items, String)
-            + " file(s) processed",
-            last_progress_update=now,
-        )
-        .execution_options(synchronize_session=False)
+        _COUNT_FINISHED,
+        {
+            "b_run": run_id,
+            "b_success": counts.success,
+            "b_error": counts.error,
+            "b_warning": counts.warning,
+            "b_duplicate": counts.duplicate,
+            "b_update": counts.update,
+            "b_size": counts.size,
+            "b_now": utcnow(),
+        },
     )
-    row = session.execute(select(Run.finished_items, Run.total_items).where(Run.id == run_id)).one()
+    row = session.execute(_FINISHED, {"b_run": run_id}).one()
     return int(row[0]), int(row[1])
 
 
