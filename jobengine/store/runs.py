@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import CursorResult, String, and_, bindparam, case, cast, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -411,11 +422,22 @@ def extend_run_lease(run_id: int, worker: str, lease: float) -> Any:
     )
 
 
+# Log rows go in as they are written, one INSERT each, not through the unit of work at commit
+# (one ORM object flush cost more than the item's other statements, inside the write lock).
+_INSERT_LOG = insert(LogDetail)
+
+
 def write_record(session: Session, run: Run, log_type: str, value: str) -> None:
     """Add one job metadata row to a run (``OriginalJobName``, ``JobClient``...): its
     logMessage is ``value`` itself, data that is never translated."""
-    session.add(
-        LogDetail(run_id=run.id, company_id=run.company_id, log_type=log_type, message=value[:4000])
+    session.execute(
+        _INSERT_LOG,
+        {
+            "run_id": run.id,
+            "company_id": run.company_id,
+            "log_type": log_type,
+            "message": value[:4000],
+        },
     )
 
 
@@ -434,16 +456,17 @@ def write_log(
     the English text they make, e.g. ``write_log(s, run, "ReturnSuccess", "published {path}",
     path=p)``. Arguments (names, paths, exception texts) are never translated."""
     values = message_args(args)
-    session.add(
-        LogDetail(
-            run_id=run.id,
-            company_id=run.company_id,
-            log_type=log_type,
-            message=english(message_id, values)[:4000],
-            message_id=message_id,
-            message_args=values,
-            asset_name=asset_name,
-            asset_type=asset_type,
-            asset_handle=asset_handle,
-        )
+    session.execute(
+        _INSERT_LOG,
+        {
+            "run_id": run.id,
+            "company_id": run.company_id,
+            "log_type": log_type,
+            "message": english(message_id, values)[:4000],
+            "message_id": message_id,
+            "message_args": values,
+            "asset_name": asset_name,
+            "asset_type": asset_type,
+            "asset_handle": asset_handle,
+        },
     )
