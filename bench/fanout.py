@@ -73,17 +73,35 @@ def _wait(run_id: int, proc: subprocess.Popen[bytes], log: Path, timeout: float)
         raise RuntimeError(f"run {run_id} ended {state}")
 
 
-def timed(request: dict[str, Any], warm: dict[str, Any], concurrency: int, home: Path) -> float:
-    """Seconds from submit() to Done of ``request`` on a worker of ``concurrency`` children."""
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        proc = stack.pop()
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            for task in Path(f"/proc/{proc}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def timed(
+    request: dict[str, Any], warm: dict[str, Any], concurrency: int, home: Path
+) -> tuple[float, float]:
+    """Seconds from submit() to Done of ``request`` on a worker of ``concurrency`` children,
+    and the CPU seconds the worker's processes used meanwhile."""
     log = home / f"worker-c{concurrency}-{time.monotonic_ns()}.log"
     argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning"]
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait(_submit(warm), proc, log, 120)  # the worker is up and its children warm
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _tree_cpu(proc.pid)
         _wait(_submit(request), proc, log, 900)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _tree_cpu(proc.pid) - cpu
     finally:
         _stop(proc)
 
@@ -94,6 +112,7 @@ def run(n: int, rounds: int, cases: list[str], home: Path) -> None:
     company, assets = make_company(n)
     print(f"{n} assets of {company}")
     results: dict[str, dict[int, list[float]]] = {c: {1: [], 2: []} for c in cases}
+    cpus: dict[str, dict[int, list[float]]] = {c: {1: [], 2: []} for c in cases}
     for r in range(rounds):
         for case in cases:
             fields = CASES[case]
@@ -103,13 +122,20 @@ def run(n: int, rounds: int, cases: list[str], home: Path) -> None:
                 request["exportJob"].update(fields)
                 warm = export_request(company, assets[:1], f"Warm {tag}")
                 warm["exportJob"].update(fields)
-                results[case][concurrency].append(timed(request, warm, concurrency, home))
+                wall, cpu = timed(request, warm, concurrency, home)
+                results[case][concurrency].append(wall)
+                cpus[case][concurrency].append(cpu)
             one, two = results[case][1][-1], results[case][2][-1]
+            busy1, busy2 = cpus[case][1][-1] / one, cpus[case][2][-1] / two
             print(f"round {r + 1} {case:<8} 1 child {one:6.2f} s   2 children {two:6.2f} s   "
-                  f"speed-up {one / two:.2f}x   (load {os.getloadavg()[0]:.2f})")  # fmt: skip
+                  f"speed-up {one / two:.2f}x   (worker CPU / wall: {busy1:.2f} and "
+                  f"{busy2:.2f} cores; load {os.getloadavg()[0]:.2f})")  # fmt: skip
     print("\nmedians")
     for case in cases:
         one, two = (statistics.median(results[case][c]) for c in (1, 2))
+        per_item = [statistics.median(cpus[case][c]) / n * 1000 for c in (1, 2)]
+        print(f"  {case:<8} worker CPU per item: 1 child {per_item[0]:.1f} ms, 2 children "
+              f"{per_item[1]:.1f} ms")  # fmt: skip
         print(f"  {case:<8} 1 child {one:6.2f} s ({n / one:5.1f} items/s)   2 children "
               f"{two:6.2f} s ({n / two:5.1f} items/s)   speed-up {one / two:.2f}x "
               "(ideal 2.0, target >= 1.8)")  # fmt: skip
