@@ -523,6 +523,8 @@ def plot(paths: Iterator[Path]) -> None:
         ax.legend(fontsize=7)
     axes[1].set_yscale("log")
     axes[2].axhline(1.0, color="black", linewidth=0.8)
+    axes[2].set_ylim(0, 2.5)  # on the scale of the question: flat at 1, or growing
+    axes[2].legend(fontsize=6, loc="upper left", ncol=2)
     axes[3].set_yscale("log")
     fig.tight_layout()
     PLOT.parent.mkdir(exist_ok=True)
