@@ -73,12 +73,19 @@ serve: setup  ## the IPS SOAP + JSON web service on http://127.0.0.1:8080
 flower: setup  ## Flower on http://127.0.0.1:5555
 	$(VENV)/bin/jobengine flower
 
+# bench/growth.py fills a store to GROWTH_MAX runs (1M: about a quarter of an hour on 2 cores;
+# `make bench GROWTH_MAX=100000` for a quick run); BENCH_DATABASE_URL picks PostgreSQL.
+GROWTH_MAX ?= 1000000
+
 bench: setup  ## benchmarks (print ratios; see BENCHMARKS.md)
 	$(PY) -m pip install -q --group bench
 	$(PY) bench/submit.py
 	$(PY) bench/bulk.py
 	$(PY) bench/e2e.py
+	$(PY) bench/beat.py
 	$(PY) bench/convert.py
+	$(PY) bench/growth.py --max $(GROWTH_MAX)
+	$(PY) bench/fanout.py
 
 clean:  ## remove the venv and local data (after stopping a dockerd we started: its PID is in var/)
 	@bash docker/local/engine.sh down

@@ -195,7 +195,7 @@ def load_pyvips() -> Any:
     """pyvips with one thread per operation and no operation cache, or None if not installed."""
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
     try:
-        import pyvips  # type: ignore[import-not-found, unused-ignore]
+        import pyvips  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except (ImportError, OSError):
         return None
     pyvips.cache_set_max(0)

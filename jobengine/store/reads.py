@@ -73,11 +73,16 @@ def runs_with_jobs(
     session: Session, where: RunFilter, states: Sequence[RunState] | None = None
 ) -> list[RunRow]:
     """The runs ``where`` selects (in ``states``, if given), oldest first, each with its job and
-    company."""
+    company.
+
+    Sorted here, not by the database: they are few (a company's runs in progress, a job's
+    runs), and SQLite's planner, asked for them in id order, would rather read every run in
+    that order than sort the few that ``ix_runs_company_state`` finds."""
     query = _runs(where)
     if states is not None:
         query = query.where(Run.state.in_(states))
-    return [(run, job, company) for run, job, company in session.execute(query.order_by(Run.id))]
+    rows = [(run, job, company) for run, job, company in session.execute(query)]
+    return sorted(rows, key=lambda row: row[0].id)
 
 
 def job_log_runs(
@@ -155,10 +160,19 @@ def pending_items(session: Session, run_id: int) -> list[tuple[int, str]]:
 
 
 def submitter_email(session: Session, job: Job) -> str:
-    """The e-mail of the user who submitted the job (else it runs as), "" if none."""
+    """The e-mail of the user who submitted the job (else it runs as), "" if none.
+
+    Remembered for the session (one read transaction): a listing of a hundred runs of one
+    submitter reads the user once, not once a row (the session's identity map holds a user
+    only while something refers to it)."""
     user_id = job.submit_user_id or job.run_as_user_id
-    user = session.get(User, user_id) if user_id else None
-    return user.email if user else ""
+    if not user_id:
+        return ""
+    known: dict[int, str] = session.info.setdefault("submitter_emails", {})
+    if user_id not in known:
+        user = session.get(User, user_id)
+        known[user_id] = user.email if user else ""
+    return known[user_id]
 
 
 def log_detail_page(

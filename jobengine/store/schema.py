@@ -231,6 +231,10 @@ class Run(Base):
         UniqueConstraint("company_id", "run_name"),
         UniqueConstraint("job_id", "fire_key"),
         Index("ix_runs_state", "state"),
+        # getJobLogs (a company's latest runs) and getActiveJobs (its runs in progress) on a big
+        # store: migration 0004
+        Index("ix_runs_company_started", "company_id", "started_at", "id"),
+        Index("ix_runs_company_state", "company_id", "state"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
