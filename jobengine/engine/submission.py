@@ -44,7 +44,7 @@ from jobengine.errors import (
 )
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import check_request, kind_for
-from jobengine.kinds.base import SubmitReads
+from jobengine.kinds.base import JobKindHandler, SubmitReads
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
@@ -292,6 +292,25 @@ _SET_HANDLES = (
 )
 
 
+def _batch_reads(
+    conn: Connection,
+    actors: Sequence[Actor],
+    kinds: Sequence[JobKindHandler[Any]],
+    jobs: Sequence[Any],
+) -> dict[int, SubmitReads]:
+    """One SubmitReads per company of a batch, with the assets its requests name looked up at
+    once (a statement per thousand handles instead of one per request)."""
+    reads: dict[int, SubmitReads] = {}
+    for who, kind, job in zip(actors, kinds, jobs, strict=True):
+        company = reads.get(who.company_id)
+        if company is None:
+            company = reads[who.company_id] = SubmitReads(conn, who)
+        company.want(kind.asset_handles(job))
+    for company in reads.values():
+        company.prefetch()
+    return reads
+
+
 def _record_many(
     conn: Connection,
     runtime: Runtime,
@@ -320,8 +339,10 @@ def _record_many(
     )
     job_kinds = [req.kind for req in reqs]  # (it looks through every job type: once a request)
     kinds = [kind_for(job_kind.element) for job_kind in job_kinds]
-    for req, who, job_kind, kind in zip(reqs, actors, job_kinds, kinds, strict=True):
-        check_request(SubmitReads(conn, who), kind, getattr(req, job_kind.attribute))
+    jobs = [getattr(req, job_kind.attribute) for req, job_kind in zip(reqs, job_kinds, strict=True)]
+    reads = _batch_reads(conn, actors, kinds, jobs)
+    for req, who, kind, job in zip(reqs, actors, kinds, jobs, strict=True):
+        check_request(reads[who.company_id], kind, job)
         timing = _timing(req, settings, now)
         name = (who.company_id, req.job_name)
         taken = duplicate or name in claimed or name in held

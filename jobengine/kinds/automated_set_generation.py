@@ -134,6 +134,9 @@ class AutomatedSetGenerationKind(JobKindHandler[AutomatedSetGenerationJob]):
         }
     )
 
+    def asset_handles(self, job: AutomatedSetGenerationJob) -> list[str]:
+        return unique_handles(job.asset_handle_array)
+
     def check(self, reads: SubmitReads, job: AutomatedSetGenerationJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         _dest_folder(job)

@@ -46,7 +46,6 @@ __all__ = [
     "SubmitReads",
     "asset_gone",
     "asset_in_folder",
-    "check_asset_handles",
     "find_assets",
     "io_failure",
     "unique_handles",
@@ -247,27 +246,6 @@ def unique_handles(handles: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys(str(h) for h in handles))
 
 
-def check_asset_handles(
-    db: Connection, company_id: int, handles: list[str], path: str, *, asset_type: str | None = None
-) -> None:
-    """Submit-time: every handle names an asset of the company (of ``asset_type`` if given)."""
-    if len(handles) > MAX_HANDLES:
-        raise LimitExceeded(
-            f"{path} holds {len(handles)} assets; at most {MAX_HANDLES} are allowed", field=path
-        )
-    found = find_assets(db, handles)
-    for handle in handles:
-        owner = found.get(handle)
-        if owner is None:
-            raise InvalidParameter(f"unknown assetHandle {handle!r}", field=path)
-        if owner.company_id != company_id:
-            raise IllegalCompany(f"asset {handle!r} belongs to another company", field=path)
-        if asset_type is not None and owner.type != asset_type:
-            raise InvalidParameter(
-                f"asset {handle!r} is of type {owner.type}, not {asset_type}", field=path
-            )
-
-
 _PRESET_OWNERS = select(SetPreset.id, SetPreset.company_id).where(
     SetPreset.id.in_(bindparam("ids", expanding=True))
 )
@@ -276,24 +254,65 @@ _PRESET_OWNERS = select(SetPreset.id, SetPreset.company_id).where(
 class SubmitReads:
     """What a kind's submit checks may read of the catalog: the submitting company, its assets
     and its presets, in the submit's own transaction (Core statements on its connection: the
-    hot path). A check reads nothing else and writes nothing."""
+    hot path). A check reads nothing else and writes nothing.
 
-    __slots__ = ("_db", "company_handle", "company_id")
+    A batch (``submit_many``) shares one per company and looks the assets of all its requests
+    up at once (:meth:`prefetch`); a check then finds its assets without a statement of its own.
+    """
+
+    __slots__ = ("_db", "_found", "_looked_up", "_wanted", "company_handle", "company_id")
 
     def __init__(self, db: Connection, actor: Actor) -> None:
         self._db = db
         self.company_id = actor.company_id
         self.company_handle = actor.company_handle  # as stored
+        self._found: dict[str, AssetRow] = {}
+        self._looked_up: set[str] = set()  # handles looked up already, found or not
+        self._wanted: dict[str, None] = {}  # handles to look up at the next prefetch, in order
+
+    def want(self, handles: Iterable[str]) -> None:
+        """Note handles for :meth:`prefetch` (a batch gathers those of all its requests)."""
+        self._wanted.update(dict.fromkeys(handles))
+
+    def prefetch(self, handles: Iterable[str] = ()) -> None:
+        """Look up the handles wanted and these now, in statements of up to ``MAX_HANDLES``."""
+        self.want(handles)
+        wanted = [h for h in self._wanted if h not in self._looked_up]
+        self._wanted = {}
+        for i in range(0, len(wanted), MAX_HANDLES):
+            chunk = wanted[i : i + MAX_HANDLES]
+            self._found.update(find_assets(self._db, chunk))
+            self._looked_up.update(chunk)
 
     def assets(self, handles: list[str]) -> dict[str, AssetRow]:
         """The assets these handles name (any company's), by handle."""
-        return find_assets(self._db, handles)
+        missing = [h for h in handles if h not in self._looked_up]
+        if missing:
+            if len(missing) == len(handles):  # nothing prefetched: the one-request hot path
+                return find_assets(self._db, handles)
+            self.prefetch(missing)
+        return {h: self._found[h] for h in handles if h in self._found}
 
     def check_handles(
         self, handles: list[str], path: str, *, asset_type: str | None = None
     ) -> None:
         """Every handle names an asset of the company (of ``asset_type`` if given)."""
-        check_asset_handles(self._db, self.company_id, handles, path, asset_type=asset_type)
+        if len(handles) > MAX_HANDLES:
+            raise LimitExceeded(
+                f"{path} holds {len(handles)} assets; at most {MAX_HANDLES} are allowed",
+                field=path,
+            )
+        found = self.assets(handles)
+        for handle in handles:
+            owner = found.get(handle)
+            if owner is None:
+                raise InvalidParameter(f"unknown assetHandle {handle!r}", field=path)
+            if owner.company_id != self.company_id:
+                raise IllegalCompany(f"asset {handle!r} belongs to another company", field=path)
+            if asset_type is not None and owner.type != asset_type:
+                raise InvalidParameter(
+                    f"asset {handle!r} is of type {owner.type}, not {asset_type}", field=path
+                )
 
     def image_presets(self) -> dict[str, str]:
         """The company's own image presets (name -> definition)."""
@@ -378,6 +397,11 @@ class JobKindHandler(Generic[P]):
     def check(self, reads: SubmitReads, job: P) -> None:
         """Submit-time checks of a request that need the catalog (handles exist, limits), read
         through ``reads``. Raise IpsFault."""
+
+    def asset_handles(self, job: P) -> list[str]:
+        """The asset handles a request names, looked up for a whole batch at once before the
+        batch's checks run (:meth:`SubmitReads.prefetch`); none by default."""
+        return []
 
     def plan(self, ctx: RunContext[P]) -> list[PlannedItem]:
         """The items of a run, in order; log rows (``ctx.log``) for anything skipped. Its

@@ -57,6 +57,9 @@ class ExportKind(JobKindHandler[ExportJob]):
     end_log = "EndGet"
     plans_from_request = True  # the asset handles of the request, in order
 
+    def asset_handles(self, job: ExportJob) -> list[str]:
+        return unique_handles(job.asset_handle_array)
+
     def check(self, reads: SubmitReads, job: ExportJob) -> None:
         if str(job.fmt) == "convert":  # bad modifiers or presets fail the submit, with the token
             _image_request(reads.image_presets(), job)

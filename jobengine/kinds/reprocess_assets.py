@@ -56,6 +56,9 @@ class ReprocessAssetsKind(JobKindHandler[ReprocessAssetsJob]):
         }
     )
 
+    def asset_handles(self, job: ReprocessAssetsJob) -> list[str]:
+        return unique_handles(job.asset_handle_array)
+
     def check(self, reads: SubmitReads, job: ReprocessAssetsJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         check_pdf_options(self.element, job.pdf_options)

@@ -270,6 +270,9 @@ class RipPdfsKind(JobKindHandler[RipPdfsJob]):
     end_log = "EndUpload"  # IPS has no EndPdfRip: a rip ends as the upload it belongs to
     honoured: Collection[str] = frozenset({"pdf_handle_array", "pdf_options", "email_setting"})
 
+    def asset_handles(self, job: RipPdfsJob) -> list[str]:
+        return unique_handles(job.pdf_handle_array)
+
     def check(self, reads: SubmitReads, job: RipPdfsJob) -> None:
         refuse_unsupported(self.element, job, self.honoured)
         check_pdf_options(self.element, job.pdf_options)

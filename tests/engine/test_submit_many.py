@@ -8,14 +8,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
-from jobengine import submit, submit_many
+from jobengine import errors, submit, submit_many
 from jobengine.embedded import redis_client
+from jobengine.kinds import base
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.schema import Job, Run
-from tests.support.helpers import export_request, make_company
+from tests.support.helpers import export_request, make_company, reprocess_request
 
 Queue = tuple[dict[str, str], str]
 
@@ -137,3 +139,36 @@ def test_names_held_by_live_jobs_stay_theirs_and_ended_holders_hand_them_on(
         old = session.scalar(select(Job).where(Job.handle == ended).order_by(Job.id))
         assert old is not None and old.live_key is None  # released to the new job
     redis_client(get_settings()).delete(queue)
+
+
+def test_a_batch_looks_its_assets_up_at_once_and_faults_as_one_by_one(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The assets of a batch's requests are looked up in one statement per company (not one
+    per request); a bad handle in it is the same fault as submitted alone, at its position."""
+    company, assets = make_company(6)
+    _, [theirs] = make_company(1)
+    lookups: list[list[str]] = []
+    real = base.find_assets
+
+    def counted(db: Any, handles: list[str]) -> Any:
+        lookups.append(list(handles))
+        return real(db, handles)
+
+    monkeypatch.setattr(base, "find_assets", counted)
+    requests = [export_request(company, [a], f"Batch {n}") for n, a in enumerate(assets)]
+    requests.append(reprocess_request(company, assets[:2], "Batch Reprocess"))
+    assert len(submit_many(requests)) == 7
+    assert lookups == [assets]  # one statement, every handle once, in order
+    for bad, fault in (("a|0|1|999999", errors.InvalidParameter), (theirs, errors.IllegalCompany)):
+        lookups.clear()
+        batch = [
+            export_request(company, [assets[0]], "Fine"),
+            export_request(company, [bad], "Bad"),
+        ]
+        with pytest.raises(fault) as caught:
+            submit_many(batch)
+        with pytest.raises(fault) as single:
+            submit(export_request(company, [bad], "Bad alone"))
+        assert caught.value.code == single.value.code
+        assert single.value.reason in caught.value.reason
