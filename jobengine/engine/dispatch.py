@@ -174,19 +174,32 @@ def send_starts(messages: Sequence[StartMessage]) -> None:
         TaskCall(f"jobengine.{m.slug}.start", m.task_id, {"run_id": m.run_id, **m.labels}, m.eta)
         for m in messages
     ]
-    sender = _redis_sender()
-    if sender is not None:
-        try:
-            sender.send(calls)
-            _BREAKER.up()
-            return
-        except Unsupported:
-            pass
-        except Exception as exc:  # the client's own errors: try again the slow, retrying way
-            logger.info("pipelined publish failed (%s); sending one by one with retries", exc)
+    if _send_pipelined(calls):
+        return
     with producer() as via:
         for call in calls:
             _send(call.name, call.task_id, call.kwargs, call.eta, via)
+
+
+def _send_pipelined(calls: list[TaskCall], batch: int | None = None) -> bool:
+    """Send ``calls`` through the process's pipelined Redis sender, ``batch`` a round trip (all
+    in one by default); False when there is none, it does not cover them or its client failed:
+    the caller then sends them the slow, retrying way (a copy of a message already sent is a
+    no-op for the run-once guards)."""
+    sender = _redis_sender()
+    if sender is None:
+        return False
+    step = batch or len(calls)
+    try:
+        for start in range(0, len(calls), step):
+            sender.send(calls[start : start + step])
+    except Unsupported:
+        return False
+    except Exception as exc:  # the client's own errors
+        logger.info("pipelined publish failed (%s); sending the slow, retrying way", exc)
+        return False
+    _BREAKER.up()
+    return True
 
 
 _SENDER: list[RedisSender | None] = []
@@ -241,23 +254,12 @@ def send_items(
         return
     name = f"jobengine.{slug}.item"
     _BREAKER.check()
-    sender = _redis_sender()
-    if sender is not None:
-        calls = [
-            TaskCall(
-                name, f"{task_id}-{seq}", {"run_id": run_id, "seq": seq, "item": key, **labels}
-            )
-            for seq, key in items
-        ]
-        try:
-            for start in range(0, len(calls), ITEM_BATCH):
-                sender.send(calls[start : start + ITEM_BATCH])
-            _BREAKER.up()
-            return
-        except Unsupported:
-            pass
-        except Exception as exc:  # the client's own errors: try again the slow, retrying way
-            logger.info("pipelined item publish failed (%s); sending as a group", exc)
+    calls = [
+        TaskCall(name, f"{task_id}-{seq}", {"run_id": run_id, "seq": seq, "item": key, **labels})
+        for seq, key in items
+    ]
+    if _send_pipelined(calls, ITEM_BATCH):
+        return
     _send_group(name, run_id, task_id, items, labels)
 
 

@@ -36,7 +36,7 @@ from jobengine.engine.heartbeat import Heartbeat
 from jobengine.errors import RunStopped, Unavailable, log_reason
 from jobengine.i18n import LogMessage, progress_message
 from jobengine.kinds import JobKindHandler, kind_for
-from jobengine.kinds.base import AssetRef, ItemOutcome, PlannedItem, RunContext
+from jobengine.kinds.base import AssetRef, ItemOutcome, LogRow, PlannedItem, RunContext
 from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
@@ -359,7 +359,7 @@ def _work_item(
     with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
         outcome = _process(loaded, key)
     done = _Done(worker, outcome, send_finish, finish_here)
-    return _complete(runtime, loaded, seq, done)
+    return _complete(runtime, loaded, (seq, key), done)
 
 
 def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
@@ -399,7 +399,8 @@ def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemState]:
     return counts, ItemState.FAILED if outcome.status == "error" else ItemState.DONE
 
 
-def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemStep:
+def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done) -> ItemStep:
+    seq, key = item
     outcome, worker = done.outcome, done.worker
     counts, final = _tally(outcome)
     result_data = outcome.result if outcome is not None else None
@@ -415,7 +416,7 @@ def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemS
             loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
             return ItemStep("duplicate")
         _write_rows(session, loaded)
-        _log_outcome(session, loaded, seq, outcome)
+        _log_outcome(session, loaded, key, outcome)
         last = result[0] >= result[1]
         lease = runtime.settings.lease_seconds
         inline = done.finish_here and last
@@ -429,25 +430,13 @@ def _complete(runtime: Runtime, loaded: _Loaded, seq: int, done: _Done) -> ItemS
     return ItemStep(status, None, progress, finished, total, finish_claimed=claimed)
 
 
-def _log_outcome(session: Session, loaded: _Loaded, seq: int, outcome: ItemOutcome | None) -> None:
+def _log_outcome(session: Session, loaded: _Loaded, key: str, outcome: ItemOutcome | None) -> None:
     """The item's job log row: its outcome, or that the stop ended it while it worked."""
     if outcome is None:
-        item = session.scalar(
-            select(RunItem.key).where(RunItem.run_id == loaded.run.id, RunItem.seq == seq)
-        )
-        write_log(session, loaded.run, "FileCancel", "{item} cancelled: job stopped",
-                  item=item if item is not None else seq)  # fmt: skip
+        write_log(session, loaded.run, "FileCancel", "{item} cancelled: job stopped", item=key)
         return
-    write_log(
-        session,
-        loaded.run,  # its id and company: read when the step began, never changed
-        outcome.log_type,
-        outcome.message_id,
-        asset_name=outcome.asset.name,
-        asset_type=outcome.asset.type,
-        asset_handle=outcome.asset.handle,
-        **outcome.args,
-    )
+    row = LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args)
+    row.write(session, loaded.run)  # its id and company: read when the step began, never changed
 
 
 def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool]:

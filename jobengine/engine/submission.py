@@ -173,9 +173,13 @@ def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
     if holder is None:
         return False
     job_id, trigger_state = holder
-    if trigger_state in LIVE_TRIGGERS:
-        return True
-    if _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None:
+    return _still_holds(conn, int(job_id), str(trigger_state))
+
+
+def _still_holds(conn: Connection, job_id: int, trigger_state: str) -> bool:
+    """Whether the job holding a name still holds it: a live trigger or an active run; an ended
+    holder hands the name on (released here)."""
+    if trigger_state in LIVE_TRIGGERS or _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None:
         return True
     _RELEASE_NAME.execute(conn, {"job": job_id})
     return False
@@ -235,12 +239,8 @@ def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int
                 )
             ).all()
             for job_id, name, trigger_state in holders:  # rare in a bulk submission
-                if trigger_state in LIVE_TRIGGERS or (
-                    _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None
-                ):
+                if _still_holds(conn, int(job_id), str(trigger_state)):
                     taken.add((company_id, str(name)))
-                else:
-                    _RELEASE_NAME.execute(conn, {"job": job_id})
     return taken
 
 
