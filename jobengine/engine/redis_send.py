@@ -31,18 +31,31 @@ Celery. Templates are not used (Celery builds every message) inside a worker tas
 would set parent ids and the parent's trail), while anything listens to the publish signals, for
 a router that may look at the arguments (a function rather than a mapping), or for task protocol
 1. ``tests/engine/test_hot_path.py`` compares templated messages with Celery's for the same calls.
+
+**Text templates and one command per queue.** A template also keeps its task message as the
+text kombu pushes (:class:`_Text`): the envelope's JSON with slots for what differs per call,
+and the body's JSON as a fixed head and tail around the call's kwargs. A message is then a
+``str.format`` and a base64, instead of kombu's copying and two ``json.dumps`` of the whole
+envelope (one for the body, one for the envelope). A text is kept only if rendering the call it
+was learned from gives kombu's text back byte for byte. A batch's messages go as one ``LPUSH``
+per queue, and their ``task-sent`` events as one ``PUBLISH`` of a list (``task.multi``), as
+Celery's event dispatcher sends a buffered group and its ``EventReceiver`` (Flower) reads it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
 import os
+import re
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from celery import signals
@@ -51,6 +64,7 @@ from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
 from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
+from kombu.utils.json import JSONEncoder
 from kombu.utils.json import dumps as json_dumps
 
 __all__ = ["RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
@@ -109,6 +123,98 @@ def kwargs_repr(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> s
     return text
 
 
+# A slot of a text template: a JSON string holding "\x00<name>\x00" (json escapes the NULs).
+_SLOT = re.compile(r'"\\u0000(\w+)\\u0000"')
+_TEXT_SLOTS = frozenset({"task_id", "eta", "kwargsrepr", "reply_to", "body", "tag"})
+_KWARGS_JSON = JSONEncoder().encode  # what kombu's json.dumps(kwargs) calls
+
+
+def _slot(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+def _token(value: str | None) -> str:
+    """A value as json writes it in kombu's envelope (ASCII-escaped string, or null)."""
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """One kind's task message as the text kombu's Redis transport pushes, with the parts that
+    differ per call left as slots: the task id (``id``, ``root_id``, ``correlation_id``), the
+    ETA, ``kwargsrepr``, ``reply_to``, the delivery tag and the base64 body, whose JSON is the
+    call's kwargs between a fixed head and tail. Rendering one is a ``str.format`` and a base64
+    of the body, instead of two ``json.dumps`` of the whole envelope and kombu's copying.
+
+    Learned from a message kombu's path built (:meth:`learn`), and kept only if rendering that
+    same call gives back kombu's text byte for byte.
+    """
+
+    key: str  # the queue (kombu's LPUSH key)
+    form: str  # the envelope's text, slots as ``{name}`` (the text's braces doubled)
+    body_head: str
+    body_tail: str
+
+    @classmethod
+    def learn(
+        cls, key: str, message: dict[str, Any], body: tuple[Any, ...], call: TaskCall
+    ) -> _Text | None:
+        """The text template of ``message`` (kombu's envelope for ``call``, its body already
+        encoded), or None when it is not one a template reproduces exactly."""
+        properties = message["properties"]
+        if (
+            properties.get("body_encoding") != "base64"
+            or message.get("content-type") != "application/json"
+            or message.get("content-encoding") != "utf-8"
+        ):
+            return None
+        marked_body = str(json_dumps((body[0], _slot("kwargs"), body[2])))  # type: ignore[no-untyped-call]
+        head, sep, tail = marked_body.partition('"\\u0000kwargs\\u0000"')
+        if not sep:
+            return None
+        marked = dict(message, body=_slot("body"))
+        marked["headers"] = dict(
+            message["headers"],
+            id=_slot("task_id"),
+            root_id=_slot("task_id"),
+            eta=_slot("eta"),
+            kwargsrepr=_slot("kwargsrepr"),
+        )
+        marked["properties"] = dict(
+            properties,
+            correlation_id=_slot("task_id"),
+            reply_to=_slot("reply_to"),
+            delivery_tag=_slot("tag"),
+        )
+        pieces = _SLOT.split(_json(marked).replace("{", "{{").replace("}", "}}"))
+        if not set(pieces[1::2]) <= _TEXT_SLOTS:
+            return None
+        form = "".join(p if n % 2 == 0 else "{" + p + "}" for n, p in enumerate(pieces))
+        text = cls(key, form, head, tail)
+        headers = message["headers"]
+        again = text.render(
+            call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=str(headers["kwargsrepr"]),
+            eta=headers["eta"], reply_to=str(properties["reply_to"]),
+            tag=str(properties["delivery_tag"]),
+        )  # fmt: skip
+        return text if again == _json(message) else None
+
+    def render(
+        self, task_id: str, kwargs_json: str, *, kwargsrepr: str, eta: str | None, reply_to: str,
+        tag: str,
+    ) -> str:  # fmt: skip
+        """The payload of one call."""
+        body = (self.body_head + kwargs_json + self.body_tail).encode()
+        return self.form.format(
+            task_id=_token(task_id),
+            eta=_token(eta),
+            kwargsrepr=_token(kwargsrepr),
+            reply_to=_token(reply_to),
+            tag=_token(tag),
+            body='"' + base64.b64encode(body).decode() + '"',
+        )
+
+
 _Publish = tuple[Any, dict[str, Any]]  # what Celery hands Producer.publish: body, keywords
 
 
@@ -122,6 +228,8 @@ class _Template:
     event_kw: dict[str, Any] | None
     kwargsrepr_maxsize: int
     repr_maxlevels: int
+    text: _Text | None = None  # the task message's payload as text, when it could be learned
+    event_group: str = ""  # events published with the same options go out together
 
     @classmethod
     def learn(cls, app: Any, call: TaskCall, published: list[_Publish]) -> _Template | None:
@@ -190,19 +298,25 @@ class _Template:
         kw = dict(self.task_kw)
         kw.update(headers=headers, correlation_id=task_id, reply_to=reply_to)
         out: list[_Publish] = [((self.task_body[0], call.kwargs, self.task_body[2]), kw)]
-        if self.event_body is not None and self.event_kw is not None:
-            event = dict(self.event_body)
-            event.update(
-                clock=app.clock.forward(),
-                utcoffset=offset,
-                uuid=task_id,
-                root_id=task_id,
-                kwargs=kwargsrepr,
-                eta=eta,
-                timestamp=time.time(),
-            )
-            out.append((event, self.event_kw))
+        if self.event_kw is not None:
+            out.append((self.event(app, call, offset, kwargsrepr, eta), self.event_kw))
         return out
+
+    def event(
+        self, app: Any, call: TaskCall, offset: float, kwargsrepr: str, eta: str | None
+    ) -> dict[str, Any]:
+        """The fields of ``call``'s ``task-sent`` event, as Celery's dispatcher makes them."""
+        event = dict(self.event_body or ())
+        event.update(
+            clock=app.clock.forward(),
+            utcoffset=offset,
+            uuid=call.task_id,
+            root_id=call.task_id,
+            kwargs=kwargsrepr,
+            eta=eta,
+            timestamp=time.time(),
+        )
+        return event
 
 
 class RedisSender:
@@ -251,32 +365,100 @@ class RedisSender:
                 conn.release()
 
     def send(self, calls: Sequence[TaskCall]) -> None:
-        """Send the calls in one pipeline. Unsupported: nothing was sent, use kombu's path."""
+        """Send the calls in one pipeline. Unsupported: nothing was sent, use kombu's path.
+
+        The messages of a queue go as one ``LPUSH`` of them all (in order: the first is
+        consumed first, as with one ``LPUSH`` each), and the calls' ``task-sent`` events as one
+        publish: a list of events under the routing key ``task.multi``, as Celery's event
+        dispatcher sends a buffered group (``buffer_group``; a worker sends its task events so)
+        and as Celery's ``EventReceiver``, hence Flower, reads them. A lone event goes as
+        Celery sends it (``task.sent``).
+        """
         channel, client = self._channel_and_client()
-        commands: list[tuple[str, str, str]] = []
+        pushes: dict[str, list[str]] = {}
+        events: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         templating = self._templating()
         reply_to, offset = (self._app.thread_oid, utcoffset()) if templating else ("", 0.0)
         for call in calls:
             kind = (call.name, call.eta is None)
             template = self._templates.get(kind) if templating else None
+            if template is not None and template.text is not None:
+                text = template.text
+                eta = call.eta.isoformat() if call.eta else None
+                kwargsrepr = kwargs_repr(
+                    call.kwargs, template.kwargsrepr_maxsize, template.repr_maxlevels
+                )
+                payload = text.render(
+                    call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=kwargsrepr, eta=eta,
+                    reply_to=reply_to, tag=str(uuid.uuid4()),
+                )  # fmt: skip
+                pushes.setdefault(text.key, []).append(payload)
+                if template.event_kw is not None:
+                    event = template.event(self._app, call, offset, kwargsrepr, eta)
+                    self._group_event(events, event, template.event_kw, template.event_group)
+                continue
             if template is not None:
                 published = template.fill(self._app, call, reply_to, offset)
             else:
                 published = self._celery_built(call)
                 if templating and kind not in self._templates:
-                    self._templates[kind] = _Template.learn(self._app, call, published)
-            commands.extend(self._command(channel, body, kw) for body, kw in published)
+                    self._templates[kind] = self._learn(channel, call, published)
+            for body, kw in published:
+                if _exchange_of(kw) == self._event_exchange:
+                    self._group_event(events, body, kw, _event_group(kw))
+                    continue
+                _, key, payload = self._command(channel, body, kw)
+                pushes.setdefault(key, []).append(payload)
+        publishes = [self._event_command(channel, kw, group) for kw, group in events.values()]
         pipe = client.pipeline(transaction=False)
-        for verb, key, payload in commands:
-            if verb == "lpush":
-                pipe.lpush(key, payload)
-            else:
-                pipe.publish(key, payload)
+        for key, payloads in pushes.items():
+            pipe.lpush(key, *payloads)
+        for topic, payload in publishes:
+            pipe.publish(topic, payload)
         try:
             pipe.execute()
         except Exception:
             self.reset()
             raise
+
+    @staticmethod
+    def _group_event(
+        events: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+        fields: Any,
+        kw: dict[str, Any],
+        group: str,
+    ) -> None:
+        if not isinstance(fields, dict):
+            raise Unsupported("an event that is not a dict of fields")
+        events.setdefault(group, (kw, []))[1].append(fields)
+
+    def _event_command(
+        self, channel: Any, kw: dict[str, Any], events: list[dict[str, Any]]
+    ) -> tuple[str, str]:
+        """The publish of a group of events: a lone one as Celery sends it, several as one
+        list under ``<group>.multi`` (Celery's ``EventDispatcher.flush``)."""
+        if len(events) == 1:
+            verb, topic, payload = self._command(channel, events[0], kw)
+        else:
+            group = str(kw.get("routing_key") or "").split(".", 1)[0]
+            verb, topic, payload = self._command(
+                channel, events, dict(kw, routing_key=f"{group}.multi")
+            )
+        if verb != "publish":
+            raise Unsupported("an event that is not published")
+        return topic, payload
+
+    def _learn(self, channel: Any, call: TaskCall, published: list[_Publish]) -> _Template | None:
+        """The template of ``call``'s kind, with its text when kombu's envelope for it can be
+        rendered from one (see :class:`_Text`)."""
+        template = _Template.learn(self._app, call, published)
+        if template is None:
+            return None
+        body, kw = published[0]
+        verb, key, message = self._message(channel, body, kw)
+        text = _Text.learn(key, message, body, call) if verb == "lpush" else None
+        group = _event_group(template.event_kw) if template.event_kw is not None else ""
+        return dataclasses.replace(template, text=text, event_group=group)
 
     def _celery_built(self, call: TaskCall) -> list[_Publish]:
         """What ``send_task`` publishes for ``call`` (the message, then its event)."""
@@ -308,6 +490,14 @@ class RedisSender:
 
     def _command(self, channel: Any, body: Any, kw: dict[str, Any]) -> tuple[str, str, str]:
         """The Redis command kombu's Producer.publish and Redis channel would issue."""
+        verb, key, message = self._message(channel, body, kw)
+        return verb, key, _json(message)
+
+    def _message(
+        self, channel: Any, body: Any, kw: dict[str, Any]
+    ) -> tuple[str, str, dict[str, Any]]:
+        """The Redis verb, key and envelope kombu's Producer.publish and Redis channel would
+        issue (the envelope before its JSON)."""
         kw = dict(kw)
         exchange = kw.pop("exchange", "") or ""
         exchange = getattr(exchange, "name", exchange)
@@ -335,12 +525,21 @@ class RedisSender:
         message["body"], body_encoding = channel.encode_body(message["body"], channel.body_encoding)
         message["properties"].update(body_encoding=body_encoding, delivery_tag=str(uuid.uuid4()))
         message["properties"]["delivery_info"].update(exchange=exchange, routing_key=routing_key)
-        payload = _json(message)
         if exchange == "":
-            return "lpush", routing_key, payload  # the default exchange: straight to the queue
+            return "lpush", routing_key, message  # the default exchange: straight to the queue
         if exchange == self._event_exchange:
-            return "publish", _topic(channel, exchange, routing_key), payload
+            return "publish", _topic(channel, exchange, routing_key), message
         raise Unsupported(f"exchange {exchange!r}")
+
+
+def _exchange_of(kw: dict[str, Any]) -> str:
+    exchange = kw.get("exchange", "") or ""
+    return str(getattr(exchange, "name", exchange))
+
+
+def _event_group(kw: dict[str, Any]) -> str:
+    """Events whose publish options (but the routing key) are the same go out together."""
+    return repr(sorted((k, repr(v)) for k, v in kw.items() if k not in ("routing_key", "declare")))
 
 
 def _topic(channel: Any, exchange: str, routing_key: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from jobengine import get_active_jobs, pause_job, resume_job, submit
+from jobengine import get_active_jobs, pause_job, resume_job, submit, submit_many
 from tests.support.helpers import export_request, make_company
 from tests.support.procs import Service, free_port
 
@@ -186,3 +186,28 @@ def test_flower_shows_a_paused_jobs_tasks_by_name_with_handle_and_company(
     )
     assert len(finishes) == 1
     assert flower.proc.poll() is None
+
+
+BATCH = 30
+
+
+def test_flower_sees_every_task_sent_event_of_a_submit_many_batch(
+    stack: Any, flower: Flower
+) -> None:
+    """submit_many() publishes its batch's ``task-sent`` events as one list (``task.multi``, as
+    Celery's dispatcher groups events): Flower records each job's start as sent (its ``sent``
+    time comes from that event alone; the worker's events set the others)."""
+    company, assets = make_company(1)
+    request = export_request(company, assets, "Flower Batch")
+    handles = submit_many([{**request, "jobName": f"Flower Batch {i}"} for i in range(BATCH)])
+
+    def sent_starts() -> list[dict[str, Any]]:
+        tasks = flower.tasks("?taskname=jobengine.export.start")
+        found = [t for handle in handles for t in _ours(tasks, handle, company)]
+        return found if len(found) == BATCH and all(t.get("sent") for t in found) else []
+
+    starts = _poll(sent_starts, "Flower to see every start of the batch sent", timeout=60)
+    assert {t["name"] for t in starts} == {"jobengine.export.start"}
+    assert len({t["uuid"] for t in starts}) == BATCH
+    for handle in handles:
+        assert stack.wait(company, handle, timeout=120).state == "Done"

@@ -246,9 +246,10 @@ def _normalised(envelope: dict[str, Any], task_id: str) -> dict[str, Any]:
     out["properties"] = dict(out["properties"])
     out["properties"].pop("delivery_tag")
     body = json.loads(base64.b64decode(out.pop("body")))
-    if isinstance(body, dict):  # an event: its timing fields differ by nature
-        for key in ("timestamp", "clock", "utcoffset"):
-            body.pop(key, None)
+    for event in body if isinstance(body, list) else [body]:
+        if isinstance(event, dict):  # an event: its timing fields differ by nature
+            for key in ("timestamp", "clock", "utcoffset"):
+                event.pop(key, None)
     out["decoded_body"] = body
     return dict(json.loads(json.dumps(out).replace(task_id, "TASK")))
 
@@ -302,9 +303,19 @@ def test_pipelined_messages_are_kombus_own(
 ) -> None:
     celery_way, pipelined = _send_both_ways(contract_app, eta, templated=templated)
     assert pipelined[0] == celery_way[0]  # the task message, envelope and body
-    assert pipelined[1][0] == celery_way[1][0]  # the event topic
-    assert pipelined[1][1] == celery_way[1][1]  # the event envelope and fields
-    event = pipelined[1][1]["decoded_body"]
+    if not templated:  # a lone call: its event as Celery sends it
+        assert pipelined[1][0] == celery_way[1][0]  # the event topic
+        assert pipelined[1][1] == celery_way[1][1]  # the event envelope and fields
+        event = pipelined[1][1]["decoded_body"]
+    else:  # two calls in one send: their events as one list, as Celery's dispatcher groups them
+        topic, envelope = pipelined[1]
+        assert topic == celery_way[1][0].replace(b"task.sent", b"task.multi")
+        events, theirs = envelope.pop("decoded_body"), dict(celery_way[1][1])
+        celery_event = theirs.pop("decoded_body")
+        assert len(events) == 2 and events[0]["uuid"] != "TASK" and events[1] == celery_event
+        theirs["properties"]["delivery_info"]["routing_key"] = "task.multi"
+        assert envelope == theirs  # the envelope but the routing key
+        event = events[1]
     assert event["type"] == "task-sent" and event["uuid"] == "TASK"
     assert event["name"] == "jobengine.export.start" and event["queue"] == "contract-queue"
 
@@ -369,7 +380,7 @@ def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_ap
     for name, kwargs, eta in _KINDS:  # the first call of each kind teaches its template
         sender.send([TaskCall(name, str(uuid.uuid4()), {**kwargs, "run_id": 0}, eta)])
     assert len(sender._templates) == len(_KINDS)
-    assert all(t is not None for t in sender._templates.values())
+    assert all(t is not None and t.text is not None for t in sender._templates.values())
     clocks: list[int] = []
     for round_ in range(3):
         for name, kwargs, eta in _KINDS:
@@ -387,6 +398,16 @@ def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_ap
                 assert a[:4] == b[:4]
                 if a[0] == "publish":
                     clocks += [int(a[4][0][1]), int(b[4][0][1])]
+            # the task message rendered from the template's text: kombu's bytes again
+            assert template.text is not None
+            eta_text = eta.isoformat() if eta else None
+            kwargsrepr = saferepr(call.kwargs, template.kwargsrepr_maxsize)
+            rendered = template.text.render(
+                call.task_id, json.dumps(call.kwargs), kwargsrepr=kwargsrepr, eta=eta_text,
+                reply_to=contract_app.thread_oid, tag=str(uuid.uuid4()),
+            )  # fmt: skip
+            celery_message = sender._command(channel, *celerys[0])
+            assert _exact(("lpush", template.text.key, rendered))[:4] == _exact(celery_message)[:4]
     assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)  # the app's clock
     client = redis.Redis.from_url(redis_url(get_settings()))
     client.delete("contract-other")
