@@ -48,7 +48,7 @@ from jobengine.kinds.base import JobKindHandler, SubmitReads
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.hot import HotStatement, inserted_ids, planned_in
+from jobengine.store.hot import HotStatement, RowidInsert, inserted_ids, planned_in
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
@@ -287,6 +287,7 @@ def _record(
 
 
 _JOBS_INSERT = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
+_JOBS_ROWID_INSERT = RowidInsert(insert(JOBS), JOBS, _JOB_KEYS)
 _SET_HANDLES = (
     update(JOBS).where(JOBS.c.id == bindparam("b_job")).values(handle=bindparam("b_handle"))
 )
@@ -321,9 +322,9 @@ def _record_many(
     sending: bool,
     client: str | None = None,
 ) -> list[tuple[str, dispatch.StartMessage | None]]:
-    """Write several jobs as :func:`_record` writes one, in one multi-row insert of the jobs and
-    one of their runs (SQLite: prebuilt statements row by row, see
-    :func:`~jobengine.store.hot.inserted_ids`). A name asked for twice in the batch goes to
+    """Write several jobs as :func:`_record` writes one, in one insert of the jobs and one of
+    their runs (see :func:`~jobengine.store.hot.inserted_ids` for how each store tells the
+    jobs' ids). A name asked for twice in the batch goes to
     the first request, as it would when submitted one after the other."""
     settings = runtime.settings
     now = utcnow()
@@ -355,7 +356,7 @@ def _record_many(
             )
         )  # fmt: skip
         timings.append(timing)
-    job_ids = inserted_ids(conn, _JOB_INSERT, _JOBS_INSERT, rows)
+    job_ids = inserted_ids(conn, _JOB_INSERT, _JOBS_INSERT, rows, _JOBS_ROWID_INSERT)
     handles: list[str] = []
     renamed: list[dict[str, Any]] = []
     for req, who, row, job_id in zip(reqs, actors, rows, job_ids, strict=True):

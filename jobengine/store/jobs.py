@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
-from jobengine.store.hot import HotStatement, planned_in
+from jobengine.store.hot import HotStatement, RowidInsert, planned_in
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
@@ -136,6 +136,15 @@ class NewRun:
 _NAMES_CHUNK = 500  # fires per lookup (well under every driver's parameter limit)
 
 
+# SQLite: the runs of a batch that went in are those after the largest id (see RowidInsert)
+_SQLITE_RUNS = RowidInsert(
+    sqlite_insert(RUNS).on_conflict_do_nothing(index_elements=["company_id", "run_name"]),
+    RUNS,
+    _RUN_KEYS,
+    returned=("id", "task_id"),
+)
+
+
 def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert runs whose name is not taken yet, in one statement; the id of each run that went
     in, by task id (a run whose name a run of the same second holds already is left out).
@@ -157,10 +166,10 @@ def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]
             .returning(RUNS.c.id, RUNS.c.task_id)
         )
         return {str(task): int(run_id) for run_id, task in conn.execute(stmt)}
-    if conn.dialect.name == "sqlite":
-        stmt = sqlite_insert(RUNS).on_conflict_do_nothing(index_elements=["company_id", "run_name"])
-        stmt = stmt.returning(RUNS.c.id, RUNS.c.task_id)
-        return {str(task): int(run_id) for run_id, task in conn.execute(stmt, rows)}
+    if conn.dialect.name == "sqlite":  # executemany, then the rows after the largest id
+        largest = _SQLITE_RUNS.largest(conn)
+        _SQLITE_RUNS.statement.execute_many(conn, rows)
+        return {str(task): int(run_id) for run_id, task in _SQLITE_RUNS.after(conn, largest)}
     raise NotImplementedError(f"no run insert for {conn.dialect.name}")
 
 
