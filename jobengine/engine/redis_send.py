@@ -95,10 +95,6 @@ class _Recorder:
         self.published.append((body, kwargs))
 
 
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "\\'") + "'"
-
-
 def kwargs_repr(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> str:
     """Celery's ``saferepr(kwargs, maxlen, maxlevels=maxlevels)``, quickly for the flat case.
 
@@ -114,10 +110,14 @@ def kwargs_repr(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> s
     text = (
         "{"
         + ", ".join(
-            f"{_quoted(k)}: {_quoted(v) if type(v) is str else v}" for k, v in kwargs.items()
+            [
+                "'" + k.replace("'", "\\'") + "': "
+                + ("'" + v.replace("'", "\\'") + "'" if type(v) is str else str(v))
+                for k, v in kwargs.items()
+            ]
         )
         + "}"
-    )
+    )  # fmt: skip
     if maxlen is not None and len(text) >= maxlen:  # Celery cuts it short: let it
         return str(saferepr(kwargs, maxlen, maxlevels=maxlevels))
     return text

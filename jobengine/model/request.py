@@ -193,7 +193,7 @@ class SubmitJobRequest(IpsModel):
     @model_validator(mode="after")
     def _one_job_and_one_time(self) -> Self:
         fields = type(self).model_fields
-        given = [n for n in fields if n.endswith("_job") and getattr(self, n) is not None]
+        given = [n for n in _JOB_FIELDS if getattr(self, n) is not None]
         names = [fields[n].alias or n for n in given]
         if not given:
             allowed = ", ".join(kind.element for kind in JobKind)
@@ -215,8 +215,8 @@ class SubmitJobRequest(IpsModel):
     @property
     def kind(self) -> JobKind:
         """The job type of this request."""
-        for kind in JobKind:
-            if getattr(self, kind.attribute) is not None:
+        for kind, attribute in _KIND_ATTRIBUTES:
+            if getattr(self, attribute) is not None:
                 return kind
         raise ValueError("the request holds no job type")  # only a model_construct() can
 
@@ -225,6 +225,11 @@ class SubmitJobRequest(IpsModel):
         """The job-type payload of this request (e.g. the ExportJob)."""
         payload: JobPayload = getattr(self, self.kind.attribute)
         return payload
+
+
+# Computed once: every request's validation and ``kind`` look through these (submit's hot path).
+_JOB_FIELDS = tuple(n for n in SubmitJobRequest.model_fields if n.endswith("_job"))
+_KIND_ATTRIBUTES = tuple((kind, kind.attribute) for kind in JobKind)
 
 
 class SubmitJobReturn(IpsModel):

@@ -91,6 +91,34 @@ class _Compiled:
             return [values[name] for name in self.names]
         return {name: values[name] for name in self.names}
 
+    def parameters_many(
+        self, rows: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[Any, ...]] | list[dict[str, Any]]:
+        """:meth:`parameters` of each row, made a column at a time: a column's processor runs
+        once when every row holds the same object (a batch's ``created_at``, its company), and
+        the rows are zipped in C rather than a dict built for each."""
+        n = len(rows)
+        columns: list[list[Any]] = []
+        for name in self.names:
+            make = self.defaults.get(name)
+            if make is not None:
+                column = [make() for _ in range(n)]
+            elif name in self.literals and (not rows or name not in rows[0]):
+                column = [self.literals[name]] * n
+            else:
+                column = [row[name] for row in rows]
+            proc = self.processors.get(name)
+            if proc is not None and n:
+                first = column[0]
+                if all(v is first for v in column):
+                    column = [proc(first)] * n
+                else:
+                    column = [proc(v) for v in column]
+            columns.append(column)
+        if self.positional:
+            return list(zip(*columns, strict=True)) if columns else [() for _ in rows]
+        return [dict(zip(self.names, values, strict=True)) for values in zip(*columns, strict=True)]
+
 
 def _default_of(default: ColumnDefault) -> Callable[[], Any]:
     arg = default.arg
@@ -172,7 +200,7 @@ class HotStatement:
         compiled = self._compiled(conn.dialect)
         if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
             raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
-        values = [compiled.parameters(row) for row in rows]
+        values = compiled.parameters_many(rows)
         # psycopg's own cursor: DBAPI's executemany has no ``returning``
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
@@ -197,7 +225,7 @@ class HotStatement:
         compiled = self._compiled(conn.dialect)
         if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
             raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
-        values = [compiled.parameters(row) for row in rows]
+        values = compiled.parameters_many(rows)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
         try:
