@@ -48,7 +48,13 @@ from jobengine.kinds.base import JobKindHandler, SubmitReads
 from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.hot import HotStatement, RowidInsert, inserted_ids, planned_in
+from jobengine.store.hot import (
+    CopyInsert,
+    HotStatement,
+    RowidInsert,
+    inserted_ids,
+    planned_in,
+)
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
@@ -288,6 +294,7 @@ def _record(
 
 _JOBS_INSERT = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
 _JOBS_ROWID_INSERT = RowidInsert(insert(JOBS), JOBS, _JOB_KEYS)
+_JOBS_COPY = CopyInsert(JOBS, _JOB_KEYS)
 _SET_HANDLES = (
     update(JOBS).where(JOBS.c.id == bindparam("b_job")).values(handle=bindparam("b_handle"))
 )
@@ -356,7 +363,9 @@ def _record_many(
             )
         )  # fmt: skip
         timings.append(timing)
-    job_ids = inserted_ids(conn, _JOB_INSERT, _JOBS_INSERT, rows, _JOBS_ROWID_INSERT)
+    job_ids = inserted_ids(
+        conn, _JOB_INSERT, _JOBS_INSERT, rows, sqlite=_JOBS_ROWID_INSERT, copy=_JOBS_COPY
+    )
     handles: list[str] = []
     renamed: list[dict[str, Any]] = []
     for req, who, row, job_id in zip(reqs, actors, rows, job_ids, strict=True):

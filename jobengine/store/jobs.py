@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import ARRAY, Connection, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name
-from jobengine.store.hot import HotStatement, RowidInsert, planned_in
+from jobengine.store.hot import CopyInsert, HotStatement, RowidInsert, planned_in
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
@@ -145,14 +146,29 @@ _SQLITE_RUNS = RowidInsert(
 )
 
 
+# PostgreSQL (psycopg): ids from the sequence and one COPY (see CopyInsert)
+_RUNS_COPY = CopyInsert(RUNS, _RUN_KEYS)
+
+
 def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert runs whose name is not taken yet, in one statement; the id of each run that went
     in, by task id (a run whose name a run of the same second holds already is left out).
+
+    PostgreSQL through psycopg first tries them all in one ``COPY`` under a savepoint (no
+    statement to parse at all): it fails as a whole when a name is taken, rarely, and the
+    statement below then goes in its place.
 
     PostgreSQL gets the rows as one array per column (``INSERT ... SELECT FROM unnest(...)``):
     the statement's text is the same for any number of rows, so it is parsed once, instead of a
     multi-row ``VALUES`` whose thousands of placeholders the driver re-parses for every batch.
     """
+    if conn.dialect.driver == "psycopg":
+        try:
+            with conn.begin_nested():  # a savepoint: a COPY that fails is undone alone
+                ids = _RUNS_COPY.ids(conn, rows)
+            return {str(row["task_id"]): run_id for row, run_id in zip(rows, ids, strict=True)}
+        except IntegrityError:  # a name taken (rare): the statement below leaves that run out
+            pass
     if conn.dialect.name == "postgresql":
         arrays = [
             bindparam(name, [row[name] for row in rows], type_=ARRAY(RUNS.c[name].type))

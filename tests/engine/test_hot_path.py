@@ -37,7 +37,7 @@ from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported, kwar
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
-from jobengine.store.hot import HotStatement, RowidInsert, inserted_ids
+from jobengine.store.hot import CopyInsert, HotStatement, RowidInsert, inserted_ids
 from jobengine.store.jobs import create_run
 from jobengine.store.runs import end_run, get_run, load_run, write_log, write_record
 from jobengine.store.schema import JOBS, RUNS, Company, Job, LogDetail, Run, utcnow
@@ -184,13 +184,14 @@ def test_runs_loaded_by_the_runner_are_what_the_orm_loads(store_only: dict[str, 
         assert rows[0].created_at.tzinfo is UTC
 
 
-@pytest.mark.parametrize("rowid", [False, True], ids=["row-by-row", "rowid"])
+@pytest.mark.parametrize("batch", [False, True], ids=["row-by-row", "batch"])
 def test_inserted_ids_are_in_the_rows_order_and_errors_are_sqlalchemys(
-    store_only: dict[str, str], rowid: bool
+    store_only: dict[str, str], batch: bool
 ) -> None:
     """Every store's way (SQLite row by row, or one executemany and the ids after the largest;
-    psycopg's pipelined executemany): ids in order, the ORM's defaults stored, a constraint
-    failure raised as SQLAlchemy's IntegrityError."""
+    PostgreSQL by psycopg's pipelined executemany, or ids from the sequence and one COPY): ids
+    in order, the ORM's defaults stored, a constraint failure raised as SQLAlchemy's
+    IntegrityError."""
     job = _a_job("Hot Many")
     store = get_runtime().store
     rows = [
@@ -201,9 +202,13 @@ def test_inserted_ids_are_in_the_rows_order_and_errors_are_sqlalchemys(
     ]  # fmt: skip
     hot = HotStatement(insert(RUNS).returning(RUNS.c.id), insert_keys=tuple(rows[0]))
     batched = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
-    sqlite = RowidInsert(insert(RUNS), RUNS, tuple(rows[0])) if rowid else None
+    ways: dict[str, Any] = (
+        {"sqlite": RowidInsert(insert(RUNS), RUNS, tuple(rows[0])),
+         "copy": CopyInsert(RUNS, tuple(rows[0]))}
+        if batch else {}
+    )  # fmt: skip
     with store.connect() as conn:
-        ids = inserted_ids(conn, hot, batched, rows, sqlite)
+        ids = inserted_ids(conn, hot, batched, rows, **ways)
     with store.read() as session:
         names = dict(
             session.execute(select(RUNS.c.id, RUNS.c.run_name).where(RUNS.c.id.in_(ids))).all()
@@ -213,7 +218,7 @@ def test_inserted_ids_are_in_the_rows_order_and_errors_are_sqlalchemys(
         assert stored is not None and stored.planned is False and stored.output == {}
     clash = [{**rows[0], "run_name": "other", "fire_key": "fresh"}, rows[1]]  # (job, fire_key)
     with pytest.raises(IntegrityError), store.connect() as conn:
-        inserted_ids(conn, hot, batched, clash, sqlite)
+        inserted_ids(conn, hot, batched, clash, **ways)
     with store.read() as session:  # all or nothing
         assert session.scalar(select(RUNS.c.id).where(RUNS.c.fire_key == "fresh")) is None
 
