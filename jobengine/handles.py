@@ -9,6 +9,7 @@ Job handles are ``<company>|<key>|<run>[|<id>]``, optionally prefixed ``j|``:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,7 @@ __all__ = [
     "job_handle",
     "parse_job_handle",
     "run_name",
+    "uuid4_text",
 ]
 
 
@@ -84,3 +86,14 @@ def parse_job_handle(handle: str) -> JobRef:
             raise InvalidParameter(f"jobHandle {handle!r} has a bad id", field="jobHandle")
         job_id = int(parts[3])
     return JobRef(company=parts[0], key=parts[1], run=parts[2], job_id=job_id)
+
+
+def uuid4_text(raw: bytes | None = None) -> str:
+    """``str(uuid.uuid4())`` (task ids, kombu's delivery tags) without making a ``UUID`` object
+    (a bulk submission makes two a job): 16 random bytes (``raw``, for tests) with the version
+    (4) and the RFC 4122 variant bits set, as ``uuid.uuid4`` sets them, in its text form."""
+    data = bytearray(os.urandom(16) if raw is None else raw)
+    data[6] = (data[6] & 0x0F) | 0x40
+    data[8] = (data[8] & 0x3F) | 0x80
+    h = data.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

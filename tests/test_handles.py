@@ -3,12 +3,15 @@ one form is written."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobengine.errors import InvalidParameter
-from jobengine.handles import JobRef, job_handle, parse_job_handle, run_name
+from jobengine.handles import JobRef, job_handle, parse_job_handle, run_name, uuid4_text
 
 
 @pytest.mark.parametrize(
@@ -48,3 +51,18 @@ def test_handles_and_run_names_are_written_in_one_form() -> None:
     when = datetime(2026, 11, 23, 8, 30, 5)
     assert run_name("Add", when) == "Add_2026-11-23-08:30:05"
     assert run_name("Add", when, 2) == "Add_2026-11-23-08:30:05-2"
+
+
+@settings(max_examples=300)
+@given(raw=st.binary(min_size=16, max_size=16))
+def test_uuid4_text_is_uuid4s_text_of_the_same_bytes(raw: bytes) -> None:
+    assert uuid4_text(raw) == str(uuid.UUID(bytes=raw, version=4))
+
+
+def test_uuid4_text_is_random_version_4() -> None:
+    texts = {uuid4_text() for _ in range(1000)}
+    assert len(texts) == 1000
+    for text in texts:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

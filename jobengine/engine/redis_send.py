@@ -67,6 +67,8 @@ from kombu.serialization import dumps
 from kombu.utils.json import JSONEncoder
 from kombu.utils.json import dumps as json_dumps
 
+from jobengine.handles import uuid4_text
+
 __all__ = ["RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
 
 
@@ -215,6 +217,71 @@ class _Text:
         )
 
 
+_EVENT_SLOTS = frozenset({"clock", "utcoffset", "task_id", "kwargsrepr", "eta", "timestamp"})
+
+
+def _number(value: float) -> str:
+    """A number as json writes it (``int.__repr__``, ``float.__repr__``)."""
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and value - value == 0:  # finite
+        return float.__repr__(value)
+    raise Unsupported(f"not a plain number: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _EventText:
+    """One kind's ``task-sent`` event as the JSON text kombu would serialize it, with slots for
+    what differs per call (the clock, the UTC offset, the task id as ``uuid`` and ``root_id``,
+    the kwargs repr, the ETA and the timestamp); kept only if rendering the event it was
+    learned from gives kombu's text back."""
+
+    form: str
+
+    @classmethod
+    def learn(cls, event: dict[str, Any]) -> _EventText | None:
+        if event.get("uuid") != event.get("root_id"):
+            return None
+        marked = dict(
+            event,
+            clock=_slot("clock"),
+            utcoffset=_slot("utcoffset"),
+            uuid=_slot("task_id"),
+            root_id=_slot("task_id"),
+            kwargs=_slot("kwargsrepr"),
+            eta=_slot("eta"),
+            timestamp=_slot("timestamp"),
+        )
+        text = str(json_dumps(marked))  # type: ignore[no-untyped-call]
+        pieces = _SLOT.split(text.replace("{", "{{").replace("}", "}}"))
+        if set(pieces[1::2]) != _EVENT_SLOTS:
+            return None
+        form = "".join(p if n % 2 == 0 else "{" + p + "}" for n, p in enumerate(pieces))
+        learned = cls(form)
+        try:
+            again = learned.render(
+                event["clock"], event["utcoffset"], str(event["uuid"]),
+                kwargsrepr=str(event["kwargs"]), eta=event["eta"], timestamp=event["timestamp"],
+            )  # fmt: skip
+        except (Unsupported, TypeError):
+            return None
+        return learned if again == json_dumps(event) else None  # type: ignore[no-untyped-call]
+
+    def render(
+        self, clock: int, utcoffset: float, task_id: str, *, kwargsrepr: str, eta: str | None,
+        timestamp: float,
+    ) -> str:  # fmt: skip
+        """The event's JSON for one call."""
+        return self.form.format(
+            clock=_number(clock),
+            utcoffset=_number(utcoffset),
+            task_id=_token(task_id),
+            kwargsrepr=_token(kwargsrepr),
+            eta=_token(eta),
+            timestamp=_number(timestamp),
+        )
+
+
 _Publish = tuple[Any, dict[str, Any]]  # what Celery hands Producer.publish: body, keywords
 
 
@@ -229,6 +296,7 @@ class _Template:
     kwargsrepr_maxsize: int
     repr_maxlevels: int
     text: _Text | None = None  # the task message's payload as text, when it could be learned
+    event_text: _EventText | None = None  # its event's JSON as text, likewise
     event_group: str = ""  # events published with the same options go out together
 
     @classmethod
@@ -319,6 +387,10 @@ class _Template:
         return event
 
 
+# Events to publish, by publish options: the options and the events (fields, or their JSON)
+_EventGroups = dict[str, tuple[dict[str, Any], list[dict[str, Any] | str]]]
+
+
 class RedisSender:
     """Sends Celery task calls (and their sent events) in one Redis round trip per batch."""
 
@@ -376,26 +448,17 @@ class RedisSender:
         """
         channel, client = self._channel_and_client()
         pushes: dict[str, list[str]] = {}
-        events: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        events: _EventGroups = {}
         templating = self._templating()
         reply_to, offset = (self._app.thread_oid, utcoffset()) if templating else ("", 0.0)
         for call in calls:
             kind = (call.name, call.eta is None)
             template = self._templates.get(kind) if templating else None
             if template is not None and template.text is not None:
-                text = template.text
-                eta = call.eta.isoformat() if call.eta else None
-                kwargsrepr = kwargs_repr(
-                    call.kwargs, template.kwargsrepr_maxsize, template.repr_maxlevels
-                )
-                payload = text.render(
-                    call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=kwargsrepr, eta=eta,
-                    reply_to=reply_to, tag=str(uuid.uuid4()),
+                self._render(
+                    template, template.text, call, reply_to=reply_to, offset=offset,
+                    pushes=pushes, events=events,
                 )  # fmt: skip
-                pushes.setdefault(text.key, []).append(payload)
-                if template.event_kw is not None:
-                    event = template.event(self._app, call, offset, kwargsrepr, eta)
-                    self._group_event(events, event, template.event_kw, template.event_group)
                 continue
             if template is not None:
                 published = template.fill(self._app, call, reply_to, offset)
@@ -421,29 +484,61 @@ class RedisSender:
             self.reset()
             raise
 
+    def _render(
+        self, template: _Template, text: _Text, call: TaskCall, *, reply_to: str, offset: float,
+        pushes: dict[str, list[str]], events: _EventGroups,
+    ) -> None:  # fmt: skip
+        """A call's message (and event) from its kind's text templates."""
+        eta = call.eta.isoformat() if call.eta else None
+        kwargsrepr = kwargs_repr(call.kwargs, template.kwargsrepr_maxsize, template.repr_maxlevels)
+        payload = text.render(
+            call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=kwargsrepr, eta=eta,
+            reply_to=reply_to, tag=uuid4_text(),
+        )  # fmt: skip
+        pushes.setdefault(text.key, []).append(payload)
+        if template.event_kw is None:
+            return
+        event: dict[str, Any] | str
+        if template.event_text is not None:
+            event = template.event_text.render(
+                self._app.clock.forward(), offset, call.task_id,
+                kwargsrepr=kwargsrepr, eta=eta, timestamp=time.time(),
+            )  # fmt: skip
+        else:
+            event = template.event(self._app, call, offset, kwargsrepr, eta)
+        self._group_event(events, event, template.event_kw, template.event_group)
+
     @staticmethod
     def _group_event(
-        events: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+        events: _EventGroups,
         fields: Any,
         kw: dict[str, Any],
         group: str,
     ) -> None:
-        if not isinstance(fields, dict):
+        """Add an event (its fields, or their JSON rendered from a template) to its group."""
+        if not isinstance(fields, dict | str):
             raise Unsupported("an event that is not a dict of fields")
         events.setdefault(group, (kw, []))[1].append(fields)
 
     def _event_command(
-        self, channel: Any, kw: dict[str, Any], events: list[dict[str, Any]]
+        self, channel: Any, kw: dict[str, Any], events: list[dict[str, Any] | str]
     ) -> tuple[str, str]:
         """The publish of a group of events: a lone one as Celery sends it, several as one
-        list under ``<group>.multi`` (Celery's ``EventDispatcher.flush``)."""
-        if len(events) == 1:
-            verb, topic, payload = self._command(channel, events[0], kw)
-        else:
+        list under ``<group>.multi`` (Celery's ``EventDispatcher.flush``). Events rendered as
+        JSON text (only ever with the json serializer) join the list as kombu's json would
+        write them: ``[a, b]``, items separated by ``", "``."""
+        if len(events) > 1:
             group = str(kw.get("routing_key") or "").split(".", 1)[0]
+            kw = dict(kw, routing_key=f"{group}.multi")
+        if all(isinstance(event, dict) for event in events):
             verb, topic, payload = self._command(
-                channel, events, dict(kw, routing_key=f"{group}.multi")
+                channel, events[0] if len(events) == 1 else events, kw
             )
+        else:
+            texts = [e if isinstance(e, str) else str(json_dumps(e)) for e in events]  # type: ignore[no-untyped-call]
+            text = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+            verb, topic, message = self._message(channel, None, kw, json_text=text)
+            payload = _json(message)
         if verb != "publish":
             raise Unsupported("an event that is not published")
         return topic, payload
@@ -457,8 +552,12 @@ class RedisSender:
         body, kw = published[0]
         verb, key, message = self._message(channel, body, kw)
         text = _Text.learn(key, message, body, call) if verb == "lpush" else None
-        group = _event_group(template.event_kw) if template.event_kw is not None else ""
-        return dataclasses.replace(template, text=text, event_group=group)
+        group, event_text = "", None
+        if template.event_kw is not None:
+            group = _event_group(template.event_kw)
+            if (template.event_kw.get("serializer") or self._serializer) == "json":
+                event_text = _EventText.learn(published[1][0])
+        return dataclasses.replace(template, text=text, event_text=event_text, event_group=group)
 
     def _celery_built(self, call: TaskCall) -> list[_Publish]:
         """What ``send_task`` publishes for ``call`` (the message, then its event)."""
@@ -494,10 +593,11 @@ class RedisSender:
         return verb, key, _json(message)
 
     def _message(
-        self, channel: Any, body: Any, kw: dict[str, Any]
+        self, channel: Any, body: Any, kw: dict[str, Any], *, json_text: str | None = None
     ) -> tuple[str, str, dict[str, Any]]:
         """The Redis verb, key and envelope kombu's Producer.publish and Redis channel would
-        issue (the envelope before its JSON)."""
+        issue (the envelope before its JSON); ``json_text``: the body already serialized by
+        kombu's json (the serializer must be json)."""
         kw = dict(kw)
         exchange = kw.pop("exchange", "") or ""
         exchange = getattr(exchange, "name", exchange)
@@ -518,7 +618,12 @@ class RedisSender:
         properties["delivery_mode"] = delivery_mode
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
-        content_type, content_encoding, data = dumps(body, serializer=serializer)  # type: ignore[no-untyped-call]
+        if json_text is None:
+            content_type, content_encoding, data = dumps(body, serializer=serializer)  # type: ignore[no-untyped-call]
+        elif serializer == "json":
+            content_type, content_encoding, data = "application/json", "utf-8", json_text
+        else:
+            raise Unsupported(f"JSON text for the {serializer!r} serializer")
         message = channel.prepare_message(
             data, priority, content_type, content_encoding, headers, properties
         )

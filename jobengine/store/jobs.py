@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
-from jobengine.handles import company_segment, parse_job_handle, run_name
+from jobengine.handles import company_segment, parse_job_handle, run_name, uuid4_text
 from jobengine.store.hot import CopyInsert, HotStatement, RowidInsert, planned_in
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
@@ -217,7 +217,7 @@ def insert_runs(
                 "company_id": new.company_id,
                 "run_name": run_name(new.job_name, local_now, attempt),
                 "fire_key": new.fire_key,
-                "task_id": str(uuid.uuid4()),
+                "task_id": uuid4_text(),
                 "state": RunState.QUEUED,
                 "eta": new.eta,
                 "dispatched_at": dispatched_at,

@@ -26,6 +26,7 @@ from celery.utils.time import utcoffset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
+from kombu.utils import json as kombu_json
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -388,7 +389,10 @@ def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_ap
     for name, kwargs, eta in _KINDS:  # the first call of each kind teaches its template
         sender.send([TaskCall(name, str(uuid.uuid4()), {**kwargs, "run_id": 0}, eta)])
     assert len(sender._templates) == len(_KINDS)
-    assert all(t is not None and t.text is not None for t in sender._templates.values())
+    assert all(
+        t is not None and t.text is not None and t.event_text is not None
+        for t in sender._templates.values()
+    )
     clocks: list[int] = []
     for round_ in range(3):
         for name, kwargs, eta in _KINDS:
@@ -416,6 +420,13 @@ def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_ap
             )  # fmt: skip
             celery_message = sender._command(channel, *celerys[0])
             assert _exact(("lpush", template.text.key, rendered))[:4] == _exact(celery_message)[:4]
+            # and its event, given the clock and time Celery's has: kombu's JSON text of it
+            assert template.event_text is not None
+            celery_event = celerys[1][0]
+            assert template.event_text.render(
+                celery_event["clock"], celery_event["utcoffset"], call.task_id,
+                kwargsrepr=kwargsrepr, eta=eta_text, timestamp=celery_event["timestamp"],
+            ) == kombu_json.dumps(celery_event)  # fmt: skip
     assert clocks == sorted(clocks) and len(set(clocks)) == len(clocks)  # the app's clock
     client = redis.Redis.from_url(redis_url(get_settings()))
     client.delete("contract-other")
