@@ -23,6 +23,7 @@ round trip (see :mod:`jobengine.engine.dispatch`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -238,16 +239,42 @@ def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int
     for company_id, wanted in by_company.items():
         ordered = sorted(wanted)
         for i in range(0, len(ordered), _NAMES_CHUNK):
-            holders = conn.execute(
-                select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
-                    JOBS.c.company_id == company_id,
-                    planned_in(JOBS.c.live_key, ordered[i : i + _NAMES_CHUNK]),
-                )
-            ).all()
+            holders = _holders(conn, company_id, ordered[i : i + _NAMES_CHUNK])
             for job_id, name, trigger_state in holders:  # rare in a bulk submission
                 if _still_holds(conn, int(job_id), str(trigger_state)):
                     taken.add((company_id, str(name)))
     return taken
+
+
+def _holders(conn: Connection, company_id: int, names: list[str]) -> Sequence[Any]:
+    """The live jobs of a company holding any of ``names``: id, name, trigger state.
+
+    SQLite: a prebuilt statement of as many bound names as the next power of two (the list
+    padded with its last name), on the cursor; building and compiling the statement for its
+    values cost about a millisecond a batch, a tenth of a batch of 100. PostgreSQL: the values
+    written into the statement (:func:`~jobengine.store.hot.planned_in`, for its plan).
+    """
+    if conn.dialect.name == "sqlite":
+        size = 1 << (len(names) - 1).bit_length()
+        padded = names + [names[-1]] * (size - len(names))
+        params: dict[str, Any] = {f"n{n}": name for n, name in enumerate(padded)}
+        return _live_holders(size).all(conn, {"company": company_id, **params})
+    return conn.execute(
+        select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
+            JOBS.c.company_id == company_id, planned_in(JOBS.c.live_key, names)
+        )
+    ).all()
+
+
+@functools.lru_cache(maxsize=16)
+def _live_holders(size: int) -> HotStatement:
+    """The live-name lookup of a company for exactly ``size`` bound names (SQLite)."""
+    return HotStatement(
+        select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
+            JOBS.c.company_id == bindparam("company"),
+            JOBS.c.live_key.in_([bindparam(f"n{n}") for n in range(size)]),
+        )
+    )
 
 
 def _record(
