@@ -141,10 +141,15 @@ class HotStatement:
         *,
         insert_keys: Sequence[str] | None = None,
         typed: bool = False,
+        planned_each_time: bool = False,
     ) -> None:
+        """``planned_each_time``: never run as a prepared statement (psycopg prepares a query
+        run five times), so that PostgreSQL plans it for each call's values: for a lookup whose
+        best plan depends on them (see :func:`planned_in`), with a text that stays the same."""
         self._stmt = stmt
         self._keys = tuple(insert_keys) if insert_keys is not None else None
         self._typed = typed
+        self._options: dict[str, Any] = {"prepare": False} if planned_each_time else {}
         self._by_dialect: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
@@ -163,10 +168,13 @@ class HotStatement:
         if self._keys is not None and set(params) != set(self._keys):
             raise ValueError(f"insert values {sorted(params)} != compiled {sorted(self._keys)}")
         values = compiled.parameters(params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
         try:
-            cursor.execute(compiled.sql, values)
+            if self._options and conn.dialect.driver == "psycopg":
+                cursor.execute(compiled.sql, values, **self._options)
+            else:
+                cursor.execute(compiled.sql, values)
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             cursor.close()
             raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
@@ -286,6 +294,14 @@ class RowidInsert:
         return ids
 
 
+# As many ids of a table's serial ``id`` as asked for; the sequence is looked up once (in the
+# select list, ``pg_get_serial_sequence`` was a catalog lookup for every id: 2-3 ms a batch).
+_NEXT_IDS = (
+    "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(%s, 'id')::regclass AS seq) s,"
+    " generate_series(1, %s)"
+)
+
+
 class CopyInsert:
     """Many rows into a PostgreSQL table whose ``id`` is serial, by ``COPY`` (psycopg).
 
@@ -317,10 +333,7 @@ class CopyInsert:
         dbapi = conn.dialect.loaded_dbapi
         sql = f"COPY {table} (id, {names}) FROM STDIN"
         try:
-            cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                (table, len(rows)),
-            )
+            cursor.execute(_NEXT_IDS, (table, len(rows)))
             ids = sorted(int(row[0]) for row in cursor.fetchall())
             with cursor.copy(sql) as copy:
                 for row in zip(ids, *columns, strict=True):
