@@ -20,9 +20,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported
 from jobengine.errors import ServerError
@@ -146,9 +145,8 @@ def send_start(
     _send(f"jobengine.{slug}.start", task_id, {"run_id": run_id, **labels}, eta, producer)
 
 
-@dataclass(frozen=True, slots=True)
-class StartMessage:
-    """The message that starts a run of job kind ``slug``."""
+class StartMessage(NamedTuple):
+    """The message that starts a run of job kind ``slug`` (a named tuple, as ``TaskCall``)."""
 
     slug: str
     run_id: int

@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import signals
 from celery.app.routes import MapRoute
@@ -76,9 +76,10 @@ class Unsupported(Exception):
     """This message needs kombu's own publish path."""
 
 
-@dataclass(frozen=True, slots=True)
-class TaskCall:
-    """One ``send_task``: a task name, its id, its keyword arguments and an optional ETA."""
+class TaskCall(NamedTuple):
+    """One ``send_task``: a task name, its id, its keyword arguments and an optional ETA (a
+    named tuple: a bulk send makes one a job, and a frozen dataclass's ``__init__`` costs four
+    times as much)."""
 
     name: str
     task_id: str

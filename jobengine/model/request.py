@@ -58,6 +58,9 @@ _JOB_NAME_SCHEMA = JsonSchemaHint(
 )
 # Bidi embeddings, overrides and isolates: they make a name display as something else.
 BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# Unicode's control characters (category Cc), all of them: C0, DEL and C1 (a regex, not a
+# category lookup per character of every job name)
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def invisible(text: str) -> bool:
@@ -106,9 +109,9 @@ def _job_name(value: str) -> str:
         )
     if "|" in value:
         raise ips_error("invalid", "must not contain '|', the job handle separator")
-    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    control = CONTROLS.search(value)
     if control is not None:
-        raise ips_error("invalid", f"must not contain control characters; got {control!r}")
+        raise ips_error("invalid", f"must not contain control characters; got {control[0]!r}")
     bidi = BIDI_CONTROLS.search(value)
     if bidi is not None:
         raise ips_error(

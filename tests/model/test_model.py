@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import operator
+import sys
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -27,6 +29,7 @@ from jobengine.model import (
     parse_submit_job,
     to_ips_dict,
 )
+from jobengine.model.request import CONTROLS
 
 XSD_SEQUENCES: dict[str, str] = {
     "AutoColorCropOptions": "corner tolerance",
@@ -1106,3 +1109,13 @@ def test_a_lone_surrogate_key_in_an_array_is_a_fault_that_renders() -> None:
         parse_submit_job(body)
     assert "an array holds only 'items'; got '\\ud800'" in caught.value.reason
     caught.value.reason.encode()  # the JSON API sends it as UTF-8
+
+
+def test_the_job_name_control_pattern_is_unicodes_control_category() -> None:
+    """The job name check's pattern matches exactly the characters of category Cc."""
+    wrong = [
+        hex(i)
+        for i in range(sys.maxunicode + 1)
+        if (unicodedata.category(chr(i)) == "Cc") != (CONTROLS.match(chr(i)) is not None)
+    ]
+    assert wrong == []
