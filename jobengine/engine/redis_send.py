@@ -388,6 +388,10 @@ class _Template:
         return event
 
 
+# Events a publish carries at most: a batch of 10,000 jobs is not one 6 MB message for every
+# event receiver (Flower) to read at once.
+EVENTS_PER_PUBLISH = 500
+
 # Events to publish, by publish options: the options and the events (fields, or their JSON)
 _EventGroups = dict[str, tuple[dict[str, Any], list[dict[str, Any] | str]]]
 
@@ -473,7 +477,11 @@ class RedisSender:
                     continue
                 _, key, payload = self._command(channel, body, kw)
                 pushes.setdefault(key, []).append(payload)
-        publishes = [self._event_command(channel, kw, group) for kw, group in events.values()]
+        publishes = [
+            self._event_command(channel, kw, group[i : i + EVENTS_PER_PUBLISH])
+            for kw, group in events.values()
+            for i in range(0, len(group), EVENTS_PER_PUBLISH)
+        ]
         pipe = client.pipeline(transaction=False)
         for key, payloads in pushes.items():
             pipe.lpush(key, *payloads)

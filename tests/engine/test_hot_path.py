@@ -34,7 +34,13 @@ from jobengine import submit
 from jobengine.embedded import redis_url
 from jobengine.engine import dispatch
 from jobengine.engine.app import app, configure
-from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported, kwargs_repr
+from jobengine.engine.redis_send import (
+    EVENTS_PER_PUBLISH,
+    RedisSender,
+    TaskCall,
+    Unsupported,
+    kwargs_repr,
+)
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
@@ -327,6 +333,42 @@ def test_pipelined_messages_are_kombus_own(
         event = events[1]
     assert event["type"] == "task-sent" and event["uuid"] == "TASK"
     assert event["name"] == "jobengine.export.start" and event["queue"] == "contract-queue"
+
+
+def test_a_batchs_events_go_as_lists_of_at_most_events_per_publish(contract_app: Any) -> None:
+    """Every call's task-sent event is published once, in lists of at most EVENTS_PER_PUBLISH
+    under ``task.multi`` (a last lone one as Celery sends it), and every message is queued."""
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    pubsub = client.pubsub()
+    pubsub.psubscribe("*celeryev/task.*")
+    while pubsub.get_message(timeout=0.2) is not None:  # the subscribe confirmations
+        pass
+    name = "jobengine.export.start"
+    calls = [
+        TaskCall(name, str(uuid.uuid4()), {"run_id": i, "job": f"47|J{i}|"})
+        for i in range(2 * EVENTS_PER_PUBLISH + 1)
+    ]
+    RedisSender(contract_app).send(calls)
+    seen: list[str] = []
+    topics: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < len(calls) and time.monotonic() < deadline:
+        got = pubsub.get_message(timeout=0.5)
+        if not got or got["type"] != "pmessage":
+            continue
+        body = json.loads(_body(got["data"]))
+        events = body if isinstance(body, list) else [body]
+        ours = [e["uuid"] for e in events if e.get("name") == name]
+        if ours:  # (the test worker's own task events share the exchange: skip them)
+            seen += ours
+            topics.append(got["channel"].rsplit(b"/", 1)[1])
+    pubsub.close()
+    assert seen == [call.task_id for call in calls]  # each once, in order
+    assert topics == [b"task.multi", b"task.multi", b"task.sent"]
+    queued = [json.loads(raw)["headers"]["id"] for raw in client.lrange("contract-queue", 0, -1)]
+    assert queued[::-1] == [call.task_id for call in calls]  # LPUSH: the first is popped first
+    client.delete("contract-queue")
+    client.close()
 
 
 def test_pipelined_sender_refuses_what_it_does_not_cover(contract_app: Any) -> None:
