@@ -38,8 +38,9 @@ and the body's JSON as a fixed head and tail around the call's kwargs. A message
 ``str.format`` and a base64, instead of kombu's copying and two ``json.dumps`` of the whole
 envelope (one for the body, one for the envelope). A text is kept only if rendering the call it
 was learned from gives kombu's text back byte for byte. A batch's messages go as one ``LPUSH``
-per queue, and their ``task-sent`` events as one ``PUBLISH`` of a list (``task.multi``), as
-Celery's event dispatcher sends a buffered group and its ``EventReceiver`` (Flower) reads it.
+per queue, and their ``task-sent`` events as publishes of a list (``task.multi``, 500 events
+at most), as Celery's event dispatcher sends a buffered group and its ``EventReceiver``
+(Flower) reads it. The event of a templated call is rendered from a text too (``_EventText``).
 """
 
 from __future__ import annotations
@@ -445,11 +446,11 @@ class RedisSender:
         """Send the calls in one pipeline. Unsupported: nothing was sent, use kombu's path.
 
         The messages of a queue go as one ``LPUSH`` of them all (in order: the first is
-        consumed first, as with one ``LPUSH`` each), and the calls' ``task-sent`` events as one
-        publish: a list of events under the routing key ``task.multi``, as Celery's event
-        dispatcher sends a buffered group (``buffer_group``; a worker sends its task events so)
-        and as Celery's ``EventReceiver``, hence Flower, reads them. A lone event goes as
-        Celery sends it (``task.sent``).
+        consumed first, as with one ``LPUSH`` each), and the calls' ``task-sent`` events as
+        lists of up to :data:`EVENTS_PER_PUBLISH` under the routing key ``task.multi``, as
+        Celery's event dispatcher sends a buffered group (``buffer_group``; a worker sends its
+        task events so) and as Celery's ``EventReceiver``, hence Flower, reads them. A lone
+        event goes as Celery sends it (``task.sent``).
         """
         channel, client = self._channel_and_client()
         pushes: dict[str, list[str]] = {}
