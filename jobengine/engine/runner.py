@@ -25,10 +25,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.engine import dispatch, hooks
@@ -42,6 +42,7 @@ from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
     Counts,
+    add_items,
     cancel_item,
     claim_finish,
     claim_inline_finish,
@@ -52,14 +53,16 @@ from jobengine.store.runs import (
     end_run,
     extend_item_lease,
     extend_run_lease,
+    finish_reads,
     get_run,
     load_run,
     lock_job_of_run,
     mark_finish_sent,
+    run_items,
     write_log,
     write_record,
 )
-from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
+from jobengine.store.schema import Company, Job, Run, RunItem
 from jobengine.store.states import FINAL_RUNS, ItemState, RunState
 
 __all__ = ["ItemStep", "finish", "labels", "run_item", "start"]
@@ -168,6 +171,7 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
     (in the transaction that counts the last one)."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     claimed = False
+    reads: tuple[bool, list[dict[str, Any]]] | None = None
     with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
         for n, item in enumerate(items):
             last = n == len(items) - 1
@@ -186,14 +190,15 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
                 step = run_item(run_id, item.seq, worker, send_finish=False, finish_here=last)
             if step.status in ("paused", "busy"):  # the rest goes on as a fanned-out run would
                 return _fan_out(runtime, loaded, worker, items[n:])
-            claimed = step.finish_claimed
+            claimed, reads = step.finish_claimed, step.finish_reads
     if not claimed:  # no item counted last here (stopped, or done by another delivery)
         with runtime.store.write() as session:
             lock_job_of_run(session, run_id)
             claimed = claim_inline_finish(session, run_id, worker, lease)
-    if not claimed:
+            reads = finish_reads(session, run_id) if claimed else None
+    if not claimed or reads is None:
         return "started"  # another delivery finishes it
-    return _finish_claimed(runtime, loaded, worker)
+    return _finish_claimed(runtime, loaded, worker, reads)
 
 
 def _claim_start(
@@ -217,7 +222,8 @@ def _claim_start(
             return "stopped"
         if job.exec_schedule is None and job.trigger_state == "Normal":
             job.trigger_state, job.next_fire_at = "Complete", None
-        existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
+        # A first start finds no items (they are recorded only once a start is claimed).
+        existing = [] if first else run_items(session, run_id)
         if first:
             write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
             _write_job_records(session, loaded.run, job)
@@ -247,25 +253,15 @@ def _record_items(
     """Add a run's planned items (claimed already by ``holder``, who does them inline) and the
     log rows their planning asked for."""
     _write_rows(session, loaded)
-    claim: dict[str, Any] = {}
-    if holder is not None:
-        until = utcnow() + timedelta(seconds=settings.lease_seconds)
-        claim = {
-            "state": ItemState.RUNNING,
-            "claimed_by": holder,
-            "lease_until": until,
-            "attempts": 1,
-        }
-    rows = [RunItem(run_id=loaded.run.id, seq=n, key=p.key, **claim) for n, p in
-            enumerate(planned)]  # fmt: skip
-    session.add_all(rows)
-    session.execute(
-        update(Run)
-        .where(Run.id == loaded.run.id)
-        .values(total_items=len(rows), progress_message=progress_message(0, len(rows)))
-        .execution_options(synchronize_session=False)
+    keys = [p.key for p in planned]
+    return add_items(
+        session,
+        loaded.run.id,
+        keys,
+        holder=holder,
+        lease=settings.lease_seconds,
+        message=progress_message(0, len(keys)),
     )
-    return rows
 
 
 def _write_rows(session: Session, loaded: _Loaded) -> None:
@@ -300,6 +296,8 @@ class ItemStep:
     finished: int = 0
     total: int = 0
     finish_claimed: bool = False  # the run's finish is this worker's now (an inline run)
+    # read with that claim: whether the run was stopped, and its done items' results
+    finish_reads: tuple[bool, list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -421,13 +419,16 @@ def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _D
         lease = runtime.settings.lease_seconds
         inline = done.finish_here and last
         claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
+        reads = finish_reads(session, loaded.run.id) if claimed else None
         send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
     if send:
         _send_finish(loaded)
     finished, total = result
     progress = finished * 100 // max(total, 1)
     status: Literal["done", "cancelled"] = "cancelled" if outcome is None else "done"
-    return ItemStep(status, None, progress, finished, total, finish_claimed=claimed)
+    return ItemStep(
+        status, None, progress, finished, total, finish_claimed=claimed, finish_reads=reads
+    )
 
 
 def _log_outcome(session: Session, loaded: _Loaded, key: str, outcome: ItemOutcome | None) -> None:
@@ -479,20 +480,24 @@ def _finish(run_id: int, worker: str) -> str:
             return "duplicate"
         claimed = claim_finish(session, run_id, worker, lease)
         ended = loaded.run.state in FINAL_RUNS
-    if not claimed:
+        reads = finish_reads(session, run_id) if claimed else None
+    if not claimed or reads is None:
         if ended:  # a finish killed after its commit: what it left staged goes now
             _cleanup(loaded)
         return "duplicate"
-    return _finish_claimed(runtime, loaded, worker)
+    return _finish_claimed(runtime, loaded, worker, reads)
 
 
-def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
-    """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up."""
+def _finish_claimed(
+    runtime: Runtime, loaded: _Loaded, worker: str, reads: tuple[bool, list[dict[str, Any]]]
+) -> str:
+    """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up.
+    ``reads`` is what the claiming transaction read: the stop flag and the done items."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    stopped, done = reads
+    loaded.ctx.known_done_items(done)
     try:
         with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
-            with runtime.store.read() as session:
-                stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
             finished = loaded.kind.finish(loaded.ctx, stopped)
             output = hooks.before_end(loaded.ctx, finished)  # the follow-on job
     except Unavailable:

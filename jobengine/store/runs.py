@@ -69,6 +69,7 @@ from jobengine.store.states import (
 
 __all__ = [
     "ItemClaim",
+    "add_items",
     "claim_finish",
     "claim_inline_finish",
     "claim_item",
@@ -77,10 +78,12 @@ __all__ = [
     "end_run",
     "extend_item_lease",
     "extend_run_lease",
+    "finish_reads",
     "get_run",
     "load_run",
     "lock_job",
     "lock_job_of_run",
+    "run_items",
     "write_log",
     "write_record",
 ]
@@ -280,6 +283,77 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
     if item.state == ItemState.RUNNING:
         return ItemClaim("busy", item, item.lease_until)
     return ItemClaim("finished", item)
+
+
+_ITEMS = HotStatement(
+    select(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS))
+    .where(_I.run_id == bindparam("run"))
+    .order_by(_I.seq),
+    typed=True,
+)
+
+
+def run_items(session: Session, run_id: int) -> list[RunItem]:
+    """A run's items in order (the ones an earlier start planned), as their rows hold them
+    (transient objects: read, not to be changed)."""
+    rows = _ITEMS.all(_hot(session), {"run": run_id})
+    return [RunItem(**dict(zip(_ITEM_COLUMNS, row, strict=True))) for row in rows]
+
+
+_ADD_ITEM_KEYS = ("run_id", "seq", "key", "state", "claimed_by", "lease_until", "attempts")
+_ADD_ITEM = HotStatement(insert(RUN_ITEMS), insert_keys=_ADD_ITEM_KEYS)
+_PLANNED = HotStatement(
+    update(RUNS)
+    .where(_R.id == bindparam("run"))
+    .values(total_items=bindparam("total", type_=Integer()),
+            progress_message=bindparam("message", type_=String()))
+)  # fmt: skip
+
+
+def add_items(
+    session: Session,
+    run_id: int,
+    keys: Sequence[str],
+    *,
+    holder: str | None,
+    lease: float,
+    message: str,
+) -> list[RunItem]:
+    """Record a run's planned items (one ``executemany``) and their count; claimed already by
+    ``holder`` (who does them inline) when given, else pending. ``message`` is the run's
+    progress message for none of them done. The items come back as written (transient)."""
+    if holder is None:
+        claim: dict[str, Any] = {"state": ItemState.PENDING, "claimed_by": None,
+                                 "lease_until": None, "attempts": 0}  # fmt: skip
+    else:
+        until = utcnow() + timedelta(seconds=lease)
+        claim = {"state": ItemState.RUNNING, "claimed_by": holder, "lease_until": until,
+                 "attempts": 1}  # fmt: skip
+    rows = [{"run_id": run_id, "seq": n, "key": key, **claim} for n, key in enumerate(keys)]
+    conn = _hot(session)
+    _ADD_ITEM.execute_many(conn, rows)
+    _PLANNED.execute(conn, {"run": run_id, "total": len(rows), "message": message})
+    return [RunItem(**row, result={}) for row in rows]
+
+
+_STOP_REQUESTED = HotStatement(
+    select(_R.stop_requested).where(_R.id == bindparam("run")), typed=True
+)
+_DONE_RESULTS = HotStatement(
+    select(_I.result)
+    .where(_I.run_id == bindparam("run"), _I.state == ItemState.DONE)
+    .order_by(_I.seq),
+    typed=True,
+)
+
+
+def finish_reads(session: Session, run_id: int) -> tuple[bool, list[dict[str, Any]]]:
+    """What a finish reads, in the transaction that claims it: whether the run was stopped,
+    and the results of its items that ended ``done``, in item order."""
+    conn = _hot(session)
+    stopped = bool(_STOP_REQUESTED.scalar(conn, {"run": run_id}))
+    done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(conn, {"run": run_id})]
+    return stopped, done
 
 
 _CANCEL_ITEM = HotStatement(

@@ -1,0 +1,141 @@
+"""The worker's short path, step by step in this process on both stores: planned items written
+at once, the finish's reads taken in the transaction that claims it, the asset of an item read
+by a prebuilt statement.
+
+Messages go to a queue of the test's own (``private_queue``) that no worker reads.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from jobengine import submit
+from jobengine.engine import runner
+from jobengine.kinds import kind_for
+from jobengine.kinds.base import asset_in_folder
+from jobengine.runtime import get_runtime
+from jobengine.store.runs import add_items, finish_reads, run_items
+from jobengine.store.schema import Asset, Job, Run, RunItem
+from tests.support.helpers import export_request, make_company
+
+Queue = tuple[dict[str, str], str]
+
+
+def _run(name: str) -> Run:
+    with get_runtime().store.read() as session:
+        run = session.scalar(select(Run).join(Job, Job.id == Run.job_id).where(Job.name == name))
+    assert run is not None
+    return run
+
+
+def _items(run_id: int) -> list[tuple[int, str, str, str | None, int]]:
+    with get_runtime().store.read() as session:
+        rows = session.execute(
+            select(RunItem.seq, RunItem.key, RunItem.state, RunItem.claimed_by, RunItem.attempts)
+            .where(RunItem.run_id == run_id)
+            .order_by(RunItem.seq)
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def test_a_fanned_out_start_records_its_items_at_once_and_a_second_start_reuses_them(
+    private_queue: Queue,
+) -> None:
+    company, assets = make_company(3)
+    submit(export_request(company, assets, "Path Fan Out"))
+    run = _run("Path Fan Out")
+
+    assert runner.start(run.id, "starter") == "started"
+
+    assert _items(run.id) == [(n, h, "pending", None, 0) for n, h in enumerate(assets)]
+    started = _run("Path Fan Out")
+    assert started.total_items == 3 and started.progress_message == "0 of 3 file(s) processed"
+    with get_runtime().store.read() as session:
+        again = run_items(session, run.id)
+    assert [(i.seq, i.key, i.state) for i in again] == [(n, h, "pending") for n, h in
+                                                         enumerate(assets)]  # fmt: skip
+
+
+def test_items_claimed_when_planned_carry_their_holder_and_lease(private_queue: Queue) -> None:
+    company, assets = make_company(2)
+    submit(export_request(company, assets, "Path Claimed Items"))
+    run = _run("Path Claimed Items")
+    with get_runtime().store.write() as session:
+        made = add_items(session, run.id, assets, holder="w1", lease=30, message="0 of 2")
+    assert [(i.seq, i.state, i.claimed_by, i.attempts) for i in made] == [
+        (0, "running", "w1", 1),
+        (1, "running", "w1", 1),
+    ]
+    assert [row[2:] for row in _items(run.id)] == [("running", "w1", 1), ("running", "w1", 1)]
+    with get_runtime().store.read() as session:
+        leases = session.scalars(select(RunItem.lease_until).where(RunItem.run_id == run.id))
+        assert all(lease is not None for lease in leases)
+        assert session.get(Run, run.id).total_items == 2  # type: ignore[union-attr]
+
+
+def test_the_finish_reads_the_stop_flag_and_the_done_results_with_its_claim(
+    private_queue: Queue,
+) -> None:
+    company, assets = make_company(2)
+    submit(export_request(company, assets, "Path Finish Reads"))
+    run = _run("Path Finish Reads")
+    assert runner.start(run.id, "starter") == "started"
+    assert runner.run_item(run.id, 0, "worker-a").status == "done"
+    with get_runtime().store.read() as session:
+        stopped, done = finish_reads(session, run.id)
+    assert not stopped
+    members = [f["member"] for r in done for f in r["files"]]
+    assert [m.rpartition("/")[2] for m in members] == [_name(assets[0])]
+
+    assert runner.run_item(run.id, 1, "worker-a").status == "done"
+    with get_runtime().store.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(stop_requested=True))
+    assert runner.finish(run.id, "worker-b") == "stopped"  # the flag its claim read
+    ended = _run("Path Finish Reads")
+    assert ended.state == "Stopped" and ended.output == {}
+
+
+def test_a_one_asset_run_is_done_in_its_start_with_its_zip(private_queue: Queue) -> None:
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Asset"))
+    run = _run("Path One Asset")
+
+    assert runner.start(run.id, "starter") == "done"
+
+    done = _run("Path One Asset")
+    assert done.state == "Done" and done.success_count == 1 and done.output["files"] == 1
+    assert _items(run.id) == [(0, asset, "done", "starter", 1)]
+    assert get_runtime().storage.list_files(f"_staging/run-{run.id}", recursive=True) == []
+
+
+def test_an_items_asset_is_read_with_its_folder_and_only_in_its_company(
+    private_queue: Queue,
+) -> None:
+    company, [asset] = make_company(1)
+    _other, [foreign] = make_company(1)
+    submit(export_request(company, [asset], "Path Asset Read"))
+    run = _run("Path Asset Read")
+    with get_runtime().store.read() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+        stored = session.scalar(select(Asset).where(Asset.handle == asset))
+        assert stored is not None
+        expected = {c.key: getattr(stored, c.key) for c in Asset.__table__.c}
+    ctx = kind_for(job.kind).context(
+        get_runtime(), (run.id, job.id, run.company_id), (company, run.run_name), job.payload
+    )
+
+    found = asset_in_folder(ctx, asset)
+    assert found is not None
+    read, folder = found
+    assert {key: getattr(read, key) for key in expected} == expected
+    assert folder == "/" or folder.startswith("/")
+    assert asset_in_folder(ctx, foreign) is None  # another company's asset is not there
+    assert asset_in_folder(ctx, f"{asset}-gone") is None
+
+
+def _name(handle: str) -> str:
+    with get_runtime().store.read() as session:
+        name = session.scalar(select(Asset.name).where(Asset.handle == handle))
+    assert name is not None
+    return name
