@@ -1,6 +1,6 @@
 """The worker's short path, step by step in this process on both stores: planned items written
 at once, the finish's reads taken in the transaction that claims it, the asset of an item read
-by a prebuilt statement.
+by a prebuilt statement, and originals staged as one file per item.
 
 Messages go to a queue of the test's own (``private_queue``) that no worker reads.
 """
@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from jobengine import submit
 from jobengine.engine import runner
 from jobengine.kinds import kind_for
-from jobengine.kinds.base import asset_in_folder
+from jobengine.kinds.base import PlannedItem, asset_in_folder
 from jobengine.runtime import get_runtime
 from jobengine.store.runs import add_items, finish_reads, run_items
 from jobengine.store.schema import Asset, Job, Run, RunItem
@@ -132,6 +132,36 @@ def test_an_items_asset_is_read_with_its_folder_and_only_in_its_company(
     assert folder == "/" or folder.startswith("/")
     assert asset_in_folder(ctx, foreign) is None  # another company's asset is not there
     assert asset_in_folder(ctx, f"{asset}-gone") is None
+
+
+def test_an_original_is_staged_as_one_file_which_a_retried_item_replaces(
+    private_queue: Queue,
+) -> None:
+    company, assets = make_company(2)
+    submit(export_request(company, assets, "Path Staged"))
+    run = _run("Path Staged")
+    assert runner.start(run.id, "starter") == "started"
+    assert runner.run_item(run.id, 0, "worker-a").status == "done"
+    storage = get_runtime().storage
+    staged = storage.list_files(f"_staging/run-{run.id}", recursive=True)
+    assert len(staged) == 1 and staged[0].count("/") == 2  # _staging/run-N/<file>: no folder
+
+    with get_runtime().store.write() as session:  # as if its worker died after the copy
+        session.execute(
+            update(RunItem)
+            .where(RunItem.run_id == run.id, RunItem.seq == 1)
+            .values(state="running", claimed_by="dead", attempts=1)
+        )
+    with get_runtime().store.read() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+    kind = kind_for(job.kind)
+    ctx = kind.context(
+        get_runtime(), (run.id, job.id, run.company_id), (company, run.run_name), job.payload
+    )
+    kind.process(ctx, PlannedItem(key=assets[1]))  # the dead worker's copy
+    kind.process(ctx, PlannedItem(key=assets[1]))  # and the retried item's
+    assert len(storage.list_files(f"_staging/run-{run.id}", recursive=True)) == 2
 
 
 def _name(handle: str) -> str:
