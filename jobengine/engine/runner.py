@@ -172,12 +172,13 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     claimed = False
     reads: tuple[bool, list[dict[str, Any]]] | None = None
+    if len(items) == 1 and _held(items[0], worker):  # one item, claimed when planned
+        with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+            return _one_shot(runtime, loaded, items[0], worker)
     with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
         for n, item in enumerate(items):
             last = n == len(items) - 1
-            if (
-                item.state == ItemState.RUNNING and item.claimed_by == worker
-            ):  # claimed when planned
+            if _held(item, worker):  # claimed when planned
                 step = _work_item(
                     runtime,
                     loaded,
@@ -199,6 +200,74 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
     if not claimed or reads is None:
         return "started"  # another delivery finishes it
     return _finish_claimed(runtime, loaded, worker, reads)
+
+
+def _held(item: RunItem, worker: str) -> bool:
+    """Whether ``worker`` claimed the item (when it planned the run, to do it inline)."""
+    return item.state == ItemState.RUNNING and item.claimed_by == worker
+
+
+def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> str:
+    """A run of one item ``worker`` claimed when it planned it: the item, the output, then one
+    transaction that counts the item, claims the finish and ends the run (instead of one for
+    the item and one for the end). The usual way instead (the item counted, then the finish)
+    when the item was stopped or failed, the run was stopped meanwhile, or the output failed.
+
+    Run once as before: killed before that commit, nothing of the item or the end is recorded,
+    and the re-sent start (its lease lapsed) takes the item over and writes the same output
+    again (an atomic replacement of the run's own ZIP); the end is a compare-and-set."""
+    run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    seq, key = item.seq, item.key
+    with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
+        outcome = _process(loaded, key)
+    item_rows = tuple(loaded.ctx.take_log_rows())  # the item's, written before its outcome's
+    done = _Done(worker, outcome, send_finish=False, finish_here=True, rows=item_rows)
+    usual = outcome is None or outcome.status == "error"
+    if not usual:
+        with runtime.store.read() as session:  # a stop asked for while the item worked
+            usual = finish_reads(session, run_id)[0]
+    if not usual and outcome is not None:
+        loaded.ctx.known_done_items([dict(outcome.result)])
+        try:
+            output = hooks.before_end(loaded.ctx, loaded.kind.finish(loaded.ctx, False))
+        except Unavailable:
+            raise  # the task starts again once the store answers: the item is still ours
+        except Exception:  # counted first, then the usual finish fails the run with the error
+            logger.warning("run %s: its output failed; finishing the usual way", run_id)
+            loaded.ctx.take_log_rows()
+        else:
+            return _end_one_shot(runtime, loaded, (seq, key), done, output)
+    step = _complete(runtime, loaded, (seq, key), done)
+    if not step.finish_claimed or step.finish_reads is None:
+        return "started"
+    return _finish_claimed(runtime, loaded, worker, step.finish_reads)
+
+
+def _end_one_shot(
+    runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done, output: dict[str, Any]
+) -> str:
+    """The one transaction of a one-shot run after its output: count the item, claim the
+    finish, end the run."""
+    (seq, key), run_id, worker = item, loaded.run.id, done.worker
+    assert done.outcome is not None
+    counts, final = _tally(done.outcome)
+    finish_rows = loaded.ctx.take_log_rows()
+    with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
+        result = done.outcome.result
+        if complete_item(session, run_id, seq, worker, final=final, counts=counts, result=result):
+            for row in done.rows:
+                row.write(session, loaded.run)
+            _log_outcome(session, loaded, key, done.outcome)
+        else:
+            return "duplicate"  # our lease lapsed and another worker took the item over
+        lease = runtime.settings.lease_seconds
+        if not claim_inline_finish(session, run_id, worker, lease):
+            return "started"  # the start was taken over: its new holder finishes the run
+        if not _end(session, loaded, RunState.DONE, output, finish_rows):
+            return "duplicate"
+    _cleanup(loaded)
+    return "done"
 
 
 def _claim_start(
@@ -308,6 +377,7 @@ class _Done:
     outcome: ItemOutcome | None  # None: the run was stopped while the item worked
     send_finish: bool = True  # send the finish if this was the last item
     finish_here: bool = False  # else claim it here, for the worker doing the run inline
+    rows: tuple[LogRow, ...] = ()  # log rows the item asked for, taken from its context
 
 
 def run_item(
@@ -413,6 +483,8 @@ def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _D
         if result is None:  # our lease lapsed and another worker took the item over
             loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
             return ItemStep("duplicate")
+        for row in done.rows:
+            row.write(session, loaded.run)
         _write_rows(session, loaded)
         _log_outcome(session, loaded, key, outcome)
         last = result[0] >= result[1]
@@ -511,30 +583,45 @@ def _finish_claimed(
     state = RunState.STOPPED if stopped else RunState.DONE
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
-        run = get_run(session, run_id)
-        assert run is not None
-        if not end_run(session, run, state, output=output):
+        if not _end(session, loaded, state, output, loaded.ctx.take_log_rows()):
             return "duplicate"  # another finish (a re-sent one) committed the end first
-        _write_rows(session, loaded)
-        summary: LogMessage = (
-            "job stopped: {success} succeeded, {errors} failed, "
-            "{warnings} warnings of {total} file(s)"
-            if stopped
-            else "job done: {success} succeeded, {errors} failed, "
-            "{warnings} warnings of {total} file(s)"
-        )
-        write_log(
-            session,
-            run,
-            loaded.kind.end_log,
-            summary,
-            success=run.success_count,
-            errors=run.error_count,
-            warnings=run.warning_count,
-            total=run.total_items,
-        )
     _cleanup(loaded)
     return state.lower()
+
+
+def _end(
+    session: Session,
+    loaded: _Loaded,
+    state: RunState,
+    output: dict[str, Any],
+    rows: Sequence[LogRow],
+) -> bool:
+    """End the run (compare-and-set) with its output, the rows its finish asked for and its
+    summary row; False, writing nothing, if another finish ended it first."""
+    run = get_run(session, loaded.run.id)
+    assert run is not None
+    if not end_run(session, run, state, output=output):
+        return False
+    for row in rows:
+        row.write(session, run)
+    stopped = state == RunState.STOPPED
+    summary: LogMessage = (
+        "job stopped: {success} succeeded, {errors} failed, {warnings} warnings of {total} file(s)"
+        if stopped
+        else "job done: {success} succeeded, {errors} failed, "
+        "{warnings} warnings of {total} file(s)"
+    )
+    write_log(
+        session,
+        run,
+        loaded.kind.end_log,
+        summary,
+        success=run.success_count,
+        errors=run.error_count,
+        warnings=run.warning_count,
+        total=run.total_items,
+    )
+    return True
 
 
 def _cleanup(loaded: _Loaded) -> None:

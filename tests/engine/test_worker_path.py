@@ -7,15 +7,20 @@ Messages go to a queue of the test's own (``private_queue``) that no worker read
 
 from __future__ import annotations
 
+import zipfile
+from typing import Any
+
+import pytest
 from sqlalchemy import select, update
 
 from jobengine import submit
 from jobengine.engine import runner
 from jobengine.kinds import kind_for
-from jobengine.kinds.base import PlannedItem, asset_in_folder
+from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext, asset_in_folder
 from jobengine.runtime import get_runtime
+from jobengine.storage import LocalStorage
 from jobengine.store.runs import add_items, finish_reads, run_items
-from jobengine.store.schema import Asset, Job, Run, RunItem
+from jobengine.store.schema import Asset, Job, LogDetail, Run, RunItem
 from tests.support.helpers import export_request, make_company
 
 Queue = tuple[dict[str, str], str]
@@ -169,3 +174,121 @@ def _name(handle: str) -> str:
         name = session.scalar(select(Asset.name).where(Asset.handle == handle))
     assert name is not None
     return name
+
+
+def _log(run_id: int) -> list[tuple[str, str]]:
+    """The run's log rows in order: (log type, English message)."""
+    with get_runtime().store.read() as session:
+        rows = session.execute(
+            select(LogDetail.log_type, LogDetail.message)
+            .where(LogDetail.run_id == run_id)
+            .order_by(LogDetail.id)
+        ).all()
+    return [(str(t), str(m)) for t, m in rows]
+
+
+class _Died(BaseException):
+    """A worker dying at a point of the test's choosing (nothing catches it)."""
+
+
+def test_a_one_asset_run_ends_in_one_transaction_with_its_rows_in_order(
+    private_queue: Queue,
+) -> None:
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Shot Rows"))
+    run = _run("Path One Shot Rows")
+
+    assert runner.start(run.id, "starter") == "done"
+
+    ended = _run("Path One Shot Rows")
+    assert ended.planned and ended.finish_sent_at is not None and ended.lease_until is None
+    assert (ended.finished_items, ended.total_items, ended.success_count) == (1, 1, 1)
+    types = [t for t, _ in _log(run.id)]
+    assert types == ["BeginGet", "OriginalJobName", "ReturnSuccess", "EndGet"]
+    assert _log(run.id)[-1][1].startswith("job done: 1 succeeded, 0 failed")
+
+
+def test_a_one_asset_run_killed_before_its_one_commit_is_done_once_by_the_next_start(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Shot Killed"))
+    run = _run("Path One Shot Killed")
+
+    def die(*args: object, **kwargs: object) -> str:
+        raise _Died  # the ZIP is written, nothing of the item or the end is committed
+
+    monkeypatch.setattr(runner, "_end_one_shot", die)
+    with pytest.raises(_Died):
+        runner.start(run.id, "doomed")
+    monkeypatch.undo()
+    held = _run("Path One Shot Killed")
+    assert held.state == "Running" and held.finished_items == 0
+    assert _items(run.id) == [(0, asset, "running", "doomed", 1)]
+    with get_runtime().store.write() as session:  # the dead worker's leases lapse
+        past = held.started_at
+        session.execute(update(Run).where(Run.id == run.id).values(lease_until=past))
+        session.execute(update(RunItem).where(RunItem.run_id == run.id).values(lease_until=past))
+
+    assert runner.start(run.id, "worker-b") == "done"  # the re-sent start
+
+    done = _run("Path One Shot Killed")
+    assert done.state == "Done" and (done.finished_items, done.success_count) == (1, 1)
+    assert [t for t, _ in _log(run.id)].count("ReturnSuccess") == 1
+    assert _items(run.id) == [(0, asset, "done", "worker-b", 2)]
+    storage = get_runtime().storage
+    assert isinstance(storage, LocalStorage)
+    with zipfile.ZipFile(storage.path(str(done.output["zip"]))) as zf:
+        assert [m.rpartition("/")[2] for m in zf.namelist()] == [_name(asset)]
+    assert runner.start(run.id, "worker-c") == "duplicate"
+
+
+def test_a_one_asset_run_stopped_while_its_item_worked_ends_stopped_with_it_counted(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Shot Stopped"))
+    run = _run("Path One Shot Stopped")
+    with get_runtime().store.read() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+    kind = kind_for(job.kind)
+    process = type(kind).process
+
+    def process_then_stop(self: object, ctx: RunContext[Any], item: PlannedItem) -> ItemOutcome:
+        outcome = process(kind, ctx, item)
+        with get_runtime().store.write() as session:  # stopJob, while the item worked
+            session.execute(update(Run).where(Run.id == run.id).values(stop_requested=True))
+        return outcome
+
+    monkeypatch.setattr(type(kind), "process", process_then_stop)
+    assert runner.start(run.id, "starter") == "stopped"
+
+    ended = _run("Path One Shot Stopped")
+    assert ended.state == "Stopped" and ended.output == {} and ended.success_count == 1
+    assert [t for t, _ in _log(run.id)] == [
+        "BeginGet", "OriginalJobName", "ReturnSuccess", "EndGet"
+    ]  # fmt: skip
+
+
+def test_a_one_asset_run_whose_output_fails_counts_its_item_and_fails(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Shot Output Fails"))
+    run = _run("Path One Shot Output Fails")
+    with get_runtime().store.read() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+    kind = kind_for(job.kind)
+
+    def no_zip(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(kind), "_write_zip", staticmethod(no_zip))
+    assert runner.start(run.id, "starter") == "failed"
+
+    ended = _run("Path One Shot Output Fails")
+    assert ended.state == "Failed" and ended.fatal_error and ended.success_count == 1
+    types = [t for t, _ in _log(run.id)]
+    assert types == ["BeginGet", "OriginalJobName", "ReturnSuccess", "FatalError"]
