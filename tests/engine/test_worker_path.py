@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from jobengine import submit
-from jobengine.engine import runner
+from jobengine.engine import runner, taskkit
 from jobengine.kinds import kind_for
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext, asset_in_folder
 from jobengine.runtime import get_runtime
@@ -292,3 +292,13 @@ def test_a_one_asset_run_whose_output_fails_counts_its_item_and_fails(
     assert ended.state == "Failed" and ended.fatal_error and ended.success_count == 1
     types = [t for t, _ in _log(run.id)]
     assert types == ["BeginGet", "OriginalJobName", "ReturnSuccess", "FatalError"]
+
+
+def test_an_item_task_sends_progress_about_every_twentieth_of_its_run_and_at_its_end() -> None:
+    def sent(total: int) -> list[int]:
+        steps = (runner.ItemStep("done", finished=n, total=total) for n in range(1, total + 1))
+        return [step.finished for step in steps if taskkit._reports(step)]
+
+    assert sent(500) == list(range(25, 501, 25))
+    assert sent(3) == [1, 2, 3]
+    assert sent(45)[-1] == 45 and len(sent(45)) == 23  # every second item, and the last
