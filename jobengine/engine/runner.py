@@ -25,10 +25,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.engine import dispatch, hooks
@@ -42,6 +42,7 @@ from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
     Counts,
+    add_items,
     cancel_item,
     claim_finish,
     claim_inline_finish,
@@ -52,14 +53,16 @@ from jobengine.store.runs import (
     end_run,
     extend_item_lease,
     extend_run_lease,
+    finish_reads,
     get_run,
     load_run,
     lock_job_of_run,
     mark_finish_sent,
+    run_items,
     write_log,
     write_record,
 )
-from jobengine.store.schema import Company, Job, Run, RunItem, utcnow
+from jobengine.store.schema import Company, Job, Run, RunItem
 from jobengine.store.states import FINAL_RUNS, ItemState, RunState
 
 __all__ = ["ItemStep", "finish", "labels", "run_item", "start"]
@@ -168,12 +171,14 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
     (in the transaction that counts the last one)."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     claimed = False
+    reads: tuple[bool, list[dict[str, Any]]] | None = None
+    if len(items) == 1 and _held(items[0], worker):  # one item, claimed when planned
+        with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
+            return _one_shot(runtime, loaded, items[0], worker)
     with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
         for n, item in enumerate(items):
             last = n == len(items) - 1
-            if (
-                item.state == ItemState.RUNNING and item.claimed_by == worker
-            ):  # claimed when planned
+            if _held(item, worker):  # claimed when planned
                 step = _work_item(
                     runtime,
                     loaded,
@@ -186,14 +191,83 @@ def _run_inline(runtime: Runtime, loaded: _Loaded, worker: str, items: Sequence[
                 step = run_item(run_id, item.seq, worker, send_finish=False, finish_here=last)
             if step.status in ("paused", "busy"):  # the rest goes on as a fanned-out run would
                 return _fan_out(runtime, loaded, worker, items[n:])
-            claimed = step.finish_claimed
+            claimed, reads = step.finish_claimed, step.finish_reads
     if not claimed:  # no item counted last here (stopped, or done by another delivery)
         with runtime.store.write() as session:
             lock_job_of_run(session, run_id)
             claimed = claim_inline_finish(session, run_id, worker, lease)
-    if not claimed:
+            reads = finish_reads(session, run_id) if claimed else None
+    if not claimed or reads is None:
         return "started"  # another delivery finishes it
-    return _finish_claimed(runtime, loaded, worker)
+    return _finish_claimed(runtime, loaded, worker, reads)
+
+
+def _held(item: RunItem, worker: str) -> bool:
+    """Whether ``worker`` claimed the item (when it planned the run, to do it inline)."""
+    return item.state == ItemState.RUNNING and item.claimed_by == worker
+
+
+def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> str:
+    """A run of one item ``worker`` claimed when it planned it: the item, the output, then one
+    transaction that counts the item, claims the finish and ends the run (instead of one for
+    the item and one for the end). The usual way instead (the item counted, then the finish)
+    when the item was stopped or failed, the run was stopped meanwhile, or the output failed.
+
+    Run once as before: killed before that commit, nothing of the item or the end is recorded,
+    and the re-sent start (its lease lapsed) takes the item over and writes the same output
+    again (an atomic replacement of the run's own ZIP); the end is a compare-and-set."""
+    run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    seq, key = item.seq, item.key
+    with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
+        outcome = _process(loaded, key)
+    item_rows = tuple(loaded.ctx.take_log_rows())  # the item's, written before its outcome's
+    done = _Done(worker, outcome, send_finish=False, finish_here=True, rows=item_rows)
+    usual = outcome is None or outcome.status == "error"
+    if not usual:
+        with runtime.store.read() as session:  # a stop asked for while the item worked
+            usual = finish_reads(session, run_id)[0]
+    if not usual and outcome is not None:
+        loaded.ctx.known_done_items([dict(outcome.result)])
+        try:
+            output = hooks.before_end(loaded.ctx, loaded.kind.finish(loaded.ctx, False))
+        except Unavailable:
+            raise  # the task starts again once the store answers: the item is still ours
+        except Exception:  # counted first, then the usual finish fails the run with the error
+            logger.warning("run %s: its output failed; finishing the usual way", run_id)
+            loaded.ctx.take_log_rows()
+        else:
+            return _end_one_shot(runtime, loaded, (seq, key), done, output)
+    step = _complete(runtime, loaded, (seq, key), done)
+    if not step.finish_claimed or step.finish_reads is None:
+        return "started"
+    return _finish_claimed(runtime, loaded, worker, step.finish_reads)
+
+
+def _end_one_shot(
+    runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done, output: dict[str, Any]
+) -> str:
+    """The one transaction of a one-shot run after its output: count the item, claim the
+    finish, end the run."""
+    (seq, key), run_id, worker = item, loaded.run.id, done.worker
+    assert done.outcome is not None
+    counts, final = _tally(done.outcome)
+    finish_rows = loaded.ctx.take_log_rows()
+    with runtime.store.write() as session:
+        lock_job_of_run(session, run_id)
+        result = done.outcome.result
+        if complete_item(session, run_id, seq, worker, final=final, counts=counts, result=result):
+            for row in done.rows:
+                row.write(session, loaded.run)
+            _log_outcome(session, loaded, key, done.outcome)
+        else:
+            return "duplicate"  # our lease lapsed and another worker took the item over
+        lease = runtime.settings.lease_seconds
+        if not claim_inline_finish(session, run_id, worker, lease):
+            return "started"  # the start was taken over: its new holder finishes the run
+        if not _end(session, loaded, RunState.DONE, output, finish_rows):
+            return "duplicate"
+    _cleanup(loaded)
+    return "done"
 
 
 def _claim_start(
@@ -217,7 +291,8 @@ def _claim_start(
             return "stopped"
         if job.exec_schedule is None and job.trigger_state == "Normal":
             job.trigger_state, job.next_fire_at = "Complete", None
-        existing = session.scalars(select(RunItem).where(RunItem.run_id == run_id)).all()
+        # A first start finds no items (they are recorded only once a start is claimed).
+        existing = [] if first else run_items(session, run_id)
         if first:
             write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
             _write_job_records(session, loaded.run, job)
@@ -247,25 +322,15 @@ def _record_items(
     """Add a run's planned items (claimed already by ``holder``, who does them inline) and the
     log rows their planning asked for."""
     _write_rows(session, loaded)
-    claim: dict[str, Any] = {}
-    if holder is not None:
-        until = utcnow() + timedelta(seconds=settings.lease_seconds)
-        claim = {
-            "state": ItemState.RUNNING,
-            "claimed_by": holder,
-            "lease_until": until,
-            "attempts": 1,
-        }
-    rows = [RunItem(run_id=loaded.run.id, seq=n, key=p.key, **claim) for n, p in
-            enumerate(planned)]  # fmt: skip
-    session.add_all(rows)
-    session.execute(
-        update(Run)
-        .where(Run.id == loaded.run.id)
-        .values(total_items=len(rows), progress_message=progress_message(0, len(rows)))
-        .execution_options(synchronize_session=False)
+    keys = [p.key for p in planned]
+    return add_items(
+        session,
+        loaded.run.id,
+        keys,
+        holder=holder,
+        lease=settings.lease_seconds,
+        message=progress_message(0, len(keys)),
     )
-    return rows
 
 
 def _write_rows(session: Session, loaded: _Loaded) -> None:
@@ -300,6 +365,8 @@ class ItemStep:
     finished: int = 0
     total: int = 0
     finish_claimed: bool = False  # the run's finish is this worker's now (an inline run)
+    # read with that claim: whether the run was stopped, and its done items' results
+    finish_reads: tuple[bool, list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -310,6 +377,7 @@ class _Done:
     outcome: ItemOutcome | None  # None: the run was stopped while the item worked
     send_finish: bool = True  # send the finish if this was the last item
     finish_here: bool = False  # else claim it here, for the worker doing the run inline
+    rows: tuple[LogRow, ...] = ()  # log rows the item asked for, taken from its context
 
 
 def run_item(
@@ -415,19 +483,24 @@ def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _D
         if result is None:  # our lease lapsed and another worker took the item over
             loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
             return ItemStep("duplicate")
+        for row in done.rows:
+            row.write(session, loaded.run)
         _write_rows(session, loaded)
         _log_outcome(session, loaded, key, outcome)
         last = result[0] >= result[1]
         lease = runtime.settings.lease_seconds
         inline = done.finish_here and last
         claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
+        reads = finish_reads(session, loaded.run.id) if claimed else None
         send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
     if send:
         _send_finish(loaded)
     finished, total = result
     progress = finished * 100 // max(total, 1)
     status: Literal["done", "cancelled"] = "cancelled" if outcome is None else "done"
-    return ItemStep(status, None, progress, finished, total, finish_claimed=claimed)
+    return ItemStep(
+        status, None, progress, finished, total, finish_claimed=claimed, finish_reads=reads
+    )
 
 
 def _log_outcome(session: Session, loaded: _Loaded, key: str, outcome: ItemOutcome | None) -> None:
@@ -479,20 +552,24 @@ def _finish(run_id: int, worker: str) -> str:
             return "duplicate"
         claimed = claim_finish(session, run_id, worker, lease)
         ended = loaded.run.state in FINAL_RUNS
-    if not claimed:
+        reads = finish_reads(session, run_id) if claimed else None
+    if not claimed or reads is None:
         if ended:  # a finish killed after its commit: what it left staged goes now
             _cleanup(loaded)
         return "duplicate"
-    return _finish_claimed(runtime, loaded, worker)
+    return _finish_claimed(runtime, loaded, worker, reads)
 
 
-def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
-    """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up."""
+def _finish_claimed(
+    runtime: Runtime, loaded: _Loaded, worker: str, reads: tuple[bool, list[dict[str, Any]]]
+) -> str:
+    """The finish of a run whose finish ``worker`` has claimed: output, end, clean-up.
+    ``reads`` is what the claiming transaction read: the stop flag and the done items."""
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
+    stopped, done = reads
+    loaded.ctx.known_done_items(done)
     try:
         with Heartbeat(runtime, lambda: extend_run_lease(run_id, worker, lease), lease):
-            with runtime.store.read() as session:
-                stopped = bool(session.scalar(select(Run.stop_requested).where(Run.id == run_id)))
             finished = loaded.kind.finish(loaded.ctx, stopped)
             output = hooks.before_end(loaded.ctx, finished)  # the follow-on job
     except Unavailable:
@@ -506,30 +583,45 @@ def _finish_claimed(runtime: Runtime, loaded: _Loaded, worker: str) -> str:
     state = RunState.STOPPED if stopped else RunState.DONE
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
-        run = get_run(session, run_id)
-        assert run is not None
-        if not end_run(session, run, state, output=output):
+        if not _end(session, loaded, state, output, loaded.ctx.take_log_rows()):
             return "duplicate"  # another finish (a re-sent one) committed the end first
-        _write_rows(session, loaded)
-        summary: LogMessage = (
-            "job stopped: {success} succeeded, {errors} failed, "
-            "{warnings} warnings of {total} file(s)"
-            if stopped
-            else "job done: {success} succeeded, {errors} failed, "
-            "{warnings} warnings of {total} file(s)"
-        )
-        write_log(
-            session,
-            run,
-            loaded.kind.end_log,
-            summary,
-            success=run.success_count,
-            errors=run.error_count,
-            warnings=run.warning_count,
-            total=run.total_items,
-        )
     _cleanup(loaded)
     return state.lower()
+
+
+def _end(
+    session: Session,
+    loaded: _Loaded,
+    state: RunState,
+    output: dict[str, Any],
+    rows: Sequence[LogRow],
+) -> bool:
+    """End the run (compare-and-set) with its output, the rows its finish asked for and its
+    summary row; False, writing nothing, if another finish ended it first."""
+    run = get_run(session, loaded.run.id)
+    assert run is not None
+    if not end_run(session, run, state, output=output):
+        return False
+    for row in rows:
+        row.write(session, run)
+    stopped = state == RunState.STOPPED
+    summary: LogMessage = (
+        "job stopped: {success} succeeded, {errors} failed, {warnings} warnings of {total} file(s)"
+        if stopped
+        else "job done: {success} succeeded, {errors} failed, "
+        "{warnings} warnings of {total} file(s)"
+    )
+    write_log(
+        session,
+        run,
+        loaded.kind.end_log,
+        summary,
+        success=run.success_count,
+        errors=run.error_count,
+        warnings=run.warning_count,
+        total=run.total_items,
+    )
+    return True
 
 
 def _cleanup(loaded: _Loaded) -> None:

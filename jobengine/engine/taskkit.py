@@ -3,8 +3,11 @@
 ``define_tasks(app, "export")`` (``kind_tasks("jobengine.tasks.export")`` in ``tasks/export.py``)
 registers ``jobengine.export.start``, ``jobengine.export.item`` and ``jobengine.export.finish``.
 Each task calls one runner function; the runner's store guards make every redelivery harmless. Item
-tasks report progress three ways: in the store (for getActiveJobs), as the Celery state ``PROGRESS``
-and as a ``task-progress`` event (for Flower).
+tasks report progress in the store (for getActiveJobs, in the transaction that counts the item) and
+as a ``task-progress`` event for Flower, about every twentieth of a run (``PROGRESS_EVENTS``) and at
+its last item: an event is a broker round trip, and one per item cost a fan-out more than the
+store's work of its item. No ``PROGRESS`` result is stored: the tasks ignore their results, so it
+outlived the task as its last state, and every reader of progress reads the store.
 
 An outage of the job store never drops a message. The step waits in its process, with backoff
 (0.25 s doubling to 2 s), and runs again from the top until the store answers (the claims are
@@ -83,8 +86,19 @@ def through_outages(task: Task, step: Callable[[], _T]) -> _T:
         return result
 
 
+PROGRESS_EVENTS = 20  # task-progress events a run sends at most (and one at its last item)
+
+
+def _reports(step: runner.ItemStep) -> bool:
+    """Whether this item's count is one a ``task-progress`` event is sent for."""
+    every = max(1, step.total // PROGRESS_EVENTS)
+    return step.finished >= step.total or step.finished % every == 0
+
+
 def _report(task: Task, step: runner.ItemStep, labels: dict[str, Any]) -> None:
-    """Progress for Flower and result readers; best effort (the store has the truth)."""
+    """Progress for Flower; best effort (the store has the truth)."""
+    if not _reports(step):
+        return
     try:
         _send_progress(task, step, labels)
     except Exception as exc:  # the broker or backend is down: the item is done all the same
@@ -99,8 +113,6 @@ def _send_progress(task: Task, step: runner.ItemStep, labels: dict[str, Any]) ->
         "done": step.finished,
         "total": step.total,
     }
-    if task.request.id:
-        task.update_state(state="PROGRESS", meta=meta)
     task.send_event("task-progress", **meta)
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, func, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from jobengine.assets.catalog import company_presets
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
@@ -28,9 +28,8 @@ from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
-from jobengine.store.runs import write_log
-from jobengine.store.schema import Asset, Folder, LogDetail, Run, RunItem, SetPreset
-from jobengine.store.states import ItemState
+from jobengine.store.runs import finish_reads, write_log
+from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
 
 __all__ = [
@@ -126,6 +125,25 @@ class Finished:
     follow_on: FollowOn | None = None
 
 
+# The requests this process parsed last, by job id, with the stored request they came from:
+# every item task of a fan-out parsed its whole request again (500 handles: about a
+# millisecond an item). Used only for an equal request (comparing two dicts costs far less
+# than parsing one), so a job id of another store is no confusion.
+_PARSED: dict[int, tuple[dict[str, Any], BaseModel]] = {}
+_PARSED_KEPT = 64
+
+
+def _parsed_job(job_id: int, payload: dict[str, Any]) -> BaseModel:
+    found = _PARSED.get(job_id)
+    if found is not None and found[0] == payload:
+        return found[1]
+    if len(_PARSED) >= _PARSED_KEPT:
+        _PARSED.clear()  # forget them all, no order to keep (and safe with threads)
+    job = parse_submit_job(payload).job
+    _PARSED[job_id] = (payload, job)
+    return job
+
+
 @dataclass(frozen=True)
 class RunContext(Generic[P]):
     """The run a kind works on: ids, names, the parsed payload and the runtime, and the few
@@ -140,11 +158,14 @@ class RunContext(Generic[P]):
     payload: dict[str, Any]
     model: type[BaseModel] = BaseModel  # P itself (JobKindHandler.context sets it)
     _rows: list[LogRow] = field(default_factory=list, repr=False, compare=False)
+    # The done items' results, when the runner read them already (in the transaction that
+    # claimed the finish): done_items() answers from them instead of reading again.
+    _done: list[list[dict[str, Any]]] = field(default_factory=list, repr=False, compare=False)
 
     @functools.cached_property
     def job(self) -> P:
         """The job-type payload (e.g. the ExportJob model) of this run's request."""
-        job = parse_submit_job(self.payload).job
+        job = _parsed_job(self.job_id, self.payload)
         if not isinstance(job, self.model):  # a job row always holds its own kind's payload
             raise TypeError(f"run {self.run_id}: {type(job).__name__} is no {self.model.__name__}")
         return cast(P, job)  # checked just above: the model is P
@@ -166,15 +187,15 @@ class RunContext(Generic[P]):
 
     def done_items(self) -> list[dict[str, Any]]:
         """The results of the run's items that ended ``done``, in item order."""
+        if self._done:
+            return [dict(result) for result in self._done[-1]]
         with self.runtime.store.read() as session:
-            return [
-                dict(result or {})
-                for result in session.scalars(
-                    select(RunItem.result)
-                    .where(RunItem.run_id == self.run_id, RunItem.state == ItemState.DONE)
-                    .order_by(RunItem.seq)
-                )
-            ]
+            return finish_reads(session, self.run_id)[1]
+
+    def known_done_items(self, results: list[dict[str, Any]]) -> None:
+        """The runner's: the done items' results as the transaction claiming the finish read
+        them (nothing can change them after that: every item has ended)."""
+        self._done[:] = [results]
 
     def logged(self, message_id: LogMessage) -> int:
         """How many log rows of this run say ``message_id``."""
@@ -344,15 +365,32 @@ def asset_gone(handle: str, log_type: str) -> ItemOutcome:
     )
 
 
+_ASSET_TABLE = cast(Table, Asset.__table__)
+_FOLDER_TABLE = cast(Table, Folder.__table__)
+_ASSET_KEYS = [c.key for c in _ASSET_TABLE.c]
+# Every item of most kinds reads its asset: a prebuilt statement, its row made into a
+# transient Asset (read, never changed through it) without the ORM's query and loading.
+_ASSET_IN_FOLDER = HotStatement(
+    select(*_ASSET_TABLE.c, _FOLDER_TABLE.c.path)
+    .join(_FOLDER_TABLE, _FOLDER_TABLE.c.id == _ASSET_TABLE.c.folder_id)
+    .where(
+        _ASSET_TABLE.c.handle == bindparam("handle"),
+        _ASSET_TABLE.c.company_id == bindparam("company"),
+    ),
+    typed=True,
+)
+
+
 def asset_in_folder(ctx: RunContext[Any], handle: str) -> tuple[Asset, str] | None:
     """The company's asset with this handle and its folder path, if it still exists."""
     with ctx.runtime.store.read() as session:
-        row = session.execute(
-            select(Asset, Folder.path)
-            .join(Folder, Folder.id == Asset.folder_id)
-            .where(Asset.handle == handle, Asset.company_id == ctx.company_id)
-        ).first()
-    return None if row is None else (row[0], row[1])
+        params = {"handle": handle, "company": ctx.company_id}
+        row = _ASSET_IN_FOLDER.first(session.connection(), params)
+    if row is None:
+        return None
+    asset = Asset(**dict(zip(_ASSET_KEYS, row[:-1], strict=True)))
+    make_transient_to_detached(asset)  # as a loaded object is once its session closed
+    return asset, str(row[-1])
 
 
 class JobKindHandler(Generic[P]):

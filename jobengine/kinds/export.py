@@ -11,6 +11,7 @@ readers see no ZIP or the whole ZIP.
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ MAX_EXPORT_ASSETS = 500
 MAX_EXPORT_BYTES = 1024**3
 # Asset types converted with fmt=convert; others go out as originals (as DMC's export does).
 CONVERTIBLE = frozenset({"Image", "Pdf", "Illustrator"})
+
+
+def _digest(key: str) -> str:
+    """The staged file name of an item's original: its key's digest (any key, one flat name)."""
+    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 def _image_request(company_presets: dict[str, str], job: ExportJob) -> imaging.ImageRequest:
@@ -102,21 +108,26 @@ class ExportKind(JobKindHandler[ExportJob]):
             reason: LogMessage = "skipped {name}: {type} assets cannot be exported"
             return ItemOutcome("warning", "FileCancel", reason, ref, args=skipped)
         folder_member = "/".join(safe_name(p) for p in folder.strip("/").split("/") if p)
-        staged = f"{ctx.staging_key}/{item.key.replace('|', '_')}"
         storage = ctx.runtime.storage
-        storage.delete_tree(staged)  # a retried item starts from nothing: never two copies
         job = ctx.job
         try:
             if str(job.fmt) == "convert" and asset.type in CONVERTIBLE:
+                staged = f"{ctx.staging_key}/{item.key.replace('|', '_')}"
+                storage.delete_tree(staged)  # a retried item starts from nothing: never two copies
                 # the isolated converter needs local paths: local storage gives its own files,
                 # remote storage a downloaded copy and a folder uploaded after a success
                 with storage.local_file(asset.file_key) as source, storage.local_dir(staged) as out:
                     names = self._convert(ctx, job, source, out, asset)
                 note: LogMessage = "converted {files}"
+                paths = [(n, f"{staged}/{n}") for n in names]
             else:
-                # scratch: made again if lost, so not flushed to disk first (the ZIP is)
-                storage.copy(asset.file_key, f"{staged}/{asset.name}", durable=False)
-                names = [asset.name]
+                # One file of the item's own in the run's staging folder, named by its key's
+                # digest: a retried item replaces it (the copy is atomic), so no folder per item
+                # is made, cleared and removed. Scratch: made again if lost, so not flushed to
+                # disk first (the ZIP is).
+                copy = f"{ctx.staging_key}/{_digest(item.key)}"
+                storage.copy(asset.file_key, copy, durable=False)
+                paths = [(asset.name, copy)]
                 original = str(job.fmt) == "orig"
                 note = "exported {files}" if original else "exported {type} as original {files}"
         except (IpsFault, StorageError) as exc:
@@ -128,8 +139,8 @@ class ExportKind(JobKindHandler[ExportJob]):
         except OSError as exc:
             return io_failure("GetFailure", ref, asset.name, exc)
         files = [
-            {"member": f"{folder_member}/{n}" if folder_member else n, "staged": f"{staged}/{n}"}
-            for n in names
+            {"member": f"{folder_member}/{n}" if folder_member else n, "staged": key}
+            for n, key in paths
         ]
         size = sum(storage.size(f["staged"]) for f in files)
         done = {"files": ", ".join(f["member"] for f in files), "type": asset.type}

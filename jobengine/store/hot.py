@@ -205,6 +205,24 @@ class HotStatement:
         finally:
             cursor.close()
 
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per row through the driver's ``executemany``: one call on
+        SQLite, one pipelined round trip on psycopg 3 (a run's planned items)."""
+        if not rows:
+            return
+        compiled = self._compiled(conn.dialect)
+        if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
+            raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
+        values = [compiled.parameters(row) for row in rows]
+        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            cursor.executemany(compiled.sql, values)
+        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
+            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+
     def returning_many(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]]
     ) -> list[tuple[Any, ...]]:

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import manager_of_class, set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -69,6 +69,7 @@ from jobengine.store.states import (
 
 __all__ = [
     "ItemClaim",
+    "add_items",
     "claim_finish",
     "claim_inline_finish",
     "claim_item",
@@ -77,10 +78,12 @@ __all__ = [
     "end_run",
     "extend_item_lease",
     "extend_run_lease",
+    "finish_reads",
     "get_run",
     "load_run",
     "lock_job",
     "lock_job_of_run",
+    "run_items",
     "write_log",
     "write_record",
 ]
@@ -117,6 +120,7 @@ _LOAD_RUN = HotStatement(
     typed=True,
 )
 _GET_RUN = HotStatement(select(*RUNS.c).where(_R.id == bindparam("run")), typed=True)
+_MANAGERS = {cls: manager_of_class(cls) for cls in _LOADED}
 # Each entity's attribute names, in the order of its table's columns in the rows above.
 _LOAD_KEYS = [[c.key for c in cast(Table, cls.__table__).c] for cls in _LOADED]
 assert all(keys[0] == "id" for keys in _LOAD_KEYS)  # _attached finds the id first
@@ -128,7 +132,11 @@ def _attached(session: Session, cls: type[Any], keys: list[str], values: Sequenc
     known = session.identity_map.get(identity_key(cls, values[0]))  # the id comes first
     if known is not None:
         return known
-    obj = cls(**dict(zip(keys, values, strict=True)))
+    # As the ORM's loading does: the values go straight into the instance's dict (committed,
+    # no change events) of an instance made without __init__ (whose instrumented attribute
+    # sets were a third of a pool child's time in this function).
+    obj = _MANAGERS[cls].new_instance()
+    obj.__dict__.update(zip(keys, values, strict=True))
     make_transient_to_detached(obj)  # its values are the row's, committed
     session.add(obj)
     return obj
@@ -280,6 +288,77 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
     if item.state == ItemState.RUNNING:
         return ItemClaim("busy", item, item.lease_until)
     return ItemClaim("finished", item)
+
+
+_ITEMS = HotStatement(
+    select(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS))
+    .where(_I.run_id == bindparam("run"))
+    .order_by(_I.seq),
+    typed=True,
+)
+
+
+def run_items(session: Session, run_id: int) -> list[RunItem]:
+    """A run's items in order (the ones an earlier start planned), as their rows hold them
+    (transient objects: read, not to be changed)."""
+    rows = _ITEMS.all(_hot(session), {"run": run_id})
+    return [RunItem(**dict(zip(_ITEM_COLUMNS, row, strict=True))) for row in rows]
+
+
+_ADD_ITEM_KEYS = ("run_id", "seq", "key", "state", "claimed_by", "lease_until", "attempts")
+_ADD_ITEM = HotStatement(insert(RUN_ITEMS), insert_keys=_ADD_ITEM_KEYS)
+_PLANNED = HotStatement(
+    update(RUNS)
+    .where(_R.id == bindparam("run"))
+    .values(total_items=bindparam("total", type_=Integer()),
+            progress_message=bindparam("message", type_=String()))
+)  # fmt: skip
+
+
+def add_items(
+    session: Session,
+    run_id: int,
+    keys: Sequence[str],
+    *,
+    holder: str | None,
+    lease: float,
+    message: str,
+) -> list[RunItem]:
+    """Record a run's planned items (one ``executemany``) and their count; claimed already by
+    ``holder`` (who does them inline) when given, else pending. ``message`` is the run's
+    progress message for none of them done. The items come back as written (transient)."""
+    if holder is None:
+        claim: dict[str, Any] = {"state": ItemState.PENDING, "claimed_by": None,
+                                 "lease_until": None, "attempts": 0}  # fmt: skip
+    else:
+        until = utcnow() + timedelta(seconds=lease)
+        claim = {"state": ItemState.RUNNING, "claimed_by": holder, "lease_until": until,
+                 "attempts": 1}  # fmt: skip
+    rows = [{"run_id": run_id, "seq": n, "key": key, **claim} for n, key in enumerate(keys)]
+    conn = _hot(session)
+    _ADD_ITEM.execute_many(conn, rows)
+    _PLANNED.execute(conn, {"run": run_id, "total": len(rows), "message": message})
+    return [RunItem(**row, result={}) for row in rows]
+
+
+_STOP_REQUESTED = HotStatement(
+    select(_R.stop_requested).where(_R.id == bindparam("run")), typed=True
+)
+_DONE_RESULTS = HotStatement(
+    select(_I.result)
+    .where(_I.run_id == bindparam("run"), _I.state == ItemState.DONE)
+    .order_by(_I.seq),
+    typed=True,
+)
+
+
+def finish_reads(session: Session, run_id: int) -> tuple[bool, list[dict[str, Any]]]:
+    """What a finish reads, in the transaction that claims it: whether the run was stopped,
+    and the results of its items that ended ``done``, in item order."""
+    conn = _hot(session)
+    stopped = bool(_STOP_REQUESTED.scalar(conn, {"run": run_id}))
+    done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(conn, {"run": run_id})]
+    return stopped, done
 
 
 _CANCEL_ITEM = HotStatement(
