@@ -23,6 +23,7 @@ round trip (see :mod:`jobengine.engine.dispatch`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.hot import HotStatement, inserted_ids, planned_in
+from jobengine.store.intake import FEW_ASSETS, first_read, insert_job_and_run, new_run_values
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
@@ -98,11 +100,6 @@ _USER = HotStatement(
 _MEMBER = HotStatement(
     select(_MEMBERS.c.user_id).where(
         _MEMBERS.c.user_id == bindparam("user"), _MEMBERS.c.company_id == bindparam("company")
-    )
-)
-_LIVE_HOLDER = HotStatement(
-    select(JOBS.c.id, JOBS.c.trigger_state).where(
-        JOBS.c.company_id == bindparam("company"), JOBS.c.live_key == bindparam("name")
     )
 )
 _HOLDER_ACTIVE = HotStatement(
@@ -165,15 +162,6 @@ def _actor_of(req: SubmitJobRequest, actor: Actor) -> Actor:
     if actor.company_handle not in company_handle_forms(req.company_handle):
         raise ValueError(f"{actor} does not act on company {req.company_handle!r}")
     return actor
-
-
-def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
-    """Whether a live job holds ``name``; an ended holder hands the name to the new job."""
-    holder = _LIVE_HOLDER.first(conn, {"company": company_id, "name": name})
-    if holder is None:
-        return False
-    job_id, trigger_state = holder
-    return _still_holds(conn, int(job_id), str(trigger_state))
 
 
 def _still_holds(conn: Connection, job_id: int, trigger_state: str) -> bool:
@@ -244,44 +232,98 @@ def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int
     return taken
 
 
+def _holds(conn: Connection, holder: tuple[int, str, bool] | None) -> bool:
+    """:func:`_still_holds` for a holder read with whether it has an active run."""
+    if holder is None:
+        return False
+    job_id, trigger_state, active = holder
+    if trigger_state in LIVE_TRIGGERS or active:
+        return True
+    _RELEASE_NAME.execute(conn, {"job": job_id})
+    return False
+
+
 def _record(
     conn: Connection,
     runtime: Runtime,
     req: SubmitJobRequest,
-    who: Actor,
+    user: str | None,
+    actor: Actor | None,
     *,
     duplicate: bool,
     sending: bool,
     client: str | None = None,
 ) -> tuple[str, dispatch.StartMessage | None]:
-    """Write one job (and its run when it starts now); returns its handle and start message."""
+    """Write one job (and its run when it starts now); returns its handle and start message.
+
+    Its reads are one statement (:func:`~jobengine.store.intake.first_read`: the company, the
+    holder of the name, the assets the request names) and, for a job that starts now under its
+    own name, its writes one more (:func:`~jobengine.store.intake.insert_job_and_run`)."""
     settings = runtime.settings
     now = utcnow()
-    kind = kind_for(req.kind.element)
-    check_request(SubmitReads(conn, who), kind, req.job)
+    job_kind = req.kind
+    kind = kind_for(job_kind.element)
+    job = getattr(req, job_kind.attribute)
+    handles = kind.asset_handles(job)
+    few = len(handles) <= FEW_ASSETS
+    if actor is None:
+        read = first_read(conn, name=req.job_name, handles=handles if few else [],
+                          company_forms=company_handle_forms(req.company_handle))  # fmt: skip
+        if read.company is None:
+            raise InvalidCompany(f"unknown company {req.company_handle!r}", field="companyHandle")
+        company = CompanyRef(*read.company)
+        run_as = _user(conn, req.user_handle, company, "userHandle")
+        who = Actor(company.id, company.handle, _user(conn, user, company, "user"), run_as)
+    else:
+        who = _actor_of(req, actor)
+        read = first_read(conn, name=req.job_name, handles=handles if few else [],
+                          company_id=who.company_id)  # fmt: skip
+    reads = SubmitReads(conn, who)
+    if few:
+        reads.known(handles, read.assets)
+    check_request(reads, kind, job)
     timing = _timing(req, settings, now)
-    taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
+    taken = duplicate or _holds(conn, read.holder)
     values = _job_values(
         req, who, settings, timing, element=kind.element, now=now, taken=taken, client=client
     )
     handle = str(values["handle"])
-    job_id = int(_JOB_INSERT.scalar(conn, values))
-    if taken:
-        handle = job_handle(who.company_handle, req.job_name, job_id)
-        _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
+    local_now = now.astimezone(settings.zone)
+    # sent right after the commit (unmarked if the broker refuses it), or left to the relay
+    dispatched_at = now if sending else None
+    run: dict[str, Any] | None = None
+    if taken or not timing.run_now:
+        job_id = int(_JOB_INSERT.scalar(conn, values))
+        if taken:
+            handle = job_handle(who.company_handle, req.job_name, job_id)
+            _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
+    else:  # the hot path: the job and its run in one statement (PostgreSQL)
+        run = new_run_values(
+            who.company_id,
+            req.job_name,
+            timing.fire_key,
+            local_now=local_now,
+            eta=timing.eta,
+            dispatched_at=dispatched_at,
+        )
+        job_id, run_id = insert_job_and_run(conn, values, run)
+        if run_id is None:  # a run of this name this second: insert_run names it -2, -3...
+            run = None
+        else:
+            run["id"] = run_id
     if not timing.run_now:
         return handle, None
-    run = insert_run(
-        conn,
-        job_id=job_id,
-        company_id=who.company_id,
-        job_name=req.job_name,
-        fire_key=timing.fire_key,
-        local_now=now.astimezone(settings.zone),
-        eta=timing.eta,
-        # sent right after the commit (unmarked if the broker refuses it), or left to the relay
-        dispatched_at=now if sending else None,
-    )
+    if run is None:
+        run = insert_run(
+            conn,
+            job_id=job_id,
+            company_id=who.company_id,
+            job_name=req.job_name,
+            fire_key=timing.fire_key,
+            local_now=local_now,
+            eta=timing.eta,
+            dispatched_at=dispatched_at,
+        )
     labels = {"job": handle, "company": who.company_handle, "run": run["run_name"]}
     return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
 
@@ -434,20 +476,19 @@ def _submit(
     reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
     runtime = get_runtime()
     sending = not dispatch.broker_known_down()
+
+    def record(conn: Connection, duplicate: bool) -> list[tuple[str, dispatch.StartMessage | None]]:
+        if len(reqs) == 1:  # submit(): prebuilt statements, a read and a write
+            return [_record(conn, runtime, reqs[0], user, actor, duplicate=duplicate,
+                            sending=sending, client=client)]  # fmt: skip
+        actors = _actors(conn, reqs, user, actor)
+        return _record_many(conn, runtime, reqs, actors, duplicate=duplicate, sending=sending,
+                            client=client)  # fmt: skip
+
     for duplicate in (False, True):
         try:
-            with runtime.store.connect() as conn:
-                if len(reqs) == 1:  # submit(): prebuilt statements, one row each
-                    [req] = reqs
-                    who = _resolve(conn, req, user) if actor is None else _actor_of(req, actor)
-                    recorded = [
-                        _record(conn, runtime, req, who, duplicate=duplicate, sending=sending,
-                                client=client)
-                    ]  # fmt: skip
-                else:
-                    actors = _actors(conn, reqs, user, actor)
-                    recorded = _record_many(conn, runtime, reqs, actors, duplicate=duplicate,
-                                            sending=sending, client=client)  # fmt: skip
+            # run again if its connection died before the commit (PostgreSQL restarted)
+            recorded = runtime.store.transact(functools.partial(record, duplicate=duplicate))
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:

@@ -9,14 +9,24 @@ locked or full past its timeout raises :class:`~jobengine.errors.StoreUnavailabl
 transaction (:func:`outage`), never a driver's exception. Workers wait and try the step again;
 callers get the IPS server error. Errors of the statement itself (constraints, a bad query) are
 not outages and pass through unchanged.
+
+PostgreSQL connections are not pinged at checkout (``pool_pre_ping`` is a round trip before
+every transaction, one in nine of a submit's): :func:`_check_socket` looks at the idle
+connection's socket instead, without a query. A server that restarted or closed the connection
+has left it readable (the end of the stream, or the notice it sends before closing), and the pool
+replaces it. A connection that dies after that look is left to :meth:`Store.transact`, which runs
+a transaction again when its connection failed before its COMMIT was sent (so nothing was
+committed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import select
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
@@ -26,6 +36,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from jobengine.errors import StoreUnavailable
 
 __all__ = ["Store", "normalize_url", "outage", "outage_reason"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # SQLite's own outages (its OperationalError also covers bad SQL, which is no outage).
 _SQLITE_OUTAGES = (
@@ -107,6 +121,27 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+def _check_socket(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    """Replace a pooled PostgreSQL connection that died while idle, without a round trip.
+
+    An idle connection has nothing to read: data waiting on its socket is the end of the stream
+    (the server went away) or a message the server sends before closing it (a shutdown's
+    "terminating connection"). Either way the pool drops it and checks out another
+    (``DisconnectionError`` from a checkout listener does that)."""
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise exc.DisconnectionError("connection closed")
+    poller = select.poll()
+    poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise exc.DisconnectionError("the server closed the idle connection")
+
+
+def _died_before_commit(error: BaseException) -> bool:
+    """Whether a transaction's statement failed because its connection died (a disconnect the
+    pool invalidated): nothing of that transaction was committed."""
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
 class Store:
     """The job store: a read and a write session factory over one database."""
 
@@ -119,12 +154,9 @@ class Store:
         else:
             # connect_timeout: a host that drops packets is an outage in 10 s, not a hang
             engine = create_engine(
-                self.url,
-                pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
-                connect_args={"connect_timeout": 10},
+                self.url, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 10}
             )
+            event.listen(engine, "checkout", _check_socket)
             self._read_engine = self._write_engine = engine
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
@@ -150,6 +182,31 @@ class Store:
         """A write transaction on a bare connection, for Core statements on hot paths."""
         with outage(), self._write_engine.begin() as conn:
             yield conn
+
+    def transact(self, work: Callable[[Connection], T]) -> T:
+        """``work(conn)`` in a write transaction (as :meth:`connect`), committed; run once more
+        on a fresh connection if its connection died before the COMMIT was sent.
+
+        Such a failure committed nothing, so running the work again neither loses nor doubles
+        it (``work`` must only touch the store). A failure of the COMMIT itself may or may not
+        have committed: it is not run again (``StoreUnavailable``)."""
+        for attempt in (1, 2):
+            with outage(), self._write_engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    result = work(conn)
+                except exc.DBAPIError as error:
+                    transaction.rollback()
+                    if attempt == 1 and _died_before_commit(error):
+                        logger.info("store connection lost before commit; running it again")
+                        continue
+                    raise
+                except BaseException:
+                    transaction.rollback()
+                    raise
+                transaction.commit()
+                return result
+        raise AssertionError("unreachable")  # the second attempt returns or raises
 
     @contextmanager
     def read(self) -> Iterator[Session]:

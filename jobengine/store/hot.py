@@ -99,6 +99,20 @@ def _default_of(default: ColumnDefault) -> Callable[[], Any]:
     return lambda: arg
 
 
+def _translated(conn: Connection, sql: str, values: Any, error: Exception) -> DBAPIError:
+    """The driver's error as Connection.execute would raise it: the same exception classes,
+    and a lost connection invalidated (``connection_invalidated``), so that the pool drops it
+    and :meth:`jobengine.store.db.Store.transact` knows nothing of the transaction committed."""
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(cast(Any, error), conn.connection.dbapi_connection, None)
+    if lost:
+        conn.invalidate(error)
+    translated = DBAPIError.instance(
+        sql, values, error, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+    )
+    return cast(DBAPIError, translated)
+
+
 class HotStatement:
     """A Core statement (with its INSERT column keys) to run cheaply many times."""
 
@@ -134,9 +148,9 @@ class HotStatement:
         dbapi = conn.dialect.loaded_dbapi
         try:
             cursor.execute(compiled.sql, values)
-        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
+        except dbapi.Error as exc:
             cursor.close()
-            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
+            raise _translated(conn, compiled.sql, values, exc) from exc
         return cursor, compiled
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
@@ -183,8 +197,8 @@ class HotStatement:
                 out.append(tuple(cursor.fetchone()))
                 if not cursor.nextset():
                     break
-        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
-            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
+        except dbapi.Error as exc:
+            raise _translated(conn, compiled.sql, values, exc) from exc
         finally:
             cursor.close()
         if len(out) != len(rows):
