@@ -278,6 +278,8 @@ def _record(
         who = _actor_of(req, actor)
         read = first_read(conn, name=req.job_name, handles=handles if few else [],
                           company_id=who.company_id)  # fmt: skip
+        if read.company is None:  # deleted since the caller resolved it
+            raise InvalidCompany(f"unknown company {req.company_handle!r}", field="companyHandle")
     reads = SubmitReads(conn, who)
     if few:
         reads.known(handles, read.assets)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import select
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,7 +117,12 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        # On the driver's connection: SQLAlchemy's statement path around it (execution context,
+        # events, result) cost several times the BEGIN itself, once per transaction.
+        try:
+            conn.connection.dbapi_connection.execute(begin)
+        except sqlite3.Error as error:  # as Connection.execute would raise it
+            raise exc.DBAPIError.instance(begin, (), error, sqlite3.Error) from error
 
     return engine
 
@@ -127,7 +133,8 @@ def _check_socket(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> N
     An idle connection has nothing to read: data waiting on its socket is the end of the stream
     (the server went away) or a message the server sends before closing it (a shutdown's
     "terminating connection"). Either way the pool drops it and checks out another
-    (``DisconnectionError`` from a checkout listener does that)."""
+    (``DisconnectionError`` from a checkout listener does that). A false alarm (a notification
+    for a LISTEN, which the store never issues) would cost a new connection, not a wrong result."""
     if dbapi_conn.closed or dbapi_conn.broken:
         raise exc.DisconnectionError("connection closed")
     poller = select.poll()
