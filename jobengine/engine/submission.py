@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from jobengine.cron import parse as parse_cron
 from jobengine.engine import dispatch
@@ -50,7 +50,16 @@ from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.hot import HotStatement, inserted_ids, planned_in
-from jobengine.store.intake import FEW_ASSETS, first_read, insert_job_and_run, new_run_values
+from jobengine.store.intake import (
+    FEW_ASSETS,
+    commits_each_statement,
+    committed_run,
+    first_read,
+    insert_job_and_run,
+    insert_job_and_run_alone,
+    new_run_values,
+    transaction,
+)
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
 from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
@@ -243,6 +252,40 @@ def _holds(conn: Connection, holder: tuple[int, str, bool] | None) -> bool:
     return False
 
 
+def _insert_job_and_run(
+    conn: Connection, runtime: Runtime, job: dict[str, Any], run: dict[str, Any]
+) -> tuple[int | None, int | None]:
+    """Insert a job and its run: (job id, run id); the run id None when the run's name is
+    taken this second (the caller names it -2, -3...), and the job id None too when nothing
+    was written.
+
+    In a transaction (SQLite), the job goes in whatever happens to the run. On PostgreSQL
+    (``conn`` commits each statement) one statement is the whole transaction: one round trip,
+    no BEGIN or COMMIT. A clash of any kind there (the name taken meanwhile, the run's name)
+    commits nothing, and the caller's transaction tells which. If the connection dies in
+    flight, the statement may have committed: the same statement, sent again on a new
+    connection, waits for a first one still in flight and fails if it committed, and the run is
+    then looked up by its unique name and task id; so the job is written once."""
+    if not commits_each_statement(conn):
+        return insert_job_and_run(conn, job, run)
+    try:
+        return insert_job_and_run_alone(conn, job, run)
+    except IntegrityError:
+        return None, None
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    logger.info("store connection lost under a submit; sending its statement again")
+    with runtime.store.each_statement() as again:
+        try:
+            return insert_job_and_run_alone(again, job, run)
+        except IntegrityError:
+            found = committed_run(again, run)
+            if found is None:  # someone else's clash: the caller's transaction tells which
+                return None, None
+            return found
+
+
 def _record(
     conn: Connection,
     runtime: Runtime,
@@ -293,13 +336,8 @@ def _record(
     local_now = now.astimezone(settings.zone)
     # sent right after the commit (unmarked if the broker refuses it), or left to the relay
     dispatched_at = now if sending else None
-    run: dict[str, Any] | None = None
-    if taken or not timing.run_now:
-        job_id = int(_JOB_INSERT.scalar(conn, values))
-        if taken:
-            handle = job_handle(who.company_handle, req.job_name, job_id)
-            _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
-    else:  # the hot path: the job and its run in one statement (PostgreSQL)
+    job_id: int | None = None
+    if not taken and timing.run_now:  # the hot path: the job and its run in one statement
         run = new_run_values(
             who.company_id,
             req.job_name,
@@ -308,14 +346,18 @@ def _record(
             eta=timing.eta,
             dispatched_at=dispatched_at,
         )
-        job_id, run_id = insert_job_and_run(conn, values, run)
-        if run_id is None:  # a run of this name this second: insert_run names it -2, -3...
-            run = None
-        else:
-            run["id"] = run_id
-    if not timing.run_now:
-        return handle, None
-    if run is None:
+        job_id, run_id = _insert_job_and_run(conn, runtime, values, run)
+        if run_id is not None:
+            return handle, _start(kind, handle, who, {**run, "id": run_id})
+    with transaction(conn):  # PostgreSQL's statements commit alone: these commit together
+        if job_id is None:
+            job_id = int(_JOB_INSERT.scalar(conn, values))
+            if taken:
+                handle = job_handle(who.company_handle, req.job_name, job_id)
+                _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
+            if not timing.run_now:
+                return handle, None
+        # the name taken, or the run's name taken this second: insert_run names it -2, -3...
         run = insert_run(
             conn,
             job_id=job_id,
@@ -326,8 +368,14 @@ def _record(
             eta=timing.eta,
             dispatched_at=dispatched_at,
         )
+    return handle, _start(kind, handle, who, run)
+
+
+def _start(
+    kind: JobKindHandler[Any], handle: str, who: Actor, run: dict[str, Any]
+) -> dispatch.StartMessage:
     labels = {"job": handle, "company": who.company_handle, "run": run["run_name"]}
-    return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
+    return dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
 
 
 _JOBS_INSERT = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
@@ -490,7 +538,9 @@ def _submit(
     for duplicate in (False, True):
         try:
             # run again if its connection died before the commit (PostgreSQL restarted)
-            recorded = runtime.store.transact(functools.partial(record, duplicate=duplicate))
+            work = functools.partial(record, duplicate=duplicate)
+            # one request: on PostgreSQL its statements commit alone (see _record)
+            recorded = runtime.store.transact(work, autocommit=len(reqs) == 1)
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:

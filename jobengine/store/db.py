@@ -190,13 +190,23 @@ class Store:
         with outage(), self._write_engine.begin() as conn:
             yield conn
 
-    def transact(self, work: Callable[[Connection], T]) -> T:
+    def transact(self, work: Callable[[Connection], T], *, autocommit: bool = False) -> T:
         """``work(conn)`` in a write transaction (as :meth:`connect`), committed; run once more
         on a fresh connection if its connection died before the COMMIT was sent.
 
         Such a failure committed nothing, so running the work again neither loses nor doubles
         it (``work`` must only touch the store). A failure of the COMMIT itself may or may not
-        have committed: it is not run again (``StoreUnavailable``)."""
+        have committed: it is not run again (``StoreUnavailable``).
+
+        ``autocommit``: on PostgreSQL, ``conn`` commits each statement by itself instead (no
+        BEGIN and COMMIT round trips), for work made of reads, statements that are whole
+        transactions, and transactions it opens itself
+        (:func:`jobengine.store.intake.transaction`); it is run again under the same rule,
+        so such work must tell for itself whether a statement whose connection died had
+        committed (:func:`jobengine.store.intake.committed_run`). On SQLite, a transaction
+        as without it."""
+        if autocommit and not self.is_sqlite:
+            return self._each_statement(work)
         for attempt in (1, 2):
             with outage(), self._write_engine.connect() as conn:
                 transaction = conn.begin()
@@ -214,6 +224,31 @@ class Store:
                 transaction.commit()
                 return result
         raise AssertionError("unreachable")  # the second attempt returns or raises
+
+    def _each_statement(self, work: Callable[[Connection], T]) -> T:
+        for attempt in (1, 2):
+            with outage(), self._write_engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    return work(conn)
+                except exc.DBAPIError as error:
+                    if attempt == 1 and _died_before_commit(error):
+                        logger.info("store connection lost; running the statements again")
+                        continue
+                    raise
+        raise AssertionError("unreachable")  # the second attempt returns or raises
+
+    @contextmanager
+    def each_statement(self) -> Iterator[Connection]:
+        """A connection that commits each statement by itself on PostgreSQL (a write
+        transaction, as :meth:`connect`, on SQLite)."""
+        if self.is_sqlite:
+            with self.connect() as conn:
+                yield conn
+            return
+        with outage(), self._write_engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -15,28 +15,53 @@ COMMIT they were nine. Here:
   same second first: a clash (rare) inserts no run, and the caller falls back to
   :func:`jobengine.store.jobs.insert_run`, which counts them, in the same transaction.
 
-Both run inside the submit's transaction, prebuilt (:class:`~jobengine.store.hot.HotStatement`).
+On PostgreSQL, submit() runs them on a connection that commits each statement
+(:meth:`jobengine.store.db.Store.transact` with ``autocommit``): the read needs no BEGIN (at READ
+COMMITTED a SELECT sees the same inside a transaction or out of it) and the write is its own
+transaction, committed durably by the server, with no BEGIN or COMMIT round trips:
+:func:`insert_job_and_run_alone`, whose statement fails whole on any clash (a job without its
+run is never committed). A write whose connection died in flight may or may not have committed:
+:func:`committed_run` tells, after the same statement was sent again (which waits on the unique
+indexes for a first one still in flight, then fails if it committed). Every other write of a
+submit (a taken name, a held job, a run name taken this second) goes in a transaction of its
+own (:func:`transaction`).
+
+Prebuilt (:class:`~jobengine.store.hot.HotStatement`).
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, true
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, text, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.schema import ColumnDefault
 
+from jobengine.errors import StoreUnavailable
 from jobengine.handles import run_name
 from jobengine.store.hot import HotStatement
 from jobengine.store.schema import JOBS, RUNS, Asset, Company, utcnow
 from jobengine.store.states import ACTIVE_RUNS, RunState
 
-__all__ = ["FEW_ASSETS", "FirstRead", "first_read", "insert_job_and_run", "new_run_values"]
+__all__ = [
+    "FEW_ASSETS",
+    "FirstRead",
+    "commits_each_statement",
+    "committed_run",
+    "first_read",
+    "insert_job_and_run",
+    "insert_job_and_run_alone",
+    "new_run_values",
+    "transaction",
+]
 
 FEW_ASSETS = 32  # handles looked up with the company; a longer list is looked up on its own
 
@@ -143,9 +168,9 @@ _RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _job_and_run_pg() -> HotStatement:
+def _job_and_run_pg(*, skip_taken_name: bool) -> HotStatement:
     """PostgreSQL: ``WITH job AS (INSERT .. RETURNING id), run AS (INSERT .. SELECT FROM job
-    ON CONFLICT (company, run name) DO NOTHING RETURNING id) SELECT job.id, run.id``."""
+    [ON CONFLICT (company, run name) DO NOTHING] RETURNING id) SELECT job.id, run.id``."""
     job = (
         insert(JOBS)
         .values({key: bindparam(f"j_{key}", type_=JOBS.c[key].type) for key in _JOB_KEYS})
@@ -157,19 +182,27 @@ def _job_and_run_pg() -> HotStatement:
     values += [bindparam(f"r_{key}", type_=RUNS.c[key].type) for key in _RUN_KEYS]
     values += [bindparam(f"d_{key}", value, type_=RUNS.c[key].type)
                for key, value in _RUN_DEFAULTS.items()]  # fmt: skip
-    run = (
-        pg_insert(RUNS)
-        .from_select(run_columns, select(*values), include_defaults=False)
-        .on_conflict_do_nothing(index_elements=["company_id", "run_name"])
-        .returning(RUNS.c.id)
-        .cte("new_run")
-    )
+    run_insert = pg_insert(RUNS).from_select(run_columns, select(*values), include_defaults=False)
+    if skip_taken_name:
+        run_insert = run_insert.on_conflict_do_nothing(index_elements=["company_id", "run_name"])
+    run = run_insert.returning(RUNS.c.id).cte("new_run")
     return HotStatement(
         select(job.c.id, run.c.id).select_from(job.outerjoin(run, true())), typed=False
     )
 
 
-_JOB_AND_RUN_PG = _job_and_run_pg()
+_JOB_AND_RUN_PG = _job_and_run_pg(skip_taken_name=True)
+_JOB_AND_RUN_ALONE = _job_and_run_pg(skip_taken_name=False)
+_COMMITTED_RUN = HotStatement(
+    select(RUNS.c.id, RUNS.c.job_id).where(
+        RUNS.c.company_id == bindparam("company"),
+        RUNS.c.run_name == bindparam("name"),
+        RUNS.c.task_id == bindparam("task"),
+    )
+)
+_BEGIN = HotStatement(text("BEGIN"))
+_COMMIT = HotStatement(text("COMMIT"))
+_ROLLBACK = HotStatement(text("ROLLBACK"))
 _JOB_INSERT = HotStatement(insert(JOBS).returning(JOBS.c.id), insert_keys=_JOB_KEYS)
 _RUN_INSERT_SQLITE = HotStatement(
     sqlite_insert(RUNS)
@@ -208,12 +241,68 @@ def insert_job_and_run(
     run id None when a run of that name exists already (nothing of the run is written then:
     the caller names it again, in the same transaction)."""
     if conn.dialect.name == "postgresql":
-        params = {f"j_{key}": job[key] for key in _JOB_KEYS}
-        params.update((f"r_{key}", run[key]) for key in _RUN_KEYS)
-        row = _JOB_AND_RUN_PG.first(conn, params)
+        row = _JOB_AND_RUN_PG.first(conn, _pg_params(job, run))
         if row is None:  # the job insert returns its row whatever the run did
             raise RuntimeError("INSERT .. RETURNING gave no row")
         return int(row[0]), None if row[1] is None else int(row[1])
     job_id = int(_JOB_INSERT.scalar(conn, job))
     run_id = _RUN_INSERT_SQLITE.scalar(conn, {"job_id": job_id, **run})
     return job_id, None if run_id is None else int(run_id)
+
+
+def _pg_params(job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    params = {f"j_{key}": job[key] for key in _JOB_KEYS}
+    params.update((f"r_{key}", run[key]) for key in _RUN_KEYS)
+    return params
+
+
+def commits_each_statement(conn: Connection) -> bool:
+    """Whether ``conn`` commits each statement by itself (PostgreSQL in autocommit, see
+    :meth:`jobengine.store.db.Store.transact`); asked of the driver, without a round trip."""
+    return bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+
+
+def insert_job_and_run_alone(
+    conn: Connection, job: dict[str, Any], run: dict[str, Any]
+) -> tuple[int, int]:
+    """On a connection that commits each statement (PostgreSQL): the job and its run in one
+    statement, committed by it; (job id, run id). Any clash (the name taken meanwhile, a run of
+    the same name this second) fails the whole statement with IntegrityError: nothing of it is
+    committed, and the caller writes the job in a transaction that tells which."""
+    row = _JOB_AND_RUN_ALONE.first(conn, _pg_params(job, run))
+    if row is None or row[1] is None:
+        raise RuntimeError("INSERT .. RETURNING gave no row")
+    return int(row[0]), int(row[1])
+
+
+def committed_run(conn: Connection, run: dict[str, Any]) -> tuple[int, int] | None:
+    """(job id, run id) of ``run`` (values of :func:`new_run_values`) if it was committed,
+    found by its unique name and its task id; None if not."""
+    params = {"company": run["company_id"], "name": run["run_name"], "task": run["task_id"]}
+    row = _COMMITTED_RUN.first(conn, params)
+    return None if row is None else (int(row[1]), int(row[0]))
+
+
+@contextmanager
+def transaction(conn: Connection) -> Iterator[None]:
+    """A transaction for several writes on a connection that commits each statement (BEGIN,
+    then COMMIT, or ROLLBACK on an error); on any other connection (in a transaction already),
+    nothing. A COMMIT that fails may or may not have committed: it is raised as it is, and the
+    caller does not run the writes again (:meth:`jobengine.store.db.Store.transact` runs again
+    only what failed before any commit)."""
+    if not commits_each_statement(conn):
+        yield
+        return
+    _BEGIN.execute(conn, {})
+    try:
+        yield
+    except BaseException:
+        with suppress(DBAPIError):  # a dead connection has rolled back already
+            _ROLLBACK.execute(conn, {})
+        raise
+    try:
+        _COMMIT.execute(conn, {})
+    except DBAPIError as error:
+        if error.connection_invalidated:  # sent, maybe committed: never to be run again
+            raise StoreUnavailable(f"the job store is unreachable: {error.orig}") from error
+        raise

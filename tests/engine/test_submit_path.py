@@ -12,10 +12,20 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from jobengine import errors, submit
+from jobengine.engine import submission
 from jobengine.runtime import get_runtime
-from jobengine.store.intake import FEW_ASSETS, first_read, insert_job_and_run, new_run_values
+from jobengine.store.intake import (
+    FEW_ASSETS,
+    commits_each_statement,
+    committed_run,
+    first_read,
+    insert_job_and_run,
+    insert_job_and_run_alone,
+    new_run_values,
+)
 from jobengine.store.schema import Job, Run, utcnow
 from jobengine.store.states import RunState, TriggerState
 from tests.support.helpers import export_request, make_company
@@ -78,6 +88,37 @@ def test_a_live_holder_keeps_its_name_and_an_ended_one_hands_it_on(private_queue
     assert run.state == RunState.QUEUED and run.dispatched_at is not None
 
 
+def _job_row(company_id: int, name: str, now: Any, live_key: str | None = None) -> dict[str, Any]:
+    return dict(
+        company_id=company_id, live_key=live_key, handle="", name=name, kind="exportJob",
+        payload={}, submit_user_id=None, run_as_user_id=None, locale=None, description=None,
+        exec_time=None, exec_schedule=None, time_zone="UTC", trigger_state=TriggerState.NONE,
+        next_fire_at=None, fired_through=None, created_at=now, client=None,
+    )  # fmt: skip
+
+
+def _run_row(company_id: int, name: str, now: Any) -> dict[str, Any]:
+    return new_run_values(company_id, name, "now", local_now=now, eta=None, dispatched_at=None)
+
+
+def _company_id(handle: str) -> int:
+    with get_runtime().store.read() as session:
+        found = session.scalar(text("SELECT id FROM companies WHERE handle = :h"), {"h": handle})
+    return int(found)
+
+
+def _jobs_named(company_id: int, name: str) -> int:
+    with get_runtime().store.read() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.company_id == company_id, Job.name == name)
+            )
+            or 0
+        )
+
+
 def test_a_run_name_taken_this_second_writes_nothing_and_is_named_again(
     store_only: dict[str, str],
 ) -> None:
@@ -88,16 +129,10 @@ def test_a_run_name_taken_this_second_writes_nothing_and_is_named_again(
             text("SELECT id FROM companies WHERE handle = :h"), {"h": company}
         )
     now = utcnow()
-    job: dict[str, Any] = dict(
-        company_id=company_id, live_key=None, handle="", name="Same", kind="exportJob",
-        payload={}, submit_user_id=None, run_as_user_id=None, locale=None, description=None,
-        exec_time=None, exec_schedule=None, time_zone="UTC", trigger_state=TriggerState.NONE,
-        next_fire_at=None, fired_through=None, created_at=now, client=None,
-    )  # fmt: skip
+    job = _job_row(company_id, "Same", now)
 
     def run() -> dict[str, Any]:
-        return new_run_values(company_id, "Same", "now", local_now=now, eta=None,
-                              dispatched_at=None)  # fmt: skip
+        return _run_row(company_id, "Same", now)
 
     with store.connect() as conn:
         first_job, first_run = insert_job_and_run(conn, job, run())
@@ -181,3 +216,47 @@ def test_a_transaction_whose_connection_dies_before_commit_runs_again_once(
 
     with pytest.raises(errors.StoreUnavailable):  # run again once, not for ever
         store.transact(always_dies)
+
+
+def test_alone_the_write_commits_whole_or_not_at_all(postgres: Queue) -> None:
+    """On PostgreSQL the job and its run are one statement committed by itself: a clash of
+    its run's name leaves nothing behind, and the same statement sent twice fails the second
+    time, the run it committed found by its name and task id."""
+    company, _ = make_company(1)
+    company_id, now = _company_id(company), utcnow()
+    store = get_runtime().store
+    run = _run_row(company_id, "Alone", now)
+    with store.each_statement() as conn:
+        assert commits_each_statement(conn)
+        job_id, run_id = insert_job_and_run_alone(conn, _job_row(company_id, "Alone", now), run)
+        with pytest.raises(IntegrityError):  # the same run name: nothing of it committed
+            insert_job_and_run_alone(
+                conn, _job_row(company_id, "Alone", now), _run_row(company_id, "Alone", now)
+            )
+        assert committed_run(conn, run) == (job_id, run_id)
+        assert committed_run(conn, {**run, "task_id": "another"}) is None
+    assert _jobs_named(company_id, "Alone") == 1
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["lost-before", "reply-lost"])
+def test_a_write_whose_connection_died_is_written_once(postgres: Queue, committed: bool) -> None:
+    """The one-statement write on a connection that died: sent again on a new connection, it
+    goes in if the first never arrived, and is found (not doubled) if it had committed."""
+    company, _ = make_company(1)
+    company_id, now = _company_id(company), utcnow()
+    store = get_runtime().store
+    name = f"Died {committed}"
+    job, run = _job_row(company_id, name, now, live_key=name), _run_row(company_id, name, now)
+    earlier = None
+    if committed:  # as if the first attempt committed and its reply was lost
+        with store.each_statement() as other:
+            earlier = insert_job_and_run_alone(other, job, run)
+    with store.each_statement() as conn:
+        _terminate(_backend_pid(conn))
+        job_id, run_id = submission._insert_job_and_run(conn, get_runtime(), job, run)
+    assert job_id is not None and run_id is not None
+    with store.each_statement() as conn:
+        assert committed_run(conn, run) == (job_id, run_id)
+    if earlier is not None:
+        assert (job_id, run_id) == earlier
+    assert _jobs_named(company_id, name) == 1
