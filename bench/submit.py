@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/submit.py [--n 2000] [--rounds 3]
 
-Four sides, all publishing to a queue no worker reads (purged afterwards), taking turns a hundred
+Five sides, all publishing to a queue no worker reads (purged afterwards), taking turns a hundred
 calls at a time so that load from elsewhere on the machine weighs on each alike:
 
 * ``bare``: a plain Celery app's ``apply_async`` of a no-op (``ignore_result=True``);
