@@ -42,7 +42,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from jobengine.cron import parse as parse_cron
 from jobengine.engine import dispatch
@@ -66,6 +66,16 @@ from jobengine.store.hot import (
     RowidInsert,
     inserted_ids,
     planned_in,
+)
+from jobengine.store.intake import (
+    FEW_ASSETS,
+    commits_each_statement,
+    committed_run,
+    first_read,
+    insert_job_and_run,
+    insert_job_and_run_alone,
+    new_run_values,
+    transaction,
 )
 from jobengine.store.jobs import NewRun, fire_key, insert_run, insert_runs
 from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
@@ -116,11 +126,6 @@ _USER = HotStatement(
 _MEMBER = HotStatement(
     select(_MEMBERS.c.user_id).where(
         _MEMBERS.c.user_id == bindparam("user"), _MEMBERS.c.company_id == bindparam("company")
-    )
-)
-_LIVE_HOLDER = HotStatement(
-    select(JOBS.c.id, JOBS.c.trigger_state).where(
-        JOBS.c.company_id == bindparam("company"), JOBS.c.live_key == bindparam("name")
     )
 )
 _HOLDER_ACTIVE = HotStatement(
@@ -183,15 +188,6 @@ def _actor_of(req: SubmitJobRequest, actor: Actor) -> Actor:
     if actor.company_handle not in company_handle_forms(req.company_handle):
         raise ValueError(f"{actor} does not act on company {req.company_handle!r}")
     return actor
-
-
-def _key_taken(conn: Connection, company_id: int, name: str) -> bool:
-    """Whether a live job holds ``name``; an ended holder hands the name to the new job."""
-    holder = _LIVE_HOLDER.first(conn, {"company": company_id, "name": name})
-    if holder is None:
-        return False
-    job_id, trigger_state = holder
-    return _still_holds(conn, int(job_id), str(trigger_state))
 
 
 def _still_holds(conn: Connection, job_id: int, trigger_state: str) -> bool:
@@ -301,46 +297,141 @@ def _live_holders(size: int) -> HotStatement:
     )
 
 
+def _holds(conn: Connection, holder: tuple[int, str, bool] | None) -> bool:
+    """:func:`_still_holds` for a holder read with whether it has an active run."""
+    if holder is None:
+        return False
+    job_id, trigger_state, active = holder
+    if trigger_state in LIVE_TRIGGERS or active:
+        return True
+    _RELEASE_NAME.execute(conn, {"job": job_id})
+    return False
+
+
+def _insert_job_and_run(
+    conn: Connection, runtime: Runtime, job: dict[str, Any], run: dict[str, Any]
+) -> tuple[int | None, int | None]:
+    """Insert a job and its run: (job id, run id); the run id None when the run's name is
+    taken this second (the caller names it -2, -3...), and the job id None too when nothing
+    was written.
+
+    In a transaction (SQLite), the job goes in whatever happens to the run. On PostgreSQL
+    (``conn`` commits each statement) one statement is the whole transaction: one round trip,
+    no BEGIN or COMMIT. A clash of any kind there (the name taken meanwhile, the run's name)
+    commits nothing, and the caller's transaction tells which. If the connection dies in
+    flight, the statement may have committed: the same statement, sent again on a new
+    connection, waits for a first one still in flight and fails if it committed, and the run is
+    then looked up by its unique name and task id; so the job is written once."""
+    if not commits_each_statement(conn):
+        return insert_job_and_run(conn, job, run)
+    try:
+        return insert_job_and_run_alone(conn, job, run)
+    except IntegrityError:
+        return None, None
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    logger.info("store connection lost under a submit; sending its statement again")
+    with runtime.store.each_statement() as again:
+        try:
+            return insert_job_and_run_alone(again, job, run)
+        except IntegrityError:
+            found = committed_run(again, run)
+            if found is None:  # someone else's clash: the caller's transaction tells which
+                return None, None
+            return found
+
+
 def _record(
     conn: Connection,
     runtime: Runtime,
     req: SubmitJobRequest,
-    who: Actor,
+    user: str | None,
+    actor: Actor | None,
     *,
     duplicate: bool,
     sending: bool,
     client: str | None = None,
 ) -> tuple[str, dispatch.StartMessage | None]:
-    """Write one job (and its run when it starts now); returns its handle and start message."""
+    """Write one job (and its run when it starts now); returns its handle and start message.
+
+    Its reads are one statement (:func:`~jobengine.store.intake.first_read`: the company, the
+    holder of the name, the assets the request names) and, for a job that starts now under its
+    own name, its writes one more (:func:`~jobengine.store.intake.insert_job_and_run`)."""
     settings = runtime.settings
     now = utcnow()
-    kind = kind_for(req.kind.element)
-    check_request(SubmitReads(conn, who), kind, req.job)
+    job_kind = req.kind
+    kind = kind_for(job_kind.element)
+    job = getattr(req, job_kind.attribute)
+    handles = kind.asset_handles(job)
+    few = len(handles) <= FEW_ASSETS
+    if actor is None:
+        read = first_read(conn, name=req.job_name, handles=handles if few else [],
+                          company_forms=company_handle_forms(req.company_handle))  # fmt: skip
+        if read.company is None:
+            raise InvalidCompany(f"unknown company {req.company_handle!r}", field="companyHandle")
+        company = CompanyRef(*read.company)
+        run_as = _user(conn, req.user_handle, company, "userHandle")
+        who = Actor(company.id, company.handle, _user(conn, user, company, "user"), run_as)
+    else:
+        who = _actor_of(req, actor)
+        read = first_read(conn, name=req.job_name, handles=handles if few else [],
+                          company_id=who.company_id)  # fmt: skip
+        if read.company is None:  # deleted since the caller resolved it
+            raise InvalidCompany(f"unknown company {req.company_handle!r}", field="companyHandle")
+    reads = SubmitReads(conn, who)
+    if few:
+        reads.known(handles, read.assets)
+    check_request(reads, kind, job)
     timing = _timing(req, settings, now)
-    taken = duplicate or _key_taken(conn, who.company_id, req.job_name)
+    taken = duplicate or _holds(conn, read.holder)
     values = _job_values(
         req, who, settings, timing, element=kind.element, now=now, taken=taken, client=client
     )
     handle = str(values["handle"])
-    job_id = int(_JOB_INSERT.scalar(conn, values))
-    if taken:
-        handle = job_handle(who.company_handle, req.job_name, job_id)
-        _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
-    if not timing.run_now:
-        return handle, None
-    run = insert_run(
-        conn,
-        job_id=job_id,
-        company_id=who.company_id,
-        job_name=req.job_name,
-        fire_key=timing.fire_key,
-        local_now=now.astimezone(settings.zone),
-        eta=timing.eta,
-        # sent right after the commit (unmarked if the broker refuses it), or left to the relay
-        dispatched_at=now if sending else None,
-    )
+    local_now = now.astimezone(settings.zone)
+    # sent right after the commit (unmarked if the broker refuses it), or left to the relay
+    dispatched_at = now if sending else None
+    job_id: int | None = None
+    if not taken and timing.run_now:  # the hot path: the job and its run in one statement
+        run = new_run_values(
+            who.company_id,
+            req.job_name,
+            timing.fire_key,
+            local_now=local_now,
+            eta=timing.eta,
+            dispatched_at=dispatched_at,
+        )
+        job_id, run_id = _insert_job_and_run(conn, runtime, values, run)
+        if run_id is not None:
+            return handle, _start(kind, handle, who, {**run, "id": run_id})
+    with transaction(conn):  # PostgreSQL's statements commit alone: these commit together
+        if job_id is None:
+            job_id = int(_JOB_INSERT.scalar(conn, values))
+            if taken:
+                handle = job_handle(who.company_handle, req.job_name, job_id)
+                _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
+            if not timing.run_now:
+                return handle, None
+        # the name taken, or the run's name taken this second: insert_run names it -2, -3...
+        run = insert_run(
+            conn,
+            job_id=job_id,
+            company_id=who.company_id,
+            job_name=req.job_name,
+            fire_key=timing.fire_key,
+            local_now=local_now,
+            eta=timing.eta,
+            dispatched_at=dispatched_at,
+        )
+    return handle, _start(kind, handle, who, run)
+
+
+def _start(
+    kind: JobKindHandler[Any], handle: str, who: Actor, run: dict[str, Any]
+) -> dispatch.StartMessage:
     labels = {"job": handle, "company": who.company_handle, "run": run["run_name"]}
-    return handle, dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
+    return dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
 
 
 _JOBS_INSERT = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
@@ -495,20 +586,21 @@ def _submit(
     reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
     runtime = get_runtime()
     sending = not dispatch.broker_known_down()
+
+    def record(conn: Connection, duplicate: bool) -> list[tuple[str, dispatch.StartMessage | None]]:
+        if len(reqs) == 1:  # submit(): prebuilt statements, a read and a write
+            return [_record(conn, runtime, reqs[0], user, actor, duplicate=duplicate,
+                            sending=sending, client=client)]  # fmt: skip
+        actors = _actors(conn, reqs, user, actor)
+        return _record_many(conn, runtime, reqs, actors, duplicate=duplicate, sending=sending,
+                            client=client)  # fmt: skip
+
     for duplicate in (False, True):
         try:
-            with runtime.store.connect() as conn:
-                if len(reqs) == 1:  # submit(): prebuilt statements, one row each
-                    [req] = reqs
-                    who = _resolve(conn, req, user) if actor is None else _actor_of(req, actor)
-                    recorded = [
-                        _record(conn, runtime, req, who, duplicate=duplicate, sending=sending,
-                                client=client)
-                    ]  # fmt: skip
-                else:
-                    actors = _actors(conn, reqs, user, actor)
-                    recorded = _record_many(conn, runtime, reqs, actors, duplicate=duplicate,
-                                            sending=sending, client=client)  # fmt: skip
+            # run again if its connection died before the commit (PostgreSQL restarted)
+            work = functools.partial(record, duplicate=duplicate)
+            # one request: on PostgreSQL its statements commit alone (see _record)
+            recorded = runtime.store.transact(work, autocommit=len(reqs) == 1)
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:

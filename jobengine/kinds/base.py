@@ -305,6 +305,12 @@ class SubmitReads:
             self._found.update(find_assets(self._db, chunk))
             self._looked_up.update(chunk)
 
+    def known(self, handles: Iterable[str], rows: Iterable[tuple[str, int, str, int]]) -> None:
+        """Record ``handles`` as looked up already, found as ``rows`` (handle, company id,
+        type, size): submit() reads them with the company, in its one read."""
+        self._found.update((row[0], AssetRow(*row)) for row in rows)
+        self._looked_up.update(handles)
+
     def assets(self, handles: list[str]) -> dict[str, AssetRow]:
         """The assets these handles name (any company's), by handle."""
         missing = [h for h in handles if h not in self._looked_up]

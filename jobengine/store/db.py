@@ -9,15 +9,26 @@ locked or full past its timeout raises :class:`~jobengine.errors.StoreUnavailabl
 transaction (:func:`outage`), never a driver's exception. Workers wait and try the step again;
 callers get the IPS server error. Errors of the statement itself (constraints, a bad query) are
 not outages and pass through unchanged.
+
+PostgreSQL connections are not pinged at checkout (``pool_pre_ping`` is a round trip before
+every transaction, one in nine of a submit's): :func:`_check_socket` looks at the idle
+connection's socket instead, without a query. A server that restarted or closed the connection
+has left it readable (the end of the stream, or the notice it sends before closing), and the pool
+replaces it. A connection that dies after that look is left to :meth:`Store.transact`, which runs
+a transaction again when its connection failed before its COMMIT was sent (so nothing was
+committed).
 """
 
 from __future__ import annotations
 
+import logging
+import select
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
@@ -27,6 +38,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from jobengine.errors import StoreUnavailable
 
 __all__ = ["Store", "normalize_url", "outage", "outage_reason"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # SQLite's own outages (its OperationalError also covers bad SQL, which is no outage).
 _SQLITE_OUTAGES = (
@@ -106,16 +121,27 @@ def _begin_immediate(conn: Connection) -> None:
         deadline, nap = time.monotonic() + _BUSY_SECONDS, _NAP_FIRST
         while True:
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                raw.execute("BEGIN IMMEDIATE")
                 return
-            except exc.OperationalError as error:
-                locked = "locked" in str(error.orig) or "busy" in str(error.orig)
+            except sqlite3.OperationalError as error:
+                locked = "locked" in str(error) or "busy" in str(error)
                 if not locked or time.monotonic() + nap > deadline:
-                    raise
+                    raise exc.DBAPIError.instance(
+                        "BEGIN IMMEDIATE", (), error, sqlite3.Error
+                    ) from error
             time.sleep(nap)
             nap = min(nap * 2, _NAP_LONGEST)
     finally:
         raw.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
+
+
+def _driver_begin(conn: Connection, begin: str) -> None:
+    """``begin`` on the driver's connection: SQLAlchemy's statement path around it (execution
+    context, events, result) cost several times the BEGIN itself, once per transaction."""
+    try:
+        conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+    except sqlite3.Error as error:  # as Connection.execute would raise it
+        raise exc.DBAPIError.instance(begin, (), error, sqlite3.Error) from error
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -140,9 +166,31 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         if immediate:
             _begin_immediate(conn)
         else:
-            conn.exec_driver_sql("BEGIN")
+            _driver_begin(conn, "BEGIN")
 
     return engine
+
+
+def _check_socket(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    """Replace a pooled PostgreSQL connection that died while idle, without a round trip.
+
+    An idle connection has nothing to read: data waiting on its socket is the end of the stream
+    (the server went away) or a message the server sends before closing it (a shutdown's
+    "terminating connection"). Either way the pool drops it and checks out another
+    (``DisconnectionError`` from a checkout listener does that). A false alarm (a notification
+    for a LISTEN, which the store never issues) would cost a new connection, not a wrong result."""
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise exc.DisconnectionError("connection closed")
+    poller = select.poll()
+    poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise exc.DisconnectionError("the server closed the idle connection")
+
+
+def _died_before_commit(error: BaseException) -> bool:
+    """Whether a transaction's statement failed because its connection died (a disconnect the
+    pool invalidated): nothing of that transaction was committed."""
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
 
 
 class Store:
@@ -157,12 +205,9 @@ class Store:
         else:
             # connect_timeout: a host that drops packets is an outage in 10 s, not a hang
             engine = create_engine(
-                self.url,
-                pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
-                connect_args={"connect_timeout": 10},
+                self.url, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 10}
             )
+            event.listen(engine, "checkout", _check_socket)
             self._read_engine = self._write_engine = engine
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
@@ -187,6 +232,66 @@ class Store:
     def connect(self) -> Iterator[Connection]:
         """A write transaction on a bare connection, for Core statements on hot paths."""
         with outage(), self._write_engine.begin() as conn:
+            yield conn
+
+    def transact(self, work: Callable[[Connection], T], *, autocommit: bool = False) -> T:
+        """``work(conn)`` in a write transaction (as :meth:`connect`), committed; run once more
+        on a fresh connection if its connection died before the COMMIT was sent.
+
+        Such a failure committed nothing, so running the work again neither loses nor doubles
+        it (``work`` must only touch the store). A failure of the COMMIT itself may or may not
+        have committed: it is not run again (``StoreUnavailable``).
+
+        ``autocommit``: on PostgreSQL, ``conn`` commits each statement by itself instead (no
+        BEGIN and COMMIT round trips), for work made of reads, statements that are whole
+        transactions, and transactions it opens itself
+        (:func:`jobengine.store.intake.transaction`); it is run again under the same rule,
+        so such work must tell for itself whether a statement whose connection died had
+        committed (:func:`jobengine.store.intake.committed_run`). On SQLite, a transaction
+        as without it."""
+        if autocommit and not self.is_sqlite:
+            return self._each_statement(work)
+        for attempt in (1, 2):
+            with outage(), self._write_engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    result = work(conn)
+                except exc.DBAPIError as error:
+                    transaction.rollback()
+                    if attempt == 1 and _died_before_commit(error):
+                        logger.info("store connection lost before commit; running it again")
+                        continue
+                    raise
+                except BaseException:
+                    transaction.rollback()
+                    raise
+                transaction.commit()
+                return result
+        raise AssertionError("unreachable")  # the second attempt returns or raises
+
+    def _each_statement(self, work: Callable[[Connection], T]) -> T:
+        for attempt in (1, 2):
+            with outage(), self._write_engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    return work(conn)
+                except exc.DBAPIError as error:
+                    if attempt == 1 and _died_before_commit(error):
+                        logger.info("store connection lost; running the statements again")
+                        continue
+                    raise
+        raise AssertionError("unreachable")  # the second attempt returns or raises
+
+    @contextmanager
+    def each_statement(self) -> Iterator[Connection]:
+        """A connection that commits each statement by itself on PostgreSQL (a write
+        transaction, as :meth:`connect`, on SQLite)."""
+        if self.is_sqlite:
+            with self.connect() as conn:
+                yield conn
+            return
+        with outage(), self._write_engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     @contextmanager

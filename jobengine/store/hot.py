@@ -132,6 +132,20 @@ def _default_of(default: ColumnDefault) -> Callable[[], Any]:
     return lambda: arg
 
 
+def _translated(conn: Connection, sql: str, values: Any, error: Exception) -> DBAPIError:
+    """The driver's error as Connection.execute would raise it: the same exception classes,
+    and a lost connection invalidated (``connection_invalidated``), so that the pool drops it
+    and :meth:`jobengine.store.db.Store.transact` knows nothing of the transaction committed."""
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(cast(Any, error), conn.connection.dbapi_connection, None)
+    if lost:
+        conn.invalidate(error)
+    translated = DBAPIError.instance(
+        sql, values, error, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+    )
+    return cast(DBAPIError, translated)
+
+
 class HotStatement:
     """A Core statement (with its INSERT column keys) to run cheaply many times."""
 
@@ -177,7 +191,7 @@ class HotStatement:
                 cursor.execute(compiled.sql, values)
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             cursor.close()
-            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
+            raise _translated(conn, compiled.sql, values, exc) from exc
         return cursor, compiled
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
@@ -205,24 +219,6 @@ class HotStatement:
         finally:
             cursor.close()
 
-    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run the statement once per row through the driver's ``executemany``: one call on
-        SQLite, one pipelined round trip on psycopg 3 (a run's planned items)."""
-        if not rows:
-            return
-        compiled = self._compiled(conn.dialect)
-        if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
-            raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
-        values = [compiled.parameters(row) for row in rows]
-        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        dbapi = conn.dialect.loaded_dbapi
-        try:
-            cursor.executemany(compiled.sql, values)
-        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
-            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
-        finally:
-            cursor.close()
-
     def returning_many(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]]
     ) -> list[tuple[Any, ...]]:
@@ -242,8 +238,8 @@ class HotStatement:
                 out.append(tuple(cursor.fetchone()))
                 if not cursor.nextset():
                     break
-        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
-            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
+        except dbapi.Error as exc:
+            raise _translated(conn, compiled.sql, values, exc) from exc
         finally:
             cursor.close()
         if len(out) != len(rows):
@@ -251,8 +247,11 @@ class HotStatement:
         return out
 
     def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run a statement without rows once per row, through the driver's ``executemany``
-        (SQLite: one prepared statement stepped in C for every row)."""
+        """Run a statement without rows once per row, through the driver's ``executemany``:
+        on SQLite one prepared statement stepped in C for every row, on psycopg 3 one pipelined
+        round trip (a run's planned items, a batch's runs)."""
+        if not rows:
+            return
         compiled = self._compiled(conn.dialect)
         if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
             raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
@@ -262,7 +261,7 @@ class HotStatement:
         try:
             cursor.executemany(compiled.sql, values)
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
-            raise DBAPIError.instance(compiled.sql, values, exc, dbapi.Error) from exc
+            raise _translated(conn, compiled.sql, values, exc) from exc
         finally:
             cursor.close()
 
