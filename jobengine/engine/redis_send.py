@@ -53,7 +53,7 @@ from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
 from kombu.utils.json import dumps as json_dumps
 
-__all__ = ["RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
+__all__ = ["Command", "RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
 
 
 class Unsupported(Exception):
@@ -68,6 +68,7 @@ class TaskCall:
     task_id: str
     kwargs: dict[str, Any]
     eta: datetime | None = None
+    sent_at: float | None = None  # built ahead: when it is to be sent (its event's timestamp)
 
 
 @dataclass
@@ -110,6 +111,7 @@ def kwargs_repr(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> s
 
 
 _Publish = tuple[Any, dict[str, Any]]  # what Celery hands Producer.publish: body, keywords
+Command = tuple[str, str, str]  # a Redis command kombu would issue: verb, key, payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +201,7 @@ class _Template:
                 root_id=task_id,
                 kwargs=kwargsrepr,
                 eta=eta,
-                timestamp=time.time(),
+                timestamp=time.time() if call.sent_at is None else call.sent_at,
             )
             out.append((event, self.event_kw))
         return out
@@ -252,8 +254,13 @@ class RedisSender:
 
     def send(self, calls: Sequence[TaskCall]) -> None:
         """Send the calls in one pipeline. Unsupported: nothing was sent, use kombu's path."""
-        channel, client = self._channel_and_client()
-        commands: list[tuple[str, str, str]] = []
+        self.execute(self.build(calls))
+
+    def build(self, calls: Sequence[TaskCall]) -> list[Command]:
+        """The Redis commands that send the calls (to send now, or later with :meth:`execute`:
+        the scheduler builds the starts of fires it staged ahead). Unsupported: use kombu's."""
+        channel, _ = self._channel_and_client()
+        commands: list[Command] = []
         templating = self._templating()
         reply_to, offset = (self._app.thread_oid, utcoffset()) if templating else ("", 0.0)
         for call in calls:
@@ -266,6 +273,11 @@ class RedisSender:
                 if templating and kind not in self._templates:
                     self._templates[kind] = _Template.learn(self._app, call, published)
             commands.extend(self._command(channel, body, kw) for body, kw in published)
+        return commands
+
+    def execute(self, commands: Sequence[Command]) -> None:
+        """Issue built commands in one pipeline."""
+        _, client = self._channel_and_client()
         pipe = client.pipeline(transaction=False)
         for verb, key, payload in commands:
             if verb == "lpush":
@@ -306,7 +318,7 @@ class RedisSender:
             and all(isinstance(route, MapRoute) for route in app.amqp.router.routes)
         )
 
-    def _command(self, channel: Any, body: Any, kw: dict[str, Any]) -> tuple[str, str, str]:
+    def _command(self, channel: Any, body: Any, kw: dict[str, Any]) -> Command:
         """The Redis command kombu's Producer.publish and Redis channel would issue."""
         kw = dict(kw)
         exchange = kw.pop("exchange", "") or ""

@@ -48,6 +48,7 @@ next fire time moves only from the value read, and each run's ``(job, fire key)`
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -174,6 +175,45 @@ _FIRED_THROUGH = (
 _Tags = dict[int, tuple[str, str, str]]  # job id: its kind, job handle and company handle
 
 
+PREPARED_MAX = 20_000  # staged starts kept built in memory (a few KB each)
+
+
+class _PreparedStarts:
+    """The start messages of the fires this process staged, built while they wait for their
+    time, by run id. A fire staged by another beat (this one was not leading then), or beyond
+    :data:`PREPARED_MAX`, is built when it is taken; one taken elsewhere or dropped is
+    forgotten a minute after its time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_run: dict[int, tuple[datetime, dispatch.PreparedStart]] = {}
+
+    def build(self, runs: list[dict[str, Any]], tags: _Tags) -> None:
+        """Build the starts of staged runs (their ETA is their fire time)."""
+        with self._lock:
+            if len(self._by_run) + len(runs) > PREPARED_MAX:
+                return
+        messages = [_start({**run, "eta": None}, *tags[run["job_id"]]) for run in runs]
+        built = dispatch.prepare_starts(messages, [run["eta"] for run in runs])
+        if built is None:
+            return
+        with self._lock:
+            for run, one in zip(runs, built, strict=True):
+                self._by_run[run["id"]] = (run["eta"], one)
+
+    def take(self, run_ids: list[int], now: datetime) -> list[dispatch.PreparedStart | None]:
+        """The built starts of these runs (None where there is none), forgotten here."""
+        with self._lock:
+            taken = [self._by_run.pop(run_id, (None, None))[1] for run_id in run_ids]
+            stale = now - timedelta(seconds=60)
+            if self._by_run and next(iter(self._by_run.values()))[0] < stale:
+                self._by_run = {k: v for k, v in self._by_run.items() if v[0] >= stale}
+        return taken
+
+
+_PREPARED = _PreparedStarts()
+
+
 def _fire_staged(
     runtime: Runtime, now: datetime, report: TickReport, keep_lead: Callable[[], bool]
 ) -> None:
@@ -192,7 +232,9 @@ def _fire_staged(
             )
             for fire in taken
         ]
-        send_runs(runtime, messages, marked=True)  # refused: unmarked, the relay sends them later
+        prepared = _PREPARED.take([fire.run_id for fire in taken], now)
+        # refused: unmarked, the relay sends them later
+        send_runs(runtime, messages, marked=True, prepared=prepared)
         report.fired += [fire.run_name for fire in taken]
         if looked < FIRE_BATCH or not keep_lead():
             return
@@ -252,6 +294,7 @@ def _fire_batch(runtime: Runtime, now: datetime, plan: _Plan) -> tuple[list[str]
         staged_rows = insert_runs(conn, staged, local_now=local_now, state=RunState.STAGED)
     messages = [_start(run, *tags[run["job_id"]]) for run in runs]
     send_runs(runtime, messages, marked=True)  # refused: unmarked, the relay sends them later
+    _PREPARED.build(staged_rows, tags)  # their starts, built while they wait for their time
     names = [run["run_name"] for run in runs]
     return names, [run["run_name"] for run in staged_rows], len(tags) == FIRE_BATCH
 

@@ -5,6 +5,7 @@ sent. (A beat SIGKILLed with fires staged: tests/faults/test_beats.py, whose rea
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from sqlalchemy import select, update
 
 from jobengine import delete_job, get_job_logs, pause_job, resume_job, submit_many
 from jobengine.embedded import redis_client
-from jobengine.engine import scheduling
+from jobengine.engine import dispatch, scheduling
 from jobengine.engine.scheduling import tick
+from jobengine.kinds import kind_for
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.schema import Job, Run
@@ -167,3 +169,51 @@ def test_a_fire_paused_or_deleted_after_staging_is_not_sent(private_queue: Queue
     later = tick(now=fire_at + timedelta(seconds=1), ahead=5)
     assert not [n for n in later.fired + later.staged if n.startswith("Staged Stale ")]
     assert len(_runs("Staged Stale")) == 1
+
+
+def _comparable(command: tuple[str, str, str]) -> tuple[str, str, dict[str, object]]:
+    """A Redis command of a message, without what differs from one build to the next (the
+    delivery tag; an event's clock and timestamp)."""
+    verb, key, payload = command
+    message = json.loads(payload)
+    message["properties"].pop("delivery_tag")
+    body = json.loads(base64.b64decode(message.pop("body")))
+    if isinstance(body, dict):  # an event
+        for volatile in ("clock", "timestamp"):
+            body.pop(volatile)
+    message["body"] = body
+    return verb, key, message
+
+
+def test_staged_starts_are_built_ahead_as_they_would_be_built_at_their_time(
+    private_queue: Queue,
+) -> None:
+    _, queue = private_queue
+    fire_at = _fire_time()
+    _schedules("Staged Built", 2, fire_at)
+    sender = dispatch._redis_sender()
+    assert sender is not None
+    # Celery builds the first start of a kind in a process (its template): one before, unsent
+    learn = dispatch.StartMessage("export", 1, "learn", {"job": "j", "company": "c", "run": "r"})
+    sender.build([dispatch._start_call(learn)])
+    report = tick(now=fire_at - timedelta(seconds=2), ahead=5)
+    staged = [n for n in report.staged if n.startswith("Staged Built ")]
+    with get_runtime().store.read() as session:
+        rows = session.execute(
+            select(Run.id, Run.task_id, Run.run_name, Job.handle, Job.kind)
+            .join(Job, Job.id == Run.job_id)
+            .where(Run.run_name.in_(staged))
+        ).all()
+    built = scheduling._PREPARED.take([row[0] for row in rows], fire_at)
+    assert all(one is not None for one in built)
+    for (run_id, task_id, name, job, kind), ahead in zip(rows, built, strict=True):
+        assert ahead is not None
+        labels = {"job": job, "company": json.loads(ahead.commands[0][2])["headers"]
+                  ["kwargsrepr"].split("'company': '")[1].split("'")[0], "run": name}  # fmt: skip
+        start = dispatch.StartMessage(kind_for(kind).slug, run_id, task_id, labels)
+        now = sender.build([dispatch._start_call(start)])
+        assert [_comparable(c) for c in ahead.commands] == [_comparable(c) for c in now]
+        assert ahead.commands[0][:2] == ("lpush", queue)
+        if len(ahead.commands) == 2:  # its task-sent event says it was sent at the fire time
+            event = json.loads(base64.b64decode(json.loads(ahead.commands[1][2])["body"]))
+            assert event["timestamp"] == fire_at.timestamp()
