@@ -149,13 +149,16 @@ def ours(n: int, broker: str, ahead: float) -> tuple[float, float, float, float]
 
 
 def _move_schedules(fire_at: object) -> None:
-    """Every scheduled job due at ``fire_at``."""
+    """Every scheduled job due at ``fire_at``. The runs of the last round end first: no worker
+    starts them, and the scheduler would otherwise send their starts again (a queued run that
+    waits on nothing) into the queue this round measures."""
     from sqlalchemy import update
 
     from jobengine.runtime import get_runtime
-    from jobengine.store.schema import Job
+    from jobengine.store.schema import Job, Run
 
     with get_runtime().store.write() as session:
+        session.execute(update(Run).where(Run.state == "Queued").values(state="Cancelled"))
         session.execute(
             update(Job)
             .where(Job.exec_schedule.is_not(None), Job.deleted_at.is_(None))
