@@ -18,6 +18,7 @@ not run: its row is deleted (it was never a run that anyone saw).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,23 +34,36 @@ __all__ = ["StagedFire", "take_due"]
 # schedule's last fire time was the staged one). Paused, or None (deleted): it is dropped.
 _FIRING_TRIGGERS = (TriggerState.NORMAL, TriggerState.COMPLETE)
 
-_DUE = (
-    select(
-        RUNS.c.id,
-        RUNS.c.task_id,
-        RUNS.c.run_name,
-        JOBS.c.kind,
-        JOBS.c.handle,
-        COMPANIES.c.handle,
-        JOBS.c.trigger_state,
-        JOBS.c.deleted_at,
+_DUE_NOW = RUNS.c.state == RunState.STAGED, RUNS.c.eta <= bindparam("now", type_=UTCDateTime())
+
+
+@functools.lru_cache(maxsize=4)
+def _due(limit: int) -> Any:
+    """The next ``limit`` staged fires due, with their job and company. The fires are picked from
+    the runs alone, then joined: joining every staged row before the sort and limit (10,000 on
+    one cron) cost PostgreSQL 60 ms a batch."""
+    picked = (
+        select(RUNS.c.id).where(*_DUE_NOW).order_by(RUNS.c.eta, RUNS.c.id).limit(limit)
+    ).scalar_subquery()
+    return (
+        select(
+            RUNS.c.id,
+            RUNS.c.task_id,
+            RUNS.c.run_name,
+            JOBS.c.kind,
+            JOBS.c.handle,
+            COMPANIES.c.handle,
+            JOBS.c.trigger_state,
+            JOBS.c.deleted_at,
+        )
+        .join(JOBS, JOBS.c.id == RUNS.c.job_id)
+        .join(COMPANIES, COMPANIES.c.id == RUNS.c.company_id)
+        .where(RUNS.c.id.in_(picked), RUNS.c.state == RunState.STAGED)
+        .order_by(RUNS.c.eta, RUNS.c.id)
+        .with_for_update(of=RUNS, skip_locked=True)
     )
-    .join(JOBS, JOBS.c.id == RUNS.c.job_id)
-    .join(COMPANIES, COMPANIES.c.id == RUNS.c.company_id)
-    .where(RUNS.c.state == RunState.STAGED, RUNS.c.eta <= bindparam("now", type_=UTCDateTime()))
-    .order_by(RUNS.c.eta, RUNS.c.id)
-    .with_for_update(of=RUNS, skip_locked=True)
-)
+
+
 _TAKE = (
     update(RUNS)
     .where(RUNS.c.id.in_(bindparam("ids", expanding=True)), RUNS.c.state == RunState.STAGED)
@@ -82,7 +96,7 @@ def take_due(conn: Connection, now: datetime, limit: int) -> tuple[list[StagedFi
     fire become Queued runs, marked sent at ``now`` (the caller sends them after its commit);
     the others are deleted. Returns the runs taken and how many rows were looked at (``limit``:
     more may be due)."""
-    rows: list[Any] = list(conn.execute(_DUE.limit(limit), {"now": now}))
+    rows: list[Any] = list(conn.execute(_due(limit), {"now": now}))
     taken = [
         StagedFire(int(run_id), str(task), str(name), str(kind), str(job), str(company))
         for run_id, task, name, kind, job, company, trigger, deleted in rows
