@@ -194,7 +194,11 @@ class _PreparedStarts:
             if len(self._by_run) + len(runs) > PREPARED_MAX:
                 return
         messages = [_start({**run, "eta": None}, *tags[run["job_id"]]) for run in runs]
-        built = dispatch.prepare_starts(messages, [run["eta"] for run in runs])
+        try:
+            built = dispatch.prepare_starts(messages, [run["eta"] for run in runs])
+        except Exception as exc:  # the broker's client (it connects): they are built when taken
+            logger.info("scheduler: cannot build staged starts ahead: %s", exc)
+            return
         if built is None:
             return
         with self._lock:
