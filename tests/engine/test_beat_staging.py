@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -219,3 +225,50 @@ def test_staged_starts_are_built_ahead_as_they_would_be_built_at_their_time(
         if len(ahead.commands) == 2:  # its task-sent event says it was sent at the fire time
             event = json.loads(base64.b64decode(json.loads(ahead.commands[1][2])["body"]))
             assert event["timestamp"] == fire_at.timestamp()
+
+
+def _beat(env: dict[str, str], home: Path, n: int) -> subprocess.Popen[bytes]:
+    """``jobengine beat``'s scheduler in a process of its own (its output in ``home``)."""
+    argv = [sys.executable, "-m", "celery", "-A", "jobengine.celery_app", "beat", "-S",
+            "jobengine.engine.scheduling:StoreScheduler", "--loglevel", "info",
+            "--schedule", str(home / f"staging-beat{n}.db")]  # fmt: skip
+    with (home / f"staging-beat{n}.log").open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _states(prefix: str) -> list[tuple[str, str]]:
+    return [(state, key) for _, state, key, *_ in _runs(prefix)]
+
+
+@pytest.mark.slow
+def test_fires_staged_by_a_beat_sigkilled_before_their_time_are_sent_once_by_the_next(
+    private_queue: Queue,
+) -> None:
+    env_of_store, queue = private_queue
+    fire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=14)
+    _schedules("Staged Killed", 3, fire_at)
+    home = Path(get_settings().home)
+    env = {**os.environ, **env_of_store, "JOBENGINE_STAGE_AHEAD": "12"}
+    first = _beat(env, home, 1)
+    try:
+        deadline = time.monotonic() + 12
+        while [s for s, _ in _states("Staged Killed")] != ["Staged"] * 3:
+            assert time.monotonic() < deadline, "the first beat did not stage the fires"
+            time.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(20)
+    assert datetime.now(UTC) < fire_at  # killed before their time, its lock still held
+    second = _beat(env, home, 2)
+    try:
+        deadline = time.monotonic() + (fire_at - datetime.now(UTC)).total_seconds() + 15
+        while {s for s, _ in _states("Staged Killed")} != {"Queued"}:
+            assert time.monotonic() < deadline, "the next beat did not send the staged fires"
+            time.sleep(0.2)
+        time.sleep(2)  # a second send would come with the next ticks
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(20)
+    assert _states("Staged Killed") == [("Queued", f"cron:{fire_at.isoformat()}")] * 3
+    sent = _queued(queue, "Staged Killed ")
+    assert len(sent) == len(set(sent)) == 3
