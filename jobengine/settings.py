@@ -248,6 +248,8 @@ class Settings:
     stall_seconds: float = 600.0
     misfire_threshold: float = 60.0
     beat_interval: float = 1.0
+    # the beat writes cron fires this many seconds ahead and only sends them at their time
+    stage_ahead: float = 5.0
     queues: tuple[tuple[str, str], ...] = ()  # (kind slug, queue); the rest: DEFAULT_QUEUE
     demo_user: str = "demo@example.com"
     demo_password: str = "demo-password"  # noqa: S105 - documented demo default
@@ -311,6 +313,7 @@ class Settings:
             stall_seconds=_float(env, "JOBENGINE_STALL_SECONDS", 600.0),
             misfire_threshold=_seconds(env, "JOBENGINE_MISFIRE_THRESHOLD", 60.0),
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),
+            stage_ahead=_seconds(env, "JOBENGINE_STAGE_AHEAD", 5.0),
             demo_user=env.get("JOBENGINE_DEMO_USER") or "demo@example.com",
             demo_password=env.get("JOBENGINE_DEMO_PASSWORD") or "demo-password",
             smtp_host=env.get("JOBENGINE_SMTP_HOST") or "127.0.0.1",
@@ -358,6 +361,10 @@ class Settings:
             raise ConfigurationError(
                 "JOBENGINE_TASK_TIME_LIMIT must be below JOBENGINE_VISIBILITY_TIMEOUT, "
                 "or Redis redelivers long tasks while they still run"
+            )
+        if not 0 <= self.stage_ahead < self.misfire_threshold:
+            raise ConfigurationError(
+                "JOBENGINE_STAGE_AHEAD must be at least 0 and below JOBENGINE_MISFIRE_THRESHOLD"
             )
         if self.eta_horizon * 2 >= self.visibility_timeout:
             raise ConfigurationError(

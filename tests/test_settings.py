@@ -19,3 +19,6 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
         Settings.from_env({**base, "JOBENGINE_TASK_TIME_LIMIT": "9000"})
     with pytest.raises(ConfigurationError, match="not a number"):
         Settings.from_env({**base, "JOBENGINE_ETA_HORIZON": "soon"})
+    assert Settings.from_env({**base, "JOBENGINE_STAGE_AHEAD": "0"}).stage_ahead == 0  # off
+    with pytest.raises(ConfigurationError, match="STAGE_AHEAD"):  # a staged fire is no misfire
+        Settings.from_env({**base, "JOBENGINE_STAGE_AHEAD": "90"})

@@ -23,14 +23,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from jobengine.engine.redis_send import RedisSender, TaskCall, Unsupported
+from jobengine.engine.redis_send import Command, RedisSender, TaskCall, Unsupported
 from jobengine.errors import ServerError
 from jobengine.settings import Settings, get_settings
 
 __all__ = [
     "BrokerUnavailable",
+    "PreparedStart",
     "StartMessage",
     "broker_known_down",
+    "prepare_starts",
     "producer",
     "queue_depths",
     "reset_sender",
@@ -155,8 +157,49 @@ class StartMessage(NamedTuple):
     eta: datetime | None = None
 
 
-def send_starts(messages: Sequence[StartMessage]) -> None:
+class PreparedStart(NamedTuple):
+    """A start message (and its event) built ahead, as the Redis commands that send it."""
+
+    generation: int  # the app configuration it was built for (engine.app.generation())
+    commands: tuple[Command, ...]
+
+
+def prepare_starts(
+    messages: Sequence[StartMessage], sent_at: Sequence[datetime]
+) -> list[PreparedStart] | None:
+    """Build start messages now to send each at its ``sent_at`` (:func:`send_starts` with
+    ``prepared``): the scheduler builds the starts of the fires it stages while it waits for
+    their time. Their ``task-sent`` events carry ``sent_at`` as their timestamp (but for the
+    first message of a kind in a process, which Celery builds). None when they cannot be built
+    ahead (the broker is not plain Redis, or the message needs kombu's path)."""
+    from jobengine.engine import app as celery_app
+
+    sender = _redis_sender()
+    if sender is None:
+        return None
+    generation = celery_app.generation()
+    try:
+        return [
+            PreparedStart(generation, tuple(sender.build([_start_call(m, at.timestamp())])))
+            for m, at in zip(messages, sent_at, strict=True)
+        ]
+    except Unsupported:
+        return None
+
+
+def _start_call(m: StartMessage, sent_at: float | None = None) -> TaskCall:
+    return TaskCall(
+        f"jobengine.{m.slug}.start", m.task_id, {"run_id": m.run_id, **m.labels}, m.eta, sent_at
+    )
+
+
+def send_starts(
+    messages: Sequence[StartMessage], prepared: Sequence[PreparedStart | None] | None = None
+) -> None:
     """Send start messages, with their ``task-sent`` events, in one broker round trip.
+
+    ``prepared``: the same messages built ahead (:func:`prepare_starts`), in order; sent as they
+    are when each was and the app's configuration has not changed since, else built now.
 
     On plain Redis, :class:`~jobengine.engine.redis_send.RedisSender` pipelines every task message
     and its event (the one Flower shows) into a single round trip, instead of two per message plus
@@ -168,10 +211,9 @@ def send_starts(messages: Sequence[StartMessage]) -> None:
     if not messages:
         return
     _BREAKER.check()
-    calls = [
-        TaskCall(f"jobengine.{m.slug}.start", m.task_id, {"run_id": m.run_id, **m.labels}, m.eta)
-        for m in messages
-    ]
+    if prepared is not None and _send_prepared(prepared, len(messages)):
+        return
+    calls = [_start_call(m) for m in messages]
     if _send_pipelined(calls):
         return
     with producer() as via:
@@ -193,6 +235,30 @@ def _send_pipelined(calls: list[TaskCall], batch: int | None = None) -> bool:
             sender.send(calls[start : start + step])
     except Unsupported:
         return False
+    except Exception as exc:  # the client's own errors
+        logger.info("pipelined publish failed (%s); sending the slow, retrying way", exc)
+        return False
+    _BREAKER.up()
+    return True
+
+
+def _send_prepared(prepared: Sequence[PreparedStart | None], count: int) -> bool:
+    """Send messages built ahead in one round trip; False when they are not all there or not
+    for this configuration (the caller builds them now), or the client failed (the caller
+    sends them the slow way: a copy of a message already sent is a no-op)."""
+    from jobengine.engine import app as celery_app
+
+    sender = _redis_sender()
+    generation = celery_app.generation()
+    if sender is None or len(prepared) != count:
+        return False
+    commands: list[Command] = []
+    for one in prepared:
+        if one is None or one.generation != generation:
+            return False
+        commands.extend(one.commands)
+    try:
+        sender.execute(commands)
     except Exception as exc:  # the client's own errors
         logger.info("pipelined publish failed (%s); sending the slow, retrying way", exc)
         return False

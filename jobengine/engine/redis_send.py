@@ -70,7 +70,7 @@ from kombu.utils.json import dumps as json_dumps
 
 from jobengine.handles import uuid4_text
 
-__all__ = ["RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
+__all__ = ["Command", "RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
 
 
 class Unsupported(Exception):
@@ -86,6 +86,7 @@ class TaskCall(NamedTuple):
     task_id: str
     kwargs: dict[str, Any]
     eta: datetime | None = None
+    sent_at: float | None = None  # built ahead: when it is to be sent (its event's timestamp)
 
 
 @dataclass
@@ -285,6 +286,9 @@ class _EventText:
 
 
 _Publish = tuple[Any, dict[str, Any]]  # what Celery hands Producer.publish: body, keywords
+# One built send: ("lpush", queue key, message text), or ("event", group, (publish options,
+# the event's fields or JSON)); RedisSender.execute pipelines them, events grouped.
+Command = tuple[str, str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +388,7 @@ class _Template:
             root_id=call.task_id,
             kwargs=kwargsrepr,
             eta=eta,
-            timestamp=time.time(),
+            timestamp=time.time() if call.sent_at is None else call.sent_at,
         )
         return event
 
@@ -443,18 +447,15 @@ class RedisSender:
                 conn.release()
 
     def send(self, calls: Sequence[TaskCall]) -> None:
-        """Send the calls in one pipeline. Unsupported: nothing was sent, use kombu's path.
+        """Send the calls in one pipeline. Unsupported: nothing was sent, use kombu's path."""
+        self.execute(self.build(calls))
 
-        The messages of a queue go as one ``LPUSH`` of them all (in order: the first is
-        consumed first, as with one ``LPUSH`` each), and the calls' ``task-sent`` events as
-        lists of up to :data:`EVENTS_PER_PUBLISH` under the routing key ``task.multi``, as
-        Celery's event dispatcher sends a buffered group (``buffer_group``; a worker sends its
-        task events so) and as Celery's ``EventReceiver``, hence Flower, reads them. A lone
-        event goes as Celery sends it (``task.sent``).
-        """
-        channel, client = self._channel_and_client()
-        pushes: dict[str, list[str]] = {}
-        events: _EventGroups = {}
+    def build(self, calls: Sequence[TaskCall]) -> list[Command]:
+        """The Redis commands that send the calls, to issue now or later with :meth:`execute`
+        (the scheduler builds the starts of the fires it staged ahead). Unsupported: use
+        kombu's path."""
+        channel, _ = self._channel_and_client()
+        commands: list[Command] = []
         templating = self._templating()
         reply_to, offset = (self._app.thread_oid, utcoffset()) if templating else ("", 0.0)
         for call in calls:
@@ -463,7 +464,7 @@ class RedisSender:
             if template is not None and template.text is not None:
                 self._render(
                     template, template.text, call, reply_to=reply_to, offset=offset,
-                    pushes=pushes, events=events,
+                    commands=commands,
                 )  # fmt: skip
                 continue
             if template is not None:
@@ -474,10 +475,31 @@ class RedisSender:
                     self._templates[kind] = self._learn(channel, call, published)
             for body, kw in published:
                 if _exchange_of(kw) == self._event_exchange:
-                    self._group_event(events, body, kw, _event_group(kw))
+                    commands.append(_event(body, kw, _event_group(kw)))
                     continue
                 _, key, payload = self._command(channel, body, kw)
+                commands.append(("lpush", key, payload))
+        return commands
+
+    def execute(self, commands: Sequence[Command]) -> None:
+        """Issue built commands in one pipeline.
+
+        The messages of a queue go as one ``LPUSH`` of them all (in order: the first is
+        consumed first, as with one ``LPUSH`` each), and the ``task-sent`` events as lists of
+        up to :data:`EVENTS_PER_PUBLISH` under the routing key ``task.multi``, as Celery's
+        event dispatcher sends a buffered group (``buffer_group``; a worker sends its task
+        events so) and as Celery's ``EventReceiver``, hence Flower, reads them. A lone event
+        goes as Celery sends it (``task.sent``).
+        """
+        channel, client = self._channel_and_client()
+        pushes: dict[str, list[str]] = {}
+        events: _EventGroups = {}
+        for verb, key, payload in commands:
+            if verb == "lpush":
                 pushes.setdefault(key, []).append(payload)
+            else:
+                kw, fields = payload
+                events.setdefault(key, (kw, []))[1].append(fields)
         publishes = [
             self._event_command(channel, kw, group[i : i + EVENTS_PER_PUBLISH])
             for kw, group in events.values()
@@ -496,7 +518,7 @@ class RedisSender:
 
     def _render(
         self, template: _Template, text: _Text, call: TaskCall, *, reply_to: str, offset: float,
-        pushes: dict[str, list[str]], events: _EventGroups,
+        commands: list[Command],
     ) -> None:  # fmt: skip
         """A call's message (and event) from its kind's text templates."""
         eta = call.eta.isoformat() if call.eta else None
@@ -505,30 +527,19 @@ class RedisSender:
             call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=kwargsrepr, eta=eta,
             reply_to=reply_to, tag=uuid4_text(),
         )  # fmt: skip
-        pushes.setdefault(text.key, []).append(payload)
+        commands.append(("lpush", text.key, payload))
         if template.event_kw is None:
             return
         event: dict[str, Any] | str
         if template.event_text is not None:
             event = template.event_text.render(
                 self._app.clock.forward(), offset, call.task_id,
-                kwargsrepr=kwargsrepr, eta=eta, timestamp=time.time(),
+                kwargsrepr=kwargsrepr, eta=eta,
+                timestamp=time.time() if call.sent_at is None else call.sent_at,
             )  # fmt: skip
         else:
             event = template.event(self._app, call, offset, kwargsrepr, eta)
-        self._group_event(events, event, template.event_kw, template.event_group)
-
-    @staticmethod
-    def _group_event(
-        events: _EventGroups,
-        fields: Any,
-        kw: dict[str, Any],
-        group: str,
-    ) -> None:
-        """Add an event (its fields, or their JSON rendered from a template) to its group."""
-        if not isinstance(fields, dict | str):
-            raise Unsupported("an event that is not a dict of fields")
-        events.setdefault(group, (kw, []))[1].append(fields)
+        commands.append(_event(event, template.event_kw, template.event_group))
 
     def _event_command(
         self, channel: Any, kw: dict[str, Any], events: list[dict[str, Any] | str]
@@ -597,7 +608,7 @@ class RedisSender:
             and all(isinstance(route, MapRoute) for route in app.amqp.router.routes)
         )
 
-    def _command(self, channel: Any, body: Any, kw: dict[str, Any]) -> tuple[str, str, str]:
+    def _command(self, channel: Any, body: Any, kw: dict[str, Any]) -> Command:
         """The Redis command kombu's Producer.publish and Redis channel would issue."""
         verb, key, message = self._message(channel, body, kw)
         return verb, key, _json(message)
@@ -645,6 +656,14 @@ class RedisSender:
         if exchange == self._event_exchange:
             return "publish", _topic(channel, exchange, routing_key), message
         raise Unsupported(f"exchange {exchange!r}")
+
+
+def _event(fields: Any, kw: dict[str, Any], group: str) -> Command:
+    """The built publish of an event (its fields, or their JSON rendered from a template), to
+    go out with the others of its group."""
+    if not isinstance(fields, dict | str):
+        raise Unsupported("an event that is not a dict of fields")
+    return ("event", group, (kw, fields))
 
 
 def _exchange_of(kw: dict[str, Any]) -> str:

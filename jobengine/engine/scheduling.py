@@ -33,6 +33,12 @@ moves their next fire times and inserts their runs in one multi-row statement (a
 sent), then their start messages go in one pipelined round trip; no job or company is loaded
 through the ORM. 10,000 jobs on one cron are 20 transactions and 20 round trips.
 
+The beat does that work before the fire time (``JOBENGINE_STAGE_AHEAD``, 5 s): a tick stages
+the fires due within that window, writing their runs as ``Staged`` with the fire time as ETA
+(:mod:`jobengine.store.staging`), and the tick at the fire time takes them (one read and one
+update a batch) and sends their starts, first thing. Fires due at once that were not staged (a
+job made inside the window, a beat that was down) fire as above.
+
 Two beats never fire a schedule twice: only the lock holder ticks, and renews its lock between
 batches (a tick longer than the lock's lease stops when it lost the lead); the batch's rows are
 locked (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite's write transaction is exclusive), the
@@ -42,6 +48,7 @@ next fire time moves only from the value read, and each run's ``(job, fire key)`
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -66,6 +73,7 @@ from jobengine.notices.email import notify_pending
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.store.jobs import NewRun, fire_key, insert_runs, untaken_fires
 from jobengine.store.schema import COMPANIES, JOBS, Company, Job, Run, RunItem, utcnow
+from jobengine.store.staging import take_due
 from jobengine.store.states import STARTED_RUNS, ItemState, RunState, TriggerState
 
 __all__ = ["LeaderLock", "StoreScheduler", "TickReport", "tick"]
@@ -108,6 +116,7 @@ class TickReport:
     """What one tick sent (for logs and tests)."""
 
     fired: list[str] = field(default_factory=list)
+    staged: list[str] = field(default_factory=list)
     sent_at: list[str] = field(default_factory=list)
     relayed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
@@ -166,13 +175,93 @@ _FIRED_THROUGH = (
 _Tags = dict[int, tuple[str, str, str]]  # job id: its kind, job handle and company handle
 
 
-def _fire_schedules(
+PREPARED_MAX = 20_000  # staged starts kept built in memory (a few KB each)
+
+
+class _PreparedStarts:
+    """The start messages of the fires this process staged, built while they wait for their
+    time, by run id. A fire staged by another beat (this one was not leading then), or beyond
+    :data:`PREPARED_MAX`, is built when it is taken; one taken elsewhere or dropped is
+    forgotten a minute after its time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_run: dict[int, tuple[datetime, dispatch.PreparedStart]] = {}
+
+    def build(self, runs: list[dict[str, Any]], tags: _Tags) -> None:
+        """Build the starts of staged runs (their ETA is their fire time)."""
+        with self._lock:
+            if len(self._by_run) + len(runs) > PREPARED_MAX:
+                return
+        messages = [_start({**run, "eta": None}, *tags[run["job_id"]]) for run in runs]
+        try:
+            built = dispatch.prepare_starts(messages, [run["eta"] for run in runs])
+        except Exception as exc:  # the broker's client (it connects): they are built when taken
+            logger.info("scheduler: cannot build staged starts ahead: %s", exc)
+            return
+        if built is None:
+            return
+        with self._lock:
+            for run, one in zip(runs, built, strict=True):
+                self._by_run[run["id"]] = (run["eta"], one)
+
+    def take(self, run_ids: list[int], now: datetime) -> list[dispatch.PreparedStart | None]:
+        """The built starts of these runs (None where there is none), forgotten here."""
+        with self._lock:
+            taken = [self._by_run.pop(run_id, (None, None))[1] for run_id in run_ids]
+            stale = now - timedelta(seconds=60)
+            if self._by_run and next(iter(self._by_run.values()))[0] < stale:
+                self._by_run = {k: v for k, v in self._by_run.items() if v[0] >= stale}
+        return taken
+
+
+_PREPARED = _PreparedStarts()
+
+
+def _fire_staged(
     runtime: Runtime, now: datetime, report: TickReport, keep_lead: Callable[[], bool]
 ) -> None:
-    """Fire the due cron schedules in batches; stop when this beat no longer leads."""
+    """Send the staged fires that are due, in batches: per batch one transaction takes them
+    (Staged -> Queued, marked sent; the stale ones of a paused or deleted job are dropped),
+    then one pipelined send. Stop when this beat no longer leads."""
     while True:
-        fired, full = _fire_batch(runtime, now, _plan_schedules)
+        with runtime.store.connect() as conn:
+            taken, looked = take_due(conn, now, FIRE_BATCH)
+        messages = [
+            dispatch.StartMessage(
+                kind_for(fire.kind).slug,
+                fire.run_id,
+                fire.task_id,
+                {"job": fire.job_handle, "company": fire.company_handle, "run": fire.run_name},
+            )
+            for fire in taken
+        ]
+        prepared = _PREPARED.take([fire.run_id for fire in taken], now)
+        # refused: unmarked, the relay sends them later
+        send_runs(runtime, messages, marked=True, prepared=prepared)
+        report.fired += [fire.run_name for fire in taken]
+        if looked < FIRE_BATCH or not keep_lead():
+            return
+
+
+def _fire_schedules(
+    runtime: Runtime,
+    now: datetime,
+    report: TickReport,
+    keep_lead: Callable[[], bool],
+    ahead: float,
+) -> None:
+    """Fire the due cron schedules in batches, and stage those due within ``ahead`` seconds;
+    stop when this beat no longer leads."""
+    horizon = now + timedelta(seconds=ahead)
+
+    def plan(runtime: Runtime, conn: Any, now: datetime, tags: _Tags) -> _Planned:
+        return _plan_schedules(runtime, conn, now, tags, horizon)
+
+    while True:
+        fired, staged, full = _fire_batch(runtime, now, plan)
         report.fired += fired
+        report.staged += staged
         if not full or not keep_lead():
             return
 
@@ -182,48 +271,67 @@ def _send_one_shots(
 ) -> None:
     """Send the ``execTime`` runs that come inside the ETA horizon, in batches."""
     while True:
-        sent, full = _fire_batch(runtime, now, _plan_one_shots)
+        sent, _, full = _fire_batch(runtime, now, _plan_one_shots)
         report.sent_at += sent
         if not full or not keep_lead():
             return
 
 
-_Plan = Callable[[Runtime, Any, datetime, _Tags], list[NewRun]]
+_Planned = tuple[list[NewRun], list[NewRun]]  # runs to send now, runs to stage
+_Plan = Callable[[Runtime, Any, datetime, _Tags], _Planned]
 
 
-def _fire_batch(runtime: Runtime, now: datetime, plan: _Plan) -> tuple[list[str], bool]:
+def _fire_batch(runtime: Runtime, now: datetime, plan: _Plan) -> tuple[list[str], list[str], bool]:
     """Fire up to FIRE_BATCH due jobs in one transaction: ``plan`` reads them, moves their
-    triggers on and says which runs they get; one multi-row insert of the runs (marked sent),
-    then their starts in one pipelined send. Returns the run names and whether the batch was
-    full (more may be due)."""
+    triggers on and says which runs they get now and which it stages; one multi-row insert of
+    the runs (marked sent) and one of the staged runs, then the starts in one pipelined send.
+    Returns the names of the runs sent and staged, and whether the batch was full (more may be
+    due)."""
     tags: _Tags = {}
     with runtime.store.connect() as conn:
-        new = plan(runtime, conn, now, tags)
+        new, ahead = plan(runtime, conn, now, tags)
+        untaken = untaken_fires(conn, new + ahead)
         local_now = now.astimezone(runtime.settings.zone)
-        runs = insert_runs(conn, untaken_fires(conn, new), local_now=local_now, dispatched_at=now)
+        fresh = [run for run in untaken if run.named_at is None]
+        runs = insert_runs(conn, fresh, local_now=local_now, dispatched_at=now)
+        staged = [run for run in untaken if run.named_at is not None]
+        staged_rows = insert_runs(conn, staged, local_now=local_now, state=RunState.STAGED)
     messages = [_start(run, *tags[run["job_id"]]) for run in runs]
     send_runs(runtime, messages, marked=True)  # refused: unmarked, the relay sends them later
-    return [run["run_name"] for run in runs], len(tags) == FIRE_BATCH
+    _PREPARED.build(staged_rows, tags)  # their starts, built while they wait for their time
+    names = [run["run_name"] for run in runs]
+    return names, [run["run_name"] for run in staged_rows], len(tags) == FIRE_BATCH
 
 
-def _plan_schedules(runtime: Runtime, conn: Any, now: datetime, tags: _Tags) -> list[NewRun]:
-    """Due cron schedules: each fire time since the next one (see :func:`_next_fire`)."""
+def _plan_schedules(
+    runtime: Runtime, conn: Any, now: datetime, tags: _Tags, horizon: datetime
+) -> _Planned:
+    """Cron schedules due by ``horizon``: each fire time since the next one (see
+    :func:`_next_fire`); those due by ``now`` fire, the later ones are staged (named after
+    their fire time, which is their ETA until they are taken)."""
     moves: list[dict[str, Any]] = []
     new: list[NewRun] = []
+    ahead: list[NewRun] = []
+    zone = runtime.settings.zone
     for job_id, first, expression, name, handle, kind, company_id, company in conn.execute(
-        _DUE_SCHEDULES.limit(FIRE_BATCH), {"now": now}
+        _DUE_SCHEDULES.limit(FIRE_BATCH), {"now": horizon}
     ):
-        times, nxt = _fire_times(runtime, parse_cron(str(expression)), first, now)
+        times, nxt = _fire_times(runtime, parse_cron(str(expression)), first, now, horizon)
         state = TriggerState.NORMAL if nxt else TriggerState.COMPLETE
         moves.append({"job": job_id, "first": first, "nxt": nxt, "state": state})
         tags[job_id] = (kind, handle, company)
-        new += [NewRun(job_id, company_id, name, fire_key("cron", at)) for at in times]
+        for at in times:
+            key = fire_key("cron", at)
+            if at <= now:
+                new.append(NewRun(job_id, company_id, name, key))
+            else:
+                ahead.append(NewRun(job_id, company_id, name, key, at, at.astimezone(zone)))
     if moves:
         conn.execute(_MOVE, moves)
-    return new
+    return new, ahead
 
 
-def _plan_one_shots(runtime: Runtime, conn: Any, now: datetime, tags: _Tags) -> list[NewRun]:
+def _plan_one_shots(runtime: Runtime, conn: Any, now: datetime, tags: _Tags) -> _Planned:
     """Due ``execTime`` jobs: one run each, with an ETA when its time is still ahead."""
     horizon = now + timedelta(seconds=runtime.settings.eta_horizon)
     new: list[NewRun] = []
@@ -236,7 +344,7 @@ def _plan_one_shots(runtime: Runtime, conn: Any, now: datetime, tags: _Tags) -> 
         new.append(NewRun(job_id, company_id, name, fire_key("at", at), at if at > now else None))
     if marks:
         conn.execute(_FIRED_THROUGH, marks)
-    return new
+    return new, []
 
 
 def _start(run: dict[str, Any], kind: str, job: str, company: str) -> dispatch.StartMessage:
@@ -245,13 +353,18 @@ def _start(run: dict[str, Any], kind: str, job: str, company: str) -> dispatch.S
 
 
 def _fire_times(
-    runtime: Runtime, cron: CronExpression, first: datetime, now: datetime
+    runtime: Runtime,
+    cron: CronExpression,
+    first: datetime,
+    now: datetime,
+    horizon: datetime | None = None,
 ) -> tuple[list[datetime], datetime | None]:
-    """A schedule's fire times due by ``now`` from its next fire time ``first`` (a catch-up of a
-    short gap fires each once), and its next fire time after them."""
+    """A schedule's fire times due by ``horizon`` (default ``now``) from its next fire time
+    ``first`` (a catch-up of a short gap fires each once), and its next fire time after them."""
+    until = now if horizon is None else horizon
     times: list[datetime] = []
     fire_at: datetime | None = first
-    while fire_at is not None and fire_at <= now and len(times) < MAX_FIRES_PER_TICK:
+    while fire_at is not None and fire_at <= until and len(times) < MAX_FIRES_PER_TICK:
         times.append(fire_at)
         fire_at = _next_fire(runtime, cron, fire_at, now)
     return times, fire_at
@@ -476,17 +589,21 @@ def tick(
     runtime: Runtime | None = None,
     now: datetime | None = None,
     keep_lead: Callable[[], bool] = lambda: True,
+    ahead: float = 0.0,
 ) -> TickReport:
     """One scheduler pass (beat calls it every ``JOBENGINE_BEAT_INTERVAL`` seconds).
 
     ``keep_lead`` renews the beat's leader lock between batches of fires, False when another
     beat took it: a long tick then stops firing instead of firing beside the new leader.
+    ``ahead``: stage the cron fires due within that many seconds (beat passes
+    ``JOBENGINE_STAGE_AHEAD``); staged fires that are due are sent whatever it is.
     """
     runtime = runtime or get_runtime()
     now = now or utcnow()
     report = TickReport()
     queues = _Queues(runtime)
-    _fire_schedules(runtime, now, report, keep_lead)
+    _fire_staged(runtime, now, report, keep_lead)  # first: they are due now, and cheap to send
+    _fire_schedules(runtime, now, report, keep_lead, ahead)
     _send_one_shots(runtime, now, report, keep_lead)
     _relay_outbox(runtime, now, report)
     _requeue_unstarted(runtime, now, report, queues)
@@ -524,7 +641,8 @@ class StoreScheduler(Scheduler):  # type: ignore[misc]
         interval = float(self._runtime.settings.beat_interval)
         try:
             if self._lock.hold():
-                report = tick(self._runtime, keep_lead=self._lock.hold)
+                ahead = self._runtime.settings.stage_ahead
+                report = tick(self._runtime, keep_lead=self._lock.hold, ahead=ahead)
                 for name in report.fired + report.sent_at + report.relayed + report.resent:
                     logger.info("scheduler sent %s", name)
                 if time.monotonic() - self._mail_swept > MAIL_SWEEP_SECONDS:

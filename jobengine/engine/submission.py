@@ -647,7 +647,11 @@ def send_run(runtime: Runtime, element: str, run: Run, labels: dict[str, str]) -
 
 
 def send_runs(
-    runtime: Runtime, runs: Sequence[dispatch.StartMessage], *, marked: bool = False
+    runtime: Runtime,
+    runs: Sequence[dispatch.StartMessage],
+    *,
+    marked: bool = False,
+    prepared: Sequence[dispatch.PreparedStart | None] | None = None,
 ) -> int:
     """Send start messages in one broker round trip and mark them sent; returns how many went.
 
@@ -659,11 +663,13 @@ def send_runs(
     transaction so). If the broker refuses them they are unmarked, for the relay; if this process
     dies before sending, the scheduler sends a queued run again once it has waited
     ``stall_seconds`` without starting.
+
+    ``prepared``: the messages built ahead (:func:`dispatch.prepare_starts`), in order.
     """
     if not runs:
         return 0
     try:
-        dispatch.send_starts(runs)
+        dispatch.send_starts(runs, prepared)
     except dispatch.BrokerUnavailable:
         logger.warning("%d run(s) kept in the outbox: broker unavailable", len(runs))
         if marked:

@@ -132,6 +132,7 @@ class NewRun:
     job_name: str
     fire_key: str
     eta: datetime | None = None
+    named_at: datetime | None = None  # local time of its name (None: the batch's local_now)
 
 
 _NAMES_CHUNK = 500  # fires per lookup (well under every driver's parameter limit)
@@ -195,9 +196,10 @@ def insert_runs(
     *,
     local_now: datetime,
     dispatched_at: datetime | None = None,
+    state: RunState = RunState.QUEUED,
 ) -> list[dict[str, Any]]:
-    """Insert queued runs (no checks: the caller holds the fires, see :func:`untaken_fires`)
-    in one statement; their column values with ids, in the order given.
+    """Insert queued (or ``state``) runs (no checks: the caller holds the fires, see
+    :func:`untaken_fires`) in one statement; their column values with ids, in the order given.
 
     Names follow :func:`insert_run`'s rule, ``-2``, ``-3``... for a name already taken in the
     same second. Such a clash is rare (a job fired twice in one tick, or a run of the same name
@@ -209,16 +211,16 @@ def insert_runs(
     attempts: dict[tuple[int, str], int] = {}
     created, rows = utcnow(), []
     for new in runs:
-        base = (new.company_id, new.job_name)
-        attempt = attempts[base] = attempts.get(base, 0) + 1
+        name = run_name(new.job_name, new.named_at or local_now)
+        attempt = attempts[(new.company_id, name)] = attempts.get((new.company_id, name), 0) + 1
         rows.append(
             {
                 "job_id": new.job_id,
                 "company_id": new.company_id,
-                "run_name": run_name(new.job_name, local_now, attempt),
+                "run_name": run_name(new.job_name, new.named_at or local_now, attempt),
                 "fire_key": new.fire_key,
                 "task_id": uuid4_text(),
-                "state": RunState.QUEUED,
+                "state": state,
                 "eta": new.eta,
                 "dispatched_at": dispatched_at,
                 "created_at": created,
@@ -230,10 +232,11 @@ def insert_runs(
             row["id"] = ids[row["task_id"]]
             continue
         # the name was taken: the next suffix after those the second holds (as insert_run)
-        name = run_name(new.job_name, local_now)
+        named_at = new.named_at or local_now
+        name = run_name(new.job_name, named_at)
         bounds = {"company": new.company_id, "low": name, "high": name + "\x7f"}
         row["run_name"] = run_name(
-            new.job_name, local_now, int(_SAME_SECOND.scalar(conn, bounds) or 0) + 1
+            new.job_name, named_at, int(_SAME_SECOND.scalar(conn, bounds) or 0) + 1
         )
         row["id"] = int(_RUN_INSERT.scalar(conn, {k: row[k] for k in _RUN_KEYS}))
     return rows

@@ -58,6 +58,7 @@ class RunFilter:
 def _runs(where: RunFilter) -> Select[Run, Job, Company]:
     query = select(Run, Job, Company).join(Job, Job.id == Run.job_id)
     query = query.join(Company, Company.id == Run.company_id)
+    query = query.where(Run.state != RunState.STAGED)  # a fire written ahead: not a run yet
     if where.company_id is not None:
         query = query.where(Run.company_id == where.company_id)
     if where.run_id is not None:

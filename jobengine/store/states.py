@@ -32,8 +32,13 @@ __all__ = [
 
 class RunState(StrEnum):
     """A run's (job log's) state: Queued -> Running (-> Stopping) -> Done | Stopped | Failed,
-    or Cancelled when its job was deleted before it started."""
+    or Cancelled when its job was deleted before it started.
 
+    Staged: a cron fire the scheduler wrote ahead of its time (its ETA), to be sent then
+    (:mod:`jobengine.engine.scheduling`); not a job log yet, no query shows it. At its time it
+    becomes Queued, or its row is deleted when its job was paused or deleted meanwhile."""
+
+    STAGED = "Staged"
     QUEUED = "Queued"
     RUNNING = "Running"
     STOPPING = "Stopping"

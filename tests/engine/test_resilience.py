@@ -88,7 +88,9 @@ def test_two_beats_never_fire_a_schedule_twice(stack) -> None:
     with get_runtime().store.read() as session:
         keys = list(
             session.scalars(
-                select(Run.fire_key).join(Job, Job.id == Run.job_id).where(Job.name == "Two Beats")
+                select(Run.fire_key)
+                .join(Job, Job.id == Run.job_id)
+                .where(Job.name == "Two Beats", Run.state != "Staged")  # fires written ahead
             )
         )
     assert len(keys) == len(set(keys))

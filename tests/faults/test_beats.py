@@ -31,6 +31,7 @@ def _fires() -> dict[str, list[tuple[datetime, datetime]]]:
         rows = session.execute(
             select(Job.name, Run.fire_key, Run.created_at)
             .join(Job, Job.id == Run.job_id)
+            .where(Run.state != "Staged")  # written ahead of a fire time the beats did not reach
             .order_by(Run.fire_key)
         ).all()
     for name, key, created in rows:
