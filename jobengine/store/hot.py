@@ -219,15 +219,19 @@ class HotStatement:
         finally:
             cursor.close()
 
+    def _many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:
+        """The compiled statement and the driver's values of many rows, their keys checked."""
+        compiled = self._compiled(conn.dialect)
+        if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
+            raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
+        return compiled, compiled.parameters_many(rows)
+
     def returning_many(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]]
     ) -> list[tuple[Any, ...]]:
         """Run the statement once per row in one pipelined ``executemany`` (psycopg 3, whose
         ``returning=True`` keeps each row's result, in order); the first result row of each."""
-        compiled = self._compiled(conn.dialect)
-        if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
-            raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
-        values = compiled.parameters_many(rows)
+        compiled, values = self._many(conn, rows)
         # psycopg's own cursor: DBAPI's executemany has no ``returning``
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
@@ -252,10 +256,7 @@ class HotStatement:
         round trip (a run's planned items, a batch's runs)."""
         if not rows:
             return
-        compiled = self._compiled(conn.dialect)
-        if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
-            raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
-        values = compiled.parameters_many(rows)
+        compiled, values = self._many(conn, rows)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
         try:
