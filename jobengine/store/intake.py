@@ -32,7 +32,6 @@ Prebuilt (:class:`~jobengine.store.hot.HotStatement`).
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.schema import ColumnDefault
 
 from jobengine.errors import StoreUnavailable
-from jobengine.handles import run_name
+from jobengine.handles import run_name, uuid4_text
 from jobengine.store.hot import HotStatement
 from jobengine.store.schema import JOBS, RUNS, Asset, Company, utcnow
 from jobengine.store.states import ACTIVE_RUNS, RunState
@@ -226,7 +225,7 @@ def new_run_values(
         "company_id": company_id,
         "run_name": run_name(job_name, local_now),
         "fire_key": fire_key,
-        "task_id": str(uuid.uuid4()),
+        "task_id": uuid4_text(),
         "state": RunState.QUEUED,
         "eta": eta,
         "dispatched_at": dispatched_at,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from jobengine.errors import IllegalCompany, InvalidParameter
 from jobengine.handles import company_segment, parse_job_handle, run_name, uuid4_text
 from jobengine.store.hot import CopyInsert, HotStatement, RowidInsert, planned_in
+from jobengine.store.intake import new_run_values
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
@@ -110,14 +110,15 @@ def insert_run(
     # the caller's transaction is retried.
     values: dict[str, Any] = {
         "job_id": job_id,
-        "company_id": company_id,
+        **new_run_values(
+            company_id,
+            job_name,
+            fire_key,
+            local_now=local_now,
+            eta=eta,
+            dispatched_at=dispatched_at,
+        ),
         "run_name": run_name(job_name, local_now, int(same_second or 0) + 1),
-        "fire_key": fire_key,
-        "task_id": str(uuid.uuid4()),
-        "state": RunState.QUEUED,
-        "eta": eta,
-        "dispatched_at": dispatched_at,
-        "created_at": utcnow(),
     }
     values["id"] = int(_RUN_INSERT.scalar(conn, values))
     return values
