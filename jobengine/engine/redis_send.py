@@ -138,6 +138,14 @@ def _slot(name: str) -> str:
     return f"\x00{name}\x00"
 
 
+def _format_of(text: str) -> tuple[str, set[str]]:
+    """``text`` (JSON with slots) as a ``str.format`` form, its own braces doubled, and the
+    names of its slots."""
+    pieces = _SLOT.split(text.replace("{", "{{").replace("}", "}}"))
+    form = "".join(p if n % 2 == 0 else "{" + p + "}" for n, p in enumerate(pieces))
+    return form, set(pieces[1::2])
+
+
 def _token(value: str | None) -> str:
     """A value as json writes it in kombu's envelope (ASCII-escaped string, or null)."""
     return "null" if value is None else encode_basestring_ascii(value)
@@ -191,10 +199,9 @@ class _Text:
             reply_to=_slot("reply_to"),
             delivery_tag=_slot("tag"),
         )
-        pieces = _SLOT.split(_json(marked).replace("{", "{{").replace("}", "}}"))
-        if not set(pieces[1::2]) <= _TEXT_SLOTS:
+        form, slots = _format_of(_json(marked))
+        if not slots <= _TEXT_SLOTS:
             return None
-        form = "".join(p if n % 2 == 0 else "{" + p + "}" for n, p in enumerate(pieces))
         text = cls(key, form, head, tail)
         headers = message["headers"]
         again = text.render(
@@ -255,11 +262,9 @@ class _EventText:
             eta=_slot("eta"),
             timestamp=_slot("timestamp"),
         )
-        text = str(json_dumps(marked))  # type: ignore[no-untyped-call]
-        pieces = _SLOT.split(text.replace("{", "{{").replace("}", "}}"))
-        if set(pieces[1::2]) != _EVENT_SLOTS:
+        form, slots = _format_of(str(json_dumps(marked)))  # type: ignore[no-untyped-call]
+        if slots != _EVENT_SLOTS:
             return None
-        form = "".join(p if n % 2 == 0 else "{" + p + "}" for n, p in enumerate(pieces))
         learned = cls(form)
         try:
             again = learned.render(
