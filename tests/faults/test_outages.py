@@ -6,7 +6,6 @@ and everything is done soon after the service is back.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from sqlalchemy import select
 from jobengine import errors, submit
 from jobengine.cli.devstack import wait_for_runs
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import LogDetail, Run
+from jobengine.store.schema import Run
 from tests.support.fleet import (
     Figures,
     Fleet,
@@ -26,7 +25,7 @@ from tests.support.fleet import (
     scenario,
     wait_until,
 )
-from tests.support.helpers import export_request, make_company
+from tests.support.helpers import duplicated_successes, export_request, make_company
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +42,6 @@ def _convert(company: str, assets: list[str], name: str) -> dict[str, Any]:
 def _done_items() -> int:
     with get_runtime().store.read() as session:
         return sum(session.scalars(select(Run.finished_items)))
-
-
-def _repeats() -> int:
-    """Success rows beyond one per (run, asset): work done and counted twice."""
-    with get_runtime().store.read() as session:
-        rows = session.execute(
-            select(LogDetail.run_id, LogDetail.asset_handle).where(
-                LogDetail.log_type == "ReturnSuccess"
-            )
-        ).all()
-    return sum(n - 1 for n in Counter(rows).values() if n > 1)
 
 
 def _submit_work(tag: str) -> tuple[list[tuple[str, str]], int]:
@@ -78,7 +66,7 @@ def _figures(name: str, jobs: list[tuple[str, str]], logs: list[Any], recovery: 
     figures.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
     figures.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
     figures.lost = len(jobs) - len(logs)
-    figures.duplicated = _repeats()
+    figures.duplicated = duplicated_successes()
     return figures
 
 

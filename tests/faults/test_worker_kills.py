@@ -20,7 +20,7 @@ from jobengine.cli.devstack import wait_for_runs
 from jobengine.engine import janitor
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage, safe_name
-from jobengine.store.schema import Job, LogDetail, Run
+from jobengine.store.schema import Job, Run
 from tests.support.fleet import (
     Figures,
     Fleet,
@@ -30,7 +30,7 @@ from tests.support.fleet import (
     scenario,
     wait_until,
 )
-from tests.support.helpers import export_request, make_company
+from tests.support.helpers import duplicated_successes, export_request, make_company
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,7 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
         assert isinstance(storage, LocalStorage)
         leftovers = [p for p in storage.root.rglob("*") if p.name.startswith(".tmp-")]
         staging = list((storage.root / "_staging").glob("run-*"))
-        duplicated = _duplicated_assets()
+        duplicated = duplicated_successes()
         held = _run_of("ETA Held")
         assert held.started_at is not None and held.eta is not None
         eta_late = round((held.started_at - held.eta).total_seconds(), 1)
@@ -160,14 +160,3 @@ def _members(storage: LocalStorage, key: str) -> int:
         names = zf.namelist()
     assert len(names) == len(set(names))
     return len(names)
-
-
-def _duplicated_assets() -> int:
-    """Success rows beyond one per (run, asset): an item done and counted twice."""
-    with get_runtime().store.read() as session:
-        rows = session.execute(
-            select(LogDetail.run_id, LogDetail.asset_handle).where(
-                LogDetail.log_type == "ReturnSuccess"
-            )
-        ).all()
-    return sum(n - 1 for n in Counter(rows).values() if n > 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from jobengine.cli.devstack import wait_for_runs
 from jobengine.engine import janitor
 from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
-from jobengine.store.schema import LogDetail, Run, RunItem
+from jobengine.store.schema import Run, RunItem
 from tests.support.fleet import (
     Figures,
     Fleet,
@@ -30,7 +29,7 @@ from tests.support.fleet import (
     scenario,
     wait_until,
 )
-from tests.support.helpers import export_request, make_company
+from tests.support.helpers import duplicated_successes, export_request, make_company
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +53,6 @@ def _taken_over() -> int:
     with get_runtime().store.read() as session:
         again = select(func.count()).select_from(RunItem).where(RunItem.attempts > 1)
         return int(session.scalar(again) or 0)
-
-
-def _repeats() -> int:
-    """Success rows beyond one per (run, asset): an item done and counted twice."""
-    with get_runtime().store.read() as session:
-        rows = session.execute(
-            select(LogDetail.run_id, LogDetail.asset_handle).where(
-                LogDetail.log_type == "ReturnSuccess"
-            )
-        ).all()
-    return sum(n - 1 for n in Counter(rows).values() if n > 1)
 
 
 def _members(storage: LocalStorage, key: str) -> int:
@@ -133,7 +121,7 @@ def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
         assert isinstance(storage, LocalStorage)
         leftovers = [p for p in storage.root.rglob("*") if p.name.startswith(".tmp-")]
         staging = list((storage.root / "_staging").glob("run-*"))
-        repeats, taken_over = _repeats(), _taken_over()
+        repeats, taken_over = duplicated_successes(), _taken_over()
         logs = [*small_logs, big_log]
         members = [_members(storage, str(log.output["zip"])) for log in logs if log.output]
         zips = {log.output.get("zip") for log in logs} - {None}

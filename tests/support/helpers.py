@@ -6,13 +6,16 @@ from __future__ import annotations
 import io
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from sqlalchemy import select
 
 from jobengine.assets.catalog import add_set, create_company, create_user, import_files
 from jobengine.runtime import get_runtime
+from jobengine.store.schema import LogDetail
 
 PASSWORD = "secret-password"
 
@@ -147,3 +150,15 @@ def optimize_request(company: str, name: str = "Optimize") -> dict[str, Any]:
         "jobName": name,
         "optimizeImagesJob": {"emailSetting": "None"},
     }
+
+
+def duplicated_successes() -> int:
+    """Success rows beyond one per (run, asset): an item done and counted twice (the fault
+    scenarios' run-once count)."""
+    with get_runtime().store.read() as session:
+        rows = session.execute(
+            select(LogDetail.run_id, LogDetail.asset_handle).where(
+                LogDetail.log_type == "ReturnSuccess"
+            )
+        ).all()
+    return sum(n - 1 for n in Counter(rows).values() if n > 1)
