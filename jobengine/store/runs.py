@@ -83,6 +83,7 @@ __all__ = [
     "load_run",
     "lock_job",
     "lock_job_of_run",
+    "run_flags",
     "run_items",
     "write_log",
     "write_record",
@@ -339,6 +340,18 @@ def add_items(
     _ADD_ITEM.execute_many(conn, rows)
     _PLANNED.execute(conn, {"run": run_id, "total": len(rows), "message": message})
     return [RunItem(**row, result={}) for row in rows]
+
+
+_RUN_FLAGS = HotStatement(
+    select(_R.stop_requested, _R.paused).where(_R.id == bindparam("run")), typed=True
+)
+
+
+def run_flags(session: Session, run_id: int) -> tuple[bool, bool] | None:
+    """A run's control flags as the store holds them now: ``(stop_requested, paused)``; None
+    if there is no such run."""
+    row = _RUN_FLAGS.first(_hot(session), {"run": run_id})
+    return None if row is None else (bool(row[0]), bool(row[1]))
 
 
 _STOP_REQUESTED = HotStatement(
