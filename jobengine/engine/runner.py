@@ -43,6 +43,7 @@ from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
+    Counted,
     Counts,
     add_items,
     cancel_item,
@@ -476,7 +477,7 @@ def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _D
         # PostgreSQL re-check the run's foreign key to its job (FOR KEY SHARE), which would wait
         # on a control operation holding the job while it waits on this run: a deadlock.
         lock_job_of_run(session, loaded.run.id)
-        step, send = _count_done(session, loaded, item, done)
+        step, send, _ = _count_done(session, loaded, item, done)
     if send:
         _send_finish(loaded)
     return step
@@ -484,10 +485,11 @@ def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _D
 
 def _count_done(
     session: Session, loaded: _Loaded, item: tuple[int, str], done: _Done
-) -> tuple[ItemStep, bool]:
+) -> tuple[ItemStep, bool, Counted | None]:
     """Count a worked item in ``session``'s transaction (its job row locked first): its final
     state, the run's counters, its log rows, and, for the last item, the finish's claim or
-    its sending; the item's step, and whether the caller sends the finish after the commit."""
+    its sending; the item's step, whether the caller sends the finish after the commit, and
+    the run's counts and flags as counting it found them (None: not ours to count)."""
     seq, key = item
     outcome, worker = done.outcome, done.worker
     counts, final = _tally(outcome)
@@ -497,24 +499,24 @@ def _count_done(
     )
     if result is None:  # our lease lapsed and another worker took the item over
         loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
-        return ItemStep("duplicate"), False
+        return ItemStep("duplicate"), False, None
     for row in done.rows:
         row.write(session, loaded.run)
     _write_rows(session, loaded)
     _log_outcome(session, loaded, key, outcome)
-    last = result[0] >= result[1]
+    last = result.finished >= result.total
     lease = loaded.ctx.runtime.settings.lease_seconds
     inline = done.finish_here and last
     claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
     reads = finish_reads(session, loaded.run.id) if claimed else None
     send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
-    finished, total = result
+    finished, total = result.finished, result.total
     progress = finished * 100 // max(total, 1)
     status: Literal["done", "cancelled"] = "cancelled" if outcome is None else "done"
     step = ItemStep(
         status, None, progress, finished, total, finish_claimed=claimed, finish_reads=reads
     )
-    return step, send
+    return step, send, result
 
 
 @dataclass(frozen=True)
@@ -563,11 +565,8 @@ def run_chunk(
                 loaded = _load(runtime, session, run_id)
                 if loaded is None:
                     return ChunkStep("duplicate")
-            counted = None
-            if held is not None:
-                lock_job_of_run(session, run_id)  # before the run's rows: see _complete
-                counted = _count_done(session, loaded, *held)
-            claim = None if seq is None else _claim_next(session, loaded, seq, worker, lease)
+            fresh = n == 0  # the run was loaded in this transaction
+            counted, claim = _count_and_claim(session, loaded, held, seq, worker, fresh=fresh)
         held = None
         cancelled = None if claim is None else claim.cancelled
         status = _counted(loaded, [c for c in (counted, cancelled) if c], on_item) or status
@@ -617,11 +616,46 @@ class _Next:
     cancelled: tuple[ItemStep, bool] | None = None
 
 
-def _claim_next(session: Session, loaded: _Loaded, seq: int, worker: str, lease: float) -> _Next:
-    """Claim item ``seq`` in ``session``'s transaction as :func:`run_item` does, the run's
-    stop and pause flags read afresh (the chunk loaded the run once)."""
+def _count_and_claim(
+    session: Session,
+    loaded: _Loaded,
+    held: tuple[tuple[int, str], _Done] | None,
+    seq: int | None,
+    worker: str,
+    *,
+    fresh: bool,
+) -> tuple[tuple[ItemStep, bool] | None, _Next | None]:
+    """The one transaction between two items of a chunk: count the item ``held`` (worked),
+    claim item ``seq``. The run's flags come from the count (or from the run itself when it
+    was loaded in this transaction, ``fresh``), else they are read."""
+    counted, flags = None, None
+    if fresh:
+        flags = (loaded.run.stop_requested, loaded.run.paused)
+    if held is not None:
+        lock_job_of_run(session, loaded.run.id)  # before the run's rows: see _complete
+        step, send, after = _count_done(session, loaded, *held)
+        counted = (step, send)
+        if after is not None:  # the flags as the count found them
+            flags = (after.stop_requested, after.paused)
+    if seq is None:
+        return counted, None
+    lease = loaded.ctx.runtime.settings.lease_seconds
+    return counted, _claim_next(session, loaded, seq, worker, lease, flags=flags)
+
+
+def _claim_next(
+    session: Session,
+    loaded: _Loaded,
+    seq: int,
+    worker: str,
+    lease: float,
+    *,
+    flags: tuple[bool, bool] | None,
+) -> _Next:
+    """Claim item ``seq`` in ``session``'s transaction as :func:`run_item` does, given the
+    run's stop and pause ``flags`` as this transaction found them (read here when None)."""
     run_id = loaded.run.id
-    flags = run_flags(session, run_id)
+    flags = flags or run_flags(session, run_id)
     if flags is None:
         return _Next("duplicate")
     stop_requested, paused = flags

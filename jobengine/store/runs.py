@@ -22,7 +22,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import (
     JSON,
@@ -68,6 +68,7 @@ from jobengine.store.states import (
 )
 
 __all__ = [
+    "Counted",
     "ItemClaim",
     "add_items",
     "claim_finish",
@@ -241,6 +242,9 @@ class ItemClaim:
     busy_until: datetime | None = None
 
 
+_ITEM_COLUMNS = ("id", "run_id", "seq", "key", "state", "attempts", "claimed_by", "lease_until",
+                 "result")  # fmt: skip
+# The item comes back as the claim left it (RETURNING): no second read for the usual answer.
 _CLAIM_ITEM = HotStatement(
     update(RUN_ITEMS)
     .where(
@@ -260,9 +264,9 @@ _CLAIM_ITEM = HotStatement(
         lease_until=_at("until"),
         attempts=_I.attempts + 1,
     )
+    .returning(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS)),
+    typed=True,
 )
-_ITEM_COLUMNS = ("id", "run_id", "seq", "key", "state", "attempts", "claimed_by", "lease_until",
-                 "result")  # fmt: skip
 _ITEM = HotStatement(
     select(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS)).where(
         _I.run_id == bindparam("run"), _I.seq == bindparam("seq")
@@ -279,13 +283,13 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
     conn = _hot(session)
     params = {"run": run_id, "seq": seq, "worker": worker, "now": now,
               "until": now + timedelta(seconds=lease)}  # fmt: skip
-    moved = _CLAIM_ITEM.execute(conn, params)
+    claimed = _CLAIM_ITEM.first(conn, params)
+    if claimed is not None:
+        return ItemClaim("owned", RunItem(**dict(zip(_ITEM_COLUMNS, claimed, strict=True))))
     row = _ITEM.first(conn, {"run": run_id, "seq": seq})
     if row is None:
         return ItemClaim("missing")
     item = RunItem(**dict(zip(_ITEM_COLUMNS, row, strict=True)))
-    if moved == 1:
-        return ItemClaim("owned", item)
     if item.state == ItemState.RUNNING:
         return ItemClaim("busy", item, item.lease_until)
     return ItemClaim("finished", item)
@@ -429,11 +433,11 @@ def complete_item(
     final: ItemState,
     counts: Counts,
     result: dict[str, Any] | None = None,
-) -> tuple[int, int] | None:
+) -> Counted | None:
     """Move a claimed item to its final state and count it; None if it was not ours to finish.
 
-    Returns ``(finished_items, total_items)`` after counting, so the caller that finishes the
-    last item sends the finishing task.
+    Returns the run's finished and total items after counting (so the caller that finishes
+    the last item sends the finishing task) and its stop and pause flags.
     """
     params: dict[str, Any] = {"run": run_id, "seq": seq, "final": final, "result": result or {}}
     if worker is None:
@@ -468,14 +472,26 @@ _COUNT_FINISHED = HotStatement(
         + " file(s) processed",
         last_progress_update=_at("now"),
     )
+    .returning(_R.finished_items, _R.total_items, _R.stop_requested, _R.paused),
+    typed=True,
 )
-_FINISHED = HotStatement(select(_R.finished_items, _R.total_items).where(_R.id == bindparam("run")))
 
 
-def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, int]:
-    """Add one finished item and its counters to the run; returns (finished, total)."""
+class Counted(NamedTuple):
+    """A run's items finished and in all after one more was counted, and its control flags
+    as the same statement found them."""
+
+    finished: int
+    total: int
+    stop_requested: bool
+    paused: bool
+
+
+def count_finished(session: Session, run_id: int, counts: Counts) -> Counted:
+    """Add one finished item and its counters to the run, in one statement that returns the
+    counts and the run's flags after it."""
     conn = _hot(session)
-    _COUNT_FINISHED.execute(
+    row = _COUNT_FINISHED.first(
         conn,
         {
             "run": run_id,
@@ -488,10 +504,9 @@ def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, 
             "now": utcnow(),
         },
     )
-    row = _FINISHED.first(conn, {"run": run_id})
     if row is None:
         raise LookupError(f"run {run_id} is gone")  # the ORM's .one() raised here too
-    return int(row[0]), int(row[1])
+    return Counted(int(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
 
 
 _MARK_FINISH_SENT = HotStatement(
