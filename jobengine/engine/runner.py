@@ -219,7 +219,7 @@ def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> 
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     seq, key = item.seq, item.key
     with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
-        outcome = _process(loaded, key)
+        outcome = _process(loaded, key, finish_follows=True)
     item_rows = tuple(loaded.ctx.take_log_rows())  # the item's, written before its outcome's
     done = _Done(worker, outcome, send_finish=False, finish_here=True, rows=item_rows)
     usual = outcome is None or outcome.status == "error"
@@ -301,6 +301,8 @@ def _claim_start(
             inline = len(planned) <= runtime.settings.inline_items
             holder = worker if inline else None
             existing = _record_items(session, loaded, planned, holder, runtime.settings)
+            if inline and loaded.kind.items_are_assets:  # read now, not in a transaction each
+                loaded.ctx.read_assets(session, [p.key for p in planned])
     return loaded, existing
 
 
@@ -430,10 +432,10 @@ def _work_item(
     return _complete(runtime, loaded, (seq, key), done)
 
 
-def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
+def _process(loaded: _Loaded, key: str, *, finish_follows: bool = False) -> ItemOutcome | None:
     """What doing the item came to; None when the run was stopped while it worked."""
     try:
-        return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
+        return loaded.kind.process(loaded.ctx, PlannedItem(key=key, finish_follows=finish_follows))
     except Unavailable:
         raise  # an outage is no outcome of the file: the task does the item again later
     except RunStopped:
