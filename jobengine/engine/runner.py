@@ -94,8 +94,10 @@ def _ended(run_id: int) -> hooks.EndedJob | None:
     return _JOBS.pop(run_id, None)
 
 
-def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
-    row = load_run(session, run_id)  # one query, no ORM loading
+def _load(
+    runtime: Runtime, session: Session, run_id: int, *, lock_job: bool = False
+) -> _Loaded | None:
+    row = load_run(session, run_id, lock_job=lock_job)  # one query, no ORM loading
     if row is None:
         return None
     run, job, company = row
@@ -224,8 +226,7 @@ def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> 
     done = _Done(worker, outcome, send_finish=False, finish_here=True, rows=item_rows)
     usual = outcome is None or outcome.status == "error"
     if not usual:
-        with runtime.store.read() as session:  # a stop asked for while the item worked
-            usual = finish_reads(session, run_id)[0]
+        usual = loaded.ctx.stop_requested()  # asked for while the item worked
     if not usual and outcome is not None:
         loaded.ctx.known_done_items([dict(outcome.result)])
         try:
@@ -275,8 +276,7 @@ def _claim_start(
 ) -> tuple[_Loaded, Sequence[RunItem]] | str:
     """Claim the start; the run and the items an earlier start planned, or what happened."""
     with runtime.store.write() as session:
-        lock_job_of_run(session, run_id)
-        loaded = _load(runtime, session, run_id)
+        loaded = _load(runtime, session, run_id, lock_job=True)  # the job first, as everywhere
         if loaded is None:
             return "duplicate"
         if loaded.run.paused and loaded.run.state == RunState.QUEUED:

@@ -28,7 +28,7 @@ from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
-from jobengine.store.runs import finish_reads, write_log
+from jobengine.store.runs import finish_reads, stop_requested, write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
 
@@ -187,7 +187,7 @@ class RunContext(Generic[P]):
         """Whether the run has been stopped (stopJob, deleteJob) since it started: long
         conversions ask it while they work and end early (RunStopped)."""
         with self.runtime.store.read() as session:
-            return bool(session.scalar(select(Run.stop_requested).where(Run.id == self.run_id)))
+            return stop_requested(session, self.run_id)
 
     @property
     def staging_key(self) -> str:
