@@ -1,6 +1,6 @@
 """End to end: small jobs through a real worker, beside a bare Celery worker draining no-ops.
 
-    .venv/bin/python bench/e2e.py [--n 1000] [--rounds 3] [--concurrency 2]
+    .venv/bin/python bench/e2e.py [--n 1000] [--rounds 3] [--concurrency 2] [--prefetch 1]
 
 Both sides run one worker process tree (prefork, ``--concurrency`` children, ``acks_late``,
 prefetch 1) on the same Redis, with their queue filled before the worker starts, and are timed
@@ -11,6 +11,9 @@ from the first piece of work done (start-up excluded) to the last:
 * jobengine: ``n`` one-asset ExportJobs (``fmt=orig``), submitted with ``submit_many``, run by
   ``jobengine worker``: each run copies its asset, writes its ZIP and its job log; done when
   the store has ``n`` runs ``Done``.
+
+``--prefetch N`` starts our worker with ``--prefetch N`` (the reference keeps prefetch 1): the
+figure of a worker set up for small jobs only, beside the default's, never instead of it.
 
 Prints each round, then the medians and the ratio (jobs/s over tasks/s). ``BENCH_DATABASE_URL``
 picks the store (default: a SQLite file of the run's own).
@@ -79,7 +82,7 @@ def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
     return (n - first) / took
 
 
-def ours(n: int, concurrency: int, home: Path) -> float:
+def ours(n: int, concurrency: int, home: Path, prefetch: int = 1) -> float:
     """Jobs per second of ``jobengine worker`` running ``n`` one-asset exports."""
     from sqlalchemy import func, select
 
@@ -102,7 +105,8 @@ def ours(n: int, concurrency: int, home: Path) -> float:
             return int(session.scalar(count) or 0)
 
     log = home / f"worker-{time.monotonic_ns()}.log"
-    argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning"]
+    argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning",
+            "--prefetch", str(prefetch)]  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -132,6 +136,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=1)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="jobengine-bench-e2e-"))
     os.environ.setdefault("JOBENGINE_HOME", str(home))
@@ -142,12 +147,13 @@ def main() -> None:
     settings = get_settings()
     started = not settings.redis_url and start_redis(settings)
     broker = broker_url(settings)
-    print(f"broker {broker}; store {settings.database_url}; n {args.n}, c{args.concurrency}")
+    print(f"broker {broker}; store {settings.database_url}; n {args.n}, c{args.concurrency}, "
+          f"our prefetch {args.prefetch}")  # fmt: skip
     refs, jobs = [], []
     try:
         for r in range(args.rounds):
             refs.append(reference(args.n, args.concurrency, broker, home))
-            jobs.append(ours(args.n, args.concurrency, home))
+            jobs.append(ours(args.n, args.concurrency, home, args.prefetch))
             print(f"round {r + 1}: bare Celery no-ops {refs[-1]:7.0f} tasks/s   "
                   f"jobengine one-asset exports {jobs[-1]:6.1f} jobs/s   "
                   f"ratio {jobs[-1] / refs[-1]:.3f}")  # fmt: skip

@@ -94,8 +94,10 @@ def _ended(run_id: int) -> hooks.EndedJob | None:
     return _JOBS.pop(run_id, None)
 
 
-def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
-    row = load_run(session, run_id)  # one query, no ORM loading
+def _load(
+    runtime: Runtime, session: Session, run_id: int, *, lock_job: bool = False
+) -> _Loaded | None:
+    row = load_run(session, run_id, lock_job=lock_job)  # one query, no ORM loading
     if row is None:
         return None
     run, job, company = row
@@ -219,13 +221,12 @@ def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> 
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     seq, key = item.seq, item.key
     with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
-        outcome = _process(loaded, key)
+        outcome = _process(loaded, key, finish_follows=True)
     item_rows = tuple(loaded.ctx.take_log_rows())  # the item's, written before its outcome's
     done = _Done(worker, outcome, send_finish=False, finish_here=True, rows=item_rows)
     usual = outcome is None or outcome.status == "error"
     if not usual:
-        with runtime.store.read() as session:  # a stop asked for while the item worked
-            usual = finish_reads(session, run_id)[0]
+        usual = loaded.ctx.stop_requested()  # asked for while the item worked
     if not usual and outcome is not None:
         loaded.ctx.known_done_items([dict(outcome.result)])
         try:
@@ -275,8 +276,7 @@ def _claim_start(
 ) -> tuple[_Loaded, Sequence[RunItem]] | str:
     """Claim the start; the run and the items an earlier start planned, or what happened."""
     with runtime.store.write() as session:
-        lock_job_of_run(session, run_id)
-        loaded = _load(runtime, session, run_id)
+        loaded = _load(runtime, session, run_id, lock_job=True)  # the job first, as everywhere
         if loaded is None:
             return "duplicate"
         if loaded.run.paused and loaded.run.state == RunState.QUEUED:
@@ -301,6 +301,8 @@ def _claim_start(
             inline = len(planned) <= runtime.settings.inline_items
             holder = worker if inline else None
             existing = _record_items(session, loaded, planned, holder, runtime.settings)
+            if inline and loaded.kind.items_are_assets:  # read now, not in a transaction each
+                loaded.ctx.read_assets(session, [p.key for p in planned])
     return loaded, existing
 
 
@@ -430,10 +432,10 @@ def _work_item(
     return _complete(runtime, loaded, (seq, key), done)
 
 
-def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
+def _process(loaded: _Loaded, key: str, *, finish_follows: bool = False) -> ItemOutcome | None:
     """What doing the item came to; None when the run was stopped while it worked."""
     try:
-        return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
+        return loaded.kind.process(loaded.ctx, PlannedItem(key=key, finish_follows=finish_follows))
     except Unavailable:
         raise  # an outage is no outcome of the file: the task does the item again later
     except RunStopped:

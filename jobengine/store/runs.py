@@ -84,6 +84,7 @@ __all__ = [
     "lock_job",
     "lock_job_of_run",
     "run_items",
+    "stop_requested",
     "write_log",
     "write_record",
 ]
@@ -112,13 +113,16 @@ def _hot(session: Session) -> Connection:
 
 
 _LOADED = (Run, Job, Company)
-_LOAD_RUN = HotStatement(
+_LOAD = (
     select(*RUNS.c, *JOBS.c, *COMPANIES.c)
     .join(JOBS, _J.id == _R.job_id)
     .join(COMPANIES, COMPANIES.c.id == _R.company_id)
-    .where(_R.id == bindparam("run")),
-    typed=True,
+    .where(_R.id == bindparam("run"))
 )
+_LOAD_RUN = HotStatement(_LOAD, typed=True)
+# The same, with the job's row locked as lock_job_of_run locks it (PostgreSQL; SQLite has no
+# FOR UPDATE and needs none): one round trip for the two.
+_LOAD_RUN_LOCKING_JOB = HotStatement(_LOAD.with_for_update(of=JOBS), typed=True)
 _GET_RUN = HotStatement(select(*RUNS.c).where(_R.id == bindparam("run")), typed=True)
 _MANAGERS = {cls: manager_of_class(cls) for cls in _LOADED}
 # Each entity's attribute names, in the order of its table's columns in the rows above.
@@ -142,10 +146,14 @@ def _attached(session: Session, cls: type[Any], keys: list[str], values: Sequenc
     return obj
 
 
-def load_run(session: Session, run_id: int) -> tuple[Run, Job, Company] | None:
+def load_run(
+    session: Session, run_id: int, *, lock_job: bool = False
+) -> tuple[Run, Job, Company] | None:
     """A run, its job and its company, in one query, as persistent objects of ``session``,
-    built from the row without the ORM's loading machinery; None if there is no such run."""
-    row = _LOAD_RUN.first(_hot(session), {"run": run_id})
+    built from the row without the ORM's loading machinery; None if there is no such run.
+    ``lock_job``: the job's row is locked too, as :func:`lock_job_of_run` would lock it."""
+    load = _LOAD_RUN_LOCKING_JOB if lock_job else _LOAD_RUN
+    row = load.first(_hot(session), {"run": run_id})
     if row is None:
         return None
     made: list[Any] = []
@@ -352,12 +360,16 @@ _DONE_RESULTS = HotStatement(
 )
 
 
+def stop_requested(session: Session, run_id: int) -> bool:
+    """Whether the run has been stopped (stopJob, deleteJob)."""
+    return bool(_STOP_REQUESTED.scalar(_hot(session), {"run": run_id}))
+
+
 def finish_reads(session: Session, run_id: int) -> tuple[bool, list[dict[str, Any]]]:
     """What a finish reads, in the transaction that claims it: whether the run was stopped,
     and the results of its items that ended ``done``, in item order."""
-    conn = _hot(session)
-    stopped = bool(_STOP_REQUESTED.scalar(conn, {"run": run_id}))
-    done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(conn, {"run": run_id})]
+    stopped = stop_requested(session, run_id)
+    done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(_hot(session), {"run": run_id})]
     return stopped, done
 
 
@@ -455,15 +467,14 @@ _COUNT_FINISHED = HotStatement(
         + " file(s) processed",
         last_progress_update=_at("now"),
     )
+    .returning(_R.finished_items, _R.total_items)  # what the caller reads next: no SELECT
 )
-_FINISHED = HotStatement(select(_R.finished_items, _R.total_items).where(_R.id == bindparam("run")))
 
 
 def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, int]:
     """Add one finished item and its counters to the run; returns (finished, total)."""
-    conn = _hot(session)
-    _COUNT_FINISHED.execute(
-        conn,
+    row = _COUNT_FINISHED.first(
+        _hot(session),
         {
             "run": run_id,
             "success": counts.success,
@@ -475,7 +486,6 @@ def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, 
             "now": utcnow(),
         },
     )
-    row = _FINISHED.first(conn, {"run": run_id})
     if row is None:
         raise LookupError(f"run {run_id} is gone")  # the ORM's .one() raised here too
     return int(row[0]), int(row[1])
