@@ -42,6 +42,7 @@ from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
     Counts,
+    LogEntry,
     add_items,
     cancel_item,
     claim_finish,
@@ -50,6 +51,7 @@ from jobengine.store.runs import (
     claim_start,
     complete_item,
     count_finished,
+    end_inline_run,
     end_run,
     extend_item_lease,
     extend_run_lease,
@@ -60,6 +62,7 @@ from jobengine.store.runs import (
     mark_finish_sent,
     run_items,
     write_log,
+    write_logs,
     write_record,
 )
 from jobengine.store.schema import Company, Job, Run, RunItem
@@ -247,26 +250,28 @@ def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> 
 def _end_one_shot(
     runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done, output: dict[str, Any]
 ) -> str:
-    """The one transaction of a one-shot run after its output: count the item, claim the
-    finish, end the run."""
-    (seq, key), run_id, worker = item, loaded.run.id, done.worker
-    assert done.outcome is not None
-    counts, final = _tally(done.outcome)
-    finish_rows = loaded.ctx.take_log_rows()
+    """The one transaction of a one-shot run after its output: count the item, then claim the
+    finish and end the run in one compare-and-set, then its rows in one statement."""
+    seq, run_id, worker = item[0], loaded.run.id, done.worker
+    outcome = done.outcome
+    assert outcome is not None
+    counts, final = _tally(outcome)
+    rows = [row.entry() for row in done.rows]  # the item's, then its outcome's
+    rows.append(LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args).entry())
+    finish_rows = [row.entry() for row in loaded.ctx.take_log_rows()]
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
-        result = done.outcome.result
-        if complete_item(session, run_id, seq, worker, final=final, counts=counts, result=result):
-            for row in done.rows:
-                row.write(session, loaded.run)
-            _log_outcome(session, loaded, key, done.outcome)
-        else:
+        result = outcome.result
+        if not complete_item(
+            session, run_id, seq, worker, final=final, counts=counts, result=result
+        ):
             return "duplicate"  # our lease lapsed and another worker took the item over
-        lease = runtime.settings.lease_seconds
-        if not claim_inline_finish(session, run_id, worker, lease):
-            return "started"  # the start was taken over: its new holder finishes the run
-        if not _end(session, loaded, RunState.DONE, output, finish_rows):
-            return "duplicate"
+        ended = end_inline_run(session, loaded.run, worker, output)
+        if ended is None:  # the start was taken over: its new holder finishes the run
+            write_logs(session, loaded.run, rows)
+            return "started"
+        summary = _summary(loaded, RunState.DONE, ended)
+        write_logs(session, loaded.run, [*rows, *finish_rows, summary])
     _cleanup(loaded)
     return "done"
 
@@ -606,24 +611,22 @@ def _end(
         return False
     for row in rows:
         row.write(session, run)
-    stopped = state == RunState.STOPPED
+    counts = (run.success_count, run.error_count, run.warning_count, run.total_items)
+    write_logs(session, run, [_summary(loaded, state, counts)])
+    return True
+
+
+def _summary(loaded: _Loaded, state: RunState, counts: tuple[int, int, int, int]) -> LogEntry:
+    """The run's last log row: how its files went."""
     summary: LogMessage = (
         "job stopped: {success} succeeded, {errors} failed, {warnings} warnings of {total} file(s)"
-        if stopped
+        if state == RunState.STOPPED
         else "job done: {success} succeeded, {errors} failed, "
         "{warnings} warnings of {total} file(s)"
     )
-    write_log(
-        session,
-        run,
-        loaded.kind.end_log,
-        summary,
-        success=run.success_count,
-        errors=run.error_count,
-        warnings=run.warning_count,
-        total=run.total_items,
-    )
-    return True
+    success, errors, warnings, total = counts
+    args = {"success": success, "errors": errors, "warnings": warnings, "total": total}
+    return LogEntry(loaded.kind.end_log, summary, args)
 
 
 def _cleanup(loaded: _Loaded) -> None:

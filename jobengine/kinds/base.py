@@ -28,7 +28,7 @@ from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
-from jobengine.store.runs import finish_reads, stop_requested, write_log
+from jobengine.store.runs import LogEntry, finish_reads, stop_requested, write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
 
@@ -119,6 +119,11 @@ class LogRow:
             asset_handle=a.handle,
             **self.args,
         )
+
+    def entry(self) -> LogEntry:
+        """The row, for :func:`~jobengine.store.runs.write_logs` with others."""
+        a = self.asset
+        return LogEntry(self.log_type, self.message_id, self.args, a.name, a.type, a.handle)
 
 
 P = TypeVar("P", bound=BaseModel)
