@@ -191,8 +191,8 @@ class RunContext(Generic[P]):
     def stop_requested(self) -> bool:
         """Whether the run has been stopped (stopJob, deleteJob) since it started: long
         conversions ask it while they work and end early (RunStopped)."""
-        with self.runtime.store.read() as session:
-            return stop_requested(session, self.run_id)
+        with self.runtime.store.read_now() as conn:  # one statement: no transaction
+            return stop_requested(conn, self.run_id)
 
     @property
     def staging_key(self) -> str:

@@ -363,15 +363,15 @@ _DONE_RESULTS = HotStatement(
 )
 
 
-def stop_requested(session: Session, run_id: int) -> bool:
+def stop_requested(conn: Connection, run_id: int) -> bool:
     """Whether the run has been stopped (stopJob, deleteJob)."""
-    return bool(_STOP_REQUESTED.scalar(_hot(session), {"run": run_id}))
+    return bool(_STOP_REQUESTED.scalar(conn, {"run": run_id}))
 
 
 def finish_reads(session: Session, run_id: int) -> tuple[bool, list[dict[str, Any]]]:
     """What a finish reads, in the transaction that claims it: whether the run was stopped,
     and the results of its items that ended ``done``, in item order."""
-    stopped = stop_requested(session, run_id)
+    stopped = stop_requested(_hot(session), run_id)
     done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(_hot(session), {"run": run_id})]
     return stopped, done
 
