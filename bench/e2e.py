@@ -15,8 +15,10 @@ from the first piece of work done (start-up excluded) to the last:
 ``--prefetch N`` starts our worker with ``--prefetch N`` (the reference keeps prefetch 1): the
 figure of a worker set up for small jobs only, beside the default's, never instead of it.
 
-Prints each round, then the medians and the ratio (jobs/s over tasks/s). ``BENCH_DATABASE_URL``
-picks the store (default: a SQLite file of the run's own).
+Prints each round, then the medians and the ratio (jobs/s over tasks/s). With each side's rate,
+the CPU time its worker spent per job while timed (Linux, from ``/proc``): its main process
+(Celery's consumer: fetching, acknowledging, events) and its pool processes together.
+``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of the run's own).
 """
 
 from __future__ import annotations
@@ -45,7 +47,41 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class WorkerCpu:
+    """CPU seconds used by a worker's main process and by its pool processes (``/proc``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self.read()
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+    def read(self) -> tuple[float, float]:
+        try:
+            kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        return self._cpu(self.pid), sum(self._cpu(int(k)) for k in kids)
+
+    def per_job(self, jobs: int) -> tuple[float, float]:
+        """Milliseconds per job since this was made: (main, pool)."""
+        main, pool = self.read()
+        return (main - self.start[0]) * 1000 / jobs, (pool - self.start[1]) * 1000 / jobs
+
+
+Side = tuple[float, float, float]  # per second, then main and pool CPU ms per job
+
+
+def reference(n: int, concurrency: int, broker: str, home: Path) -> Side:
     """Tasks per second of a bare Celery worker draining ``n`` no-ops."""
     import redis
 
@@ -72,17 +108,18 @@ def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
             if proc.poll() is not None:
                 raise RuntimeError(log.read_text()[-2000:])
             time.sleep(0.001)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), WorkerCpu(proc.pid)
         first = 1
         while int(client.get("bench:noop:done") or 0) < n:
             time.sleep(0.005)
         took = time.perf_counter() - start
+        main, pool = cpu.per_job(n - first)
     finally:
         _stop(proc)
-    return (n - first) / took
+    return (n - first) / took, main, pool
 
 
-def ours(n: int, concurrency: int, home: Path, prefetch: int = 1) -> float:
+def ours(n: int, concurrency: int, home: Path, prefetch: int = 1) -> Side:
     """Jobs per second of ``jobengine worker`` running ``n`` one-asset exports."""
     from sqlalchemy import func, select
 
@@ -114,13 +151,14 @@ def ours(n: int, concurrency: int, home: Path, prefetch: int = 1) -> float:
             if proc.poll() is not None:
                 raise RuntimeError(log.read_text()[-2000:])
             time.sleep(0.002)
-        start, first = time.perf_counter(), done()
+        start, first, cpu = time.perf_counter(), done(), WorkerCpu(proc.pid)
         while done() < n:
             time.sleep(0.02)
         took = time.perf_counter() - start
+        main, pool = cpu.per_job(n - first)
     finally:
         _stop(proc)
-    return (n - first) / took
+    return (n - first) / took, main, pool
 
 
 def _company_id(handle: str) -> int:
@@ -152,10 +190,14 @@ def main() -> None:
     refs, jobs = [], []
     try:
         for r in range(args.rounds):
-            refs.append(reference(args.n, args.concurrency, broker, home))
-            jobs.append(ours(args.n, args.concurrency, home, args.prefetch))
-            print(f"round {r + 1}: bare Celery no-ops {refs[-1]:7.0f} tasks/s   "
-                  f"jobengine one-asset exports {jobs[-1]:6.1f} jobs/s   "
+            ref_side = reference(args.n, args.concurrency, broker, home)
+            our_side = ours(args.n, args.concurrency, home, args.prefetch)
+            refs.append(ref_side[0])
+            jobs.append(our_side[0])
+            print(f"round {r + 1}: bare Celery no-ops {refs[-1]:7.0f} tasks/s "
+                  f"(CPU a task: main {ref_side[1]:.2f} ms, pool {ref_side[2]:.2f} ms)   "
+                  f"jobengine one-asset exports {jobs[-1]:6.1f} jobs/s "
+                  f"(CPU a job: main {our_side[1]:.2f} ms, pool {our_side[2]:.2f} ms)   "
                   f"ratio {jobs[-1] / refs[-1]:.3f}")  # fmt: skip
     finally:
         if started:
