@@ -84,6 +84,7 @@ from jobengine.model.request import (
     SubmitJobRequest,
     SubmitJobReturn,
     to_ips_dict,
+    to_ips_json,
 )
 from jobengine.model.upload import (
     ReprocessAssetsJob,
@@ -169,5 +170,6 @@ __all__ = [
     "fault_from_validation_error",
     "parse_submit_job",
     "to_ips_dict",
+    "to_ips_json",
     "validate_model",
 ]

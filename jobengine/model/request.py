@@ -43,6 +43,7 @@ __all__ = [
     "SubmitJobReturn",
     "invisible",
     "to_ips_dict",
+    "to_ips_json",
 ]
 
 SUBMIT_JOB_ROOT = "submitJobParam"
@@ -244,3 +245,10 @@ class SubmitJobReturn(IpsModel):
 def to_ips_dict(model: BaseModel) -> dict[str, Any]:
     """The model as JSON-safe data under IPS names; None left out, arrays as ``{"items": []}``."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def to_ips_json(model: BaseModel) -> str:
+    """:func:`to_ips_dict` as JSON text, written by pydantic in one call (``json.loads`` of it
+    is ``to_ips_dict(model)``): a bulk submission stores each request's payload so, without
+    the dict and a ``json.dumps`` of it."""
+    return model.model_dump_json(by_alias=True, exclude_none=True)
