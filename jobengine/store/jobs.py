@@ -175,9 +175,8 @@ def _insert_many(conn: Connection, batch: Batch) -> dict[str, int]:
     """
     task_ids = batch.column("task_id")
     if conn.dialect.driver == "psycopg":
-        try:
-            with conn.begin_nested():  # a savepoint: a COPY that fails is undone alone
-                ids = _RUNS_COPY.ids(conn, batch)
+        try:  # under a savepoint: a COPY that fails is undone alone
+            ids = _RUNS_COPY.ids(conn, batch, savepoint="jobengine_runs_copy")
             return dict(zip(task_ids, ids, strict=True))
         except IntegrityError:  # a name taken (rare): the statement below leaves that run out
             pass
