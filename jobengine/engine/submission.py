@@ -57,7 +57,13 @@ from jobengine.errors import (
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import check_request, kind_for
 from jobengine.kinds.base import JobKindHandler, SubmitReads
-from jobengine.model import SubmitJobRequest, parse_submit_job, to_ips_dict, to_ips_json
+from jobengine.model import (
+    SubmitJobRequest,
+    parse_submit_job,
+    parse_submit_jobs,
+    to_ips_dict,
+    to_ips_json,
+)
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.hot import (
@@ -610,7 +616,9 @@ def _submit(
     client: str | None,
     actor: Actor | None,
 ) -> list[str]:
-    reqs = [_parse(request, n, len(requests)) for n, request in enumerate(requests, 1)]
+    reqs = (len(requests) > 1 and parse_submit_jobs(requests)) or [
+        _parse(request, n, len(requests)) for n, request in enumerate(requests, 1)
+    ]
     runtime = get_runtime()
     sending = not dispatch.broker_known_down()
 

@@ -172,3 +172,28 @@ def test_a_batch_looks_its_assets_up_at_once_and_faults_as_one_by_one(
             submit(export_request(company, [bad], "Bad alone"))
         assert caught.value.code == single.value.code
         assert single.value.reason in caught.value.reason
+
+
+def test_a_batch_of_dicts_is_parsed_at_once_with_the_faults_of_one_by_one(
+    private_queue: Queue,
+) -> None:
+    """A batch of plain dicts is validated as one list; a bad one still gets the fault
+    submit() gives it, named by its position (the batch is then parsed one by one)."""
+    _, queue = private_queue
+    company, assets = make_company(1)
+    good = export_request(company, assets, "Parsed")
+    wrapped = {"submitJobParam": export_request(company, assets, "Wrapped")}
+    two_kinds = {**good, "imageServingPublishJob": {"publishType": "Full"}}
+    bad_name = {**good, "jobName": "a|b"}
+    bad_email = {**good, "exportJob": {**good["exportJob"], "emailSetting": "Sometimes"}}
+    for bad in (two_kinds, bad_name, bad_email, {"jobName": "x"}):
+        with pytest.raises(errors.IpsFault) as alone:
+            submit(bad)
+        with pytest.raises(errors.IpsFault) as batch:
+            submit_many([good, wrapped, bad])
+        assert type(batch.value) is type(alone.value)
+        assert batch.value.code == alone.value.code
+        assert batch.value.reason == f"request 3 of 3: {alone.value.reason}"
+    handles = submit_many([good, wrapped])
+    assert handles == [f"{company}|Parsed|", f"{company}|Wrapped|"]
+    redis_client(get_settings()).delete(queue)

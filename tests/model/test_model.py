@@ -28,6 +28,7 @@ from jobengine.model import (
     PublishType,
     SubmitJobRequest,
     parse_submit_job,
+    parse_submit_jobs,
     to_ips_dict,
     to_ips_json,
 )
@@ -357,6 +358,17 @@ def test_to_ips_json_is_to_ips_dict_as_json(kind: JobKind) -> None:
     text = to_ips_json(req)
     assert json.loads(text) == to_ips_dict(req)
     assert parse_submit_job(json.loads(text)) == req
+
+
+def test_parse_submit_jobs_is_parse_submit_job_of_each_plain_dict() -> None:
+    dicts = [request(kind, description=f"n{n}") for n, kind in enumerate(JobKind)]
+    dicts.append({"submitJobParam": request(JobKind.EXPORT)})
+    parsed = parse_submit_jobs(dicts)
+    assert parsed == [parse_submit_job(one) for one in dicts]
+    assert parsed is not None and [r.kind for r in parsed] == [*JobKind, JobKind.EXPORT]
+    assert parse_submit_jobs([*dicts, {**dicts[0], "jobName": ""}]) is None  # one invalid
+    model_in = parse_submit_job(dicts[0])
+    assert parse_submit_jobs([dicts[0], model_in]) is None  # not all dicts: one by one
 
 
 def test_to_ips_dict_uses_ips_names_items_and_omits_none() -> None:
