@@ -445,6 +445,31 @@ def test_a_batchs_events_go_as_lists_of_at_most_events_per_publish(contract_app:
     client.close()
 
 
+def test_an_event_groups_envelope_from_its_text_is_kombus(contract_app: Any) -> None:
+    """The second publish of events with the same options renders kombu's envelope from the
+    text learned at the first: the same bytes as kombu's own but for the delivery tag."""
+    name = "jobengine.export.start"
+    sender = RedisSender(contract_app)
+    built = sender.build(
+        [TaskCall(name, str(uuid.uuid4()), {"run_id": i, "job": "47|Ünï 'q'|"}) for i in range(4)]
+    )
+    [(kw, built_by_celery), *rest] = [payload for verb, _, payload in built if verb == "event"]
+    texts = [event for _, event in rest]
+    assert isinstance(built_by_celery, dict) and all(isinstance(t, str) for t in texts)
+    channel = contract_app.connection_for_write().default_channel
+    for events in ([texts[0], texts[1]], [texts[1], texts[2]], [built_by_celery, *texts]):
+        learned = sender._event_command(channel, kw, list(events))
+        multi = dict(kw, routing_key="task.multi")
+        parts = [e if isinstance(e, str) else kombu_json.dumps(e) for e in events]
+        text = "[" + ", ".join(parts) + "]"
+        _, topic, message = sender._message(channel, None, multi, json_text=text)
+        kombus = json.dumps(message)  # kombu's transport: json of the envelope
+        assert learned[0] == topic
+        assert _TAG.sub("TAG", learned[1]) == _TAG.sub("TAG", kombus)
+        assert json.loads(base64.b64decode(json.loads(learned[1])["body"])) == json.loads(text)
+    assert [form is not None for _, form in sender._event_envelopes.values()] == [True]
+
+
 def test_pipelined_sender_refuses_what_it_does_not_cover(contract_app: Any) -> None:
     topic = Exchange("elsewhere", type="topic")
     contract_app.conf.task_routes = {
