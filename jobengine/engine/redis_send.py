@@ -67,6 +67,7 @@ from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
 from kombu.utils.json import JSONEncoder
 from kombu.utils.json import dumps as json_dumps
+from redis.exceptions import ResponseError
 
 from jobengine.handles import uuid4_texts
 
@@ -600,13 +601,12 @@ class RedisSender:
             for kw, group in events.values()
             for i in range(0, len(group), EVENTS_PER_PUBLISH)
         ]
-        pipe = client.pipeline(transaction=False)
-        for key, payloads in pushes.items():
-            pipe.lpush(key, *payloads)
-        for topic, payload in publishes:
-            pipe.publish(topic, payload)
+        issued: list[tuple[str, ...]] = [
+            ("LPUSH", key, *payloads) for key, payloads in pushes.items()
+        ]
+        issued += [("PUBLISH", topic, payload) for topic, payload in publishes]
         try:
-            pipe.execute()
+            _pipelined(client, issued)
         except Exception:
             self.reset()
             raise
@@ -791,6 +791,33 @@ def _topic(channel: Any, exchange: str, routing_key: str) -> str:
     if routing_key and channel.fanout_patterns:
         return f"{prefix}{exchange}/{routing_key}"
     return f"{prefix}{exchange}"
+
+
+def _pipelined(client: Any, commands: Sequence[tuple[str, ...]]) -> None:
+    """Issue ``commands`` (each its arguments as text) in one round trip on a connection of
+    ``client``'s pool, as one write of the whole RESP request, and read their replies (an
+    error reply raised). redis-py's pipeline packs each argument through its encoder and sends
+    a batch as chunks of about 6 kB, a ``sendall`` each: 30 calls for 100 messages, 10 us of a
+    job's 60. A failed connection is dropped (disconnected) before it goes back to the pool."""
+    parts: list[bytes] = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            data = arg.encode()
+            parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([b"".join(parts)])
+        replies = [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
 
 
 def _envelope_form(message: dict[str, Any], payload: str, text: str) -> _Form | None:

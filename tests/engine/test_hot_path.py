@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobengine import submit
 from jobengine.embedded import redis_url
-from jobengine.engine import dispatch
+from jobengine.engine import dispatch, redis_send
 from jobengine.engine.app import app, configure
 from jobengine.engine.redis_send import (
     EVENTS_PER_PUBLISH,
@@ -468,6 +468,23 @@ def test_an_event_groups_envelope_from_its_text_is_kombus(contract_app: Any) -> 
         assert _TAG.sub("TAG", learned[1]) == _TAG.sub("TAG", kombus)
         assert json.loads(base64.b64decode(json.loads(learned[1])["body"])) == json.loads(text)
     assert [form is not None for _, form in sender._event_envelopes.values()] == [True]
+
+
+def test_commands_go_as_one_request_and_an_error_reply_is_raised(contract_app: Any) -> None:
+    """redis_send._pipelined: the replies of every command read (the next request on the
+    same pool is answered in step), an error reply raised, non-ASCII arguments as UTF-8."""
+    client = RedisSender(contract_app)._channel_and_client()[1]
+    client.set("contract-text", "not a list")
+    try:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            redis_send._pipelined(
+                client, [("LPUSH", "contract-queue", "a"), ("LPUSH", "contract-text", "x")]
+            )
+        redis_send._pipelined(client, [("LPUSH", "contract-queue", "b", "ü"), ("PING",)])
+        assert client.lrange("contract-queue", 0, -1) == [b"\xc3\xbc", b"b", b"a"]
+        assert client.get("contract-text") == b"not a list"
+    finally:
+        client.delete("contract-text", "contract-queue")
 
 
 def test_pipelined_sender_refuses_what_it_does_not_cover(contract_app: Any) -> None:
