@@ -129,6 +129,11 @@ def kwargs_repr(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> s
     return text
 
 
+# A key's JSON and repr, each with its separator, by key (the few keys task kwargs use)
+_KEY_TEXTS: dict[str, tuple[str, str]] = {}
+_KEY_TEXTS_KEPT = 256
+
+
 def kwargs_texts(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> tuple[str, str]:
     """kombu's JSON of ``kwargs`` (as it writes them in a message body) and Celery's
     ``saferepr(kwargs, maxlen, maxlevels=maxlevels)`` (:func:`kwargs_repr`), in one pass for the
@@ -139,20 +144,22 @@ def kwargs_texts(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> 
         json_items: list[str] = []
         repr_items: list[str] = []
         for key, value in kwargs.items():
-            if type(key) is not str:
-                break
+            written = _KEY_TEXTS.get(key) if type(key) is str else None
+            if written is None:
+                if type(key) is not str:
+                    break
+                quoted = "'" + key.replace("'", "\\'") + "': "
+                written = (encode_basestring_ascii(key) + ": ", quoted)
+                if len(_KEY_TEXTS) < _KEY_TEXTS_KEPT:
+                    _KEY_TEXTS[key] = written
             kind = type(value)
             if kind is str:
-                json_items.append(
-                    encode_basestring_ascii(key) + ": " + encode_basestring_ascii(value)
-                )
-                repr_items.append(
-                    "'" + key.replace("'", "\\'") + "': '" + value.replace("'", "\\'") + "'"
-                )
+                json_items.append(written[0] + encode_basestring_ascii(value))
+                repr_items.append(written[1] + "'" + value.replace("'", "\\'") + "'")
             elif kind is int:
                 number = int.__repr__(value)
-                json_items.append(encode_basestring_ascii(key) + ": " + number)
-                repr_items.append("'" + key.replace("'", "\\'") + "': " + number)
+                json_items.append(written[0] + number)
+                repr_items.append(written[1] + number)
             else:
                 break
         else:
