@@ -8,10 +8,11 @@ for each. On the submit hot path that is most of the time a producer waits.
 stand-in producer that records the two ``publish()`` calls Celery makes (the task message, then
 the event, which Celery's event dispatcher documents as the only producer method it uses). It
 then writes exactly what kombu's Redis transport would write, built with kombu's own serializer
-and channel helpers (``prepare_message``, ``encode_body``), through one non-transactional
-pipeline on a client kept for the life of the process: ``LPUSH`` to the queue, ``PUBLISH`` to
-the event topic. ``tests/engine/test_hot_path.py`` compares both envelopes with kombu's, field by
-field, so a kombu change that alters the wire format fails there.
+and channel helpers (``prepare_message``, ``encode_body``), as one request of several
+commands on a connection of kombu's client, kept for the life of the process (``LPUSH`` to the
+queue, ``PUBLISH`` to the event topic; :func:`_pipelined`). ``tests/engine/test_hot_path.py``
+compares both envelopes with kombu's, field by field, so a kombu change that alters the wire
+format fails there.
 
 What it does not cover falls back to the normal path (:class:`Unsupported`): brokers other than
 plain Redis, a global key prefix, priorities, compression, exchanges other than the default
@@ -35,12 +36,15 @@ a router that may look at the arguments (a function rather than a mapping), or f
 **Text templates and one command per queue.** A template also keeps its task message as the
 text kombu pushes (:class:`_Text`): the envelope's JSON with slots for what differs per call,
 and the body's JSON as a fixed head and tail around the call's kwargs. A message is then a
-``str.format`` and a base64, instead of kombu's copying and two ``json.dumps`` of the whole
-envelope (one for the body, one for the envelope). A text is kept only if rendering the call it
+join of the text's pieces with the call's values (:class:`_Form`) and a base64, instead of
+kombu's copying and two ``json.dumps`` of the whole envelope (one for the body, one for the
+envelope). A text is kept only if rendering the call it
 was learned from gives kombu's text back byte for byte. A batch's messages go as one ``LPUSH``
 per queue, and their ``task-sent`` events as publishes of a list (``task.multi``, 500 events
 at most), as Celery's event dispatcher sends a buffered group and its ``EventReceiver``
-(Flower) reads it. The event of a templated call is rendered from a text too (``_EventText``).
+(Flower) reads it. The event of a templated call is rendered from a text too (``_EventText``),
+and so is the envelope of a publish of events once one with the same options was built by
+kombu's path (:func:`_envelope_form`).
 """
 
 from __future__ import annotations
