@@ -292,7 +292,7 @@ def find_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
 
 def unique_handles(handles: Iterable[Any]) -> list[str]:
     """The handles in order, each once."""
-    return list(dict.fromkeys(str(h) for h in handles))
+    return list(dict.fromkeys(map(str, handles)))
 
 
 _PRESET_OWNERS = select(SetPreset.id, SetPreset.company_id).where(
