@@ -1,6 +1,6 @@
 """End to end: small jobs through a real worker, beside a bare Celery worker draining no-ops.
 
-    .venv/bin/python bench/e2e.py [--n 1000] [--rounds 3] [--concurrency 2]
+    .venv/bin/python bench/e2e.py [--n 1000] [--rounds 3] [--concurrency 2] [--prefetch 1]
 
 Both sides run one worker process tree (prefork, ``--concurrency`` children, ``acks_late``,
 prefetch 1) on the same Redis, with their queue filled before the worker starts, and are timed
@@ -12,8 +12,13 @@ from the first piece of work done (start-up excluded) to the last:
   ``jobengine worker``: each run copies its asset, writes its ZIP and its job log; done when
   the store has ``n`` runs ``Done``.
 
-Prints each round, then the medians and the ratio (jobs/s over tasks/s). ``BENCH_DATABASE_URL``
-picks the store (default: a SQLite file of the run's own).
+``--prefetch N`` starts our worker with ``--prefetch N`` (the reference keeps prefetch 1): the
+figure of a worker set up for small jobs only, beside the default's, never instead of it.
+
+Prints each round, then the medians and the ratio (jobs/s over tasks/s). With each side's rate,
+the CPU time its worker spent per job while timed (Linux, from ``/proc``): its main process
+(Celery's consumer: fetching, acknowledging, events) and its pool processes together.
+``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of the run's own).
 """
 
 from __future__ import annotations
@@ -42,7 +47,41 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class WorkerCpu:
+    """CPU seconds used by a worker's main process and by its pool processes (``/proc``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self.read()
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+    def read(self) -> tuple[float, float]:
+        try:
+            kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        return self._cpu(self.pid), sum(self._cpu(int(k)) for k in kids)
+
+    def per_job(self, jobs: int) -> tuple[float, float]:
+        """Milliseconds per job since this was made: (main, pool)."""
+        main, pool = self.read()
+        return (main - self.start[0]) * 1000 / jobs, (pool - self.start[1]) * 1000 / jobs
+
+
+Side = tuple[float, float, float]  # per second, then main and pool CPU ms per job
+
+
+def reference(n: int, concurrency: int, broker: str, home: Path) -> Side:
     """Tasks per second of a bare Celery worker draining ``n`` no-ops."""
     import redis
 
@@ -69,17 +108,18 @@ def reference(n: int, concurrency: int, broker: str, home: Path) -> float:
             if proc.poll() is not None:
                 raise RuntimeError(log.read_text()[-2000:])
             time.sleep(0.001)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), WorkerCpu(proc.pid)
         first = 1
         while int(client.get("bench:noop:done") or 0) < n:
             time.sleep(0.005)
         took = time.perf_counter() - start
+        main, pool = cpu.per_job(n - first)
     finally:
         _stop(proc)
-    return (n - first) / took
+    return (n - first) / took, main, pool
 
 
-def ours(n: int, concurrency: int, home: Path) -> float:
+def ours(n: int, concurrency: int, home: Path, prefetch: int = 1) -> Side:
     """Jobs per second of ``jobengine worker`` running ``n`` one-asset exports."""
     from sqlalchemy import func, select
 
@@ -102,7 +142,8 @@ def ours(n: int, concurrency: int, home: Path) -> float:
             return int(session.scalar(count) or 0)
 
     log = home / f"worker-{time.monotonic_ns()}.log"
-    argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning"]
+    argv = [JOBENGINE, "worker", "--concurrency", str(concurrency), "--loglevel", "warning",
+            "--prefetch", str(prefetch)]  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -110,13 +151,14 @@ def ours(n: int, concurrency: int, home: Path) -> float:
             if proc.poll() is not None:
                 raise RuntimeError(log.read_text()[-2000:])
             time.sleep(0.002)
-        start, first = time.perf_counter(), done()
+        start, first, cpu = time.perf_counter(), done(), WorkerCpu(proc.pid)
         while done() < n:
             time.sleep(0.02)
         took = time.perf_counter() - start
+        main, pool = cpu.per_job(n - first)
     finally:
         _stop(proc)
-    return (n - first) / took
+    return (n - first) / took, main, pool
 
 
 def _company_id(handle: str) -> int:
@@ -132,6 +174,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=1)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="jobengine-bench-e2e-"))
     os.environ.setdefault("JOBENGINE_HOME", str(home))
@@ -142,14 +185,19 @@ def main() -> None:
     settings = get_settings()
     started = not settings.redis_url and start_redis(settings)
     broker = broker_url(settings)
-    print(f"broker {broker}; store {settings.database_url}; n {args.n}, c{args.concurrency}")
+    print(f"broker {broker}; store {settings.database_url}; n {args.n}, c{args.concurrency}, "
+          f"our prefetch {args.prefetch}")  # fmt: skip
     refs, jobs = [], []
     try:
         for r in range(args.rounds):
-            refs.append(reference(args.n, args.concurrency, broker, home))
-            jobs.append(ours(args.n, args.concurrency, home))
-            print(f"round {r + 1}: bare Celery no-ops {refs[-1]:7.0f} tasks/s   "
-                  f"jobengine one-asset exports {jobs[-1]:6.1f} jobs/s   "
+            ref_side = reference(args.n, args.concurrency, broker, home)
+            our_side = ours(args.n, args.concurrency, home, args.prefetch)
+            refs.append(ref_side[0])
+            jobs.append(our_side[0])
+            print(f"round {r + 1}: bare Celery no-ops {refs[-1]:7.0f} tasks/s "
+                  f"(CPU a task: main {ref_side[1]:.2f} ms, pool {ref_side[2]:.2f} ms)   "
+                  f"jobengine one-asset exports {jobs[-1]:6.1f} jobs/s "
+                  f"(CPU a job: main {our_side[1]:.2f} ms, pool {our_side[2]:.2f} ms)   "
                   f"ratio {jobs[-1] / refs[-1]:.3f}")  # fmt: skip
     finally:
         if started:

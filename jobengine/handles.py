@@ -26,7 +26,9 @@ __all__ = [
     "job_handle",
     "parse_job_handle",
     "run_name",
+    "run_name_stamp",
     "uuid4_text",
+    "uuid4_texts",
 ]
 
 
@@ -64,8 +66,14 @@ def run_handle(company_handle: str, run: str) -> str:
 
 def run_name(original: str, when: datetime, attempt: int = 1) -> str:
     """The unique per-run name: ``<jobName>_<yyyy-MM-dd-HH:mm:ss>`` (``-2``... on collisions)."""
-    name = f"{original}_{when:%Y-%m-%d-%H:%M:%S}"
+    name = original + run_name_stamp(when)
     return name if attempt == 1 else f"{name}-{attempt}"
+
+
+def run_name_stamp(when: datetime) -> str:
+    """What :func:`run_name` puts after the job name for ``when`` (a batch of runs named at
+    one time writes it once): ``_<yyyy-MM-dd-HH:mm:ss>``."""
+    return f"_{when:%Y-%m-%d-%H:%M:%S}"
 
 
 def asset_handle(company_id: int, type_code: int, asset_id: int) -> str:
@@ -97,3 +105,27 @@ def uuid4_text(raw: bytes | None = None) -> str:
     data[8] = (data[8] & 0x3F) | 0x80
     h = data.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# uuid4's version (4) and RFC 4122 variant bits, set on a byte by bytes.translate
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+# where each of a uuid's 32 hex digits goes in its 36-character text (the others are dashes)
+_DIGIT_AT = [i for i in range(36) if i not in (8, 13, 18, 23)]
+
+
+def uuid4_texts(count: int, raw: bytes | None = None) -> list[str]:
+    """``count`` of :func:`uuid4_text` (a batch's task ids, delivery tags) from one read of
+    the system's randomness (``raw``, 16 bytes each, for tests), their bits set and their
+    digits placed a column at a time: about a quarter of the cost of one call each."""
+    data = bytearray(os.urandom(16 * count) if raw is None else raw)
+    if len(data) != 16 * count:
+        raise ValueError(f"{len(data)} bytes for {count} ids")
+    data[6::16] = data[6::16].translate(_VERSION_4)
+    data[8::16] = data[8::16].translate(_VARIANT)
+    digits = data.hex().encode()
+    text = bytearray(b"-" * (36 * count))
+    for digit, at in enumerate(_DIGIT_AT):
+        text[at::36] = digits[digit::32]
+    joined = text.decode()
+    return [joined[i : i + 36] for i in range(0, 36 * count, 36)]

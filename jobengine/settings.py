@@ -255,6 +255,8 @@ class Settings:
     beat_interval: float = 1.0
     # the beat writes cron fires this many seconds ahead and only sends them at their time
     stage_ahead: float = 5.0
+    # a worker's task events wait this long for others to share their message (0: next loop turn)
+    event_batch: float = 0.05
     queues: tuple[tuple[str, str], ...] = ()  # (kind slug, queue); the rest: DEFAULT_QUEUE
     demo_user: str = "demo@example.com"
     demo_password: str = "demo-password"  # noqa: S105 - documented demo default
@@ -320,6 +322,7 @@ class Settings:
             misfire_threshold=_seconds(env, "JOBENGINE_MISFIRE_THRESHOLD", 60.0),
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),
             stage_ahead=_seconds(env, "JOBENGINE_STAGE_AHEAD", 5.0),
+            event_batch=_seconds(env, "JOBENGINE_EVENT_BATCH_SECONDS", 0.05),
             demo_user=env.get("JOBENGINE_DEMO_USER") or "demo@example.com",
             demo_password=env.get("JOBENGINE_DEMO_PASSWORD") or "demo-password",
             smtp_host=env.get("JOBENGINE_SMTP_HOST") or "127.0.0.1",
@@ -371,6 +374,10 @@ class Settings:
         if not 0 <= self.stage_ahead < self.misfire_threshold:
             raise ConfigurationError(
                 "JOBENGINE_STAGE_AHEAD must be at least 0 and below JOBENGINE_MISFIRE_THRESHOLD"
+            )
+        if self.event_batch > 60:
+            raise ConfigurationError(
+                "JOBENGINE_EVENT_BATCH_SECONDS must be at most 60: Flower would show tasks late"
             )
         if self.eta_horizon * 2 >= self.visibility_timeout:
             raise ConfigurationError(

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobengine.errors import InvalidParameter
-from jobengine.handles import JobRef, job_handle, parse_job_handle, run_name, uuid4_text
+from jobengine.handles import (
+    JobRef,
+    job_handle,
+    parse_job_handle,
+    run_name,
+    uuid4_text,
+    uuid4_texts,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +73,22 @@ def test_uuid4_text_is_random_version_4() -> None:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+@settings(max_examples=200)
+@given(raw=st.lists(st.binary(min_size=16, max_size=16), max_size=40))
+def test_uuid4_texts_are_uuid4s_texts_of_the_same_bytes(raw: list[bytes]) -> None:
+    assert uuid4_texts(len(raw), b"".join(raw)) == [
+        str(uuid.UUID(bytes=one, version=4)) for one in raw
+    ]
+
+
+def test_uuid4_texts_are_random_version_4() -> None:
+    texts = uuid4_texts(1000) + uuid4_texts(1000)
+    assert len(set(texts)) == 2000
+    for text in texts:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    with pytest.raises(ValueError, match="17 bytes for 1 ids"):
+        uuid4_texts(1, b"x" * 17)

@@ -22,3 +22,7 @@ def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
     assert Settings.from_env({**base, "JOBENGINE_STAGE_AHEAD": "0"}).stage_ahead == 0  # off
     with pytest.raises(ConfigurationError, match="STAGE_AHEAD"):  # a staged fire is no misfire
         Settings.from_env({**base, "JOBENGINE_STAGE_AHEAD": "90"})
+    assert Settings.from_env(base).event_batch == 0.05
+    assert Settings.from_env({**base, "JOBENGINE_EVENT_BATCH_SECONDS": "0"}).event_batch == 0
+    with pytest.raises(ConfigurationError, match="EVENT_BATCH"):  # Flower would lag behind
+        Settings.from_env({**base, "JOBENGINE_EVENT_BATCH_SECONDS": "61"})

@@ -460,6 +460,7 @@ def set_presets_delete(company: CompanyOpt, handle: str) -> None:
 
 @app.command()
 def worker(
+    *,
     concurrency: int = 2,
     loglevel: str = "info",
     json_logs: Annotated[
@@ -479,6 +480,16 @@ def worker(
             "fleet, so that Flower tells its workers apart."
         ),
     ] = None,
+    prefetch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Messages each pool process reserves (Celery's prefetch multiplier). 1: a long "
+            "conversion never holds another message. 2 or more only for a worker of small, "
+            "quick jobs: its next message is at hand when a process finishes.",
+        ),
+    ] = 1,
 ) -> None:
     """Start a Celery worker (events on, for Flower): every job kind, or those of ``--queues``."""
     from jobengine.cli.devstack import worker_command
@@ -488,7 +499,7 @@ def worker(
         os.environ[JSON_ENV] = "1"  # read by jobengine.logs in the worker (after exec)
     chosen = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
     require_store()
-    _exec(worker_command(concurrency, loglevel, chosen, name))
+    _exec(worker_command(concurrency, loglevel, chosen, name, prefetch=prefetch))
 
 
 @app.command()

@@ -28,12 +28,16 @@ def worker_command(
     loglevel: str = "info",
     queues: Sequence[str] | None = None,
     name: str | None = None,
+    prefetch: int = 1,
 ) -> list[str]:
     """The worker's command line; ``queues`` by default: every queue (see worker_queues);
-    ``name`` its node name (Celery's ``-n``, e.g. ``w1@%h``)."""
+    ``name`` its node name (Celery's ``-n``, e.g. ``w1@%h``); ``prefetch`` messages reserved
+    per pool process (Celery's prefetch multiplier; 1 unless given)."""
     from jobengine.engine.celery_config import worker_queues
 
-    named = ["-n", name if "@" in name else f"{name}@%h"] if name else []
+    extra = ["-n", name if "@" in name else f"{name}@%h"] if name else []
+    if prefetch != 1:
+        extra += ["--prefetch-multiplier", str(prefetch)]
     return celery_command(
         "worker",
         "-E",
@@ -47,7 +51,7 @@ def worker_command(
         loglevel,
         "--without-mingle",
         "--without-gossip",
-        *named,
+        *extra,
     )
 
 

@@ -9,7 +9,8 @@ Why each setting (see docs/architecture.md and the Celery pitfalls it avoids):
 * ``worker_prefetch_multiplier=1``: a long conversion does not hold other messages hostage.
 * ``visibility_timeout`` set in all three places, above the hard time limit and well above the
   ETA horizon, so Redis never redelivers a message that is still being worked on or waiting.
-* events on (``-E`` equivalent, sent and started): Flower sees every task.
+* events on (``-E`` equivalent, sent and started): Flower sees every task; a worker publishes
+  its task events in batches (:mod:`jobengine.engine.consumer`).
 * one queue, ``jobengine``, unless ``JOBENGINE_QUEUES`` puts job kinds on queues of their own
   (all three tasks of a kind: ``jobengine.<kind>.*``); workers consume :func:`worker_queues`.
 """
@@ -74,6 +75,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
+        "worker_consumer": "jobengine.engine.consumer:Consumer",
         "worker_prefetch_multiplier": 1,
         "worker_eta_task_limit": 1000,
         "worker_soft_shutdown_timeout": 30,

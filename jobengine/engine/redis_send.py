@@ -8,10 +8,11 @@ for each. On the submit hot path that is most of the time a producer waits.
 stand-in producer that records the two ``publish()`` calls Celery makes (the task message, then
 the event, which Celery's event dispatcher documents as the only producer method it uses). It
 then writes exactly what kombu's Redis transport would write, built with kombu's own serializer
-and channel helpers (``prepare_message``, ``encode_body``), through one non-transactional
-pipeline on a client kept for the life of the process: ``LPUSH`` to the queue, ``PUBLISH`` to
-the event topic. ``tests/engine/test_hot_path.py`` compares both envelopes with kombu's, field by
-field, so a kombu change that alters the wire format fails there.
+and channel helpers (``prepare_message``, ``encode_body``), as one request of several
+commands on a connection of kombu's client, kept for the life of the process (``LPUSH`` to the
+queue, ``PUBLISH`` to the event topic; :func:`_pipelined`). ``tests/engine/test_hot_path.py``
+compares both envelopes with kombu's, field by field, so a kombu change that alters the wire
+format fails there.
 
 What it does not cover falls back to the normal path (:class:`Unsupported`): brokers other than
 plain Redis, a global key prefix, priorities, compression, exchanges other than the default
@@ -35,12 +36,15 @@ a router that may look at the arguments (a function rather than a mapping), or f
 **Text templates and one command per queue.** A template also keeps its task message as the
 text kombu pushes (:class:`_Text`): the envelope's JSON with slots for what differs per call,
 and the body's JSON as a fixed head and tail around the call's kwargs. A message is then a
-``str.format`` and a base64, instead of kombu's copying and two ``json.dumps`` of the whole
-envelope (one for the body, one for the envelope). A text is kept only if rendering the call it
+join of the text's pieces with the call's values (:class:`_Form`) and a base64, instead of
+kombu's copying and two ``json.dumps`` of the whole envelope (one for the body, one for the
+envelope). A text is kept only if rendering the call it
 was learned from gives kombu's text back byte for byte. A batch's messages go as one ``LPUSH``
 per queue, and their ``task-sent`` events as publishes of a list (``task.multi``, 500 events
 at most), as Celery's event dispatcher sends a buffered group and its ``EventReceiver``
-(Flower) reads it. The event of a templated call is rendered from a text too (``_EventText``).
+(Flower) reads it. The event of a templated call is rendered from a text too (``_EventText``),
+and so is the envelope of a publish of events once one with the same options was built by
+kombu's path (:func:`_envelope_form`).
 """
 
 from __future__ import annotations
@@ -67,10 +71,11 @@ from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
 from kombu.utils.json import JSONEncoder
 from kombu.utils.json import dumps as json_dumps
+from redis.exceptions import ResponseError
 
-from jobengine.handles import uuid4_text
+from jobengine.handles import uuid4_texts
 
-__all__ = ["Command", "RedisSender", "TaskCall", "Unsupported", "kwargs_repr"]
+__all__ = ["Command", "RedisSender", "TaskCall", "Unsupported", "kwargs_repr", "kwargs_texts"]
 
 
 class Unsupported(Exception):
@@ -128,9 +133,48 @@ def kwargs_repr(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> s
     return text
 
 
+# A key's JSON and repr, each with its separator, by key (the few keys task kwargs use)
+_KEY_TEXTS: dict[str, tuple[str, str]] = {}
+_KEY_TEXTS_KEPT = 256
+
+
+def kwargs_texts(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> tuple[str, str]:
+    """kombu's JSON of ``kwargs`` (as it writes them in a message body) and Celery's
+    ``saferepr(kwargs, maxlen, maxlevels=maxlevels)`` (:func:`kwargs_repr`), in one pass for the
+    flat case: ``str`` keys, ``str`` or ``int`` values, the repr shorter than ``maxlen``. JSON
+    writes such a dict ``{"key": "value", "n": 1}``, strings ASCII-escaped, separators ``", "``
+    and ``": "``. Anything else goes to kombu's encoder and Celery's function."""
+    if maxlevels >= 0:
+        json_items: list[str] = []
+        repr_items: list[str] = []
+        for key, value in kwargs.items():
+            written = _KEY_TEXTS.get(key) if type(key) is str else None
+            if written is None:
+                if type(key) is not str:
+                    break
+                quoted = "'" + key.replace("'", "\\'") + "': "
+                written = (encode_basestring_ascii(key) + ": ", quoted)
+                if len(_KEY_TEXTS) < _KEY_TEXTS_KEPT:
+                    _KEY_TEXTS[key] = written
+            kind = type(value)
+            if kind is str:
+                json_items.append(written[0] + encode_basestring_ascii(value))
+                repr_items.append(written[1] + "'" + value.replace("'", "\\'") + "'")
+            elif kind is int:
+                number = int.__repr__(value)
+                json_items.append(written[0] + number)
+                repr_items.append(written[1] + number)
+            else:
+                break
+        else:
+            text = "{" + ", ".join(repr_items) + "}"
+            if maxlen is None or len(text) < maxlen:
+                return "{" + ", ".join(json_items) + "}", text
+    return _KWARGS_JSON(kwargs), str(saferepr(kwargs, maxlen, maxlevels=maxlevels))
+
+
 # A slot of a text template: a JSON string holding "\x00<name>\x00" (json escapes the NULs).
 _SLOT = re.compile(r'"\\u0000(\w+)\\u0000"')
-_TEXT_SLOTS = frozenset({"task_id", "eta", "kwargsrepr", "reply_to", "body", "tag"})
 _KWARGS_JSON = JSONEncoder().encode  # what kombu's json.dumps(kwargs) calls
 
 
@@ -138,12 +182,37 @@ def _slot(name: str) -> str:
     return f"\x00{name}\x00"
 
 
-def _format_of(text: str) -> tuple[str, set[str]]:
-    """``text`` (JSON with slots) as a ``str.format`` form, its own braces doubled, and the
-    names of its slots."""
-    pieces = _SLOT.split(text.replace("{", "{{").replace("}", "}}"))
-    form = "".join(p if n % 2 == 0 else "{" + p + "}" for n, p in enumerate(pieces))
-    return form, set(pieces[1::2])
+class _Form:
+    """A JSON text with slots (see :data:`_SLOT`), rendered by joining its fixed pieces with
+    each call's values: a ``str.format`` of the same text parses the whole text again for every
+    call (about 3.5 us for a task message, against 0.9)."""
+
+    __slots__ = ("names", "parts", "positions")
+
+    def __init__(self, text: str, names: tuple[str, ...]) -> None:
+        """``text``: the JSON with slots, each one of ``names`` (ValueError for another)."""
+        pieces = _SLOT.split(text)
+        slots = pieces[1::2]
+        if not set(slots) <= set(names):
+            raise ValueError(f"slots {sorted(set(slots) - set(names))} are not {names}")
+        self.names = names
+        # the pieces, a None where each slot goes; the positions of each name's slot(s)
+        self.parts: list[str | None] = [p if n % 2 == 0 else None for n, p in enumerate(pieces)]
+        self.positions = tuple(
+            tuple(n for n, p in enumerate(pieces) if n % 2 == 1 and p == name) for name in names
+        )
+
+    def slots(self) -> set[str]:
+        """The names of the slots the text holds."""
+        return {name for name, at in zip(self.names, self.positions, strict=True) if at}
+
+    def render(self, values: Sequence[str]) -> str:
+        """The text with each slot replaced by the value of its name (in :attr:`names` order)."""
+        parts = self.parts.copy()
+        for at, value in zip(self.positions, values, strict=True):
+            for n in at:
+                parts[n] = value
+        return "".join(parts)  # type: ignore[arg-type]  # every None was replaced
 
 
 def _token(value: str | None) -> str:
@@ -151,20 +220,24 @@ def _token(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+_TEXT_SLOTS = ("task_id", "eta", "kwargsrepr", "reply_to", "tag", "body")  # _Text.form's names
+
+
 @dataclass(frozen=True, slots=True)
 class _Text:
     """One kind's task message as the text kombu's Redis transport pushes, with the parts that
     differ per call left as slots: the task id (``id``, ``root_id``, ``correlation_id``), the
     ETA, ``kwargsrepr``, ``reply_to``, the delivery tag and the base64 body, whose JSON is the
-    call's kwargs between a fixed head and tail. Rendering one is a ``str.format`` and a base64
-    of the body, instead of two ``json.dumps`` of the whole envelope and kombu's copying.
+    call's kwargs between a fixed head and tail. Rendering one is a join of the text's pieces
+    with these (:class:`_Form`) and a base64 of the body, instead of two ``json.dumps`` of the
+    whole envelope and kombu's copying.
 
     Learned from a message kombu's path built (:meth:`learn`), and kept only if rendering that
     same call gives back kombu's text byte for byte.
     """
 
     key: str  # the queue (kombu's LPUSH key)
-    form: str  # the envelope's text, slots as ``{name}`` (the text's braces doubled)
+    form: _Form  # the envelope's text, with the slots of _TEXT_SLOTS
     body_head: str
     body_tail: str
 
@@ -199,10 +272,10 @@ class _Text:
             reply_to=_slot("reply_to"),
             delivery_tag=_slot("tag"),
         )
-        form, slots = _format_of(_json(marked))
-        if not slots <= _TEXT_SLOTS:
+        try:
+            text = cls(key, _Form(_json(marked), _TEXT_SLOTS), head, tail)
+        except ValueError:  # a slot of another name
             return None
-        text = cls(key, form, head, tail)
         headers = message["headers"]
         again = text.render(
             call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=str(headers["kwargsrepr"]),
@@ -216,18 +289,23 @@ class _Text:
         tag: str,
     ) -> str:  # fmt: skip
         """The payload of one call."""
+        return self.rendered(
+            _token(task_id), kwargs_json, kwargsrepr=_token(kwargsrepr), eta=_token(eta),
+            reply_to=_token(reply_to), tag=_token(tag),
+        )  # fmt: skip
+
+    def rendered(
+        self, task_id: str, kwargs_json: str, *, kwargsrepr: str, eta: str, reply_to: str,
+        tag: str,
+    ) -> str:  # fmt: skip
+        """:meth:`render` of values already written as JSON (:func:`_token`): a batch writes
+        those that are the same for every call (``reply_to``, no ETA) once."""
         body = (self.body_head + kwargs_json + self.body_tail).encode()
-        return self.form.format(
-            task_id=_token(task_id),
-            eta=_token(eta),
-            kwargsrepr=_token(kwargsrepr),
-            reply_to=_token(reply_to),
-            tag=_token(tag),
-            body='"' + base64.b64encode(body).decode() + '"',
-        )
+        encoded = '"' + base64.b64encode(body).decode() + '"'
+        return self.form.render((task_id, eta, kwargsrepr, reply_to, tag, encoded))
 
 
-_EVENT_SLOTS = frozenset({"clock", "utcoffset", "task_id", "kwargsrepr", "eta", "timestamp"})
+_EVENT_SLOTS = ("clock", "utcoffset", "task_id", "kwargsrepr", "eta", "timestamp")
 
 
 def _number(value: float) -> str:
@@ -246,7 +324,7 @@ class _EventText:
     the kwargs repr, the ETA and the timestamp); kept only if rendering the event it was
     learned from gives kombu's text back."""
 
-    form: str
+    form: _Form
 
     @classmethod
     def learn(cls, event: dict[str, Any]) -> _EventText | None:
@@ -262,8 +340,11 @@ class _EventText:
             eta=_slot("eta"),
             timestamp=_slot("timestamp"),
         )
-        form, slots = _format_of(str(json_dumps(marked)))  # type: ignore[no-untyped-call]
-        if slots != _EVENT_SLOTS:
+        try:
+            form = _Form(str(json_dumps(marked)), _EVENT_SLOTS)  # type: ignore[no-untyped-call]
+        except ValueError:  # a slot of another name
+            return None
+        if form.slots() != set(_EVENT_SLOTS):
             return None
         learned = cls(form)
         try:
@@ -280,14 +361,10 @@ class _EventText:
         timestamp: float,
     ) -> str:  # fmt: skip
         """The event's JSON for one call."""
-        return self.form.format(
-            clock=_number(clock),
-            utcoffset=_number(utcoffset),
-            task_id=_token(task_id),
-            kwargsrepr=_token(kwargsrepr),
-            eta=_token(eta),
-            timestamp=_number(timestamp),
-        )
+        return self.form.render(
+            (_number(clock), _number(utcoffset), _token(task_id), _token(kwargsrepr), _token(eta),
+             _number(timestamp))
+        )  # fmt: skip
 
 
 _Publish = tuple[Any, dict[str, Any]]  # what Celery hands Producer.publish: body, keywords
@@ -406,6 +483,30 @@ EVENTS_PER_PUBLISH = 500
 _EventGroups = dict[str, tuple[dict[str, Any], list[dict[str, Any] | str]]]
 
 
+class _BatchTokens:
+    """What the templated calls of one :meth:`RedisSender.build` share, written as JSON once:
+    the thread's ``reply_to``, the UTC offset (made at the first event that needs it: a value
+    json would not write plainly is Unsupported there, as before) and the delivery tags, drawn
+    for the whole batch at once."""
+
+    __slots__ = ("_offset", "_tags", "reply_to", "utcoffset")
+
+    def __init__(self, reply_to: str, utcoffset: float, calls: int) -> None:
+        self.reply_to = encode_basestring_ascii(reply_to)
+        self.utcoffset = utcoffset
+        self._offset: str | None = None
+        self._tags = iter(uuid4_texts(calls))
+
+    def offset(self) -> str:
+        if self._offset is None:
+            self._offset = _number(self.utcoffset)
+        return self._offset
+
+    def tag(self) -> str:
+        """A fresh delivery tag (a uuid4's text, as kombu's), as JSON."""
+        return '"' + next(self._tags) + '"'
+
+
 class RedisSender:
     """Sends Celery task calls (and their sent events) in one Redis round trip per batch."""
 
@@ -417,6 +518,8 @@ class RedisSender:
         self._channel: Any = None
         self._client: Any = None
         self._templates: dict[tuple[str, bool], _Template | None] = {}
+        # an event publish's topic and envelope text (slots: body, tag), by its options
+        self._event_envelopes: dict[tuple[str, str], tuple[str, _Form | None]] = {}
         # read once: Celery's configuration lookups cost microseconds each, per message
         self._serializer = str(app.conf.task_serializer)
         self._event_exchange = str(app.conf.event_exchange)
@@ -440,6 +543,7 @@ class RedisSender:
                     self._client = channel.client  # kombu's client on its pool (formats prefix)
                     if self._pid != pid:
                         self._templates = {}  # they hold the process's id (origin, event pid)
+                        self._event_envelopes = {}
                     self._pid = pid
         return self._channel, self._client
 
@@ -463,14 +567,12 @@ class RedisSender:
         commands: list[Command] = []
         templating = self._templating()
         reply_to, offset = (self._app.thread_oid, utcoffset()) if templating else ("", 0.0)
+        batch = _BatchTokens(reply_to, offset, len(calls))
         for call in calls:
             kind = (call.name, call.eta is None)
             template = self._templates.get(kind) if templating else None
             if template is not None and template.text is not None:
-                self._render(
-                    template, template.text, call, reply_to=reply_to, offset=offset,
-                    commands=commands,
-                )  # fmt: skip
+                self._render(template, template.text, call, batch, commands)
                 continue
             if template is not None:
                 published = template.fill(self._app, call, reply_to, offset)
@@ -510,40 +612,44 @@ class RedisSender:
             for kw, group in events.values()
             for i in range(0, len(group), EVENTS_PER_PUBLISH)
         ]
-        pipe = client.pipeline(transaction=False)
-        for key, payloads in pushes.items():
-            pipe.lpush(key, *payloads)
-        for topic, payload in publishes:
-            pipe.publish(topic, payload)
+        issued: list[tuple[str, ...]] = [
+            ("LPUSH", key, *payloads) for key, payloads in pushes.items()
+        ]
+        issued += [("PUBLISH", topic, payload) for topic, payload in publishes]
         try:
-            pipe.execute()
+            _pipelined(client, issued)
         except Exception:
             self.reset()
             raise
 
     def _render(
-        self, template: _Template, text: _Text, call: TaskCall, *, reply_to: str, offset: float,
+        self, template: _Template, text: _Text, call: TaskCall, batch: _BatchTokens,
         commands: list[Command],
     ) -> None:  # fmt: skip
         """A call's message (and event) from its kind's text templates."""
         eta = call.eta.isoformat() if call.eta else None
-        kwargsrepr = kwargs_repr(call.kwargs, template.kwargsrepr_maxsize, template.repr_maxlevels)
-        payload = text.render(
-            call.task_id, _KWARGS_JSON(call.kwargs), kwargsrepr=kwargsrepr, eta=eta,
-            reply_to=reply_to, tag=uuid4_text(),
+        eta_token = "null" if eta is None else encode_basestring_ascii(eta)
+        kwargs_json, kwargsrepr = kwargs_texts(
+            call.kwargs, template.kwargsrepr_maxsize, template.repr_maxlevels
+        )
+        task_token = encode_basestring_ascii(call.task_id)
+        repr_token = encode_basestring_ascii(kwargsrepr)
+        payload = text.rendered(
+            task_token, kwargs_json, kwargsrepr=repr_token, eta=eta_token,
+            reply_to=batch.reply_to, tag=batch.tag(),
         )  # fmt: skip
         commands.append(("lpush", text.key, payload))
         if template.event_kw is None:
             return
         event: dict[str, Any] | str
         if template.event_text is not None:
-            event = template.event_text.render(
-                self._app.clock.forward(), offset, call.task_id,
-                kwargsrepr=kwargsrepr, eta=eta,
-                timestamp=time.time() if call.sent_at is None else call.sent_at,
+            stamp = time.time() if call.sent_at is None else call.sent_at
+            event = template.event_text.form.render(
+                (_number(self._app.clock.forward()), batch.offset(), task_token, repr_token,
+                 eta_token, _number(stamp))
             )  # fmt: skip
         else:
-            event = template.event(self._app, call, offset, kwargsrepr, eta)
+            event = template.event(self._app, call, batch.utcoffset, kwargsrepr, eta)
         commands.append(_event(event, template.event_kw, template.event_group))
 
     def _event_command(
@@ -563,8 +669,17 @@ class RedisSender:
         else:
             texts = [e if isinstance(e, str) else str(json_dumps(e)) for e in events]  # type: ignore[no-untyped-call]
             text = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+            key = (_event_group(kw), str(kw.get("routing_key") or ""))
+            known = self._event_envelopes.get(key)
+            form = None if known is None else known[1]
+            if known is not None and form is not None:  # its envelope as text (see below)
+                topic = known[0]
+                body = base64.b64encode(text.encode()).decode()
+                return topic, form.render(('"' + body + '"', '"' + uuid4_texts(1)[0] + '"'))
             verb, topic, message = self._message(channel, None, kw, json_text=text)
             payload = _json(message)
+            if verb == "publish" and known is None:
+                self._event_envelopes[key] = (topic, _envelope_form(message, payload, text))
         if verb != "publish":
             raise Unsupported("an event that is not published")
         return topic, payload
@@ -687,6 +802,55 @@ def _topic(channel: Any, exchange: str, routing_key: str) -> str:
     if routing_key and channel.fanout_patterns:
         return f"{prefix}{exchange}/{routing_key}"
     return f"{prefix}{exchange}"
+
+
+def _pipelined(client: Any, commands: Sequence[tuple[str, ...]]) -> None:
+    """Issue ``commands`` (each its arguments as text) in one round trip on a connection of
+    ``client``'s pool, as one write of the whole RESP request, and read their replies (an
+    error reply raised). redis-py's pipeline packs each argument through its encoder and sends
+    a batch as chunks of about 6 kB, a ``sendall`` each: 30 calls for 100 messages, 10 us of a
+    job's 60. A failed connection is dropped (disconnected) before it goes back to the pool."""
+    parts: list[bytes] = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            data = arg.encode()
+            parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([b"".join(parts)])
+        replies = [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+
+
+def _envelope_form(message: dict[str, Any], payload: str, text: str) -> _Form | None:
+    """kombu's envelope of a published event group (``payload``, its JSON; ``text``, its
+    body's) as a text with slots for its base64 body and its delivery tag, the rest being the
+    same for every publish with the same options: a batch's events are then one base64 and a
+    join, not kombu's envelope and a ``json.dumps`` scanning its whole base64 body. None unless
+    the body is the base64 of ``text`` and rendering it back gives ``payload``."""
+    properties = message["properties"]
+    if (
+        properties.get("body_encoding") != "base64"
+        or message["body"] != base64.b64encode(text.encode()).decode()
+    ):
+        return None
+    marked = dict(message, body=_slot("body"))
+    marked["properties"] = dict(properties, delivery_tag=_slot("tag"))
+    try:
+        form = _Form(_json(marked), ("body", "tag"))
+    except ValueError:
+        return None
+    again = form.render((_token(str(message["body"])), _token(str(properties["delivery_tag"]))))
+    return form if again == payload else None
 
 
 def _json(message: dict[str, Any]) -> str:

@@ -45,6 +45,7 @@ from jobengine.settings import Settings
 from jobengine.store.runs import (
     Counted,
     Counts,
+    LogEntry,
     add_items,
     cancel_item,
     claim_finish,
@@ -53,6 +54,7 @@ from jobengine.store.runs import (
     claim_start,
     complete_item,
     count_finished,
+    end_inline_run,
     end_run,
     extend_item_lease,
     extend_run_lease,
@@ -64,6 +66,7 @@ from jobengine.store.runs import (
     run_flags,
     run_items,
     write_log,
+    write_logs,
     write_record,
 )
 from jobengine.store.schema import Company, Job, Run, RunItem
@@ -98,8 +101,10 @@ def _ended(run_id: int) -> hooks.EndedJob | None:
     return _JOBS.pop(run_id, None)
 
 
-def _load(runtime: Runtime, session: Session, run_id: int) -> _Loaded | None:
-    row = load_run(session, run_id)  # one query, no ORM loading
+def _load(
+    runtime: Runtime, session: Session, run_id: int, *, lock_job: bool = False
+) -> _Loaded | None:
+    row = load_run(session, run_id, lock_job=lock_job)  # one query, no ORM loading
     if row is None:
         return None
     run, job, company = row
@@ -223,13 +228,12 @@ def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> 
     run_id, lease = loaded.run.id, runtime.settings.lease_seconds
     seq, key = item.seq, item.key
     with Heartbeat(runtime, lambda: extend_item_lease(run_id, seq, worker, lease), lease):
-        outcome = _process(loaded, key)
+        outcome = _process(loaded, key, finish_follows=True)
     item_rows = tuple(loaded.ctx.take_log_rows())  # the item's, written before its outcome's
     done = _Done(worker, outcome, send_finish=False, finish_here=True, rows=item_rows)
     usual = outcome is None or outcome.status == "error"
     if not usual:
-        with runtime.store.read() as session:  # a stop asked for while the item worked
-            usual = finish_reads(session, run_id)[0]
+        usual = loaded.ctx.stop_requested()  # asked for while the item worked
     if not usual and outcome is not None:
         loaded.ctx.known_done_items([dict(outcome.result)])
         try:
@@ -250,26 +254,28 @@ def _one_shot(runtime: Runtime, loaded: _Loaded, item: RunItem, worker: str) -> 
 def _end_one_shot(
     runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done, output: dict[str, Any]
 ) -> str:
-    """The one transaction of a one-shot run after its output: count the item, claim the
-    finish, end the run."""
-    (seq, key), run_id, worker = item, loaded.run.id, done.worker
-    assert done.outcome is not None
-    counts, final = _tally(done.outcome)
-    finish_rows = loaded.ctx.take_log_rows()
+    """The one transaction of a one-shot run after its output: count the item, then claim the
+    finish and end the run in one compare-and-set, then its rows in one statement."""
+    seq, run_id, worker = item[0], loaded.run.id, done.worker
+    outcome = done.outcome
+    assert outcome is not None
+    counts, final = _tally(outcome)
+    rows = [row.entry() for row in done.rows]  # the item's, then its outcome's
+    rows.append(LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args).entry())
+    finish_rows = [row.entry() for row in loaded.ctx.take_log_rows()]
     with runtime.store.write() as session:
         lock_job_of_run(session, run_id)
-        result = done.outcome.result
-        if complete_item(session, run_id, seq, worker, final=final, counts=counts, result=result):
-            for row in done.rows:
-                row.write(session, loaded.run)
-            _log_outcome(session, loaded, key, done.outcome)
-        else:
+        result = outcome.result
+        if not complete_item(
+            session, run_id, seq, worker, final=final, counts=counts, result=result
+        ):
             return "duplicate"  # our lease lapsed and another worker took the item over
-        lease = runtime.settings.lease_seconds
-        if not claim_inline_finish(session, run_id, worker, lease):
-            return "started"  # the start was taken over: its new holder finishes the run
-        if not _end(session, loaded, RunState.DONE, output, finish_rows):
-            return "duplicate"
+        ended = end_inline_run(session, loaded.run, worker, output)
+        if ended is None:  # the start was taken over: its new holder finishes the run
+            write_logs(session, loaded.run, rows)
+            return "started"
+        summary = _summary(loaded, RunState.DONE, ended)
+        write_logs(session, loaded.run, [*rows, *finish_rows, summary])
     _cleanup(loaded)
     return "done"
 
@@ -279,8 +285,7 @@ def _claim_start(
 ) -> tuple[_Loaded, Sequence[RunItem]] | str:
     """Claim the start; the run and the items an earlier start planned, or what happened."""
     with runtime.store.write() as session:
-        lock_job_of_run(session, run_id)
-        loaded = _load(runtime, session, run_id)
+        loaded = _load(runtime, session, run_id, lock_job=True)  # the job first, as everywhere
         if loaded is None:
             return "duplicate"
         if loaded.run.paused and loaded.run.state == RunState.QUEUED:
@@ -305,6 +310,8 @@ def _claim_start(
             inline = len(planned) <= runtime.settings.inline_items
             holder = worker if inline else None
             existing = _record_items(session, loaded, planned, holder, runtime.settings)
+            if inline and loaded.kind.items_are_assets:  # read now, not in a transaction each
+                loaded.ctx.read_assets(session, [p.key for p in planned])
     return loaded, existing
 
 
@@ -434,10 +441,10 @@ def _work_item(
     return _complete(runtime, loaded, (seq, key), done)
 
 
-def _process(loaded: _Loaded, key: str) -> ItemOutcome | None:
+def _process(loaded: _Loaded, key: str, *, finish_follows: bool = False) -> ItemOutcome | None:
     """What doing the item came to; None when the run was stopped while it worked."""
     try:
-        return loaded.kind.process(loaded.ctx, PlannedItem(key=key))
+        return loaded.kind.process(loaded.ctx, PlannedItem(key=key, finish_follows=finish_follows))
     except Unavailable:
         raise  # an outage is no outcome of the file: the task does the item again later
     except RunStopped:
@@ -773,24 +780,22 @@ def _end(
         return False
     for row in rows:
         row.write(session, run)
-    stopped = state == RunState.STOPPED
+    counts = (run.success_count, run.error_count, run.warning_count, run.total_items)
+    write_logs(session, run, [_summary(loaded, state, counts)])
+    return True
+
+
+def _summary(loaded: _Loaded, state: RunState, counts: tuple[int, int, int, int]) -> LogEntry:
+    """The run's last log row: how its files went."""
     summary: LogMessage = (
         "job stopped: {success} succeeded, {errors} failed, {warnings} warnings of {total} file(s)"
-        if stopped
+        if state == RunState.STOPPED
         else "job done: {success} succeeded, {errors} failed, "
         "{warnings} warnings of {total} file(s)"
     )
-    write_log(
-        session,
-        run,
-        loaded.kind.end_log,
-        summary,
-        success=run.success_count,
-        errors=run.error_count,
-        warnings=run.warning_count,
-        total=run.total_items,
-    )
-    return True
+    success, errors, warnings, total = counts
+    args = {"success": success, "errors": errors, "warnings": warnings, "total": total}
+    return LogEntry(loaded.kind.end_log, summary, args)
 
 
 def _cleanup(loaded: _Loaded) -> None:

@@ -28,7 +28,7 @@ from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement
-from jobengine.store.runs import finish_reads, write_log
+from jobengine.store.runs import LogEntry, finish_reads, stop_requested, write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
 
@@ -53,10 +53,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PlannedItem:
-    """One unit of work of a run (usually one asset)."""
+    """One unit of work of a run (usually one asset).
+
+    ``finish_follows``: the run's finish runs right after this item, in the same task, before
+    anything of the item is recorded (a run of one item, done in its start task): a worker
+    that dies in between leaves no trace of the item, so the item is done again, never
+    finished from what it left. A kind may then hand its inputs to the finish where they lie
+    instead of staging copies of them.
+    """
 
     key: str
     label: str = ""
+    finish_follows: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,11 @@ class LogRow:
             **self.args,
         )
 
+    def entry(self) -> LogEntry:
+        """The row, for :func:`~jobengine.store.runs.write_logs` with others."""
+        a = self.asset
+        return LogEntry(self.log_type, self.message_id, self.args, a.name, a.type, a.handle)
+
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -161,6 +174,11 @@ class RunContext(Generic[P]):
     # The done items' results, when the runner read them already (in the transaction that
     # claimed the finish): done_items() answers from them instead of reading again.
     _done: list[list[dict[str, Any]]] = field(default_factory=list, repr=False, compare=False)
+    # Assets the runner read in the transaction that claimed their items (to do them here):
+    # asset() answers each once from them instead of a transaction of its own.
+    _assets: dict[str, tuple[Asset, str] | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @functools.cached_property
     def job(self) -> P:
@@ -173,8 +191,8 @@ class RunContext(Generic[P]):
     def stop_requested(self) -> bool:
         """Whether the run has been stopped (stopJob, deleteJob) since it started: long
         conversions ask it while they work and end early (RunStopped)."""
-        with self.runtime.store.read() as session:
-            return bool(session.scalar(select(Run.stop_requested).where(Run.id == self.run_id)))
+        with self.runtime.store.read_now() as conn:  # one statement: no transaction
+            return stop_requested(conn, self.run_id)
 
     @property
     def staging_key(self) -> str:
@@ -183,7 +201,17 @@ class RunContext(Generic[P]):
 
     def asset(self, handle: str) -> tuple[Asset, str] | None:
         """The company's asset with this handle and its folder path, if it still exists."""
+        if handle in self._assets:
+            return self._assets.pop(handle)
         return asset_in_folder(self, handle)
+
+    def read_assets(self, session: Session, handles: Iterable[str]) -> None:
+        """The runner's: read the assets of items it claimed to do right away, in the
+        transaction that claimed them (as :meth:`asset` would a moment later)."""
+        conn = session.connection()
+        for handle in handles:
+            row = _ASSET_IN_FOLDER.first(conn, {"handle": handle, "company": self.company_id})
+            self._assets[handle] = _asset_of(row)
 
     def done_items(self) -> list[dict[str, Any]]:
         """The results of the run's items that ended ``done``, in item order."""
@@ -264,7 +292,7 @@ def find_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
 
 def unique_handles(handles: Iterable[Any]) -> list[str]:
     """The handles in order, each once."""
-    return list(dict.fromkeys(str(h) for h in handles))
+    return list(dict.fromkeys(map(str, handles)))
 
 
 _PRESET_OWNERS = select(SetPreset.id, SetPreset.company_id).where(
@@ -392,6 +420,11 @@ def asset_in_folder(ctx: RunContext[Any], handle: str) -> tuple[Asset, str] | No
     with ctx.runtime.store.read() as session:
         params = {"handle": handle, "company": ctx.company_id}
         row = _ASSET_IN_FOLDER.first(session.connection(), params)
+    return _asset_of(row)
+
+
+def _asset_of(row: tuple[Any, ...] | None) -> tuple[Asset, str] | None:
+    """An asset and its folder path from a row of ``_ASSET_IN_FOLDER``."""
     if row is None:
         return None
     asset = Asset(**dict(zip(_ASSET_KEYS, row[:-1], strict=True)))
@@ -413,6 +446,9 @@ class JobKindHandler(Generic[P]):
     # plan() reads only the request (no I/O, no catalog): the runner plans in the transaction
     # that claims the start, saving two
     plans_from_request: ClassVar[bool] = False
+    # its items' keys are asset handles, whose process() reads ctx.asset(item.key) first: a run
+    # planned and done right in its start task reads them in the transaction that claims it
+    items_are_assets: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -2,7 +2,9 @@
 
 Each asset is one item: its files (an original, a converted image, or one image per PDF page)
 go to the run's staging folder under the item's own key, cleared first, so a retried item
-replaces its own files and can never appear twice. ``fmt=convert`` applies an image's upload
+replaces its own files and can never appear twice (but for a run of one asset sent as its
+original: its ZIP is written right after the item, in the same task, from the file where it
+lies). ``fmt=convert`` applies an image's upload
 crop (:mod:`jobengine.assets.crops`) before the modifiers; ``fmt=orig`` exports the file as
 uploaded. The finishing step streams the ZIP into an atomic storage write (a temporary file renamed
 into place, or an object-store upload completed only at the end), then removes the staging folder:
@@ -62,6 +64,7 @@ class ExportKind(JobKindHandler[ExportJob]):
     begin_log = "BeginGet"
     end_log = "EndGet"
     plans_from_request = True  # the asset handles of the request, in order
+    items_are_assets = True
 
     def asset_handles(self, job: ExportJob) -> list[str]:
         return unique_handles(job.asset_handle_array)
@@ -121,13 +124,16 @@ class ExportKind(JobKindHandler[ExportJob]):
                 note: LogMessage = "converted {files}"
                 paths = [(n, f"{staged}/{n}") for n in names]
             else:
-                # One file of the item's own in the run's staging folder, named by its key's
-                # digest: a retried item replaces it (the copy is atomic), so no folder per item
-                # is made, cleared and removed. Scratch: made again if lost, so not flushed to
-                # disk first (the ZIP is).
-                copy = f"{ctx.staging_key}/{_digest(item.key)}"
-                storage.copy(asset.file_key, copy, durable=False)
-                paths = [(asset.name, copy)]
+                read_from = asset.file_key  # the ZIP is written next, here, from the file itself
+                if not item.finish_follows:
+                    # One file of the item's own in the run's staging folder, named by its key's
+                    # digest: a retried item replaces it (the copy is atomic), so no folder per
+                    # item is made, cleared and removed. Scratch: made again if lost, so not
+                    # flushed to disk first (the ZIP is). It keeps the finish's input as it was
+                    # when the item ran, whatever happens to the asset before the finish.
+                    read_from = f"{ctx.staging_key}/{_digest(item.key)}"
+                    storage.copy(asset.file_key, read_from, durable=False)
+                paths = [(asset.name, read_from)]
                 original = str(job.fmt) == "orig"
                 note = "exported {files}" if original else "exported {type} as original {files}"
         except (IpsFault, StorageError) as exc:

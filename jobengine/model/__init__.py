@@ -33,7 +33,7 @@ from jobengine.model.constants import (
     UnCompressProcess,
 )
 from jobengine.model.faults import fault_from_validation_error, validate_model
-from jobengine.model.ipsxml import parse_submit_job
+from jobengine.model.ipsxml import parse_submit_job, parse_submit_jobs
 from jobengine.model.jobs import (
     MAX_AUTO_SET_ASSETS,
     AutomatedSetGenerationJob,
@@ -84,6 +84,7 @@ from jobengine.model.request import (
     SubmitJobRequest,
     SubmitJobReturn,
     to_ips_dict,
+    to_ips_json,
 )
 from jobengine.model.upload import (
     ReprocessAssetsJob,
@@ -168,6 +169,8 @@ __all__ = [
     "VideoSmartCropAspectRatio",
     "fault_from_validation_error",
     "parse_submit_job",
+    "parse_submit_jobs",
     "to_ips_dict",
+    "to_ips_json",
     "validate_model",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "SubmitJobReturn",
     "invisible",
     "to_ips_dict",
+    "to_ips_json",
 ]
 
 SUBMIT_JOB_ROOT = "submitJobParam"
@@ -195,9 +196,14 @@ class SubmitJobRequest(IpsModel):
 
     @model_validator(mode="after")
     def _one_job_and_one_time(self) -> Self:
-        fields = type(self).model_fields
-        given = [n for n in _JOB_FIELDS if getattr(self, n) is not None]
-        names = [fields[n].alias or n for n in given]
+        # the job fields given (a job field left out is None): looked for among the few given
+        values = self.__dict__
+        given = sorted(
+            (n for n in _JOB_FIELD_SET.intersection(self.__pydantic_fields_set__)
+             if values[n] is not None),
+            key=_JOB_FIELDS.index,
+        )  # fmt: skip
+        names = [_JOB_ALIASES[n] for n in given]
         if not given:
             allowed = ", ".join(kind.element for kind in JobKind)
             raise ips_error("missing", f"a job type element is required, one of {allowed}")
@@ -218,7 +224,11 @@ class SubmitJobRequest(IpsModel):
     @property
     def kind(self) -> JobKind:
         """The job type of this request."""
-        for kind, attribute in _KIND_ATTRIBUTES:
+        values = self.__dict__
+        given = [a for a in _KIND_OF.keys() & self.__pydantic_fields_set__ if values[a] is not None]
+        if len(given) == 1:  # a validated request's one job type, among the few fields given
+            return _KIND_OF[given[0]]
+        for kind, attribute in _KIND_ATTRIBUTES:  # model_construct(): the first, as ever
             if getattr(self, attribute) is not None:
                 return kind
         raise ValueError("the request holds no job type")  # only a model_construct() can
@@ -232,7 +242,10 @@ class SubmitJobRequest(IpsModel):
 
 # Computed once: every request's validation and ``kind`` look through these (submit's hot path).
 _JOB_FIELDS = tuple(n for n in SubmitJobRequest.model_fields if n.endswith("_job"))
+_JOB_FIELD_SET = frozenset(_JOB_FIELDS)
+_JOB_ALIASES = {n: SubmitJobRequest.model_fields[n].alias or n for n in _JOB_FIELDS}
 _KIND_ATTRIBUTES = tuple((kind, kind.attribute) for kind in JobKind)
+_KIND_OF = {attribute: kind for kind, attribute in _KIND_ATTRIBUTES}
 
 
 class SubmitJobReturn(IpsModel):
@@ -244,3 +257,10 @@ class SubmitJobReturn(IpsModel):
 def to_ips_dict(model: BaseModel) -> dict[str, Any]:
     """The model as JSON-safe data under IPS names; None left out, arrays as ``{"items": []}``."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def to_ips_json(model: BaseModel) -> str:
+    """:func:`to_ips_dict` as JSON text, written by pydantic in one call (``json.loads`` of it
+    is ``to_ips_dict(model)``): a bulk submission stores each request's payload so, without
+    the dict and a ``json.dumps`` of it."""
+    return model.model_dump_json(by_alias=True, exclude_none=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -38,7 +38,7 @@ from jobengine.store.reads import (
     submitter_email,
 )
 from jobengine.store.schema import Company, Job, LogDetail, Run
-from jobengine.store.states import FINAL_ITEMS, STARTED_RUNS, ItemState, RunState
+from jobengine.store.states import FINAL_ITEMS, STARTED_RUNS, ItemState, RunState, TriggerState
 from jobengine.store.users import CompanyRef
 
 __all__ = [
@@ -211,26 +211,36 @@ def get_scheduled_jobs(
                 job_id = find_job(session, company, job_handle)[0].id
         rows = scheduled_jobs(session, company_id, job_id, original_name)
         return [
-            ScheduledJob(
-                company_handle=company.handle,
-                job_handle=job.handle,
-                name=job.name,
-                original_name=job.name,
-                type=_type_of(job),
-                submit_user_email=submitter_email(session, job),
-                locale=job.locale,
-                description=job.description,
-                exec_schedule=job.exec_schedule,
-                next_fire_time=job.next_fire_at.astimezone(zone) if job.next_fire_at else None,
-                time_zone=(job.next_fire_at.astimezone(zone).tzname() or job.time_zone)
-                if job.next_fire_at
-                else job.time_zone,
-                time_zone_id=job.time_zone,
-                trigger_state=job.trigger_state,
-                job=_echo(job),
-            )
-            for job, company in rows
+            _scheduled(session, job, company, staged_at, zone) for job, company, staged_at in rows
         ]
+
+
+def _scheduled(
+    session: Session, job: Job, company: Company, staged_at: datetime | None, zone: tzinfo
+) -> ScheduledJob:
+    """A job of getScheduledJobs. A fire staged ahead of its time is its next one until it
+    fires: the job's own next fire time and trigger have moved on already (to the fire after,
+    or Complete after the schedule's last), as they do at a fire."""
+    next_fire = staged_at or job.next_fire_at
+    trigger_state = TriggerState.NORMAL if staged_at is not None else job.trigger_state
+    return ScheduledJob(
+        company_handle=company.handle,
+        job_handle=job.handle,
+        name=job.name,
+        original_name=job.name,
+        type=_type_of(job),
+        submit_user_email=submitter_email(session, job),
+        locale=job.locale,
+        description=job.description,
+        exec_schedule=job.exec_schedule,
+        next_fire_time=next_fire.astimezone(zone) if next_fire else None,
+        time_zone=(next_fire.astimezone(zone).tzname() or job.time_zone)
+        if next_fire
+        else job.time_zone,
+        time_zone_id=job.time_zone,
+        trigger_state=trigger_state,
+        job=_echo(job),
+    )
 
 
 def _job_log(session: Session, run: Run, job: Job, company: Company) -> JobLog:

@@ -74,7 +74,7 @@ class LocalStorage:
                     yield out
                     out.flush()
                     if durable:
-                        os.fsync(out.fileno())
+                        _flush_to_disk(out.fileno())
                 if within is not None:  # a folder on the way may have been swapped for a link
                     self._landing(within, Path(tmp).parent)
                 os.replace(tmp, target)
@@ -255,3 +255,10 @@ def _regular_inside(link: Path, base: Path) -> bool:
         return real.is_relative_to(base) and stat.S_ISREG(real.stat().st_mode)
     except (OSError, RuntimeError):  # dangling, a loop, unreadable
         return False
+
+
+def _flush_to_disk(fd: int) -> None:
+    """The file's data on disk before it is renamed into place: ``fdatasync`` (the data and
+    what reading it back needs, its size among them; not its times), else ``fsync``."""
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)

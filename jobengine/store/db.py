@@ -300,6 +300,19 @@ class Store:
         with outage(), self._reader() as session, session.begin():
             yield session
 
+    @contextmanager
+    def read_now(self) -> Iterator[Connection]:
+        """A connection for a read of one statement (several see the store each as of itself):
+        on PostgreSQL in autocommit, without the BEGIN and COMMIT round trips of a
+        transaction; on SQLite a read transaction (which takes no lock)."""
+        if self.is_sqlite:
+            with outage(), self._read_engine.begin() as conn:
+                yield conn
+            return
+        with outage(), self._read_engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._read_engine.dispose()

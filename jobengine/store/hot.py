@@ -15,24 +15,97 @@ result processors as SQLAlchemy's rows would be (aware datetimes, JSON, booleans
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select
+from sqlalchemy import JSON, Connection, Table, bindparam, func, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, ColumnElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import ColumnDefault
 
-__all__ = ["CopyInsert", "HotStatement", "RowidInsert", "inserted_ids", "planned_in"]
+__all__ = [
+    "Batch",
+    "CopyInsert",
+    "HotStatement",
+    "RowidInsert",
+    "Same",
+    "inserted_ids",
+    "planned_in",
+]
 
 _Processor = Callable[[Any], Any]
 
 
+class Same(NamedTuple):
+    """A column's value in every row of a :class:`Batch` (its bind processor runs once)."""
+
+    value: Any
+
+
+class Batch:
+    """The rows of a many-row write as columns: a list of each row's value, or :class:`Same`
+    for a value every row holds (a batch's company, its time). A bulk submission builds its
+    jobs and runs so, without a dict per row to take apart again; :meth:`of_rows` makes one
+    of row dicts.
+
+    ``raw``: columns whose values are already what the column type's bind processor gives
+    the driver (a JSON column's text), which then does not run.
+    """
+
+    __slots__ = ("count", "raw", "values")
+
+    def __init__(
+        self, count: int, values: Mapping[str, Sequence[Any] | Same], raw: Iterable[str] = ()
+    ) -> None:
+        for name, column in values.items():
+            if not isinstance(column, Same) and len(column) != count:
+                raise ValueError(f"column {name!r} holds {len(column)} values for {count} rows")
+        self.count = count
+        self.values = values
+        self.raw = frozenset(raw)
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None) -> Batch:
+        """The columns of ``rows``, each of which must hold exactly ``keys`` (when given),
+        else those of the first row."""
+        names = set(keys) if keys is not None else set(rows[0]) if rows else set()
+        if any(set(row) != names for row in rows):
+            raise ValueError(f"insert values differ from the compiled {sorted(names)}")
+        return cls(len(rows), {name: [row[name] for row in rows] for name in names})
+
+    def column(self, name: str) -> list[Any]:
+        """The values of column ``name``, one a row."""
+        found = self.values[name]
+        return [found.value] * self.count if isinstance(found, Same) else list(found)
+
+    def value(self, name: str, row: int) -> Any:
+        """Column ``name``'s value in row ``row``."""
+        found = self.values[name]
+        return found.value if isinstance(found, Same) else found[row]
+
+    def rows(self, decode: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The rows as dicts of Python values, for SQLAlchemy's own execution; ``decode``: the
+        column types, by name, to give raw values back as (only JSON text can be)."""
+        values: dict[str, Sequence[Any]] = {}
+        for name, column in self.values.items():
+            listed = [column.value] * self.count if isinstance(column, Same) else column
+            if name in self.raw:
+                if not isinstance(decode.get(name), JSON):
+                    raise ValueError(f"raw values of {name!r}: only JSON text can be given back")
+                listed = [None if v is None else json.loads(v) for v in listed]
+            values[name] = listed
+        names = list(values)
+        return [dict(zip(names, row, strict=True)) for row in zip(*values.values(), strict=True)]
+
+
 class _Compiled:
-    __slots__ = ("defaults", "literals", "names", "positional", "processors", "results", "sql")
+    __slots__ = (
+        "constants", "defaults", "literals", "names", "positional", "processors", "results", "sql",
+    )  # fmt: skip
 
     def __init__(
         self, stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None, typed: bool
@@ -58,6 +131,7 @@ class _Compiled:
         # An INSERT compiled for some columns also binds the others' Python-side defaults,
         # which SQLAlchemy's execution context would fill in: do the same.
         self.defaults: dict[str, Callable[[], Any]] = {}
+        self.constants: dict[str, Any] = {}  # the defaults that are a constant, not a callable
         table = getattr(stmt, "table", None)
         if keys is not None and table is not None:
             for column in table.columns:
@@ -66,6 +140,8 @@ class _Compiled:
                     continue
                 if isinstance(default, ColumnDefault):
                     self.defaults[column.key] = _default_of(default)
+                    if not default.is_callable:
+                        self.constants[column.key] = default.arg
         # The columns' result processors (SELECT, or RETURNING), as a Result would apply them.
         self.results: list[_Processor | None] | None = None
         if typed:
@@ -91,38 +167,54 @@ class _Compiled:
             return [values[name] for name in self.names]
         return {name: values[name] for name in self.names}
 
-    def parameters_many(
-        self, rows: Sequence[Mapping[str, Any]]
-    ) -> list[tuple[Any, ...]] | list[dict[str, Any]]:
-        """:meth:`parameters` of each row, made a column at a time: a column's processor runs
-        once when every row holds the same object (a batch's ``created_at``, its company), and
-        the rows are zipped in C rather than a dict built for each."""
-        columns = self.columns(rows)
+    def parameters_many(self, batch: Batch) -> list[tuple[Any, ...]] | list[dict[str, Any]]:
+        """:meth:`parameters` of each row of ``batch``, made a column at a time (see
+        :meth:`columns`), the rows zipped in C rather than a dict built for each."""
+        columns = self.columns(batch)
         if self.positional:
-            return list(zip(*columns, strict=True)) if columns else [() for _ in rows]
+            return list(zip(*columns, strict=True)) if columns else [() for _ in range(batch.count)]
         return [dict(zip(self.names, values, strict=True)) for values in zip(*columns, strict=True)]
 
-    def columns(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-        """The processed values of each of :attr:`names`, a list of the rows' values each."""
-        n = len(rows)
+    def columns(self, batch: Batch) -> list[list[Any]]:
+        """The processed values of each of :attr:`names`, a list of the rows' values each.
+
+        A column's processor runs once for a :class:`Same` value, and once when every row
+        holds the same object; a Python-side default that is a constant is processed once
+        too, a callable one is called for each row."""
+        n = batch.count
+        given = batch.values
         columns: list[list[Any]] = []
         for name in self.names:
-            make = self.defaults.get(name)
-            if make is not None:
-                column = [make() for _ in range(n)]
-            elif name in self.literals and (not rows or name not in rows[0]):
-                column = [self.literals[name]] * n
+            found = given.get(name)
+            if found is None:
+                make = self.defaults.get(name)
+                if make is not None:
+                    constant = self.constants.get(name, _NO_CONSTANT)
+                    found = (
+                        Same(constant)
+                        if constant is not _NO_CONSTANT
+                        else [make() for _ in range(n)]
+                    )
+                elif name in self.literals:
+                    found = Same(self.literals[name])
+                else:
+                    raise ValueError(f"no values for {name!r}")
+            proc = None if name in batch.raw else self.processors.get(name)
+            if isinstance(found, Same):
+                column = [found.value if proc is None else proc(found.value)] * n
+            elif proc is None or not n:
+                column = list(found)
             else:
-                column = [row[name] for row in rows]
-            proc = self.processors.get(name)
-            if proc is not None and n:
-                first = column[0]
-                if all(v is first for v in column):
+                first = found[0]
+                if all(v is first for v in found):
                     column = [proc(first)] * n
                 else:
-                    column = [proc(v) for v in column]
+                    column = [proc(v) for v in found]
             columns.append(column)
         return columns
+
+
+_NO_CONSTANT = object()
 
 
 def _default_of(default: ColumnDefault) -> Callable[[], Any]:
@@ -219,15 +311,35 @@ class HotStatement:
         finally:
             cursor.close()
 
-    def _many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:
+    def _many(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch) -> tuple[Any, Any]:
         """The compiled statement and the driver's values of many rows, their keys checked."""
         compiled = self._compiled(conn.dialect)
-        if self._keys is not None and any(set(row) != set(self._keys) for row in rows):
-            raise ValueError(f"insert values differ from the compiled {sorted(self._keys)}")
-        return compiled, compiled.parameters_many(rows)
+        return compiled, compiled.parameters_many(self.batch(rows))
+
+    def batch(self, rows: Sequence[Mapping[str, Any]] | Batch) -> Batch:
+        """``rows`` as a :class:`Batch`, checked to hold the statement's insert keys (a batch
+        may also give columns the statement fills with their defaults)."""
+        if not isinstance(rows, Batch):
+            return Batch.of_rows(rows, self._keys)
+        if self._keys is not None:
+            given, keys = set(rows.values), set(self._keys)
+            if not keys <= given or not given - keys <= self._default_keys():
+                raise ValueError(
+                    f"insert values {sorted(given)} differ from the compiled {sorted(keys)}"
+                )
+        return rows
+
+    def _default_keys(self) -> set[str]:
+        """The columns an INSERT of :attr:`_keys` fills with their Python-side defaults."""
+        table = getattr(self._stmt, "table", None)
+        if table is None:
+            return set()
+        return {c.key for c in table.columns if isinstance(c.default, ColumnDefault)} - set(
+            self._keys or ()
+        )
 
     def returning_many(
-        self, conn: Connection, rows: Sequence[Mapping[str, Any]]
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch
     ) -> list[tuple[Any, ...]]:
         """Run the statement once per row in one pipelined ``executemany`` (psycopg 3, whose
         ``returning=True`` keeps each row's result, in order); the first result row of each."""
@@ -246,15 +358,15 @@ class HotStatement:
             raise _translated(conn, compiled.sql, values, exc) from exc
         finally:
             cursor.close()
-        if len(out) != len(rows):
-            raise RuntimeError(f"{len(rows)} rows sent, {len(out)} results")
+        if len(out) != len(values):
+            raise RuntimeError(f"{len(values)} rows sent, {len(out)} results")
         return out
 
-    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch) -> None:
         """Run a statement without rows once per row, through the driver's ``executemany``:
         on SQLite one prepared statement stepped in C for every row, on psycopg 3 one pipelined
         round trip (a run's planned items, a batch's runs)."""
-        if not rows:
+        if (rows.count if isinstance(rows, Batch) else len(rows)) == 0:
             return
         compiled, values = self._many(conn, rows)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -270,6 +382,26 @@ class HotStatement:
         """The first column of the first row, or None."""
         row = self.first(conn, params)
         return None if row is None else row[0]
+
+    def each_first(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch) -> list[Any]:
+        """Run the statement for each row, one after the other on one cursor (an ``INSERT
+        ... RETURNING`` whose rows' order the driver does not keep in an ``executemany``);
+        the first result row of each (None for none)."""
+        compiled, values = self._many(conn, rows)
+        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.dialect.loaded_dbapi
+        out: list[Any] = []
+        try:
+            for one in values:
+                try:
+                    cursor.execute(compiled.sql, one)
+                except dbapi.Error as exc:
+                    raise _translated(conn, compiled.sql, one, exc) from exc
+                row = cursor.fetchone()
+                out.append(None if row is None else compiled.row(row))
+        finally:
+            cursor.close()
+        return out
 
 
 class RowidInsert:
@@ -302,22 +434,27 @@ class RowidInsert:
         """The rows (their ``returned`` columns) inserted since :meth:`largest` was read."""
         return self._after.all(conn, {"after": largest})
 
-    def ids(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    def ids(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch) -> list[int]:
         """Insert ``rows`` (none turned away); their ids, in the order given."""
+        batch = self.statement.batch(rows)
         largest = self.largest(conn)
-        self.statement.execute_many(conn, rows)
+        self.statement.execute_many(conn, batch)
         ids = [int(row[0]) for row in self.after(conn, largest)]
-        if ids != list(range(largest + 1, largest + 1 + len(rows))):
-            raise RuntimeError(f"{len(rows)} rows inserted after id {largest}, got ids {ids[:5]}")
+        if ids != list(range(largest + 1, largest + 1 + batch.count)):
+            raise RuntimeError(f"{batch.count} rows inserted after id {largest}, got ids {ids[:5]}")
         return ids
 
 
-# As many ids of a table's serial ``id`` as asked for; the sequence is looked up once (in the
-# select list, ``pg_get_serial_sequence`` was a catalog lookup for every id: 2-3 ms a batch).
-_NEXT_IDS = (
-    "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence(%s, 'id')::regclass AS seq) s,"
-    " generate_series(1, %s)"
-)
+def _next_ids(table: str, count: int) -> str:
+    """As many ids of ``table``'s serial ``id`` as asked for, in one statement with its values
+    written in (``table`` as a string literal, ``count`` an int): it may then follow another
+    statement in one round trip. The sequence is looked up once, in a ``MATERIALIZED`` CTE:
+    in a plain subquery (or the select list) the planner folds it into each row and
+    ``pg_get_serial_sequence`` ran for every id (4-5 ms for 1,000 ids against 1)."""
+    literal = "'" + table.replace("'", "''") + "'"  # our table's quoted name, as a literal
+    sequence = f"SELECT pg_get_serial_sequence({literal}, 'id')::regclass AS seq"
+    series = f"generate_series(1, {int(count)})"
+    return f"WITH s AS MATERIALIZED ({sequence}) SELECT nextval(s.seq) FROM s, {series}"  # noqa: S608 - a literal and an int
 
 
 class CopyInsert:
@@ -338,24 +475,41 @@ class CopyInsert:
         self._table = table
         self._values = HotStatement(insert(table), insert_keys=keys)  # types and defaults
 
-    def ids(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Insert ``rows``; their ids, in the order given."""
+    def ids(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch, *,
+        savepoint: str | None = None,
+    ) -> list[int]:  # fmt: skip
+        """Insert ``rows``; their ids, in the order given.
+
+        ``savepoint``: the ``COPY`` goes under a savepoint of that name, set in the same round
+        trip as the ids are drawn; if it fails (``IntegrityError``...) the transaction is
+        rolled back to it, the rest of the transaction kept, and the error raised. It is not
+        released: the commit ends it (a round trip saved)."""
         compiled = self._values._compiled(conn.dialect)
-        if any(set(row) != set(self._values._keys or ()) for row in rows):
-            raise ValueError("insert values differ from the compiled keys")
-        columns = compiled.columns(rows)
+        batch = self._values.batch(rows)
+        columns = compiled.columns(batch)
         quote = conn.dialect.identifier_preparer
         table = quote.format_table(self._table)
         names = ", ".join(quote.quote(self._table.c[name].name) for name in compiled.names)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
         sql = f"COPY {table} (id, {names}) FROM STDIN"
+        mark = None if savepoint is None else quote.quote(savepoint)
         try:
-            cursor.execute(_NEXT_IDS, (table, len(rows)))
+            if mark is None:
+                cursor.execute(_next_ids(table, batch.count))
+            else:  # no parameters: both statements go as one query
+                cursor.execute(f"SAVEPOINT {mark}; {_next_ids(table, batch.count)}")
+                cursor.nextset()
             ids = sorted(int(row[0]) for row in cursor.fetchall())
-            with cursor.copy(sql) as copy:
-                for row in zip(ids, *columns, strict=True):
-                    copy.write_row(row)
+            try:
+                with cursor.copy(sql) as copy:
+                    for row in zip(ids, *columns, strict=True):
+                        copy.write_row(row)
+            except dbapi.Error:
+                if mark is not None:
+                    cursor.execute(f"ROLLBACK TO SAVEPOINT {mark}")
+                raise
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             raise DBAPIError.instance(sql, {}, exc, dbapi.Error) from exc
         finally:
@@ -364,7 +518,8 @@ class CopyInsert:
 
 
 def inserted_ids(
-    conn: Connection, hot: HotStatement, batched: Executable, rows: Sequence[Mapping[str, Any]],
+    conn: Connection, hot: HotStatement, batched: Executable,
+    rows: Sequence[Mapping[str, Any]] | Batch,
     *, sqlite: RowidInsert | None = None, copy: CopyInsert | None = None,
 ) -> list[int]:  # fmt: skip
     """Insert ``rows``; their ids, in the order given.
@@ -383,18 +538,23 @@ def inserted_ids(
       :class:`RowidInsert`). SQLite does not promise the order of a multi-row ``RETURNING``,
       and ``hot`` row by row on the cursor cost about 30 us a row. Without ``sqlite``, that.
     * Any other driver: ``batched`` through SQLAlchemy.
+
+    ``rows`` may be a :class:`Batch` (its raw JSON decoded again for SQLAlchemy's path).
     """
-    if not rows:
+    batch = hot.batch(rows)
+    if not batch.count:
         return []
     if conn.dialect.name == "sqlite":
         if sqlite is not None:
-            return sqlite.ids(conn, rows)
-        return [int(hot.scalar(conn, row)) for row in rows]
+            return sqlite.ids(conn, batch)
+        return [int(row[0]) for row in hot.each_first(conn, batch)]
     if conn.dialect.driver == "psycopg":
         if copy is not None:
-            return copy.ids(conn, rows)
-        return [int(row[0]) for row in hot.returning_many(conn, rows)]
-    return [int(i) for i in conn.execute(batched, list(rows)).scalars().all()]
+            return copy.ids(conn, batch)
+        return [int(row[0]) for row in hot.returning_many(conn, batch)]
+    table = getattr(batched, "table", None)
+    types = {c.key: c.type for c in table.columns} if table is not None else {}
+    return [int(i) for i in conn.execute(batched, batch.rows(types)).scalars().all()]
 
 
 def planned_in(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ARRAY, Connection, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -14,15 +14,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobengine.errors import IllegalCompany, InvalidParameter
-from jobengine.handles import company_segment, parse_job_handle, run_name, uuid4_text
-from jobengine.store.hot import CopyInsert, HotStatement, RowidInsert, planned_in
+from jobengine.handles import (
+    company_segment,
+    parse_job_handle,
+    run_name,
+    run_name_stamp,
+    uuid4_texts,
+)
+from jobengine.store.hot import Batch, CopyInsert, HotStatement, RowidInsert, Same, planned_in
 from jobengine.store.intake import new_run_values
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
 from jobengine.store.users import CompanyLike
 
 __all__ = [
+    "AddedRuns",
     "NewRun",
+    "add_runs",
     "create_run",
     "find_job",
     "find_runs",
@@ -124,9 +132,10 @@ def insert_run(
     return values
 
 
-@dataclass(frozen=True, slots=True)
-class NewRun:
-    """A queued run to insert: whose, for which fire, and when it may start."""
+class NewRun(NamedTuple):
+    """A queued run to insert: whose, for which fire, and when it may start (a named tuple: a
+    bulk submission makes one a job, and a frozen dataclass's ``__init__`` costs four times
+    as much)."""
 
     job_id: int
     company_id: int
@@ -152,7 +161,7 @@ _SQLITE_RUNS = RowidInsert(
 _RUNS_COPY = CopyInsert(RUNS, _RUN_KEYS)
 
 
-def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+def _insert_many(conn: Connection, batch: Batch) -> dict[str, int]:
     """Insert runs whose name is not taken yet, in one statement; the id of each run that went
     in, by task id (a run whose name a run of the same second holds already is left out).
 
@@ -164,16 +173,16 @@ def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]
     the statement's text is the same for any number of rows, so it is parsed once, instead of a
     multi-row ``VALUES`` whose thousands of placeholders the driver re-parses for every batch.
     """
+    task_ids = batch.column("task_id")
     if conn.dialect.driver == "psycopg":
-        try:
-            with conn.begin_nested():  # a savepoint: a COPY that fails is undone alone
-                ids = _RUNS_COPY.ids(conn, rows)
-            return {str(row["task_id"]): run_id for row, run_id in zip(rows, ids, strict=True)}
+        try:  # under a savepoint: a COPY that fails is undone alone
+            ids = _RUNS_COPY.ids(conn, batch, savepoint="jobengine_runs_copy")
+            return dict(zip(task_ids, ids, strict=True))
         except IntegrityError:  # a name taken (rare): the statement below leaves that run out
             pass
     if conn.dialect.name == "postgresql":
         arrays = [
-            bindparam(name, [row[name] for row in rows], type_=ARRAY(RUNS.c[name].type))
+            bindparam(name, batch.column(name), type_=ARRAY(RUNS.c[name].type))
             for name in _RUN_KEYS
         ]
         source = select(func.unnest(*arrays).table_valued(*_RUN_KEYS).render_derived("fires"))
@@ -186,9 +195,79 @@ def _insert_many(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]
         return {str(task): int(run_id) for run_id, task in conn.execute(stmt)}
     if conn.dialect.name == "sqlite":  # executemany, then the rows after the largest id
         largest = _SQLITE_RUNS.largest(conn)
-        _SQLITE_RUNS.statement.execute_many(conn, rows)
+        _SQLITE_RUNS.statement.execute_many(conn, batch)
         return {str(task): int(run_id) for run_id, task in _SQLITE_RUNS.after(conn, largest)}
     raise NotImplementedError(f"no run insert for {conn.dialect.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class AddedRuns:
+    """Runs inserted by :func:`add_runs`: a list of each one's values, in the order given."""
+
+    ids: list[int]
+    names: list[str]
+    task_ids: list[str]
+    etas: list[datetime | None]
+    created_at: datetime
+
+
+def add_runs(
+    conn: Connection,
+    runs: Sequence[NewRun],
+    *,
+    local_now: datetime,
+    dispatched_at: datetime | None = None,
+    state: RunState = RunState.QUEUED,
+) -> AddedRuns:
+    """:func:`insert_runs`, its runs' values given back as columns (a bulk submission sends
+    their starts without a dict per run)."""
+    stamps: dict[datetime, str] = {}  # a run name's time part, written once per time
+    attempts: dict[tuple[int, str], int] = {}
+    names: list[str] = []
+    for new in runs:
+        at = new.named_at or local_now
+        stamp = stamps.get(at)
+        if stamp is None:
+            stamp = stamps[at] = run_name_stamp(at)
+        name = new.job_name + stamp
+        key = (new.company_id, name)
+        attempt = attempts[key] = attempts.get(key, 0) + 1
+        names.append(name if attempt == 1 else f"{name}-{attempt}")
+    count = len(runs)
+    task_ids = uuid4_texts(count)
+    etas = [new.eta for new in runs]
+    created = utcnow()
+    batch = Batch(
+        count,
+        {
+            "job_id": [new.job_id for new in runs],
+            "company_id": [new.company_id for new in runs],
+            "run_name": names,
+            "fire_key": [new.fire_key for new in runs],
+            "task_id": task_ids,
+            "state": Same(state),
+            "eta": etas,
+            "dispatched_at": Same(dispatched_at),
+            "created_at": Same(created),
+            "output": Same({}),  # the column's default, written once for the batch
+        },
+    )
+    ids = _insert_many(conn, batch) if count else {}
+    out: list[int] = []
+    for n, (new, task_id) in enumerate(zip(runs, task_ids, strict=True)):
+        found = ids.get(task_id)
+        if found is not None:
+            out.append(found)
+            continue
+        # the name was taken: the next suffix after those the second holds (as insert_run)
+        named_at = new.named_at or local_now
+        name = run_name(new.job_name, named_at)
+        bounds = {"company": new.company_id, "low": name, "high": name + "\x7f"}
+        names[n] = run_name(new.job_name, named_at, int(_SAME_SECOND.scalar(conn, bounds) or 0) + 1)
+        row = {key: batch.value(key, n) for key in _RUN_KEYS}
+        row["run_name"] = names[n]
+        out.append(int(_RUN_INSERT.scalar(conn, row)))
+    return AddedRuns(out, names, task_ids, etas, created)
 
 
 def insert_runs(
@@ -209,38 +288,24 @@ def insert_runs(
     them away) take the next free suffix one by one. No statement reads the company's runs, so
     a batch costs the same however many runs the store holds.
     """
-    attempts: dict[tuple[int, str], int] = {}
-    created, rows = utcnow(), []
-    for new in runs:
-        name = run_name(new.job_name, new.named_at or local_now)
-        attempt = attempts[(new.company_id, name)] = attempts.get((new.company_id, name), 0) + 1
-        rows.append(
-            {
-                "job_id": new.job_id,
-                "company_id": new.company_id,
-                "run_name": run_name(new.job_name, new.named_at or local_now, attempt),
-                "fire_key": new.fire_key,
-                "task_id": uuid4_text(),
-                "state": state,
-                "eta": new.eta,
-                "dispatched_at": dispatched_at,
-                "created_at": created,
-            }
+    added = add_runs(conn, runs, local_now=local_now, dispatched_at=dispatched_at, state=state)
+    return [
+        {
+            "job_id": new.job_id,
+            "company_id": new.company_id,
+            "run_name": name,
+            "fire_key": new.fire_key,
+            "task_id": task_id,
+            "state": state,
+            "eta": new.eta,
+            "dispatched_at": dispatched_at,
+            "created_at": added.created_at,
+            "id": run_id,
+        }
+        for new, run_id, name, task_id in zip(
+            runs, added.ids, added.names, added.task_ids, strict=True
         )
-    ids = _insert_many(conn, rows) if rows else {}
-    for row, new in zip(rows, runs, strict=True):
-        if row["task_id"] in ids:
-            row["id"] = ids[row["task_id"]]
-            continue
-        # the name was taken: the next suffix after those the second holds (as insert_run)
-        named_at = new.named_at or local_now
-        name = run_name(new.job_name, named_at)
-        bounds = {"company": new.company_id, "low": name, "high": name + "\x7f"}
-        row["run_name"] = run_name(
-            new.job_name, named_at, int(_SAME_SECOND.scalar(conn, bounds) or 0) + 1
-        )
-        row["id"] = int(_RUN_INSERT.scalar(conn, {k: row[k] for k in _RUN_KEYS}))
-    return rows
+    ]
 
 
 def untaken_fires(conn: Connection, runs: Sequence[NewRun]) -> list[NewRun]:

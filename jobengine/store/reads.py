@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from jobengine.store.schema import Company, Job, LogDetail, Run, RunItem, User
-from jobengine.store.states import LIVE_TRIGGERS, ItemState, RunState
+from jobengine.store.states import FIRING_TRIGGERS, LIVE_TRIGGERS, ItemState, RunState
 
 __all__ = [
     "JOB_LOG_ORDER",
@@ -120,16 +120,30 @@ def scheduled_jobs(
     company_id: int | None = None,
     job_id: int | None = None,
     original_name: str | None = None,
-) -> list[tuple[Job, Company]]:
+) -> list[tuple[Job, Company, datetime | None]]:
     """Jobs not deleted whose trigger may still fire (a schedule, or a time not reached), next
-    fire first, each with its company."""
+    fire first, each with its company and the time of its earliest fire staged ahead (None
+    when none is: :mod:`jobengine.store.staging`), which is its next fire while its trigger
+    may fire it, although the job's own next fire time has moved on to the one after."""
+    staged = (
+        select(Run.job_id, func.min(Run.eta).label("eta"))
+        .where(Run.state == RunState.STAGED)
+        .group_by(Run.job_id)
+        .subquery()
+    )
+    firing = Job.trigger_state.in_(FIRING_TRIGGERS)
+    staged_at = case((firing, staged.c.eta), else_=None)
     query = (
-        select(Job, Company)
+        select(Job, Company, staged_at)
         .join(Company, Company.id == Job.company_id)
+        .outerjoin(staged, staged.c.job_id == Job.id)
         .where(
             Job.deleted_at.is_(None),
-            Job.trigger_state.in_(LIVE_TRIGGERS),
-            Job.next_fire_at.is_not(None) | Job.exec_schedule.is_not(None),
+            or_(
+                Job.trigger_state.in_(LIVE_TRIGGERS)
+                & (Job.next_fire_at.is_not(None) | Job.exec_schedule.is_not(None)),
+                firing & staged.c.eta.is_not(None),  # its last fire, staged: Complete already
+            ),
         )
     )
     if company_id is not None:
@@ -138,8 +152,13 @@ def scheduled_jobs(
         query = query.where(Job.id == job_id)
     if original_name:
         query = query.where(Job.name == original_name)
-    rows = session.execute(query.order_by(Job.next_fire_at, Job.id))
-    return [(job, company) for job, company in rows]
+    rows = session.execute(query.order_by(func.coalesce(staged_at, Job.next_fire_at), Job.id))
+    return [(job, company, _aware(at)) for job, company, at in rows]
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A time read through an expression (naive UTC on SQLite), as the columns give it."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 def item_state_counts(session: Session, run_id: int) -> dict[str, int]:

@@ -19,7 +19,7 @@ statement) was a third of a worker's time on small jobs.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, cast
@@ -70,12 +70,14 @@ from jobengine.store.states import (
 __all__ = [
     "Counted",
     "ItemClaim",
+    "LogEntry",
     "add_items",
     "claim_finish",
     "claim_inline_finish",
     "claim_item",
     "claim_start",
     "complete_item",
+    "end_inline_run",
     "end_run",
     "extend_item_lease",
     "extend_run_lease",
@@ -86,7 +88,9 @@ __all__ = [
     "lock_job_of_run",
     "run_flags",
     "run_items",
+    "stop_requested",
     "write_log",
+    "write_logs",
     "write_record",
 ]
 
@@ -114,13 +118,16 @@ def _hot(session: Session) -> Connection:
 
 
 _LOADED = (Run, Job, Company)
-_LOAD_RUN = HotStatement(
+_LOAD = (
     select(*RUNS.c, *JOBS.c, *COMPANIES.c)
     .join(JOBS, _J.id == _R.job_id)
     .join(COMPANIES, COMPANIES.c.id == _R.company_id)
-    .where(_R.id == bindparam("run")),
-    typed=True,
+    .where(_R.id == bindparam("run"))
 )
+_LOAD_RUN = HotStatement(_LOAD, typed=True)
+# The same, with the job's row locked as lock_job_of_run locks it (PostgreSQL; SQLite has no
+# FOR UPDATE and needs none): one round trip for the two.
+_LOAD_RUN_LOCKING_JOB = HotStatement(_LOAD.with_for_update(of=JOBS), typed=True)
 _GET_RUN = HotStatement(select(*RUNS.c).where(_R.id == bindparam("run")), typed=True)
 _MANAGERS = {cls: manager_of_class(cls) for cls in _LOADED}
 # Each entity's attribute names, in the order of its table's columns in the rows above.
@@ -144,10 +151,14 @@ def _attached(session: Session, cls: type[Any], keys: list[str], values: Sequenc
     return obj
 
 
-def load_run(session: Session, run_id: int) -> tuple[Run, Job, Company] | None:
+def load_run(
+    session: Session, run_id: int, *, lock_job: bool = False
+) -> tuple[Run, Job, Company] | None:
     """A run, its job and its company, in one query, as persistent objects of ``session``,
-    built from the row without the ORM's loading machinery; None if there is no such run."""
-    row = _LOAD_RUN.first(_hot(session), {"run": run_id})
+    built from the row without the ORM's loading machinery; None if there is no such run.
+    ``lock_job``: the job's row is locked too, as :func:`lock_job_of_run` would lock it."""
+    load = _LOAD_RUN_LOCKING_JOB if lock_job else _LOAD_RUN
+    row = load.first(_hot(session), {"run": run_id})
     if row is None:
         return None
     made: list[Any] = []
@@ -369,12 +380,16 @@ _DONE_RESULTS = HotStatement(
 )
 
 
+def stop_requested(conn: Connection, run_id: int) -> bool:
+    """Whether the run has been stopped (stopJob, deleteJob)."""
+    return bool(_STOP_REQUESTED.scalar(conn, {"run": run_id}))
+
+
 def finish_reads(session: Session, run_id: int) -> tuple[bool, list[dict[str, Any]]]:
     """What a finish reads, in the transaction that claims it: whether the run was stopped,
     and the results of its items that ended ``done``, in item order."""
-    conn = _hot(session)
-    stopped = bool(_STOP_REQUESTED.scalar(conn, {"run": run_id}))
-    done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(conn, {"run": run_id})]
+    stopped = stop_requested(_hot(session), run_id)
+    done = [dict(row[0] or {}) for row in _DONE_RESULTS.all(_hot(session), {"run": run_id})]
     return stopped, done
 
 
@@ -526,16 +541,18 @@ def mark_finish_sent(session: Session, run_id: int) -> bool:
     return _MARK_FINISH_SENT.execute(_hot(session), {"run": run_id, "now": utcnow()}) == 1
 
 
+# A run whose start ``worker`` holds, every item finished, its finish neither sent nor planned.
+_CLAIM_INLINE_FINISH_GUARD = (
+    _R.id == bindparam("run"),
+    _one_of(_R.state, STARTED_RUNS),
+    _R.planned.is_(False),
+    _R.claimed_by == bindparam("worker"),
+    _R.finished_items >= _R.total_items,
+    _R.finish_sent_at.is_(None),
+)
 _CLAIM_INLINE_FINISH = HotStatement(
     update(RUNS)
-    .where(
-        _R.id == bindparam("run"),
-        _one_of(_R.state, STARTED_RUNS),
-        _R.planned.is_(False),
-        _R.claimed_by == bindparam("worker"),
-        _R.finished_items >= _R.total_items,
-        _R.finish_sent_at.is_(None),
-    )
+    .where(*_CLAIM_INLINE_FINISH_GUARD)
     .values(
         planned=True,
         finish_sent_at=_at("now"),
@@ -552,6 +569,48 @@ def claim_inline_finish(session: Session, run_id: int, worker: str, lease: float
     now = utcnow()
     params = {"run": run_id, "worker": worker, "now": now, "until": now + timedelta(seconds=lease)}
     return _CLAIM_INLINE_FINISH.execute(_hot(session), params) == 1
+
+
+_END_INLINE = HotStatement(
+    update(RUNS)
+    .where(*_CLAIM_INLINE_FINISH_GUARD)
+    .values(
+        planned=True,
+        finish_sent_at=_at("now"),
+        claimed_by=bindparam("worker"),
+        lease_until=None,
+        state=RunState.DONE,
+        ended_at=_at("now"),
+        last_progress_update=_at("now"),
+        progress=100,
+        output=bindparam("output", type_=JSON()),
+    )
+    .returning(_R.success_count, _R.error_count, _R.warning_count, _R.total_items)
+)
+
+
+def end_inline_run(
+    session: Session, run: Run, worker: str, output: dict[str, Any]
+) -> tuple[int, int, int, int] | None:
+    """:func:`claim_inline_finish` and :func:`end_run` (Done, with ``output``) in one
+    compare-and-set, for a run whose items ``worker`` did in its start task and whose output
+    is written already: no lease to hold in between. Returns the run's success, error and
+    warning counts and its item total (for its summary row), or None, changing nothing, if
+    items are left or the start is no longer ``worker``'s. ``run`` is updated in memory too,
+    and a one-shot job's trigger completes, as :func:`end_run` does."""
+    now = utcnow()
+    conn = _hot(session)
+    row = _END_INLINE.first(conn, {"run": run.id, "worker": worker, "now": now, "output": output})
+    if row is None:
+        return None
+    ended = {"planned": True, "finish_sent_at": now, "claimed_by": worker, "lease_until": None,
+             "state": RunState.DONE, "ended_at": now, "last_progress_update": now,
+             "progress": 100, "output": output}  # fmt: skip
+    for name, value in ended.items():
+        set_committed_value(run, name, value)
+    _complete_trigger(session, conn, run.job_id)
+    success, errors, warnings, total = (int(v) for v in row)
+    return success, errors, warnings, total
 
 
 _CLAIM_FINISH = HotStatement(
@@ -639,12 +698,17 @@ def end_run(
         return False
     for name, value in values.items():  # what the row holds now, without reading it again
         set_committed_value(run, name, value)
-    if _TRIGGER_DONE.execute(conn, {"job": run.job_id}) == 1:
-        job = session.identity_map.get(identity_key(Job, run.job_id))
+    _complete_trigger(session, conn, run.job_id)
+    return True
+
+
+def _complete_trigger(session: Session, conn: Connection, job_id: int) -> None:
+    """A one-shot job's trigger completes with its run (a schedule's stays)."""
+    if _TRIGGER_DONE.execute(conn, {"job": job_id}) == 1:
+        job = session.identity_map.get(identity_key(Job, job_id))
         if job is not None:  # as the ORM's synchronize_session="evaluate" did
             set_committed_value(job, "trigger_state", TriggerState.COMPLETE)
             set_committed_value(job, "next_fire_at", None)
-    return True
 
 
 def extend_item_lease(run_id: int, seq: int, worker: str, lease: float) -> Any:
@@ -689,6 +753,17 @@ def write_record(session: Session, run: Run, log_type: str, value: str) -> None:
     )  # fmt: skip
 
 
+class LogEntry(NamedTuple):
+    """One JobLogDetail row to write (see :func:`write_log`)."""
+
+    log_type: str
+    message_id: LogMessage
+    args: Mapping[str, object]
+    asset_name: str | None = None
+    asset_type: str | None = None
+    asset_handle: str | None = None
+
+
 def write_log(
     session: Session,
     run: Run,
@@ -703,18 +778,25 @@ def write_log(
     """Add one JobLogDetail row to a run: ``message_id`` with its ``args`` (stringified), and
     the English text they make, e.g. ``write_log(s, run, "ReturnSuccess", "published {path}",
     path=p)``. Arguments (names, paths, exception texts) are never translated."""
-    values = message_args(args)
-    _LOG.execute(
-        _hot(session),
-        {
-            "run_id": run.id,
-            "company_id": run.company_id,
-            "log_type": log_type,
-            "message": english(message_id, values)[:4000],
-            "message_id": message_id,
-            "message_args": values,
-            "asset_name": asset_name,
-            "asset_type": asset_type,
-            "asset_handle": asset_handle,
-        },
-    )
+    entry = LogEntry(log_type, message_id, args, asset_name, asset_type, asset_handle)
+    _LOG.execute(_hot(session), _log_values(run, entry))
+
+
+def write_logs(session: Session, run: Run, entries: Sequence[LogEntry]) -> None:
+    """Add rows to a run's log, in this order, in one statement (one round trip)."""
+    _LOG.execute_many(_hot(session), [_log_values(run, entry) for entry in entries])
+
+
+def _log_values(run: Run, entry: LogEntry) -> dict[str, Any]:
+    values = message_args(entry.args)
+    return {
+        "run_id": run.id,
+        "company_id": run.company_id,
+        "log_type": entry.log_type,
+        "message": english(entry.message_id, values)[:4000],
+        "message_id": entry.message_id,
+        "message_args": values,
+        "asset_name": entry.asset_name,
+        "asset_type": entry.asset_type,
+        "asset_handle": entry.asset_handle,
+    }

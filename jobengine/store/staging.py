@@ -26,13 +26,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, select, update
 
 from jobengine.store.schema import COMPANIES, JOBS, RUNS, UTCDateTime
-from jobengine.store.states import RunState, TriggerState
+from jobengine.store.states import FIRING_TRIGGERS, RunState
 
 __all__ = ["StagedFire", "take_due"]
 
-# A staged fire runs only while its job's trigger may still fire it: Normal, or Complete (the
-# schedule's last fire time was the staged one). Paused, or None (deleted): it is dropped.
-_FIRING_TRIGGERS = (TriggerState.NORMAL, TriggerState.COMPLETE)
 
 _DUE_NOW = RUNS.c.state == RunState.STAGED, RUNS.c.eta <= bindparam("now", type_=UTCDateTime())
 
@@ -100,9 +97,9 @@ def take_due(conn: Connection, now: datetime, limit: int) -> tuple[list[StagedFi
     taken = [
         StagedFire(int(run_id), str(task), str(name), str(kind), str(job), str(company))
         for run_id, task, name, kind, job, company, trigger, deleted in rows
-        if trigger in _FIRING_TRIGGERS and deleted is None
+        if trigger in FIRING_TRIGGERS and deleted is None
     ]
-    dropped = [int(row[0]) for row in rows if row[6] not in _FIRING_TRIGGERS or row[7] is not None]
+    dropped = [int(row[0]) for row in rows if row[6] not in FIRING_TRIGGERS or row[7] is not None]
     if taken:
         conn.execute(_TAKE, {"ids": [fire.run_id for fire in taken], "now": now})
     if dropped:

@@ -22,6 +22,7 @@ __all__ = [
     "ENDED_RUNS",
     "FINAL_ITEMS",
     "FINAL_RUNS",
+    "FIRING_TRIGGERS",
     "LIVE_TRIGGERS",
     "STARTED_RUNS",
     "ItemState",
@@ -73,6 +74,9 @@ FINAL_RUNS: tuple[RunState, ...] = (
 ENDED_RUNS: tuple[RunState, ...] = (RunState.DONE, RunState.STOPPED, RunState.FAILED)
 # Items processed, one way or another (getActiveJobs' numProcessed).
 FINAL_ITEMS: tuple[ItemState, ...] = (ItemState.DONE, ItemState.FAILED, ItemState.CANCELLED)
+# Triggers under which a fire staged ahead runs at its time (Complete: the staged fire was the
+# schedule's last); a Paused or deleted job's staged fire is dropped (jobengine.store.staging).
+FIRING_TRIGGERS: tuple[TriggerState, ...] = (TriggerState.NORMAL, TriggerState.COMPLETE)
 # Triggers that may still fire (getScheduledJobs shows them; a job holding one keeps its name).
 LIVE_TRIGGERS: tuple[TriggerState, ...] = (
     TriggerState.NORMAL,

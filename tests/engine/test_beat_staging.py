@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from jobengine import delete_job, get_job_logs, pause_job, resume_job, submit_many
+from jobengine import (
+    delete_job,
+    get_job_logs,
+    get_scheduled_jobs,
+    pause_job,
+    resume_job,
+    submit_many,
+)
 from jobengine.embedded import redis_client
 from jobengine.engine import dispatch, scheduling
 from jobengine.engine.scheduling import tick
@@ -286,3 +293,38 @@ def test_fires_staged_by_a_beat_sigkilled_before_their_time_are_sent_once_by_the
     assert _states("Staged Killed") == [("Queued", f"cron:{fire_at.isoformat()}")] * 3
     sent = _queued(queue, "Staged Killed ")
     assert len(sent) == len(set(sent)) == 3
+
+
+def test_get_scheduled_jobs_shows_a_staged_fire_as_the_next_until_it_fires(
+    private_queue: Queue,
+) -> None:
+    """Staging moves a job's next fire time on (to the one after, or its trigger to Complete
+    after the schedule's last fire) before the staged fire has run: until it does,
+    getScheduledJobs still shows that fire next, with the trigger Normal."""
+    fire_at = _fire_time()
+    company, [yearly, last] = _schedules("Staged Shown", 2, fire_at)
+    with get_runtime().store.write() as session:  # no fire after fire_at: its last one
+        session.execute(
+            update(Job).where(Job.handle == last).values(exec_schedule="0 0 0 1 1 ? 2026")
+        )
+    zone = get_settings().zone
+
+    def shown() -> dict[str, tuple[datetime | None, str]]:
+        jobs = [j for j in get_scheduled_jobs(company) if j.name.startswith("Staged Shown ")]
+        return {j.job_handle: (j.next_fire_time, j.trigger_state) for j in jobs}
+
+    assert shown() == {yearly: (fire_at, "Normal"), last: (fire_at, "Normal")}
+    tick(now=fire_at - timedelta(seconds=2), ahead=5)
+    triggers = select(Job.handle, Job.trigger_state).where(Job.handle.in_([yearly, last]))
+    with get_runtime().store.read() as session:
+        moved = {handle: state for handle, state in session.execute(triggers)}
+    assert moved == {yearly: "Normal", last: "Complete"}  # staged: the triggers moved on
+    assert shown() == {yearly: (fire_at, "Normal"), last: (fire_at, "Normal")}
+    for at, _ in shown().values():  # in the server's zone, as the job's own next fire time
+        assert at is not None and at.utcoffset() == fire_at.astimezone(zone).utcoffset()
+
+    tick(now=fire_at + timedelta(milliseconds=5), ahead=5)  # fired
+    after = shown()
+    assert last not in after  # its schedule is over
+    [(next_fire, state)] = after.values()
+    assert state == "Normal" and next_fire is not None and next_fire.year == 2099

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from jobengine import get_active_jobs, pause_job, resume_job, submit, submit_many
+from jobengine.embedded import redis_url
 from jobengine.engine import dispatch
 from jobengine.settings import get_settings
 from tests.support.helpers import export_request, make_company
@@ -215,3 +217,49 @@ def test_flower_sees_every_task_sent_event_of_a_submit_many_batch(
     assert len({t["uuid"] for t in starts}) == BATCH
     for handle in handles:
         assert stack.wait(company, handle, timeout=120).state == "Done"
+
+
+def test_the_worker_publishes_its_task_events_in_batches_and_flower_sees_each(
+    stack: Any, flower: Flower
+) -> None:
+    """A worker's task events (received, started, succeeded) go out grouped (``task.multi``),
+    not one ``PUBLISH`` each: the events of a batch of small jobs come in far fewer messages
+    than there are events, and Flower still has every start task received, started and
+    succeeded, with the job's labels."""
+    client = redis.Redis.from_url(redis_url(get_settings()))
+    pubsub = client.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    while pubsub.get_message(timeout=0.2) is not None:  # the subscribe confirmation
+        pass
+    company, assets = make_company(1)
+    request = export_request(company, assets, "Flower Events")
+    handles = submit_many([{**request, "jobName": f"Flower Events {i}"} for i in range(BATCH)])
+    for handle in handles:
+        assert stack.wait(company, handle, timeout=120).state == "Done"
+
+    def succeeded() -> list[dict[str, Any]]:
+        tasks = flower.tasks("?taskname=jobengine.export.start")
+        found = [t for handle in handles for t in _ours(tasks, handle, company)]
+        done = [t for t in found if t.get("state") == "SUCCESS"]
+        return done if len(done) == BATCH else []
+
+    starts = _poll(succeeded, "Flower to see every start succeed", timeout=60)
+    for task in starts:
+        assert task["received"] and task["started"] and task["succeeded"], task
+    ours = {t["uuid"] for t in starts}
+    messages, events = 0, set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(events) < 3 * BATCH:
+        message = pubsub.get_message(timeout=0.5)
+        if message is None or message["type"] != "pmessage":
+            continue
+        body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+        batch = [e for e in (body if isinstance(body, list) else [body]) if e.get("uuid") in ours]
+        kinds = {(e["uuid"], e["type"]) for e in batch}
+        kinds &= {(u, t) for u in ours for t in ("task-received", "task-started", "task-succeeded")}
+        messages += bool(kinds)
+        events |= kinds
+    pubsub.close()
+    client.close()
+    assert len(events) == 3 * BATCH  # each start's three worker events, each seen once at least
+    assert messages <= len(events) // 3, (messages, len(events))

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jobengine import submit
 from jobengine.embedded import redis_url
-from jobengine.engine import dispatch
+from jobengine.engine import dispatch, redis_send
 from jobengine.engine.app import app, configure
 from jobengine.engine.redis_send import (
     EVENTS_PER_PUBLISH,
@@ -40,11 +40,12 @@ from jobengine.engine.redis_send import (
     TaskCall,
     Unsupported,
     kwargs_repr,
+    kwargs_texts,
 )
 from jobengine.engine.scheduling import tick
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
-from jobengine.store.hot import CopyInsert, HotStatement, RowidInsert, inserted_ids
+from jobengine.store.hot import Batch, CopyInsert, HotStatement, RowidInsert, Same, inserted_ids
 from jobengine.store.jobs import create_run
 from jobengine.store.runs import end_run, get_run, load_run, write_log, write_record
 from jobengine.store.schema import JOBS, RUNS, Company, Job, LogDetail, Run, utcnow
@@ -230,6 +231,79 @@ def test_inserted_ids_are_in_the_rows_order_and_errors_are_sqlalchemys(
         assert session.scalar(select(RUNS.c.id).where(RUNS.c.fire_key == "fresh")) is None
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["row-by-row", "batch"])
+def test_a_batch_of_columns_stores_what_its_rows_store(
+    store_only: dict[str, str], batch: bool
+) -> None:
+    """The same runs given as row dicts and as a Batch of columns (values every row shares as
+    Same, a JSON column as raw text, a default column given): the same values stored."""
+    job = _a_job("Hot Columns")
+    store = get_runtime().store
+    created = utcnow()
+    eta = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    keys = ("job_id", "company_id", "run_name", "fire_key", "task_id", "state", "eta",
+            "dispatched_at", "created_at", "output")  # fmt: skip
+    rows = [
+        {"job_id": job.id, "company_id": job.company_id, "run_name": f"rows-{i}",
+         "fire_key": f"rows-{i}", "task_id": f"r{i}", "state": "Queued",
+         "eta": eta if i % 2 else None, "dispatched_at": created, "created_at": created,
+         "output": {"k": ["v", i], "ü": None}}
+        for i in range(5)
+    ]  # fmt: skip
+    columns = Batch(
+        5,
+        {
+            "job_id": Same(job.id),
+            "company_id": [job.company_id] * 5,
+            "run_name": [f"cols-{i}" for i in range(5)],
+            "fire_key": [f"cols-{i}" for i in range(5)],
+            "task_id": [f"c{i}" for i in range(5)],
+            "state": Same("Queued"),
+            "eta": [eta if i % 2 else None for i in range(5)],
+            "dispatched_at": Same(created),
+            "created_at": Same(created),
+            "output": [json.dumps(row["output"]) for row in rows],
+        },
+        raw=("output",),
+    )
+    hot = HotStatement(insert(RUNS).returning(RUNS.c.id), insert_keys=keys)
+    batched = insert(RUNS).returning(RUNS.c.id, sort_by_parameter_order=True)
+    ways: dict[str, Any] = (
+        {"sqlite": RowidInsert(insert(RUNS), RUNS, keys), "copy": CopyInsert(RUNS, keys)}
+        if batch
+        else {}
+    )
+    with store.connect() as conn:
+        by_rows = inserted_ids(conn, hot, batched, rows, **ways)
+        by_columns = inserted_ids(conn, hot, batched, columns, **ways)
+    picked = [c for c in RUNS.c if c.key not in ("id", "run_name", "fire_key", "task_id")]
+    with store.read() as session:
+        stored = {
+            row[0]: row[1:]
+            for row in session.execute(
+                select(RUNS.c.id, *picked).where(RUNS.c.id.in_(by_rows + by_columns))
+            )
+        }
+        raw = dict(
+            session.execute(
+                select(RUNS.c.id, RUNS.c.planned).where(RUNS.c.id.in_(by_rows + by_columns))
+            ).all()
+        )
+    assert [stored[i] for i in by_rows] == [stored[i] for i in by_columns]
+    assert [raw[i] for i in by_rows] == [raw[i] for i in by_columns]
+    assert stored[by_columns[1]][picked.index(RUNS.c.output)] == {"k": ["v", 1], "ü": None}
+    # SQLAlchemy's own path gets the raw JSON back as Python values
+    types = {c.key: c.type for c in RUNS.c}
+    assert columns.rows(types)[3]["output"] == rows[3]["output"]
+    assert columns.rows(types)[3]["job_id"] == job.id
+    with pytest.raises(ValueError, match="only JSON"):
+        Batch(1, {"run_name": ["x"]}, raw=("run_name",)).rows(types)
+    with pytest.raises(ValueError, match="holds 2 values for 3 rows"):
+        Batch(3, {"run_name": ["a", "b"]})
+    with pytest.raises(ValueError, match="differ from the compiled"), store.connect() as conn:
+        inserted_ids(conn, hot, batched, Batch(1, {"job_id": [job.id]}), **ways)
+
+
 # --- RedisSender -------------------------------------------------------------------------------
 
 
@@ -371,6 +445,48 @@ def test_a_batchs_events_go_as_lists_of_at_most_events_per_publish(contract_app:
     client.close()
 
 
+def test_an_event_groups_envelope_from_its_text_is_kombus(contract_app: Any) -> None:
+    """The second publish of events with the same options renders kombu's envelope from the
+    text learned at the first: the same bytes as kombu's own but for the delivery tag."""
+    name = "jobengine.export.start"
+    sender = RedisSender(contract_app)
+    built = sender.build(
+        [TaskCall(name, str(uuid.uuid4()), {"run_id": i, "job": "47|Ünï 'q'|"}) for i in range(4)]
+    )
+    [(kw, built_by_celery), *rest] = [payload for verb, _, payload in built if verb == "event"]
+    texts = [event for _, event in rest]
+    assert isinstance(built_by_celery, dict) and all(isinstance(t, str) for t in texts)
+    channel = contract_app.connection_for_write().default_channel
+    for events in ([texts[0], texts[1]], [texts[1], texts[2]], [built_by_celery, *texts]):
+        learned = sender._event_command(channel, kw, list(events))
+        multi = dict(kw, routing_key="task.multi")
+        parts = [e if isinstance(e, str) else kombu_json.dumps(e) for e in events]
+        text = "[" + ", ".join(parts) + "]"
+        _, topic, message = sender._message(channel, None, multi, json_text=text)
+        kombus = json.dumps(message)  # kombu's transport: json of the envelope
+        assert learned[0] == topic
+        assert _TAG.sub("TAG", learned[1]) == _TAG.sub("TAG", kombus)
+        assert json.loads(base64.b64decode(json.loads(learned[1])["body"])) == json.loads(text)
+    assert [form is not None for _, form in sender._event_envelopes.values()] == [True]
+
+
+def test_commands_go_as_one_request_and_an_error_reply_is_raised(contract_app: Any) -> None:
+    """redis_send._pipelined: the replies of every command read (the next request on the
+    same pool is answered in step), an error reply raised, non-ASCII arguments as UTF-8."""
+    client = RedisSender(contract_app)._channel_and_client()[1]
+    client.set("contract-text", "not a list")
+    try:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            redis_send._pipelined(
+                client, [("LPUSH", "contract-queue", "a"), ("LPUSH", "contract-text", "x")]
+            )
+        redis_send._pipelined(client, [("LPUSH", "contract-queue", "b", "ü"), ("PING",)])
+        assert client.lrange("contract-queue", 0, -1) == [b"\xc3\xbc", b"b", b"a"]
+        assert client.get("contract-text") == b"not a list"
+    finally:
+        client.delete("contract-text", "contract-queue")
+
+
 def test_pipelined_sender_refuses_what_it_does_not_cover(contract_app: Any) -> None:
     topic = Exchange("elsewhere", type="topic")
     contract_app.conf.task_routes = {
@@ -491,6 +607,22 @@ def test_kwargs_repr_is_celerys_saferepr(
     kwargs: dict[str, Any], maxlen: int | None, maxlevels: int
 ) -> None:
     assert kwargs_repr(kwargs, maxlen, maxlevels) == saferepr(kwargs, maxlen, maxlevels=maxlevels)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    kwargs=st.dictionaries(_TEXT, _VALUE | st.lists(_VALUE, max_size=3), max_size=6)
+    | st.dictionaries(_TEXT, _TEXT | st.integers(), max_size=6),
+    maxlen=st.sampled_from([None, 0, 1, 8, 40, 200, 1024]),
+    maxlevels=st.sampled_from([-1, 0, 1, 3]),
+)
+def test_kwargs_texts_are_kombus_json_and_celerys_saferepr(
+    kwargs: dict[str, Any], maxlen: int | None, maxlevels: int
+) -> None:
+    assert kwargs_texts(kwargs, maxlen, maxlevels) == (
+        kombu_json.dumps(kwargs),
+        saferepr(kwargs, maxlen, maxlevels=maxlevels),
+    )
 
 
 def test_templates_stand_aside_where_celery_must_build_each_message(contract_app: Any) -> None:

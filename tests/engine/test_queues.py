@@ -3,6 +3,7 @@ consumes the queues it is given (by default every one)."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import redis
 
 from jobengine import get_active_jobs, submit
 from jobengine.cli.devstack import worker_command
+from jobengine.engine.app import app
 from jobengine.engine.celery_config import DEFAULT_QUEUE, task_routes, worker_queues
 from jobengine.errors import ConfigurationError
 from jobengine.settings import Settings, get_settings
@@ -89,3 +91,20 @@ def test_a_kind_on_its_own_queue_waits_for_a_worker_of_that_queue(
         worker.stop()
     assert client.llen(queue) == 0
     assert "jobengine.export.item" in worker.log.read_text()  # its items ran there too
+
+
+def test_a_worker_started_with_prefetch_reserves_that_many_messages_per_process(
+    private_queue: tuple[dict[str, str], str],
+) -> None:
+    """``jobengine worker --prefetch 3``: Celery's prefetch multiplier, so a worker of one pool
+    process reserves three messages (a worker of small jobs has its next one at hand); without
+    it, one per process."""
+    env, queue = private_queue
+    for prefetch in (3, 1):
+        worker = Worker(env, concurrency=1, queues=[queue], prefetch=prefetch)
+        try:
+            node = f"{worker.name}@{socket.gethostname()}"
+            stats = app.control.inspect([node], timeout=5).stats() or {}
+            assert stats[node]["prefetch_count"] == prefetch
+        finally:
+            worker.stop()

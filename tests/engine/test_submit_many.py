@@ -4,6 +4,7 @@ is what submitting the same requests one by one with submit() stores and sends."
 from __future__ import annotations
 
 import base64
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import select, update
 
 from jobengine import errors, submit, submit_many
 from jobengine.embedded import redis_client
+from jobengine.engine import submission
 from jobengine.kinds import base
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
@@ -172,3 +174,60 @@ def test_a_batch_looks_its_assets_up_at_once_and_faults_as_one_by_one(
             submit(export_request(company, [bad], "Bad alone"))
         assert caught.value.code == single.value.code
         assert single.value.reason in caught.value.reason
+
+
+def test_a_batch_of_dicts_is_parsed_at_once_with_the_faults_of_one_by_one(
+    private_queue: Queue,
+) -> None:
+    """A batch of plain dicts is validated as one list; a bad one still gets the fault
+    submit() gives it, named by its position (the batch is then parsed one by one)."""
+    _, queue = private_queue
+    company, assets = make_company(1)
+    good = export_request(company, assets, "Parsed")
+    wrapped = {"submitJobParam": export_request(company, assets, "Wrapped")}
+    two_kinds = {**good, "imageServingPublishJob": {"publishType": "Full"}}
+    bad_name = {**good, "jobName": "a|b"}
+    bad_email = {**good, "exportJob": {**good["exportJob"], "emailSetting": "Sometimes"}}
+    for bad in (two_kinds, bad_name, bad_email, {"jobName": "x"}):
+        with pytest.raises(errors.IpsFault) as alone:
+            submit(bad)
+        with pytest.raises(errors.IpsFault) as batch:
+            submit_many([good, wrapped, bad])
+        assert type(batch.value) is type(alone.value)
+        assert batch.value.code == alone.value.code
+        assert batch.value.reason == f"request 3 of 3: {alone.value.reason}"
+    handles = submit_many([good, wrapped])
+    assert handles == [f"{company}|Parsed|", f"{company}|Wrapped|"]
+    redis_client(get_settings()).delete(queue)
+
+
+def test_a_batch_pauses_the_collector_and_leaves_it_as_it_found_it(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cyclic collector is paused while a batch is recorded and sent, and is running
+    again afterwards, after a fault too; one the caller paused stays paused."""
+    _, queue = private_queue
+    company, assets = make_company(1)
+    seen: list[bool] = []
+    real = submission.send_runs
+
+    def spy(*args: Any, **kwargs: Any) -> int:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(submission, "send_runs", spy)
+    assert gc.isenabled()
+    submit_many([export_request(company, assets, f"Collector {n}") for n in range(2)])
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(errors.InvalidParameter):
+        submit_many([export_request(company, ["a|0|1|999999"], "Collector bad")] * 2)
+    assert gc.isenabled()
+    submit(export_request(company, assets, "Collector alone"))  # one request: not paused
+    assert seen == [False, True]
+    gc.disable()
+    try:
+        submit_many([export_request(company, assets, f"Collector off {n}") for n in range(2)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    redis_client(get_settings()).delete(queue)

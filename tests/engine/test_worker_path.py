@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from jobengine import submit
 from jobengine.engine import runner, taskkit
+from jobengine.kinds import base as kinds_base
 from jobengine.kinds import kind_for
 from jobengine.kinds.base import ItemOutcome, PlannedItem, RunContext, asset_in_folder
 from jobengine.runtime import get_runtime
@@ -206,6 +207,36 @@ def test_a_one_asset_run_ends_in_one_transaction_with_its_rows_in_order(
     types = [t for t, _ in _log(run.id)]
     assert types == ["BeginGet", "OriginalJobName", "ReturnSuccess", "EndGet"]
     assert _log(run.id)[-1][1].startswith("job done: 1 succeeded, 0 failed")
+
+
+def test_a_one_asset_run_reads_its_asset_when_claimed_and_zips_the_original_where_it_lies(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of one asset done in its start task: the asset is read in the transaction that
+    claims the run (no transaction of its own), and its ZIP is written from the stored
+    original itself: nothing staged, as its finish follows at once, in the same task."""
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Shot Original"))
+    run = _run("Path One Shot Original")
+
+    def no_read(*args: object) -> None:
+        raise AssertionError("the asset was read again, in a transaction of its own")
+
+    monkeypatch.setattr(kinds_base, "asset_in_folder", no_read)
+    assert runner.start(run.id, "starter") == "done"
+    monkeypatch.undo()
+
+    with get_runtime().store.read() as session:
+        file_key = session.scalar(select(Asset.file_key).where(Asset.handle == asset))
+        [result] = session.scalars(select(RunItem.result).where(RunItem.run_id == run.id))
+    assert [f["staged"] for f in result["files"]] == [file_key]  # the original, not a copy
+    storage = get_runtime().storage
+    assert storage.list_files(f"_staging/run-{run.id}", recursive=True) == []
+    done = _run("Path One Shot Original")
+    assert isinstance(storage, LocalStorage)
+    with zipfile.ZipFile(storage.path(str(done.output["zip"]))) as zf:
+        [member] = zf.namelist()
+        assert zf.read(member) == storage.path(str(file_key)).read_bytes()
 
 
 def test_a_one_asset_run_killed_before_its_one_commit_is_done_once_by_the_next_start(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import operator
 import sys
 import unicodedata
@@ -27,7 +28,9 @@ from jobengine.model import (
     PublishType,
     SubmitJobRequest,
     parse_submit_job,
+    parse_submit_jobs,
     to_ips_dict,
+    to_ips_json,
 )
 from jobengine.model.request import CONTROLS
 
@@ -343,6 +346,29 @@ def test_to_ips_dict_round_trips(kind: JobKind) -> None:
     assert data[kind.element] is not None and data["execTime"] == "2030-05-01T08:30:00-07:00"
     assert parse_submit_job(data) == req
     assert parse_submit_job(req) == req
+
+
+@pytest.mark.parametrize("kind", list(JobKind), ids=str)
+def test_to_ips_json_is_to_ips_dict_as_json(kind: JobKind) -> None:
+    """What a bulk submission stores as a job's payload: the same data as to_ips_dict."""
+    at = datetime(2030, 5, 1, 8, 30, 0, 250000, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    req = parse_submit_job(
+        request(kind, execTime=at.isoformat(), description="Ünïcode \"q\" 'x' \u2028 ✓")
+    )
+    text = to_ips_json(req)
+    assert json.loads(text) == to_ips_dict(req)
+    assert parse_submit_job(json.loads(text)) == req
+
+
+def test_parse_submit_jobs_is_parse_submit_job_of_each_plain_dict() -> None:
+    dicts = [request(kind, description=f"n{n}") for n, kind in enumerate(JobKind)]
+    dicts.append({"submitJobParam": request(JobKind.EXPORT)})
+    parsed = parse_submit_jobs(dicts)
+    assert parsed == [parse_submit_job(one) for one in dicts]
+    assert parsed is not None and [r.kind for r in parsed] == [*JobKind, JobKind.EXPORT]
+    assert parse_submit_jobs([*dicts, {**dicts[0], "jobName": ""}]) is None  # one invalid
+    model_in = parse_submit_job(dicts[0])
+    assert parse_submit_jobs([dicts[0], model_in]) is None  # not all dicts: one by one
 
 
 def test_to_ips_dict_uses_ips_names_items_and_omits_none() -> None:

@@ -104,11 +104,12 @@ class Worker(Service):
         concurrency: int = 2,
         name: str | None = None,
         queues: list[str] | None = None,
+        prefetch: int = 1,
     ) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
         from jobengine.cli.devstack import worker_command
 
-        argv = [*worker_command(concurrency, queues=queues), "-n", f"{self.name}@%h"]
+        argv = worker_command(concurrency, queues=queues, name=self.name, prefetch=prefetch)
         self.start(argv, Path(env["JOBENGINE_HOME"]) / f"{self.name}.log", env)
         self.wait_ready()
 
