@@ -29,6 +29,10 @@ variable                       meaning (default)
                                start task: one message a job instead of one a step (1; 0: every
                                run fans out). Raise it for many tiny multi-file jobs; a run done
                                inline uses one worker process, so heavy items fan out better
+``JOBENGINE_ITEM_CHUNK``       a fanned-out run sends at most this many of its items a message
+                               (16; 1: a message an item), fewer while that would make under 32
+                               messages: a worker child works through a chunk without waiting on
+                               the worker's main process and the broker between items
 ``JOBENGINE_IDLE_SECONDS``     a queued run, or a run's pending items, whose queue is empty and
                                that made no progress this long wait on a lost message: sent again
                                (5)
@@ -245,6 +249,7 @@ class Settings:
     outbox_grace: float = 10.0
     idle_seconds: float = 5.0
     inline_items: int = 1
+    item_chunk: int = 16
     stall_seconds: float = 600.0
     misfire_threshold: float = 60.0
     beat_interval: float = 1.0
@@ -312,6 +317,7 @@ class Settings:
             outbox_grace=_float(env, "JOBENGINE_OUTBOX_GRACE", 10.0),
             idle_seconds=_float(env, "JOBENGINE_IDLE_SECONDS", 5.0),
             inline_items=int(_grace(env, "JOBENGINE_INLINE_ITEMS", 1)),
+            item_chunk=max(1, int(_float(env, "JOBENGINE_ITEM_CHUNK", 16))),
             stall_seconds=_float(env, "JOBENGINE_STALL_SECONDS", 600.0),
             misfire_threshold=_seconds(env, "JOBENGINE_MISFIRE_THRESHOLD", 60.0),
             beat_interval=_float(env, "JOBENGINE_BEAT_INTERVAL", 1.0),

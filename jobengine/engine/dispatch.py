@@ -32,6 +32,8 @@ __all__ = [
     "PreparedStart",
     "StartMessage",
     "broker_known_down",
+    "item_chunks",
+    "item_kwargs",
     "prepare_starts",
     "producer",
     "queue_depths",
@@ -297,53 +299,94 @@ def reset_sender() -> None:
     _BREAKER.up()
 
 
-# Items per pipelined round trip: a run of 10,000 items is not one 10 MB pipeline.
+# Messages per pipelined round trip: a run of 10,000 items is not one 10 MB pipeline.
 ITEM_BATCH = 200
+# A run's items go in chunks small enough to make at least this many messages (when it has
+# that many items): enough for the children of a fleet to share them, each a few items long.
+ITEM_SPREAD = 32
+
+
+def item_chunks(items: Sequence[tuple[int, str]], most: int) -> list[list[tuple[int, str]]]:
+    """``items`` cut into the chunks their messages carry: at most ``most`` items each, fewer
+    while that leaves under :data:`ITEM_SPREAD` messages, in order."""
+    size = max(1, min(most, -(-len(items) // ITEM_SPREAD)))
+    return [list(items[n : n + size]) for n in range(0, len(items), size)]
+
+
+def item_kwargs(
+    run_id: int, chunk: Sequence[tuple[int, str]], labels: dict[str, str]
+) -> dict[str, Any]:
+    """The arguments of the message of a chunk of items: its first ``seq`` and ``item`` (the
+    asset handle, for Flower), and with more than one item, every ``seq`` in ``seqs``."""
+    seq, key = chunk[0]
+    if len(chunk) == 1:
+        return {"run_id": run_id, "seq": seq, "item": key, **labels}
+    return {"run_id": run_id, "seq": seq, "item": key, "seqs": [s for s, _ in chunk], **labels}
 
 
 def send_items(
-    slug: str, run_id: int, task_id: str, items: list[tuple[int, str]], labels: dict[str, str]
+    slug: str,
+    run_id: int,
+    task_id: str,
+    items: list[tuple[int, str]],
+    labels: dict[str, str],
+    *,
+    chunk: int | None = None,
 ) -> None:
-    """Send the items ``(seq, key)`` of a run, each a message of its own.
+    """Send the items ``(seq, key)`` of a run, ``chunk`` items a message at most (default
+    ``JOBENGINE_ITEM_CHUNK``; see :func:`item_chunks`).
+
+    A chunk's message is ``jobengine.<slug>.item`` with the ``seqs`` it carries (a chunk of one
+    is a message as it always was), task id ``<run task id>-<first seq>``; the task does them
+    in order, each behind its own run-once guard, so that a worker child works through a
+    chunk without waiting, item after item, for the worker's main process to fetch, hand over,
+    acknowledge and report a message of its own (with one child per core that wait was about
+    half of a small item's time).
 
     On plain Redis they go as :func:`send_starts` sends start messages: pipelined, with their
-    ``task-sent`` events, :data:`ITEM_BATCH` a round trip, so that the first items reach a
-    second worker child at once and the run's items are not sent one round trip (two, with
-    the event) at a time. Elsewhere, and if that fails, as one Celery group with the retry
-    policy (items already sent are then sent again; the item's run-once guard makes the copy a
-    no-op). The members join in ``jobengine.<slug>.finish`` through the run's counter in the
-    store, not through a chord: a redelivered member would be counted twice by a chord.
+    ``task-sent`` events, :data:`ITEM_BATCH` messages a round trip, so that the first items
+    reach a second worker child at once. Elsewhere, and if that fails, as one Celery group with
+    the retry policy (messages already sent are then sent again; the items' run-once guards
+    make the copies no-ops). The items join in ``jobengine.<slug>.finish`` through the run's
+    counter in the store, not through a chord: a redelivered member would be counted twice by
+    a chord.
     """
     if not items:
         return
     name = f"jobengine.{slug}.item"
     _BREAKER.check()
+    chunks = item_chunks(items, chunk or get_settings().item_chunk)
     calls = [
-        TaskCall(name, f"{task_id}-{seq}", {"run_id": run_id, "seq": seq, "item": key, **labels})
-        for seq, key in items
+        TaskCall(name, f"{task_id}-{part[0][0]}", item_kwargs(run_id, part, labels))
+        for part in chunks
     ]
     if _send_pipelined(calls, ITEM_BATCH):
         return
-    _send_group(name, run_id, task_id, items, labels)
+    _send_group(name, run_id, task_id, chunks, labels)
 
 
 def _send_group(
-    name: str, run_id: int, task_id: str, items: list[tuple[int, str]], labels: dict[str, str]
+    name: str,
+    run_id: int,
+    task_id: str,
+    chunks: list[list[tuple[int, str]]],
+    labels: dict[str, str],
 ) -> None:
-    """The items as one Celery group (one producer connection), retrying."""
+    """The chunks of items as one Celery group (one producer connection), retrying."""
     from celery import group
 
     from jobengine.engine.app import app
 
     members = [
-        app.signature(name, kwargs={"run_id": run_id, "seq": seq, "item": key, **labels},
-                      task_id=f"{task_id}-{seq}", ignore_result=True)
-        for seq, key in items
+        app.signature(name, kwargs=item_kwargs(run_id, part, labels),
+                      task_id=f"{task_id}-{part[0][0]}", ignore_result=True)
+        for part in chunks
     ]  # fmt: skip
     try:
         group(members).apply_async(retry=True, retry_policy=_RETRY)
     except Exception as exc:  # kombu/redis/amqp raise many types for one condition
-        logger.warning("could not send %d items of run %s: %s", len(items), run_id, exc)
+        count = sum(len(part) for part in chunks)
+        logger.warning("could not send %d items of run %s: %s", count, run_id, exc)
         _BREAKER.down(exc)
         raise BrokerUnavailable(f"the message broker is unavailable: {exc}") from exc
     _BREAKER.up()

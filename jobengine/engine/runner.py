@@ -23,7 +23,9 @@ safe to run again after a worker dies in the middle of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -41,6 +43,7 @@ from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.runs import (
+    Counted,
     Counts,
     LogEntry,
     add_items,
@@ -60,6 +63,7 @@ from jobengine.store.runs import (
     load_run,
     lock_job_of_run,
     mark_finish_sent,
+    run_flags,
     run_items,
     write_log,
     write_logs,
@@ -68,7 +72,7 @@ from jobengine.store.runs import (
 from jobengine.store.schema import Company, Job, Run, RunItem
 from jobengine.store.states import FINAL_RUNS, ItemState, RunState
 
-__all__ = ["ItemStep", "finish", "labels", "run_item", "start"]
+__all__ = ["ChunkStep", "ItemStep", "finish", "labels", "run_chunk", "run_item", "start"]
 
 logger = logging.getLogger(__name__)
 
@@ -475,39 +479,204 @@ def _tally(outcome: ItemOutcome | None) -> tuple[Counts, ItemState]:
 
 
 def _complete(runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done) -> ItemStep:
-    seq, key = item
-    outcome, worker = done.outcome, done.worker
-    counts, final = _tally(outcome)
-    result_data = outcome.result if outcome is not None else None
     with runtime.store.write() as session:
         # The job row first, as everywhere: updating the run row twice in one transaction makes
         # PostgreSQL re-check the run's foreign key to its job (FOR KEY SHARE), which would wait
         # on a control operation holding the job while it waits on this run: a deadlock.
         lock_job_of_run(session, loaded.run.id)
-        result = complete_item(
-            session, loaded.run.id, seq, worker, final=final, counts=counts, result=result_data
-        )
-        if result is None:  # our lease lapsed and another worker took the item over
-            loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
-            return ItemStep("duplicate")
-        for row in done.rows:
-            row.write(session, loaded.run)
-        _write_rows(session, loaded)
-        _log_outcome(session, loaded, key, outcome)
-        last = result[0] >= result[1]
-        lease = runtime.settings.lease_seconds
-        inline = done.finish_here and last
-        claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
-        reads = finish_reads(session, loaded.run.id) if claimed else None
-        send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
+        step, send, _ = _count_done(session, loaded, item, done)
     if send:
         _send_finish(loaded)
-    finished, total = result
+    return step
+
+
+def _count_done(
+    session: Session, loaded: _Loaded, item: tuple[int, str], done: _Done
+) -> tuple[ItemStep, bool, Counted | None]:
+    """Count a worked item in ``session``'s transaction (its job row locked first): its final
+    state, the run's counters, its log rows, and, for the last item, the finish's claim or
+    its sending; the item's step, whether the caller sends the finish after the commit, and
+    the run's counts and flags as counting it found them (None: not ours to count)."""
+    seq, key = item
+    outcome, worker = done.outcome, done.worker
+    counts, final = _tally(outcome)
+    result_data = outcome.result if outcome is not None else None
+    result = complete_item(
+        session, loaded.run.id, seq, worker, final=final, counts=counts, result=result_data
+    )
+    if result is None:  # our lease lapsed and another worker took the item over
+        loaded.ctx.take_log_rows()  # its work is the new holder's, rows included
+        return ItemStep("duplicate"), False, None
+    for row in done.rows:
+        row.write(session, loaded.run)
+    _write_rows(session, loaded)
+    _log_outcome(session, loaded, key, outcome)
+    last = result.finished >= result.total
+    lease = loaded.ctx.runtime.settings.lease_seconds
+    inline = done.finish_here and last
+    claimed = inline and claim_inline_finish(session, loaded.run.id, worker, lease)
+    reads = finish_reads(session, loaded.run.id) if claimed else None
+    send = done.send_finish and last and mark_finish_sent(session, loaded.run.id)
+    finished, total = result.finished, result.total
     progress = finished * 100 // max(total, 1)
     status: Literal["done", "cancelled"] = "cancelled" if outcome is None else "done"
-    return ItemStep(
+    step = ItemStep(
         status, None, progress, finished, total, finish_claimed=claimed, finish_reads=reads
     )
+    return step, send, result
+
+
+@dataclass(frozen=True)
+class ChunkStep:
+    """What a task doing a chunk of a run's items did: the last item's status, the items
+    another delivery holds (with when their leases lapse), and the items not begun because
+    the chunk ran out of time."""
+
+    status: Literal["done", "duplicate", "cancelled", "paused"]
+    busy: tuple[tuple[int, datetime], ...] = ()
+    left: tuple[int, ...] = ()
+
+
+def run_chunk(
+    run_id: int,
+    seqs: Sequence[int],
+    worker: str,
+    *,
+    on_item: Callable[[ItemStep], None],
+    until: float = math.inf,
+) -> ChunkStep:
+    """Do the items ``seqs`` of a fanned-out run, in order, each once (a chunk of its items
+    sent as one message); ``on_item`` is told each item's step after its commit.
+
+    The same guards as :func:`run_item`, with one write transaction an item instead of two:
+    the run is loaded once, and an item is counted in the transaction that claims the next
+    one (a stop or pause asked for meanwhile is read there, as :func:`run_item` reads it).
+    Killed or interrupted after an item's work and before that commit, the item is done again
+    (its claim is its worker's, and lapses), as it would be killed before its own commit.
+    Items another delivery holds are skipped and returned (``busy``); past ``until``
+    (monotonic) the items not begun are returned (``left``) for a message of their own; when
+    the run is paused, the items left stay pending (resumeJob sends them)."""
+    runtime = get_runtime()
+    lease = runtime.settings.lease_seconds
+    loaded: _Loaded | None = None
+    held: tuple[tuple[int, str], _Done] | None = None  # worked, counted with the next claim
+    busy: list[tuple[int, datetime]] = []
+    status: Literal["done", "duplicate", "cancelled", "paused"] = "duplicate"
+    left: tuple[int, ...] = ()
+    for n in range(len(seqs) + 1):
+        seq = seqs[n] if n < len(seqs) else None
+        if seq is not None and n and time.monotonic() > until:
+            seq, left = None, tuple(seqs[n:])
+        with runtime.store.write() as session:
+            if loaded is None:
+                loaded = _load(runtime, session, run_id)
+                if loaded is None:
+                    return ChunkStep("duplicate")
+            fresh = n == 0  # the run was loaded in this transaction
+            counted, claim = _count_and_claim(session, loaded, held, seq, worker, fresh=fresh)
+        held = None
+        cancelled = None if claim is None else claim.cancelled
+        status = _counted(loaded, [c for c in (counted, cancelled) if c], on_item) or status
+        if claim is None or seq is None:
+            break
+        if claim.status == "paused":
+            return ChunkStep("paused", tuple(busy))
+        if claim.status == "busy" and claim.busy_until is not None:
+            busy.append((seq, claim.busy_until))
+        elif claim.status == "owned" and claim.key is not None:
+            item = (seq, claim.key)
+            with Heartbeat(runtime, _item_lease(run_id, seq, worker, lease), lease):
+                outcome = _process(loaded, claim.key)
+            held = (item, _Done(worker, outcome))
+    return ChunkStep(status, tuple(busy), left)
+
+
+def _counted(
+    loaded: _Loaded, counted: list[tuple[ItemStep, bool]], on_item: Callable[[ItemStep], None]
+) -> Literal["done", "cancelled"] | None:
+    """After the commit that counted items: their finish sent if it falls to us, each told to
+    ``on_item``; the last one's status (None when none was counted)."""
+    status: Literal["done", "cancelled"] | None = None
+    for step, send in counted:
+        if send:
+            _send_finish(loaded)
+        if step.status in ("done", "cancelled"):
+            status = "done" if step.status == "done" else "cancelled"
+            on_item(step)
+    return status
+
+
+def _item_lease(run_id: int, seq: int, worker: str, lease: float) -> Callable[[], Any]:
+    """What a heartbeat runs to keep ``worker``'s claim of an item."""
+    return lambda: extend_item_lease(run_id, seq, worker, lease)
+
+
+@dataclass(frozen=True)
+class _Next:
+    """The claim of a chunk's next item: owned (its key), busy elsewhere (until when), done
+    already (duplicate), paused, or cancelled by a stop (its step, and whether the caller
+    sends the finish)."""
+
+    status: Literal["owned", "busy", "duplicate", "paused", "cancelled"]
+    key: str | None = None
+    busy_until: datetime | None = None
+    cancelled: tuple[ItemStep, bool] | None = None
+
+
+def _count_and_claim(
+    session: Session,
+    loaded: _Loaded,
+    held: tuple[tuple[int, str], _Done] | None,
+    seq: int | None,
+    worker: str,
+    *,
+    fresh: bool,
+) -> tuple[tuple[ItemStep, bool] | None, _Next | None]:
+    """The one transaction between two items of a chunk: count the item ``held`` (worked),
+    claim item ``seq``. The run's flags come from the count (or from the run itself when it
+    was loaded in this transaction, ``fresh``), else they are read."""
+    counted, flags = None, None
+    if fresh:
+        flags = (loaded.run.stop_requested, loaded.run.paused)
+    if held is not None:
+        lock_job_of_run(session, loaded.run.id)  # before the run's rows: see _complete
+        step, send, after = _count_done(session, loaded, *held)
+        counted = (step, send)
+        if after is not None:  # the flags as the count found them
+            flags = (after.stop_requested, after.paused)
+    if seq is None:
+        return counted, None
+    lease = loaded.ctx.runtime.settings.lease_seconds
+    return counted, _claim_next(session, loaded, seq, worker, lease, flags=flags)
+
+
+def _claim_next(
+    session: Session,
+    loaded: _Loaded,
+    seq: int,
+    worker: str,
+    lease: float,
+    *,
+    flags: tuple[bool, bool] | None,
+) -> _Next:
+    """Claim item ``seq`` in ``session``'s transaction as :func:`run_item` does, given the
+    run's stop and pause ``flags`` as this transaction found them (read here when None)."""
+    run_id = loaded.run.id
+    flags = flags or run_flags(session, run_id)
+    if flags is None:
+        return _Next("duplicate")
+    stop_requested, paused = flags
+    if stop_requested:
+        lock_job_of_run(session, run_id)  # before the run's rows: see _complete
+        return _Next("cancelled", cancelled=_cancel(session, loaded, seq))
+    if paused:
+        return _Next("paused")
+    claim = claim_item(session, run_id, seq, worker, lease)
+    if claim.status == "busy":
+        return _Next("busy", busy_until=claim.busy_until)
+    if claim.status != "owned" or claim.item is None:
+        return _Next("duplicate")
+    return _Next("owned", key=claim.item.key)
 
 
 def _log_outcome(session: Session, loaded: _Loaded, key: str, outcome: ItemOutcome | None) -> None:

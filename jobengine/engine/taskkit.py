@@ -116,6 +116,53 @@ def _send_progress(task: Task, step: runner.ItemStep, labels: dict[str, Any]) ->
     task.send_event("task-progress", **meta)
 
 
+def _items(task: Task, run_id: int, seqs: list[int], labels: dict[str, Any]) -> str:
+    """Do the items ``seqs`` of a run: one item (:func:`runner.run_item`), or a chunk of a
+    fan-out (:func:`runner.run_chunk`: in order, each behind its own run-once guard, and
+    ``paused`` when the run was paused: the items left are pending, resumeJob sends them).
+
+    Items another delivery holds (``busy``) are left for later: the task is retried with just
+    those once the earliest of their leases lapses (taken over then if their worker died). A
+    chunk still going after a quarter of the hard time limit hands the items it has not begun
+    back the same way, at once, so that a long chunk is never killed by the limit."""
+    worker = worker_id(task)
+    left: tuple[int, ...] = ()
+    if len(seqs) == 1:
+        step = through_outages(task, lambda: runner.run_item(run_id, seqs[0], worker))
+        busy = [(seqs[0], step.retry_at)] if step.status == "busy" and step.retry_at else []
+        if step.status in ("done", "cancelled"):
+            _report(task, step, labels)
+        status = step.status
+    else:
+        until = time.monotonic() + outage_patience(task) / 2
+        chunk = through_outages(
+            task,
+            lambda: runner.run_chunk(
+                run_id, seqs, worker, on_item=lambda s: _report(task, s, labels), until=until
+            ),
+        )
+        busy, status, left = list(chunk.busy), chunk.status, chunk.left
+    if left:
+        raise task.retry(kwargs=_chunk_kwargs(task, [s for s, _ in busy] + list(left)), countdown=0)
+    if busy:
+        # Another delivery holds them; if its worker died, take over when the lease lapses.
+        wait = (min(at for _, at in busy) - datetime.now(UTC)).total_seconds()
+        held = [s for s, _ in busy]
+        raise task.retry(kwargs=_chunk_kwargs(task, held), countdown=max(1.0, wait + 0.5))
+    return status
+
+
+def _chunk_kwargs(task: Task, seqs: list[int]) -> dict[str, Any]:
+    """The task's arguments for a message of just the items ``seqs`` (of its chunk)."""
+    kwargs = {k: v for k, v in (task.request.kwargs or {}).items() if k != "seqs"}
+    if kwargs.get("seq") != seqs[0]:
+        kwargs.pop("item", None)  # the first item's asset handle: not known for another
+    kwargs["seq"] = seqs[0]
+    if len(seqs) > 1:
+        kwargs["seqs"] = seqs
+    return kwargs
+
+
 def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
     """Register and return the start, item and finish tasks of one job kind."""
 
@@ -126,16 +173,11 @@ def define_tasks(app: Celery, slug: str) -> tuple[Task, Task, Task]:
             return through_outages(self, lambda: runner.start(run_id, worker_id(self)))
 
     @app.task(name=f"jobengine.{slug}.item", **_OPTIONS)  # type: ignore[untyped-decorator]
-    def item(self: Task, run_id: int, seq: int, **labels: Any) -> str:
+    def item(
+        self: Task, run_id: int, seq: int, seqs: list[int] | None = None, **labels: Any
+    ) -> str:
         with job_context(labels):
-            step = through_outages(self, lambda: runner.run_item(run_id, seq, worker_id(self)))
-        if step.status == "busy" and step.retry_at is not None:
-            # Another delivery holds the item; if its worker died, take over when the lease lapses.
-            wait = (step.retry_at - datetime.now(UTC)).total_seconds()
-            raise self.retry(countdown=max(1.0, wait + 0.5))
-        if step.status in ("done", "cancelled"):
-            _report(self, step, labels)
-        return step.status
+            return _items(self, run_id, list(seqs) if seqs else [seq], labels)
 
     @app.task(name=f"jobengine.{slug}.finish", **_OPTIONS)  # type: ignore[untyped-decorator]
     def finish(self: Task, run_id: int, **labels: Any) -> str:

@@ -52,10 +52,12 @@ def convert_file(
     *,
     token: str = "",
     progress: Callable[[Path], None] | None = None,
+    durable: bool = True,
 ) -> list[Path]:
     """Convert ``src`` into ``dst_dir`` as ``output_name(base_name, req)`` (PDF sources give
     ``name-<page>.ext`` per page); returns the written paths. ``progress`` is called after each
-    file; on failure nothing this call wrote is left behind."""
+    file; on failure nothing this call wrote is left behind. ``durable=False``: the files are
+    not flushed to disk before they are renamed into place (scratch made again if lost)."""
     limits = limits or Limits()
     require_encoder(req)
     if not dst_dir.is_dir():
@@ -67,7 +69,7 @@ def convert_file(
     if sniffed.kind == "jpeg" and not jpeg_is_complete(src):
         raise ConversionFailed("the JPEG file is truncated or corrupt (no end-of-image marker)")
     name = output_name(base_name, req)
-    out = OutputFiles(dst_dir, token, progress)
+    out = OutputFiles(dst_dir, token, progress, durable=durable)
     try:
         with _magick_errors(), warnings.catch_warnings():
             warnings.simplefilter("error", CorruptImageWarning)

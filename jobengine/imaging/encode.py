@@ -159,11 +159,17 @@ class OutputFiles:
     """Atomic writes into ``dst_dir``: temp files are ``.jobengine-<token>-<n>.part``."""
 
     def __init__(
-        self, dst_dir: Path, token: str = "", progress: Callable[[Path], None] | None = None
+        self,
+        dst_dir: Path,
+        token: str = "",
+        progress: Callable[[Path], None] | None = None,
+        *,
+        durable: bool = True,
     ) -> None:
         self.dst_dir = dst_dir
         self.token = token or secrets.token_hex(8)
         self.progress = progress
+        self.durable = durable  # flushed to disk before it is renamed into place
         self.paths: list[Path] = []
 
     def write(self, img: Image, req: ImageRequest, name: str) -> Path:
@@ -176,8 +182,9 @@ class OutputFiles:
         final = self.dst_dir / name
         try:
             encode(tmp)
-            with tmp.open("rb") as f:
-                os.fsync(f.fileno())
+            if self.durable:
+                with tmp.open("rb") as f:
+                    os.fsync(f.fileno())
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)

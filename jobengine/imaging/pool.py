@@ -318,13 +318,17 @@ class ConversionPool:
         *,
         timeout: float | None = None,
         cancelled: Callable[[], bool] | None = None,
+        durable: bool = True,
     ) -> list[Path]:
         """Convert ``src`` into ``dst_dir`` (see ``convert_file``); returns the written paths.
+        ``durable=False`` for scratch files (made again if lost): not flushed to disk first.
 
         Raises ConversionFailed / ConversionTimeout / InvalidParameter family faults, or
         RunStopped when ``cancelled()`` says yes meanwhile; the pool stays usable after any of
         them."""
-        query = {"query": format_query(req)}
+        query: dict[str, Any] = {"query": format_query(req)}
+        if not durable:
+            query["durable"] = False
         return self._run(
             "convert", src, dst_dir, base_name, query, timeout=timeout, cancelled=cancelled
         )
@@ -541,10 +545,13 @@ def convert(
     *,
     timeout: float | None = None,
     cancelled: Callable[[], bool] | None = None,
+    durable: bool = True,
 ) -> list[Path]:
     """``default_pool().convert(...)``."""
     pool = default_pool()
-    return pool.convert(src, dst_dir, req, base_name, timeout=timeout, cancelled=cancelled)
+    return pool.convert(
+        src, dst_dir, req, base_name, timeout=timeout, cancelled=cancelled, durable=durable
+    )
 
 
 def pyramid(

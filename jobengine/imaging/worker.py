@@ -102,8 +102,16 @@ class _Server:
             op = msg.get("op", "convert")
             if op == "convert":
                 req = parse_modifiers(msg["query"])
+                scratch = {"durable": False} if msg.get("durable") is False else {}
                 paths = self.engine(
-                    src, dst_dir, req, base_name, self.limits, token=msg["token"], progress=progress
+                    src,
+                    dst_dir,
+                    req,
+                    base_name,
+                    self.limits,
+                    token=msg["token"],
+                    progress=progress,
+                    **scratch,
                 )
             else:
                 paths = _load(OPERATIONS[op])(

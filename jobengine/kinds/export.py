@@ -160,7 +160,11 @@ class ExportKind(JobKindHandler[ExportJob]):
             request = _image_request(company_presets(session, ctx.company_id), job)
         if asset.type == "Image":  # its upload crop first (jobengine/assets/crops.py)
             request = with_crop(request, parse_crop(asset.crop))
-        made = imaging.convert(source, out_dir, request, asset.name, cancelled=ctx.stop_requested)
+        # Scratch, as an original's staged copy is: made again if lost, not flushed to disk
+        # (the ZIP is); a flush an item was waiting on the disk shared with everything else.
+        made = imaging.convert(
+            source, out_dir, request, asset.name, cancelled=ctx.stop_requested, durable=False
+        )
         return [p.name for p in made]
 
     def finish(self, ctx: RunContext[ExportJob], stopped: bool) -> Finished:

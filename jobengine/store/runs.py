@@ -68,6 +68,7 @@ from jobengine.store.states import (
 )
 
 __all__ = [
+    "Counted",
     "ItemClaim",
     "LogEntry",
     "add_items",
@@ -85,6 +86,7 @@ __all__ = [
     "load_run",
     "lock_job",
     "lock_job_of_run",
+    "run_flags",
     "run_items",
     "stop_requested",
     "write_log",
@@ -251,6 +253,9 @@ class ItemClaim:
     busy_until: datetime | None = None
 
 
+_ITEM_COLUMNS = ("id", "run_id", "seq", "key", "state", "attempts", "claimed_by", "lease_until",
+                 "result")  # fmt: skip
+# The item comes back as the claim left it (RETURNING): no second read for the usual answer.
 _CLAIM_ITEM = HotStatement(
     update(RUN_ITEMS)
     .where(
@@ -270,9 +275,9 @@ _CLAIM_ITEM = HotStatement(
         lease_until=_at("until"),
         attempts=_I.attempts + 1,
     )
+    .returning(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS)),
+    typed=True,
 )
-_ITEM_COLUMNS = ("id", "run_id", "seq", "key", "state", "attempts", "claimed_by", "lease_until",
-                 "result")  # fmt: skip
 _ITEM = HotStatement(
     select(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS)).where(
         _I.run_id == bindparam("run"), _I.seq == bindparam("seq")
@@ -289,13 +294,13 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
     conn = _hot(session)
     params = {"run": run_id, "seq": seq, "worker": worker, "now": now,
               "until": now + timedelta(seconds=lease)}  # fmt: skip
-    moved = _CLAIM_ITEM.execute(conn, params)
+    claimed = _CLAIM_ITEM.first(conn, params)
+    if claimed is not None:
+        return ItemClaim("owned", RunItem(**dict(zip(_ITEM_COLUMNS, claimed, strict=True))))
     row = _ITEM.first(conn, {"run": run_id, "seq": seq})
     if row is None:
         return ItemClaim("missing")
     item = RunItem(**dict(zip(_ITEM_COLUMNS, row, strict=True)))
-    if moved == 1:
-        return ItemClaim("owned", item)
     if item.state == ItemState.RUNNING:
         return ItemClaim("busy", item, item.lease_until)
     return ItemClaim("finished", item)
@@ -350,6 +355,18 @@ def add_items(
     _ADD_ITEM.execute_many(conn, rows)
     _PLANNED.execute(conn, {"run": run_id, "total": len(rows), "message": message})
     return [RunItem(**row, result={}) for row in rows]
+
+
+_RUN_FLAGS = HotStatement(
+    select(_R.stop_requested, _R.paused).where(_R.id == bindparam("run")), typed=True
+)
+
+
+def run_flags(session: Session, run_id: int) -> tuple[bool, bool] | None:
+    """A run's control flags as the store holds them now: ``(stop_requested, paused)``; None
+    if there is no such run."""
+    row = _RUN_FLAGS.first(_hot(session), {"run": run_id})
+    return None if row is None else (bool(row[0]), bool(row[1]))
 
 
 _STOP_REQUESTED = HotStatement(
@@ -431,11 +448,11 @@ def complete_item(
     final: ItemState,
     counts: Counts,
     result: dict[str, Any] | None = None,
-) -> tuple[int, int] | None:
+) -> Counted | None:
     """Move a claimed item to its final state and count it; None if it was not ours to finish.
 
-    Returns ``(finished_items, total_items)`` after counting, so the caller that finishes the
-    last item sends the finishing task.
+    Returns the run's finished and total items after counting (so the caller that finishes
+    the last item sends the finishing task) and its stop and pause flags.
     """
     params: dict[str, Any] = {"run": run_id, "seq": seq, "final": final, "result": result or {}}
     if worker is None:
@@ -470,14 +487,27 @@ _COUNT_FINISHED = HotStatement(
         + " file(s) processed",
         last_progress_update=_at("now"),
     )
-    .returning(_R.finished_items, _R.total_items)  # what the caller reads next: no SELECT
+    .returning(_R.finished_items, _R.total_items, _R.stop_requested, _R.paused),
+    typed=True,
 )
 
 
-def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, int]:
-    """Add one finished item and its counters to the run; returns (finished, total)."""
+class Counted(NamedTuple):
+    """A run's items finished and in all after one more was counted, and its control flags
+    as the same statement found them."""
+
+    finished: int
+    total: int
+    stop_requested: bool
+    paused: bool
+
+
+def count_finished(session: Session, run_id: int, counts: Counts) -> Counted:
+    """Add one finished item and its counters to the run, in one statement that returns the
+    counts and the run's flags after it."""
+    conn = _hot(session)
     row = _COUNT_FINISHED.first(
-        _hot(session),
+        conn,
         {
             "run": run_id,
             "success": counts.success,
@@ -491,7 +521,7 @@ def count_finished(session: Session, run_id: int, counts: Counts) -> tuple[int, 
     )
     if row is None:
         raise LookupError(f"run {run_id} is gone")  # the ORM's .one() raised here too
-    return int(row[0]), int(row[1])
+    return Counted(int(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
 
 
 _MARK_FINISH_SENT = HotStatement(

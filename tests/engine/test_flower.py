@@ -23,6 +23,7 @@ import redis
 
 from jobengine import get_active_jobs, pause_job, resume_job, submit, submit_many
 from jobengine.embedded import redis_url
+from jobengine.engine import dispatch
 from jobengine.settings import get_settings
 from tests.support.helpers import export_request, make_company
 from tests.support.procs import Service, free_port
@@ -129,12 +130,14 @@ def test_flower_shows_a_paused_jobs_tasks_by_name_with_handle_and_company(
         time.sleep(0.005)
     pause_job(company, handle)
     try:
-        # Every item message was sent (task-sent events, with their kwargs) when the run fanned
-        # out; the worker takes each one and, while the run is paused, returns "paused" at once.
+        # Every item message (a chunk of the run's items each: dispatch.item_chunks) was sent
+        # (task-sent events, with their kwargs) when the run fanned out; the worker takes each
+        # one and, while the run is paused, returns "paused" at once.
+        chunks = dispatch.item_chunks(list(enumerate(assets)), get_settings().item_chunk)
         items = _poll(
             lambda: (
                 (found := _ours(flower.tasks("?taskname=jobengine.export.item"), handle, company))
-                and len(found) >= ITEMS
+                and len(found) >= len(chunks)
                 and all(t["state"] == "SUCCESS" for t in found)
                 and found
             ),

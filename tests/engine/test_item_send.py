@@ -3,7 +3,8 @@
 A fanned-out run's items used to go as one Celery group, each message and its ``task-sent``
 event a round trip of their own; on Redis they now go :data:`~jobengine.engine.dispatch.
 ITEM_BATCH` to a pipelined round trip, through the sender the start messages use (whose
-envelopes ``tests/engine/test_hot_path.py`` compares with kombu's). Either way every item is one
+envelopes ``tests/engine/test_hot_path.py`` compares with kombu's). Either way, with one item a
+message (``chunk=1``; chunks of several: tests/engine/test_item_chunks.py), every item is one
 message with the same task name, id and arguments, in order.
 """
 
@@ -51,9 +52,9 @@ def test_every_item_is_one_message_in_order(
     items = [(s, f"a|{s}") for s in range(n)]
     try:
         if way == "pipelined":
-            dispatch.send_items("export", 1, "t-1", items, LABELS)
+            dispatch.send_items("export", 1, "t-1", items, LABELS, chunk=1)
         else:  # the way on a broker the pipelined sender does not cover (RabbitMQ)
-            dispatch._send_group("jobengine.export.item", 1, "t-1", items, LABELS)
+            dispatch._send_group("jobengine.export.item", 1, "t-1", [[i] for i in items], LABELS)
         assert _messages(client, queue) == _expected(n)
     finally:
         client.delete(queue)

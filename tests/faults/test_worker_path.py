@@ -141,3 +141,69 @@ def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
     assert len(zips) == figures.accepted  # every run its own ZIP, once
     assert members == [1] * SMALL_JOBS + [FAN_OUT]
     assert leftovers == [] and staging == []
+
+
+CHUNKED = 320  # items of 10 a message: JOBENGINE_ITEM_CHUNK 16, at least 32 messages
+
+
+def test_workers_killed_twice_mid_chunk_do_each_item_of_a_chunked_fan_out_once(
+    fault_home: Path, fleet_parts: list[object]
+) -> None:
+    """A fan-out whose items go ten a message (dispatch.item_chunks), converted so that the
+    kills land while each child is inside a chunk: the item at work is taken over once its
+    claim lapses, the chunk's items not begun are sent again by the scheduler (the killed
+    worker's messages are gone with it), and every item is counted once."""
+    home = fault_home
+    database = PostgresCluster()
+    fleet_parts.append(database)
+    redis = RedisServer(home)
+    fleet_parts.append(redis)
+    env = fleet_env(
+        home,
+        redis,
+        database.url,
+        JOBENGINE_DB_UPGRADE="auto",
+        JOBENGINE_LEASE_SECONDS="3",
+        JOBENGINE_OUTBOX_GRACE="1",
+        JOBENGINE_IDLE_SECONDS="2",
+        JOBENGINE_ITEM_CHUNK="16",
+    )
+    fleet = Fleet(env, home)
+    fleet_parts.append(fleet)
+    figures = Figures("worker SIGKILL x2 inside chunks of a fan-out (PostgreSQL)")
+    with scenario(env):
+        company, assets = make_company(CHUNKED)
+        worker = fleet.worker()
+        fleet.beat()
+        request = export_request(company, assets, "Chunked Fan Out")
+        request["exportJob"].update({"fmt": "convert", "is_modifier": "fmt=png&wid=200"})
+        handle = submit(request)
+        wait_until(lambda: _done_items() >= 40, 120, "40 items done", explain=fleet.tails)
+        worker.kill()
+        worker = fleet.worker()
+        wait_until(lambda: _done_items() >= 160, 120, "160 items done", explain=fleet.tails)
+        worker.kill()
+        killed_at = time.monotonic()
+        fleet.worker()
+        [log] = wait_for_runs(company, [handle], timeout=240)
+        figures.recovery_seconds = time.monotonic() - killed_at
+
+        janitor.sweep(get_runtime(), temp_grace=0)
+        storage = get_runtime().storage
+        assert isinstance(storage, LocalStorage)
+        staging = list((storage.root / "_staging").glob("run-*"))
+        repeats, taken_over = duplicated_successes(), _taken_over()
+        members = _members(storage, str(log.output["zip"])) if log.output else 0
+
+    figures.accepted = 1
+    figures.done = int(log.state == "Done" and log.file_error_count == 0)
+    figures.failed = int(log.state == "Failed" or log.file_error_count > 0)
+    figures.lost = 0
+    figures.duplicated = repeats
+    figures.notes = {"kills": 2, "items": CHUNKED, "items_taken_over": taken_over}
+    figures.record()
+    assert log.state == "Done", log.details[-1].log_message
+    assert log.file_success_count == CHUNKED and log.file_error_count == 0
+    assert repeats == 0
+    assert members == CHUNKED
+    assert staging == []

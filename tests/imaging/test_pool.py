@@ -164,6 +164,23 @@ def test_threads_share_the_pool(pool: ConversionPool, samples: Samples, tmp_path
     assert errors == [] and len(outputs) == 12 and all(p.is_file() for p in outputs)
 
 
+def test_a_scratch_conversion_writes_the_same_files_unflushed(
+    samples: Samples, tmp_path: Path
+) -> None:
+    """``durable=False`` (an export's staged conversions, made again if lost) skips the flush
+    to disk before the rename; the files, their names and bytes are those of a durable one."""
+    made = {}
+    with ConversionPool(1) as p:
+        for durable in (True, False):
+            out = tmp_path / f"durable-{durable}"
+            out.mkdir()
+            request = parse_modifiers("fmt=png&wid=200")
+            paths = p.convert(samples.pdf, out, request, "doc.pdf", durable=durable)
+            made[durable] = [(path.name, path.read_bytes()) for path in paths]
+            assert sorted(f.name for f in out.iterdir()) == sorted(n for n, _ in made[durable])
+    assert len(made[True]) == 2 and made[False] == made[True]
+
+
 def test_closed_pool_refuses(samples: Samples, out_dir: Path) -> None:
     p = ConversionPool(1)
     p.close()
