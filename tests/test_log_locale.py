@@ -164,7 +164,7 @@ def test_the_template_is_generated_and_every_catalog_agrees_with_the_message_typ
 
 
 # where a call gives its message id: write_log(session, run, type, message), ctx.log(type, message)
-_MESSAGE_AT = {"write_log": 3, "ItemOutcome": 2, "_fail": 2, "log": 1}
+_MESSAGE_AT = {"write_log": 3, "ItemOutcome": 2, "_fail": 2, "log": 1, "LogEntry": 1}
 _ASSET_KEYWORDS = {"asset_name", "asset_type", "asset_handle", "asset", "args", "message_id"}
 
 
@@ -230,8 +230,9 @@ def _arguments(call: ast.Call, name: str, scope: ast.AST) -> set[str] | None:
     keywords = {k.arg: k.value for k in call.keywords}
     if None in keywords:  # **args forwarded
         return None
-    if name == "ItemOutcome":
-        given = keywords.get("args", call.args[6] if len(call.args) > 6 else None)
+    if name in ("ItemOutcome", "LogEntry"):  # their arguments: a dict, by position or keyword
+        at = 6 if name == "ItemOutcome" else 2
+        given = keywords.get("args", call.args[at] if len(call.args) > at else None)
         return set() if given is None else _dict_keys(given, scope)
     return {k for k in keywords if k is not None and k not in _ASSET_KEYWORDS}
 
