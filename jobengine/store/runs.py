@@ -550,15 +550,16 @@ _CLAIM_INLINE_FINISH_GUARD = (
     _R.finished_items >= _R.total_items,
     _R.finish_sent_at.is_(None),
 )
+# What claiming such a run's finish sets (the lease apart).
+_INLINE_FINISH_CLAIMED = {
+    "planned": True,
+    "finish_sent_at": _at("now"),
+    "claimed_by": bindparam("worker"),
+}
 _CLAIM_INLINE_FINISH = HotStatement(
     update(RUNS)
     .where(*_CLAIM_INLINE_FINISH_GUARD)
-    .values(
-        planned=True,
-        finish_sent_at=_at("now"),
-        claimed_by=bindparam("worker"),
-        lease_until=_at("until"),
-    )
+    .values(**_INLINE_FINISH_CLAIMED, lease_until=_at("until"))
 )
 
 
@@ -575,9 +576,7 @@ _END_INLINE = HotStatement(
     update(RUNS)
     .where(*_CLAIM_INLINE_FINISH_GUARD)
     .values(
-        planned=True,
-        finish_sent_at=_at("now"),
-        claimed_by=bindparam("worker"),
+        **_INLINE_FINISH_CLAIMED,
         lease_until=None,
         state=RunState.DONE,
         ended_at=_at("now"),
