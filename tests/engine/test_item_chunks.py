@@ -10,10 +10,7 @@ chunk out of time; their messages go to a queue of the test's own that no worker
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-from typing import Any
 
 import pytest
 import redis
@@ -25,17 +22,12 @@ from jobengine.engine import dispatch, runner
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
 from jobengine.store.runs import claim_item
-from jobengine.store.schema import Job, LogDetail, Run, RunItem
+from jobengine.store.schema import LogDetail, Run, RunItem
 from tests.support.helpers import export_request, make_company
+from tests.support.helpers import queued_messages as _messages
+from tests.support.helpers import run_named as _run
 
 Queue = tuple[dict[str, str], str]
-
-
-def _run(name: str) -> Run:
-    with get_runtime().store.read() as session:
-        run = session.scalar(select(Run).join(Job, Job.id == Run.job_id).where(Job.name == name))
-    assert run is not None
-    return run
 
 
 def _started(name: str, n: int) -> tuple[Run, list[str]]:
@@ -65,15 +57,6 @@ def _outcome_rows(run_id: int) -> list[tuple[str, str | None]]:
             .order_by(LogDetail.id)
         ).all()
     return [(str(t), h) for t, h in rows]
-
-
-def _messages(client: redis.Redis, queue: str) -> list[tuple[str, str, dict[str, Any]]]:
-    out = []
-    for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: the oldest is last
-        envelope = json.loads(raw)
-        _, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
-        out.append((envelope["headers"]["task"], envelope["headers"]["id"], kwargs))
-    return out
 
 
 def test_items_are_cut_into_chunks_of_at_most_the_setting_and_enough_messages() -> None:

@@ -10,8 +10,6 @@ message with the same task name, id and arguments, in order.
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import pytest
@@ -20,18 +18,9 @@ import redis
 from jobengine.embedded import redis_client
 from jobengine.engine import dispatch
 from jobengine.settings import get_settings
+from tests.support.helpers import queued_messages as _messages
 
 LABELS = {"job": "47|Many|", "company": "47", "run": "Many_2026"}
-
-
-def _messages(client: redis.Redis, queue: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(task name, task id, kwargs) of every message waiting in ``queue``, oldest first."""
-    out = []
-    for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: the oldest is last
-        envelope = json.loads(raw)
-        _, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
-        out.append((envelope["headers"]["task"], envelope["headers"]["id"], kwargs))
-    return out
 
 
 def _expected(n: int) -> list[tuple[str, str, dict[str, Any]]]:

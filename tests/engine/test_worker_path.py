@@ -23,15 +23,9 @@ from jobengine.storage import LocalStorage
 from jobengine.store.runs import add_items, finish_reads, run_items
 from jobengine.store.schema import Asset, Job, LogDetail, Run, RunItem
 from tests.support.helpers import export_request, make_company
+from tests.support.helpers import run_named as _run
 
 Queue = tuple[dict[str, str], str]
-
-
-def _run(name: str) -> Run:
-    with get_runtime().store.read() as session:
-        run = session.scalar(select(Run).join(Job, Job.id == Run.job_id).where(Job.name == name))
-    assert run is not None
-    return run
 
 
 def _items(run_id: int) -> list[tuple[int, str, str, str | None, int]]:

@@ -3,7 +3,9 @@ requests of each job kind."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import tempfile
 import uuid
 from collections import Counter
@@ -15,7 +17,7 @@ from sqlalchemy import select
 
 from jobengine.assets.catalog import add_set, create_company, create_user, import_files
 from jobengine.runtime import get_runtime
-from jobengine.store.schema import LogDetail
+from jobengine.store.schema import Job, LogDetail, Run
 
 PASSWORD = "secret-password"
 
@@ -162,3 +164,21 @@ def duplicated_successes() -> int:
             )
         ).all()
     return sum(n - 1 for n in Counter(rows).values() if n > 1)
+
+
+def run_named(name: str) -> Run:
+    """The run of the job named ``name`` (a test's own name: one run)."""
+    with get_runtime().store.read() as session:
+        run = session.scalar(select(Run).join(Job, Job.id == Run.job_id).where(Job.name == name))
+    assert run is not None
+    return run
+
+
+def queued_messages(client: Any, queue: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(task name, task id, kwargs) of every message waiting in ``queue``, oldest first."""
+    out = []
+    for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: the oldest is last
+        envelope = json.loads(raw)
+        _, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        out.append((envelope["headers"]["task"], envelope["headers"]["id"], kwargs))
+    return out
