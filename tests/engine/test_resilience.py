@@ -183,23 +183,28 @@ def test_rabbitmq_as_the_broker(store_only) -> None:
 @pytest.mark.slow
 def test_a_whole_worker_killed_mid_job_is_taken_over_by_another(store_only) -> None:
     """SIGKILL of a worker's main process and its child: the messages it held come back through
-    the scheduler (lapsed leases, stalled pending items) and another worker completes the job."""
+    the scheduler (lapsed leases, stalled pending items) and another worker completes the job.
+
+    The survivor starts once the doomed worker is seen holding an item: started before, it could
+    take every item of the run under load and leave the doomed worker nothing to die with."""
     from jobengine.cli.devstack import wait_for_runs
     from tests.support.helpers import make_company
 
     company, assets = make_company(40, pad=2_000_000)
     doomed = Worker(store_only, concurrency=1)
-    survivor = Worker(store_only, concurrency=1)
+    survivor = None
     try:
         handle = submit(export_request(company, assets, "Whole Worker"))
         run, child = _wait_for_item_in(doomed, "Whole Worker")
         os.kill(child, signal.SIGKILL)
         doomed.proc.send_signal(signal.SIGKILL)
         doomed.proc.wait(10)
+        survivor = Worker(store_only, concurrency=1)
         [log] = wait_for_runs(company, [handle], timeout=100, on_poll=lambda _: tick())
     finally:
         doomed.stop()
-        survivor.stop()
+        if survivor is not None:
+            survivor.stop()
     assert log.state == "Done", [(d.log_type, d.log_message) for d in log.details[-5:]]
     assert log.file_success_count == 40 and log.file_error_count == 0
     with get_runtime().store.read() as session:
