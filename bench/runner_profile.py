@@ -1,13 +1,18 @@
 """The runner alone: ``runner.start`` of one-asset ExportJobs in a row, in this process.
 
-    .venv/bin/python bench/runner_profile.py [--n 300] [--profile out.prof] [--top 30]
+    .venv/bin/python bench/runner_profile.py [--n 300] [--procs 1] [--profile out.prof] [--top 30]
 
 No Celery and no worker: the jobs are submitted (``submit_many``), then each run's start task
 body runs here, one after the other, as a worker child would run it (a one-asset run is done
 inline: claim, copy, ZIP, end, hooks). Prints jobs per second; with ``--profile``, the run
 under cProfile, its statistics saved to that file and the top functions by own time and by
-cumulative time printed. ``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of the
-run's own).
+cumulative time printed. Also prints the CPU time and the wall time a job of the loop (this
+process's: a PostgreSQL server's own CPU is not in it).
+
+``--procs 2``: the runs split between two forked processes running at once on the same store,
+as two worker children would (each prints its own CPU and wall a job; the rate is of both):
+what the store's locks and caches cost two children, without Celery around them.
+``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of the run's own).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--procs", type=int, default=1)
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
@@ -39,14 +45,14 @@ def main() -> None:
     settings = get_settings()
     started = not settings.redis_url and start_redis(settings)
     try:
-        rate = _run(args.n, args.profile, args.top)
+        rate = _run(args.n, args.profile, args.top, args.procs)
     finally:
         if started:
             stop_redis(settings)
     print(f"store {settings.database_url}: {args.n} runs, {rate:.1f} jobs/s")
 
 
-def _run(n: int, profile: Path | None, top: int) -> float:
+def _run(n: int, profile: Path | None, top: int, procs: int = 1) -> float:
     from sqlalchemy import select
 
     from jobengine import submit_many
@@ -67,8 +73,42 @@ def _run(n: int, profile: Path | None, top: int) -> float:
             )
         )
     runner.start(ids.pop(), "bench-warm-up")  # imports, compiled statements, connections
-    profiler = cProfile.Profile() if profile else None
     begin = time.perf_counter()
+    if procs > 1:
+        return _forked(ids, procs) / (time.perf_counter() - begin)
+    return _loop(ids, profile, top)
+
+
+def _forked(ids: list[int], procs: int) -> int:
+    """Run ``ids`` split between ``procs`` forked processes at once; the runs done."""
+    from jobengine.runtime import get_runtime
+
+    store = get_runtime().store
+    for engine in {store.engine, store.read_engine}:
+        engine.dispose(close=False)  # each child its own connections
+    pids = []
+    for k in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _loop(ids[k::procs], None, 0)
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    failed = [pid for pid in pids if os.waitpid(pid, 0)[1] != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of the processes failed")
+    return len(ids)
+
+
+def _loop(ids: list[int], profile: Path | None, top: int) -> float:
+    """Start each run of ``ids`` here in turn; jobs per second."""
+    from jobengine.engine import runner
+
+    profiler = cProfile.Profile() if profile else None
+    begin, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     for run_id in ids:
@@ -77,7 +117,9 @@ def _run(n: int, profile: Path | None, top: int) -> float:
             raise RuntimeError(f"run {run_id}: {result}")
     if profiler:
         profiler.disable()
-    took = time.perf_counter() - begin
+    took, cpu = time.perf_counter() - begin, time.process_time() - cpu
+    print(f"process {os.getpid()}: {len(ids)} runs, CPU a job {cpu * 1000 / len(ids):.2f} ms, "
+          f"wall a job {took * 1000 / len(ids):.2f} ms")  # fmt: skip
     if profiler and profile:
         profiler.dump_stats(profile)
         stats = pstats.Stats(str(profile))
