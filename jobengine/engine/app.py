@@ -6,7 +6,9 @@ Workers: ``celery -A jobengine.celery_app worker`` (or ``jobengine worker``); th
 Importing this module configures the app but connects to nothing. Without ``REDIS_URL`` the
 broker and result backend are the embedded Redis of ``JOBENGINE_HOME``, which is started (unless
 it runs already) when Celery first loads its configuration: the first time anything reads
-``app.conf``, as sending a task, a worker, beat, Flower or ``celery inspect`` do.
+``app.conf``, as sending a task, a worker, beat, Flower or ``celery inspect`` do. Redis broker
+URLs go through :mod:`jobengine.engine.redis_transport` (kombu's transport, with channels that
+fail as closed connections do once theirs was given up).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from kombu import pools
 
 from jobengine import logs as _logs  # noqa: F401 - connects the logging signals
 from jobengine.embedded import ensure_redis
+from jobengine.engine import redis_transport
 from jobengine.engine.celery_config import celery_config
 from jobengine.settings import Settings, get_settings
 
 __all__ = ["app", "configure", "generation"]
 
+redis_transport.install()
 app = Celery("jobengine")
 _applied: list[Settings] = []  # the settings of the last configure()
 _generation = [0]

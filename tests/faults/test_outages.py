@@ -139,3 +139,44 @@ def test_a_redis_restart_loses_no_job(
     assert figures.failed == 0 and figures.lost == 0 and figures.duplicated == 0
     assert figures.done == len(jobs)
     assert recovery <= 60, f"done {recovery:.1f} s after Redis came back"
+
+
+def _running_runs() -> int:
+    with get_runtime().store.read() as session:
+        return len(session.scalars(select(Run.id).where(Run.state == "Running")).all())
+
+
+def test_a_worker_outlives_redis_restarts_while_it_holds_a_running_task(
+    fault_home: Path, fleet_parts: list[object]
+) -> None:
+    """Each time: one child converting (its message unacknowledged), the consumer waiting in a
+    ``BRPOP`` for the other, Redis SIGKILLed and started again. Celery's consumer had the
+    worker exit ("Unrecoverable error", an AttributeError inside kombu) when the connection's
+    collect left its channel open with the transport's client gone: then nothing ran until a
+    worker was started again. The worker must reconnect every time and finish every job once."""
+    redis = RedisServer(fault_home, persistent=True)
+    fleet_parts.append(redis)
+    env = fleet_env(fault_home, redis, f"sqlite:///{fault_home / 'store.db'}")
+    fleet = Fleet(env, fault_home)
+    fleet_parts.append(fleet)
+    jobs: list[tuple[str, str]] = []
+    with scenario(env):
+        worker = fleet.worker(concurrency=2)
+        for n in range(4):
+            company, assets = make_company(1, size=(4000, 3000))
+            jobs.append((company, submit(_convert(company, assets, f"Held {n}"))))
+            wait_until(
+                lambda: _running_runs() == 1, 60, "a conversion running", explain=fleet.tails
+            )
+            redis.kill()
+            time.sleep(1)
+            redis.start_server()
+            assert worker.proc.poll() is None, fleet.tails()
+            wait_until(
+                lambda: _running_runs() == 0, 120, "the conversion ended", explain=fleet.tails
+            )
+        logs = _wait_all(jobs, timeout=120)
+    log_text = worker.log.read_text(errors="replace")
+    assert worker.proc.poll() is None and "Unrecoverable error" not in log_text, fleet.tails()
+    assert [log.state for log in logs] == ["Done"] * len(jobs)
+    assert duplicated_successes() == 0
