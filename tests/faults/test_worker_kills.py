@@ -22,6 +22,7 @@ from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage, safe_name
 from jobengine.store.schema import Job, Run
 from tests.support.fleet import (
+    KILL_TIMINGS,
     Figures,
     Fleet,
     Proc,
@@ -72,14 +73,7 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
     redis = RedisServer(fault_home)
     fleet_parts.append(redis)
     store = fault_home / "store.db"
-    env = fleet_env(
-        fault_home,
-        redis,
-        f"sqlite:///{store}",
-        JOBENGINE_LEASE_SECONDS="3",
-        JOBENGINE_OUTBOX_GRACE="1",
-        JOBENGINE_IDLE_SECONDS="2",
-    )
+    env = fleet_env(fault_home, redis, f"sqlite:///{store}", **KILL_TIMINGS)
     fleet = Fleet(env, fault_home)
     fleet_parts.append(fleet)
     figures = Figures("worker SIGKILL: batch, mid-ZIP, between ZIP and commit")

@@ -21,6 +21,7 @@ from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Run, RunItem
 from tests.support.fleet import (
+    KILL_TIMINGS,
     Figures,
     Fleet,
     PostgresCluster,
@@ -35,6 +36,20 @@ pytestmark = pytest.mark.slow
 
 SMALL_JOBS = 60
 FAN_OUT = 40
+
+
+def _postgres_fleet(home: Path, parts: list[object], **settings: str) -> Fleet:
+    """A scenario's PostgreSQL cluster, Redis server and fleet (with the kill timings), each
+    added to ``parts`` to be stopped at its end."""
+    database = PostgresCluster()
+    parts.append(database)
+    redis = RedisServer(home)
+    parts.append(redis)
+    env = fleet_env(home, redis, database.url, JOBENGINE_DB_UPGRADE="auto", **KILL_TIMINGS,
+                    **settings)  # fmt: skip
+    fleet = Fleet(env, home)
+    parts.append(fleet)
+    return fleet
 
 
 def _done_runs() -> int:
@@ -66,24 +81,9 @@ def _members(storage: LocalStorage, key: str) -> int:
 def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
-    home = fault_home
-    database = PostgresCluster()
-    fleet_parts.append(database)
-    redis = RedisServer(home)
-    fleet_parts.append(redis)
-    env = fleet_env(
-        home,
-        redis,
-        database.url,
-        JOBENGINE_DB_UPGRADE="auto",
-        JOBENGINE_LEASE_SECONDS="3",
-        JOBENGINE_OUTBOX_GRACE="1",
-        JOBENGINE_IDLE_SECONDS="2",
-    )
-    fleet = Fleet(env, home)
-    fleet_parts.append(fleet)
+    fleet = _postgres_fleet(fault_home, fleet_parts)
     figures = Figures("worker SIGKILL x2: one-asset runs, then a fan-out (PostgreSQL)")
-    with scenario(env):
+    with scenario(fleet.env):
         small, [asset] = make_company(1, pad=1_000_000)
         big, assets = make_company(FAN_OUT, pad=300_000)
         worker = fleet.worker()
@@ -153,25 +153,9 @@ def test_workers_killed_twice_mid_chunk_do_each_item_of_a_chunked_fan_out_once(
     kills land while each child is inside a chunk: the item at work is taken over once its
     claim lapses, the chunk's items not begun are sent again by the scheduler (the killed
     worker's messages are gone with it), and every item is counted once."""
-    home = fault_home
-    database = PostgresCluster()
-    fleet_parts.append(database)
-    redis = RedisServer(home)
-    fleet_parts.append(redis)
-    env = fleet_env(
-        home,
-        redis,
-        database.url,
-        JOBENGINE_DB_UPGRADE="auto",
-        JOBENGINE_LEASE_SECONDS="3",
-        JOBENGINE_OUTBOX_GRACE="1",
-        JOBENGINE_IDLE_SECONDS="2",
-        JOBENGINE_ITEM_CHUNK="16",
-    )
-    fleet = Fleet(env, home)
-    fleet_parts.append(fleet)
+    fleet = _postgres_fleet(fault_home, fleet_parts, JOBENGINE_ITEM_CHUNK="16")
     figures = Figures("worker SIGKILL x2 inside chunks of a fan-out (PostgreSQL)")
-    with scenario(env):
+    with scenario(fleet.env):
         company, assets = make_company(CHUNKED)
         worker = fleet.worker()
         fleet.beat()

@@ -244,6 +244,16 @@ def scenario(env: dict[str, str]) -> Iterator[None]:
         configure()
 
 
+# The timings of the worker-kill scenarios: a dead worker's claims lapse in 3 s, a run whose
+# message could not be sent is relayed after 1 s, and one whose message went with the worker is
+# sent again once its queues have been idle 2 s.
+KILL_TIMINGS = {
+    "JOBENGINE_LEASE_SECONDS": "3",
+    "JOBENGINE_OUTBOX_GRACE": "1",
+    "JOBENGINE_IDLE_SECONDS": "2",
+}
+
+
 def fleet_env(home: Path, redis: RedisServer, database_url: str, **settings: str) -> dict[str, str]:
     """A scenario's settings: shipped timings unless ``settings`` override them."""
     return {
