@@ -41,7 +41,8 @@ class Channel(kombu_redis.Channel):
     """A Redis channel that says its connection is closed once it is (see the module's doc)."""
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        if self.connection.client is None:  # the connection was collected or closed
+        transport = self.connection  # None once the channel's close has finished
+        if transport is None or transport.client is None:  # the connection was given up
             raise RedisConnectionError("the broker connection of this channel was closed")
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
         return params
