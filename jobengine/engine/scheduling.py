@@ -35,8 +35,9 @@ through the ORM. 10,000 jobs on one cron are 20 transactions and 20 round trips.
 
 The beat does that work before the fire time (``JOBENGINE_STAGE_AHEAD``, 5 s): a tick stages
 the fires due within that window, writing their runs as ``Staged`` with the fire time as ETA
-(:mod:`jobengine.store.staging`), and the tick at the fire time takes them (one read and one
-update a batch) and sends their starts, first thing. Fires due at once that were not staged (a
+(:mod:`jobengine.store.staging`), and the tick at the fire time takes them (``TAKE_BATCH`` a
+transaction: on PostgreSQL one statement, on SQLite one read and one update) and sends their
+starts, first thing. Fires due at once that were not staged (a
 job made inside the window, a beat that was down) fire as above.
 
 Two beats never fire a schedule twice: only the lock holder ticks, and renews its lock between
@@ -128,6 +129,11 @@ def _cas(result: Any) -> bool:
 
 
 FIRE_BATCH = 500  # jobs fired per transaction (and per pipelined send)
+# Staged fires taken per transaction at their fire time (and per pipelined send): a take is one
+# statement whose cost is nearly all per row, so fewer, larger batches save the round trips, the
+# commits and the scan that picks each batch (bench/beat.py, PostgreSQL: p99 0.64 s with 500,
+# 0.36 s with 2,000, 0.56 s with all 10,000 in one, the first start waiting for the last row).
+TAKE_BATCH = 2000
 MAX_FIRES_PER_TICK = 1000  # one schedule's late fire times fired in one tick (the rest next tick)
 
 _DUE_COLUMNS = (
@@ -226,7 +232,7 @@ def _fire_staged(
     then one pipelined send. Stop when this beat no longer leads."""
     while True:
         with runtime.store.connect() as conn:
-            taken, looked = take_due(conn, now, FIRE_BATCH)
+            taken, looked = take_due(conn, now, TAKE_BATCH)
         messages = [
             dispatch.StartMessage(
                 kind_for(fire.kind).slug,
@@ -240,7 +246,7 @@ def _fire_staged(
         # refused: unmarked, the relay sends them later
         send_runs(runtime, messages, marked=True, prepared=prepared)
         report.fired += [fire.run_name for fire in taken]
-        if looked < FIRE_BATCH or not keep_lead():
+        if looked < TAKE_BATCH or not keep_lead():
             return
 
 

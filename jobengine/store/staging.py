@@ -6,7 +6,8 @@ next wait and fires them at their time: a tick writes the runs of the fires due 
 fire time moves on in the same transaction, as for a fire, and ``(job, fire key)`` stays unique),
 and the tick at the fire time only takes them (:func:`take_due`) and sends their starts. The
 costly part of a fire (reading the due jobs, their cron, the multi-row insert of runs and the
-move of the triggers) is then done before the fire time; at it, one read and one update a batch.
+move of the triggers) is then done before the fire time; at it, one statement a batch (on SQLite
+one read and one update).
 
 A staged row is durable: if the beat that wrote it dies, whichever beat leads at the fire time
 takes it. Taking is a compare-and-set on its state (Staged -> Queued, marked sent), under the
@@ -25,20 +26,22 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 
+from jobengine.store.hot import HotStatement, planned_in
 from jobengine.store.schema import COMPANIES, JOBS, RUNS, UTCDateTime
 from jobengine.store.states import FIRING_TRIGGERS, RunState
 
 __all__ = ["StagedFire", "take_due"]
 
 
-_DUE_NOW = RUNS.c.state == RunState.STAGED, RUNS.c.eta <= bindparam("now", type_=UTCDateTime())
+_STAGED = RUNS.c.state == RunState.STAGED
+_DUE_NOW = _STAGED, RUNS.c.eta <= bindparam("now", type_=UTCDateTime())
 
 
 @functools.lru_cache(maxsize=4)
 def _due(limit: int) -> Any:
-    """The next ``limit`` staged fires due, with their job and company. The fires are picked from
-    the runs alone, then joined: joining every staged row before the sort and limit (10,000 on
-    one cron) cost PostgreSQL 60 ms a batch."""
+    """SQLite: the next ``limit`` staged fires due, with their job and company (the write
+    transaction is exclusive: no row locks). The fires are picked from the runs alone, then
+    joined."""
     picked = (
         select(RUNS.c.id).where(*_DUE_NOW).order_by(RUNS.c.eta, RUNS.c.id).limit(limit)
     ).scalar_subquery()
@@ -55,15 +58,14 @@ def _due(limit: int) -> Any:
         )
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
         .join(COMPANIES, COMPANIES.c.id == RUNS.c.company_id)
-        .where(RUNS.c.id.in_(picked), RUNS.c.state == RunState.STAGED)
+        .where(RUNS.c.id.in_(picked), _STAGED)
         .order_by(RUNS.c.eta, RUNS.c.id)
-        .with_for_update(of=RUNS, skip_locked=True)
     )
 
 
 _TAKE = (
     update(RUNS)
-    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)), RUNS.c.state == RunState.STAGED)
+    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)), _STAGED)
     .values(
         state=RunState.QUEUED,
         eta=None,  # a cron run starts when its start message comes, as one fired at once
@@ -71,9 +73,58 @@ _TAKE = (
         created_at=bindparam("now", type_=UTCDateTime()),  # the run exists from its fire on
     )
 )
-_DROP = delete(RUNS).where(
-    RUNS.c.id.in_(bindparam("ids", expanding=True)), RUNS.c.state == RunState.STAGED
-)
+
+
+@functools.lru_cache(maxsize=4)
+def _take_returning(limit: int) -> HotStatement:
+    """PostgreSQL: one statement picks the next ``limit`` staged fires due (``FOR UPDATE SKIP
+    LOCKED``: a second beat skips the rows this one holds), takes them (Staged -> Queued, marked
+    sent, under a compare-and-set on the state) and returns what their start messages need.
+
+    Planned for each call, never a prepared statement: psycopg prepares a statement run five
+    times on a connection, and PostgreSQL then may keep a generic plan. The SELECT and the
+    UPDATE of its ids (500 bound values) that this replaces went so once a pooled connection
+    had run them often enough (in bench/beat.py, from the 17th batch of the first round and
+    the first of every later one): the UPDATE's generic plan read every 'Staged' entry of
+    ix_runs_state (the table never analyzed: it expected three) and tested each row against
+    the 500 parameters, an array built anew for each row, 54 ms for the first batch of
+    10,000 staged fires where the planned one took 8.
+    """
+    picked = (
+        select(RUNS.c.id, RUNS.c.eta)
+        .where(*_DUE_NOW)
+        .order_by(RUNS.c.eta, RUNS.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .subquery("picked")
+    )
+    return HotStatement(
+        update(RUNS)
+        .where(
+            RUNS.c.id == picked.c.id,
+            _STAGED,
+            JOBS.c.id == RUNS.c.job_id,
+            COMPANIES.c.id == RUNS.c.company_id,
+        )
+        .values(
+            state=RunState.QUEUED,
+            eta=None,
+            dispatched_at=bindparam("now", type_=UTCDateTime()),
+            created_at=bindparam("now", type_=UTCDateTime()),
+        )
+        .returning(
+            RUNS.c.id,
+            RUNS.c.task_id,
+            RUNS.c.run_name,
+            JOBS.c.kind,
+            JOBS.c.handle,
+            COMPANIES.c.handle,
+            JOBS.c.trigger_state,
+            JOBS.c.deleted_at,
+            picked.c.eta,
+        ),
+        planned_each_time=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +144,22 @@ def take_due(conn: Connection, now: datetime, limit: int) -> tuple[list[StagedFi
     fire become Queued runs, marked sent at ``now`` (the caller sends them after its commit);
     the others are deleted. Returns the runs taken and how many rows were looked at (``limit``:
     more may be due)."""
-    rows: list[Any] = list(conn.execute(_due(limit), {"now": now}))
+    if conn.dialect.name == "postgresql":
+        # taken all at once; the few of a job paused or deleted since go again in this
+        # transaction, so that no one ever sees them queued
+        rows: list[Any] = sorted(
+            _take_returning(limit).all(conn, {"now": now}), key=lambda row: (row[8], row[0])
+        )
+    else:
+        rows = list(conn.execute(_due(limit), {"now": now}))
     taken = [
-        StagedFire(int(run_id), str(task), str(name), str(kind), str(job), str(company))
-        for run_id, task, name, kind, job, company, trigger, deleted in rows
-        if trigger in FIRING_TRIGGERS and deleted is None
+        StagedFire(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]))
+        for row in rows
+        if row[6] in FIRING_TRIGGERS and row[7] is None
     ]
     dropped = [int(row[0]) for row in rows if row[6] not in FIRING_TRIGGERS or row[7] is not None]
-    if taken:
+    if taken and conn.dialect.name != "postgresql":
         conn.execute(_TAKE, {"ids": [fire.run_id for fire in taken], "now": now})
-    if dropped:
-        conn.execute(_DROP, {"ids": dropped})
+    if dropped:  # rows this transaction holds (locked, or SQLite's write lock)
+        conn.execute(delete(RUNS).where(planned_in(RUNS.c.id, dropped)))
     return taken, len(rows)

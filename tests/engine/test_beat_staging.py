@@ -133,6 +133,7 @@ def test_a_beat_that_did_not_stage_them_sends_staged_fires_and_two_beats_send_ea
     one that staged them died) sends them; two at once send each once."""
     _, queue = private_queue
     monkeypatch.setattr(scheduling, "FIRE_BATCH", 5)
+    monkeypatch.setattr(scheduling, "TAKE_BATCH", 5)
     fire_at = _fire_time()
     _schedules("Staged Pair", 40, fire_at)
     report = tick(now=fire_at - timedelta(seconds=3), ahead=5)
