@@ -57,6 +57,7 @@ from jobengine.store.runs import (
     count_finished,
     end_inline_run,
     end_item,
+    end_items,
     end_run,
     extend_held_leases,
     extend_item_lease,
@@ -709,17 +710,36 @@ class _Chunk:
         """One write transaction: count the items done, and with items not begun (``held``)
         given, cancel them if the run was stopped, or give them back if it is paused or the
         chunk ``late``; whether it did the one or the other (the chunk ends)."""
+        done, self.done = self.done, []
+        try:
+            return self._count(done, held, late=late, together=True)
+        except _NotAllOurs:  # rolled back: an item was taken over; each one by itself now
+            return self._count(done, held, late=late, together=False)
+
+    def _count(
+        self,
+        done: list[tuple[tuple[int, str], _Done]],
+        held: list[tuple[int, str]],
+        *,
+        late: bool,
+        together: bool,
+    ) -> bool:
+        """:meth:`_commit`'s transaction, the items done ended in one statement
+        (``together``: _NotAllOurs, rolling it back, if one of them is no longer ours) or
+        one statement each."""
         loaded, worker = self.loaded, self.worker
         run_id = loaded.run.id
-        done, self.done = self.done, []
         with loaded.ctx.runtime.store.write() as session:
             lock_job_of_run(session, run_id)  # before the run's rows: see _complete
             flags = run_flags(session.connection(), run_id) if held else None
             stop, paused = flags or (False, False)
             ended = bool(held) and (flags is None or stop or paused or late)
             tally = _Tally()
-            for (seq, key), item in done:
-                tally.end(session, loaded, (seq, key), item)
+            if together:
+                tally.end_all(session, loaded, done)
+            else:
+                for (seq, key), item in done:
+                    tally.end(session, loaded, (seq, key), item)
             if ended and stop:
                 for seq, key in held:
                     tally.cancel(session, loaded, (seq, key), worker)
@@ -737,6 +757,10 @@ class _Chunk:
         return ended
 
 
+class _NotAllOurs(Exception):
+    """Items a chunk did were not all its own to end any more (one was taken over)."""
+
+
 class _Tally:
     """The items one transaction counts: their counters, statuses and log rows, in order."""
 
@@ -744,6 +768,23 @@ class _Tally:
         self.counts = Counts()
         self.statuses: list[Literal["done", "cancelled"]] = []
         self.rows: list[LogEntry] = []
+
+    def end_all(
+        self, session: Session, loaded: _Loaded, done: list[tuple[tuple[int, str], _Done]]
+    ) -> None:
+        """Items done, their final states in one statement (on PostgreSQL one round trip);
+        :class:`_NotAllOurs` when one of them was not ours any more."""
+        ends = []
+        for (seq, key), item in done:
+            counts, final = _tally(item.outcome)
+            result = item.outcome.result if item.outcome is not None else None
+            ends.append((seq, final, result))
+            self.counts += counts
+            self.statuses.append("cancelled" if item.outcome is None else "done")
+            self.rows += [row.entry() for row in item.rows]
+            self.rows.append(_outcome_entry(key, item.outcome))
+        if ends and not end_items(session, loaded.run.id, done[0][1].worker, ends):
+            raise _NotAllOurs
 
     def end(self, session: Session, loaded: _Loaded, item: tuple[int, str], done: _Done) -> None:
         """An item done: its final state, if its claim is still ours (else another worker

@@ -81,6 +81,7 @@ __all__ = [
     "complete_item",
     "end_inline_run",
     "end_item",
+    "end_items",
     "end_run",
     "extend_held_leases",
     "extend_item_lease",
@@ -575,6 +576,23 @@ def complete_item(
     if not end_item(session, run_id, seq, worker, final=final, result=result):
         return None
     return count_finished(session, run_id, counts)
+
+
+def end_items(
+    session: Session,
+    run_id: int,
+    worker: str,
+    items: Sequence[tuple[int, ItemState, dict[str, Any] | None]],
+) -> bool:
+    """:func:`end_item` for several items ``worker`` claimed, ``(seq, final, result)`` each,
+    in one ``executemany`` (on PostgreSQL one round trip); whether every one of them was
+    still ``worker``'s and moved. When not, the caller rolls the transaction back (some
+    moved, some did not) and ends them one by one."""
+    rows = [
+        {"run": run_id, "seq": seq, "final": final, "result": result or {}, "worker": worker}
+        for seq, final, result in items
+    ]
+    return _COMPLETE_CLAIMED.execute_many(_hot(session), rows) == len(rows)
 
 
 def end_item(

@@ -229,6 +229,35 @@ def test_a_chunk_out_of_time_hands_back_the_items_it_has_not_begun(private_queue
     assert _states(run.id) == [("done", 1)] + [("pending", 0)] * 3
 
 
+def test_an_item_taken_over_while_its_chunk_worked_is_left_to_its_new_holder(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk's items end in one statement unless one of them is no longer its own: then
+    that transaction is rolled back and each item ends by itself, the one taken over left
+    uncounted and unlogged for its new holder."""
+    run, assets = _started("Chunk Taken Over", 4)
+
+    def take_over() -> None:  # as a delivery would once the chunk's lease of item 1 lapsed
+        with get_runtime().store.write() as session:
+            session.execute(
+                update(RunItem)
+                .where(RunItem.run_id == run.id, RunItem.seq == 1)
+                .values(claimed_by="new-holder")
+            )
+
+    _while_doing(monkeypatch, assets[2], take_over)
+
+    step = runner.run_chunk(run.id, [0, 1, 2, 3], "worker-a", on_item=lambda s: None)
+
+    assert step == runner.ChunkStep("done")
+    assert _states(run.id) == [("done", 1), ("running", 1), ("done", 1), ("done", 1)]
+    assert _outcome_rows(run.id) == [("ReturnSuccess", a) for a in (assets[0], *assets[2:])]
+    assert _run("Chunk Taken Over").finished_items == 3
+    assert runner.run_chunk(run.id, [1], "new-holder", on_item=lambda s: None).status == "done"
+    assert _outcome_rows(run.id)[-1] == ("ReturnSuccess", assets[1])
+    assert _run("Chunk Taken Over").finished_items == 4
+
+
 def test_a_chunk_counts_its_items_together_in_one_write_for_small_items(
     private_queue: Queue,
 ) -> None:
