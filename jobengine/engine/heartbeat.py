@@ -41,7 +41,10 @@ class Heartbeat:
     """``with Heartbeat(runtime, statement, lease):`` extends a lease while the block runs.
 
     ``statement`` builds the conditional UPDATE that extends the claim (anew on every beat, so
-    that it carries the time of that beat), e.g. :func:`jobengine.store.runs.extend_item_lease`.
+    that it carries the time of that beat), e.g. :func:`jobengine.store.runs.extend_item_lease`,
+    or the claims of several items (:func:`jobengine.store.runs.extend_held_leases`: a beat
+    counts as extended while it extends any). ``renewed`` is when the lease was last known
+    to be extended (the block's start, then each beat that extended it; monotonic seconds).
     """
 
     def __init__(self, runtime: Runtime, statement: Callable[[], Any], lease: float) -> None:
@@ -51,9 +54,11 @@ class Heartbeat:
         self.lost = False  # the claim was found taken over
         self.active = False
         self.due = 0.0
+        self.renewed = 0.0
 
     def __enter__(self) -> Heartbeat:
-        self.active, self.due = True, time.monotonic() + self.interval
+        self.renewed = time.monotonic()
+        self.active, self.due = True, self.renewed + self.interval
         _KEEPER.add(self)
         return self
 
@@ -69,10 +74,11 @@ class Heartbeat:
     def beat(self) -> None:
         """Extend the lease once (the keeper's thread calls it when due)."""
         try:
+            began = time.monotonic()
             with self._runtime.store.write() as session:
                 result = session.execute(self._statement())
                 assert isinstance(result, CursorResult)
-                extended = int(result.rowcount) == 1
+                extended = int(result.rowcount) >= 1
         except Exception as exc:  # the store is down or busy: the next beat tries again
             logger.warning("lease heartbeat failed: %s", exc)
             return
@@ -83,6 +89,7 @@ class Heartbeat:
             _KEEPER.remove(self)
         elif extended:
             self.beats += 1
+            self.renewed = began
 
 
 class _Keeper:

@@ -141,9 +141,11 @@ _KEY_TEXTS_KEPT = 256
 def kwargs_texts(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> tuple[str, str]:
     """kombu's JSON of ``kwargs`` (as it writes them in a message body) and Celery's
     ``saferepr(kwargs, maxlen, maxlevels=maxlevels)`` (:func:`kwargs_repr`), in one pass for the
-    flat case: ``str`` keys, ``str`` or ``int`` values, the repr shorter than ``maxlen``. JSON
-    writes such a dict ``{"key": "value", "n": 1}``, strings ASCII-escaped, separators ``", "``
-    and ``": "``. Anything else goes to kombu's encoder and Celery's function."""
+    flat case: ``str`` keys, ``str`` or ``int`` values or lists of ``int`` (a chunk's ``seqs``,
+    which saferepr writes ``[...]`` at ``maxlevels`` 1), the repr shorter than ``maxlen``. JSON
+    writes such a dict ``{"key": "value", "n": 1, "l": [1, 2]}``, strings ASCII-escaped,
+    separators ``", "`` and ``": "``. Anything else goes to kombu's encoder and Celery's
+    function."""
     if maxlevels >= 0:
         json_items: list[str] = []
         repr_items: list[str] = []
@@ -164,6 +166,10 @@ def kwargs_texts(kwargs: dict[str, Any], maxlen: int | None, maxlevels: int) -> 
                 number = int.__repr__(value)
                 json_items.append(written[0] + number)
                 repr_items.append(written[1] + number)
+            elif kind is list and maxlevels != 1 and all(type(v) is int for v in value):
+                numbers = "[" + ", ".join(map(int.__repr__, value)) + "]"  # a chunk's seqs
+                json_items.append(written[0] + numbers)
+                repr_items.append(written[1] + numbers)
             else:
                 break
         else:

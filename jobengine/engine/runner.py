@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobengine.engine import dispatch, hooks
@@ -47,15 +46,20 @@ from jobengine.store.runs import (
     Counts,
     LogEntry,
     add_items,
+    cancel_held_item,
     cancel_item,
     claim_finish,
     claim_inline_finish,
     claim_item,
+    claim_items,
     claim_start,
     complete_item,
     count_finished,
     end_inline_run,
+    end_item,
+    end_items,
     end_run,
+    extend_held_leases,
     extend_item_lease,
     extend_run_lease,
     finish_reads,
@@ -63,6 +67,7 @@ from jobengine.store.runs import (
     load_run,
     lock_job_of_run,
     mark_finish_sent,
+    release_items,
     run_flags,
     run_items,
     write_log,
@@ -404,7 +409,8 @@ def run_item(
             return ItemStep("duplicate")
         if loaded.run.stop_requested:
             lock_job_of_run(session, run_id)  # before the run's rows: see _complete
-            step, send = _cancel(session, loaded, seq)
+            cancelled = _cancel(session, loaded, [seq])
+            step, send = cancelled[0] if cancelled else (ItemStep("duplicate"), False)
         elif loaded.run.paused:
             return ItemStep("paused")
         else:
@@ -537,6 +543,12 @@ class ChunkStep:
     left: tuple[int, ...] = ()
 
 
+# A chunk counts the items it has done at its end, and meanwhile once this many seconds have
+# passed since its last count (long items: progress shows, and a worker killed mid-chunk
+# leaves little work to do again).
+COUNT_EVERY = 0.25
+
+
 def run_chunk(
     run_id: int,
     seqs: Sequence[int],
@@ -546,53 +558,278 @@ def run_chunk(
     until: float = math.inf,
 ) -> ChunkStep:
     """Do the items ``seqs`` of a fanned-out run, in order, each once (a chunk of its items
-    sent as one message); ``on_item`` is told each item's step after its commit.
+    sent as one message); ``on_item`` is told each item's step after the commit counting it.
 
-    The same guards as :func:`run_item`, with one write transaction an item instead of two:
-    the run is loaded once, and an item is counted in the transaction that claims the next
-    one (a stop or pause asked for meanwhile is read there, as :func:`run_item` reads it).
-    Killed or interrupted after an item's work and before that commit, the item is done again
-    (its claim is its worker's, and lapses), as it would be killed before its own commit.
-    Items another delivery holds are skipped and returned (``busy``); past ``until``
-    (monotonic) the items not begun are returned (``left``) for a message of their own; when
-    the run is paused, the items left stay pending (resumeJob sends them)."""
+    The same guards as :func:`run_item`, in two write transactions for a chunk of small items
+    instead of one an item: the first loads the run and claims every item of the chunk it
+    can (each under its own claim and lease, as :func:`run_item` claims one), the second
+    counts the items done, with their log rows (and, after the run's last item, marks the
+    finish sent). Items that take longer are counted every :data:`COUNT_EVERY` seconds too.
+    One heartbeat keeps the leases of every item the chunk holds, begun or not.
+
+    Before each item but the first, the run's stop and pause flags are read (one statement,
+    no write transaction; a count reads them too): stopped, the items not begun are
+    cancelled; paused, they are given back, pending again (resumeJob sends them); past
+    ``until`` (monotonic) they are given back and returned (``left``) for a message of
+    their own. Each of these is decided in the transaction that counts the items done, which
+    reads the flags again under the job's lock. Items another delivery holds are skipped and
+    returned (``busy``).
+
+    Killed or interrupted before an item is counted, the item is done again once its claim
+    lapses (the scheduler sends the items of lapsed claims again), as an item killed before
+    its own commit: so are a killed chunk's items, begun or not. None is counted or logged
+    twice: counting an item is a compare-and-set on the claim of the worker that did it."""
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
-    loaded: _Loaded | None = None
-    held: tuple[tuple[int, str], _Done] | None = None  # worked, counted with the next claim
-    busy: list[tuple[int, datetime]] = []
-    status: Literal["done", "duplicate", "cancelled", "paused"] = "duplicate"
-    left: tuple[int, ...] = ()
-    for n in range(len(seqs) + 1):
-        seq = seqs[n] if n < len(seqs) else None
-        if seq is not None and n and time.monotonic() > until:
-            seq, left = None, tuple(seqs[n:])
+    with runtime.store.write() as session:
+        loaded = _load(runtime, session, run_id)
+        if loaded is None:
+            return ChunkStep("duplicate")
+        claimed = _claim_chunk(session, loaded, seqs, worker, lease)
+    chunk = _Chunk(loaded, worker, on_item)
+    chunk.told(claimed.cancelled)
+    if claimed.paused:
+        return ChunkStep("paused")
+    busy = list(claimed.busy)
+    if claimed.held:
+        with Heartbeat(runtime, lambda: extend_held_leases(run_id, worker, lease), lease) as beat:
+            chunk.work(list(claimed.held), beat, until, busy)
+    return ChunkStep(chunk.status, tuple(busy), chunk.left)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What the transaction beginning a chunk did: the items it claimed (``(seq, key)``, in
+    order), those another delivery holds (until when), or, the run being stopped, the steps
+    of the items it cancelled (and whether the caller sends the finish), or that the run is
+    paused."""
+
+    held: tuple[tuple[int, str], ...] = ()
+    busy: tuple[tuple[int, datetime], ...] = ()
+    cancelled: tuple[tuple[ItemStep, bool], ...] = ()
+    paused: bool = False
+
+
+def _claim_chunk(
+    session: Session, loaded: _Loaded, seqs: Sequence[int], worker: str, lease: float
+) -> _Claimed:
+    """Claim a chunk's items in the transaction that loaded its run, as :func:`run_item`
+    claims one: cancel them if the run was stopped, none if it is paused."""
+    run = loaded.run
+    if run.stop_requested:
+        lock_job_of_run(session, run.id)  # before the run's rows: see _complete
+        return _Claimed(cancelled=tuple(_cancel(session, loaded, seqs)))
+    if run.paused:
+        return _Claimed(paused=True)
+    held, others = claim_items(session, run.id, seqs, worker, lease)
+    busy = tuple(
+        (claim.item.seq, claim.busy_until)
+        for claim in others
+        if claim.status == "busy" and claim.item is not None and claim.busy_until is not None
+    )
+    return _Claimed(held=tuple(held), busy=busy)
+
+
+class _Chunk:
+    """A chunk's claimed items at work: those done and not counted yet, and what the counts
+    found (the last status, the run's flags, the items given back for lack of time)."""
+
+    def __init__(self, loaded: _Loaded, worker: str, on_item: Callable[[ItemStep], None]) -> None:
+        self.loaded, self.worker, self.on_item = loaded, worker, on_item
+        self.done: list[tuple[tuple[int, str], _Done]] = []
+        self.status: Literal["done", "duplicate", "cancelled", "paused"] = "duplicate"
+        self.left: tuple[int, ...] = ()
+        # the run's stop and pause flags as a count just found them; None: read them
+        self.flags: tuple[bool, bool] | None = None
+        self.counted_at = time.monotonic()
+        self.reclaimed_at = -math.inf
+
+    def told(self, steps: Sequence[tuple[ItemStep, bool]]) -> None:
+        """After a commit that counted items: the finish sent if it falls to us, and each
+        step told (the last one's status is the chunk's)."""
+        status = _counted(self.loaded, steps, self.on_item)
+        if status is not None:
+            self.status = status
+
+    def work(
+        self,
+        held: list[tuple[int, str]],
+        beat: Heartbeat,
+        until: float,
+        busy: list[tuple[int, datetime]],
+    ) -> None:
+        """Do the ``held`` items in order, counting them as :func:`run_chunk` says; items
+        found taken over by another delivery go to ``busy``."""
+        lease = self.loaded.ctx.runtime.settings.lease_seconds
+        begun = 0
+        while held:
+            if begun:  # the first item's flags were read with its claim
+                late = time.monotonic() > until
+                if (late or self._halted()) and self._commit(held, late=late):
+                    return
+                if time.monotonic() - max(beat.renewed, self.reclaimed_at) > lease / 2:
+                    held = self._reclaim(held, busy)  # its heartbeats failed a while
+                    continue
+            seq, key = held.pop(0)
+            outcome = _process(self.loaded, key)
+            rows = tuple(self.loaded.ctx.take_log_rows())  # the item's, before its outcome's
+            self.done.append(((seq, key), _Done(self.worker, outcome, rows=rows)))
+            begun += 1
+            if held and time.monotonic() - self.counted_at >= COUNT_EVERY:
+                self._commit([], late=False)
+        self._commit([], late=False)
+
+    def _halted(self) -> bool:
+        """Whether the run was stopped or paused (as the last count found, else as read now)."""
+        flags, self.flags = self.flags, None
+        if flags is None:
+            with self.loaded.ctx.runtime.store.read_now() as conn:
+                flags = run_flags(conn, self.loaded.run.id)
+        return flags is None or any(flags)
+
+    def _reclaim(
+        self, held: list[tuple[int, str]], busy: list[tuple[int, datetime]]
+    ) -> list[tuple[int, str]]:
+        """Claim the items not begun again (their heartbeats failed long enough for their
+        leases to be near their end): those another delivery took over meanwhile are its."""
+        runtime, run_id = self.loaded.ctx.runtime, self.loaded.run.id
+        seqs = [seq for seq, _ in held]
         with runtime.store.write() as session:
-            if loaded is None:
-                loaded = _load(runtime, session, run_id)
-                if loaded is None:
-                    return ChunkStep("duplicate")
-            fresh = n == 0  # the run was loaded in this transaction
-            counted, claim = _count_and_claim(session, loaded, held, seq, worker, fresh=fresh)
-        held = None
-        cancelled = None if claim is None else claim.cancelled
-        status = _counted(loaded, [c for c in (counted, cancelled) if c], on_item) or status
-        if claim is None or seq is None:
-            break
-        if claim.status == "paused":
-            return ChunkStep("paused", tuple(busy))
-        if claim.status == "busy" and claim.busy_until is not None:
-            busy.append((seq, claim.busy_until))
-        elif claim.status == "owned" and claim.key is not None:
-            item = (seq, claim.key)
-            with Heartbeat(runtime, _item_lease(run_id, seq, worker, lease), lease):
-                outcome = _process(loaded, claim.key)
-            held = (item, _Done(worker, outcome))
-    return ChunkStep(status, tuple(busy), left)
+            ours, others = claim_items(
+                session, run_id, seqs, self.worker, runtime.settings.lease_seconds
+            )
+        self.reclaimed_at = time.monotonic()
+        busy += [
+            (claim.item.seq, claim.busy_until)
+            for claim in others
+            if claim.status == "busy" and claim.item is not None and claim.busy_until is not None
+        ]
+        return ours
+
+    def _commit(self, held: list[tuple[int, str]], *, late: bool) -> bool:
+        """One write transaction: count the items done, and with items not begun (``held``)
+        given, cancel them if the run was stopped, or give them back if it is paused or the
+        chunk ``late``; whether it did the one or the other (the chunk ends)."""
+        done, self.done = self.done, []
+        try:
+            return self._count(done, held, late=late, together=True)
+        except _NotAllOurs:  # rolled back: an item was taken over; each one by itself now
+            return self._count(done, held, late=late, together=False)
+
+    def _count(
+        self,
+        done: list[tuple[tuple[int, str], _Done]],
+        held: list[tuple[int, str]],
+        *,
+        late: bool,
+        together: bool,
+    ) -> bool:
+        """:meth:`_commit`'s transaction, the items done ended in one statement
+        (``together``: _NotAllOurs, rolling it back, if one of them is no longer ours) or
+        one statement each."""
+        loaded, worker = self.loaded, self.worker
+        run_id = loaded.run.id
+        with loaded.ctx.runtime.store.write() as session:
+            lock_job_of_run(session, run_id)  # before the run's rows: see _complete
+            flags = run_flags(session.connection(), run_id) if held else None
+            stop, paused = flags or (False, False)
+            ended = bool(held) and (flags is None or stop or paused or late)
+            tally = _Tally()
+            if together:
+                tally.end_all(session, loaded, done)
+            else:
+                for (seq, key), item in done:
+                    tally.end(session, loaded, (seq, key), item)
+            if ended and stop:
+                for seq, key in held:
+                    tally.cancel(session, loaded, (seq, key), worker)
+            elif ended:
+                release_items(session, run_id, [seq for seq, _ in held], worker)
+            steps, counted = tally.count(session, loaded)
+        self.counted_at = time.monotonic()
+        self.flags = (counted.stop_requested, counted.paused) if counted else flags
+        self.told(steps)
+        if ended and not stop:
+            if paused:
+                self.status = "paused"
+            elif late:
+                self.left = tuple(seq for seq, _ in held)
+        return ended
+
+
+class _NotAllOurs(Exception):
+    """Items a chunk did were not all its own to end any more (one was taken over)."""
+
+
+class _Tally:
+    """The items one transaction counts: their counters, statuses and log rows, in order."""
+
+    def __init__(self) -> None:
+        self.counts = Counts()
+        self.statuses: list[Literal["done", "cancelled"]] = []
+        self.rows: list[LogEntry] = []
+
+    def end_all(
+        self, session: Session, loaded: _Loaded, done: list[tuple[tuple[int, str], _Done]]
+    ) -> None:
+        """Items done, their final states in one statement (on PostgreSQL one round trip);
+        :class:`_NotAllOurs` when one of them was not ours any more."""
+        ends = []
+        for (seq, key), item in done:
+            counts, final = _tally(item.outcome)
+            result = item.outcome.result if item.outcome is not None else None
+            ends.append((seq, final, result))
+            self.counts += counts
+            self.statuses.append("cancelled" if item.outcome is None else "done")
+            self.rows += [row.entry() for row in item.rows]
+            self.rows.append(_outcome_entry(key, item.outcome))
+        if ends and not end_items(session, loaded.run.id, done[0][1].worker, ends):
+            raise _NotAllOurs
+
+    def end(self, session: Session, loaded: _Loaded, item: tuple[int, str], done: _Done) -> None:
+        """An item done: its final state, if its claim is still ours (else another worker
+        took it over, and counts it)."""
+        (seq, key), outcome = item, done.outcome
+        counts, final = _tally(outcome)
+        result = outcome.result if outcome is not None else None
+        if not end_item(session, loaded.run.id, seq, done.worker, final=final, result=result):
+            return
+        self.counts += counts
+        self.statuses.append("cancelled" if outcome is None else "done")
+        self.rows += [row.entry() for row in done.rows]
+        self.rows.append(_outcome_entry(key, outcome))
+
+    def cancel(self, session: Session, loaded: _Loaded, item: tuple[int, str], worker: str) -> None:
+        """An item ``worker`` holds and has not begun, of a run that was stopped."""
+        seq, key = item
+        if cancel_held_item(session, loaded.run.id, seq, worker):
+            self.statuses.append("cancelled")
+            self.rows.append(_cancelled_entry(key))
+
+    def count(
+        self, session: Session, loaded: _Loaded
+    ) -> tuple[list[tuple[ItemStep, bool]], Counted | None]:
+        """Count the items in the run, write their rows, and mark the finish sent after the
+        run's last item: each item's step (as if counted one by one; the last one's says
+        whether the caller sends the finish), and the run's counts after them."""
+        n = len(self.statuses)
+        if not n:
+            return [], None
+        run_id = loaded.run.id
+        counted = count_finished(session, run_id, self.counts, n)
+        write_logs(session, loaded.run, self.rows)
+        send = counted.finished >= counted.total and mark_finish_sent(session, run_id)
+        total, steps = counted.total, []
+        for k, status in enumerate(self.statuses, start=counted.finished - n + 1):
+            step = ItemStep(status, None, k * 100 // max(total, 1), k, total)
+            steps.append((step, send and k == counted.finished))
+        return steps, counted
 
 
 def _counted(
-    loaded: _Loaded, counted: list[tuple[ItemStep, bool]], on_item: Callable[[ItemStep], None]
+    loaded: _Loaded,
+    counted: Sequence[tuple[ItemStep, bool]],
+    on_item: Callable[[ItemStep], None],
 ) -> Literal["done", "cancelled"] | None:
     """After the commit that counted items: their finish sent if it falls to us, each told to
     ``on_item``; the last one's status (None when none was counted)."""
@@ -606,99 +843,34 @@ def _counted(
     return status
 
 
-def _item_lease(run_id: int, seq: int, worker: str, lease: float) -> Callable[[], Any]:
-    """What a heartbeat runs to keep ``worker``'s claim of an item."""
-    return lambda: extend_item_lease(run_id, seq, worker, lease)
+def _cancelled_entry(key: str) -> LogEntry:
+    """The job log row of an item the stop ended (before it began, or while it worked)."""
+    return LogEntry("FileCancel", "{item} cancelled: job stopped", {"item": key})
 
 
-@dataclass(frozen=True)
-class _Next:
-    """The claim of a chunk's next item: owned (its key), busy elsewhere (until when), done
-    already (duplicate), paused, or cancelled by a stop (its step, and whether the caller
-    sends the finish)."""
-
-    status: Literal["owned", "busy", "duplicate", "paused", "cancelled"]
-    key: str | None = None
-    busy_until: datetime | None = None
-    cancelled: tuple[ItemStep, bool] | None = None
-
-
-def _count_and_claim(
-    session: Session,
-    loaded: _Loaded,
-    held: tuple[tuple[int, str], _Done] | None,
-    seq: int | None,
-    worker: str,
-    *,
-    fresh: bool,
-) -> tuple[tuple[ItemStep, bool] | None, _Next | None]:
-    """The one transaction between two items of a chunk: count the item ``held`` (worked),
-    claim item ``seq``. The run's flags come from the count (or from the run itself when it
-    was loaded in this transaction, ``fresh``), else they are read."""
-    counted, flags = None, None
-    if fresh:
-        flags = (loaded.run.stop_requested, loaded.run.paused)
-    if held is not None:
-        lock_job_of_run(session, loaded.run.id)  # before the run's rows: see _complete
-        step, send, after = _count_done(session, loaded, *held)
-        counted = (step, send)
-        if after is not None:  # the flags as the count found them
-            flags = (after.stop_requested, after.paused)
-    if seq is None:
-        return counted, None
-    lease = loaded.ctx.runtime.settings.lease_seconds
-    return counted, _claim_next(session, loaded, seq, worker, lease, flags=flags)
-
-
-def _claim_next(
-    session: Session,
-    loaded: _Loaded,
-    seq: int,
-    worker: str,
-    lease: float,
-    *,
-    flags: tuple[bool, bool] | None,
-) -> _Next:
-    """Claim item ``seq`` in ``session``'s transaction as :func:`run_item` does, given the
-    run's stop and pause ``flags`` as this transaction found them (read here when None)."""
-    run_id = loaded.run.id
-    flags = flags or run_flags(session, run_id)
-    if flags is None:
-        return _Next("duplicate")
-    stop_requested, paused = flags
-    if stop_requested:
-        lock_job_of_run(session, run_id)  # before the run's rows: see _complete
-        return _Next("cancelled", cancelled=_cancel(session, loaded, seq))
-    if paused:
-        return _Next("paused")
-    claim = claim_item(session, run_id, seq, worker, lease)
-    if claim.status == "busy":
-        return _Next("busy", busy_until=claim.busy_until)
-    if claim.status != "owned" or claim.item is None:
-        return _Next("duplicate")
-    return _Next("owned", key=claim.item.key)
+def _outcome_entry(key: str, outcome: ItemOutcome | None) -> LogEntry:
+    """The item's job log row: its outcome, or that the stop ended it while it worked."""
+    if outcome is None:
+        return _cancelled_entry(key)
+    return LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args).entry()
 
 
 def _log_outcome(session: Session, loaded: _Loaded, key: str, outcome: ItemOutcome | None) -> None:
     """The item's job log row: its outcome, or that the stop ended it while it worked."""
-    if outcome is None:
-        write_log(session, loaded.run, "FileCancel", "{item} cancelled: job stopped", item=key)
-        return
-    row = LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args)
-    row.write(session, loaded.run)  # its id and company: read when the step began, never changed
+    write_logs(session, loaded.run, [_outcome_entry(key, outcome)])
 
 
-def _cancel(session: Session, loaded: _Loaded, seq: int) -> tuple[ItemStep, bool]:
-    if not cancel_item(session, loaded.run.id, seq):
-        return ItemStep("duplicate"), False
-    result = count_finished(session, loaded.run.id, Counts())
-    run = session.get(Run, loaded.run.id)
-    assert run is not None
-    item = session.scalar(select(RunItem).where(RunItem.run_id == run.id, RunItem.seq == seq))
-    key = item.key if item else seq
-    write_log(session, run, "FileCancel", "{item} cancelled: job stopped", item=key)
-    step = ItemStep("cancelled", finished=result[0], total=result[1])
-    return step, mark_finish_sent(session, run.id)
+def _cancel(session: Session, loaded: _Loaded, seqs: Sequence[int]) -> list[tuple[ItemStep, bool]]:
+    """Cancel the items ``seqs`` of a stopped run that nobody is doing (pending, or held under
+    a claim that lapsed), count them and log each: their steps, the last one's saying whether
+    the caller sends the finish (none when no item was cancelled)."""
+    tally = _Tally()
+    for seq in seqs:
+        key = cancel_item(session, loaded.run.id, seq)
+        if key is not None:
+            tally.statuses.append("cancelled")
+            tally.rows.append(_cancelled_entry(key))
+    return tally.count(session, loaded)[0]
 
 
 def _send_finish(loaded: _Loaded) -> None:

@@ -416,10 +416,10 @@ _ASSET_IN_FOLDER = HotStatement(
 
 
 def asset_in_folder(ctx: RunContext[Any], handle: str) -> tuple[Asset, str] | None:
-    """The company's asset with this handle and its folder path, if it still exists."""
-    with ctx.runtime.store.read() as session:
-        params = {"handle": handle, "company": ctx.company_id}
-        row = _ASSET_IN_FOLDER.first(session.connection(), params)
+    """The company's asset with this handle and its folder path, if it still exists (one
+    statement: on PostgreSQL one round trip, without a transaction's BEGIN and COMMIT)."""
+    with ctx.runtime.store.read_now() as conn:
+        row = _ASSET_IN_FOLDER.first(conn, {"handle": handle, "company": ctx.company_id})
     return _asset_of(row)
 
 

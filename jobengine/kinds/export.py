@@ -175,8 +175,7 @@ class ExportKind(JobKindHandler[ExportJob]):
             return Finished()
         storage = ctx.runtime.storage
         key = f"{safe_name(ctx.company_handle)}/exports/{safe_name(ctx.run_name)}.zip"
-        staged = all(storage.exists(str(p["staged"])) for p in parts)
-        if staged or not storage.exists(key):
+        if not storage.exists(key) or all(storage.exists(str(p["staged"])) for p in parts):
             self._write_zip(ctx, key, parts)  # atomic: a second finish replaces the first's ZIP
         # else: an earlier finish wrote the whole ZIP (the name is the run's own, the write
         # atomic) and its staged files went before its end was committed (a store outage

@@ -362,17 +362,19 @@ class HotStatement:
             raise RuntimeError(f"{len(values)} rows sent, {len(out)} results")
         return out
 
-    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch) -> None:
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch) -> int:
         """Run a statement without rows once per row, through the driver's ``executemany``:
         on SQLite one prepared statement stepped in C for every row, on psycopg 3 one pipelined
-        round trip (a run's planned items, a batch's runs)."""
+        round trip (a run's planned items, a batch's runs). Returns the rows changed in all
+        (both drivers add up the row counts of an ``executemany``)."""
         if (rows.count if isinstance(rows, Batch) else len(rows)) == 0:
-            return
+            return 0
         compiled, values = self._many(conn, rows)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
         try:
             cursor.executemany(compiled.sql, values)
+            return int(cursor.rowcount)
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             raise _translated(conn, compiled.sql, values, exc) from exc
         finally:

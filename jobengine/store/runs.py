@@ -72,13 +72,18 @@ __all__ = [
     "ItemClaim",
     "LogEntry",
     "add_items",
+    "cancel_held_item",
     "claim_finish",
     "claim_inline_finish",
     "claim_item",
+    "claim_items",
     "claim_start",
     "complete_item",
     "end_inline_run",
+    "end_item",
+    "end_items",
     "end_run",
+    "extend_held_leases",
     "extend_item_lease",
     "extend_run_lease",
     "finish_reads",
@@ -86,6 +91,7 @@ __all__ = [
     "load_run",
     "lock_job",
     "lock_job_of_run",
+    "release_items",
     "run_flags",
     "run_items",
     "stop_requested",
@@ -255,20 +261,19 @@ class ItemClaim:
 
 _ITEM_COLUMNS = ("id", "run_id", "seq", "key", "state", "attempts", "claimed_by", "lease_until",
                  "result")  # fmt: skip
+# An item a claim may take: pending, or running under a lapsed lease (its worker died) or
+# under the claimer's own (a step that met an outage takes its claim back).
+_CLAIMABLE = or_(
+    _I.state == ItemState.PENDING,
+    and_(
+        _I.state == ItemState.RUNNING,
+        or_(_I.lease_until < _at("now"), _I.claimed_by == bindparam("worker")),
+    ),
+)
 # The item comes back as the claim left it (RETURNING): no second read for the usual answer.
 _CLAIM_ITEM = HotStatement(
     update(RUN_ITEMS)
-    .where(
-        _I.run_id == bindparam("run"),
-        _I.seq == bindparam("seq"),
-        or_(
-            _I.state == ItemState.PENDING,
-            and_(
-                _I.state == ItemState.RUNNING,
-                or_(_I.lease_until < _at("now"), _I.claimed_by == bindparam("worker")),
-            ),
-        ),
-    )
+    .where(_I.run_id == bindparam("run"), _I.seq == bindparam("seq"), _CLAIMABLE)
     .values(
         state=ItemState.RUNNING,
         claimed_by=bindparam("worker"),
@@ -306,6 +311,86 @@ def claim_item(session: Session, run_id: int, seq: int, worker: str, lease: floa
     return ItemClaim("finished", item)
 
 
+@functools.lru_cache(maxsize=64)
+def _claim_items(count: int) -> HotStatement:
+    """:data:`_CLAIM_ITEM` for ``count`` items at once (``seq IN (:s0, ...)``), returning the
+    seq and key of each item it claimed."""
+    return HotStatement(
+        update(RUN_ITEMS)
+        .where(
+            _I.run_id == bindparam("run"),
+            _I.seq.in_([bindparam(f"s{n}", type_=Integer()) for n in range(count)]),
+            _CLAIMABLE,
+        )
+        .values(
+            state=ItemState.RUNNING,
+            claimed_by=bindparam("worker"),
+            lease_until=_at("until"),
+            attempts=_I.attempts + 1,
+        )
+        .returning(_I.seq, _I.key),
+        typed=True,
+    )
+
+
+def claim_items(
+    session: Session, run_id: int, seqs: Sequence[int], worker: str, lease: float
+) -> tuple[list[tuple[int, str]], list[ItemClaim]]:
+    """:func:`claim_item` for several items of a run in one statement: the items claimed, as
+    ``(seq, key)`` in the order of ``seqs``, and the answer for each of the others (busy
+    elsewhere until a time, finished, or missing), also in that order."""
+    now = utcnow()
+    conn = _hot(session)
+    params: dict[str, Any] = {f"s{n}": seq for n, seq in enumerate(seqs)}
+    params.update(run=run_id, worker=worker, now=now, until=now + timedelta(seconds=lease))
+    keys = {int(seq): str(key) for seq, key in _claim_items(len(seqs)).all(conn, params)}
+    others: list[ItemClaim] = []
+    for seq in seqs:
+        if seq in keys:
+            continue
+        row = _ITEM.first(conn, {"run": run_id, "seq": seq})
+        if row is None:
+            others.append(ItemClaim("missing", RunItem(run_id=run_id, seq=seq)))
+            continue
+        item = RunItem(**dict(zip(_ITEM_COLUMNS, row, strict=True)))
+        busy = item.state == ItemState.RUNNING
+        others.append(ItemClaim("busy" if busy else "finished", item, item.lease_until))
+    return [(seq, keys[seq]) for seq in seqs if seq in keys], others
+
+
+def _give_back(**values: Any) -> HotStatement:
+    """An item ``worker`` claimed and has not begun, moved on with ``values``: its claim is
+    taken back (``attempts`` counts the claims of an item that were begun)."""
+    return HotStatement(
+        update(RUN_ITEMS)
+        .where(
+            _I.run_id == bindparam("run"),
+            _I.seq == bindparam("seq"),
+            _I.state == ItemState.RUNNING,
+            _I.claimed_by == bindparam("worker"),
+        )
+        .values(lease_until=None, attempts=_I.attempts - 1, **values)
+    )
+
+
+_RELEASE_HELD = _give_back(state=ItemState.PENDING, claimed_by=None)
+_CANCEL_HELD = _give_back(state=ItemState.CANCELLED)
+
+
+def release_items(session: Session, run_id: int, seqs: Sequence[int], worker: str) -> None:
+    """Give back items ``worker`` claimed and has not begun (a chunk paused or out of time):
+    pending again, as if never claimed, for whoever is sent them next."""
+    rows = [{"run": run_id, "seq": seq, "worker": worker} for seq in seqs]
+    _RELEASE_HELD.execute_many(_hot(session), rows)
+
+
+def cancel_held_item(session: Session, run_id: int, seq: int, worker: str) -> bool:
+    """running -> cancelled for an item ``worker`` claimed and has not begun (its run was
+    stopped); False if it was not ``worker``'s."""
+    params = {"run": run_id, "seq": seq, "worker": worker}
+    return _CANCEL_HELD.execute(_hot(session), params) == 1
+
+
 _ITEMS = HotStatement(
     select(*(RUN_ITEMS.c[name] for name in _ITEM_COLUMNS))
     .where(_I.run_id == bindparam("run"))
@@ -318,7 +403,19 @@ def run_items(session: Session, run_id: int) -> list[RunItem]:
     """A run's items in order (the ones an earlier start planned), as their rows hold them
     (transient objects: read, not to be changed)."""
     rows = _ITEMS.all(_hot(session), {"run": run_id})
-    return [RunItem(**dict(zip(_ITEM_COLUMNS, row, strict=True))) for row in rows]
+    return [_read_item(dict(zip(_ITEM_COLUMNS, row, strict=True))) for row in rows]
+
+
+_ITEM_MANAGER = manager_of_class(RunItem)
+
+
+def _read_item(values: dict[str, Any]) -> RunItem:
+    """A transient RunItem holding ``values``, to be read and never changed: made as the ORM's
+    loading makes objects (their values straight into the instance's dict), without the
+    constructor's instrumented sets (which were half of a 500-item run's start)."""
+    item = _ITEM_MANAGER.new_instance()
+    item.__dict__.update(values)
+    return item
 
 
 _ADD_ITEM_KEYS = ("run_id", "seq", "key", "state", "claimed_by", "lease_until", "attempts")
@@ -354,7 +451,7 @@ def add_items(
     conn = _hot(session)
     _ADD_ITEM.execute_many(conn, rows)
     _PLANNED.execute(conn, {"run": run_id, "total": len(rows), "message": message})
-    return [RunItem(**row, result={}) for row in rows]
+    return [_read_item({**row, "result": {}}) for row in rows]
 
 
 _RUN_FLAGS = HotStatement(
@@ -362,10 +459,10 @@ _RUN_FLAGS = HotStatement(
 )
 
 
-def run_flags(session: Session, run_id: int) -> tuple[bool, bool] | None:
+def run_flags(conn: Connection, run_id: int) -> tuple[bool, bool] | None:
     """A run's control flags as the store holds them now: ``(stop_requested, paused)``; None
     if there is no such run."""
-    row = _RUN_FLAGS.first(_hot(session), {"run": run_id})
+    row = _RUN_FLAGS.first(conn, {"run": run_id})
     return None if row is None else (bool(row[0]), bool(row[1]))
 
 
@@ -395,19 +492,31 @@ def finish_reads(session: Session, run_id: int) -> tuple[bool, list[dict[str, An
 
 _CANCEL_ITEM = HotStatement(
     update(RUN_ITEMS)
-    .where(_I.run_id == bindparam("run"), _I.seq == bindparam("seq"), _I.state == ItemState.PENDING)
-    .values(state=ItemState.CANCELLED)
+    .where(
+        _I.run_id == bindparam("run"),
+        _I.seq == bindparam("seq"),
+        or_(
+            _I.state == ItemState.PENDING,
+            and_(_I.state == ItemState.RUNNING, _I.lease_until < _at("now")),
+        ),
+    )
+    .values(state=ItemState.CANCELLED, lease_until=None)
+    .returning(_I.key)
 )
 
 
-def cancel_item(session: Session, run_id: int, seq: int) -> bool:
-    """pending -> cancelled (a stopped run's item that never started)."""
-    return _CANCEL_ITEM.execute(_hot(session), {"run": run_id, "seq": seq}) == 1
+def cancel_item(session: Session, run_id: int, seq: int) -> str | None:
+    """pending -> cancelled (a stopped run's item that never started), or running -> cancelled
+    when its claim lapsed (its worker died holding it: nobody else would ever end it); the
+    item's key, or None if it was neither."""
+    params = {"run": run_id, "seq": seq, "now": utcnow()}
+    key = _CANCEL_ITEM.scalar(_hot(session), params)
+    return None if key is None else str(key)
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Counter increments for one finished item."""
+    """Counter increments for finished items (one, or several counted together)."""
 
     success: int = 0
     error: int = 0
@@ -415,6 +524,16 @@ class Counts:
     size: int = 0
     duplicate: int = 0  # JobLog fileDuplicateCount
     update: int = 0  # JobLog fileUpdateCount
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.success + other.success,
+            self.error + other.error,
+            self.warning + other.warning,
+            self.size + other.size,
+            self.duplicate + other.duplicate,
+            self.update + other.update,
+        )
 
 
 def _complete_item(claimed: bool) -> HotStatement:
@@ -454,14 +573,46 @@ def complete_item(
     Returns the run's finished and total items after counting (so the caller that finishes
     the last item sends the finishing task) and its stop and pause flags.
     """
+    if not end_item(session, run_id, seq, worker, final=final, result=result):
+        return None
+    return count_finished(session, run_id, counts)
+
+
+def end_items(
+    session: Session,
+    run_id: int,
+    worker: str,
+    items: Sequence[tuple[int, ItemState, dict[str, Any] | None]],
+) -> bool:
+    """:func:`end_item` for several items ``worker`` claimed, ``(seq, final, result)`` each,
+    in one ``executemany`` (on PostgreSQL one round trip); whether every one of them was
+    still ``worker``'s and moved. When not, the caller rolls the transaction back (some
+    moved, some did not) and ends them one by one."""
+    rows = [
+        {"run": run_id, "seq": seq, "final": final, "result": result or {}, "worker": worker}
+        for seq, final, result in items
+    ]
+    return _COMPLETE_CLAIMED.execute_many(_hot(session), rows) == len(rows)
+
+
+def end_item(
+    session: Session,
+    run_id: int,
+    seq: int,
+    worker: str | None,
+    *,
+    final: ItemState,
+    result: dict[str, Any] | None = None,
+) -> bool:
+    """Move a claimed item (a pending one: ``worker`` None) to its final state, without
+    counting it (the caller counts it with others: :func:`count_finished`); False if it was
+    not ours to finish."""
     params: dict[str, Any] = {"run": run_id, "seq": seq, "final": final, "result": result or {}}
     if worker is None:
         moved = _COMPLETE_PENDING.execute(_hot(session), params)
     else:
         moved = _COMPLETE_CLAIMED.execute(_hot(session), {**params, "worker": worker})
-    if moved != 1:
-        return None
-    return count_finished(session, run_id, counts)
+    return moved == 1
 
 
 def _count(name: str) -> Any:
@@ -472,16 +623,16 @@ _COUNT_FINISHED = HotStatement(
     update(RUNS)
     .where(_R.id == bindparam("run"))
     .values(
-        finished_items=_R.finished_items + 1,
+        finished_items=_R.finished_items + _count("items"),
         success_count=_R.success_count + _count("success"),
         error_count=_R.error_count + _count("error"),
         warning_count=_R.warning_count + _count("warning"),
         duplicate_count=_R.duplicate_count + _count("duplicate"),
         update_count=_R.update_count + _count("update"),
         total_size=_R.total_size + _count("size"),
-        progress=((_R.finished_items + 1) * 100) / _R.total_items,
+        progress=((_R.finished_items + _count("items")) * 100) / _R.total_items,
         # i18n.PROGRESS_MESSAGE in English (queries render it in the reader's locale)
-        progress_message=sql_cast(_R.finished_items + 1, String)
+        progress_message=sql_cast(_R.finished_items + _count("items"), String)
         + " of "
         + sql_cast(_R.total_items, String)
         + " file(s) processed",
@@ -493,8 +644,8 @@ _COUNT_FINISHED = HotStatement(
 
 
 class Counted(NamedTuple):
-    """A run's items finished and in all after one more was counted, and its control flags
-    as the same statement found them."""
+    """A run's items finished and in all after more were counted, and its control flags as
+    the same statement found them."""
 
     finished: int
     total: int
@@ -502,14 +653,15 @@ class Counted(NamedTuple):
     paused: bool
 
 
-def count_finished(session: Session, run_id: int, counts: Counts) -> Counted:
-    """Add one finished item and its counters to the run, in one statement that returns the
-    counts and the run's flags after it."""
+def count_finished(session: Session, run_id: int, counts: Counts, items: int = 1) -> Counted:
+    """Add ``items`` finished items and their counters to the run, in one statement that
+    returns the counts and the run's flags after it."""
     conn = _hot(session)
     row = _COUNT_FINISHED.first(
         conn,
         {
             "run": run_id,
+            "items": items,
             "success": counts.success,
             "error": counts.error,
             "warning": counts.warning,
@@ -717,6 +869,21 @@ def extend_item_lease(run_id: int, seq: int, worker: str, lease: float) -> Any:
         .where(
             RunItem.run_id == run_id,
             RunItem.seq == seq,
+            RunItem.state == ItemState.RUNNING,
+            RunItem.claimed_by == worker,
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def extend_held_leases(run_id: int, worker: str, lease: float) -> Any:
+    """The statement that extends ``worker``'s claims of a run's items, all of them (a chunk's
+    items it claimed together, begun or not)."""
+    return (
+        update(RunItem)
+        .where(
+            RunItem.run_id == run_id,
             RunItem.state == ItemState.RUNNING,
             RunItem.claimed_by == worker,
         )

@@ -612,9 +612,9 @@ def test_kwargs_repr_is_celerys_saferepr(
 @settings(max_examples=400, deadline=None)
 @given(
     kwargs=st.dictionaries(_TEXT, _VALUE | st.lists(_VALUE, max_size=3), max_size=6)
-    | st.dictionaries(_TEXT, _TEXT | st.integers(), max_size=6),
+    | st.dictionaries(_TEXT, _TEXT | st.integers() | st.lists(st.integers()), max_size=6),
     maxlen=st.sampled_from([None, 0, 1, 8, 40, 200, 1024]),
-    maxlevels=st.sampled_from([-1, 0, 1, 3]),
+    maxlevels=st.sampled_from([-1, 0, 1, 2, 3]),
 )
 def test_kwargs_texts_are_kombus_json_and_celerys_saferepr(
     kwargs: dict[str, Any], maxlen: int | None, maxlevels: int
