@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import JSON, Connection, Table, bindparam, func, insert, select
@@ -28,12 +29,17 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import ColumnDefault
 
 __all__ = [
+    "ArrayInsert",
     "Batch",
     "CopyInsert",
     "HotStatement",
     "RowidInsert",
     "Same",
+    "Sent",
     "inserted_ids",
+    "next_ids",
+    "pipelined",
+    "pipelines",
     "planned_in",
 ]
 
@@ -286,6 +292,13 @@ class HotStatement:
             raise _translated(conn, compiled.sql, values, exc) from exc
         return cursor, compiled
 
+    def send(self, conn: Connection, params: Mapping[str, Any]) -> Sent:
+        """Run the statement, its rows to be fetched later (:class:`Sent`): in a
+        :func:`pipelined` block it goes to the server with the statements sent after it, in
+        the round trip of the first fetch."""
+        cursor, compiled = self._run(conn, params)
+        return Sent(conn, cursor, compiled.sql, compiled.row)
+
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run a statement without rows; returns the driver's row count."""
         cursor, _ = self._run(conn, params)
@@ -515,6 +528,138 @@ class CopyInsert:
         finally:
             cursor.close()
         return ids
+
+
+class Sent:
+    """A statement run on the driver's cursor whose rows are fetched when asked for: in a
+    :func:`pipelined` block, the statements sent one after the other go to the server together
+    and the first fetch waits for all of their results (one round trip for all). A driver error
+    is raised as Connection.execute raises it, by the fetch that meets it."""
+
+    __slots__ = ("_conn", "_cursor", "_row", "_sql")
+
+    def __init__(
+        self, conn: Connection, cursor: Any, sql: str,
+        row: Callable[[Sequence[Any]], tuple[Any, ...]] = tuple,
+    ) -> None:  # fmt: skip
+        self._conn = conn
+        self._cursor = cursor
+        self._sql = sql
+        self._row = row
+
+    def all(self) -> list[tuple[Any, ...]]:
+        """Every row of the result (the cursor is closed)."""
+        dbapi = self._conn.dialect.loaded_dbapi
+        try:
+            return [self._row(row) for row in self._cursor.fetchall()]
+        except dbapi.Error as exc:
+            raise _translated(self._conn, self._sql, None, exc) from exc
+        finally:
+            self._cursor.close()
+
+    def close(self) -> None:
+        """Close the cursor (its result unread)."""
+        self._cursor.close()
+
+    def done(self) -> int:
+        """Wait for a statement without rows; its row count (the cursor is closed)."""
+        dbapi = self._conn.dialect.loaded_dbapi
+        try:
+            self._cursor.fetchall() if self._cursor.description else None
+            return int(self._cursor.rowcount)
+        except dbapi.Error as exc:
+            raise _translated(self._conn, self._sql, None, exc) from exc
+        finally:
+            self._cursor.close()
+
+
+def _send_text(conn: Connection, sql: str, values: Sequence[Any] | None = None) -> Sent:
+    """Run ``sql`` (with positional ``values``) on the driver's cursor, fetched later."""
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cursor.execute(sql, values)
+    except dbapi.Error as exc:
+        cursor.close()
+        raise _translated(conn, sql, values, exc) from exc
+    return Sent(conn, cursor, sql)
+
+
+def pipelines(conn: Connection) -> bool:
+    """Whether :func:`pipelined` sends statements together on ``conn`` (psycopg 3)."""
+    return conn.dialect.driver == "psycopg"
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """The statements run on ``conn`` in the block go to the server in psycopg's pipeline mode:
+    each is sent without waiting for the one before, and a fetch (:class:`Sent`) waits for
+    the results of all sent so far: one round trip for many statements, in the transaction of
+    the connection (its BEGIN goes with the first). An error makes the server skip the
+    statements after it up to the end of the block; it is raised as Connection.execute raises
+    it. Elsewhere (SQLite), the statements run one by one as ever."""
+    if not pipelines(conn):
+        yield
+        return
+    driver: Any = conn.connection.dbapi_connection
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with driver.pipeline():
+            yield
+    except dbapi.Error as exc:  # met when the block's end syncs
+        raise _translated(conn, "(pipeline)", None, exc) from exc
+
+
+def next_ids(conn: Connection, table: Table, count: int) -> Sent:
+    """Draw ``count`` ids of ``table``'s serial ``id`` from its sequence (PostgreSQL), fetched
+    later: sorted, they go to rows in the order given, as one-by-one inserts number them."""
+    name = conn.dialect.identifier_preparer.format_table(table)
+    return _send_text(conn, _next_ids(name, count))
+
+
+class ArrayInsert:
+    """Many rows with their ids into a PostgreSQL table in one ``INSERT ... SELECT FROM
+    unnest(...)``, a binary array parameter per column (psycopg).
+
+    Unlike ``COPY`` (two round trips of its own, and none in a pipeline), it can go in a
+    :func:`pipelined` block with the rest of a transaction, its COMMIT included. The text is the
+    same for any number of rows (psycopg prepares it once); each column's values go through its
+    type's bind processor as every other write's (:meth:`HotStatement.parameters`), and psycopg
+    writes the arrays in binary (its text arrays cost ten times as much to build). The ids are
+    drawn first (:func:`next_ids`)."""
+
+    def __init__(self, table: Table, keys: Sequence[str]) -> None:
+        self._table = table
+        self._values = HotStatement(insert(table), insert_keys=keys)  # types and defaults
+        self._sql: dict[str, str] = {}
+
+    def _statement(self, dialect: Dialect, names: Sequence[str]) -> str:
+        key = f"{dialect.name}+{dialect.driver}"
+        found = self._sql.get(key)
+        if found is None:
+            quote = dialect.identifier_preparer
+            columns = [self._table.c.id, *(self._table.c[name] for name in names)]
+            listed = ", ".join(quote.quote(column.name) for column in columns)
+            arrays = ", ".join(
+                f"%b::{column.type.compile(dialect=dialect)}[]" for column in columns
+            )
+            table = quote.format_table(self._table)
+            found = self._sql[key] = (
+                f"INSERT INTO {table} ({listed}) SELECT * FROM unnest({arrays})"  # noqa: S608 - our table's names
+            )
+        return found
+
+    def send(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch,
+             ids: Sequence[int]) -> Sent:  # fmt: skip
+        """Insert ``rows`` with ``ids`` (one each, in order); fetch the result later."""
+        compiled = self._values._compiled(conn.dialect)
+        batch = self._values.batch(rows)
+        if len(ids) != batch.count:
+            raise ValueError(f"{len(ids)} ids for {batch.count} rows")
+        columns = compiled.columns(batch)
+        return _send_text(
+            conn, self._statement(conn.dialect, compiled.names), [list(ids), *columns]
+        )
 
 
 def inserted_ids(
