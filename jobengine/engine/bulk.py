@@ -1,7 +1,7 @@
 """submit_many()'s store side: a batch's reads, checks and writes.
 
 Two ways: :func:`record_many`, statements one after the other (SQLite, and any other driver),
-and :func:`record_pipelined`, two pipelines of psycopg (PostgreSQL: four round trips). Both
+and :func:`record_pipelined`, the reads in one pipeline of psycopg (PostgreSQL). Both
 check the requests in their order and write what submitting them one by one would write.
 """
 
@@ -26,7 +26,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from jobengine.engine import dispatch
 from jobengine.engine.submit_rules import (
@@ -40,7 +40,7 @@ from jobengine.engine.submit_rules import (
     timing_of,
     user_of,
 )
-from jobengine.errors import InvalidCompany, IpsFault, StoreUnavailable
+from jobengine.errors import InvalidCompany, IpsFault
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import check_request, kind_for
 from jobengine.kinds.base import JobKindHandler, SubmitReads, find_many_assets
@@ -48,13 +48,11 @@ from jobengine.model import SubmitJobRequest, to_ips_json
 from jobengine.runtime import Runtime
 from jobengine.settings import Settings
 from jobengine.store.hot import (
-    ArrayInsert,
     Batch,
     CopyInsert,
     HotStatement,
     RowidInsert,
     Same,
-    Sent,
     inserted_ids,
     next_ids,
     pipelined,
@@ -66,9 +64,9 @@ from jobengine.store.jobs import (
     RunRows,
     add_runs,
     add_untaken_runs,
+    copy_run_rows,
     run_rows,
     runs_added,
-    send_run_rows,
 )
 from jobengine.store.schema import JOBS, RUNS, Company, utcnow
 from jobengine.store.states import ACTIVE_RUNS
@@ -357,28 +355,27 @@ def record_pipelined(
     sending: bool,
     client: str | None = None,
 ) -> list[tuple[str, dispatch.StartMessage | None]]:
-    """:func:`record_many` on PostgreSQL (psycopg) in two pipelines, its COMMIT in the second:
-    each pipeline's statements go together, in four round trips in all (eleven before: one per
-    statement, two per ``COPY``): psycopg's BEGIN (which it syncs alone in pipeline mode), the
-    first pipeline's statements, its end's Sync, the second pipeline.
+    """:func:`record_many` on PostgreSQL (psycopg), its reads in one pipeline: eight round
+    trips where it took eleven (counted in libpq's protocol trace).
 
-    1. The reads: the companies of every form of the batch's
-       company handles, the live jobs holding any of its names in them (with whether each has
-       an active run), its assets, and the ids of its jobs and of its runs, drawn from their
-       sequences (a run's id is known before it is written, so the job rows carry their final
-       handles and the runs their job ids).
-    2. The jobs in one ``INSERT`` of arrays, a savepoint, the runs in another, and the COMMIT
-       (:class:`~jobengine.store.hot.ArrayInsert`; a ``COPY`` is two round trips of its own
-       and cannot go in a pipeline).
+    1. psycopg's BEGIN (in pipeline mode psycopg syncs after it);
+    2. the reads, sent together: the companies of every form of the batch's company handles,
+       the live jobs holding any of its names in them (with whether each has an active run),
+       the ids of its jobs and of its runs drawn from their sequences, a savepoint, and its
+       assets (whose fetch waits for all of them); then the pipeline's closing Sync;
+    3. the jobs and the runs each one ``COPY`` with their ids (two round trips each: ``COPY``
+       waits for the server's go-ahead, and cannot go in a pipeline; an ``INSERT`` of arrays,
+       which can, cost the server and the client more than the round trips it saves:
+       BENCHMARKS.md), then the COMMIT, by the transaction.
 
-    The checks run between the two, in the order of the requests, as :func:`record_many`'s
-    (a request's timing is worked out before the reads, its fault kept for its turn). What is
-    rare costs a round trip of its own as before: a ``userHandle`` or submitting user (looked up
-    after the reads), a name whose holder has ended (released), a run name taken this second
-    (the runs' insert fails under its savepoint and the runs go in as :func:`record_many`'s
-    fall back, the COMMIT left to the transaction). The jobs' insert failing on a name taken
-    meanwhile fails the transaction, as there. A lost connection in the second round trip may
-    have come after the COMMIT: StoreUnavailable, not run again (as a failed COMMIT)."""
+    The ids known ahead, the job rows carry their final handles and the runs their job ids.
+    The checks run between the reads and the writes, in the order of the requests, as
+    :func:`record_many`'s (a request's timing is worked out before the reads, its fault kept
+    for its turn). What is rare costs a round trip of its own as before: a ``userHandle`` or
+    submitting user (looked up after the reads), a name whose holder has ended (released, and
+    the savepoint set again after it), a run name taken this second (see
+    :func:`_write_copied`). The jobs' ``COPY`` failing on a name taken meanwhile fails the
+    transaction, as there."""
     settings = runtime.settings
     now = utcnow()
     kinds = _Kinds.of(reqs)
@@ -395,7 +392,9 @@ def record_pipelined(
         holders = None if duplicate else _HOLDERS_ANY.send(conn, {"forms": forms, "names": names})
         job_ids_sent = next_ids(conn, JOBS, len(reqs))
         run_ids_sent = next_ids(conn, RUNS, starts) if starts else None
+        mark = _SAVEPOINT.send(conn, {})  # before the writes (see _write_copied)
         found = find_many_assets(conn, handles)  # the first fetch: it waits for all of them
+        mark.done()
         stored = {
             str(handle): (int(company_id), str(handle)) for company_id, handle in companies.all()
         }
@@ -404,12 +403,18 @@ def record_pipelined(
         run_ids = [] if run_ids_sent is None else sorted(int(row[0]) for row in run_ids_sent.all())
     actors = _actors_of(conn, reqs, user, stored)
     wanted = {(who.company_id, req.job_name) for req, who in zip(reqs, actors, strict=True)}
-    held = {
-        (int(company_id), str(name))
-        for job_id, company_id, name, trigger_state, active in holder_rows
-        if (int(company_id), str(name)) in wanted
-        and holds(conn, (int(job_id), str(trigger_state), active is not None))
-    }
+    held: set[tuple[int, str]] = set()
+    released = False
+    for job_id, company_id, name, trigger_state, active in holder_rows:
+        key = (int(company_id), str(name))
+        if key not in wanted:
+            continue
+        if holds(conn, (int(job_id), str(trigger_state), active is not None)):
+            held.add(key)
+        else:  # released: the savepoint goes after it (rare: a round trip of its own)
+            released = True
+    if released:
+        _SAVEPOINT.execute(conn, {})
     reads: dict[int, SubmitReads] = {}
     for who in actors:
         if who.company_id not in reads:
@@ -423,7 +428,7 @@ def record_pipelined(
     # sent right after the commit (unmarked if the broker refuses them), or left to the relay
     rows = run_rows(new_runs, local_now=now.astimezone(settings.zone),
                     dispatched_at=now if sending else None)  # fmt: skip
-    runs = _write_pipelined(conn, jobs.rows, job_ids, rows, run_ids)
+    runs = _write_copied(conn, jobs.rows, job_ids, rows, run_ids)
     return _started(actors, kinds, jobs.handles, starting, runs)
 
 
@@ -459,30 +464,25 @@ def _actors_of(
     return out
 
 
-def _write_pipelined(
+def _write_copied(
     conn: Connection, jobs: Batch, job_ids: list[int], runs: RunRows, run_ids: list[int]
 ) -> AddedRuns:
-    """The second round trip of :func:`record_pipelined`: the jobs, the runs, the COMMIT."""
-    sent: list[Sent] = []
+    """The writes of :func:`record_pipelined`: the jobs, then the runs, each one ``COPY`` with
+    the ids drawn for them (the COMMIT follows, by the transaction). A run name taken this
+    second fails the runs' ``COPY``: the transaction goes back to the savepoint set with the
+    reads (before the jobs), the jobs go in again and the runs as :func:`record_many`'s fall
+    back (the ``ON CONFLICT`` statement, then the next suffix for each run left out)."""
+    _JOBS_COPY.insert(conn, jobs, job_ids)
+    if not run_ids:
+        return runs_added(conn, runs, {})
     try:
-        with pipelined(conn):
-            sent.append(_JOBS_ARRAY.send(conn, jobs, job_ids))
-            if run_ids:
-                sent.append(_SAVEPOINT.send(conn, {}))
-                sent.append(send_run_rows(conn, runs, run_ids))
-            sent.append(_COMMIT.send(conn, {}))  # with the rest: the transaction's end
+        copy_run_rows(conn, runs, run_ids)
     except IntegrityError as error:
         if not _run_name_taken(error):
             raise
-        _ROLLBACK_TO_SAVEPOINT.execute(conn, {})  # the jobs stay; the transaction commits them
+        _ROLLBACK_TO_SAVEPOINT.execute(conn, {})
+        _JOBS_COPY.insert(conn, jobs, job_ids)
         return add_untaken_runs(conn, runs)
-    except DBAPIError as error:
-        if error.connection_invalidated:  # sent, maybe committed: never to be run again
-            raise StoreUnavailable(f"the job store is unreachable: {error.orig}") from error
-        raise
-    finally:
-        for one in sent:
-            one.close()
     return runs_added(conn, runs, dict(zip(runs.task_ids, run_ids, strict=True)))
 
 
@@ -524,10 +524,8 @@ _HOLDERS_ANY = HotStatement(
     ),
     planned_each_time=True,
 )
-_JOBS_ARRAY = ArrayInsert(JOBS, JOB_KEYS)
-_SAVEPOINT = HotStatement(text("SAVEPOINT jobengine_runs"))
-_ROLLBACK_TO_SAVEPOINT = HotStatement(text("ROLLBACK TO SAVEPOINT jobengine_runs"))
-_COMMIT = HotStatement(text("COMMIT"))
+_SAVEPOINT = HotStatement(text("SAVEPOINT jobengine_batch"))
+_ROLLBACK_TO_SAVEPOINT = HotStatement(text("ROLLBACK TO SAVEPOINT jobengine_batch"))
 
 
 def actors(

@@ -320,7 +320,7 @@ def _submit(
         if len(reqs) == 1:  # submit(): prebuilt statements, a read and a write
             return [_record(conn, runtime, reqs[0], user, actor, duplicate=duplicate,
                             sending=sending, client=client)]  # fmt: skip
-        if actor is None and pipelines(conn):  # PostgreSQL: two pipelines
+        if actor is None and pipelines(conn):  # PostgreSQL: the reads pipelined
             return record_pipelined(conn, runtime, reqs, user, duplicate=duplicate,
                                      sending=sending, client=client)  # fmt: skip
         who = actors(conn, reqs, user, actor)

@@ -29,7 +29,6 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import ColumnDefault
 
 __all__ = [
-    "ArrayInsert",
     "Batch",
     "CopyInsert",
     "HotStatement",
@@ -498,16 +497,11 @@ class CopyInsert:
         trip as the ids are drawn; if it fails (``IntegrityError``...) the transaction is
         rolled back to it, the rest of the transaction kept, and the error raised. It is not
         released: the commit ends it (a round trip saved)."""
-        compiled = self._values._compiled(conn.dialect)
         batch = self._values.batch(rows)
-        columns = compiled.columns(batch)
-        quote = conn.dialect.identifier_preparer
-        table = quote.format_table(self._table)
-        names = ", ".join(quote.quote(self._table.c[name].name) for name in compiled.names)
+        table = conn.dialect.identifier_preparer.format_table(self._table)
+        mark = None if savepoint is None else conn.dialect.identifier_preparer.quote(savepoint)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
-        sql = f"COPY {table} (id, {names}) FROM STDIN"
-        mark = None if savepoint is None else quote.quote(savepoint)
         try:
             if mark is None:
                 cursor.execute(_next_ids(table, batch.count))
@@ -515,19 +509,42 @@ class CopyInsert:
                 cursor.execute(f"SAVEPOINT {mark}; {_next_ids(table, batch.count)}")
                 cursor.nextset()
             ids = sorted(int(row[0]) for row in cursor.fetchall())
-            try:
-                with cursor.copy(sql) as copy:
-                    for row in zip(ids, *columns, strict=True):
-                        copy.write_row(row)
-            except dbapi.Error:
-                if mark is not None:
-                    cursor.execute(f"ROLLBACK TO SAVEPOINT {mark}")
-                raise
+        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
+            raise DBAPIError.instance("(ids)", {}, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+        try:
+            self.insert(conn, batch, ids)
+        except DBAPIError:
+            if mark is not None:
+                _send_text(conn, f"ROLLBACK TO SAVEPOINT {mark}").done()
+            raise
+        return ids
+
+    def insert(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch, ids: Sequence[int]
+    ) -> None:
+        """Insert ``rows`` with these ids (drawn ahead, one a row, in order: see
+        :func:`next_ids`) by one ``COPY``."""
+        compiled = self._values._compiled(conn.dialect)
+        batch = self._values.batch(rows)
+        if len(ids) != batch.count:
+            raise ValueError(f"{len(ids)} ids for {batch.count} rows")
+        columns = compiled.columns(batch)
+        quote = conn.dialect.identifier_preparer
+        table = quote.format_table(self._table)
+        names = ", ".join(quote.quote(self._table.c[name].name) for name in compiled.names)
+        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.dialect.loaded_dbapi
+        sql = f"COPY {table} (id, {names}) FROM STDIN"
+        try:
+            with cursor.copy(sql) as copy:
+                for row in zip(ids, *columns, strict=True):
+                    copy.write_row(row)
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             raise DBAPIError.instance(sql, {}, exc, dbapi.Error) from exc
         finally:
             cursor.close()
-        return ids
 
 
 class Sent:
@@ -615,51 +632,6 @@ def next_ids(conn: Connection, table: Table, count: int) -> Sent:
     later: sorted, they go to rows in the order given, as one-by-one inserts number them."""
     name = conn.dialect.identifier_preparer.format_table(table)
     return _send_text(conn, _next_ids(name, count))
-
-
-class ArrayInsert:
-    """Many rows with their ids into a PostgreSQL table in one ``INSERT ... SELECT FROM
-    unnest(...)``, a binary array parameter per column (psycopg).
-
-    Unlike ``COPY`` (two round trips of its own, and none in a pipeline), it can go in a
-    :func:`pipelined` block with the rest of a transaction, its COMMIT included. The text is the
-    same for any number of rows (psycopg prepares it once); each column's values go through its
-    type's bind processor as every other write's (:meth:`HotStatement.parameters`), and psycopg
-    writes the arrays in binary (its text arrays cost ten times as much to build). The ids are
-    drawn first (:func:`next_ids`)."""
-
-    def __init__(self, table: Table, keys: Sequence[str]) -> None:
-        self._table = table
-        self._values = HotStatement(insert(table), insert_keys=keys)  # types and defaults
-        self._sql: dict[str, str] = {}
-
-    def _statement(self, dialect: Dialect, names: Sequence[str]) -> str:
-        key = f"{dialect.name}+{dialect.driver}"
-        found = self._sql.get(key)
-        if found is None:
-            quote = dialect.identifier_preparer
-            columns = [self._table.c.id, *(self._table.c[name] for name in names)]
-            listed = ", ".join(quote.quote(column.name) for column in columns)
-            arrays = ", ".join(
-                f"%b::{column.type.compile(dialect=dialect)}[]" for column in columns
-            )
-            table = quote.format_table(self._table)
-            found = self._sql[key] = (
-                f"INSERT INTO {table} ({listed}) SELECT * FROM unnest({arrays})"  # noqa: S608 - our table's names
-            )
-        return found
-
-    def send(self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch,
-             ids: Sequence[int]) -> Sent:  # fmt: skip
-        """Insert ``rows`` with ``ids`` (one each, in order); fetch the result later."""
-        compiled = self._values._compiled(conn.dialect)
-        batch = self._values.batch(rows)
-        if len(ids) != batch.count:
-            raise ValueError(f"{len(ids)} ids for {batch.count} rows")
-        columns = compiled.columns(batch)
-        return _send_text(
-            conn, self._statement(conn.dialect, compiled.names), [list(ids), *columns]
-        )
 
 
 def inserted_ids(

@@ -22,13 +22,11 @@ from jobengine.handles import (
     uuid4_texts,
 )
 from jobengine.store.hot import (
-    ArrayInsert,
     Batch,
     CopyInsert,
     HotStatement,
     RowidInsert,
     Same,
-    Sent,
     planned_in,
 )
 from jobengine.store.intake import new_run_values
@@ -42,6 +40,7 @@ __all__ = [
     "RunRows",
     "add_runs",
     "add_untaken_runs",
+    "copy_run_rows",
     "create_run",
     "find_job",
     "find_runs",
@@ -50,7 +49,6 @@ __all__ = [
     "insert_runs",
     "run_rows",
     "runs_added",
-    "send_run_rows",
     "untaken_fires",
 ]
 
@@ -173,8 +171,6 @@ _SQLITE_RUNS = RowidInsert(
 
 # PostgreSQL (psycopg): ids from the sequence and one COPY (see CopyInsert)
 _RUNS_COPY = CopyInsert(RUNS, _RUN_KEYS)
-# PostgreSQL (psycopg), in a pipeline: ids drawn ahead, one INSERT of arrays (see ArrayInsert)
-_RUNS_ARRAY = ArrayInsert(RUNS, _RUN_KEYS)
 
 
 def _insert_many(conn: Connection, batch: Batch) -> dict[str, int]:
@@ -315,11 +311,10 @@ def add_untaken_runs(conn: Connection, rows: RunRows) -> AddedRuns:
     return runs_added(conn, rows, _insert_untaken(conn, rows.batch) if rows.batch.count else {})
 
 
-def send_run_rows(conn: Connection, rows: RunRows, ids: Sequence[int]) -> Sent:
-    """Insert ``rows`` with these ids (drawn ahead, one a row, in order) in one statement that
-    fails whole if a name is taken, sent to be waited for later (PostgreSQL, in a pipelined
-    block: see :class:`~jobengine.store.hot.ArrayInsert`)."""
-    return _RUNS_ARRAY.send(conn, rows.batch, ids)
+def copy_run_rows(conn: Connection, rows: RunRows, ids: Sequence[int]) -> None:
+    """Insert ``rows`` with these ids (drawn ahead, one a row, in order) by one ``COPY``
+    (PostgreSQL, psycopg), which fails whole if a name is taken."""
+    _RUNS_COPY.insert(conn, rows.batch, ids)
 
 
 def add_runs(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -245,13 +246,13 @@ def test_a_run_name_taken_this_second_takes_the_next_suffix_and_the_batch_stays_
     first = submit(export_request(company, assets, "Clash"))  # its run holds Clash_<second>
     store = get_runtime().store
     local = datetime.now(UTC).astimezone(get_settings().zone)
-    with store.connect() as conn:  # and runs of the same name for the next seconds too
+    with store.connect() as conn:  # and runs of the same name for this second and the next
         job_id, company_id = conn.execute(
             select(Job.id, Job.company_id).where(Job.handle == first)
         ).one()
         later = [
             NewRun(job_id, company_id, "Clash", f"test:{s}", named_at=local + timedelta(seconds=s))
-            for s in range(1, 6)
+            for s in range(6)  # this second's too (a second may have passed since the submit)
         ]
         insert_runs(conn, later, local_now=local)
     handles = submit_many([export_request(company, assets, name) for name in ("Clash", "Calm")])
@@ -267,8 +268,10 @@ def test_a_run_name_taken_this_second_takes_the_next_suffix_and_the_batch_stays_
         ).all()
     assert len(clash_jobs) == 2  # the first and the batch's: written once
     by_handle = {handle: (name, run_id) for handle, name, run_id in runs}
-    assert len(runs) == 2 and by_handle[handles[0]][0].endswith("-2")
-    assert not by_handle[handles[1]][0].endswith("-2")
+    clash, calm = by_handle[handles[0]][0], by_handle[handles[1]][0]
+    stamp = r"_\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d"
+    assert len(runs) == 2 and re.fullmatch(f"Clash{stamp}-[23]", clash)  # after the taken ones
+    assert re.fullmatch(f"Calm{stamp}", calm)  # its own name, no suffix
     redis = redis_client(get_settings())
     sent = [
         json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
