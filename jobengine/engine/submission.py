@@ -28,55 +28,23 @@ import gc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import (
-    ARRAY,
-    Connection,
-    String,
-    Table,
-    any_,
-    bindparam,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from jobengine.cron import parse as parse_cron
 from jobengine.engine import dispatch
-from jobengine.errors import (
-    InvalidCompany,
-    InvalidParameter,
-    InvalidRequestUser,
-    IpsFault,
-    Unavailable,
-    caller_faults,
-)
+from jobengine.engine.bulk import actors, record_many, record_pipelined
+from jobengine.engine.submit_rules import JOB_INSERT, Timing, actor_of, holds, timing_of, user_of
+from jobengine.errors import InvalidCompany, IpsFault, Unavailable, caller_faults
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import check_request, kind_for
 from jobengine.kinds.base import JobKindHandler, SubmitReads
-from jobengine.model import (
-    SubmitJobRequest,
-    parse_submit_job,
-    parse_submit_jobs,
-    to_ips_dict,
-    to_ips_json,
-)
+from jobengine.model import SubmitJobRequest, parse_submit_job, parse_submit_jobs, to_ips_dict
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
-from jobengine.store.hot import (
-    Batch,
-    CopyInsert,
-    HotStatement,
-    RowidInsert,
-    Same,
-    inserted_ids,
-    planned_in,
-)
+from jobengine.store.hot import HotStatement, pipelines
 from jobengine.store.intake import (
     FEW_ASSETS,
     commits_each_statement,
@@ -87,75 +55,15 @@ from jobengine.store.intake import (
     new_run_values,
     transaction,
 )
-from jobengine.store.jobs import NewRun, add_runs, fire_key, insert_run
-from jobengine.store.schema import JOBS, RUNS, Company, Membership, Run, User, utcnow
-from jobengine.store.states import ACTIVE_RUNS, LIVE_TRIGGERS, TriggerState
-from jobengine.store.users import Actor, CompanyRef, not_a_member
+from jobengine.store.jobs import insert_run
+from jobengine.store.schema import JOBS, RUNS, Run, utcnow
+from jobengine.store.users import Actor, CompanyRef
 
 __all__ = ["send_run", "send_runs", "submit", "submit_many"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Timing:
-    trigger_state: TriggerState
-    next_fire_at: datetime | None
-    run_now: bool
-    eta: datetime | None
-    fire_key: str
-
-
-def _timing(req: SubmitJobRequest, settings: Settings, now: datetime) -> _Timing:
-    if req.exec_schedule:
-        nxt = parse_cron(req.exec_schedule).next_after(now, settings.zone)
-        if nxt is None:
-            raise InvalidParameter(
-                f"execSchedule {req.exec_schedule!r} never fires after {now:%Y-%m-%d %H:%M:%S %Z}",
-                field="execSchedule",
-            )
-        return _Timing(TriggerState.NORMAL, nxt, False, None, "")
-    if req.exec_time is not None:
-        at = req.exec_time
-        near = at <= now + timedelta(seconds=settings.eta_horizon)
-        return _Timing(TriggerState.NORMAL, at, near, at if at > now else None, fire_key("at", at))
-    return _NOW
-
-
-_NOW = _Timing(TriggerState.NONE, None, True, None, "now")  # a job that starts now
-
-
-_COMPANIES = cast(Table, Company.__table__)
-_USERS = cast(Table, User.__table__)
-_MEMBERS = cast(Table, Membership.__table__)
-_COMPANY = HotStatement(
-    select(_COMPANIES.c.id, _COMPANIES.c.handle).where(_COMPANIES.c.handle == bindparam("handle"))
-)
-_USER = HotStatement(
-    select(_USERS.c.id).where(
-        (_USERS.c.handle == bindparam("handle")) | (_USERS.c.email == bindparam("handle"))
-    )
-)
-_MEMBER = HotStatement(
-    select(_MEMBERS.c.user_id).where(
-        _MEMBERS.c.user_id == bindparam("user"), _MEMBERS.c.company_id == bindparam("company")
-    )
-)
-_HOLDER_ACTIVE = HotStatement(
-    select(RUNS.c.id)
-    .where(RUNS.c.job_id == bindparam("job"), or_(*(RUNS.c.state == s for s in ACTIVE_RUNS)))
-    .limit(1)
-)
-_RELEASE_NAME = HotStatement(
-    update(JOBS).where(JOBS.c.id == bindparam("job")).values(live_key=None)
-)
-_JOB_KEYS = ("company_id", "live_key", "handle", "name", "kind", "payload", "submit_user_id",
-             "run_as_user_id", "locale", "description", "exec_time", "exec_schedule", "time_zone",
-             "trigger_state", "next_fire_at", "fired_through", "created_at", "client")  # fmt: skip
-_JOB_INSERT = HotStatement(insert(JOBS).returning(JOBS.c.id), insert_keys=_JOB_KEYS)
-_SET_HANDLE = HotStatement(
-    update(JOBS).where(JOBS.c.id == bindparam("job")).values(handle=bindparam("h"))
-)
 _UNMARK_SENT = HotStatement(
     update(RUNS).where(RUNS.c.id == bindparam("run")).values(dispatched_at=None)
 )
@@ -166,57 +74,16 @@ _MARK_SENT = HotStatement(
 )
 
 
-def _company(conn: Connection, handle: str) -> CompanyRef:
-    """The company with ``handle`` (``47`` or ``c|47``), detached; InvalidCompany if none."""
-    for form in company_handle_forms(handle):
-        row = _COMPANY.first(conn, {"handle": form})
-        if row is not None:
-            return CompanyRef(int(row[0]), str(row[1]))
-    raise InvalidCompany(f"unknown company {handle!r}", field="companyHandle")
-
-
-def _user(conn: Connection, handle: str | None, company: CompanyRef, field: str) -> int | None:
-    """The id of the user with this handle or e-mail, who must be a member of ``company``."""
-    if not handle:
-        return None
-    user_id = _USER.scalar(conn, {"handle": handle})
-    if user_id is None:
-        raise InvalidRequestUser(f"unknown user {handle!r}", field=field)
-    if _MEMBER.first(conn, {"user": user_id, "company": company.id}) is None:
-        raise not_a_member(handle, company.handle, field)
-    return int(user_id)
-
-
-def _resolve(conn: Connection, req: SubmitJobRequest, submitter: str | None) -> Actor:
-    """Who a request of the Python API acts as (no caller resolved it): its company, its
-    ``userHandle`` and the submitter, each a member of the company."""
-    company = _company(conn, req.company_handle)
-    run_as = _user(conn, req.user_handle, company, "userHandle")
-    user = _user(conn, submitter, company, "user")
-    return Actor(company.id, company.handle, user, run_as)
-
-
-def _actor_of(req: SubmitJobRequest, actor: Actor) -> Actor:
-    """``actor``, checked to be the request's company's (a caller's bug otherwise)."""
-    if actor.company_handle not in company_handle_forms(req.company_handle):
-        raise ValueError(f"{actor} does not act on company {req.company_handle!r}")
-    return actor
-
-
-def _still_holds(conn: Connection, job_id: int, trigger_state: str) -> bool:
-    """Whether the job holding a name still holds it: a live trigger or an active run; an ended
-    holder hands the name on (released here)."""
-    if trigger_state in LIVE_TRIGGERS or _HOLDER_ACTIVE.first(conn, {"job": job_id}) is not None:
-        return True
-    _RELEASE_NAME.execute(conn, {"job": job_id})
-    return False
+_SET_HANDLE = HotStatement(
+    update(JOBS).where(JOBS.c.id == bindparam("job")).values(handle=bindparam("h"))
+)
 
 
 def _job_values(
     req: SubmitJobRequest,
     who: Actor,
     settings: Settings,
-    timing: _Timing,
+    timing: Timing,
     *,
     element: str,
     now: datetime,
@@ -244,81 +111,6 @@ def _job_values(
         created_at=now,
         client=client[:255] if client else None,
     )
-
-
-_NAMES_CHUNK = 500  # names per lookup (well under every driver's parameter limit)
-
-
-def _names_taken(conn: Connection, names: set[tuple[int, str]]) -> set[tuple[int, str]]:
-    """Which ``(company, name)`` a live job holds, as :func:`_key_taken` tells one by one, with
-    one lookup per company and chunk of names (an ended holder hands its name on, released)."""
-    by_company: dict[int, list[str]] = {}
-    for company_id, name in names:
-        by_company.setdefault(company_id, []).append(name)
-    taken: set[tuple[int, str]] = set()
-    for company_id, wanted in by_company.items():
-        ordered = sorted(wanted)
-        for i in range(0, len(ordered), _NAMES_CHUNK):
-            holders = _holders(conn, company_id, ordered[i : i + _NAMES_CHUNK])
-            for job_id, name, trigger_state in holders:  # rare in a bulk submission
-                if _still_holds(conn, int(job_id), str(trigger_state)):
-                    taken.add((company_id, str(name)))
-    return taken
-
-
-def _holders(conn: Connection, company_id: int, names: list[str]) -> Sequence[Any]:
-    """The live jobs of a company holding any of ``names``: id, name, trigger state.
-
-    Prebuilt statements on the cursor: building and compiling one for its values cost about a
-    millisecond a batch (a tenth of a batch of 100 on SQLite), two on PostgreSQL. SQLite: as
-    many bound names as the next power of two (the list padded with its last name).
-    PostgreSQL (psycopg): the names as one array, ``live_key = ANY(...)``, never prepared, so
-    that the server plans each lookup with its values (see
-    :func:`~jobengine.store.hot.planned_in`); elsewhere the values written into the statement.
-    """
-    if conn.dialect.name == "sqlite":
-        size = 1 << (len(names) - 1).bit_length()
-        padded = names + [names[-1]] * (size - len(names))
-        params: dict[str, Any] = {f"n{n}": name for n, name in enumerate(padded)}
-        return _live_holders(size).all(conn, {"company": company_id, **params})
-    if conn.dialect.driver == "psycopg":
-        return _LIVE_HOLDERS_ANY.all(conn, {"company": company_id, "names": names})
-    return conn.execute(
-        select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
-            JOBS.c.company_id == company_id, planned_in(JOBS.c.live_key, names)
-        )
-    ).all()
-
-
-_LIVE_HOLDERS_ANY = HotStatement(
-    select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
-        JOBS.c.company_id == bindparam("company"),
-        JOBS.c.live_key == any_(bindparam("names", type_=ARRAY(String))),
-    ),
-    planned_each_time=True,
-)
-
-
-@functools.lru_cache(maxsize=16)
-def _live_holders(size: int) -> HotStatement:
-    """The live-name lookup of a company for exactly ``size`` bound names (SQLite)."""
-    return HotStatement(
-        select(JOBS.c.id, JOBS.c.live_key, JOBS.c.trigger_state).where(
-            JOBS.c.company_id == bindparam("company"),
-            JOBS.c.live_key.in_([bindparam(f"n{n}") for n in range(size)]),
-        )
-    )
-
-
-def _holds(conn: Connection, holder: tuple[int, str, bool] | None) -> bool:
-    """:func:`_still_holds` for a holder read with whether it has an active run."""
-    if holder is None:
-        return False
-    job_id, trigger_state, active = holder
-    if trigger_state in LIVE_TRIGGERS or active:
-        return True
-    _RELEASE_NAME.execute(conn, {"job": job_id})
-    return False
 
 
 def _insert_job_and_run(
@@ -384,10 +176,10 @@ def _record(
         if read.company is None:
             raise InvalidCompany(f"unknown company {req.company_handle!r}", field="companyHandle")
         company = CompanyRef(*read.company)
-        run_as = _user(conn, req.user_handle, company, "userHandle")
-        who = Actor(company.id, company.handle, _user(conn, user, company, "user"), run_as)
+        run_as = user_of(conn, req.user_handle, company, "userHandle")
+        who = Actor(company.id, company.handle, user_of(conn, user, company, "user"), run_as)
     else:
-        who = _actor_of(req, actor)
+        who = actor_of(req, actor)
         read = first_read(conn, name=req.job_name, handles=handles if few else [],
                           company_id=who.company_id)  # fmt: skip
         if read.company is None:  # deleted since the caller resolved it
@@ -396,8 +188,8 @@ def _record(
     if few:
         reads.known(handles, read.assets)
     check_request(reads, kind, job)
-    timing = _timing(req, settings, now)
-    taken = duplicate or _holds(conn, read.holder)
+    timing = timing_of(req, settings, now)
+    taken = duplicate or holds(conn, read.holder)
     values = _job_values(
         req, who, settings, timing, element=kind.element, now=now, taken=taken, client=client
     )
@@ -420,7 +212,7 @@ def _record(
             return handle, _start(kind, handle, who, {**run, "id": run_id})
     with transaction(conn):  # PostgreSQL's statements commit alone: these commit together
         if job_id is None:
-            job_id = int(_JOB_INSERT.scalar(conn, values))
+            job_id = int(JOB_INSERT.scalar(conn, values))
             if taken:
                 handle = job_handle(who.company_handle, req.job_name, job_id)
                 _SET_HANDLE.execute(conn, {"job": job_id, "h": handle})
@@ -445,136 +237,6 @@ def _start(
 ) -> dispatch.StartMessage:
     labels = {"job": handle, "company": who.company_handle, "run": run["run_name"]}
     return dispatch.StartMessage(kind.slug, run["id"], run["task_id"], labels, run["eta"])
-
-
-_JOBS_INSERT = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
-_JOBS_ROWID_INSERT = RowidInsert(insert(JOBS), JOBS, _JOB_KEYS)
-_JOBS_COPY = CopyInsert(JOBS, _JOB_KEYS)
-_SET_HANDLES = (
-    update(JOBS).where(JOBS.c.id == bindparam("b_job")).values(handle=bindparam("b_handle"))
-)
-
-
-def _batch_reads(
-    conn: Connection,
-    actors: Sequence[Actor],
-    kinds: Sequence[JobKindHandler[Any]],
-    jobs: Sequence[Any],
-) -> dict[int, SubmitReads]:
-    """One SubmitReads per company of a batch, with the assets its requests name looked up at
-    once (a statement per thousand handles instead of one per request)."""
-    reads: dict[int, SubmitReads] = {}
-    for who, kind, job in zip(actors, kinds, jobs, strict=True):
-        company = reads.get(who.company_id)
-        if company is None:
-            company = reads[who.company_id] = SubmitReads(conn, who)
-        company.want(kind.asset_handles(job))
-    for company in reads.values():
-        company.prefetch()
-    return reads
-
-
-def _record_many(
-    conn: Connection,
-    runtime: Runtime,
-    reqs: Sequence[SubmitJobRequest],
-    actors: Sequence[Actor],
-    *,
-    duplicate: bool,
-    sending: bool,
-    client: str | None = None,
-) -> list[tuple[str, dispatch.StartMessage | None]]:
-    """Write several jobs as :func:`_record` writes one, in one insert of the jobs and one of
-    their runs (see :func:`~jobengine.store.hot.inserted_ids` for how each store tells the
-    jobs' ids). A name asked for twice in the batch goes to
-    the first request, as it would when submitted one after the other.
-
-    The rows go to the store as columns (:class:`~jobengine.store.hot.Batch`), what every row
-    shares given once, and each request's payload as the JSON text pydantic writes
-    (:func:`~jobengine.model.to_ips_json`): no dict per row, and none per payload."""
-    settings = runtime.settings
-    now = utcnow()
-    held = (
-        set()
-        if duplicate
-        else _names_taken(
-            conn, {(who.company_id, req.job_name) for req, who in zip(reqs, actors, strict=True)}
-        )
-    )
-    job_kinds = [req.kind for req in reqs]  # (it looks through every job type: once a request)
-    kinds = [kind_for(job_kind.element) for job_kind in job_kinds]
-    jobs = [getattr(req, job_kind.attribute) for req, job_kind in zip(reqs, job_kinds, strict=True)]
-    reads = _batch_reads(conn, actors, kinds, jobs)
-    claimed: set[tuple[int, str]] = set()
-    timings: list[_Timing] = []
-    live_keys: list[str | None] = []
-    handles: list[str] = []
-    payloads: list[str] = []
-    for req, who, kind, job in zip(reqs, actors, kinds, jobs, strict=True):
-        check_request(reads[who.company_id], kind, job)
-        timings.append(_timing(req, settings, now))
-        name = (who.company_id, req.job_name)
-        if duplicate or name in claimed or name in held:  # its handle names it by its id
-            live_keys.append(None)
-            handles.append("")
-        else:
-            claimed.add(name)
-            live_keys.append(req.job_name)
-            handles.append(job_handle(who.company_handle, req.job_name))
-        payloads.append(to_ips_json(req))
-    rows = Batch(
-        len(reqs),
-        {
-            "company_id": [who.company_id for who in actors],
-            "live_key": live_keys,
-            "handle": handles,
-            "name": [req.job_name for req in reqs],
-            "kind": [kind.element for kind in kinds],
-            "payload": payloads,
-            "submit_user_id": [who.user_id for who in actors],
-            "run_as_user_id": [who.run_as_id for who in actors],
-            "locale": [req.locale for req in reqs],
-            "description": [req.description for req in reqs],
-            "exec_time": [req.exec_time for req in reqs],
-            "exec_schedule": [req.exec_schedule for req in reqs],
-            "time_zone": Same(settings.timezone),
-            "trigger_state": [timing.trigger_state for timing in timings],
-            "next_fire_at": [timing.next_fire_at for timing in timings],
-            "fired_through": [t.next_fire_at if t.run_now else None for t in timings],
-            "created_at": Same(now),
-            "client": Same(client[:255] if client else None),
-        },
-        raw=("payload",),
-    )
-    job_ids = inserted_ids(
-        conn, _JOB_INSERT, _JOBS_INSERT, rows, sqlite=_JOBS_ROWID_INSERT, copy=_JOBS_COPY
-    )
-    renamed: list[dict[str, Any]] = []
-    for n, live_key in enumerate(live_keys):
-        if live_key is None:  # the name is taken: the handle names the job by its id
-            handles[n] = job_handle(actors[n].company_handle, reqs[n].job_name, job_ids[n])
-            renamed.append({"b_job": job_ids[n], "b_handle": handles[n]})
-    if renamed:
-        conn.execute(_SET_HANDLES, renamed)
-    starting = [n for n, timing in enumerate(timings) if timing.run_now]
-    new_runs = [
-        NewRun(job_ids[n], actors[n].company_id, reqs[n].job_name, t.fire_key, t.eta)
-        for n, t in ((n, timings[n]) for n in starting)
-    ]
-    runs = add_runs(
-        conn,
-        new_runs,
-        local_now=now.astimezone(settings.zone),
-        # sent right after the commit (unmarked if the broker refuses them), or left to the relay
-        dispatched_at=now if sending else None,
-    )
-    out: list[tuple[str, dispatch.StartMessage | None]] = [(h, None) for h in handles]
-    for n, run_id, run_name, task_id, eta in zip(
-        starting, runs.ids, runs.names, runs.task_ids, runs.etas, strict=True
-    ):
-        labels = {"job": handles[n], "company": actors[n].company_handle, "run": run_name}
-        out[n] = (handles[n], dispatch.StartMessage(kinds[n].slug, run_id, task_id, labels, eta))
-    return out
 
 
 @caller_faults
@@ -658,8 +320,11 @@ def _submit(
         if len(reqs) == 1:  # submit(): prebuilt statements, a read and a write
             return [_record(conn, runtime, reqs[0], user, actor, duplicate=duplicate,
                             sending=sending, client=client)]  # fmt: skip
-        actors = _actors(conn, reqs, user, actor)
-        return _record_many(conn, runtime, reqs, actors, duplicate=duplicate, sending=sending,
+        if actor is None and pipelines(conn):  # PostgreSQL: the reads pipelined
+            return record_pipelined(conn, runtime, reqs, user, duplicate=duplicate,
+                                     sending=sending, client=client)  # fmt: skip
+        who = actors(conn, reqs, user, actor)
+        return record_many(conn, runtime, reqs, who, duplicate=duplicate, sending=sending,
                             client=client)  # fmt: skip
 
     for duplicate in (False, True):
@@ -675,22 +340,6 @@ def _submit(
     if sending:
         send_runs(runtime, [out for _, out in recorded if out is not None], marked=True)
     return [handle for handle, _ in recorded]
-
-
-def _actors(
-    conn: Connection, reqs: Sequence[SubmitJobRequest], user: str | None, actor: Actor | None
-) -> list[Actor]:
-    """Who each request acts as, looked up once per company and ``userHandle``."""
-    if actor is not None:
-        return [_actor_of(req, actor) for req in reqs]
-    known: dict[tuple[str, str | None], Actor] = {}
-    out: list[Actor] = []
-    for req in reqs:
-        key = (req.company_handle, req.user_handle)
-        if key not in known:
-            known[key] = _resolve(conn, req, user)
-        out.append(known[key])
-    return out
 
 
 def _parse(request: SubmitJobRequest | dict[str, Any] | str | bytes, n: int, total: int

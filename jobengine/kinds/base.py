@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Table, bindparam, func, select
+from sqlalchemy import ARRAY, Connection, String, Table, any_, bindparam, func, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from jobengine.assets.catalog import company_presets
@@ -27,7 +27,7 @@ from jobengine.kinds.follow_on import FollowOn
 from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, pipelines
 from jobengine.store.runs import LogEntry, finish_reads, stop_requested, write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
@@ -46,6 +46,7 @@ __all__ = [
     "asset_gone",
     "asset_in_folder",
     "find_assets",
+    "find_many_assets",
     "io_failure",
     "unique_handles",
 ]
@@ -259,6 +260,10 @@ MAX_HANDLES = 1000  # assets in one job's handle list (IPS's default for asset l
 _ASSET_COLUMNS = (Asset.handle, Asset.company_id, Asset.type, Asset.size)
 _ASSETS = select(*_ASSET_COLUMNS).where(Asset.handle.in_(bindparam("handles", expanding=True)))
 _FEW = 32  # up to this many handles, a statement compiled once per count (submit's hot path)
+# psycopg: the handles as one array, the statement's text the same for any number of them
+_ASSETS_ANY = HotStatement(
+    select(*_ASSET_COLUMNS).where(Asset.handle == any_(bindparam("handles", type_=ARRAY(String))))
+)
 
 
 class AssetRow(NamedTuple):
@@ -285,9 +290,20 @@ def find_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
     if len(handles) <= _FEW:
         params = {f"h{n}": handle for n, handle in enumerate(handles)}
         rows = _assets_by_handles(len(handles)).all(db, params) if handles else []
+    elif pipelines(db):  # prebuilt, so that it may end a pipelined read (see submit_many)
+        rows = _ASSETS_ANY.all(db, {"handles": handles})
     else:
         rows = [tuple(row) for row in db.execute(_ASSETS, {"handles": handles})]
     return {str(h): AssetRow(str(h), int(c), str(t), int(z or 0)) for h, c, t, z in rows}
+
+
+def find_many_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
+    """:func:`find_assets` of any number of handles, in statements of up to ``MAX_HANDLES``
+    (a batch's, all its companies' at once: a check then finds its own among them)."""
+    found: dict[str, AssetRow] = {}
+    for i in range(0, len(handles), MAX_HANDLES):
+        found.update(find_assets(db, handles[i : i + MAX_HANDLES]))
+    return found
 
 
 def unique_handles(handles: Iterable[Any]) -> list[str]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import JSON, Connection, Table, bindparam, func, insert, select
@@ -33,7 +34,11 @@ __all__ = [
     "HotStatement",
     "RowidInsert",
     "Same",
+    "Sent",
     "inserted_ids",
+    "next_ids",
+    "pipelined",
+    "pipelines",
     "planned_in",
 ]
 
@@ -286,6 +291,13 @@ class HotStatement:
             raise _translated(conn, compiled.sql, values, exc) from exc
         return cursor, compiled
 
+    def send(self, conn: Connection, params: Mapping[str, Any]) -> Sent:
+        """Run the statement, its rows to be fetched later (:class:`Sent`): in a
+        :func:`pipelined` block it goes to the server with the statements sent after it, in
+        the round trip of the first fetch."""
+        cursor, compiled = self._run(conn, params)
+        return Sent(conn, cursor, compiled.sql, compiled.row)
+
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """Run a statement without rows; returns the driver's row count."""
         cursor, _ = self._run(conn, params)
@@ -487,16 +499,11 @@ class CopyInsert:
         trip as the ids are drawn; if it fails (``IntegrityError``...) the transaction is
         rolled back to it, the rest of the transaction kept, and the error raised. It is not
         released: the commit ends it (a round trip saved)."""
-        compiled = self._values._compiled(conn.dialect)
         batch = self._values.batch(rows)
-        columns = compiled.columns(batch)
-        quote = conn.dialect.identifier_preparer
-        table = quote.format_table(self._table)
-        names = ", ".join(quote.quote(self._table.c[name].name) for name in compiled.names)
+        table = conn.dialect.identifier_preparer.format_table(self._table)
+        mark = None if savepoint is None else conn.dialect.identifier_preparer.quote(savepoint)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
-        sql = f"COPY {table} (id, {names}) FROM STDIN"
-        mark = None if savepoint is None else quote.quote(savepoint)
         try:
             if mark is None:
                 cursor.execute(_next_ids(table, batch.count))
@@ -504,19 +511,129 @@ class CopyInsert:
                 cursor.execute(f"SAVEPOINT {mark}; {_next_ids(table, batch.count)}")
                 cursor.nextset()
             ids = sorted(int(row[0]) for row in cursor.fetchall())
-            try:
-                with cursor.copy(sql) as copy:
-                    for row in zip(ids, *columns, strict=True):
-                        copy.write_row(row)
-            except dbapi.Error:
-                if mark is not None:
-                    cursor.execute(f"ROLLBACK TO SAVEPOINT {mark}")
-                raise
+        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
+            raise DBAPIError.instance("(ids)", {}, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+        try:
+            self.insert(conn, batch, ids)
+        except DBAPIError:
+            if mark is not None:
+                _send_text(conn, f"ROLLBACK TO SAVEPOINT {mark}").done()
+            raise
+        return ids
+
+    def insert(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]] | Batch, ids: Sequence[int]
+    ) -> None:
+        """Insert ``rows`` with these ids (drawn ahead, one a row, in order: see
+        :func:`next_ids`) by one ``COPY``."""
+        compiled = self._values._compiled(conn.dialect)
+        batch = self._values.batch(rows)
+        if len(ids) != batch.count:
+            raise ValueError(f"{len(ids)} ids for {batch.count} rows")
+        columns = compiled.columns(batch)
+        quote = conn.dialect.identifier_preparer
+        table = quote.format_table(self._table)
+        names = ", ".join(quote.quote(self._table.c[name].name) for name in compiled.names)
+        cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.dialect.loaded_dbapi
+        sql = f"COPY {table} (id, {names}) FROM STDIN"
+        try:
+            with cursor.copy(sql) as copy:
+                for row in zip(ids, *columns, strict=True):
+                    copy.write_row(row)
         except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
             raise DBAPIError.instance(sql, {}, exc, dbapi.Error) from exc
         finally:
             cursor.close()
-        return ids
+
+
+class Sent:
+    """A statement run on the driver's cursor whose rows are fetched when asked for: in a
+    :func:`pipelined` block, the statements sent one after the other go to the server together
+    and the first fetch waits for all of their results (one round trip for all). A driver error
+    is raised as Connection.execute raises it, by the fetch that meets it."""
+
+    __slots__ = ("_conn", "_cursor", "_row", "_sql")
+
+    def __init__(
+        self, conn: Connection, cursor: Any, sql: str,
+        row: Callable[[Sequence[Any]], tuple[Any, ...]] = tuple,
+    ) -> None:  # fmt: skip
+        self._conn = conn
+        self._cursor = cursor
+        self._sql = sql
+        self._row = row
+
+    def all(self) -> list[tuple[Any, ...]]:
+        """Every row of the result (the cursor is closed)."""
+        dbapi = self._conn.dialect.loaded_dbapi
+        try:
+            return [self._row(row) for row in self._cursor.fetchall()]
+        except dbapi.Error as exc:
+            raise _translated(self._conn, self._sql, None, exc) from exc
+        finally:
+            self._cursor.close()
+
+    def close(self) -> None:
+        """Close the cursor (its result unread)."""
+        self._cursor.close()
+
+    def done(self) -> int:
+        """Wait for a statement without rows; its row count (the cursor is closed)."""
+        dbapi = self._conn.dialect.loaded_dbapi
+        try:
+            self._cursor.fetchall() if self._cursor.description else None
+            return int(self._cursor.rowcount)
+        except dbapi.Error as exc:
+            raise _translated(self._conn, self._sql, None, exc) from exc
+        finally:
+            self._cursor.close()
+
+
+def _send_text(conn: Connection, sql: str, values: Sequence[Any] | None = None) -> Sent:
+    """Run ``sql`` (with positional ``values``) on the driver's cursor, fetched later."""
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cursor.execute(sql, values)
+    except dbapi.Error as exc:
+        cursor.close()
+        raise _translated(conn, sql, values, exc) from exc
+    return Sent(conn, cursor, sql)
+
+
+def pipelines(conn: Connection) -> bool:
+    """Whether :func:`pipelined` sends statements together on ``conn`` (psycopg 3)."""
+    return conn.dialect.driver == "psycopg"
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[None]:
+    """The statements run on ``conn`` in the block go to the server in psycopg's pipeline mode:
+    each is sent without waiting for the one before, and a fetch (:class:`Sent`) waits for
+    the results of all sent so far: one round trip for many statements, in the transaction of
+    the connection (its BEGIN goes with the first). An error makes the server skip the
+    statements after it up to the end of the block; it is raised as Connection.execute raises
+    it. Elsewhere (SQLite), the statements run one by one as ever."""
+    if not pipelines(conn):
+        yield
+        return
+    driver: Any = conn.connection.dbapi_connection
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with driver.pipeline():
+            yield
+    except dbapi.Error as exc:  # met when the block's end syncs
+        raise _translated(conn, "(pipeline)", None, exc) from exc
+
+
+def next_ids(conn: Connection, table: Table, count: int) -> Sent:
+    """Draw ``count`` ids of ``table``'s serial ``id`` from its sequence (PostgreSQL), fetched
+    later: sorted, they go to rows in the order given, as one-by-one inserts number them."""
+    name = conn.dialect.identifier_preparer.format_table(table)
+    return _send_text(conn, _next_ids(name, count))
 
 
 def inserted_ids(

@@ -21,7 +21,14 @@ from jobengine.handles import (
     run_name_stamp,
     uuid4_texts,
 )
-from jobengine.store.hot import Batch, CopyInsert, HotStatement, RowidInsert, Same, planned_in
+from jobengine.store.hot import (
+    Batch,
+    CopyInsert,
+    HotStatement,
+    RowidInsert,
+    Same,
+    planned_in,
+)
 from jobengine.store.intake import new_run_values
 from jobengine.store.schema import RUNS, Job, Run, utcnow
 from jobengine.store.states import RunState
@@ -30,13 +37,18 @@ from jobengine.store.users import CompanyLike
 __all__ = [
     "AddedRuns",
     "NewRun",
+    "RunRows",
     "add_runs",
+    "add_untaken_runs",
+    "copy_run_rows",
     "create_run",
     "find_job",
     "find_runs",
     "fire_key",
     "insert_run",
     "insert_runs",
+    "run_rows",
+    "runs_added",
     "untaken_fires",
 ]
 
@@ -166,20 +178,25 @@ def _insert_many(conn: Connection, batch: Batch) -> dict[str, int]:
     in, by task id (a run whose name a run of the same second holds already is left out).
 
     PostgreSQL through psycopg first tries them all in one ``COPY`` under a savepoint (no
-    statement to parse at all): it fails as a whole when a name is taken, rarely, and the
-    statement below then goes in its place.
+    statement to parse at all): it fails as a whole when a name is taken, rarely, and
+    :func:`_insert_untaken` then goes in its place.
+    """
+    if conn.dialect.driver == "psycopg":
+        try:  # under a savepoint: a COPY that fails is undone alone
+            ids = _RUNS_COPY.ids(conn, batch, savepoint="jobengine_runs_copy")
+            return dict(zip(batch.column("task_id"), ids, strict=True))
+        except IntegrityError:  # a name taken (rare): the statement below leaves that run out
+            pass
+    return _insert_untaken(conn, batch)
+
+
+def _insert_untaken(conn: Connection, batch: Batch) -> dict[str, int]:
+    """:func:`_insert_many` in one statement that leaves out the runs whose name is taken.
 
     PostgreSQL gets the rows as one array per column (``INSERT ... SELECT FROM unnest(...)``):
     the statement's text is the same for any number of rows, so it is parsed once, instead of a
     multi-row ``VALUES`` whose thousands of placeholders the driver re-parses for every batch.
     """
-    task_ids = batch.column("task_id")
-    if conn.dialect.driver == "psycopg":
-        try:  # under a savepoint: a COPY that fails is undone alone
-            ids = _RUNS_COPY.ids(conn, batch, savepoint="jobengine_runs_copy")
-            return dict(zip(task_ids, ids, strict=True))
-        except IntegrityError:  # a name taken (rare): the statement below leaves that run out
-            pass
     if conn.dialect.name == "postgresql":
         arrays = [
             bindparam(name, batch.column(name), type_=ARRAY(RUNS.c[name].type))
@@ -211,16 +228,28 @@ class AddedRuns:
     created_at: datetime
 
 
-def add_runs(
-    conn: Connection,
+@dataclass(frozen=True, slots=True)
+class RunRows:
+    """New runs named and given their task ids, as the columns of their rows
+    (:func:`run_rows`), before they go in."""
+
+    runs: Sequence[NewRun]
+    batch: Batch
+    names: list[str]
+    task_ids: list[str]
+    local_now: datetime
+    created_at: datetime
+
+
+def run_rows(
     runs: Sequence[NewRun],
     *,
     local_now: datetime,
     dispatched_at: datetime | None = None,
     state: RunState = RunState.QUEUED,
-) -> AddedRuns:
-    """:func:`insert_runs`, its runs' values given back as columns (a bulk submission sends
-    their starts without a dict per run)."""
+) -> RunRows:
+    """The rows of queued (or ``state``) runs, each named for its time (``-2``, ``-3``... for
+    a name met again in the batch), as :func:`add_runs` inserts them."""
     stamps: dict[datetime, str] = {}  # a run name's time part, written once per time
     attempts: dict[tuple[int, str], int] = {}
     names: list[str] = []
@@ -235,7 +264,6 @@ def add_runs(
         names.append(name if attempt == 1 else f"{name}-{attempt}")
     count = len(runs)
     task_ids = uuid4_texts(count)
-    etas = [new.eta for new in runs]
     created = utcnow()
     batch = Batch(
         count,
@@ -246,28 +274,61 @@ def add_runs(
             "fire_key": [new.fire_key for new in runs],
             "task_id": task_ids,
             "state": Same(state),
-            "eta": etas,
+            "eta": [new.eta for new in runs],
             "dispatched_at": Same(dispatched_at),
             "created_at": Same(created),
             "output": Same({}),  # the column's default, written once for the batch
         },
     )
-    ids = _insert_many(conn, batch) if count else {}
+    return RunRows(runs, batch, names, task_ids, local_now, created)
+
+
+def runs_added(conn: Connection, rows: RunRows, ids: dict[str, int]) -> AddedRuns:
+    """``rows`` once those that went in got ``ids`` (by task id): each run left out (its name
+    taken by a run of the same second) takes the next free suffix and goes in alone."""
+    names = rows.names
     out: list[int] = []
-    for n, (new, task_id) in enumerate(zip(runs, task_ids, strict=True)):
+    for n, (new, task_id) in enumerate(zip(rows.runs, rows.task_ids, strict=True)):
         found = ids.get(task_id)
         if found is not None:
             out.append(found)
             continue
         # the name was taken: the next suffix after those the second holds (as insert_run)
-        named_at = new.named_at or local_now
+        named_at = new.named_at or rows.local_now
         name = run_name(new.job_name, named_at)
         bounds = {"company": new.company_id, "low": name, "high": name + "\x7f"}
         names[n] = run_name(new.job_name, named_at, int(_SAME_SECOND.scalar(conn, bounds) or 0) + 1)
-        row = {key: batch.value(key, n) for key in _RUN_KEYS}
+        row = {key: rows.batch.value(key, n) for key in _RUN_KEYS}
         row["run_name"] = names[n]
         out.append(int(_RUN_INSERT.scalar(conn, row)))
-    return AddedRuns(out, names, task_ids, etas, created)
+    return AddedRuns(out, names, rows.task_ids, [new.eta for new in rows.runs], rows.created_at)
+
+
+def add_untaken_runs(conn: Connection, rows: RunRows) -> AddedRuns:
+    """Insert ``rows`` in one statement that leaves out runs whose name is taken, then those
+    one by one (:func:`runs_added`): what a batch falls back to when its runs' own insert
+    failed on a taken name."""
+    return runs_added(conn, rows, _insert_untaken(conn, rows.batch) if rows.batch.count else {})
+
+
+def copy_run_rows(conn: Connection, rows: RunRows, ids: Sequence[int]) -> None:
+    """Insert ``rows`` with these ids (drawn ahead, one a row, in order) by one ``COPY``
+    (PostgreSQL, psycopg), which fails whole if a name is taken."""
+    _RUNS_COPY.insert(conn, rows.batch, ids)
+
+
+def add_runs(
+    conn: Connection,
+    runs: Sequence[NewRun],
+    *,
+    local_now: datetime,
+    dispatched_at: datetime | None = None,
+    state: RunState = RunState.QUEUED,
+) -> AddedRuns:
+    """:func:`insert_runs`, its runs' values given back as columns (a bulk submission sends
+    their starts without a dict per run)."""
+    rows = run_rows(runs, local_now=local_now, dispatched_at=dispatched_at, state=state)
+    return runs_added(conn, rows, _insert_many(conn, rows.batch) if runs else {})
 
 
 def insert_runs(

@@ -46,7 +46,7 @@ from jobengine.assets.catalog import (
     verify_password,
 )
 from jobengine.embedded import redis_client
-from jobengine.engine import submission
+from jobengine.engine import submit_rules
 from jobengine.errors import IpsFault, TooManyAttempts
 from jobengine.model import SubmitJobRequest
 from jobengine.runtime import get_runtime
@@ -908,7 +908,7 @@ def _two_step(caller: Caller, company: str, user_handle: str | None) -> tuple[An
         check_impersonation(caller, user_handle, company_id)
         request = SimpleNamespace(company_handle=company, user_handle=user_handle)
         with get_runtime().store.connect() as conn:
-            actor = submission._resolve(conn, cast(SubmitJobRequest, request), caller.handle)
+            actor = submit_rules.resolve(conn, cast(SubmitJobRequest, request), caller.handle)
     except IpsFault as fault:
         return (fault.code, fault.field, fault.reason)
     return (actor.company_id, actor.company_handle, actor.user_id, actor.run_as_id)

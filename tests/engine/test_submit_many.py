@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from jobengine.engine import submission
 from jobengine.kinds import base
 from jobengine.runtime import get_runtime
 from jobengine.settings import get_settings
+from jobengine.store.jobs import NewRun, insert_runs
 from jobengine.store.schema import Job, Run
 from tests.support.helpers import export_request, make_company, reprocess_request
 
@@ -231,3 +233,50 @@ def test_a_batch_pauses_the_collector_and_leaves_it_as_it_found_it(
     finally:
         gc.enable()
     redis_client(get_settings()).delete(queue)
+
+
+def test_a_run_name_taken_this_second_takes_the_next_suffix_and_the_batch_stays_whole(
+    private_queue: Queue,
+) -> None:
+    """A batch one of whose runs is named as a run of the same second already is (the runs'
+    insert fails under its savepoint on PostgreSQL) still goes in whole, once: that run takes
+    the next suffix, the others their names, and every start is sent once."""
+    _, queue = private_queue
+    company, assets = make_company(1)
+    first = submit(export_request(company, assets, "Clash"))  # its run holds Clash_<second>
+    store = get_runtime().store
+    local = datetime.now(UTC).astimezone(get_settings().zone)
+    with store.connect() as conn:  # and runs of the same name for this second and the next
+        job_id, company_id = conn.execute(
+            select(Job.id, Job.company_id).where(Job.handle == first)
+        ).one()
+        later = [
+            NewRun(job_id, company_id, "Clash", f"test:{s}", named_at=local + timedelta(seconds=s))
+            for s in range(6)  # this second's too (a second may have passed since the submit)
+        ]
+        insert_runs(conn, later, local_now=local)
+    handles = submit_many([export_request(company, assets, name) for name in ("Clash", "Calm")])
+    assert handles[0].startswith(f"{company}|Clash||") and handles[1] == f"{company}|Calm|"
+    with store.read() as session:
+        runs = session.execute(
+            select(Job.handle, Run.run_name, Run.id)
+            .join(Job, Job.id == Run.job_id)
+            .where(Job.handle.in_(handles))
+        ).all()
+        clash_jobs = session.scalars(
+            select(Job.id).where(Job.name == "Clash", Job.company_id == company_id)
+        ).all()
+    assert len(clash_jobs) == 2  # the first and the batch's: written once
+    by_handle = {handle: (name, run_id) for handle, name, run_id in runs}
+    clash, calm = by_handle[handles[0]][0], by_handle[handles[1]][0]
+    stamp = r"_\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d"
+    assert len(runs) == 2 and re.fullmatch(f"Clash{stamp}-[23]", clash)  # after the taken ones
+    assert re.fullmatch(f"Calm{stamp}", calm)  # its own name, no suffix
+    redis = redis_client(get_settings())
+    sent = [
+        json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
+        for raw in redis.lrange(queue, 0, -1)
+    ]
+    redis.delete(queue)
+    run_ids = sorted(kwargs["run_id"] for kwargs in sent if kwargs["job"] in handles)
+    assert run_ids == sorted(run_id for _, run_id in by_handle.values())
