@@ -35,6 +35,17 @@ def _events(pubsub: Any, timeout: float) -> list[dict[str, Any]]:
     return found
 
 
+def _of(worker: Worker, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task events ``worker`` sent (the suite's other workers publish on the same Redis:
+    one may finish a task of another test meanwhile)."""
+    mine = f"{worker.name}@"
+    return [
+        e
+        for e in events
+        if e.get("type") in WORKER_EVENTS and e.get("hostname", "").startswith(mine)
+    ]
+
+
 def test_a_stopping_worker_sends_the_task_events_it_still_holds(
     private_queue: tuple[dict[str, str], str],
 ) -> None:
@@ -52,11 +63,11 @@ def test_a_stopping_worker_sends_the_task_events_it_still_holds(
 
         [log] = wait_for_runs(company, [handle], timeout=60)
         assert log.state == "Done"
-        held = [e for e in _events(pubsub, 1.0) if e.get("type") in WORKER_EVENTS]
+        held = _of(worker, _events(pubsub, 1.0))
         assert held == []  # all three wait in the worker's buffer (the 30 s are not over)
     finally:
         worker.stop()
-    sent = [e for e in _events(pubsub, 3.0) if e.get("type") in WORKER_EVENTS]
+    sent = _of(worker, _events(pubsub, 3.0))
     pubsub.close()
     client.close()
     [task_id] = {e["uuid"] for e in sent}
