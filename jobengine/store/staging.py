@@ -35,6 +35,23 @@ __all__ = ["StagedFire", "take_due"]
 
 _STAGED = RUNS.c.state == RunState.STAGED
 _DUE_NOW = _STAGED, RUNS.c.eta <= bindparam("now", type_=UTCDateTime())
+# What a start message of a staged fire needs, and whether its job still fires.
+_FIRE_COLUMNS = (
+    RUNS.c.id,
+    RUNS.c.task_id,
+    RUNS.c.run_name,
+    JOBS.c.kind,
+    JOBS.c.handle,
+    COMPANIES.c.handle,
+    JOBS.c.trigger_state,
+    JOBS.c.deleted_at,
+)
+_TAKEN = {  # a staged fire taken: queued and marked sent at the fire time
+    "state": RunState.QUEUED,
+    "eta": None,  # a cron run starts when its start message comes, as one fired at once
+    "dispatched_at": bindparam("now", type_=UTCDateTime()),
+    "created_at": bindparam("now", type_=UTCDateTime()),  # the run exists from its fire on
+}
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,16 +63,7 @@ def _due(limit: int) -> Any:
         select(RUNS.c.id).where(*_DUE_NOW).order_by(RUNS.c.eta, RUNS.c.id).limit(limit)
     ).scalar_subquery()
     return (
-        select(
-            RUNS.c.id,
-            RUNS.c.task_id,
-            RUNS.c.run_name,
-            JOBS.c.kind,
-            JOBS.c.handle,
-            COMPANIES.c.handle,
-            JOBS.c.trigger_state,
-            JOBS.c.deleted_at,
-        )
+        select(*_FIRE_COLUMNS)
         .join(JOBS, JOBS.c.id == RUNS.c.job_id)
         .join(COMPANIES, COMPANIES.c.id == RUNS.c.company_id)
         .where(RUNS.c.id.in_(picked), _STAGED)
@@ -63,16 +71,7 @@ def _due(limit: int) -> Any:
     )
 
 
-_TAKE = (
-    update(RUNS)
-    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)), _STAGED)
-    .values(
-        state=RunState.QUEUED,
-        eta=None,  # a cron run starts when its start message comes, as one fired at once
-        dispatched_at=bindparam("now", type_=UTCDateTime()),
-        created_at=bindparam("now", type_=UTCDateTime()),  # the run exists from its fire on
-    )
-)
+_TAKE = update(RUNS).where(RUNS.c.id.in_(bindparam("ids", expanding=True)), _STAGED).values(_TAKEN)
 
 
 @functools.lru_cache(maxsize=4)
@@ -106,23 +105,8 @@ def _take_returning(limit: int) -> HotStatement:
             JOBS.c.id == RUNS.c.job_id,
             COMPANIES.c.id == RUNS.c.company_id,
         )
-        .values(
-            state=RunState.QUEUED,
-            eta=None,
-            dispatched_at=bindparam("now", type_=UTCDateTime()),
-            created_at=bindparam("now", type_=UTCDateTime()),
-        )
-        .returning(
-            RUNS.c.id,
-            RUNS.c.task_id,
-            RUNS.c.run_name,
-            JOBS.c.kind,
-            JOBS.c.handle,
-            COMPANIES.c.handle,
-            JOBS.c.trigger_state,
-            JOBS.c.deleted_at,
-            picked.c.eta,
-        ),
+        .values(_TAKEN)
+        .returning(*_FIRE_COLUMNS, picked.c.eta),
         planned_each_time=True,
     )
 
@@ -144,7 +128,8 @@ def take_due(conn: Connection, now: datetime, limit: int) -> tuple[list[StagedFi
     fire become Queued runs, marked sent at ``now`` (the caller sends them after its commit);
     the others are deleted. Returns the runs taken and how many rows were looked at (``limit``:
     more may be due)."""
-    if conn.dialect.name == "postgresql":
+    taken_by_update = conn.dialect.name == "postgresql"
+    if taken_by_update:
         # taken all at once; the few of a job paused or deleted since go again in this
         # transaction, so that no one ever sees them queued
         rows: list[Any] = sorted(
@@ -158,7 +143,7 @@ def take_due(conn: Connection, now: datetime, limit: int) -> tuple[list[StagedFi
         if row[6] in FIRING_TRIGGERS and row[7] is None
     ]
     dropped = [int(row[0]) for row in rows if row[6] not in FIRING_TRIGGERS or row[7] is not None]
-    if taken and conn.dialect.name != "postgresql":
+    if taken and not taken_by_update:
         conn.execute(_TAKE, {"ids": [fire.run_id for fire in taken], "now": now})
     if dropped:  # rows this transaction holds (locked, or SQLite's write lock)
         conn.execute(delete(RUNS).where(planned_in(RUNS.c.id, dropped)))
