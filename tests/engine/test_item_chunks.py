@@ -49,13 +49,15 @@ def _started(name: str, n: int) -> tuple[Run, list[str]]:
     return run, assets
 
 
-def _states(run_id: int) -> list[tuple[str, int]]:
+def _items(run_id: int, *columns: Any) -> list[Any]:
+    """``columns`` of each of the run's items, in order."""
     with get_runtime().store.read() as session:
-        rows = session.execute(
-            select(RunItem.state, RunItem.attempts)
-            .where(RunItem.run_id == run_id)
-            .order_by(RunItem.seq)
-        ).all()
+        query = select(*columns).where(RunItem.run_id == run_id).order_by(RunItem.seq)
+        return list(session.execute(query).all())
+
+
+def _states(run_id: int) -> list[tuple[str, int]]:
+    rows = _items(run_id, RunItem.state, RunItem.attempts)
     return [(str(state), int(attempts)) for state, attempts in rows]
 
 
@@ -367,10 +369,5 @@ def test_a_chunks_items_claimed_together_are_recovered_after_its_process_is_kill
 
 def _claims(run_id: int) -> list[tuple[str | None, float]]:
     """Each item's holder and when its lease lapses (epoch seconds), in order."""
-    with get_runtime().store.read() as session:
-        rows = session.execute(
-            select(RunItem.claimed_by, RunItem.lease_until)
-            .where(RunItem.run_id == run_id)
-            .order_by(RunItem.seq)
-        ).all()
+    rows = _items(run_id, RunItem.claimed_by, RunItem.lease_until)
     return [(claim, until.timestamp() if until else 0.0) for claim, until in rows]

@@ -25,7 +25,6 @@ from tests.support.fleet import (
     KILL_TIMINGS,
     Figures,
     Fleet,
-    Proc,
     RedisServer,
     fleet_env,
     scenario,
@@ -62,11 +61,6 @@ def _run_of(name: str) -> Run:
     return run
 
 
-def _replace(fleet: Fleet, victim: Proc) -> Proc:
-    victim.kill()
-    return fleet.worker()
-
-
 def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
@@ -89,12 +83,12 @@ def test_workers_killed_in_a_batch_and_in_finishes_lose_and_fail_nothing(
         at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
         handles.append(submit(export_request(small, [asset], "ETA Held", execTime=at)))
         time.sleep(0.5)  # the worker takes the message and holds it until its time
-        worker = _replace(fleet, worker)
+        worker = fleet.replace(worker)
 
         # 2. killed while writing a ZIP: its temporary file is left behind
         handles.append(submit(export_request(big, assets, "Big Mid Write")))
         wait_until(lambda: bool(_temp_zips(big)), 60, "a ZIP being written", poll=0.002)
-        worker = _replace(fleet, worker)
+        worker = fleet.replace(worker)
         orphans = set(_temp_zips(big))
         wait_for_runs(big, handles[-1:], timeout=120)  # its re-sent finish wrote it again
 

@@ -92,11 +92,9 @@ def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
         # 1. one-asset runs, each done in its start task: two workers killed among them
         handles = [submit(export_request(small, [asset], f"Small {n}")) for n in range(SMALL_JOBS)]
         wait_until(lambda: _done_runs() >= 10, 120, "10 runs done", explain=fleet.tails)
-        worker.kill()
-        worker = fleet.worker()
+        worker = fleet.replace(worker)
         wait_until(lambda: _done_runs() >= 30, 120, "30 runs done", explain=fleet.tails)
-        worker.kill()
-        worker = fleet.worker()
+        worker = fleet.replace(worker)
         small_logs = wait_for_runs(small, handles, timeout=180)
 
         # 2. one export of FAN_OUT assets, its items fanned out: two workers killed mid-way
@@ -105,8 +103,7 @@ def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
         wait_until(
             lambda: _done_items() >= items_before + 5, 120, "5 items done", explain=fleet.tails
         )
-        worker.kill()
-        worker = fleet.worker()
+        worker = fleet.replace(worker)
         wait_until(
             lambda: _done_items() >= items_before + 20, 120, "20 items done", explain=fleet.tails
         )
@@ -163,8 +160,7 @@ def test_workers_killed_twice_mid_chunk_do_each_item_of_a_chunked_fan_out_once(
         request["exportJob"].update({"fmt": "convert", "is_modifier": "fmt=png&wid=200"})
         handle = submit(request)
         wait_until(lambda: _done_items() >= 40, 120, "40 items done", explain=fleet.tails)
-        worker.kill()
-        worker = fleet.worker()
+        worker = fleet.replace(worker)
         wait_until(lambda: _done_items() >= 160, 120, "160 items done", explain=fleet.tails)
         worker.kill()
         killed_at = time.monotonic()

@@ -210,6 +210,11 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
+    def replace(self, victim: Proc) -> Proc:
+        """SIGKILL the worker ``victim`` (main process and children) and start another."""
+        victim.kill()
+        return self.worker()
+
     def stop(self) -> None:
         for proc in self.procs:
             proc.stop()
