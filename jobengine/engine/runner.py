@@ -41,6 +41,7 @@ from jobengine.kinds.base import AssetRef, ItemOutcome, LogRow, PlannedItem, Run
 from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
+from jobengine.store.db import commit_without_flush
 from jobengine.store.runs import (
     Counted,
     Counts,
@@ -317,6 +318,8 @@ def _claim_start(
             existing = _record_items(session, loaded, planned, holder, runtime.settings)
             if inline and loaded.kind.items_are_assets:  # read now, not in a transaction each
                 loaded.ctx.read_assets(session, [p.key for p in planned])
+            if inline:  # its items end in a durable commit before anything rests on the claim
+                commit_without_flush(session.connection())
     return loaded, existing
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from jobengine.errors import StoreUnavailable
 
-__all__ = ["Store", "normalize_url", "outage", "outage_reason"]
+__all__ = ["Store", "commit_without_flush", "normalize_url", "outage", "outage_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,25 @@ def _check_socket(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> N
     poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
     if poller.poll(0):
         raise exc.DisconnectionError("the server closed the idle connection")
+
+
+def commit_without_flush(conn: Connection) -> None:
+    """Let the COMMIT of ``conn``'s transaction return without waiting for the server to flush
+    it to disk (PostgreSQL: ``synchronous_commit`` off for this transaction only, one statement
+    in it; SQLite in WAL mode with ``synchronous=NORMAL`` never waits at a commit).
+
+    For a transaction that a server crash may lose as if it never ran, and after which a
+    transaction on the same server commits durably before anything rests on it: PostgreSQL
+    flushes its log in order, so that later commit's flush carries this one. A crash before it
+    loses both, and keeps every committed state consistent (it loses the latest transactions,
+    never a part of one). A worker's start claim is one (see ``jobengine.engine.runner``)."""
+    if conn.dialect.name != "postgresql":
+        return
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    finally:
+        cursor.close()
 
 
 def _died_before_commit(error: BaseException) -> bool:

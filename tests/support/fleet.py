@@ -148,6 +148,13 @@ class PostgresCluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         self.running = False
 
+    def crash(self) -> None:
+        """An immediate shutdown, as a crash: the server processes quit at once, without
+        writing out what they hold (commits not yet flushed are lost), and the next
+        :meth:`start` recovers from the log."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self.running = False
+
     def destroy(self) -> None:
         if self.running:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
