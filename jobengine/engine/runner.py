@@ -625,6 +625,8 @@ def _claim_chunk(
     if run.paused:
         return _Claimed(paused=True)
     held, others = claim_items(session, run.id, seqs, worker, lease)
+    if held:  # counting them is a durable commit before anything rests on these claims
+        commit_without_flush(session.connection())
     busy = tuple(
         (claim.item.seq, claim.busy_until)
         for claim in others

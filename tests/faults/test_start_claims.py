@@ -1,8 +1,9 @@
-"""A small run's start claim on PostgreSQL commits without waiting for the server's log flush
-(``commit_without_flush``): its end, a durable commit, carries it to disk. On a cluster of the
-test's own: the log flushes a one-asset run waits for are counted, and a crash of the server
-(an immediate shutdown, which loses commits not yet flushed) while workers hold claims loses
-no run and runs none twice.
+"""A small run's start claim, and a chunk's claims of its items, commit on PostgreSQL without
+waiting for the server's log flush (``commit_without_flush``): the durable commit that ends
+the run or counts the items carries them to disk. On a cluster of the test's own: the log
+flushes a one-asset run and a chunk wait for are counted, and a crash of the server (an
+immediate shutdown, which loses commits not yet flushed) while workers hold claims loses no
+run and runs none twice.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from tests.support.helpers import duplicated_successes, export_request, make_com
 pytestmark = pytest.mark.slow
 
 RUNS = 20
+CHUNKS = 8
 CRASH_RUNS = 40
+FAN_OUT = 30
 
 
 def _setup(home: Path, parts: list[object]) -> tuple[PostgresCluster, Fleet]:
@@ -89,18 +92,42 @@ def test_a_one_asset_run_waits_for_one_log_flush_not_two(
     assert flushes < RUNS * 3 // 2, f"{flushes} log flushes for {RUNS} runs"
 
 
+def test_a_chunk_of_items_waits_for_one_log_flush_not_two(
+    fault_home: Path, fleet_parts: list[object]
+) -> None:
+    database, fleet = _setup(fault_home, fleet_parts)
+    with scenario(fleet.env):  # no worker: the start and the chunks run here
+        company, assets = make_company(CHUNKS * 2)
+        submit(export_request(company, assets, "Chunks"))
+        with get_runtime().store.read() as session:
+            [run_id] = session.scalars(select(Run.id))
+        assert runner.start(run_id, "flush-counter") == "started"  # its items fanned out
+        before = _log_flushes(database)
+        steps = [
+            runner.run_chunk(run_id, [2 * n, 2 * n + 1], "flush-counter", on_item=lambda s: None)
+            for n in range(CHUNKS)
+        ]
+        flushes = _log_flushes(database) - before
+
+    assert [step.status for step in steps] == ["done"] * CHUNKS
+    # A chunk commits its claims, then its count; only the count waits for a flush.
+    assert flushes < CHUNKS * 3 // 2, f"{flushes} log flushes for {CHUNKS} chunks"
+
+
 def test_a_postgresql_crash_while_workers_hold_claims_loses_no_run_and_runs_none_twice(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
     database, fleet = _setup(fault_home, fleet_parts)
-    figures = Figures("PostgreSQL crash (immediate shutdown) under one-asset runs")
+    figures = Figures("PostgreSQL crash (immediate shutdown) under one-asset runs and a fan-out")
     with scenario(fleet.env):
         company, [asset] = make_company(1, pad=1_000_000)
         fleet.worker()
         fleet.beat()
+        big, assets = make_company(FAN_OUT, pad=300_000)
         handles = [
             submit(export_request(company, [asset], f"Crash {n}")) for n in range(CRASH_RUNS)
         ]
+        big_handle = submit(export_request(big, assets, "Crash Fan Out"))
 
         def running() -> bool:
             with get_runtime().store.read() as session:
@@ -114,6 +141,7 @@ def test_a_postgresql_crash_while_workers_hold_claims_loses_no_run_and_runs_none
         time.sleep(2)
         database.start()
         logs = wait_for_runs(company, handles, timeout=240)
+        logs += wait_for_runs(big, [big_handle], timeout=240)
         figures.recovery_seconds = time.monotonic() - crashed_at
         repeats = duplicated_successes()
         storage = get_runtime().storage
@@ -127,15 +155,16 @@ def test_a_postgresql_crash_while_workers_hold_claims_loses_no_run_and_runs_none
         with get_runtime().store.read() as session:
             jobs = session.scalar(select(func.count()).select_from(Job))
 
-    figures.accepted = CRASH_RUNS
+    figures.accepted = CRASH_RUNS + 1
     figures.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
     figures.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
-    figures.lost = CRASH_RUNS - len(logs)
+    figures.lost = CRASH_RUNS + 1 - len(logs)
     figures.duplicated = repeats
     figures.record()
     failures = [(log.job_name, log.details[-1].log_message) for log in logs if log.state != "Done"]
-    assert jobs == CRASH_RUNS  # every accepted job is still there (their commits were durable)
+    assert jobs == CRASH_RUNS + 1  # every accepted job is still there (durable commits)
     assert figures.failed == 0 and figures.lost == 0, failures
-    assert figures.done == CRASH_RUNS
+    assert figures.done == CRASH_RUNS + 1
     assert repeats == 0
-    assert len(set(zips)) == CRASH_RUNS and members == [1] * CRASH_RUNS
+    assert logs[-1].file_success_count == FAN_OUT
+    assert len(set(zips)) == CRASH_RUNS + 1 and members == [1] * CRASH_RUNS + [FAN_OUT]
