@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
 from pydantic import BaseModel
 from sqlalchemy import ARRAY, Connection, String, Table, any_, bindparam, func, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from jobengine.assets.catalog import company_presets
 from jobengine.errors import IllegalCompany, InvalidParameter, LimitExceeded, log_reason
@@ -28,7 +28,7 @@ from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
 from jobengine.store.hot import HotStatement, pipelines
-from jobengine.store.runs import LogEntry, finish_reads, stop_requested, write_log
+from jobengine.store.runs import LogEntry, detached, finish_reads, stop_requested, write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
 
@@ -443,9 +443,7 @@ def _asset_of(row: tuple[Any, ...] | None) -> tuple[Asset, str] | None:
     """An asset and its folder path from a row of ``_ASSET_IN_FOLDER``."""
     if row is None:
         return None
-    asset = Asset(**dict(zip(_ASSET_KEYS, row[:-1], strict=True)))
-    make_transient_to_detached(asset)  # as a loaded object is once its session closed
-    return asset, str(row[-1])
+    return detached(Asset, _ASSET_KEYS, row[:-1]), str(row[-1])
 
 
 class JobKindHandler(Generic[P]):

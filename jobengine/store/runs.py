@@ -22,7 +22,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -79,6 +79,7 @@ __all__ = [
     "claim_items",
     "claim_start",
     "complete_item",
+    "detached",
     "end_inline_run",
     "end_item",
     "end_items",
@@ -103,6 +104,7 @@ __all__ = [
 RUN_ITEMS = cast(Table, RunItem.__table__)
 LOG_DETAILS = cast(Table, LogDetail.__table__)
 _R, _I, _J = RUNS.c, RUN_ITEMS.c, JOBS.c
+T = TypeVar("T")
 
 
 def _at(name: str) -> Any:
@@ -135,7 +137,6 @@ _LOAD_RUN = HotStatement(_LOAD, typed=True)
 # FOR UPDATE and needs none): one round trip for the two.
 _LOAD_RUN_LOCKING_JOB = HotStatement(_LOAD.with_for_update(of=JOBS), typed=True)
 _GET_RUN = HotStatement(select(*RUNS.c).where(_R.id == bindparam("run")), typed=True)
-_MANAGERS = {cls: manager_of_class(cls) for cls in _LOADED}
 # Each entity's attribute names, in the order of its table's columns in the rows above.
 _LOAD_KEYS = [[c.key for c in cast(Table, cls.__table__).c] for cls in _LOADED]
 assert all(keys[0] == "id" for keys in _LOAD_KEYS)  # _attached finds the id first
@@ -147,14 +148,25 @@ def _attached(session: Session, cls: type[Any], keys: list[str], values: Sequenc
     known = session.identity_map.get(identity_key(cls, values[0]))  # the id comes first
     if known is not None:
         return known
-    # As the ORM's loading does: the values go straight into the instance's dict (committed,
-    # no change events) of an instance made without __init__ (whose instrumented attribute
-    # sets were a third of a pool child's time in this function).
-    obj = _MANAGERS[cls].new_instance()
-    obj.__dict__.update(zip(keys, values, strict=True))
-    make_transient_to_detached(obj)  # its values are the row's, committed
+    obj = detached(cls, keys, values)
     session.add(obj)
     return obj
+
+
+def detached(cls: type[T], keys: Sequence[str], values: Sequence[Any]) -> T:
+    """The object of ``cls`` a row holds, detached, as the ORM's loading makes one once its
+    session closed: the values go straight into the instance's dict (committed, no change
+    events) of an instance made without ``__init__``, whose instrumented attribute sets were a
+    third of a pool child's time in loading a run."""
+    obj = _manager(cls).new_instance()
+    obj.__dict__.update(zip(keys, values, strict=True))
+    make_transient_to_detached(obj)  # its values are the row's, committed
+    return cast(T, obj)
+
+
+@functools.cache
+def _manager(cls: type[Any]) -> Any:
+    return manager_of_class(cls)
 
 
 def load_run(
@@ -406,14 +418,11 @@ def run_items(session: Session, run_id: int) -> list[RunItem]:
     return [_read_item(dict(zip(_ITEM_COLUMNS, row, strict=True))) for row in rows]
 
 
-_ITEM_MANAGER = manager_of_class(RunItem)
-
-
 def _read_item(values: dict[str, Any]) -> RunItem:
     """A transient RunItem holding ``values``, to be read and never changed: made as the ORM's
     loading makes objects (their values straight into the instance's dict), without the
     constructor's instrumented sets (which were half of a 500-item run's start)."""
-    item = _ITEM_MANAGER.new_instance()
+    item = _manager(RunItem).new_instance()
     item.__dict__.update(values)
     return item
 
