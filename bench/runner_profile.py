@@ -12,7 +12,9 @@ process's: a PostgreSQL server's own CPU is not in it).
 ``--procs 2``: the runs split between two forked processes running at once on the same store,
 as two worker children would (each prints its own CPU and wall a job; the rate is of both):
 what the store's locks and caches cost two children, without Celery around them.
-``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of the run's own).
+On PostgreSQL on this machine, also the server's CPU time a job (its processes serving the
+store, and its log writer). ``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of
+the run's own).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -73,10 +78,45 @@ def _run(n: int, profile: Path | None, top: int, procs: int = 1) -> float:
             )
         )
     runner.start(ids.pop(), "bench-warm-up")  # imports, compiled statements, connections
+    server = ServerCpu(get_runtime().store.engine)
     begin = time.perf_counter()
     if procs > 1:
-        return _forked(ids, procs) / (time.perf_counter() - begin)
-    return _loop(ids, profile, top)
+        rate = _forked(ids, procs) / (time.perf_counter() - begin)
+    else:
+        rate = _loop(ids, profile, top)
+    server.report(len(ids))
+    return rate
+
+
+class ServerCpu:
+    """The CPU time a PostgreSQL server on this machine spends for the runs (Linux ``/proc``):
+    its processes serving the store's database (those connected when this is made; the pool's
+    connections are open by then) and its log writer, which flushes the commits. Nothing on
+    SQLite, nor for a server elsewhere or of another user (unreadable ``/proc``)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.pids: list[int] = []
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                self.pids = list(conn.scalars(text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "OR backend_type = 'walwriter'")))  # fmt: skip
+        self.start = self.read()
+
+    def read(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def report(self, jobs: int) -> None:
+        if self.pids:
+            used = (self.read() - self.start) * 1000 / jobs
+            print(f"PostgreSQL server ({len(self.pids)} processes): CPU a job {used:.2f} ms")
 
 
 def _forked(ids: list[int], procs: int) -> int:

@@ -164,9 +164,15 @@ def detached(cls: type[T], keys: Sequence[str], values: Sequence[Any]) -> T:
     return cast(T, obj)
 
 
-@functools.cache
+_MANAGERS: dict[type[Any], Any] = {}
+
+
 def _manager(cls: type[Any]) -> Any:
-    return manager_of_class(cls)
+    """The ORM's class manager of ``cls`` (which makes its instances without ``__init__``)."""
+    found = _MANAGERS.get(cls)
+    if found is None:
+        found = _MANAGERS[cls] = manager_of_class(cls)
+    return found
 
 
 def load_run(
@@ -422,7 +428,7 @@ def _read_item(values: dict[str, Any]) -> RunItem:
     """A transient RunItem holding ``values``, to be read and never changed: made as the ORM's
     loading makes objects (their values straight into the instance's dict), without the
     constructor's instrumented sets (which were half of a 500-item run's start)."""
-    item = _manager(RunItem).new_instance()
+    item: RunItem = _manager(RunItem).new_instance()
     item.__dict__.update(values)
     return item
 
