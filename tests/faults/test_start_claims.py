@@ -23,12 +23,9 @@ from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Job, Run
 from tests.support.fleet import (
-    KILL_TIMINGS,
     Figures,
-    Fleet,
     PostgresCluster,
-    RedisServer,
-    fleet_env,
+    postgres_fleet,
     scenario,
     wait_until,
 )
@@ -40,17 +37,6 @@ RUNS = 20
 CHUNKS = 8
 CRASH_RUNS = 40
 FAN_OUT = 30
-
-
-def _setup(home: Path, parts: list[object]) -> tuple[PostgresCluster, Fleet]:
-    database = PostgresCluster()
-    parts.append(database)
-    redis = RedisServer(home)
-    parts.append(redis)
-    env = fleet_env(home, redis, database.url, JOBENGINE_DB_UPGRADE="auto", **KILL_TIMINGS)
-    fleet = Fleet(env, home)
-    parts.append(fleet)
-    return database, fleet
 
 
 def _log_flushes(database: PostgresCluster) -> int:
@@ -73,7 +59,7 @@ def _log_flushes(database: PostgresCluster) -> int:
 def test_a_one_asset_run_waits_for_one_log_flush_not_two(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
-    database, fleet = _setup(fault_home, fleet_parts)
+    database, fleet = postgres_fleet(fault_home, fleet_parts)
     with scenario(fleet.env):  # no worker: the runs start here, one after the other
         company, [asset] = make_company(1)
         submit_many([export_request(company, [asset], f"Flush {n}") for n in range(RUNS)])
@@ -95,7 +81,7 @@ def test_a_one_asset_run_waits_for_one_log_flush_not_two(
 def test_a_chunk_of_items_waits_for_one_log_flush_not_two(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
-    database, fleet = _setup(fault_home, fleet_parts)
+    database, fleet = postgres_fleet(fault_home, fleet_parts)
     with scenario(fleet.env):  # no worker: the start and the chunks run here
         company, assets = make_company(CHUNKS * 2)
         submit(export_request(company, assets, "Chunks"))
@@ -117,7 +103,7 @@ def test_a_chunk_of_items_waits_for_one_log_flush_not_two(
 def test_a_postgresql_crash_while_workers_hold_claims_loses_no_run_and_runs_none_twice(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
-    database, fleet = _setup(fault_home, fleet_parts)
+    database, fleet = postgres_fleet(fault_home, fleet_parts)
     figures = Figures("PostgreSQL crash (immediate shutdown) under one-asset runs and a fan-out")
     with scenario(fleet.env):
         company, [asset] = make_company(1, pad=1_000_000)

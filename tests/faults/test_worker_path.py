@@ -21,12 +21,8 @@ from jobengine.runtime import get_runtime
 from jobengine.storage import LocalStorage
 from jobengine.store.schema import Run, RunItem
 from tests.support.fleet import (
-    KILL_TIMINGS,
     Figures,
-    Fleet,
-    PostgresCluster,
-    RedisServer,
-    fleet_env,
+    postgres_fleet,
     scenario,
     wait_until,
 )
@@ -36,20 +32,6 @@ pytestmark = pytest.mark.slow
 
 SMALL_JOBS = 60
 FAN_OUT = 40
-
-
-def _postgres_fleet(home: Path, parts: list[object], **settings: str) -> Fleet:
-    """A scenario's PostgreSQL cluster, Redis server and fleet (with the kill timings), each
-    added to ``parts`` to be stopped at its end."""
-    database = PostgresCluster()
-    parts.append(database)
-    redis = RedisServer(home)
-    parts.append(redis)
-    env = fleet_env(home, redis, database.url, JOBENGINE_DB_UPGRADE="auto", **KILL_TIMINGS,
-                    **settings)  # fmt: skip
-    fleet = Fleet(env, home)
-    parts.append(fleet)
-    return fleet
 
 
 def _done_runs() -> int:
@@ -81,7 +63,7 @@ def _members(storage: LocalStorage, key: str) -> int:
 def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
     fault_home: Path, fleet_parts: list[object]
 ) -> None:
-    fleet = _postgres_fleet(fault_home, fleet_parts)
+    _, fleet = postgres_fleet(fault_home, fleet_parts)
     figures = Figures("worker SIGKILL x2: one-asset runs, then a fan-out (PostgreSQL)")
     with scenario(fleet.env):
         small, [asset] = make_company(1, pad=1_000_000)
@@ -150,7 +132,7 @@ def test_workers_killed_twice_mid_chunk_do_each_item_of_a_chunked_fan_out_once(
     kills land while each child is inside a chunk: the item at work is taken over once its
     claim lapses, the chunk's items not begun are sent again by the scheduler (the killed
     worker's messages are gone with it), and every item is counted once."""
-    fleet = _postgres_fleet(fault_home, fleet_parts, JOBENGINE_ITEM_CHUNK="16")
+    _, fleet = postgres_fleet(fault_home, fleet_parts, JOBENGINE_ITEM_CHUNK="16")
     figures = Figures("worker SIGKILL x2 inside chunks of a fan-out (PostgreSQL)")
     with scenario(fleet.env):
         company, assets = make_company(CHUNKED)

@@ -278,6 +278,22 @@ def fleet_env(home: Path, redis: RedisServer, database_url: str, **settings: str
     }
 
 
+def postgres_fleet(
+    home: Path, parts: list[object], **settings: str
+) -> tuple[PostgresCluster, Fleet]:
+    """A scenario's own PostgreSQL cluster and Redis server, and a fleet on them with the kill
+    timings (``settings`` added), each added to ``parts`` to be stopped at its end."""
+    database = PostgresCluster()
+    parts.append(database)
+    redis = RedisServer(home)
+    parts.append(redis)
+    env = fleet_env(home, redis, database.url, JOBENGINE_DB_UPGRADE="auto", **KILL_TIMINGS,
+                    **settings)  # fmt: skip
+    fleet = Fleet(env, home)
+    parts.append(fleet)
+    return database, fleet
+
+
 def wait_until(
     check: Callable[[], bool],
     timeout: float,
