@@ -56,9 +56,9 @@ from jobengine.store.runs import (
     claim_start,
     complete_item,
     count_finished,
-    end_inline_run,
     end_item,
     end_items,
+    end_one_shot,
     end_run,
     extend_held_leases,
     extend_item_lease,
@@ -67,6 +67,7 @@ from jobengine.store.runs import (
     get_run,
     load_run,
     lock_job_of_run,
+    log_end,
     mark_finish_sent,
     release_items,
     run_flags,
@@ -261,29 +262,34 @@ def _end_one_shot(
     runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done, output: dict[str, Any]
 ) -> str:
     """The one transaction of a one-shot run after its output: count the item, then claim the
-    finish and end the run in one compare-and-set, then its rows in one statement."""
-    seq, run_id, worker = item[0], loaded.run.id, done.worker
+    finish and end the run in one compare-and-set (sent together), then its trigger and its
+    rows (sent together)."""
+    seq, worker = item[0], done.worker
     outcome = done.outcome
     assert outcome is not None
     counts, final = _tally(outcome)
     rows = [row.entry() for row in done.rows]  # the item's, then its outcome's
     rows.append(LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args).entry())
     finish_rows = [row.entry() for row in loaded.ctx.take_log_rows()]
-    with runtime.store.write() as session:
-        lock_job_of_run(session, run_id)
-        result = outcome.result
-        if not complete_item(
-            session, run_id, seq, worker, final=final, counts=counts, result=result
-        ):
-            return "duplicate"  # our lease lapsed and another worker took the item over
-        ended = end_inline_run(session, loaded.run, worker, output)
-        if ended is None:  # the start was taken over: its new holder finishes the run
-            write_logs(session, loaded.run, rows)
-            return "started"
-        summary = _summary(loaded, RunState.DONE, ended)
-        write_logs(session, loaded.run, [*rows, *finish_rows, summary])
+    try:
+        with runtime.store.write() as session:
+            end = end_one_shot(session, loaded.run, seq, worker, final=final, counts=counts,
+                               result=outcome.result, output=output)  # fmt: skip
+            if not end.counted:
+                raise _TakenOver  # what was sent with the item's move is rolled back
+            if end.ended is None:  # the start was taken over: its new holder finishes the run
+                write_logs(session, loaded.run, rows)
+                return "started"
+            summary = _summary(loaded, RunState.DONE, end.ended)
+            log_end(session, loaded.run, [*rows, *finish_rows, summary])
+    except _TakenOver:
+        return "duplicate"  # our lease lapsed and another worker took the item over
     _cleanup(loaded)
     return "done"
+
+
+class _TakenOver(Exception):
+    """The item of a one-shot run was no longer this worker's when it came to count it."""
 
 
 def _claim_start(

@@ -46,7 +46,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import ColumnElement
 
 from jobengine.i18n import LogMessage, english, message_args
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, pipelined
 from jobengine.store.schema import (
     COMPANIES,
     JOBS,
@@ -80,7 +80,6 @@ __all__ = [
     "claim_start",
     "complete_item",
     "detached",
-    "end_inline_run",
     "end_item",
     "end_items",
     "end_run",
@@ -630,6 +629,69 @@ def end_item(
     return moved == 1
 
 
+class OneShotEnd(NamedTuple):
+    """What :func:`end_one_shot` found: whether the item was still the worker's to count
+    (when not, the caller rolls its transaction back), and the run's success, error and
+    warning counts and item total once ended, or None if it was not ended."""
+
+    counted: bool
+    ended: tuple[int, int, int, int] | None
+
+
+def end_one_shot(
+    session: Session,
+    run: Run,
+    seq: int,
+    worker: str,
+    *,
+    final: ItemState,
+    counts: Counts,
+    result: dict[str, Any],
+    output: dict[str, Any],
+) -> OneShotEnd:
+    """:func:`complete_item`, then :func:`claim_inline_finish` and :func:`end_run` (Done, with
+    ``output``) in one compare-and-set, for a run of one item that ``worker`` did in its start
+    task, the job's row locked first (:func:`lock_job_of_run`): the four statements sent
+    together, on PostgreSQL in one round trip with the transaction's BEGIN.
+
+    So they all run even when the first finds the item no longer ``worker``'s: then
+    ``counted`` is False and the caller must roll the transaction back. ``ended`` None: items
+    are left or the start is no longer ``worker``'s (the item is counted, the run unchanged).
+    Ended, ``run`` is updated in memory too; its trigger is left to :func:`log_end`."""
+    conn = _hot(session)
+    now = utcnow()
+    item = {"run": run.id, "seq": seq, "final": final, "result": result, "worker": worker}
+    with pipelined(conn):
+        lock = None if _serialized(session) else _LOCK_JOB_OF_RUN.send(conn, {"run": run.id})
+        moved = _COMPLETE_CLAIMED.send(conn, item)
+        counted = _COUNT_FINISHED.send(conn, _count_params(run.id, counts, 1, now))
+        ended = _END_INLINE.send(conn, {"run": run.id, "worker": worker, "now": now,
+                                        "output": output})  # fmt: skip
+        if lock is not None:
+            lock.all()
+        if moved.done() != 1:
+            counted.close()
+            ended.close()
+            return OneShotEnd(False, None)
+        _counted(run.id, next(iter(counted.all()), None))
+        row = next(iter(ended.all()), None)
+    if row is None:
+        return OneShotEnd(True, None)
+    _ended_inline(run, worker, output, now)
+    success, errors, warnings, total = (int(v) for v in row)
+    return OneShotEnd(True, (success, errors, warnings, total))
+
+
+def log_end(session: Session, run: Run, entries: Sequence[LogEntry]) -> None:
+    """After :func:`end_one_shot` ended a run: its job's trigger completes (a one-shot job's)
+    and its last log rows are written, sent together (one round trip on PostgreSQL)."""
+    conn = _hot(session)
+    with pipelined(conn):
+        trigger = _TRIGGER_DONE.send(conn, {"job": run.job_id})
+        write_logs(session, run, entries)
+        _trigger_completed(session, run.job_id, trigger.done())
+
+
 def _count(name: str) -> Any:
     return bindparam(name, type_=Integer())
 
@@ -671,21 +733,17 @@ class Counted(NamedTuple):
 def count_finished(session: Session, run_id: int, counts: Counts, items: int = 1) -> Counted:
     """Add ``items`` finished items and their counters to the run, in one statement that
     returns the counts and the run's flags after it."""
-    conn = _hot(session)
-    row = _COUNT_FINISHED.first(
-        conn,
-        {
-            "run": run_id,
-            "items": items,
-            "success": counts.success,
-            "error": counts.error,
-            "warning": counts.warning,
-            "duplicate": counts.duplicate,
-            "update": counts.update,
-            "size": counts.size,
-            "now": utcnow(),
-        },
-    )
+    row = _COUNT_FINISHED.first(_hot(session), _count_params(run_id, counts, items, utcnow()))
+    return _counted(run_id, row)
+
+
+def _count_params(run_id: int, counts: Counts, items: int, now: datetime) -> dict[str, Any]:
+    return {"run": run_id, "items": items, "success": counts.success, "error": counts.error,
+            "warning": counts.warning, "duplicate": counts.duplicate, "update": counts.update,
+            "size": counts.size, "now": now}  # fmt: skip
+
+
+def _counted(run_id: int, row: Sequence[Any] | None) -> Counted:
     if row is None:
         raise LookupError(f"run {run_id} is gone")  # the ORM's .one() raised here too
     return Counted(int(row[0]), int(row[1]), bool(row[2]), bool(row[3]))
@@ -755,28 +813,13 @@ _END_INLINE = HotStatement(
 )
 
 
-def end_inline_run(
-    session: Session, run: Run, worker: str, output: dict[str, Any]
-) -> tuple[int, int, int, int] | None:
-    """:func:`claim_inline_finish` and :func:`end_run` (Done, with ``output``) in one
-    compare-and-set, for a run whose items ``worker`` did in its start task and whose output
-    is written already: no lease to hold in between. Returns the run's success, error and
-    warning counts and its item total (for its summary row), or None, changing nothing, if
-    items are left or the start is no longer ``worker``'s. ``run`` is updated in memory too,
-    and a one-shot job's trigger completes, as :func:`end_run` does."""
-    now = utcnow()
-    conn = _hot(session)
-    row = _END_INLINE.first(conn, {"run": run.id, "worker": worker, "now": now, "output": output})
-    if row is None:
-        return None
+def _ended_inline(run: Run, worker: str, output: dict[str, Any], now: datetime) -> None:
+    """What ``_END_INLINE`` set, in ``run`` (without reading it again)."""
     ended = {"planned": True, "finish_sent_at": now, "claimed_by": worker, "lease_until": None,
              "state": RunState.DONE, "ended_at": now, "last_progress_update": now,
              "progress": 100, "output": output}  # fmt: skip
     for name, value in ended.items():
         set_committed_value(run, name, value)
-    _complete_trigger(session, conn, run.job_id)
-    success, errors, warnings, total = (int(v) for v in row)
-    return success, errors, warnings, total
 
 
 _CLAIM_FINISH = HotStatement(
@@ -870,7 +913,12 @@ def end_run(
 
 def _complete_trigger(session: Session, conn: Connection, job_id: int) -> None:
     """A one-shot job's trigger completes with its run (a schedule's stays)."""
-    if _TRIGGER_DONE.execute(conn, {"job": job_id}) == 1:
+    _trigger_completed(session, job_id, _TRIGGER_DONE.execute(conn, {"job": job_id}))
+
+
+def _trigger_completed(session: Session, job_id: int, changed: int) -> None:
+    """After ``_TRIGGER_DONE`` changed ``changed`` rows: the job in memory too."""
+    if changed == 1:
         job = session.identity_map.get(identity_key(Job, job_id))
         if job is not None:  # as the ORM's synchronize_session="evaluate" did
             set_committed_value(job, "trigger_state", TriggerState.COMPLETE)

@@ -268,6 +268,43 @@ def test_a_one_asset_run_killed_before_its_one_commit_is_done_once_by_the_next_s
     assert runner.start(run.id, "worker-c") == "duplicate"
 
 
+def test_a_one_asset_run_whose_item_was_taken_over_while_it_worked_records_nothing_of_it(
+    private_queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-shot end sends the item's move, its count and the run's end together: when the
+    move finds the item another worker's, the count and the end sent with it are rolled back."""
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], "Path One Shot Taken Over"))
+    run = _run("Path One Shot Taken Over")
+    with get_runtime().store.read() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+    kind = kind_for(job.kind)
+    process = type(kind).process
+
+    def process_then_lose_it(self: object, ctx: RunContext[Any], item: PlannedItem) -> ItemOutcome:
+        outcome = process(kind, ctx, item)
+        with get_runtime().store.write() as session:  # our leases lapsed: worker-b took over
+            session.execute(update(Run).where(Run.id == run.id).values(claimed_by="worker-b"))
+            session.execute(
+                update(RunItem)
+                .where(RunItem.run_id == run.id)
+                .values(claimed_by="worker-b", attempts=2)
+            )
+        return outcome
+
+    monkeypatch.setattr(type(kind), "process", process_then_lose_it)
+    assert runner.start(run.id, "worker-a") == "duplicate"
+
+    held = _run("Path One Shot Taken Over")
+    assert (held.state, held.claimed_by, held.finished_items) == ("Running", "worker-b", 0)
+    assert (held.success_count, held.output, held.finish_sent_at) == (0, {}, None)
+    assert _items(run.id) == [(0, asset, "running", "worker-b", 2)]
+    assert "ReturnSuccess" not in [t for t, _ in _log(run.id)]
+    with get_runtime().store.read() as session:
+        assert session.get(Job, run.job_id).trigger_state != "Complete"  # type: ignore[union-attr]
+
+
 def test_a_one_asset_run_stopped_while_its_item_worked_ends_stopped_with_it_counted(
     private_queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
