@@ -84,8 +84,9 @@ def test_uuid4_texts_are_uuid4s_texts_of_the_same_bytes(raw: list[bytes]) -> Non
 
 
 def test_uuid4_texts_are_random_version_4() -> None:
-    texts = uuid4_texts(1000) + uuid4_texts(1000)
-    assert len(set(texts)) == 2000
+    # many (their digits placed a column at a time) and few (one by one: a submit's)
+    texts = uuid4_texts(1000) + uuid4_texts(1000) + [t for _ in range(500) for t in uuid4_texts(2)]
+    assert len(set(texts)) == 3000
     for text in texts:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4

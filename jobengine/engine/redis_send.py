@@ -526,9 +526,11 @@ class RedisSender:
         self._templates: dict[tuple[str, bool], _Template | None] = {}
         # an event publish's topic and envelope text (slots: body, tag), by its options
         self._event_envelopes: dict[tuple[str, str], tuple[str, _Form | None]] = {}
-        # read once: Celery's configuration lookups cost microseconds each, per message
+        # read once: Celery's configuration lookups cost microseconds each, per message (a
+        # sender is made again when the app is configured again: see dispatch._redis_sender)
         self._serializer = str(app.conf.task_serializer)
         self._event_exchange = str(app.conf.event_exchange)
+        self._protocol = int(app.conf.task_protocol)
 
     @staticmethod
     def supports(app: Any) -> bool:
@@ -725,7 +727,7 @@ class RedisSender:
         app = self._app
         return (
             app.current_worker_task is None
-            and int(app.conf.task_protocol) == 2
+            and self._protocol == 2
             and not (
                 signals.before_task_publish.receivers
                 or signals.after_task_publish.receivers

@@ -16,18 +16,31 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery, signals
+from celery.utils.collections import ConfigurationView
 from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 from kombu.utils import json as kombu_json
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+    bindparam,
+    create_engine,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 
 from jobengine import submit
@@ -140,6 +153,43 @@ def test_hot_statement_raises_sqlalchemy_errors_and_refuses_expanding_lists(
     literal = HotStatement(select(JOBS.c.id).where(JOBS.c.name == "Hot Errors").limit(1))
     with store.connect() as conn:
         assert literal.scalar(conn, {}) == job.id
+
+
+class _Counted(TypeDecorator[str]):
+    """Text whose bind processor counts its calls."""
+
+    impl = String
+    cache_ok = True
+    calls = 0
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        _Counted.calls += 1
+        return None if value is None else value.upper()
+
+
+def test_constant_defaults_and_written_values_are_processed_once_not_per_row(
+    tmp_path: Path,
+) -> None:
+    """An INSERT's constant defaults and a statement's written values go through their bind
+    processors when it is compiled; the given values and the callable defaults, each row."""
+    table = Table(
+        "counted", MetaData(), Column("id", Integer, primary_key=True), Column("given", _Counted),
+        Column("constant", _Counted, default="zero"), Column("made", _Counted, default=lambda: "m"),
+    )  # fmt: skip
+    engine = create_engine(f"sqlite:///{tmp_path / 'counted.db'}")
+    table.create(engine)
+    add = HotStatement(insert(table).returning(table.c.id), insert_keys=("given",))
+    named = HotStatement(select(table.c.id).where(table.c.given == "B", table.c.constant == "ZERO"))
+    _Counted.calls = 0
+    with engine.begin() as conn:
+        for value in ("a", "b", "c"):
+            add.scalar(conn, {"given": value})
+        assert _Counted.calls == 1 + 3 * 2  # the constant once; the given and the made each row
+        assert named.scalar(conn, {}) == named.scalar(conn, {}) == 2
+        assert _Counted.calls == 7 + 2  # the two written values, once
+        rows = conn.execute(select(table.c.given, table.c.constant, table.c.made)).all()
+    assert [tuple(r) for r in rows] == [("A", "ZERO", "M"), ("B", "ZERO", "M"), ("C", "ZERO", "M")]
+    engine.dispose()
 
 
 def test_runs_loaded_by_the_runner_are_what_the_orm_loads(store_only: dict[str, str]) -> None:
@@ -589,6 +639,27 @@ def test_templated_messages_are_what_celery_builds_for_the_same_call(contract_ap
     client = redis.Redis.from_url(redis_url(get_settings()))
     client.delete("contract-other")
     client.close()
+
+
+def test_a_templated_send_reads_none_of_celerys_configuration(
+    contract_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's configuration lookups cost microseconds each: a sender reads what it needs
+    when it is made, not for each message (it is made again when the app is configured
+    again)."""
+    sender = RedisSender(contract_app)
+    name = "jobengine.export.start"
+    sender.send([TaskCall(name, str(uuid.uuid4()), {"run_id": 0})])  # teaches the template
+    looked_up: list[str] = []
+    lookup = ConfigurationView.__getitem__
+
+    def counted(view: ConfigurationView, key: str) -> Any:
+        looked_up.append(key)
+        return lookup(view, key)
+
+    monkeypatch.setattr(ConfigurationView, "__getitem__", counted)
+    sender.send([TaskCall(name, str(uuid.uuid4()), {"run_id": i}) for i in (1, 2)])
+    assert looked_up == []
 
 
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
