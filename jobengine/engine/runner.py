@@ -42,6 +42,7 @@ from jobengine.model.logtypes import JobLogType
 from jobengine.runtime import Runtime, get_runtime
 from jobengine.settings import Settings
 from jobengine.store.db import commit_without_flush
+from jobengine.store.hot import pipelined
 from jobengine.store.runs import (
     Counted,
     Counts,
@@ -312,21 +313,33 @@ def _claim_start(
             return "stopped"
         if job.exec_schedule is None and job.trigger_state == "Normal":
             job.trigger_state, job.next_fire_at = "Complete", None
-        # A first start finds no items (they are recorded only once a start is claimed).
-        existing = [] if first else run_items(session, run_id)
-        if first:
-            write_log(session, loaded.run, loaded.kind.begin_log, "job {job} started", job=job.name)
-            _write_job_records(session, loaded.run, job)
-        if not existing and loaded.kind.plans_from_request:  # no I/O: planned right here
-            planned = loaded.kind.plan(loaded.ctx)
-            inline = len(planned) <= runtime.settings.inline_items
-            holder = worker if inline else None
-            existing = _record_items(session, loaded, planned, holder, runtime.settings)
-            if inline and loaded.kind.items_are_assets:  # read now, not in a transaction each
-                loaded.ctx.read_assets(session, [p.key for p in planned])
-            if inline:  # its items end in a durable commit before anything rests on the claim
-                commit_without_flush(session.connection())
+        session.flush()  # the ORM's change first: what follows is sent together
+        with pipelined(session.connection()):  # on PostgreSQL, one round trip (or two)
+            existing = _begin_and_plan(runtime, session, loaded, worker, first)
     return loaded, existing
+
+
+def _begin_and_plan(
+    runtime: Runtime, session: Session, loaded: _Loaded, worker: str, first: bool
+) -> Sequence[RunItem]:
+    """The writes of a claimed start (its begin rows; its items, when its kind plans from the
+    request alone) and the reads of the items it does right away; the items recorded."""
+    run, kind = loaded.run, loaded.kind
+    # A first start finds no items (they are recorded only once a start is claimed).
+    existing: Sequence[RunItem] = [] if first else run_items(session, run.id)
+    if first:
+        write_log(session, run, kind.begin_log, "job {job} started", job=loaded.job.name)
+        _write_job_records(session, run, loaded.job)
+    if not existing and kind.plans_from_request:  # no I/O: planned right here
+        planned = kind.plan(loaded.ctx)
+        inline = len(planned) <= runtime.settings.inline_items
+        holder = worker if inline else None
+        existing = _record_items(session, loaded, planned, holder, runtime.settings)
+        if inline and kind.items_are_assets:  # read now, not in a transaction each
+            loaded.ctx.read_assets(session, [p.key for p in planned])
+        if inline:  # its items end in a durable commit before anything rests on the claim
+            commit_without_flush(session.connection())
+    return existing
 
 
 def _write_job_records(session: Session, run: Run, job: Job) -> None:
