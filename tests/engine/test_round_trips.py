@@ -37,9 +37,11 @@ def test_submit_takes_two_round_trips(private_queue: Queue) -> None:
 
 @pytest.mark.parametrize("size", [2, 100])
 def test_submit_many_takes_six_round_trips(private_queue: Queue, size: int) -> None:
-    company, assets = make_company(3)
-    submit_many([export_request(company, assets, f"Warm {n}") for n in range(2)])
+    """Whatever the batch's size, and its assets' count (past 32 handles, one array)."""
+    company, assets = make_company(40)
+    submit_many([export_request(company, assets[:3], f"Warm {n}") for n in range(2)])
+    batch = [export_request(company, [assets[n % 40]], f"Traced {n}") for n in range(size)]
     with traced(_engine()) as trace:
-        handles = submit_many([export_request(company, assets, f"Traced {n}") for n in range(size)])
-    assert len(handles) == size
+        handles = submit_many(batch)
+    assert handles == [f"{company}|Traced {n}|" for n in range(size)]
     assert trace.round_trips == 6, trace.messages
