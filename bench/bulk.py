@@ -18,9 +18,11 @@ forced for that side by this benchmark only).
 
 The sides take turns a thousand jobs at a time, so that load from elsewhere on the (shared)
 machine weighs on each alike. Prints jobs per second for each side, the medians of the rounds
-and the ratios to the reference (target: at least 5x). ``BENCH_DATABASE_URL`` picks the store
-(default: a SQLite file of the run's own); give it a database of its own, which the benchmark
-migrates (``JOBENGINE_DB_UPGRADE=auto`` unless set) and fills with jobs.
+and the ratios to the reference (target: at least 5x), and the median time of a batch of each
+batch side over all rounds (steadier than throughput on a loaded machine).
+``BENCH_DATABASE_URL`` picks the store (default: a SQLite file of the run's own); give it a
+database of its own, which the benchmark migrates (``JOBENGINE_DB_UPGRADE=auto`` unless set)
+and fills with jobs.
 """
 
 from __future__ import annotations
@@ -58,15 +60,21 @@ def _bare(plain: Any, turn: int) -> None:
         plain.apply_async((i,))
 
 
-def _batches(requests: list[dict[str, Any]], size: int) -> None:
+def _batches(requests: list[dict[str, Any]], size: int, times: list[float]) -> None:
+    """submit_many() of ``requests`` in batches of ``size``, each batch's time kept."""
     from jobengine import submit_many
 
     for k in range(0, len(requests), size):
+        t0 = time.perf_counter()
         submit_many(requests[k : k + size])
+        times.append(time.perf_counter() - t0)
 
 
 def _by_record_many(
-    call: Callable[[list[dict[str, Any]], int], None], requests: list[dict[str, Any]], size: int
+    call: Callable[[list[dict[str, Any]], int, list[float]], None],
+    requests: list[dict[str, Any]],
+    size: int,
+    times: list[float],
 ) -> Callable[[], None]:
     """``call`` with submit_many() recording by ``bulk.record_many`` on PostgreSQL too (its
     statements one after the other): what decides the way, switched for the call."""
@@ -76,7 +84,7 @@ def _by_record_many(
         pipelines = submission.pipelines  # type: ignore[attr-defined]
         setattr(submission, "pipelines", lambda conn: False)  # noqa: B010
         try:
-            call(requests, size)
+            call(requests, size, times)
         finally:
             setattr(submission, "pipelines", pipelines)  # noqa: B010
 
@@ -110,6 +118,7 @@ def run(n: int, rounds: int, both: bool) -> None:
             "x1000m": "x1000 record_many",
         }
     results: dict[str, list[float]] = {side: [] for side in labels}
+    batch_times: dict[str, list[float]] = {side: [] for side in labels}  # every round's
     for r in range(rounds):
         took = dict.fromkeys(labels, 0.0)
         for turn in range(n // TURN):
@@ -120,13 +129,13 @@ def run(n: int, rounds: int, both: bool) -> None:
 
             sides: dict[str, Callable[[], object]] = {
                 "bare": functools.partial(_bare, plain, turn),
-                "x100": functools.partial(_batches, named("H"), 100),
-                "x1000": functools.partial(_batches, named("K"), TURN),
+                "x100": functools.partial(_batches, named("H"), 100, batch_times["x100"]),
+                "x1000": functools.partial(_batches, named("K"), TURN, batch_times["x1000"]),
             }
             if both:  # the same by record_many, which goes first every other turn
                 many = {
-                    "x100m": _by_record_many(_batches, named("M"), 100),
-                    "x1000m": _by_record_many(_batches, named("N"), TURN),
+                    "x100m": _by_record_many(_batches, named("M"), 100, batch_times["x100m"]),
+                    "x1000m": _by_record_many(_batches, named("N"), TURN, batch_times["x1000m"]),
                 }
                 sides = {**many, **sides} if turn % 2 else {**sides, **many}
             for side, call in sides.items():
@@ -151,6 +160,10 @@ def run(n: int, rounds: int, both: bool) -> None:
     print(f"\nmedian of {rounds} rounds of {done:,} jobs per side")
     for side, label in labels.items():
         print(f"  {label:<24} {med[side]:8,.0f} jobs/s  ratio {med[side] / med['bare']:.2f}")
+    for side, label in labels.items():
+        if batch_times[side]:
+            p50 = statistics.median(batch_times[side]) * 1000
+            print(f"  {label + ' batch':<24} {p50:8.1f} ms  (median of {len(batch_times[side])})")
     print("  (target: submit_many() at least 5x bare apply_async)")
 
 
