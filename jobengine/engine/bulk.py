@@ -358,8 +358,8 @@ def record_pipelined(
 ) -> list[tuple[str, dispatch.StartMessage | None]]:
     """:func:`record_many` on PostgreSQL (psycopg), its reads in one pipeline: six round
     trips where it takes eleven (counted in libpq's protocol trace; across a network each costs
-    the link's latency, and this way is the faster by 13-32% at 0.5-2 ms each way:
-    BENCHMARKS.md, bench/netem.py).
+    the link's latency: at 2 ms each way a batch of 100 took 29-30% less time this way, on
+    loopback the same: BENCHMARKS.md, bench/netem.py).
 
     1. the reads, sent together: the BEGIN (on a connection that commits each statement, in
        a :func:`~jobengine.store.intake.transaction` opened ``pipelined``; else psycopg's, a
