@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 65536
@@ -164,7 +165,7 @@ class Started(contextlib.ExitStack):
         return proc
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _stop(proc: subprocess.Popen[Any], sig: int) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
@@ -258,16 +259,26 @@ def _fresh_database(port: int, name: str) -> None:
 
 
 def _bench(script: str, args: list[str], url: str) -> str:
+    """Run a benchmark to its end; interrupted, it is interrupted too (SIGINT, by its PID) and
+    waited for, so that it stops what it started (its embedded Redis) before this run goes on
+    to stop the rest."""
     env = {**os.environ, "BENCH_DATABASE_URL": url}
     env.pop("DATABASE_URL", None)
     env["JOBENGINE_DB_UPGRADE"] = "auto"  # a fresh database, migrated by the benchmark
     env.pop("REDIS_URL", None)
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], env=env,
-                         capture_output=True, text=True, check=False)  # fmt: skip
-    print(out.stdout, end="", flush=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{script} failed:\n{out.stderr[-3000:]}")
-    return out.stdout
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / script), *args], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)  # fmt: skip
+        try:
+            out, _ = proc.communicate()
+        except BaseException:
+            _stop(proc, signal.SIGINT)
+            raise
+        err.seek(0)
+        print(out, end="", flush=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{script} failed:\n{err.read()[-3000:]}")
+    return out
 
 
 def _medians(output: str) -> dict[str, str]:
