@@ -43,7 +43,7 @@ from jobengine.engine.submit_rules import (
 from jobengine.errors import InvalidCompany, IpsFault
 from jobengine.handles import company_handle_forms, job_handle
 from jobengine.kinds import check_request, kind_for
-from jobengine.kinds.base import JobKindHandler, SubmitReads, find_many_assets
+from jobengine.kinds.base import JobKindHandler, SubmitReads, assets_found, send_many_assets
 from jobengine.model import SubmitJobRequest, to_ips_json
 from jobengine.runtime import Runtime
 from jobengine.settings import Settings
@@ -58,6 +58,7 @@ from jobengine.store.hot import (
     pipelined,
     planned_in,
 )
+from jobengine.store.intake import begin
 from jobengine.store.jobs import (
     AddedRuns,
     NewRun,
@@ -355,18 +356,23 @@ def record_pipelined(
     sending: bool,
     client: str | None = None,
 ) -> list[tuple[str, dispatch.StartMessage | None]]:
-    """:func:`record_many` on PostgreSQL (psycopg), its reads in one pipeline: eight round
-    trips where it took eleven (counted in libpq's protocol trace).
+    """:func:`record_many` on PostgreSQL (psycopg), its reads in one pipeline: six round
+    trips where it takes eleven (counted in libpq's protocol trace; across a network each costs
+    the link's latency: at 2 ms each way a batch of 100 took 29-30% less time this way, on
+    loopback the same: BENCHMARKS.md, bench/netem.py).
 
-    1. psycopg's BEGIN (in pipeline mode psycopg syncs after it);
-    2. the reads, sent together: the companies of every form of the batch's company handles,
-       the live jobs holding any of its names in them (with whether each has an active run),
-       the ids of its jobs and of its runs drawn from their sequences, a savepoint, and its
-       assets (whose fetch waits for all of them); then the pipeline's closing Sync;
-    3. the jobs and the runs each one ``COPY`` with their ids (two round trips each: ``COPY``
+    1. the reads, sent together: the BEGIN (on a connection that commits each statement, in
+       a :func:`~jobengine.store.intake.transaction` opened ``pipelined``; else psycopg's, a
+       round trip of its own: in pipeline mode psycopg syncs after it), the companies of every
+       form of the batch's company handles, the live jobs holding any of its names in them
+       (with whether each has an active run), the ids of its jobs and of its runs drawn from
+       their sequences, a savepoint, and its assets, with the pipeline's closing Sync (its
+       results are read after it: a fetch within the block, a round trip of its own, would
+       not spare the Sync's, which psycopg sends at the block's end whatever was fetched);
+    2. the jobs and the runs each one ``COPY`` with their ids (two round trips each: ``COPY``
        waits for the server's go-ahead, and cannot go in a pipeline; an ``INSERT`` of arrays,
-       which can, cost the server and the client more than the round trips it saves:
-       BENCHMARKS.md), then the COMMIT, by the transaction.
+       which can, cost the server and the client more than the round trips it saves on
+       loopback: BENCHMARKS.md), then the COMMIT, by the transaction.
 
     The ids known ahead, the job rows carry their final handles and the runs their job ids.
     The checks run between the reads and the writes, in the order of the requests, as
@@ -386,21 +392,23 @@ def record_pipelined(
         dict.fromkeys(h for kind, job in zip(kinds.kinds, kinds.jobs, strict=True)
                       for h in kind.asset_handles(job))
     )  # fmt: skip
-    with pipelined(conn):
+    with pipelined(conn):  # sent; the block's end syncs, which brings every result back
+        began = begin(conn)
         companies = _COMPANIES_ANY.send(conn, {"forms": forms})
         names = sorted({req.job_name for req in reqs})
         holders = None if duplicate else _HOLDERS_ANY.send(conn, {"forms": forms, "names": names})
         job_ids_sent = next_ids(conn, JOBS, len(reqs))
         run_ids_sent = next_ids(conn, RUNS, starts) if starts else None
         mark = _SAVEPOINT.send(conn, {})  # before the writes (see _write_copied)
-        found = find_many_assets(conn, handles)  # the first fetch: it waits for all of them
-        mark.done()
-        stored = {
-            str(handle): (int(company_id), str(handle)) for company_id, handle in companies.all()
-        }
-        holder_rows = [] if holders is None else holders.all()
-        job_ids = sorted(int(row[0]) for row in job_ids_sent.all())
-        run_ids = [] if run_ids_sent is None else sorted(int(row[0]) for row in run_ids_sent.all())
+        assets_sent = send_many_assets(conn, handles)
+    if began is not None:
+        began.done()
+    mark.done()
+    found = assets_found(assets_sent)
+    stored = {str(handle): (int(company_id), str(handle)) for company_id, handle in companies.all()}
+    holder_rows = [] if holders is None else holders.all()
+    job_ids = sorted(int(row[0]) for row in job_ids_sent.all())
+    run_ids = [] if run_ids_sent is None else sorted(int(row[0]) for row in run_ids_sent.all())
     actors = _actors_of(conn, reqs, user, stored)
     wanted = {(who.company_id, req.job_name) for req, who in zip(reqs, actors, strict=True)}
     held: set[tuple[int, str]] = set()

@@ -320,19 +320,22 @@ def _submit(
         if len(reqs) == 1:  # submit(): prebuilt statements, a read and a write
             return [_record(conn, runtime, reqs[0], user, actor, duplicate=duplicate,
                             sending=sending, client=client)]  # fmt: skip
-        if actor is None and pipelines(conn):  # PostgreSQL: the reads pipelined
-            return record_pipelined(conn, runtime, reqs, user, duplicate=duplicate,
-                                     sending=sending, client=client)  # fmt: skip
-        who = actors(conn, reqs, user, actor)
-        return record_many(conn, runtime, reqs, who, duplicate=duplicate, sending=sending,
-                            client=client)  # fmt: skip
+        if actor is None and pipelines(conn):  # PostgreSQL: the reads pipelined, BEGIN too
+            with transaction(conn, pipelined=True):
+                return record_pipelined(conn, runtime, reqs, user, duplicate=duplicate,
+                                         sending=sending, client=client)  # fmt: skip
+        with transaction(conn):
+            who = actors(conn, reqs, user, actor)
+            return record_many(conn, runtime, reqs, who, duplicate=duplicate, sending=sending,
+                                client=client)  # fmt: skip
 
     for duplicate in (False, True):
         try:
             # run again if its connection died before the commit (PostgreSQL restarted)
             work = functools.partial(record, duplicate=duplicate)
-            # one request: on PostgreSQL its statements commit alone (see _record)
-            recorded = runtime.store.transact(work, autocommit=len(reqs) == 1)
+            # on PostgreSQL the connection commits each statement: one request's commit alone
+            # (see _record), a batch's in the transaction it opens (see intake.transaction)
+            recorded = runtime.store.transact(work, autocommit=True)
             break
         except IntegrityError:  # another submit took the same live name meanwhile
             if duplicate:

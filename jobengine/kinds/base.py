@@ -27,7 +27,7 @@ from jobengine.kinds.follow_on import FollowOn
 from jobengine.model import JOB_MODELS, JobKind, parse_submit_job
 from jobengine.runtime import Runtime
 from jobengine.storage import StorageFull
-from jobengine.store.hot import HotStatement, pipelines
+from jobengine.store.hot import HotStatement, Sent, pipelines
 from jobengine.store.runs import LogEntry, detached, finish_reads, stop_requested, write_log
 from jobengine.store.schema import Asset, Folder, LogDetail, Run, SetPreset
 from jobengine.store.users import Actor
@@ -45,9 +45,11 @@ __all__ = [
     "SubmitReads",
     "asset_gone",
     "asset_in_folder",
+    "assets_found",
     "find_assets",
-    "find_many_assets",
     "io_failure",
+    "send_assets",
+    "send_many_assets",
     "unique_handles",
 ]
 
@@ -290,20 +292,38 @@ def find_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
     if len(handles) <= _FEW:
         params = {f"h{n}": handle for n, handle in enumerate(handles)}
         rows = _assets_by_handles(len(handles)).all(db, params) if handles else []
-    elif pipelines(db):  # prebuilt, so that it may end a pipelined read (see submit_many)
+    elif pipelines(db):  # the handles as one array (one statement's text for any count)
         rows = _ASSETS_ANY.all(db, {"handles": handles})
     else:
         rows = [tuple(row) for row in db.execute(_ASSETS, {"handles": handles})]
     return {str(h): AssetRow(str(h), int(c), str(t), int(z or 0)) for h, c, t, z in rows}
 
 
-def find_many_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
-    """:func:`find_assets` of any number of handles, in statements of up to ``MAX_HANDLES``
+def send_assets(db: Connection, handles: list[str]) -> Sent:
+    """:func:`find_assets`'s statement for up to ``MAX_HANDLES`` handles sent, its rows read
+    later (:func:`assets_found`): in a :func:`~jobengine.store.hot.pipelined` block it goes
+    to the server with the block's other statements (psycopg: the handles as one array past
+    a few)."""
+    if len(handles) <= _FEW:
+        params = {f"h{n}": handle for n, handle in enumerate(handles)}
+        return _assets_by_handles(len(handles)).send(db, params)
+    return _ASSETS_ANY.send(db, {"handles": handles})
+
+
+def send_many_assets(db: Connection, handles: list[str]) -> list[Sent]:
+    """:func:`send_assets` of any number of handles, in statements of up to ``MAX_HANDLES``
     (a batch's, all its companies' at once: a check then finds its own among them)."""
-    found: dict[str, AssetRow] = {}
-    for i in range(0, len(handles), MAX_HANDLES):
-        found.update(find_assets(db, handles[i : i + MAX_HANDLES]))
-    return found
+    return [send_assets(db, handles[i : i + MAX_HANDLES])
+            for i in range(0, len(handles), MAX_HANDLES)]  # fmt: skip
+
+
+def assets_found(sent: list[Sent]) -> dict[str, AssetRow]:
+    """The assets the statements of :func:`send_many_assets` found, by handle."""
+    return {
+        str(h): AssetRow(str(h), int(c), str(t), int(z or 0))
+        for lookup in sent
+        for h, c, t, z in lookup.all()
+    }
 
 
 def unique_handles(handles: Iterable[Any]) -> list[str]:

@@ -539,8 +539,8 @@ class CopyInsert:
                 cursor.execute(f"SAVEPOINT {mark}; {_next_ids(table, batch.count)}")
                 cursor.nextset()
             ids = sorted(int(row[0]) for row in cursor.fetchall())
-        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
-            raise DBAPIError.instance("(ids)", {}, exc, dbapi.Error) from exc
+        except dbapi.Error as exc:  # as Connection.execute raises it, a lost one invalidated
+            raise _translated(conn, "(ids)", None, exc) from exc
         finally:
             cursor.close()
         try:
@@ -571,8 +571,8 @@ class CopyInsert:
             with cursor.copy(sql) as copy:
                 for row in zip(ids, *columns, strict=True):
                     copy.write_row(row)
-        except dbapi.Error as exc:  # the same exception classes as Connection.execute raises
-            raise DBAPIError.instance(sql, {}, exc, dbapi.Error) from exc
+        except dbapi.Error as exc:  # as Connection.execute raises it, a lost one invalidated
+            raise _translated(conn, sql, None, exc) from exc
         finally:
             cursor.close()
 

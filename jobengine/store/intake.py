@@ -46,13 +46,14 @@ from sqlalchemy.sql.schema import ColumnDefault
 
 from jobengine.errors import StoreUnavailable
 from jobengine.handles import run_name, uuid4_text
-from jobengine.store.hot import HotStatement
+from jobengine.store.hot import HotStatement, Sent
 from jobengine.store.schema import JOBS, RUNS, Asset, Company, utcnow
 from jobengine.store.states import ACTIVE_RUNS, RunState
 
 __all__ = [
     "FEW_ASSETS",
     "FirstRead",
+    "begin",
     "commits_each_statement",
     "committed_run",
     "first_read",
@@ -255,6 +256,12 @@ def _pg_params(job: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def begin(conn: Connection) -> Sent | None:
+    """The BEGIN of a :func:`transaction` opened with ``pipelined`` (None on a connection in a
+    transaction already): sent, to be fetched with the statements after it."""
+    return _BEGIN.send(conn, {}) if commits_each_statement(conn) else None
+
+
 def commits_each_statement(conn: Connection) -> bool:
     """Whether ``conn`` commits each statement by itself (PostgreSQL in autocommit, see
     :meth:`jobengine.store.db.Store.transact`); asked of the driver, without a round trip."""
@@ -283,21 +290,29 @@ def committed_run(conn: Connection, run: dict[str, Any]) -> tuple[int, int] | No
 
 
 @contextmanager
-def transaction(conn: Connection) -> Iterator[None]:
+def transaction(conn: Connection, *, pipelined: bool = False) -> Iterator[None]:
     """A transaction for several writes on a connection that commits each statement (BEGIN,
     then COMMIT, or ROLLBACK on an error); on any other connection (in a transaction already),
     nothing. A COMMIT that fails may or may not have committed: it is raised as it is, and the
     caller does not run the writes again (:meth:`jobengine.store.db.Store.transact` runs again
-    only what failed before any commit)."""
+    only what failed before any commit).
+
+    ``pipelined``: the BEGIN is not sent here but by the block, :func:`begin` first in its
+    :func:`~jobengine.store.hot.pipelined` reads, so that it costs no round trip of its own
+    (psycopg's own BEGIN, on a connection in a transaction, syncs alone in pipeline mode). An
+    error before it was sent: the ROLLBACK finds no transaction, which PostgreSQL only warns of.
+    """
     if not commits_each_statement(conn):
         yield
         return
-    _BEGIN.execute(conn, {})
+    if not pipelined:
+        _BEGIN.execute(conn, {})
     try:
         yield
     except BaseException:
-        with suppress(DBAPIError):  # a dead connection has rolled back already
-            _ROLLBACK.execute(conn, {})
+        if not conn.invalidated:  # a connection found lost was invalidated: nothing to undo
+            with suppress(DBAPIError):  # one that died unseen has rolled back already
+                _ROLLBACK.execute(conn, {})
         raise
     try:
         _COMMIT.execute(conn, {})

@@ -153,13 +153,18 @@ def test_a_batch_looks_its_assets_up_at_once_and_faults_as_one_by_one(
     company, assets = make_company(6)
     _, [theirs] = make_company(1)
     lookups: list[list[str]] = []
-    real = base.find_assets
+    real, real_send = base.find_assets, base.send_assets
 
     def counted(db: Any, handles: list[str]) -> Any:
         lookups.append(list(handles))
         return real(db, handles)
 
+    def counted_send(db: Any, handles: list[str]) -> Any:  # PostgreSQL's way (pipelined)
+        lookups.append(list(handles))
+        return real_send(db, handles)
+
     monkeypatch.setattr(base, "find_assets", counted)
+    monkeypatch.setattr(base, "send_assets", counted_send)
     requests = [export_request(company, [a], f"Batch {n}") for n, a in enumerate(assets)]
     requests.append(reprocess_request(company, assets[:2], "Batch Reprocess"))
     assert len(submit_many(requests)) == 7

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from jobengine import errors, submit
-from jobengine.engine import submission
+from jobengine import errors, submit, submit_many
+from jobengine.engine import bulk, submission
 from jobengine.runtime import get_runtime
 from jobengine.store.intake import (
     FEW_ASSETS,
@@ -216,6 +216,34 @@ def test_a_transaction_whose_connection_dies_before_commit_runs_again_once(
 
     with pytest.raises(errors.StoreUnavailable):  # run again once, not for ever
         store.transact(always_dies)
+
+
+def test_a_batch_whose_connection_dies_before_its_commit_is_written_once(
+    postgres: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submit_many() on PostgreSQL: its transaction opened by a BEGIN sent with its reads
+    (intake.transaction, pipelined) on a connection that commits each statement. Its
+    connection dying after the reads, before the writes and COMMIT, commits nothing: the batch
+    runs again on a new connection, and is written once."""
+    company, assets = make_company(1)
+    pids: list[int] = []
+    real = bulk._write_copied
+
+    def dies_first(conn: Any, *args: Any) -> Any:
+        pids.append(_backend_pid(conn))
+        if len(pids) == 1:
+            _terminate(pids[0])
+        return real(conn, *args)
+
+    monkeypatch.setattr(bulk, "_write_copied", dies_first)
+    names = [f"Dies {n}" for n in range(3)]
+    handles = submit_many([export_request(company, assets, name) for name in names])
+    assert len(pids) == 2 and pids[0] != pids[1]
+    assert handles == [f"{company}|{name}|" for name in names]
+    with get_runtime().store.read() as session:
+        jobs = session.scalars(select(Job.id).where(Job.name.in_(names))).all()
+        runs = session.scalars(select(Run.id).where(Run.job_id.in_(jobs))).all()
+    assert len(jobs) == 3 and len(runs) == 3
 
 
 def test_alone_the_write_commits_whole_or_not_at_all(postgres: Queue) -> None:

@@ -1,0 +1,47 @@
+"""Round trips to PostgreSQL of a submission, counted in libpq's protocol trace (not timed):
+across a network each costs its latency (bench/netem.py, BENCHMARKS.md).
+
+* ``submit()``: two, its read and its write (the job and its run, committed by the statement);
+* ``submit_many()``: six (:func:`jobengine.engine.bulk.record_pipelined`): its reads with the
+  BEGIN, the jobs' ``COPY`` and the runs' (two each), the COMMIT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jobengine import submit, submit_many
+from jobengine.runtime import get_runtime
+from tests.support.helpers import export_request, make_company
+from tests.support.round_trips import traced
+
+Queue = tuple[dict[str, str], str]
+
+
+def _engine() -> Any:
+    store = get_runtime().store
+    if store.is_sqlite:
+        pytest.skip("SQLite is in the process: no round trips")
+    return store.engine
+
+
+def test_submit_takes_two_round_trips(private_queue: Queue) -> None:
+    company, assets = make_company(3)
+    submit(export_request(company, assets, "Warm"))  # the pool's connection, prepared statements
+    with traced(_engine()) as trace:
+        submit(export_request(company, assets, "Traced"))
+    assert trace.round_trips == 2, trace.messages
+
+
+@pytest.mark.parametrize("size", [2, 100])
+def test_submit_many_takes_six_round_trips(private_queue: Queue, size: int) -> None:
+    """Whatever the batch's size, and its assets' count (past 32 handles, one array)."""
+    company, assets = make_company(40)
+    submit_many([export_request(company, assets[:3], f"Warm {n}") for n in range(2)])
+    batch = [export_request(company, [assets[n % 40]], f"Traced {n}") for n in range(size)]
+    with traced(_engine()) as trace:
+        handles = submit_many(batch)
+    assert handles == [f"{company}|Traced {n}|" for n in range(size)]
+    assert trace.round_trips == 6, trace.messages
