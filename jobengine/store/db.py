@@ -104,6 +104,23 @@ _BUSY_SECONDS = 30  # how long a statement waits for SQLite's locks before it is
 _NAP_FIRST, _NAP_LONGEST = 0.0001, 0.002
 
 
+def _until_not_busy(raw: sqlite3.Connection, statement: str) -> None:
+    """``statement`` on the driver's connection, tried again while SQLite answers that the
+    database is locked or busy, in naps of 0.1 ms doubling to 2 ms, for up to ``_BUSY_SECONDS``
+    (then SQLite's error is raised)."""
+    deadline, nap = time.monotonic() + _BUSY_SECONDS, _NAP_FIRST
+    while True:
+        try:
+            raw.execute(statement)
+            return
+        except sqlite3.OperationalError as error:
+            locked = "locked" in str(error) or "busy" in str(error)
+            if not locked or time.monotonic() + nap > deadline:
+                raise
+        time.sleep(nap)
+        nap = min(nap * 2, _NAP_LONGEST)
+
+
 def _begin_immediate(conn: Connection) -> None:
     """``BEGIN IMMEDIATE``, waiting for the one writer in naps of 0.1 ms doubling to 2 ms.
 
@@ -118,19 +135,9 @@ def _begin_immediate(conn: Connection) -> None:
     assert raw is not None
     raw.execute("PRAGMA busy_timeout=0")
     try:
-        deadline, nap = time.monotonic() + _BUSY_SECONDS, _NAP_FIRST
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                locked = "locked" in str(error) or "busy" in str(error)
-                if not locked or time.monotonic() + nap > deadline:
-                    raise exc.DBAPIError.instance(
-                        "BEGIN IMMEDIATE", (), error, sqlite3.Error
-                    ) from error
-            time.sleep(nap)
-            nap = min(nap * 2, _NAP_LONGEST)
+        _until_not_busy(raw, "BEGIN IMMEDIATE")  # type: ignore[arg-type]
+    except sqlite3.OperationalError as error:
+        raise exc.DBAPIError.instance("BEGIN IMMEDIATE", (), error, sqlite3.Error) from error
     finally:
         raw.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
 
@@ -154,8 +161,12 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        # The switch to WAL (a no-op once the file is in WAL) needs the database to itself, and
+        # SQLite answers "database is locked" at once, not after its busy timeout, when waiting
+        # could deadlock (another connection holds the write lock): processes opening a new
+        # store together met it. It waits here as a writer waits for the write lock.
+        _until_not_busy(dbapi_conn, "PRAGMA journal_mode=WAL")
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")

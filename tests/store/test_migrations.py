@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -367,6 +368,34 @@ def test_processes_starting_together_upgrade_once(url: str) -> None:
     for store in stores:
         store.dispose()
     assert _diff(url) == []
+
+
+def test_a_new_sqlite_store_opened_while_another_connection_writes_it_waits(
+    tmp_path: Path,
+) -> None:
+    """A store's connections switch the file to WAL first, which needs the database to itself.
+    While another connection holds the write lock, SQLite answers that switch "database is
+    locked" at once instead of waiting out its busy timeout (waiting could deadlock): under
+    load, processes starting together on a new store met it (the test above, about 1 run in
+    25). The store waits for the lock as for a write; here it is let go after 0.3 s."""
+    from jobengine.store import migrate
+
+    path = tmp_path / "store.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other_release (x INTEGER)")  # a rollback journal, as made
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    store = _store(f"sqlite:///{path}")
+    try:
+        migrate.prepare(store, "auto")
+        assert migrate.current(store) == migrate.head()
+        with store.read_engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    finally:
+        release.join()
+        store.dispose()
+        other.close()
 
 
 # -- check mode: the fleet's processes start only on a store at their revision ---------------------
