@@ -54,7 +54,7 @@ from jobengine.store.runs import (
     claim_inline_finish,
     claim_item,
     claim_items,
-    claim_start,
+    claim_loaded_start,
     complete_item,
     count_finished,
     end_item,
@@ -112,7 +112,11 @@ def _ended(run_id: int) -> hooks.EndedJob | None:
 def _load(
     runtime: Runtime, session: Session, run_id: int, *, lock_job: bool = False
 ) -> _Loaded | None:
-    row = load_run(session, run_id, lock_job=lock_job)  # one query, no ORM loading
+    return _loaded(runtime, run_id, load_run(session, run_id, lock_job=lock_job))
+
+
+def _loaded(runtime: Runtime, run_id: int, row: tuple[Run, Job, Company] | None) -> _Loaded | None:
+    """A run read with its job and company (one query, no ORM loading), and its kind."""
     if row is None:
         return None
     run, job, company = row
@@ -276,46 +280,47 @@ def _end_one_shot(
         with runtime.store.write() as session:
             end = end_one_shot(session, loaded.run, seq, worker, final=final, counts=counts,
                                result=outcome.result, output=output)  # fmt: skip
-            if not end.counted:
-                raise _TakenOver  # what was sent with the item's move is rolled back
+            if not end.counted:  # our lease lapsed and another worker took the item over
+                raise _RolledBack("duplicate")  # with what was sent with the item's move
             if end.ended is None:  # the start was taken over: its new holder finishes the run
                 write_logs(session, loaded.run, rows)
                 return "started"
             summary = _summary(loaded, RunState.DONE, end.ended)
             log_end(session, loaded.run, [*rows, *finish_rows, summary])
-    except _TakenOver:
-        return "duplicate"  # our lease lapsed and another worker took the item over
+    except _RolledBack as undone:
+        return undone.result
     _cleanup(loaded)
     return "done"
-
-
-class _TakenOver(Exception):
-    """The item of a one-shot run was no longer this worker's when it came to count it."""
 
 
 def _claim_start(
     runtime: Runtime, run_id: int, worker: str
 ) -> tuple[_Loaded, Sequence[RunItem]] | str:
     """Claim the start; the run and the items an earlier start planned, or what happened."""
-    with runtime.store.write() as session:
-        loaded = _load(runtime, session, run_id, lock_job=True)  # the job first, as everywhere
-        if loaded is None:
-            return "duplicate"
-        if loaded.run.paused and loaded.run.state == RunState.QUEUED:
-            return "paused"  # resumeJob sends it again
-        first = loaded.run.state == RunState.QUEUED  # not a start taken over or taken back
-        if not claim_start(session, run_id, worker, runtime.settings.lease_seconds):
-            return "duplicate"
-        job = loaded.job
-        if loaded.run.stop_requested and not loaded.run.planned:
-            write_log(session, loaded.run, "FileCancel", "job stopped before it started")
-            end_run(session, loaded.run, RunState.STOPPED)
-            return "stopped"
-        if job.exec_schedule is None and job.trigger_state == "Normal":
-            job.trigger_state, job.next_fire_at = "Complete", None
-        session.flush()  # the ORM's change first: what follows is sent together
-        with pipelined(session.connection()):  # on PostgreSQL, one round trip (or two)
+    lease = runtime.settings.lease_seconds
+    try:
+        with runtime.store.write() as session:
+            # the run read (its job's row locked first, as everywhere) and claimed together
+            row, claimed = claim_loaded_start(session, run_id, worker, lease)
+            loaded = _loaded(runtime, run_id, row)
+            if loaded is None:
+                return "duplicate"
+            if loaded.run.paused and loaded.run.state == RunState.QUEUED:
+                raise _RolledBack("paused")  # resumeJob sends it again
+            if not claimed:
+                return "duplicate"
+            first = loaded.run.state == RunState.QUEUED  # not a start taken over or back
+            job = loaded.job
+            if loaded.run.stop_requested and not loaded.run.planned:
+                write_log(session, loaded.run, "FileCancel", "job stopped before it started")
+                end_run(session, loaded.run, RunState.STOPPED)
+                return "stopped"
+            if job.exec_schedule is None and job.trigger_state == "Normal":
+                job.trigger_state, job.next_fire_at = "Complete", None
+            session.flush()  # the ORM's change first: what follows is sent together
             existing = _begin_and_plan(runtime, session, loaded, worker, first)
+    except _RolledBack as undone:
+        return undone.result
     return loaded, existing
 
 
@@ -327,19 +332,32 @@ def _begin_and_plan(
     run, kind = loaded.run, loaded.kind
     # A first start finds no items (they are recorded only once a start is claimed).
     existing: Sequence[RunItem] = [] if first else run_items(session, run.id)
-    if first:
-        write_log(session, run, kind.begin_log, "job {job} started", job=loaded.job.name)
-        _write_job_records(session, run, loaded.job)
-    if not existing and kind.plans_from_request:  # no I/O: planned right here
-        planned = kind.plan(loaded.ctx)
-        inline = len(planned) <= runtime.settings.inline_items
-        holder = worker if inline else None
-        existing = _record_items(session, loaded, planned, holder, runtime.settings)
-        if inline and kind.items_are_assets:  # read now, not in a transaction each
-            loaded.ctx.read_assets(session, [p.key for p in planned])
+    planned = kind.plan(loaded.ctx) if not existing and kind.plans_from_request else None
+    inline = planned is not None and len(planned) <= runtime.settings.inline_items
+    keep_assets = None
+    with pipelined(session.connection()):  # on PostgreSQL one round trip for all of them
         if inline:  # its items end in a durable commit before anything rests on the claim
             commit_without_flush(session.connection())
+        if first:
+            write_log(session, run, kind.begin_log, "job {job} started", job=loaded.job.name)
+            _write_job_records(session, run, loaded.job)
+        if planned is not None:  # no I/O: planned right here
+            holder = worker if inline else None
+            existing = _record_items(session, loaded, planned, holder, runtime.settings)
+            if inline and kind.items_are_assets:  # read now, not in a transaction each
+                keep_assets = loaded.ctx.read_assets(session, [p.key for p in planned])
+    if keep_assets is not None:
+        keep_assets()  # their rows came back with the block's closing round trip
     return existing
+
+
+class _RolledBack(Exception):
+    """A step found, after statements sent together had run, that it must not go on: its
+    transaction is rolled back, and the step returns ``result``."""
+
+    def __init__(self, result: str) -> None:
+        super().__init__(result)
+        self.result = result
 
 
 def _write_job_records(session: Session, run: Run, job: Job) -> None:

@@ -12,7 +12,7 @@ finish returns its follow-on as data (:class:`Finished`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
@@ -208,13 +208,22 @@ class RunContext(Generic[P]):
             return self._assets.pop(handle)
         return asset_in_folder(self, handle)
 
-    def read_assets(self, session: Session, handles: Iterable[str]) -> None:
+    def read_assets(self, session: Session, handles: Iterable[str]) -> Callable[[], None]:
         """The runner's: read the assets of items it claimed to do right away, in the
-        transaction that claimed them (as :meth:`asset` would a moment later)."""
+        transaction that claimed them (as :meth:`asset` would a moment later). The reads are
+        sent (in a :func:`~jobengine.store.hot.pipelined` block, with its other statements);
+        the function returned takes their rows once they are back (after the block)."""
         conn = session.connection()
-        for handle in handles:
-            row = _ASSET_IN_FOLDER.first(conn, {"handle": handle, "company": self.company_id})
-            self._assets[handle] = _asset_of(row)
+        sent = [
+            (handle, _ASSET_IN_FOLDER.send(conn, {"handle": handle, "company": self.company_id}))
+            for handle in handles
+        ]
+
+        def keep() -> None:
+            for handle, read in sent:
+                self._assets[handle] = _asset_of(next(iter(read.all()), None))
+
+        return keep
 
     def done_items(self) -> list[dict[str, Any]]:
         """The results of the run's items that ended ``done``, in item order."""

@@ -77,7 +77,6 @@ __all__ = [
     "claim_inline_finish",
     "claim_item",
     "claim_items",
-    "claim_start",
     "complete_item",
     "detached",
     "end_item",
@@ -181,7 +180,28 @@ def load_run(
     built from the row without the ORM's loading machinery; None if there is no such run.
     ``lock_job``: the job's row is locked too, as :func:`lock_job_of_run` would lock it."""
     load = _LOAD_RUN_LOCKING_JOB if lock_job else _LOAD_RUN
-    row = load.first(_hot(session), {"run": run_id})
+    return _loaded_run(session, load.first(_hot(session), {"run": run_id}))
+
+
+def claim_loaded_start(
+    session: Session, run_id: int, worker: str, lease: float
+) -> tuple[tuple[Run, Job, Company] | None, bool]:
+    """:func:`load_run` (the job's row locked) and the start's claim, sent together (on
+    PostgreSQL one round trip with the transaction's BEGIN): the run, its job and its company
+    as they were before the claim, and whether it claimed the start (Queued -> Running for
+    ``worker``, or a start whose lease lapsed taken over, or ``worker``'s own taken back;
+    ``_CLAIM_START``). The claim is made
+    whatever the run was found to be: a caller that decides from the run not to start it
+    rolls the transaction back."""
+    conn = _hot(session)
+    with pipelined(conn):
+        load = _LOAD_RUN_LOCKING_JOB.send(conn, {"run": run_id})
+        claim = _CLAIM_START.send(conn, _claim_params(run_id, worker, lease))
+    claimed = claim.done() == 1
+    return _loaded_run(session, next(iter(load.all()), None)), claimed
+
+
+def _loaded_run(session: Session, row: Sequence[Any] | None) -> tuple[Run, Job, Company] | None:
     if row is None:
         return None
     made: list[Any] = []
@@ -259,12 +279,9 @@ _CLAIM_START = HotStatement(
 )
 
 
-def claim_start(session: Session, run_id: int, worker: str, lease: float) -> bool:
-    """Queued -> Running for ``worker`` (or take over a start whose lease lapsed, or take back
-    ``worker``'s own)."""
+def _claim_params(run_id: int, worker: str, lease: float) -> dict[str, Any]:
     now = utcnow()
-    params = {"run": run_id, "worker": worker, "now": now, "until": now + timedelta(seconds=lease)}
-    return _CLAIM_START.execute(_hot(session), params) == 1
+    return {"run": run_id, "worker": worker, "now": now, "until": now + timedelta(seconds=lease)}
 
 
 @dataclass(frozen=True)
@@ -667,14 +684,15 @@ def end_one_shot(
         counted = _COUNT_FINISHED.send(conn, _count_params(run.id, counts, 1, now))
         ended = _END_INLINE.send(conn, {"run": run.id, "worker": worker, "now": now,
                                         "output": output})  # fmt: skip
-        if lock is not None:
-            lock.all()
-        if moved.done() != 1:
-            counted.close()
-            ended.close()
-            return OneShotEnd(False, None)
-        _counted(run.id, next(iter(counted.all()), None))
-        row = next(iter(ended.all()), None)
+    # their results came back with the block's closing round trip
+    if lock is not None:
+        lock.all()
+    if moved.done() != 1:
+        counted.close()
+        ended.close()
+        return OneShotEnd(False, None)
+    _counted(run.id, next(iter(counted.all()), None))
+    row = next(iter(ended.all()), None)
     if row is None:
         return OneShotEnd(True, None)
     _ended_inline(run, worker, output, now)
@@ -689,7 +707,7 @@ def log_end(session: Session, run: Run, entries: Sequence[LogEntry]) -> None:
     with pipelined(conn):
         trigger = _TRIGGER_DONE.send(conn, {"job": run.job_id})
         write_logs(session, run, entries)
-        _trigger_completed(session, run.job_id, trigger.done())
+    _trigger_completed(session, run.job_id, trigger.done())
 
 
 def _count(name: str) -> Any:

@@ -3,7 +3,8 @@ across a network each costs its latency (bench/netem.py, BENCHMARKS.md).
 
 * ``submit()``: two, its read and its write (the job and its run, committed by the statement);
 * ``submit_many()``: six (:func:`jobengine.engine.bulk.record_pipelined`): its reads with the
-  BEGIN, the jobs' ``COPY`` and the runs' (two each), the COMMIT.
+  BEGIN, the jobs' ``COPY`` and the runs' (two each), the COMMIT;
+* a worker's one-asset run: nine.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 
 from jobengine import submit, submit_many
+from jobengine.engine import runner
 from jobengine.runtime import get_runtime
 from tests.support.helpers import export_request, make_company
+from tests.support.helpers import run_named as _run
 from tests.support.round_trips import traced
 
 Queue = tuple[dict[str, str], str]
@@ -45,3 +48,22 @@ def test_submit_many_takes_six_round_trips(private_queue: Queue, size: int) -> N
         handles = submit_many(batch)
     assert handles == [f"{company}|Traced {n}|" for n in range(size)]
     assert trace.round_trips == 6, trace.messages
+
+
+def test_a_one_asset_run_takes_nine_round_trips_in_its_worker(private_queue: Queue) -> None:
+    """The worker's side of a one-asset export (``runner.start``): its start (the run's read
+    and its claim sent with the BEGIN; its writes and the asset's read sent together; the
+    COMMIT), the stop flag's read, and its end (the item's move, count and the run's end sent
+    with the BEGIN; the trigger and the log rows; the COMMIT). One statement at a time, as
+    before, made nineteen."""
+    company, [asset] = make_company(1)
+    submit_many([export_request(company, [asset], f"Worker Trips {n}") for n in range(8)])
+    runs = [_run(f"Worker Trips {n}").id for n in range(8)]
+    for run_id in runs[:6]:  # the pool's connection; psycopg prepares a query run five times
+        assert runner.start(run_id, "warm") == "done"
+    trips = []
+    for run_id in runs[6:]:
+        with traced(_engine()) as trace:
+            assert runner.start(run_id, "traced") == "done"
+        trips.append(trace.round_trips)
+    assert trips == [9, 9], trace.messages
