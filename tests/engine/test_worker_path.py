@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.sql import Executable
 
 from jobengine import submit
 from jobengine.engine import runner, taskkit
@@ -268,32 +269,44 @@ def test_a_one_asset_run_killed_before_its_one_commit_is_done_once_by_the_next_s
     assert runner.start(run.id, "worker-c") == "duplicate"
 
 
+def _one_asset_run(name: str) -> tuple[Run, str, Any]:
+    """A submitted one-asset export named ``name``: its run, its asset and its kind."""
+    company, [asset] = make_company(1)
+    submit(export_request(company, [asset], name))
+    run = _run(name)
+    with get_runtime().store.read() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+    return run, asset, kind_for(job.kind)
+
+
+def _meanwhile(kind: Any, monkeypatch: pytest.MonkeyPatch, *changes: Executable) -> None:
+    """``kind``'s items, once processed, find ``changes`` made to the store meanwhile (by
+    another party, while they worked)."""
+    process = type(kind).process
+
+    def process_then(self: object, ctx: RunContext[Any], item: PlannedItem) -> ItemOutcome:
+        outcome = process(kind, ctx, item)
+        with get_runtime().store.write() as session:
+            for change in changes:
+                session.execute(change)
+        return outcome
+
+    monkeypatch.setattr(type(kind), "process", process_then)
+
+
 def test_a_one_asset_run_whose_item_was_taken_over_while_it_worked_records_nothing_of_it(
     private_queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The one-shot end sends the item's move, its count and the run's end together: when the
     move finds the item another worker's, the count and the end sent with it are rolled back."""
-    company, [asset] = make_company(1)
-    submit(export_request(company, [asset], "Path One Shot Taken Over"))
-    run = _run("Path One Shot Taken Over")
-    with get_runtime().store.read() as session:
-        job = session.get(Job, run.job_id)
-        assert job is not None
-    kind = kind_for(job.kind)
-    process = type(kind).process
-
-    def process_then_lose_it(self: object, ctx: RunContext[Any], item: PlannedItem) -> ItemOutcome:
-        outcome = process(kind, ctx, item)
-        with get_runtime().store.write() as session:  # our leases lapsed: worker-b took over
-            session.execute(update(Run).where(Run.id == run.id).values(claimed_by="worker-b"))
-            session.execute(
-                update(RunItem)
-                .where(RunItem.run_id == run.id)
-                .values(claimed_by="worker-b", attempts=2)
-            )
-        return outcome
-
-    monkeypatch.setattr(type(kind), "process", process_then_lose_it)
+    run, asset, kind = _one_asset_run("Path One Shot Taken Over")
+    _meanwhile(  # our leases lapsed: worker-b took the run and its item over
+        kind,
+        monkeypatch,
+        update(Run).where(Run.id == run.id).values(claimed_by="worker-b"),
+        update(RunItem).where(RunItem.run_id == run.id).values(claimed_by="worker-b", attempts=2),
+    )
     assert runner.start(run.id, "worker-a") == "duplicate"
 
     held = _run("Path One Shot Taken Over")
@@ -308,22 +321,8 @@ def test_a_one_asset_run_whose_item_was_taken_over_while_it_worked_records_nothi
 def test_a_one_asset_run_stopped_while_its_item_worked_ends_stopped_with_it_counted(
     private_queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    company, [asset] = make_company(1)
-    submit(export_request(company, [asset], "Path One Shot Stopped"))
-    run = _run("Path One Shot Stopped")
-    with get_runtime().store.read() as session:
-        job = session.get(Job, run.job_id)
-        assert job is not None
-    kind = kind_for(job.kind)
-    process = type(kind).process
-
-    def process_then_stop(self: object, ctx: RunContext[Any], item: PlannedItem) -> ItemOutcome:
-        outcome = process(kind, ctx, item)
-        with get_runtime().store.write() as session:  # stopJob, while the item worked
-            session.execute(update(Run).where(Run.id == run.id).values(stop_requested=True))
-        return outcome
-
-    monkeypatch.setattr(type(kind), "process", process_then_stop)
+    run, _, kind = _one_asset_run("Path One Shot Stopped")
+    _meanwhile(kind, monkeypatch, update(Run).where(Run.id == run.id).values(stop_requested=True))
     assert runner.start(run.id, "starter") == "stopped"
 
     ended = _run("Path One Shot Stopped")
@@ -336,13 +335,7 @@ def test_a_one_asset_run_stopped_while_its_item_worked_ends_stopped_with_it_coun
 def test_a_one_asset_run_whose_output_fails_counts_its_item_and_fails(
     private_queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    company, [asset] = make_company(1)
-    submit(export_request(company, [asset], "Path One Shot Output Fails"))
-    run = _run("Path One Shot Output Fails")
-    with get_runtime().store.read() as session:
-        job = session.get(Job, run.job_id)
-        assert job is not None
-    kind = kind_for(job.kind)
+    run, _, kind = _one_asset_run("Path One Shot Output Fails")
 
     def no_zip(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
