@@ -62,10 +62,8 @@ def _wait_all(jobs: list[tuple[str, str]], timeout: float) -> list[Any]:
 
 
 def _figures(name: str, jobs: list[tuple[str, str]], logs: list[Any], recovery: float) -> Figures:
-    figures = Figures(name, accepted=len(jobs), recovery_seconds=recovery)
-    figures.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
-    figures.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
-    figures.lost = len(jobs) - len(logs)
+    figures = Figures(name, recovery_seconds=recovery)
+    figures.count(len(jobs), logs)
     figures.duplicated = duplicated_successes()
     return figures
 

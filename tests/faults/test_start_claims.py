@@ -9,7 +9,6 @@ run and runs none twice.
 from __future__ import annotations
 
 import time
-import zipfile
 from pathlib import Path
 
 import psycopg
@@ -29,7 +28,12 @@ from tests.support.fleet import (
     scenario,
     wait_until,
 )
-from tests.support.helpers import duplicated_successes, export_request, make_company
+from tests.support.helpers import (
+    duplicated_successes,
+    export_request,
+    make_company,
+    zip_members,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -133,18 +137,11 @@ def test_a_postgresql_crash_while_workers_hold_claims_loses_no_run_and_runs_none
         storage = get_runtime().storage
         assert isinstance(storage, LocalStorage)
         zips = [str(log.output["zip"]) for log in logs if log.output]
-        members = []
-        for key in zips:
-            with zipfile.ZipFile(storage.path(key)) as zf:
-                assert zf.testzip() is None
-                members.append(len(zf.namelist()))
+        members = [zip_members(storage, key) for key in zips]
         with get_runtime().store.read() as session:
             jobs = session.scalar(select(func.count()).select_from(Job))
 
-    figures.accepted = CRASH_RUNS + 1
-    figures.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
-    figures.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
-    figures.lost = CRASH_RUNS + 1 - len(logs)
+    figures.count(CRASH_RUNS + 1, logs)
     figures.duplicated = repeats
     figures.record()
     failures = [(log.job_name, log.details[-1].log_message) for log in logs if log.state != "Done"]

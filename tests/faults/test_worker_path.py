@@ -8,7 +8,6 @@ twice, every ZIP whole with one member per asset, and nothing left staged after 
 from __future__ import annotations
 
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,12 @@ from tests.support.fleet import (
     scenario,
     wait_until,
 )
-from tests.support.helpers import duplicated_successes, export_request, make_company
+from tests.support.helpers import (
+    duplicated_successes,
+    export_request,
+    make_company,
+    zip_members,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +54,6 @@ def _taken_over() -> int:
     with get_runtime().store.read() as session:
         again = select(func.count()).select_from(RunItem).where(RunItem.attempts > 1)
         return int(session.scalar(again) or 0)
-
-
-def _members(storage: LocalStorage, key: str) -> int:
-    with zipfile.ZipFile(storage.path(key)) as zf:
-        names = zf.namelist()
-        assert zf.testzip() is None  # whole: every member reads back
-    assert len(names) == len(set(names))
-    return len(names)
 
 
 def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
@@ -102,13 +98,10 @@ def test_workers_killed_twice_in_small_runs_and_in_a_fan_out_do_each_run_once(
         staging = list((storage.root / "_staging").glob("run-*"))
         repeats, taken_over = duplicated_successes(), _taken_over()
         logs = [*small_logs, big_log]
-        members = [_members(storage, str(log.output["zip"])) for log in logs if log.output]
+        members = [zip_members(storage, str(log.output["zip"])) for log in logs if log.output]
         zips = {log.output.get("zip") for log in logs} - {None}
 
-    figures.accepted = SMALL_JOBS + 1
-    figures.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
-    figures.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
-    figures.lost = figures.accepted - len(logs)
+    figures.count(SMALL_JOBS + 1, logs)
     figures.duplicated = repeats
     figures.notes = {"kills": 4, "items_taken_over": taken_over}
     figures.record()
@@ -155,7 +148,7 @@ def test_workers_killed_twice_mid_chunk_do_each_item_of_a_chunked_fan_out_once(
         assert isinstance(storage, LocalStorage)
         staging = list((storage.root / "_staging").glob("run-*"))
         repeats, taken_over = duplicated_successes(), _taken_over()
-        members = _members(storage, str(log.output["zip"])) if log.output else 0
+        members = zip_members(storage, str(log.output["zip"])) if log.output else 0
 
     figures.accepted = 1
     figures.done = int(log.state == "Done" and log.file_error_count == 0)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +42,14 @@ class Figures:
     duplicated: int = 0
     recovery_seconds: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, accepted: int, logs: Sequence[Any]) -> None:
+        """The accepted jobs' ends from their logs (``wait_for_runs``): done (without a failed
+        file), failed (or with failed files), lost (no finished run)."""
+        self.accepted = accepted
+        self.done = sum(log.state == "Done" and log.file_error_count == 0 for log in logs)
+        self.failed = sum(log.state == "Failed" or log.file_error_count > 0 for log in logs)
+        self.lost = accepted - len(logs)
 
     def record(self) -> None:
         FIGURES.append(asdict(self))

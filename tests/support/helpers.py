@@ -8,6 +8,7 @@ import io
 import json
 import tempfile
 import uuid
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,16 @@ def duplicated_successes() -> int:
             )
         ).all()
     return sum(n - 1 for n in Counter(rows).values() if n > 1)
+
+
+def zip_members(storage: Any, key: str) -> int:
+    """The members of the stored ZIP ``key`` (a LocalStorage's), each read back whole and
+    none twice."""
+    with zipfile.ZipFile(storage.path(key)) as zf:
+        names = zf.namelist()
+        assert zf.testzip() is None  # whole: every member reads back
+    assert len(names) == len(set(names))
+    return len(names)
 
 
 def run_named(name: str) -> Run:
