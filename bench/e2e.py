@@ -50,6 +50,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (``/proc``); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime (fields 14 and 15)
+
+
 class WorkerCpu:
     """CPU seconds used by a worker's main process and by its pool processes (``/proc``)."""
 
@@ -57,20 +66,12 @@ class WorkerCpu:
         self.pid = pid
         self.start = self.read()
 
-    @staticmethod
-    def _cpu(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
-
     def read(self) -> tuple[float, float]:
         try:
             kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
             kids = []
-        return self._cpu(self.pid), sum(self._cpu(int(k)) for k in kids)
+        return process_cpu(self.pid), sum(process_cpu(int(k)) for k in kids)
 
     def per_job(self, jobs: int) -> tuple[float, float]:
         """Milliseconds per job since this was made: (main, pool)."""

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2e import JOBENGINE, _stop  # bench/e2e.py: the worker command and its stop
+from e2e import JOBENGINE, _stop, process_cpu  # bench/e2e.py: the worker command, its stop
 
 # The warm-up job: a fan-out of this many assets (a message each), so that every child of the
 # worker has done an item, its connections, statements and conversion helper ready, before
@@ -117,17 +117,16 @@ def _wait(run_id: int, proc: subprocess.Popen[bytes], log: Path, timeout: float)
 
 def _tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process ``pid`` and all its descendants."""
-    total, stack = 0, [pid]
+    total, stack = 0.0, [pid]
     while stack:
         proc = stack.pop()
+        total += process_cpu(proc)
         try:
-            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
             for task in Path(f"/proc/{proc}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def timed(

@@ -33,6 +33,8 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from e2e import process_cpu  # bench/e2e.py: a process's CPU time
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -104,14 +106,7 @@ class ServerCpu:
         self.start = self.read()
 
     def read(self) -> float:
-        total = 0
-        for pid in self.pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
-        return total / os.sysconf("SC_CLK_TCK")
+        return sum(process_cpu(pid) for pid in self.pids)
 
     def report(self, jobs: int) -> None:
         if self.pids:
