@@ -12,7 +12,7 @@ finish returns its follow-on as data (:class:`Finished`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar, cast
 
@@ -299,12 +299,20 @@ def find_assets(db: Connection, handles: list[str]) -> dict[str, AssetRow]:
     """The assets these handles name (any company's), by handle: the one asset lookup of every
     kind's submit checks."""
     if len(handles) <= _FEW:
-        params = {f"h{n}": handle for n, handle in enumerate(handles)}
-        rows = _assets_by_handles(len(handles)).all(db, params) if handles else []
+        rows = _assets_by_handles(len(handles)).all(db, _few(handles)) if handles else []
     elif pipelines(db):  # the handles as one array (one statement's text for any count)
         rows = _ASSETS_ANY.all(db, {"handles": handles})
     else:
         rows = [tuple(row) for row in db.execute(_ASSETS, {"handles": handles})]
+    return _asset_rows(rows)
+
+
+def _few(handles: list[str]) -> dict[str, str]:
+    """The parameters of :func:`_assets_by_handles`."""
+    return {f"h{n}": handle for n, handle in enumerate(handles)}
+
+
+def _asset_rows(rows: Iterable[Sequence[Any]]) -> dict[str, AssetRow]:
     return {str(h): AssetRow(str(h), int(c), str(t), int(z or 0)) for h, c, t, z in rows}
 
 
@@ -314,8 +322,7 @@ def send_assets(db: Connection, handles: list[str]) -> Sent:
     to the server with the block's other statements (psycopg: the handles as one array past
     a few)."""
     if len(handles) <= _FEW:
-        params = {f"h{n}": handle for n, handle in enumerate(handles)}
-        return _assets_by_handles(len(handles)).send(db, params)
+        return _assets_by_handles(len(handles)).send(db, _few(handles))
     return _ASSETS_ANY.send(db, {"handles": handles})
 
 
@@ -328,11 +335,7 @@ def send_many_assets(db: Connection, handles: list[str]) -> list[Sent]:
 
 def assets_found(sent: list[Sent]) -> dict[str, AssetRow]:
     """The assets the statements of :func:`send_many_assets` found, by handle."""
-    return {
-        str(h): AssetRow(str(h), int(c), str(t), int(z or 0))
-        for lookup in sent
-        for h, c, t, z in lookup.all()
-    }
+    return _asset_rows(row for lookup in sent for row in lookup.all())
 
 
 def unique_handles(handles: Iterable[Any]) -> list[str]:
