@@ -17,6 +17,11 @@ has left it readable (the end of the stream, or the notice it sends before closi
 replaces it. A connection that dies after that look is left to :meth:`Store.transact`, which runs
 a transaction again when its connection failed before its COMMIT was sent (so nothing was
 committed).
+
+psycopg sends a transaction's BEGIN before its first statement and waits for it, alone, even in
+pipeline mode (:func:`jobengine.store.hot.pipelined`): a round trip of its own. A transaction
+whose first statements go together (a worker's start and its end) opens with
+:meth:`Store.write_pipelined` instead, whose BEGIN goes with them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -217,6 +223,40 @@ def commit_without_flush(conn: Connection) -> None:
         cursor.close()
 
 
+class _BeginFirst(psycopg.Cursor[Any]):
+    """The cursors of a connection of :meth:`Store.write_pipelined` before its transaction's
+    first statement: that statement sends the BEGIN first (:func:`_send_begin`), in its
+    pipeline when it is in one, so that the two go in one round trip."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        _send_begin(self.connection)
+        return super().execute(*args, **kwargs)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> None:
+        _send_begin(self.connection)
+        super().executemany(*args, **kwargs)
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        _send_begin(self.connection)
+        return super().copy(*args, **kwargs)
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        _send_begin(self.connection)
+        return super().stream(*args, **kwargs)
+
+
+def _send_begin(driver: Any) -> None:
+    """The BEGIN of ``driver``'s transaction (see :meth:`Store.write_pipelined`), unless sent:
+    on a connection that commits each statement, so psycopg sends none of its own. In a
+    pipeline it waits there with the statements after it, and a failure is raised where
+    theirs would be (by the fetch, or the pipeline's end)."""
+    if driver.cursor_factory is not _BeginFirst:
+        return  # sent already (by another cursor)
+    driver.cursor_factory = psycopg.Cursor
+    with driver.cursor() as cursor:  # closed before its result is in: a pipeline still checks it
+        cursor.execute("BEGIN")
+
+
 def _died_before_commit(error: BaseException) -> bool:
     """Whether a transaction's statement failed because its connection died (a disconnect the
     pool invalidated): nothing of that transaction was committed."""
@@ -257,6 +297,38 @@ class Store:
         """A write transaction: committed on success, rolled back on any exception."""
         with outage(), self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_pipelined(self) -> Iterator[Session]:
+        """A write transaction as :meth:`write`, whose BEGIN on PostgreSQL goes with its first
+        statement instead of a round trip before it: when that statement is in a
+        :func:`~jobengine.store.hot.pipelined` block, the BEGIN is in the block's round trip.
+        For a transaction whose first statements are sent together (any first statement
+        sends the BEGIN, but one alone waits for it as psycopg's own BEGIN would).
+
+        The connection commits each statement by itself (as :meth:`each_statement`), so
+        psycopg sends no BEGIN; its cursors send one before the first statement (a cursor
+        class of their own until then). The session commits or rolls back as :meth:`write`'s,
+        once: psycopg's ``commit()`` and ``rollback()`` send COMMIT and ROLLBACK whenever the
+        server is in a transaction, whatever the connection's mode (and nothing when the BEGIN
+        was never sent: nothing ran). Back in the pool, the connection is out of any
+        transaction, with its usual cursors and mode (SQLAlchemy resets the isolation level it
+        set). Outages are :meth:`write`'s. On SQLite, :meth:`write`.
+        """
+        if self.is_sqlite:
+            with self.write() as session:
+                yield session
+            return
+        with outage(), self._write_engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver: Any = conn.connection.dbapi_connection
+            driver.cursor_factory = _BeginFirst
+            try:
+                with self._writer(bind=conn) as session, session.begin():
+                    yield session
+            finally:
+                if driver.cursor_factory is _BeginFirst:  # no statement ran
+                    driver.cursor_factory = psycopg.Cursor
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -642,7 +642,10 @@ def pipelined(conn: Connection) -> Iterator[None]:
     """The statements run on ``conn`` in the block go to the server in psycopg's pipeline mode:
     each is sent without waiting for the one before, and a fetch (:class:`Sent`) waits for
     the results of all sent so far: one round trip for many statements, in the transaction of
-    the connection (its BEGIN goes with the first). An error makes the server skip the
+    the connection. psycopg's own BEGIN (before a transaction's first statement) is sent and
+    waited for alone, a round trip before the block's; the BEGIN of a transaction opened by
+    :meth:`~jobengine.store.db.Store.write_pipelined` goes with the block's statements instead
+    (as :func:`~jobengine.store.intake.begin`'s does). An error makes the server skip the
     statements after it up to the end of the block; it is raised as Connection.execute raises
     it. Elsewhere (SQLite), the statements run one by one as ever."""
     if not pipelines(conn):
