@@ -267,8 +267,9 @@ def _end_one_shot(
     runtime: Runtime, loaded: _Loaded, item: tuple[int, str], done: _Done, output: dict[str, Any]
 ) -> str:
     """The one transaction of a one-shot run after its output: count the item, then claim the
-    finish and end the run in one compare-and-set (sent together), then its trigger and its
-    rows (sent together)."""
+    finish and end the run in one compare-and-set (sent together, with the transaction's BEGIN:
+    :meth:`~jobengine.store.db.Store.write_pipelined`), then its trigger and its rows (sent
+    together)."""
     seq, worker = item[0], done.worker
     outcome = done.outcome
     assert outcome is not None
@@ -277,7 +278,7 @@ def _end_one_shot(
     rows.append(LogRow(outcome.log_type, outcome.message_id, outcome.asset, outcome.args).entry())
     finish_rows = [row.entry() for row in loaded.ctx.take_log_rows()]
     try:
-        with runtime.store.write() as session:
+        with runtime.store.write_pipelined() as session:  # its BEGIN goes with the first batch
             end = end_one_shot(session, loaded.run, seq, worker, final=final, counts=counts,
                                result=outcome.result, output=output)  # fmt: skip
             if not end.counted:  # our lease lapsed and another worker took the item over
@@ -296,10 +297,14 @@ def _end_one_shot(
 def _claim_start(
     runtime: Runtime, run_id: int, worker: str
 ) -> tuple[_Loaded, Sequence[RunItem]] | str:
-    """Claim the start; the run and the items an earlier start planned, or what happened."""
+    """Claim the start; the run and the items an earlier start planned, or what happened.
+
+    Its transaction's first statements are the run's read and its claim, sent together with
+    its BEGIN (:meth:`~jobengine.store.db.Store.write_pipelined`); a start that must not go on
+    rolls them back (:class:`_RolledBack`)."""
     lease = runtime.settings.lease_seconds
     try:
-        with runtime.store.write() as session:
+        with runtime.store.write_pipelined() as session:  # its BEGIN goes with the first batch
             # the run read (its job's row locked first, as everywhere) and claimed together
             row, claimed = claim_loaded_start(session, run_id, worker, lease)
             loaded = _loaded(runtime, run_id, row)

@@ -187,11 +187,13 @@ def claim_loaded_start(
     session: Session, run_id: int, worker: str, lease: float
 ) -> tuple[tuple[Run, Job, Company] | None, bool]:
     """:func:`load_run` (the job's row locked) and the start's claim, sent together (on
-    PostgreSQL one round trip, after the one psycopg waits for its BEGIN): the run, its job
-    and its company as they were before the claim, and whether it claimed the start (Queued
-    -> Running for ``worker``, or a start whose lease lapsed taken over, or ``worker``'s own
-    taken back; ``_CLAIM_START``). The claim is made whatever the run was found to be: a
-    caller that decides from the run not to start it rolls the transaction back."""
+    PostgreSQL one round trip, with the transaction's BEGIN when it was opened by
+    :meth:`~jobengine.store.db.Store.write_pipelined`, else after the one psycopg waits for its
+    BEGIN): the run, its job and its company as they were before the claim, and whether it
+    claimed the start (Queued -> Running for ``worker``, or a start whose lease lapsed taken
+    over, or ``worker``'s own taken back; ``_CLAIM_START``). The claim is made whatever the
+    run was found to be: a caller that decides from the run not to start it rolls the
+    transaction back."""
     conn = _hot(session)
     with pipelined(conn):
         load = _LOAD_RUN_LOCKING_JOB.send(conn, {"run": run_id})
@@ -668,7 +670,8 @@ def end_one_shot(
     """:func:`complete_item`, then :func:`claim_inline_finish` and :func:`end_run` (Done, with
     ``output``) in one compare-and-set, for a run of one item that ``worker`` did in its start
     task, the job's row locked first (:func:`lock_job_of_run`): the four statements sent
-    together, on PostgreSQL in one round trip (after the one psycopg waits for its BEGIN).
+    together, on PostgreSQL in one round trip (with the transaction's BEGIN when it was opened by
+    :meth:`~jobengine.store.db.Store.write_pipelined`, else after the one psycopg waits for it).
 
     So they all run even when the first finds the item no longer ``worker``'s: then
     ``counted`` is False and the caller must roll the transaction back. ``ended`` None: items

@@ -318,6 +318,25 @@ def test_a_one_asset_run_whose_item_was_taken_over_while_it_worked_records_nothi
         assert session.get(Job, run.job_id).trigger_state != "Complete"  # type: ignore[union-attr]
 
 
+def test_a_paused_start_rolls_back_the_claim_sent_with_its_read(private_queue: Queue) -> None:
+    """The start's read and claim go together (with the BEGIN, on PostgreSQL): a run found
+    paused is left queued and unclaimed, its job's row unlocked, for resumeJob to send it."""
+    run, _, _ = _one_asset_run("Path Paused Start")
+    with get_runtime().store.write() as session:
+        session.execute(update(Run).where(Run.id == run.id).values(paused=True))
+
+    assert runner.start(run.id, "worker-a") == "paused"
+
+    held = _run("Path Paused Start")
+    assert (held.state, held.claimed_by, held.lease_until, held.started_at) == (
+        "Queued", None, None, None,
+    )  # fmt: skip
+    assert _log(run.id) == [] and _items(run.id) == []
+    with get_runtime().store.write() as session:  # resumed: the job's row is not held
+        session.execute(update(Run).where(Run.id == run.id).values(paused=False))
+    assert runner.start(run.id, "worker-b") == "done"
+
+
 def test_a_one_asset_run_stopped_while_its_item_worked_ends_stopped_with_it_counted(
     private_queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
