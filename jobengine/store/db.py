@@ -257,6 +257,20 @@ def _send_begin(driver: Any) -> None:
         cursor.execute("BEGIN")
 
 
+def _as_before(conn: Connection, driver: Any) -> None:
+    """``driver`` (``conn``'s) with its usual cursors and out of autocommit once its
+    :meth:`Store.write_pipelined` transaction ended, for the next to borrow it from the pool.
+    psycopg refuses to leave autocommit in a transaction: a connection whose transaction did
+    not end (its COMMIT or ROLLBACK failed) is invalidated, never lent again; a lost one was."""
+    driver.cursor_factory = psycopg.Cursor
+    if driver.closed:
+        return
+    try:
+        driver.autocommit = False
+    except psycopg.Error:
+        conn.invalidate()
+
+
 def _died_before_commit(error: BaseException) -> bool:
     """Whether a transaction's statement failed because its connection died (a disconnect the
     pool invalidated): nothing of that transaction was committed."""
@@ -306,29 +320,31 @@ class Store:
         For a transaction whose first statements are sent together (any first statement
         sends the BEGIN, but one alone waits for it as psycopg's own BEGIN would).
 
-        The connection commits each statement by itself (as :meth:`each_statement`), so
+        The driver's connection commits each statement by itself (psycopg's autocommit), so
         psycopg sends no BEGIN; its cursors send one before the first statement (a cursor
         class of their own until then). The session commits or rolls back as :meth:`write`'s,
         once: psycopg's ``commit()`` and ``rollback()`` send COMMIT and ROLLBACK whenever the
         server is in a transaction, whatever the connection's mode (and nothing when the BEGIN
-        was never sent: nothing ran). Back in the pool, the connection is out of any
-        transaction, with its usual cursors and mode (SQLAlchemy resets the isolation level it
-        set). Outages are :meth:`write`'s. On SQLite, :meth:`write`.
+        was never sent: nothing ran). Then the connection gets its usual mode and cursors back
+        before it goes back to the pool (:func:`_as_before`). Set on the driver, not through
+        SQLAlchemy's isolation level (``AUTOCOMMIT``), which sets two of psycopg's settings
+        and resets both at checkin, each under the connection's lock: a one-asset run made 162
+        Python calls more than with :meth:`write` that way, 72 this way (in the profile of
+        ``bench/runner_profile.py``). Outages are :meth:`write`'s. On SQLite, :meth:`write`.
         """
         if self.is_sqlite:
             with self.write() as session:
                 yield session
             return
         with outage(), self._write_engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
             driver: Any = conn.connection.dbapi_connection
-            driver.cursor_factory = _BeginFirst
             try:
+                driver.autocommit = True
+                driver.cursor_factory = _BeginFirst
                 with self._writer(bind=conn) as session, session.begin():
                     yield session
             finally:
-                if driver.cursor_factory is _BeginFirst:  # no statement ran
-                    driver.cursor_factory = psycopg.Cursor
+                _as_before(conn, driver)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
