@@ -1,14 +1,17 @@
-"""The submission benchmarks against a PostgreSQL store across a slow link: a delay each way.
+"""The submission benchmarks and the worker's runner against a PostgreSQL store across a slow
+link: a delay each way.
 
     .venv/bin/python bench/netem.py [--delays 0,0.5,2] [--bulk-n 3000] [--submit-n 300]
-                                    [--rounds 3] [--only bulk|submit]
+                                    [--runner-n 200] [--rounds 3] [--only bulk|submit|runner]
 
 Starts a PostgreSQL cluster of its own (``initdb`` and ``postgres`` from
 /usr/lib/postgresql/*/bin, in a temporary directory, on a free loopback port; as root it runs
 as the ``postgres`` user, which PostgreSQL requires) and, for each delay, a proxy in front of it
 that holds every byte ``delay`` milliseconds each way (one-way delay: a round trip takes twice
 it). Then, for each delay in turn, runs ``bench/bulk.py --paths both`` (submit_many() x100 and
-x1000 by both record paths beside bare ``apply_async``) and ``bench/submit.py`` with
+x1000 by both record paths beside bare ``apply_async``), ``bench/submit.py`` and
+``bench/runner_profile.py`` (one-asset runs one after the other, as a worker child runs them:
+its wall time a job is the store's round trips times the link's latency, plus the work) with
 ``BENCH_DATABASE_URL`` on a fresh database reached through that delay's proxy. Redis stays on
 loopback (the benchmarks' embedded one): only the store is across the link.
 
@@ -258,6 +261,9 @@ def _fresh_database(port: int, name: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+_SCRIPTS = {"runner": "runner_profile.py"}  # the benchmarks not named for their side
+
+
 def _bench(script: str, args: list[str], url: str) -> str:
     """Run a benchmark to its end; interrupted, it is interrupted too (SIGINT, by its PID) and
     waited for, so that it stops what it started (its embedded Redis) before this run goes on
@@ -282,8 +288,17 @@ def _bench(script: str, args: list[str], url: str) -> str:
 
 
 def _medians(output: str) -> dict[str, str]:
-    """The benchmark's median lines, by side."""
+    """The benchmark's median lines, by side (``runner_profile``'s: its rate and its wall time
+    and CPU time a job)."""
     found: dict[str, str] = {}
+    per_job = re.search(r"CPU a job ([\d.]+) ms, wall a job ([\d.]+) ms", output)
+    rate = re.search(r"runs, ([\d.]+) jobs/s", output)
+    if per_job and rate:
+        found["one-asset runs"] = (
+            f"{rate.group(1)} jobs/s, wall a job {per_job.group(2)} ms, "
+            f"CPU a job {per_job.group(1)} ms"
+        )
+        return found
     tail = output.split("median of", 1)[-1]
     for line in tail.splitlines()[1:]:
         match = re.match(r"\s+(\S.*?)\s{2,}(\S.*)$", line)
@@ -315,8 +330,9 @@ def main() -> None:
     parser.add_argument("--delays", default="0,0.5,2", help="one-way delays, ms")
     parser.add_argument("--bulk-n", type=int, default=3000)
     parser.add_argument("--submit-n", type=int, default=300)
+    parser.add_argument("--runner-n", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["bulk", "submit"])
+    parser.add_argument("--only", choices=["bulk", "submit", "runner"])
     args = parser.parse_args()
     delays = [float(d) for d in args.delays.split(",")]
     summary: dict[float, dict[str, str]] = {}
@@ -331,6 +347,7 @@ def main() -> None:
             runs = {
                 "bulk": ["--n", str(args.bulk_n), "--rounds", str(args.rounds), "--paths", "both"],
                 "submit": ["--n", str(args.submit_n), "--rounds", str(args.rounds)],
+                "runner": ["--n", str(args.runner_n)],
             }
             for bench, bench_args in runs.items():
                 if args.only not in (None, bench):
@@ -339,7 +356,7 @@ def main() -> None:
                 _fresh_database(pg_port, database)
                 print(f"\n== bench/{bench}.py, one-way delay {delay} ms", flush=True)
                 url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
-                out = _bench(f"{bench}.py", bench_args, url)
+                out = _bench(_SCRIPTS.get(bench, f"{bench}.py"), bench_args, url)
                 summary[delay].update((f"{bench}: {k}", v) for k, v in _medians(out).items())
     print("\nmedians per one-way delay")
     for delay, sides in summary.items():
