@@ -46,6 +46,7 @@ from jobengine.store.hot import pipelined
 from jobengine.store.runs import (
     Counted,
     Counts,
+    ItemClaim,
     LogEntry,
     add_items,
     cancel_held_item,
@@ -54,6 +55,7 @@ from jobengine.store.runs import (
     claim_inline_finish,
     claim_item,
     claim_items,
+    claim_loaded_items,
     claim_loaded_start,
     complete_item,
     count_finished,
@@ -626,11 +628,21 @@ def run_chunk(
     twice: counting an item is a compare-and-set on the claim of the worker that did it."""
     runtime = get_runtime()
     lease = runtime.settings.lease_seconds
-    with runtime.store.write() as session:
-        loaded = _load(runtime, session, run_id)
-        if loaded is None:
-            return ChunkStep("duplicate")
-        claimed = _claim_chunk(session, loaded, seqs, worker, lease)
+    try:  # the run read and the items claimed together, with the BEGIN
+        with runtime.store.write_pipelined() as session:
+            row, held, others = claim_loaded_items(session, run_id, seqs, worker, lease)
+            loaded = _loaded(runtime, run_id, row)
+            if loaded is None:
+                return ChunkStep("duplicate")
+            if loaded.run.stop_requested or loaded.run.paused:
+                raise _RolledBack("halted")  # its claims undone: the way below decides
+            claimed = _Claimed(held=tuple(held), busy=_busy(others))
+    except _RolledBack:
+        with runtime.store.write() as session:
+            loaded = _load(runtime, session, run_id)
+            if loaded is None:
+                return ChunkStep("duplicate")
+            claimed = _claim_chunk(session, loaded, seqs, worker, lease)
     chunk = _Chunk(loaded, worker, on_item)
     chunk.told(claimed.cancelled)
     if claimed.paused:
@@ -659,7 +671,9 @@ def _claim_chunk(
     session: Session, loaded: _Loaded, seqs: Sequence[int], worker: str, lease: float
 ) -> _Claimed:
     """Claim a chunk's items in the transaction that loaded its run, as :func:`run_item`
-    claims one: cancel them if the run was stopped, none if it is paused."""
+    claims one: cancel them if the run was stopped, none if it is paused. (A chunk's first try,
+    :func:`claim_loaded_items`, claims them with the run's read; this is the way when that
+    found the run stopped or paused.)"""
     run = loaded.run
     if run.stop_requested:
         lock_job_of_run(session, run.id)  # before the run's rows: see _complete
@@ -669,12 +683,16 @@ def _claim_chunk(
     held, others = claim_items(session, run.id, seqs, worker, lease)
     if held:  # counting them is a durable commit before anything rests on these claims
         commit_without_flush(session.connection())
-    busy = tuple(
+    return _Claimed(held=tuple(held), busy=_busy(others))
+
+
+def _busy(others: Sequence[ItemClaim]) -> tuple[tuple[int, datetime], ...]:
+    """The items another delivery holds, and until when, of those not claimed."""
+    return tuple(
         (claim.item.seq, claim.busy_until)
         for claim in others
         if claim.status == "busy" and claim.item is not None and claim.busy_until is not None
     )
-    return _Claimed(held=tuple(held), busy=busy)
 
 
 class _Chunk:
@@ -746,11 +764,7 @@ class _Chunk:
                 session, run_id, seqs, self.worker, runtime.settings.lease_seconds
             )
         self.reclaimed_at = time.monotonic()
-        busy += [
-            (claim.item.seq, claim.busy_until)
-            for claim in others
-            if claim.status == "busy" and claim.item is not None and claim.busy_until is not None
-        ]
+        busy += _busy(others)
         return ours
 
     def _commit(self, held: list[tuple[int, str]], *, late: bool) -> bool:

@@ -46,6 +46,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import ColumnElement
 
 from jobengine.i18n import LogMessage, english, message_args
+from jobengine.store.db import commit_without_flush
 from jobengine.store.hot import HotStatement, pipelined
 from jobengine.store.schema import (
     COMPANIES,
@@ -77,6 +78,7 @@ __all__ = [
     "claim_inline_finish",
     "claim_item",
     "claim_items",
+    "claim_loaded_items",
     "complete_item",
     "detached",
     "end_item",
@@ -374,11 +376,46 @@ def claim_items(
     """:func:`claim_item` for several items of a run in one statement: the items claimed, as
     ``(seq, key)`` in the order of ``seqs``, and the answer for each of the others (busy
     elsewhere until a time, finished, or missing), also in that order."""
-    now = utcnow()
     conn = _hot(session)
+    claimed = _claim_items(len(seqs)).all(conn, _claim_items_params(run_id, seqs, worker, lease))
+    return _claims(conn, run_id, seqs, claimed)
+
+
+def claim_loaded_items(
+    session: Session, run_id: int, seqs: Sequence[int], worker: str, lease: float
+) -> tuple[tuple[Run, Job, Company] | None, list[tuple[int, str]], list[ItemClaim]]:
+    """:func:`load_run` and :func:`claim_items`, sent together (on PostgreSQL one round trip,
+    with the transaction's BEGIN when it was opened by
+    :meth:`~jobengine.store.db.Store.write_pipelined`), the transaction's COMMIT set not to
+    wait for the log's flush (:func:`~jobengine.store.db.commit_without_flush`: counting the
+    items is a durable commit before anything rests on these claims). The claims are made
+    whatever the run was found to be: a caller that decides from the run not to go on (it is
+    stopped or paused) rolls the transaction back."""
+    conn = _hot(session)
+    with pipelined(conn):
+        load = _LOAD_RUN.send(conn, {"run": run_id})
+        claim = _claim_items(len(seqs)).send(conn, _claim_items_params(run_id, seqs, worker, lease))
+        commit_without_flush(conn)
+    claimed = claim.all()  # the results came back with the block's closing round trip
+    held, others = _claims(conn, run_id, seqs, claimed)
+    return _loaded_run(session, next(iter(load.all()), None)), held, others
+
+
+def _claim_items_params(
+    run_id: int, seqs: Sequence[int], worker: str, lease: float
+) -> dict[str, Any]:
+    now = utcnow()
     params: dict[str, Any] = {f"s{n}": seq for n, seq in enumerate(seqs)}
     params.update(run=run_id, worker=worker, now=now, until=now + timedelta(seconds=lease))
-    keys = {int(seq): str(key) for seq, key in _claim_items(len(seqs)).all(conn, params)}
+    return params
+
+
+def _claims(
+    conn: Connection, run_id: int, seqs: Sequence[int], claimed: Sequence[Sequence[Any]]
+) -> tuple[list[tuple[int, str]], list[ItemClaim]]:
+    """The items of ``seqs`` claimed (``claimed``: their seqs and keys), as ``(seq, key)`` in
+    the order of ``seqs``, and each other one read for why not."""
+    keys = {int(seq): str(key) for seq, key in claimed}
     others: list[ItemClaim] = []
     for seq in seqs:
         if seq in keys:

@@ -222,6 +222,30 @@ def test_a_pause_mid_chunk_gives_back_the_items_not_begun_and_resume_sends_them(
     assert _run("Chunk Paused").finished_items == 4
 
 
+def test_a_chunk_sent_to_a_paused_run_claims_nothing_and_to_a_stopped_one_cancels(
+    private_queue: Queue,
+) -> None:
+    """The chunk's items are claimed with the run's read, before its flags are known: a paused
+    or stopped run's claims are rolled back, and the chunk then does what it did when it read
+    the run first (nothing for a pause, its items cancelled for a stop)."""
+    run, _ = _started("Chunk Came Paused", 3)
+    _set_run(run.id, paused=True)()
+
+    assert runner.run_chunk(run.id, [0, 1, 2], "worker-a", on_item=lambda s: None) == (
+        runner.ChunkStep("paused")
+    )
+    assert _states(run.id) == [("pending", 0)] * 3  # no claim left behind, no attempt counted
+    assert _items(run.id, RunItem.claimed_by) == [(None,)] * 3
+
+    _set_run(run.id, paused=False, stop_requested=True)()
+    steps: list[runner.ItemStep] = []
+    step = runner.run_chunk(run.id, [0, 1, 2], "worker-a", on_item=steps.append)
+    assert step.status == "cancelled"
+    assert [(s.status, s.finished) for s in steps] == [("cancelled", n) for n in (1, 2, 3)]
+    assert _states(run.id) == [("cancelled", 0)] * 3
+    assert _outcome_rows(run.id) == []
+
+
 def test_a_chunk_out_of_time_hands_back_the_items_it_has_not_begun(private_queue: Queue) -> None:
     run, _ = _started("Chunk Late", 4)
 

@@ -69,3 +69,27 @@ def test_a_one_asset_run_takes_seven_round_trips_in_its_worker(private_queue: Qu
             assert runner.start(run_id, "traced") == "done"
         trips.append(trace.round_trips)
     assert trips == [7, 7], trace.messages
+
+
+def test_a_chunk_of_three_items_takes_fourteen_round_trips_in_its_worker(
+    private_queue: Queue,
+) -> None:
+    """A chunk of a fanned-out run (``runner.run_chunk``, three one-asset items): its claim, two
+    (the BEGIN, the run's read, the items' claim and the commit's setting sent together; the
+    COMMIT); each item's asset read, three; the stop and pause flags read before the second and
+    the third item, two; and the count, seven (psycopg's BEGIN, the job's lock, the items' end,
+    the run's count, the items' log rows, the finish marked, the COMMIT). Its claim one statement
+    at a time, with psycopg's own BEGIN, made seventeen."""
+    company, assets = make_company(21)
+    submit(export_request(company, assets[:18], "Chunk Trips Warm"))
+    submit(export_request(company, assets[18:], "Chunk Trips"))
+    warm, traced_run = _run("Chunk Trips Warm"), _run("Chunk Trips")
+    for run in (warm, traced_run):
+        assert runner.start(run.id, "starter") == "started"  # its items sent as messages
+    for first in range(0, 18, 3):  # psycopg prepares a statement run five times, on its sixth
+        step = runner.run_chunk(warm.id, [first, first + 1, first + 2], "warm", on_item=print)
+        assert step.status == "done"
+    with traced(_engine()) as trace:
+        step = runner.run_chunk(traced_run.id, [0, 1, 2], "traced", on_item=lambda step: None)
+    assert step.status == "done"
+    assert trace.round_trips == 14, trace.messages
