@@ -26,6 +26,7 @@ whose first statements go together (a worker's start and its end) opens with
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import sqlite3
@@ -35,7 +36,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -223,26 +223,34 @@ def commit_without_flush(conn: Connection) -> None:
         cursor.close()
 
 
-class _BeginFirst(psycopg.Cursor[Any]):
-    """The cursors of a connection of :meth:`Store.write_pipelined` before its transaction's
-    first statement: that statement sends the BEGIN first (:func:`_send_begin`), in its
-    pipeline when it is in one, so that the two go in one round trip."""
+@functools.cache
+def _begin_first(usual: Any) -> Any:
+    """The cursor class ``usual`` (the driver's) for a connection of
+    :meth:`Store.write_pipelined` before its transaction's first statement: that statement
+    sends the BEGIN first (:func:`_send_begin`), in its pipeline when it is in one, so that the
+    two go in one round trip. Made from the driver's own class, so that psycopg is imported
+    only by a store that uses it."""
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        _send_begin(self.connection)
-        return super().execute(*args, **kwargs)
+    class BeginFirst(usual):  # type: ignore[misc]
+        usual_cursor = usual
 
-    def executemany(self, *args: Any, **kwargs: Any) -> None:
-        _send_begin(self.connection)
-        super().executemany(*args, **kwargs)
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            _send_begin(self.connection)
+            return super().execute(*args, **kwargs)
 
-    def copy(self, *args: Any, **kwargs: Any) -> Any:
-        _send_begin(self.connection)
-        return super().copy(*args, **kwargs)
+        def executemany(self, *args: Any, **kwargs: Any) -> None:
+            _send_begin(self.connection)
+            super().executemany(*args, **kwargs)
 
-    def stream(self, *args: Any, **kwargs: Any) -> Any:
-        _send_begin(self.connection)
-        return super().stream(*args, **kwargs)
+        def copy(self, *args: Any, **kwargs: Any) -> Any:
+            _send_begin(self.connection)
+            return super().copy(*args, **kwargs)
+
+        def stream(self, *args: Any, **kwargs: Any) -> Any:
+            _send_begin(self.connection)
+            return super().stream(*args, **kwargs)
+
+    return BeginFirst
 
 
 def _send_begin(driver: Any) -> None:
@@ -250,24 +258,25 @@ def _send_begin(driver: Any) -> None:
     on a connection that commits each statement, so psycopg sends none of its own. In a
     pipeline it waits there with the statements after it, and a failure is raised where
     theirs would be (by the fetch, or the pipeline's end)."""
-    if driver.cursor_factory is not _BeginFirst:
+    usual = getattr(driver.cursor_factory, "usual_cursor", None)
+    if usual is None:
         return  # sent already (by another cursor)
-    driver.cursor_factory = psycopg.Cursor
+    driver.cursor_factory = usual
     with driver.cursor() as cursor:  # closed before its result is in: a pipeline still checks it
         cursor.execute("BEGIN")
 
 
-def _as_before(conn: Connection, driver: Any) -> None:
-    """``driver`` (``conn``'s) with its usual cursors and out of autocommit once its
+def _as_before(conn: Connection, driver: Any, usual: Any) -> None:
+    """``driver`` (``conn``'s) with its ``usual`` cursors and out of autocommit once its
     :meth:`Store.write_pipelined` transaction ended, for the next to borrow it from the pool.
     psycopg refuses to leave autocommit in a transaction: a connection whose transaction did
     not end (its COMMIT or ROLLBACK failed) is invalidated, never lent again; a lost one was."""
-    driver.cursor_factory = psycopg.Cursor
+    driver.cursor_factory = usual
     if driver.closed:
         return
     try:
         driver.autocommit = False
-    except psycopg.Error:
+    except conn.dialect.loaded_dbapi.Error:
         conn.invalidate()
 
 
@@ -338,13 +347,14 @@ class Store:
             return
         with outage(), self._write_engine.connect() as conn:
             driver: Any = conn.connection.dbapi_connection
+            usual = driver.cursor_factory
             try:
                 driver.autocommit = True
-                driver.cursor_factory = _BeginFirst
+                driver.cursor_factory = _begin_first(usual)
                 with self._writer(bind=conn) as session, session.begin():
                     yield session
             finally:
-                _as_before(conn, driver)
+                _as_before(conn, driver, usual)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
