@@ -80,24 +80,22 @@ _CREATED_DATABASES: list[str] = []
 def drop_database(url: str) -> None:
     """Drop one database ``store_url`` created (nothing for a SQLite file), before the end of
     the session: for a module's own store."""
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from jobengine.store.db import normalize_url
-
     name = make_url(url).database
-    if name not in _CREATED_DATABASES:
-        return
-    admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-    _CREATED_DATABASES.remove(name)
+    if name in _CREATED_DATABASES:
+        _drop([name])
+        _CREATED_DATABASES.remove(name)
 
 
 def drop_databases() -> None:
     """Drop the PostgreSQL databases ``store_url`` created (none on SQLite)."""
-    if not _CREATED_DATABASES:
+    _drop(_CREATED_DATABASES)
+    _CREATED_DATABASES.clear()
+
+
+def _drop(names: list[str]) -> None:
+    if not names:
         return
     from sqlalchemy import create_engine, text
 
@@ -105,10 +103,9 @@ def drop_databases() -> None:
 
     admin = create_engine(normalize_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        for name in _CREATED_DATABASES:
+        for name in names:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-    _CREATED_DATABASES.clear()
 
 
 class Worker(Service):
